@@ -1,0 +1,184 @@
+"""HTTP routes: parse the request, ask the index or the caches, render. Nothing else lives here."""
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from proxy import upstream
+from proxy.cache.files import FileStore
+from proxy.cache.pages import Offline, PageCache
+from proxy.config import Config
+from proxy.file_responses import FileBody, cached_response, file_headers
+from proxy.names import InvalidName, is_sha256, validate, validate_filename
+from proxy.serialize import CONTENT_TYPES, negotiate, render_list, render_page
+from proxy.sources.base import FileNotFoundUpstream, Source
+from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.sources.gitlab import GitLabSource
+
+log = logging.getLogger("proxy.app")
+
+
+@dataclass
+class Services:
+    config: Config
+    client: httpx.AsyncClient
+    pages: PageCache
+    files: FileStore
+    index: Index
+
+    @classmethod
+    def start(cls, config: Config) -> "Services":
+        client = upstream.make_client(config.gitlab.timeout)
+        sources: list[Source] = [
+            GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab
+        ]
+        pages = PageCache(
+            config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
+        )
+        files = FileStore(config.cache.directory, config.cache.max_size)
+        return cls(config, client, pages, files, Index(sources, [], pages))
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        self.pages.close()
+        self.files.close()
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A one-line plain-text error; never a traceback, never a secret."""
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def upstream_error(exc: Unavailable | Offline) -> Response:
+    if isinstance(exc, Offline):
+        return error(503, str(exc))
+    return error(504 if exc.timeout else 502, str(exc))
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def allowed_sources(request: Request) -> frozenset[str] | None:
+    """The source names this request may read; None means every source."""
+    return None
+
+
+def redirect(location: str) -> Response:
+    # Relative, so it stays right behind any host name or path prefix.
+    return Response(status_code=301, headers={"location": location})
+
+
+def page_response(request: Request, body: bytes, media: str, stale: bool) -> Response:
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"vary": "Accept", "etag": etag, "x-cache": "STALE" if stale else "OK"}
+    if stale:
+        headers["warning"] = '110 gitlab-pypi-proxy "Response is Stale"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(body))
+        body = b""
+    return Response(body, headers=headers, media_type=CONTENT_TYPES[media])
+
+
+async def simple_root(request: Request) -> Response:
+    media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    if media is None:
+        return error(406, "no acceptable media type: ask for PEP 691 JSON or HTML")
+    try:
+        projects = await services(request).index.project_list(allowed_sources(request))
+    except (Unavailable, Offline) as exc:
+        return upstream_error(exc)
+    body = await asyncio.to_thread(render_list, projects, media)
+    return page_response(request, body, media, projects.stale)
+
+
+async def project_page(request: Request) -> Response:
+    raw = request.path_params["name"]
+    try:
+        name = validate(raw)
+    except InvalidName as exc:
+        return error(400, str(exc))
+    if raw != name or not request.url.path.endswith("/"):
+        prefix = "../" if request.url.path.endswith("/") else ""
+        return redirect(f"{prefix}{name}/")
+    media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    if media is None:
+        return error(406, "no acceptable media type: ask for PEP 691 JSON or HTML")
+    try:
+        page = await services(request).index.project_page(name, allowed_sources(request))
+    except NotFound:
+        return error(404, f"no source has a project named {name}")
+    except (Unavailable, Offline) as exc:
+        return upstream_error(exc)
+    body = render_page(page, media)
+    return page_response(request, body, media, page.stale)
+
+
+async def distribution_file(request: Request) -> ASGIApp | Response:
+    sha256, filename = request.path_params["sha256"], request.path_params["filename"]
+    if not is_sha256(sha256):
+        return error(400, "the file URL must hold a lowercase hex sha256")
+    try:
+        validate_filename(filename)
+    except InvalidName as exc:
+        return error(400, str(exc))
+    svc = services(request)
+    allowed = allowed_sources(request)
+    cached = await svc.files.open(sha256)
+    if cached is not None:
+        return cached_response(cached, sha256, request.headers, request.method)
+    if svc.config.cache.offline:
+        return error(503, f"the proxy is offline and has no cached copy of {filename}")
+    candidates = await svc.index.locate(sha256, filename, allowed)
+    if not candidates:
+        return error(404, f"no readable source offers {filename}")
+    download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
+    try:
+        await asyncio.shield(download.started)
+    except FileNotFoundUpstream:
+        return error(404, f"no source has {filename} with sha256 {sha256}")
+    except Unavailable as exc:
+        return upstream_error(exc)
+    except Exception as exc:
+        log.error("download of %s failed: %s", filename, exc)
+        return error(502, f"upstream download of {filename} failed")
+    headers = file_headers(sha256, download.size, None, "MISS")
+    body = None if request.method == "HEAD" else download.follow()
+    return FileBody(200, headers, body, label=filename)
+
+
+async def redirect_root(request: Request) -> Response:
+    return redirect("simple/")
+
+
+def create_app(config: Config) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = Services.start(config)
+        try:
+            yield
+        finally:
+            await app.state.services.stop()
+
+    routes = [
+        Route("/simple", redirect_root, methods=["GET", "HEAD"]),
+        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
+        Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
+        Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False
+    return app

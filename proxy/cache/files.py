@@ -1,0 +1,232 @@
+"""Distribution file cache: content-addressed, verified before it is kept, single-flight.
+
+A download runs once per file, as a task of its own, writing to a temporary file while hashing
+it. Every client (the first included) follows that file as it grows, so latecomers get the whole
+body and a client hanging up does not stop the download. The last bytes are held back until the
+sha256 is checked: on a mismatch no client ever receives a complete wrong file, and nothing is
+kept. A verified file is moved (not copied) into diskcache, which evicts least recently used
+entries past `max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
+All disk I/O and hashing happen in worker threads, never on the event loop.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
+
+from proxy.sources.base import FileStream
+
+log = logging.getLogger("proxy.cache.files")
+
+CHUNK = 256 * 1024
+
+
+class HashMismatch(Exception):
+    """The upstream's bytes do not hash to the digest the file is addressed by."""
+
+
+@dataclass(frozen=True)
+class _Adopt:
+    """A verified temporary file to move into the cache as an entry's value."""
+
+    path: str
+
+
+class _AdoptingDisk(diskcache.Disk):
+    """diskcache's Disk, taught to take ownership of a file by rename instead of copying it."""
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
+        if isinstance(value, _Adopt):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(value.path, full_path)
+            return os.path.getsize(full_path), MODE_BINARY, filename, None
+        return super().store(value, read, key)
+
+
+@dataclass
+class CachedFile:
+    """An open cache entry: reading it is safe even if it is evicted meanwhile."""
+
+    handle: BinaryIO
+    size: int
+    mtime: float
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class Download:
+    """One upstream download, followed by any number of readers."""
+
+    def __init__(self, sha256: str, path: str, reopen: Callable[[], "CachedFile | None"]) -> None:
+        self.sha256, self.path, self._reopen = sha256, path, reopen
+        self.size: int | None = None  # as announced by the upstream
+        self.written = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._progress = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    @property
+    def readable(self) -> int:
+        # Hold back the last byte until the digest is checked: a wrong file never arrives whole.
+        return self.written if self.done and self.error is None else max(0, self.written - 1)
+
+    def _open_reader(self) -> BinaryIO:
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError:
+            # Joined just as the download ended: it was either adopted into the cache or dropped.
+            cached = self._reopen() if self.error is None else None
+            if cached is None:
+                raise self.error or HashMismatch("download vanished") from None
+            return cached.handle
+
+    async def follow(self) -> AsyncIterator[bytes]:
+        """The file's bytes as they arrive; raises the download's error if it fails."""
+        handle = await asyncio.to_thread(self._open_reader)
+        try:
+            position = 0
+            while True:
+                if position < self.readable:
+                    length = min(CHUNK, self.readable - position)
+                    chunk = await asyncio.to_thread(os.pread, handle.fileno(), length, position)
+                    position += len(chunk)
+                    yield chunk
+                elif self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                else:
+                    await self._progress.wait()
+        finally:
+            await asyncio.to_thread(handle.close)
+
+
+class FileStore:
+    def __init__(self, directory: Path, max_size: int) -> None:
+        root = directory / "files"
+        self._disk = diskcache.Cache(
+            str(root),
+            size_limit=max_size,
+            eviction_policy="least-recently-used",
+            disk=_AdoptingDisk,
+            disk_min_file_size=0,
+        )
+        self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._downloads: dict[str, Download] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def close(self) -> None:
+        self._disk.close()
+
+    @property
+    def entries(self) -> diskcache.Cache:
+        return self._disk
+
+    async def open(self, sha256: str) -> CachedFile | None:
+        return await asyncio.to_thread(self._open, sha256)
+
+    def _open(self, sha256: str) -> CachedFile | None:
+        try:
+            handle, size = self._disk.get(sha256, read=True, tag=True)
+        except OSError:  # the entry's file vanished: drop the row
+            self._disk.delete(sha256)
+            return None
+        if handle is None:
+            return None
+        stat = os.fstat(handle.fileno())
+        if stat.st_size != size:
+            handle.close()
+            log.error(
+                "cache entry %s has %d bytes, expected %s: dropped", sha256, stat.st_size, size
+            )
+            self._disk.delete(sha256)
+            return None
+        return CachedFile(handle=handle, size=size, mtime=stat.st_mtime)
+
+    def download(
+        self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
+    ) -> Download:
+        """The running download of `sha256`, started with `opener` if there is none."""
+        current = self._downloads.get(sha256)
+        if current is not None:
+            return current
+        fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
+        os.close(fd)  # reopened in a thread by the writer
+        download = Download(sha256, path, lambda: self._open(sha256))
+        self._downloads[sha256] = download
+        task = asyncio.ensure_future(self._run(download, opener))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return download
+
+    async def _run(
+        self, download: Download, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
+    ) -> None:
+        digest = hashlib.sha256()
+        try:
+            async with opener() as stream:
+                download.size = stream.size
+                download.started.set_result(None)
+                handle = await asyncio.to_thread(open, download.path, "wb")
+                try:
+                    async for chunk in stream.chunks:
+                        await asyncio.to_thread(_write, handle, digest, chunk)
+                        download.written += len(chunk)
+                        download.notify()
+                    await asyncio.to_thread(_flush, handle)
+                finally:
+                    await asyncio.to_thread(handle.close)
+            if stream.size is not None and download.written != stream.size:
+                raise HashMismatch(f"got {download.written} of {stream.size} bytes")
+            if digest.hexdigest() != download.sha256:
+                raise HashMismatch(f"content hashes to {digest.hexdigest()}")
+            await asyncio.to_thread(
+                self._disk.set,
+                download.sha256,
+                _Adopt(download.path),
+                read=True,
+                tag=download.written,
+            )
+        except BaseException as exc:
+            download.error = exc
+            if not download.started.done():
+                download.started.set_exception(exc)
+                download.started.exception()  # a caller may never look
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.unlink, download.path)
+            if isinstance(exc, HashMismatch):
+                log.error("file %s not kept: %s", download.sha256, exc)
+            elif not isinstance(exc, Exception):
+                raise
+        finally:
+            download.done = True
+            self._downloads.pop(download.sha256, None)
+            download.notify()
+
+
+def _write(handle: BinaryIO, digest: "hashlib._Hash", chunk: bytes) -> None:
+    handle.write(chunk)
+    digest.update(chunk)
+
+
+def _flush(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())

@@ -1,0 +1,119 @@
+"""Index page cache: fresh for a TTL, revalidated after, served stale when upstream is down.
+
+Entries live in diskcache (SQLite + files), so they survive restarts and are shared by worker
+processes. Every disk call runs in a thread; concurrent misses for one key share one fetch.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from proxy.model import DistFile
+from proxy.sources.base import SourceUnavailable
+
+log = logging.getLogger("proxy.cache.pages")
+
+_PAGES_SIZE_LIMIT = 2**30
+
+
+class Offline(Exception):
+    """The proxy is offline and holds no copy of what was asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: Any
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    value: Any
+    stale: bool  # the upstream could not be reached (or the proxy is offline) and the TTL passed
+
+
+class PageCache:
+    def __init__(self, directory: Path, ttl: float, *, offline: bool = False) -> None:
+        self.ttl, self.offline = ttl, offline
+        self._disk = diskcache.Cache(
+            str(directory / "pages"),
+            size_limit=_PAGES_SIZE_LIMIT,
+            eviction_policy="least-recently-stored",
+        )
+        self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+
+    def close(self) -> None:
+        self._disk.close()
+
+    async def peek(self, key: Hashable) -> Entry | None:
+        return await asyncio.to_thread(self._disk.get, key)
+
+    async def put(self, key: Hashable, value: Any) -> None:
+        await asyncio.to_thread(self._disk.set, key, Entry(value, time.time()))
+
+    async def invalidate(self, key: Hashable) -> None:
+        await asyncio.to_thread(self._disk.delete, key)
+
+    async def remember_files(self, files: Iterable[DistFile]) -> None:
+        """Record which source offers each file, so its URL works without the page."""
+        await asyncio.to_thread(self._remember_files, list(files))
+
+    def _remember_files(self, files: list[DistFile]) -> None:
+        with self._disk.transact():
+            for file in files:
+                key = ("file", file.sha256)
+                known: dict[str, DistFile] = self._disk.get(key) or {}
+                if known.get(file.source) != file:
+                    self._disk.set(key, {**known, file.source: file})
+
+    async def file_locations(self, sha256: str) -> list[DistFile]:
+        known = await asyncio.to_thread(self._disk.get, ("file", sha256))
+        return list(known.values()) if known else []
+
+    async def fetch(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Result:
+        """The value for `key`: cached while fresh, else loaded; stale only if loading fails.
+
+        Raises Offline when offline with nothing cached, SourceUnavailable when the upstream
+        fails and nothing is cached.
+        """
+        entry = await self.peek(key)
+        if entry is not None and (self.offline or time.time() - entry.fetched_at < self.ttl):
+            return Result(entry.value, stale=self.offline and self._expired(entry))
+        if self.offline:
+            raise Offline("the proxy is offline and has no cached copy")
+        try:
+            value = await self._load_once(key, loader)
+        except SourceUnavailable as exc:
+            if entry is None:
+                raise
+            log.warning("serving stale %s: %s", key, exc)
+            return Result(entry.value, stale=True)
+        return Result(value, stale=False)
+
+    def _expired(self, entry: Entry) -> bool:
+        return time.time() - entry.fetched_at >= self.ttl
+
+    async def _load_once(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Any:
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load_and_store(key, loader))
+            self._flights[key] = task
+            task.add_done_callback(lambda t: self._landed(key, t))
+        # shield: one client hanging up must not cancel the fetch the others wait for
+        return await asyncio.shield(task)
+
+    def _landed(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
+
+    async def _load_and_store(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Any:
+        value = await loader()
+        await self.put(key, value)
+        return value

@@ -1,0 +1,109 @@
+"""The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from proxy.config import Config, ConfigError, load
+
+CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
+OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitlab-pypi-proxy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.add_argument("--host", help="address to listen on (default: [server] host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
+    serve.add_argument("--offline", action="store_true", help="never contact an upstream")
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("--config", required=True, help="TOML configuration file")
+    return parser
+
+
+def load_config(path: str, *, offline: bool = False) -> Config:
+    config = load(path)
+    if offline:
+        config = replace(config, cache=replace(config.cache, offline=True))
+    return config
+
+
+def app_factory():  # type: ignore[no-untyped-def]
+    """The ASGI app for uvicorn's worker processes, configured from the environment."""
+    from proxy.app import create_app
+
+    return create_app(
+        load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
+    )
+
+
+def _check_cache_directory(config: Config) -> None:
+    directory = config.cache.directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.path}: cache.directory: {directory} is not writable ({exc.strerror})"
+        ) from None
+
+
+def _describe(config: Config) -> str:
+    lines = [f"config {config.path}: OK"]
+    if config.gitlab.url:
+        auth = "token set" if config.gitlab.token else "no token (anonymous)"
+        lines.append(f"gitlab {config.gitlab.url} ({auth})")
+    for number, source in enumerate(config.sources, 1):
+        lines.append(f"source {number}: {source.name} = {source.kind} {source.target}")
+    cache = config.cache
+    lines.append(
+        f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
+        f"{', offline' if cache.offline else ''})"
+    )
+    return "\n".join(lines)
+
+
+def serve(config: Config, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    _check_cache_directory(config)
+    os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
+    if config.cache.offline:
+        os.environ[OFFLINE_ENV] = "1"
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        "proxy.cli:app_factory",
+        factory=True,
+        host=args.host or config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+        workers=args.workers or config.server.workers,
+        log_level=config.server.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, offline=getattr(args, "offline", False))
+        if args.command == "check-config":
+            print(_describe(config))
+            return 0
+        serve(config, args)
+        return 0
+    except ConfigError as exc:
+        print(f"gitlab-pypi-proxy: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,37 @@
+"""What an index is made of: immutable, serialization-free records shared by every layer."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DistFile:
+    """One distribution file as an upstream lists it."""
+
+    filename: str
+    sha256: str
+    source: str  # name of the configured source that listed it
+    url: str  # where that source serves it (absolute upstream URL)
+    requires_python: str | None = None
+    yanked: str | bool = False  # False, True, or the reason
+    size: int | None = None
+    upload_time: datetime | None = None
+    core_metadata_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPage:
+    """The files of one project, as one source or the merged index sees them."""
+
+    name: str  # normalized
+    files: tuple[DistFile, ...] = ()
+    sources: tuple[str, ...] = ()  # the sources that answered for this name, in priority order
+    stale: bool = False  # served from cache because an upstream could not be reached
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectList:
+    """The normalized project names an index holds."""
+
+    names: frozenset[str] = field(default_factory=frozenset)
+    stale: bool = False

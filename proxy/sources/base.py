@@ -1,0 +1,48 @@
+"""The protocol every source speaks, and the errors it may raise."""
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.model import DistFile, ProjectPage
+
+
+class SourceUnavailable(Exception):
+    """The source could not be asked (connection error, timeout, 5xx). Never holds a secret."""
+
+    def __init__(self, source: str, reason: str, *, timeout: bool = False) -> None:
+        super().__init__(f"upstream {source} unavailable: {reason}")
+        self.source, self.reason, self.timeout = source, reason, timeout
+
+
+class FileNotFoundUpstream(Exception):
+    """The source does not have that file (or refuses to show it)."""
+
+
+@dataclass
+class FileStream:
+    """An upstream file being downloaded: its announced size and its bytes."""
+
+    size: int | None
+    chunks: AsyncIterator[bytes]
+
+
+class Source(Protocol):
+    name: str
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        """The page of normalized `name`, or None when this source does not have it."""
+        ...
+
+    async def project_names(self) -> frozenset[str]:
+        """Every normalized project name this source holds."""
+        ...
+
+    def open_file(self, file: DistFile) -> AbstractAsyncContextManager[FileStream]:
+        """Stream a file this source listed. Raises FileNotFoundUpstream or SourceUnavailable."""
+        ...
+
+    def file_for(self, sha256: str, filename: str) -> DistFile | None:
+        """A file this source can be asked for by digest alone, without its page (or None)."""
+        ...

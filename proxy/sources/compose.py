@@ -1,0 +1,184 @@
+"""The index a client sees: several sources merged, each answer cached, ownership kept.
+
+GitLab sources are asked concurrently and merged in priority order; a file name is listed once,
+from the first source that has it. Public (`url`) sources are asked only for names that no GitLab
+source owns, and never when a GitLab source that might own the name cannot answer (fail closed).
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from proxy.cache.pages import Offline, PageCache, Result
+from proxy.model import DistFile, ProjectList, ProjectPage
+from proxy.sources.base import FileNotFoundUpstream, FileStream, Source, SourceUnavailable
+
+log = logging.getLogger("proxy.index")
+
+
+class NotFound(Exception):
+    """No readable source has the project."""
+
+
+class Unavailable(Exception):
+    """Sources that might have the answer could not be reached and nothing is cached."""
+
+    def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
+        self.failures = list(failures)
+        self.timeout = all(f.timeout for f in failures)
+        super().__init__("; ".join(str(f) for f in failures))
+
+
+class Index:
+    def __init__(self, sources: Sequence[Source], public: Sequence[Source], pages: PageCache):
+        self.sources = list(sources)  # GitLab sources, in priority order
+        self.public = list(public)  # url sources, asked only for names no GitLab source owns
+        self.pages = pages
+        self.by_name: dict[str, Source] = {s.name: s for s in [*self.sources, *self.public]}
+
+    def readable(self, allowed: frozenset[str] | None) -> tuple[list[Source], list[Source]]:
+        def keep(sources: list[Source]) -> list[Source]:
+            return [s for s in sources if allowed is None or s.name in allowed]
+
+        return keep(self.sources), keep(self.public)
+
+    async def project_page(self, name: str, allowed: frozenset[str] | None = None) -> ProjectPage:
+        """The merged page of normalized `name` over the sources in `allowed` (None: all)."""
+        private, public = self.readable(allowed)
+        results, failures, offline = await self._ask(private, name)
+        found = [r for r in results if r.value is not None]
+        if found:
+            return self._merge(name, found, partial=bool(failures or offline))
+        if failures:
+            raise Unavailable(failures)
+        if offline:
+            raise Offline(f"the proxy is offline and has no cached copy of {name}")
+        results, failures, offline = await self._ask(public, name)
+        found = [r for r in results if r.value is not None]
+        if found:
+            return self._merge(name, found[:1], partial=False)
+        if failures:
+            raise Unavailable(failures)
+        if offline:
+            raise Offline(f"the proxy is offline and has no cached copy of {name}")
+        raise NotFound(name)
+
+    async def _ask(
+        self, sources: Sequence[Source], name: str
+    ) -> tuple[list[Result], list[SourceUnavailable], bool]:
+        answers = await asyncio.gather(
+            *(self._page(s, name) for s in sources), return_exceptions=True
+        )
+        results: list[Result] = []
+        failures: list[SourceUnavailable] = []
+        offline = False
+        for answer in answers:
+            if isinstance(answer, SourceUnavailable):
+                failures.append(answer)
+            elif isinstance(answer, Offline):
+                offline = True
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                results.append(answer)
+        return results, failures, offline
+
+    async def _page(self, source: Source, name: str) -> Result:
+        async def load() -> ProjectPage | None:
+            page = await source.project_page(name)
+            if page is not None and page.files:
+                await self.pages.remember_files(page.files)
+            return page
+
+        return await self.pages.fetch(("page", source.name, name), load)
+
+    def _merge(self, name: str, results: Sequence[Result], *, partial: bool) -> ProjectPage:
+        files: dict[str, DistFile] = {}
+        for result in results:
+            for file in result.value.files:
+                first = files.setdefault(file.filename, file)
+                if first.sha256 != file.sha256:
+                    log.warning(
+                        "conflict: %s is %s in source %s but %s in source %s; serving the first",
+                        file.filename,
+                        first.sha256,
+                        first.source,
+                        file.sha256,
+                        file.source,
+                    )
+        sources = tuple(s for r in results for s in r.value.sources)
+        stale = partial or any(r.stale for r in results)
+        return ProjectPage(name=name, files=tuple(files.values()), sources=sources, stale=stale)
+
+    async def project_list(self, allowed: frozenset[str] | None = None) -> ProjectList:
+        """The union of the names of every readable source."""
+        private, public = self.readable(allowed)
+        sources = [*private, *public]
+        answers = await asyncio.gather(
+            *(self.pages.fetch(("names", s.name), s.project_names) for s in sources),
+            return_exceptions=True,
+        )
+        names: set[str] = set()
+        failures = []
+        stale = False
+        for answer in answers:
+            if isinstance(answer, SourceUnavailable | Offline):
+                failures.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                names |= answer.value
+                stale = stale or answer.stale
+        if failures and len(failures) == len(sources):
+            unavailable = [f for f in failures if isinstance(f, SourceUnavailable)]
+            if unavailable:
+                raise Unavailable(unavailable)
+            raise Offline("the proxy is offline and has no cached project list")
+        return ProjectList(names=frozenset(names), stale=stale or bool(failures))
+
+    async def locate(
+        self, sha256: str, filename: str, allowed: frozenset[str] | None = None
+    ) -> list[DistFile]:
+        """Where a readable source offers this file, most likely first.
+
+        Sources whose pages listed it come first; then every readable GitLab source, which can be
+        asked by digest alone, so a file URL works even if no page was ever fetched.
+        """
+        private, public = self.readable(allowed)
+        readable = {s.name for s in [*private, *public]}
+        listed = await self.pages.file_locations(sha256)
+        candidates = [f for f in listed if f.source in readable and f.filename == filename]
+        seen = {f.source for f in candidates}
+        candidates += [
+            f
+            for s in private
+            if s.name not in seen and (f := s.file_for(sha256, filename)) is not None
+        ]
+        return candidates
+
+    @asynccontextmanager
+    async def open_first(self, candidates: Sequence[DistFile]) -> AsyncIterator[FileStream]:
+        """Stream the file from the first candidate that has it.
+
+        Raises FileNotFoundUpstream when none has it, Unavailable when one that might could not
+        be reached.
+        """
+        failures: list[SourceUnavailable] = []
+        for file in candidates:
+            stack = AsyncExitStack()
+            try:
+                stream = await stack.enter_async_context(self.by_name[file.source].open_file(file))
+            except FileNotFoundUpstream:
+                await stack.aclose()
+                continue
+            except SourceUnavailable as exc:
+                failures.append(exc)
+                await stack.aclose()
+                continue
+            async with stack:
+                yield stream
+            return
+        if failures:
+            raise Unavailable(failures)
+        raise FileNotFoundUpstream("no source has this file")

@@ -1,0 +1,123 @@
+"""A GitLab project's or group's PyPI registry as a source (read side of GitLab's PyPI API)."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import quote
+
+import httpx
+
+from proxy import upstream
+from proxy.config import GitLabConfig, SourceConfig
+from proxy.model import DistFile, ProjectPage
+from proxy.names import file_version, normalize
+from proxy.sources.base import FileStream
+from proxy.sources.simple_html import parse_project_names, parse_project_page
+
+log = logging.getLogger("proxy.sources.gitlab")
+
+
+class GitLabSource:
+    """One `gitlab_project` or `gitlab_group` source.
+
+    GitLab answers a name it lacks with a 302 to the public index: a page request never follows
+    redirects, and any 3xx means "not here". File links come back on GitLab's external host, so
+    they are rebuilt on the configured API URL, where the proxy's credentials belong.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        gitlab: GitLabConfig,
+        client: httpx.AsyncClient,
+        auth: httpx.Auth | None = None,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.auth = auth or (
+            httpx.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
+        )
+        encoded = quote(config.target, safe="")
+        self.api = gitlab.api_url
+        if config.kind == "gitlab_project":
+            self.base = f"{self.api}/projects/{encoded}/packages/pypi"
+            self.packages_url = f"{self.api}/projects/{encoded}/packages"
+        else:
+            self.base = f"{self.api}/groups/{encoded}/-/packages/pypi"
+            self.packages_url = f"{self.api}/groups/{encoded}/packages"
+
+    def _file_url(self, sha256: str, filename: str) -> str:
+        return f"{self.base}/files/{sha256}/{quote(filename)}"
+
+    def _refused(self, what: str, response: httpx.Response) -> None:
+        level = logging.DEBUG if response.status_code in (302, 404) else logging.WARNING
+        log.log(level, "source %s: %s answered HTTP %s", self.name, what, response.status_code)
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        url = f"{self.base}/simple/{name}"
+        response = await upstream.get(self.client, self.name, url, auth=self.auth)
+        if response.status_code != 200:
+            self._refused(f"page {name}", response)
+            return None
+        links = await asyncio.to_thread(parse_project_page, response.text, url)
+        yanked_versions = self.config.yanked.get(name, frozenset())
+        files = []
+        for link in links:
+            if link.sha256 is None:
+                # GitLab stores no digest for an upload that sent none: pip cannot use the file.
+                log.warning("source %s: %s has no sha256, not listed", self.name, link.filename)
+                continue
+            version = file_version(link.filename) if yanked_versions else None
+            files.append(
+                DistFile(
+                    filename=link.filename,
+                    sha256=link.sha256,
+                    source=self.name,
+                    url=self._file_url(link.sha256, link.filename),
+                    requires_python=link.requires_python,
+                    yanked=version in yanked_versions if version else False,
+                )
+            )
+        return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
+
+    async def project_names(self) -> frozenset[str]:
+        if self.config.kind == "gitlab_project":
+            response = await upstream.get(
+                self.client, self.name, f"{self.base}/simple", auth=self.auth
+            )
+            if response.status_code != 200:
+                self._refused("root index", response)
+                return frozenset()
+            return await asyncio.to_thread(parse_project_names, response.text)
+        return frozenset([normalize(p["name"]) async for p in self.packages()])
+
+    async def packages(self) -> AsyncIterator[dict]:
+        """Every PyPI package entity of the Packages API, all pages."""
+        page: str | None = "1"
+        while page:
+            params = {"package_type": "pypi", "per_page": 100, "page": page}
+            response = await upstream.get(
+                self.client, self.name, self.packages_url, auth=self.auth, params=params
+            )
+            if response.status_code != 200:
+                self._refused("packages API", response)
+                return
+            for package in response.json():
+                yield package
+            page = response.headers.get("x-next-page") or None
+
+    def file_for(self, sha256: str, filename: str) -> DistFile:
+        return DistFile(
+            filename=filename, sha256=sha256, source=self.name, url=self._file_url(sha256, filename)
+        )
+
+    @asynccontextmanager
+    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
+        async with upstream.stream(self.client, self.name, file.url, auth=self.auth) as response:
+            length = response.headers.get("content-length")
+            yield FileStream(
+                size=int(length) if length and length.isdigit() else None,
+                chunks=upstream.iter_chunks(self.name, response),
+            )

@@ -1,0 +1,101 @@
+"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urljoin
+
+import httpx
+
+from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
+
+log = logging.getLogger("proxy.upstream")
+
+CHUNK = 256 * 1024
+_MAX_REDIRECTS = 5
+
+
+def make_client(timeout: float) -> httpx.AsyncClient:
+    """The one client every upstream request goes through (keep-alive, pooled)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        follow_redirects=False,
+        headers={"User-Agent": "gitlab-pypi-proxy"},
+    )
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _unavailable(source: str, exc: httpx.HTTPError) -> SourceUnavailable:
+    if isinstance(exc, httpx.TimeoutException):
+        return SourceUnavailable(source, "timed out", timeout=True)
+    return SourceUnavailable(source, type(exc).__name__)
+
+
+async def get(
+    client: httpx.AsyncClient,
+    source: str,
+    url: str,
+    *,
+    auth: httpx.Auth | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str | int] | None = None,
+) -> httpx.Response:
+    """GET without following redirects; a 3xx comes back to the caller as it is.
+
+    Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`.
+    """
+    try:
+        response = await client.get(url, auth=auth, headers=headers, params=params)
+    except httpx.HTTPError as exc:
+        raise _unavailable(source, exc) from None
+    if response.status_code >= 500:
+        raise SourceUnavailable(source, f"HTTP {response.status_code}")
+    return response
+
+
+@asynccontextmanager
+async def stream(
+    client: httpx.AsyncClient, source: str, url: str, *, auth: httpx.Auth | None = None
+) -> AsyncIterator[httpx.Response]:
+    """Stream a file, following redirects by hand so credentials never leave their origin.
+
+    GitLab answers a file with 302 to a signed object-storage URL on another host: that request
+    goes out with no credentials at all.
+    """
+    target = httpx.URL(url)
+    origin = target
+    for _ in range(_MAX_REDIRECTS + 1):
+        request = client.build_request("GET", target, headers={"Accept-Encoding": "identity"})
+        try:
+            response = await client.send(
+                request, auth=auth if _same_origin(target, origin) else None, stream=True
+            )
+        except httpx.HTTPError as exc:
+            raise _unavailable(source, exc) from None
+        if response.is_redirect and "location" in response.headers:
+            await response.aclose()
+            target = httpx.URL(urljoin(str(target), response.headers["location"]))
+            continue
+        try:
+            if response.status_code >= 500:
+                raise SourceUnavailable(source, f"HTTP {response.status_code}")
+            if response.status_code != 200:
+                raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
+            yield response
+        finally:
+            await response.aclose()
+        return
+    raise SourceUnavailable(source, "too many redirects")
+
+
+async def iter_chunks(source: str, response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body of a streamed response, with transport errors turned into SourceUnavailable."""
+    try:
+        async for chunk in response.aiter_bytes(CHUNK):
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise _unavailable(source, exc) from None
