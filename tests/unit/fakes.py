@@ -1,0 +1,59 @@
+"""An in-process Source for unit tests of the layers above the upstream client."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from proxy.model import DistFile, ProjectPage
+from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+
+
+@dataclass
+class FakeSource:
+    name: str
+    pages: dict[str, list[DistFile]] = field(default_factory=dict)
+    contents: dict[str, bytes] = field(default_factory=dict)  # sha256 → bytes served
+    down: bool = False
+    page_calls: int = 0
+    file_calls: int = 0
+    gate: asyncio.Event | None = None  # when set, file bodies wait for it after the first chunk
+
+    def add(self, project: str, filename: str, sha256: str, content: bytes = b"") -> DistFile:
+        file = DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
+        self.pages.setdefault(project, []).append(file)
+        self.contents[sha256] = content
+        return file
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        self.page_calls += 1
+        await asyncio.sleep(0)
+        if self.down:
+            raise SourceUnavailable(self.name, "ConnectError")
+        files = self.pages.get(name)
+        return None if files is None else ProjectPage(name, tuple(files), (self.name,))
+
+    async def project_names(self) -> frozenset[str]:
+        if self.down:
+            raise SourceUnavailable(self.name, "ConnectError")
+        return frozenset(self.pages)
+
+    def file_for(self, sha256: str, filename: str) -> DistFile:
+        return DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
+
+    @asynccontextmanager
+    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
+        self.file_calls += 1
+        if self.down:
+            raise SourceUnavailable(self.name, "ConnectError")
+        if file.sha256 not in self.contents:
+            raise FileNotFoundUpstream(file.filename)
+        content = self.contents[file.sha256]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(content), 1000):
+                yield content[start : start + 1000]
+                if self.gate is not None:
+                    await self.gate.wait()
+
+        yield FileStream(size=len(content), chunks=chunks())

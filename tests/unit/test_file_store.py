@@ -1,0 +1,111 @@
+"""The verified file store: single-flight, verification, eviction safety, no partial entries."""
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from proxy.cache.files import FileStore, HashMismatch
+from tests.unit.fakes import FakeSource
+
+CONTENT = os.urandom(300_000)
+SHA = hashlib.sha256(CONTENT).hexdigest()
+
+
+def opener(source: FakeSource, sha: str = SHA):
+    return lambda: source.open_file(source.file_for(sha, "x-1.0.tar.gz"))
+
+
+async def read_all(download) -> bytes:
+    return b"".join([chunk async for chunk in download.follow()])
+
+
+async def test_download_is_verified_kept_and_served_from_cache(tmp_path: Path) -> None:
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    await download.started
+    assert download.size == len(CONTENT)
+    assert await read_all(download) == CONTENT
+    cached = await store.open(SHA)
+    assert cached is not None and cached.size == len(CONTENT)
+    assert cached.handle.read() == CONTENT
+    cached.close()
+    assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def test_wrong_bytes_are_never_kept_and_never_served_whole(tmp_path: Path) -> None:
+    wrong = bytearray(CONTENT)
+    wrong[-1] ^= 1
+    source = FakeSource("s", contents={SHA: bytes(wrong)})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    received = bytearray()
+    with pytest.raises(HashMismatch):
+        async for chunk in download.follow():
+            received += chunk
+    assert len(received) < len(CONTENT)  # the client never had a whole (wrong) file
+    assert await store.open(SHA) is None
+    assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def test_concurrent_requests_download_once_and_all_get_everything(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
+    store = FileStore(tmp_path, 10 * 2**20)
+    downloads = [store.download(SHA, opener(source)) for _ in range(20)]
+    readers = [asyncio.ensure_future(read_all(d)) for d in downloads]
+    await downloads[0].started
+    gate.set()
+    bodies = await asyncio.gather(*readers)
+    assert source.file_calls == 1
+    assert all(body == CONTENT for body in bodies)
+
+
+async def test_a_reader_keeps_an_evicted_file(tmp_path: Path) -> None:
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    cached = await store.open(SHA)
+    assert cached is not None
+    store.entries.delete(SHA)  # what eviction does
+    assert await store.open(SHA) is None
+    assert cached.handle.read() == CONTENT
+    cached.close()
+
+
+async def test_eviction_keeps_the_store_under_its_size(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, 700_000)
+    contents = [os.urandom(300_000) for _ in range(4)]
+    source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
+    for content in contents:
+        sha = hashlib.sha256(content).hexdigest()
+        await read_all(store.download(sha, opener(source, sha)))
+    assert store.entries.volume() <= 700_000
+    newest = hashlib.sha256(contents[-1]).hexdigest()
+    assert await store.open(newest) is not None
+
+
+async def test_truncated_size_is_dropped_on_read(tmp_path: Path) -> None:
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    cached = await store.open(SHA)
+    assert cached is not None
+    path = cached.handle.name
+    cached.close()
+    with open(path, "r+b") as handle:
+        handle.truncate(100)
+    assert await store.open(SHA) is None
+    assert SHA not in store.entries
+
+
+async def test_upstream_failure_before_first_byte_reaches_started(tmp_path: Path) -> None:
+    source = FakeSource("s", contents={})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    with pytest.raises(Exception, match=r"x-1\.0\.tar\.gz"):
+        await download.started
+    assert await store.open(SHA) is None

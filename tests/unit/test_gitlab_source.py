@@ -1,0 +1,153 @@
+"""The GitLab source against GitLab's real answers, mocked with respx."""
+
+import base64
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import respx
+
+from proxy.config import GitLabConfig, SourceConfig
+from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
+from proxy.sources.gitlab import GitLabSource
+
+API = "http://gitlab.internal:8080/api/v4"
+SHA = "a" * 64
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=2) as client:
+        yield client
+
+
+def source(client: httpx.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
+    gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
+    return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
+
+
+def page(*links: str) -> str:
+    return f"<html><body><h1>Links</h1>{''.join(links)}</body></html>"
+
+
+@respx.mock
+async def test_page_asks_normalized_name_and_rebuilds_links_on_configured_host(client) -> None:
+    route = respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/acme-utils").respond(
+        200,
+        text=page(
+            f'<a href="https://gitlab.example.com/api/v4/projects/11/packages/pypi/files/{SHA}/'
+            f'acme_utils-1.0-py3-none-any.whl#sha256={SHA}" data-requires-python="&gt;=3.8">'
+            "acme_utils-1.0-py3-none-any.whl</a>"
+        ),
+    )
+    result = await source(client).project_page("acme-utils")
+    assert route.called
+    expected = "Basic " + base64.b64encode(b"gitlab-pypi-proxy:glpat-t0ken").decode()
+    assert route.calls.last.request.headers["authorization"] == expected
+    assert result is not None
+    (file,) = result.files
+    assert file.url == (
+        f"{API}/projects/acme%2Fplatform/packages/pypi/files/{SHA}/acme_utils-1.0-py3-none-any.whl"
+    )
+    assert file.requires_python == ">=3.8"
+    assert file.source == "platform"
+
+
+@respx.mock
+async def test_redirect_to_public_index_means_not_here(client) -> None:
+    respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/requests").respond(
+        302, headers={"Location": "https://pypi.org/simple/requests/"}
+    )
+    public = respx.get("https://pypi.org/simple/requests/").respond(200, text=page())
+    assert await source(client).project_page("requests") is None
+    assert not public.called
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+@respx.mock
+async def test_refusals_mean_not_here(client, status: int) -> None:
+    respx.get(f"{API}/groups/acme/-/packages/pypi/simple/x").respond(status, json={})
+    assert await source(client, "gitlab_group", "acme").project_page("x") is None
+
+
+@respx.mock
+async def test_5xx_and_timeouts_are_unavailable(client) -> None:
+    respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/x").respond(503)
+    with pytest.raises(SourceUnavailable) as caught:
+        await source(client).project_page("x")
+    assert caught.value.source == "platform"
+    assert not caught.value.timeout
+    respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/y").mock(
+        side_effect=httpx.ReadTimeout("slow")
+    )
+    with pytest.raises(SourceUnavailable) as caught:
+        await source(client).project_page("y")
+    assert caught.value.timeout
+    assert "glpat" not in str(caught.value)
+
+
+@respx.mock
+async def test_file_without_digest_is_not_listed(client) -> None:
+    respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/x").respond(
+        200, text=page('<a href="https://g/files/x-1.0.tar.gz">x-1.0.tar.gz</a>')
+    )
+    result = await source(client).project_page("x")
+    assert result is not None and result.files == ()
+
+
+@respx.mock
+async def test_group_names_come_from_every_page_of_the_packages_api(client) -> None:
+    url = f"{API}/groups/acme/packages"
+    pages = {
+        "1": ([{"name": "Acme.Utils"}, {"name": "acme_utils"}], "2"),
+        "2": ([{"name": "Other"}], ""),
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["package_type"] == "pypi"
+        items, next_page = pages[request.url.params["page"]]
+        return httpx.Response(200, json=items, headers={"X-Next-Page": next_page})
+
+    respx.get(url).mock(side_effect=answer)
+    names = await source(client, "gitlab_group", "acme").project_names()
+    assert names == frozenset({"acme-utils", "other"})
+
+
+@respx.mock
+async def test_project_names_from_root_index(client) -> None:
+    respx.get(f"{API}/projects/7/packages/pypi/simple").respond(
+        200, text=page('<a href="https://g/simple/Acme.Utils">Acme.Utils</a>' * 2)
+    )
+    assert await source(client, "gitlab_project", "7").project_names() == {"acme-utils"}
+
+
+@respx.mock
+async def test_file_redirect_to_object_storage_carries_no_credentials(client) -> None:
+    src = source(client)
+    file = src.file_for(SHA, "x-1.0.tar.gz")
+    first = respx.get(file.url).respond(
+        302, headers={"Location": "https://storage.example/bucket/x?sig=1"}
+    )
+    storage = respx.get("https://storage.example/bucket/x?sig=1").respond(200, content=b"bytes")
+    async with src.open_file(file) as stream:
+        body = b"".join([chunk async for chunk in stream.chunks])
+    assert body == b"bytes"
+    assert stream.size == 5
+    assert "authorization" in first.calls.last.request.headers
+    assert "authorization" not in storage.calls.last.request.headers
+    assert "private-token" not in storage.calls.last.request.headers
+
+
+@respx.mock
+async def test_missing_file_and_failing_file(client) -> None:
+    src = source(client)
+    missing = src.file_for(SHA, "missing-1.0.tar.gz")
+    respx.get(missing.url).respond(404)
+    with pytest.raises(FileNotFoundUpstream):
+        async with src.open_file(missing):
+            pass
+    broken = src.file_for(SHA, "broken-1.0.tar.gz")
+    respx.get(broken.url).mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(SourceUnavailable):
+        async with src.open_file(broken):
+            pass

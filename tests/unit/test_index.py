@@ -1,0 +1,137 @@
+"""The merged index: priority, conflicts, partial answers, stale pages, offline."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from proxy.cache.pages import Offline, PageCache
+from proxy.sources.compose import Index, NotFound, Unavailable
+from tests.unit.fakes import FakeSource
+
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+def make_index(tmp_path: Path, *sources: FakeSource, ttl: float = 300, public=()) -> Index:
+    return Index(list(sources), list(public), PageCache(tmp_path, ttl))
+
+
+async def test_merge_in_priority_order_dedupes_and_keeps_first_on_conflict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    first.add("x", "x-1.0.tar.gz", A)
+    second.add("x", "x-1.0.tar.gz", A)  # same file: listed once
+    second.add("x", "x-2.0.tar.gz", B)
+    first.add("x", "x-3.0.tar.gz", C)
+    second.add("x", "x-3.0.tar.gz", B)  # same name, other bytes: conflict, first wins
+    with caplog.at_level(logging.WARNING):
+        page = await make_index(tmp_path, first, second).project_page("x")
+    assert [(f.filename, f.sha256, f.source) for f in page.files] == [
+        ("x-1.0.tar.gz", A, "platform"),
+        ("x-3.0.tar.gz", C, "platform"),
+        ("x-2.0.tar.gz", B, "acme"),
+    ]
+    assert page.sources == ("platform", "acme")
+    assert "conflict: x-3.0.tar.gz" in caplog.text
+
+
+async def test_missing_in_one_source_present_in_another(tmp_path: Path) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    second.add("y", "y-1.0.tar.gz", A)
+    page = await make_index(tmp_path, first, second).project_page("y")
+    assert [f.source for f in page.files] == ["acme"]
+    assert not page.stale
+
+
+async def test_missing_everywhere_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        await make_index(tmp_path, FakeSource("platform")).project_page("nope")
+
+
+async def test_one_source_down_others_answer(tmp_path: Path) -> None:
+    first, second = FakeSource("platform", down=True), FakeSource("acme")
+    second.add("x", "x-1.0.tar.gz", A)
+    page = await make_index(tmp_path, first, second).project_page("x")
+    assert [f.source for f in page.files] == ["acme"]
+    assert page.stale  # partial: say so
+
+
+async def test_all_down_and_nothing_cached_names_the_sources(tmp_path: Path) -> None:
+    index = make_index(tmp_path, FakeSource("platform", down=True), FakeSource("acme"))
+    with pytest.raises(Unavailable) as caught:
+        await index.project_page("x")
+    assert "platform" in str(caught.value)
+
+
+async def test_stale_page_served_when_upstream_down_after_ttl(tmp_path: Path) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, source, ttl=0)
+    assert not (await index.project_page("x")).stale
+    source.down = True
+    page = await index.project_page("x")
+    assert page.stale
+    assert [f.filename for f in page.files] == ["x-1.0.tar.gz"]
+
+
+async def test_fresh_page_is_not_refetched_and_survives_a_new_cache(tmp_path: Path) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    await make_index(tmp_path, source).project_page("x")
+    await make_index(tmp_path, source).project_page("x")  # a restart: same directory
+    assert source.page_calls == 1
+
+
+async def test_concurrent_misses_fetch_once(tmp_path: Path) -> None:
+    import asyncio
+
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, source)
+    pages = await asyncio.gather(*(index.project_page("x") for _ in range(20)))
+    assert source.page_calls == 1
+    assert all(p.files == pages[0].files for p in pages)
+
+
+async def test_offline_serves_cache_and_refuses_the_rest(tmp_path: Path) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    await make_index(tmp_path, source, ttl=0).project_page("x")
+    offline = Index([source], [], PageCache(tmp_path, 0, offline=True))
+    calls = source.page_calls
+    assert [f.filename for f in (await offline.project_page("x")).files] == ["x-1.0.tar.gz"]
+    with pytest.raises(Offline):
+        await offline.project_page("other")
+    assert source.page_calls == calls  # never contacted
+
+
+async def test_sources_outside_the_allowed_set_are_invisible(tmp_path: Path) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    first.add("x", "x-1.0.tar.gz", A)
+    second.add("x", "x-2.0.tar.gz", B)
+    index = make_index(tmp_path, first, second)
+    page = await index.project_page("x", frozenset({"acme"}))
+    assert [f.source for f in page.files] == ["acme"]
+    assert await index.project_list(frozenset({"acme"})) is not None
+    assert first.page_calls == 0
+
+
+async def test_locate_prefers_listing_source_then_asks_every_gitlab_source(tmp_path: Path) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    second.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, first, second)
+    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["platform", "acme"]
+    await index.project_page("x")
+    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["acme", "platform"]
+    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz", frozenset({"platform"}))] == [
+        "platform"
+    ]
+
+
+async def test_project_list_is_the_union(tmp_path: Path) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    first.add("x", "x-1.0.tar.gz", A)
+    second.add("y", "y-1.0.tar.gz", B)
+    projects = await make_index(tmp_path, first, second).project_list()
+    assert projects.names == {"x", "y"}

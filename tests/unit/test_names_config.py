@@ -1,0 +1,138 @@
+"""Name validation and configuration errors: one line, naming file and key, never a secret."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load, parse_size
+from proxy.names import InvalidName, validate, validate_filename
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [("Acme.Utils", "acme-utils"), ("acme__utils", "acme-utils"), ("A", "a"), ("x-1", "x-1")],
+)
+def test_valid_names_normalize(raw: str, normalized: str) -> None:
+    assert validate(raw) == normalized
+
+
+@pytest.mark.parametrize("raw", ["-x", "x-", "a b", "..", "a/b", "é", "x" * 201, ""])
+def test_invalid_names(raw: str) -> None:
+    with pytest.raises(InvalidName):
+        validate(raw)
+
+
+@pytest.mark.parametrize("raw", ["..", "a/b", "a\\b", "a\x00b", ""])
+def test_invalid_file_names(raw: str) -> None:
+    with pytest.raises(InvalidName):
+        validate_filename(raw)
+
+
+def test_sizes() -> None:
+    assert parse_size("20GiB") == 20 * 2**30
+    assert parse_size("1.5 MB") == 1_500_000
+    assert parse_size(4096) == 4096
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[gitlab]
+url = "https://gitlab.example.com/"
+token = "${TEST_GITLAB_TOKEN}"
+[[sources]]
+name = "platform"
+gitlab_project = "acme/platform"
+[[sources]]
+name = "acme"
+gitlab_group = 7
+"""
+
+
+def test_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_GITLAB_TOKEN", "glpat-secret")
+    config = load(_write(tmp_path, GOOD))
+    assert config.gitlab.url == "https://gitlab.example.com"
+    assert config.gitlab.token == "glpat-secret"
+    assert [(s.name, s.kind, s.target) for s in config.sources] == [
+        ("platform", "gitlab_project", "acme/platform"),
+        ("acme", "gitlab_group", "7"),
+    ]
+    assert config.cache.directory == tmp_path / "cache"
+
+
+def test_unset_optional_secret_means_anonymous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TEST_GITLAB_TOKEN", raising=False)
+    assert load(_write(tmp_path, GOOD)).gitlab.token is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[cache]\nindex_ttl = 'soon'\n", "cache.index_ttl: expected an integer"),
+        ("[cache]\nmax_size = 'lots'\n", "cache.max_size: not a size"),
+        ("[server]\nport = 70000\n", "server.port: must be at most 65535"),
+        ("[[sources]]\nname = 'x'\ngitlab_project = 'a/b'\n", "gitlab.url: required"),
+        (
+            "[gitlab]\nurl='https://g'\n[[sources]]\nname='x'\n",
+            "sources[0].name: source 'x' needs exactly one of",
+        ),
+        (
+            "[gitlab]\nurl='https://g'\n[[sources]]\nname='x'\ngitlab_project='a'\n"
+            "[[sources]]\nname='x'\ngitlab_group='b'\n",
+            "sources: two sources are named 'x'",
+        ),
+        ("[gitlab]\nurl = 'ftp://g'\n", "gitlab.url: expected an http(s) URL"),
+        ("[gitlab]\nurl='https://g'\nusername='${UNSET_FOR_TEST}'\n", "UNSET_FOR_TEST is not set"),
+        ("[serverr]\n", "serverr: unknown key"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_cli_bad_config_exits_2_with_one_line_and_no_secret(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[gitlab]\nurl='https://g'\ntoken='glpat-very-secret'\n[[sources]]\nname='x'\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert str(path) in result.stderr
+    assert "glpat-very-secret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_check_config_lists_sources(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "TEST_GITLAB_TOKEN": "glpat-secret"},
+    )
+    assert "source 1: platform = gitlab_project acme/platform" in result.stdout
+    assert "source 2: acme = gitlab_group 7" in result.stdout
+    assert "glpat-secret" not in result.stdout
