@@ -159,6 +159,10 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     return FileBody(200, headers, body, label=filename)
 
 
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
 async def redirect_root(request: Request) -> Response:
     return redirect("simple/")
 
@@ -173,6 +177,7 @@ def create_app(config: Config) -> Starlette:
             await app.state.services.stop()
 
     routes = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/simple", redirect_root, methods=["GET", "HEAD"]),
         Route("/simple/", simple_root, methods=["GET", "HEAD"]),
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),

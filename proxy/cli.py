@@ -83,6 +83,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     uvicorn.run(
         "proxy.cli:app_factory",
         factory=True,

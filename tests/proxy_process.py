@@ -1,0 +1,103 @@
+"""Run the proxy as users do (`python -m proxy serve`) on a loopback port, for end-to-end tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+_STARTUP_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(
+    directory: Path,
+    gitlab_url: str,
+    sources: list[dict[str, object]],
+    *,
+    token: str | None = None,
+    index_ttl: int = 300,
+    offline: bool = False,
+    extra: str = "",
+) -> Path:
+    """A config file for the proxy; `sources` are [[sources]] tables in priority order."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [
+        "[cache]",
+        f"directory = {value(str(directory / 'cache'))}",
+        f"index_ttl = {index_ttl}",
+        f"offline = {value(offline)}",
+        "[gitlab]",
+        f"url = {value(gitlab_url)}",
+        "timeout = 10",
+    ]
+    if token:
+        lines.append(f"token = {value(token)}")
+    for source in sources:
+        lines.append("[[sources]]")
+        lines += [f"{k} = {value(v)}" for k, v in source.items()]
+    path = directory / "proxy.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@dataclass
+class ProxyProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_proxy(config: Path, *args: str, env: dict[str, str] | None = None) -> ProxyProcess:
+    """Start the proxy and wait (bounded) until it answers its own /healthz."""
+    port = free_port()
+    log_path = config.parent / f"proxy-{port}.log"
+    command = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
+    command += list(args)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, command)
+    deadline = time.monotonic() + _STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
+        try:
+            if httpx.get(f"{proxy.url}/healthz", timeout=1).status_code == 200:
+                return proxy
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
+    proxy.stop()
+    raise RuntimeError(f"proxy did not start in {_STARTUP_SECONDS}s:\n{proxy.log()}")
