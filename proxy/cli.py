@@ -3,12 +3,18 @@
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proxy.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from proxy.cache.files import FileStore
+    from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
@@ -25,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--offline", action="store_true", help="never contact an upstream")
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", required=True, help="TOML configuration file")
+    cache = commands.add_parser("cache", help="inspect or check the cache").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (("stats", "entries and bytes"), ("verify", "rehash every file")):
+        cache.add_parser(action, help=text).add_argument("--config", required=True)
     return parser
 
 
@@ -72,10 +83,47 @@ def _describe(config: Config) -> str:
     return "\n".join(lines)
 
 
+def open_caches(config: Config) -> tuple["PageCache", "FileStore"]:
+    """Open both caches, or fail with one line saying why (read-only, corrupt, ...)."""
+    from proxy.cache.files import FileStore
+    from proxy.cache.pages import PageCache
+
+    _check_cache_directory(config)
+    try:
+        return (
+            PageCache(config.cache.directory, config.cache.index_ttl),
+            FileStore(config.cache.directory, config.cache.max_size),
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"{config.path}: cache.directory: cannot open the cache in "
+            f"{config.cache.directory}: {exc}"
+        ) from None
+
+
+def cache_command(config: Config, action: str) -> int:
+    pages, files = open_caches(config)
+    try:
+        if action == "stats":
+            entries = files.entries
+            print(f"files: {len(entries)} entries, {entries.volume()} bytes on disk")
+            print(f"index pages and records: {len(pages)}")
+            return 0
+        checked, dropped = files.verify()
+        for sha256 in dropped:
+            print(f"corrupt, dropped: {sha256}")
+        print(f"verified {checked} files, dropped {len(dropped)}")
+        return 1 if dropped else 0
+    finally:
+        pages.close()
+        files.close()
+
+
 def serve(config: Config, args: argparse.Namespace) -> None:
     import uvicorn
 
-    _check_cache_directory(config)
+    for cache in open_caches(config):
+        cache.close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
@@ -103,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(_describe(config))
             return 0
+        if args.command == "cache":
+            return cache_command(config, args.action)
         serve(config, args)
         return 0
     except ConfigError as exc:

@@ -161,6 +161,24 @@ class FileStore:
             return None
         return CachedFile(handle=handle, size=size, mtime=stat.st_mtime)
 
+    def verify(self) -> tuple[int, list[str]]:
+        """Rehash every entry (blocking: for the CLI); drop corrupt ones. (checked, dropped)."""
+        checked, dropped = 0, []
+        for sha256 in list(self._disk.iterkeys()):
+            cached = self._open(sha256)
+            if cached is None:
+                dropped.append(sha256)  # missing or of the wrong size: _open dropped it
+                continue
+            with cached.handle:
+                digest = hashlib.sha256()
+                while chunk := cached.handle.read(CHUNK * 4):
+                    digest.update(chunk)
+            checked += 1
+            if digest.hexdigest() != sha256:
+                self._disk.delete(sha256)
+                dropped.append(sha256)
+        return checked, dropped
+
     def download(
         self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
     ) -> Download:

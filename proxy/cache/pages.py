@@ -51,6 +51,9 @@ class PageCache:
     def close(self) -> None:
         self._disk.close()
 
+    def __len__(self) -> int:
+        return len(self._disk)
+
     async def peek(self, key: Hashable) -> Entry | None:
         return await asyncio.to_thread(self._disk.get, key)
 
