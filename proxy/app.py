@@ -1,9 +1,8 @@
 """HTTP routes: parse the request, ask the index or the caches, render. Nothing else lives here."""
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,8 +18,9 @@ from proxy.cache.files import FileStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
 from proxy.file_responses import FileBody, cached_response, file_headers
+from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
-from proxy.serialize import CONTENT_TYPES, negotiate, render_list, render_page
+from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
@@ -79,29 +79,53 @@ def redirect(location: str) -> Response:
     return Response(status_code=301, headers={"location": location})
 
 
-def page_response(request: Request, body: bytes, media: str, stale: bool) -> Response:
-    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    headers = {"vary": "Accept", "etag": etag, "x-cache": "STALE" if stale else "OK"}
+def page_response(request: Request, page: Rendered, stale: bool) -> Response:
+    headers = {"vary": "Accept, Accept-Encoding", "etag": page.etag}
+    headers["x-cache"] = "STALE" if stale else "OK"
     if stale:
         headers["warning"] = '110 gitlab-pypi-proxy "Response is Stale"'
-    if request.headers.get("if-none-match") == etag:
+    if request.headers.get("if-none-match") == page.etag:
         return Response(status_code=304, headers=headers)
+    body = page.body
+    if page.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        body = page.gzipped
+        headers["content-encoding"] = "gzip"
     if request.method == "HEAD":
         headers["content-length"] = str(len(body))
         body = b""
-    return Response(body, headers=headers, media_type=CONTENT_TYPES[media])
+    return Response(body, headers=headers, media_type=CONTENT_TYPES[page.media])
 
 
-async def simple_root(request: Request) -> Response:
+async def index_response(
+    request: Request,
+    what: str,
+    load: Callable[[frozenset[str] | None], Awaitable[ProjectPage | ProjectList]],
+) -> Response:
+    """A simple-index page: from this worker's memo while fresh, else loaded and rendered."""
     media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if media is None:
         return error(406, "no acceptable media type: ask for PEP 691 JSON or HTML")
+    pages = services(request).pages
+    allowed = allowed_sources(request)
+    key = (what, media, allowed)
+    generation = pages.generation()  # read before the inputs, so a racing invalidation wins
+    rendered = pages.memo_get(key, generation)
+    if rendered is not None:
+        return page_response(request, rendered, stale=False)
     try:
-        projects = await services(request).index.project_list(allowed_sources(request))
+        answer = await load(allowed)
+    except NotFound:
+        return error(404, f"no source has a project named {what}")
     except (Unavailable, Offline) as exc:
         return upstream_error(exc)
-    body = await asyncio.to_thread(render_list, projects, media)
-    return page_response(request, body, media, projects.stale)
+    rendered = await asyncio.to_thread(render, answer, media)
+    if not answer.stale:
+        pages.memo_put(key, rendered, answer.fresh_until, generation)
+    return page_response(request, rendered, answer.stale)
+
+
+async def simple_root(request: Request) -> Response:
+    return await index_response(request, "/", services(request).index.project_list)
 
 
 async def project_page(request: Request) -> Response:
@@ -113,17 +137,8 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
-    if media is None:
-        return error(406, "no acceptable media type: ask for PEP 691 JSON or HTML")
-    try:
-        page = await services(request).index.project_page(name, allowed_sources(request))
-    except NotFound:
-        return error(404, f"no source has a project named {name}")
-    except (Unavailable, Offline) as exc:
-        return upstream_error(exc)
-    body = render_page(page, media)
-    return page_response(request, body, media, page.stale)
+    index = services(request).index
+    return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:

@@ -27,6 +27,7 @@ class ProjectPage:
     files: tuple[DistFile, ...] = ()
     sources: tuple[str, ...] = ()  # the sources that answered for this name, in priority order
     stale: bool = False  # served from cache because an upstream could not be reached
+    fresh_until: float = 0.0  # the earliest expiry of the cached answers it was merged from
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +36,4 @@ class ProjectList:
 
     names: frozenset[str] = field(default_factory=frozenset)
     stale: bool = False
+    fresh_until: float = 0.0

@@ -1,6 +1,9 @@
 """Model → PEP 503 HTML or PEP 691 JSON, and the content negotiation that picks one."""
 
+import gzip
+import hashlib
 import json
+from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
@@ -164,3 +167,24 @@ def render_list(projects: ProjectList, media: str) -> bytes:
         "",
     ]
     return "\n".join(lines).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page ready to send: its bytes, its media type, its ETag and a gzip copy if worth it."""
+
+    body: bytes
+    media: str
+    etag: str
+    gzipped: bytes | None
+
+
+def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
+    body = (
+        render_page(answer, media)
+        if isinstance(answer, ProjectPage)
+        else render_list(answer, media)
+    )
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= 1024 else None
+    return Rendered(body, media, etag, gzipped)

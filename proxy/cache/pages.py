@@ -2,10 +2,16 @@
 
 Entries live in diskcache (SQLite + files), so they survive restarts and are shared by worker
 processes. Every disk call runs in a thread; concurrent misses for one key share one fetch.
+
+Above it sits a per-process memo of finished answers (rendered pages), valid while every entry
+behind them is fresh and no worker has invalidated anything since: an invalidation stamps the
+`generation` file's mtime, which every worker compares with one stat() per request.
 """
 
 import asyncio
 import logging
+import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from proxy.sources.base import SourceUnavailable
 log = logging.getLogger("proxy.cache.pages")
 
 _PAGES_SIZE_LIMIT = 2**30
+_MEMO_ENTRIES = 10_000
 
 
 class Offline(Exception):
@@ -36,6 +43,7 @@ class Entry:
 class Result:
     value: Any
     stale: bool  # the upstream could not be reached (or the proxy is offline) and the TTL passed
+    fresh_until: float = 0.0  # until when the value may be reused without asking again
 
 
 class PageCache:
@@ -47,6 +55,29 @@ class PageCache:
             eviction_policy="least-recently-stored",
         )
         self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+        self._generation_path = directory / "pages" / "generation"
+        self._memo: dict[Hashable, tuple[float, int, Any]] = {}
+
+    def generation(self) -> int:
+        """Changes whenever any worker invalidates an entry."""
+        try:
+            return os.stat(self._generation_path).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def memo_get(self, key: Hashable, generation: int) -> Any | None:
+        hit = self._memo.get(key)
+        if hit is None or hit[1] != generation or hit[0] <= time.time():
+            return None
+        return hit[2]
+
+    def memo_put(self, key: Hashable, value: Any, fresh_until: float, generation: int) -> None:
+        """Keep `value` while fresh; `generation` is the one read before its inputs were."""
+        if fresh_until <= time.time():
+            return
+        if len(self._memo) >= _MEMO_ENTRIES:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = (fresh_until, generation, value)
 
     def close(self) -> None:
         self._disk.close()
@@ -57,11 +88,17 @@ class PageCache:
     async def peek(self, key: Hashable) -> Entry | None:
         return await asyncio.to_thread(self._disk.get, key)
 
-    async def put(self, key: Hashable, value: Any) -> None:
-        await asyncio.to_thread(self._disk.set, key, Entry(value, time.time()))
+    async def invalidate(self, *keys: Hashable) -> None:
+        """Forget entries, in this worker and every other one sharing the directory."""
+        await asyncio.to_thread(self._invalidate, keys)
 
-    async def invalidate(self, key: Hashable) -> None:
-        await asyncio.to_thread(self._disk.delete, key)
+    def _invalidate(self, keys: tuple[Hashable, ...]) -> None:
+        for key in keys:
+            self._disk.delete(key)
+        self._generation_path.touch()
+        stamp = time.time_ns()
+        os.utime(self._generation_path, ns=(stamp, stamp))
+        self._memo.clear()
 
     async def remember_files(self, files: Iterable[DistFile]) -> None:
         """Record which source offers each file, so its URL works without the page."""
@@ -86,18 +123,20 @@ class PageCache:
         fails and nothing is cached.
         """
         entry = await self.peek(key)
-        if entry is not None and (self.offline or time.time() - entry.fetched_at < self.ttl):
-            return Result(entry.value, stale=self.offline and self._expired(entry))
+        if entry is not None and self.offline:
+            return Result(entry.value, stale=self._expired(entry), fresh_until=math.inf)
+        if entry is not None and time.time() - entry.fetched_at < self.ttl:
+            return Result(entry.value, stale=False, fresh_until=entry.fetched_at + self.ttl)
         if self.offline:
             raise Offline("the proxy is offline and has no cached copy")
         try:
-            value = await self._load_once(key, loader)
+            value, fetched_at = await self._load_once(key, loader)
         except SourceUnavailable as exc:
             if entry is None:
                 raise
             log.warning("serving stale %s: %s", key, exc)
             return Result(entry.value, stale=True)
-        return Result(value, stale=False)
+        return Result(value, stale=False, fresh_until=fetched_at + self.ttl)
 
     def _expired(self, entry: Entry) -> bool:
         return time.time() - entry.fetched_at >= self.ttl
@@ -116,7 +155,10 @@ class PageCache:
         if not task.cancelled():
             task.exception()  # retrieved here: every waiter may have gone
 
-    async def _load_and_store(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Any:
+    async def _load_and_store(
+        self, key: Hashable, loader: Callable[[], Awaitable[Any]]
+    ) -> tuple[Any, float]:
         value = await loader()
-        await self.put(key, value)
-        return value
+        entry = Entry(value, time.time())
+        await asyncio.to_thread(self._disk.set, key, entry)
+        return value, entry.fetched_at

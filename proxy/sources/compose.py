@@ -49,15 +49,15 @@ class Index:
         results, failures, offline = await self._ask(private, name)
         found = [r for r in results if r.value is not None]
         if found:
-            return self._merge(name, found, partial=bool(failures or offline))
+            return self._merge(name, found, results, partial=bool(failures or offline))
         if failures:
             raise Unavailable(failures)
         if offline:
             raise Offline(f"the proxy is offline and has no cached copy of {name}")
-        results, failures, offline = await self._ask(public, name)
-        found = [r for r in results if r.value is not None]
+        public_results, failures, offline = await self._ask(public, name)
+        found = [r for r in public_results if r.value is not None]
         if found:
-            return self._merge(name, found[:1], partial=False)
+            return self._merge(name, found[:1], results + public_results, partial=False)
         if failures:
             raise Unavailable(failures)
         if offline:
@@ -93,7 +93,10 @@ class Index:
 
         return await self.pages.fetch(("page", source.name, name), load)
 
-    def _merge(self, name: str, results: Sequence[Result], *, partial: bool) -> ProjectPage:
+    def _merge(
+        self, name: str, results: Sequence[Result], asked: Sequence[Result], *, partial: bool
+    ) -> ProjectPage:
+        """Merge the answers that found `name`; `asked` (every answer) bounds the freshness."""
         files: dict[str, DistFile] = {}
         for result in results:
             for file in result.value.files:
@@ -109,7 +112,14 @@ class Index:
                     )
         sources = tuple(s for r in results for s in r.value.sources)
         stale = partial or any(r.stale for r in results)
-        return ProjectPage(name=name, files=tuple(files.values()), sources=sources, stale=stale)
+        fresh_until = 0.0 if stale else min(r.fresh_until for r in asked)
+        return ProjectPage(
+            name=name,
+            files=tuple(files.values()),
+            sources=sources,
+            stale=stale,
+            fresh_until=fresh_until,
+        )
 
     async def project_list(self, allowed: frozenset[str] | None = None) -> ProjectList:
         """The union of the names of every readable source."""
@@ -122,6 +132,7 @@ class Index:
         names: set[str] = set()
         failures = []
         stale = False
+        fresh_until = float("inf")
         for answer in answers:
             if isinstance(answer, SourceUnavailable | Offline):
                 failures.append(answer)
@@ -130,12 +141,16 @@ class Index:
             else:
                 names |= answer.value
                 stale = stale or answer.stale
+                fresh_until = min(fresh_until, answer.fresh_until)
         if failures and len(failures) == len(sources):
             unavailable = [f for f in failures if isinstance(f, SourceUnavailable)]
             if unavailable:
                 raise Unavailable(unavailable)
             raise Offline("the proxy is offline and has no cached project list")
-        return ProjectList(names=frozenset(names), stale=stale or bool(failures))
+        stale = stale or bool(failures)
+        return ProjectList(
+            names=frozenset(names), stale=stale, fresh_until=0.0 if stale else fresh_until
+        )
 
     async def locate(
         self, sha256: str, filename: str, allowed: frozenset[str] | None = None

@@ -1,6 +1,7 @@
 """The merged index: priority, conflicts, partial answers, stale pages, offline."""
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,29 @@ async def test_project_list_is_the_union(tmp_path: Path) -> None:
     second.add("y", "y-1.0.tar.gz", B)
     projects = await make_index(tmp_path, first, second).project_list()
     assert projects.names == {"x", "y"}
+
+
+async def test_memo_is_dropped_by_an_invalidation_in_another_worker(tmp_path: Path) -> None:
+    worker_a, worker_b = PageCache(tmp_path, 300), PageCache(tmp_path, 300)
+    generation = worker_b.generation()
+    worker_b.memo_put("k", "rendered", fresh_until=time.time() + 300, generation=generation)
+    assert worker_b.memo_get("k", worker_b.generation()) == "rendered"
+    await worker_a.invalidate(("page", "platform", "x"))
+    assert worker_b.memo_get("k", worker_b.generation()) is None
+
+
+async def test_memo_expires_with_its_inputs(tmp_path: Path) -> None:
+    pages = PageCache(tmp_path, 300)
+    pages.memo_put("k", "old", fresh_until=time.time() - 1, generation=pages.generation())
+    assert pages.memo_get("k", pages.generation()) is None
+
+
+async def test_merged_page_is_fresh_until_its_oldest_input(tmp_path: Path) -> None:
+    first, second = FakeSource("platform"), FakeSource("acme")
+    second.add("x", "x-1.0.tar.gz", A)
+    before = time.time()
+    page = await make_index(tmp_path, first, second, ttl=60).project_page("x")
+    assert before + 60 <= page.fresh_until <= time.time() + 60
+    first.down = True
+    stale = await make_index(tmp_path, first, second, ttl=0).project_page("x")
+    assert stale.fresh_until == 0.0  # never memoized
