@@ -69,7 +69,8 @@ def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
 def negotiate(accept: str | None, format: str | None = None) -> str | None:
     """The media type to answer with, or None when nothing acceptable (406)."""
     if format:
-        return _ALIASES.get(format.strip().lower())
+        # An unencoded "+" in a query string arrives as a space.
+        return _ALIASES.get(format.strip().lower().replace(" ", "+"))
     ranges = _ranges(accept or "*/*")
     scored = [(*_quality(m, ranges), _PREFERENCE[m], m) for m in _PREFERENCE]
     q, _, _, media = max(scored)

@@ -37,7 +37,9 @@ def uv_binary() -> str:
     return find_uv_bin()
 
 
-def run(command: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    command: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
