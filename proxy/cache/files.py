@@ -1,16 +1,18 @@
 """Distribution file cache: content-addressed, verified before it is kept, single-flight.
 
 A download runs once per file, as a task of its own, writing to a temporary file while hashing
-it. Every client (the first included) follows that file as it grows, so latecomers get the whole
-body and a client hanging up does not stop the download. The last bytes are held back until the
-sha256 is checked: on a mismatch no client ever receives a complete wrong file, and nothing is
-kept. A verified file is moved (not copied) into diskcache, which evicts least recently used
-entries past `max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
+it; worker processes sharing the directory take an flock per digest, so it runs once per machine.
+Every client (the first included) follows that file as it grows, so latecomers get the whole body
+and a client hanging up does not stop the download. The last bytes are held back until the sha256
+is checked: on a mismatch no client ever receives a complete wrong file, and nothing is kept. A
+verified file is moved (not copied) into diskcache, which evicts least recently used entries past
+`max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
 All disk I/O and hashing happen in worker threads, never on the event loop.
 """
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -29,6 +31,7 @@ from proxy.sources.base import FileStream
 log = logging.getLogger("proxy.cache.files")
 
 CHUNK = 256 * 1024
+_LOCK_POLL = 0.05  # seconds between tries for another worker's download lock
 
 
 class HashMismatch(Exception):
@@ -99,6 +102,7 @@ class Download:
 
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive; raises the download's error if it fails."""
+        await self.started  # until then the temporary file may still be swapped for a cache entry
         handle = await asyncio.to_thread(self._open_reader)
         try:
             position = 0
@@ -106,6 +110,8 @@ class Download:
                 if position < self.readable:
                     length = min(CHUNK, self.readable - position)
                     chunk = await asyncio.to_thread(os.pread, handle.fileno(), length, position)
+                    if not chunk:
+                        raise OSError(f"download of {self.sha256} shorter than written")
                     position += len(chunk)
                     yield chunk
                 elif self.done:
@@ -130,6 +136,8 @@ class FileStore:
         )
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._locks = root / "locks"
+        self._locks.mkdir(exist_ok=True)
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -199,11 +207,21 @@ class FileStore:
         self, download: Download, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
     ) -> None:
         digest = hashlib.sha256()
+        lock: int | None = None
         try:
+            lock = await self._lock(download.sha256)
+            cached = await asyncio.to_thread(self._open, download.sha256)
+            if cached is not None:  # another worker kept it while this one waited
+                download.size = download.written = cached.size
+                cached.close()
+                await asyncio.to_thread(os.unlink, download.path)
+                download.started.set_result(None)
+                return
             async with opener() as stream:
                 download.size = stream.size
                 download.started.set_result(None)
-                handle = await asyncio.to_thread(open, download.path, "wb")
+                # Unbuffered: `written` must only count bytes that followers can already read.
+                handle = await asyncio.to_thread(open, download.path, "wb", buffering=0)
                 try:
                     async for chunk in stream.chunks:
                         await asyncio.to_thread(_write, handle, digest, chunk)
@@ -235,13 +253,38 @@ class FileStore:
             elif not isinstance(exc, Exception):
                 raise
         finally:
+            if lock is not None:
+                await asyncio.to_thread(self._unlock, download.sha256, lock)
             download.done = True
             self._downloads.pop(download.sha256, None)
             download.notify()
 
+    async def _lock(self, sha256: str) -> int:
+        """An exclusive flock on this digest's lock file, waiting while another worker holds it."""
+        fd = await asyncio.to_thread(os.open, self._locks / sha256, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never blocks the loop
+                    return fd
+                except BlockingIOError:
+                    await asyncio.sleep(_LOCK_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _unlock(self, sha256: str, fd: int) -> None:
+        # Unlinked while held: a worker still waiting on the old file finds the entry once it
+        # gets the lock, because every holder looks in the cache before downloading.
+        with contextlib.suppress(OSError):
+            os.unlink(self._locks / sha256)
+        os.close(fd)
+
 
 def _write(handle: BinaryIO, digest: "hashlib._Hash", chunk: bytes) -> None:
-    handle.write(chunk)
+    view = memoryview(chunk)
+    while view:  # an unbuffered write may take fewer bytes than it is given
+        view = view[handle.write(view) :]
     digest.update(chunk)
 
 

@@ -136,7 +136,7 @@ def test_concurrent_requests_for_one_file_reach_gitlab_once(tmp_path: Path) -> N
     sha = double.add_package_file(11, "big-one", "1.0", filename, data)
     with serve(double.app) as server:
         config = write_config(tmp_path, server.url, [{"name": "p", "gitlab_project": 11}])
-        proxy = start_proxy(config)
+        proxy = start_proxy(config, "--workers", "2")  # as the README recommends on 2 cores
         try:
             bodies = asyncio.run(_fetch_all(f"{proxy.url}/files/{sha}/{filename}", 20))
         finally:

@@ -109,3 +109,18 @@ async def test_upstream_failure_before_first_byte_reaches_started(tmp_path: Path
     with pytest.raises(Exception, match=r"x-1\.0\.tar\.gz"):
         await download.started
     assert await store.open(SHA) is None
+
+
+async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> None:
+    """Two FileStores on one directory stand for two worker processes: flock separates them."""
+    gate = asyncio.Event()
+    source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
+    first, second = FileStore(tmp_path, 10 * 2**20), FileStore(tmp_path, 10 * 2**20)
+    one = first.download(SHA, opener(source))
+    await one.started
+    two = second.download(SHA, opener(source))
+    readers = [asyncio.ensure_future(read_all(d)) for d in (one, two)]
+    gate.set()
+    assert await asyncio.gather(*readers) == [CONTENT, CONTENT]
+    assert source.file_calls == 1
+    assert list((tmp_path / "files" / "locks").iterdir()) == []
