@@ -60,4 +60,6 @@ def verify_hash(password: str, encoded: str) -> bool:
 
 
 def verify_plain(password: str, expected: str) -> bool:
-    return hmac.compare_digest(password.encode(), expected.encode())
+    # Digests first: compare_digest on inputs of different lengths would reveal the length.
+    given, wanted = (hashlib.sha256(x.encode()).digest() for x in (password, expected))
+    return hmac.compare_digest(given, wanted)

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from proxy.access import identity_of
@@ -72,6 +72,9 @@ async def upload(request: Request) -> Response:
             return await _forward(request, source, form)
     except MultiPartException as exc:
         return _reply(400, f"not a valid upload form: {exc}")
+    except ClientDisconnect:
+        log.info("upload to %s: the client hung up before the end of the form", source.name)
+        return _reply(400, "the upload ended before the end of its form")
 
 
 async def _forward(request: Request, source: GitLabSource, form) -> Response:  # type: ignore[no-untyped-def]
@@ -100,7 +103,7 @@ async def _forward(request: Request, source: GitLabSource, form) -> Response:  #
     if 200 <= answer.status < 300:
         await _invalidate(request, name)
         log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
-        return _reply(200, f"uploaded {filename} to {source.name}")
+        return _reply(answer.status, f"uploaded {filename} to {source.name}")
     return _refusal(answer.status, answer.message, filename, source.name, request)
 
 
@@ -109,11 +112,13 @@ def _refusal(status: int, message: str, filename: str, source: str, request: Req
     if status == 400 and "has already been taken" in message:
         return _reply(409, f"File already exists: {filename}")
     if status == 401:
+        # Passthrough credentials are the client's own: let it ask for others.
         realm = request.app.state.services.config.auth.realm
+        challenge = {"www-authenticate": f'Basic realm="{realm}"'}
         return _reply(
             401,
             f"GitLab refused the credentials for {source}: {message or '401 Unauthorized'}",
-            {"www-authenticate": f'Basic realm="{realm}"'},
+            challenge if identity_of(request.scope).passthrough else None,
         )
     if status in (400, 403, 404, 413):
         reason = message or f"HTTP {status}"
