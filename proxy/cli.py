@@ -99,6 +99,12 @@ def _describe(config: Config) -> str:
         lines.append(f"gitlab {config.gitlab.url} ({auth})")
     for number, source in enumerate(config.sources, 1):
         lines.append(f"source {number}: {source.name} = {source.kind} {source.target}")
+    auth = config.auth
+    reads = "anonymous reads" if auth.anonymous_read else "reads need credentials"
+    lines.append(
+        f"auth: {reads}, passthrough {'on' if auth.passthrough else 'off'}, "
+        f"{len(config.users)} users, uploads default to {config.upload.default_source or 'none'}"
+    )
     cache = config.cache
     lines.append(
         f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
