@@ -11,7 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Identity, Unauthorized
-from proxy.cache.pages import PageCache
+from proxy.cache.pages import Offline, PageCache
 from proxy.names import file_project_name
 from proxy.sources.compose import Index, NotFound, Unavailable
 
@@ -101,9 +101,7 @@ async def may_read_file(
         return False
     try:
         page = await index.project_page(project, readable)
-    except (NotFound, Unavailable):
-        return False
-    except Exception as exc:  # offline with nothing cached, and the like: fail closed
+    except (NotFound, Unavailable, Offline) as exc:  # fail closed
         log.debug("cannot check %s for a restricted reader: %s", filename, exc)
         return False
     return any(f.sha256 == sha256 and f.filename == filename for f in page.files)

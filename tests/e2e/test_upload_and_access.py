@@ -270,6 +270,16 @@ def test_passthrough_job_token_reads_what_gitlab_allows_and_uploads_as_itself(
     recorded = double.uploads()[-1]
     assert basic_password(recorded.headers["authorization"]) == ("gitlab-ci-token", JOB_TOKEN)
     assert httpx.get(f"{proxy.url}/simple/", auth=("gitlab-ci-token", "nope")).status_code == 401
+    name, data = make_wheel("job-pkg", "2.0")
+    refused = httpx.post(
+        f"{proxy.url}/upload/",
+        auth=("gitlab-ci-token", "not-a-job-token"),
+        data={"name": "job-pkg", "version": "2.0"},
+        files={"content": (name, data)},
+    )
+    assert refused.status_code == 401  # GitLab's verdict on the passthrough credentials
+    assert refused.headers["www-authenticate"] == 'Basic realm="acme packages"'
+    assert "not-a-job-token" not in refused.text
 
 
 def test_user_without_access_to_a_source_is_not_served_its_cached_file(gitlab, proxy) -> None:
