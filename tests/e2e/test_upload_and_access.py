@@ -186,6 +186,24 @@ def test_a_client_digest_that_does_not_match_is_refused(gitlab, proxy) -> None:
     assert len(double.uploads()) == uploads
 
 
+def test_upload_with_gitlab_down_is_502_naming_it(gitlab, proxy) -> None:
+    double, _ = gitlab
+    name, data = make_wheel("down-pkg", "1.0")
+    double.down_status = 503
+    try:
+        response = httpx.post(
+            f"{proxy.url}/upload/",
+            auth=("ci", CI_PASSWORD),
+            data={"name": "down-pkg", "version": "1.0"},
+            files={"content": (name, data)},
+        )
+    finally:
+        double.down_status = None
+    assert response.status_code == 502
+    assert response.text == f"upload of {name} failed: upstream platform unavailable: HTTP 503\n"
+    assert not any(f.filename == name for f in double.files)
+
+
 # --- the access matrix: one test per row ------------------------------------------------------
 
 
@@ -295,8 +313,14 @@ def test_user_without_access_to_a_source_is_not_served_its_cached_file(gitlab, p
     assert "public" not in served.headers["cache-control"]
 
 
-def test_no_password_or_token_reaches_the_log(proxy) -> None:
+def test_no_password_or_token_reaches_the_log_and_no_password_reaches_gitlab(gitlab, proxy) -> None:
+    double, _ = gitlab
     log = proxy.log()
     assert "uploaded" in log  # the log is the one the uploads above wrote to
     for secret in SECRETS:
         assert secret not in log
+    sent = [value for request in double.requests for value in request.headers.values()]
+    assert any(DEPLOY_TOKEN in basic_password(v)[1] for v in sent if v.startswith("Basic "))
+    for value in sent:
+        decoded = basic_password(value)[1] if value.startswith("Basic ") else value
+        assert CI_PASSWORD not in decoded and READER_PASSWORD not in decoded
