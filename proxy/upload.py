@@ -9,7 +9,7 @@ import hashlib
 import logging
 from typing import BinaryIO
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
@@ -77,7 +77,7 @@ async def upload(request: Request) -> Response:
         return _reply(400, "the upload ended before the end of its form")
 
 
-async def _forward(request: Request, source: GitLabSource, form) -> Response:  # type: ignore[no-untyped-def]
+async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
     content = form.get("content")
     if not isinstance(content, UploadFile) or not content.filename:
         return _reply(400, "the upload form has no file in its 'content' field")
