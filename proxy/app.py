@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from proxy import upstream
+from proxy.access import AccessControl, identity_of, may_read_file
+from proxy.auth import Authenticator
 from proxy.cache.files import FileStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
@@ -24,6 +27,7 @@ from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.upload import upload
 
 log = logging.getLogger("proxy.app")
 
@@ -35,18 +39,24 @@ class Services:
     pages: PageCache
     files: FileStore
     index: Index
+    auth: Authenticator
 
     @classmethod
     def start(cls, config: Config) -> "Services":
         client = upstream.make_client(config.gitlab.timeout)
-        sources: list[Source] = [
-            GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab
-        ]
+        gitlab = [GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab]
+        sources: list[Source] = list(gitlab)
         pages = PageCache(
             config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
         )
         files = FileStore(config.cache.directory, config.cache.max_size)
-        return cls(config, client, pages, files, Index(sources, [], pages))
+        auth = Authenticator(
+            config.auth,
+            config.users,
+            frozenset(s.name for s in config.sources if s.kind == "gitlab_project"),
+            {s.name: s.readable_with for s in gitlab},
+        )
+        return cls(config, client, pages, files, Index(sources, [], pages), auth)
 
     async def stop(self) -> None:
         await self.client.aclose()
@@ -71,7 +81,7 @@ def services(request: Request) -> Services:
 
 def allowed_sources(request: Request) -> frozenset[str] | None:
     """The source names this request may read; None means every source."""
-    return None
+    return identity_of(request.scope).readable
 
 
 def redirect(location: str) -> Response:
@@ -153,7 +163,10 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     allowed = allowed_sources(request)
     cached = await svc.files.open(sha256)
     if cached is not None:
-        return cached_response(cached, sha256, request.headers, request.method)
+        if allowed is None or await may_read_file(svc.index, svc.pages, sha256, filename, allowed):
+            return cached_response(cached, sha256, request.headers, request.method)
+        cached.close()
+        return error(404, f"no readable source offers {filename}")
     if svc.config.cache.offline:
         return error(503, f"the proxy is offline and has no cached copy of {filename}")
     candidates = await svc.index.locate(sha256, filename, allowed)
@@ -199,6 +212,9 @@ def create_app(config: Config) -> Starlette:
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # twine aborts on any redirect: every spelling of the upload URL is answered in place.
+    for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
+        routes.append(Route(path, upload, methods=["POST", "PUT"]))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AccessControl)])
     app.router.redirect_slashes = False
     return app

@@ -36,7 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     for action, text in (("stats", "entries and bytes"), ("verify", "rehash every file")):
         cache.add_parser(action, help=text).add_argument("--config", required=True)
+    commands.add_parser(
+        "hash-password",
+        help="print a password_hash for [[users]] (the password is read from stdin or a prompt)",
+    )
     return parser
+
+
+def hash_password_command() -> int:
+    """Never from argv: a password there would land in shell history and `ps`."""
+    import getpass
+
+    from proxy.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("gitlab-pypi-proxy: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("gitlab-pypi-proxy: empty password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
 
 
 def load_config(path: str, *, offline: bool = False) -> Config:
@@ -75,6 +99,12 @@ def _describe(config: Config) -> str:
         lines.append(f"gitlab {config.gitlab.url} ({auth})")
     for number, source in enumerate(config.sources, 1):
         lines.append(f"source {number}: {source.name} = {source.kind} {source.target}")
+    auth = config.auth
+    reads = "anonymous reads" if auth.anonymous_read else "reads need credentials"
+    lines.append(
+        f"auth: {reads}, passthrough {'on' if auth.passthrough else 'off'}, "
+        f"{len(config.users)} users, uploads default to {config.upload.default_source or 'none'}"
+    )
     cache = config.cache
     lines.append(
         f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
@@ -146,6 +176,8 @@ def serve(config: Config, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return hash_password_command()
     try:
         config = load_config(args.config, offline=getattr(args, "offline", False))
         if args.command == "check-config":

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.names import InvalidName, validate
+from proxy.passwords import InvalidHash, parse_hash
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -287,6 +288,11 @@ def _user(r: _Reader, source_names: set[str]) -> UserConfig:
     password, password_hash = r.string("password"), r.string("password_hash")
     if (password is None) == (password_hash is None):
         raise r.error("password", f"user {name!r} needs exactly one of password, password_hash")
+    if password_hash is not None:
+        try:
+            parse_hash(password_hash)
+        except InvalidHash as exc:
+            raise r.error("password_hash", str(exc)) from None
     read, upload = r.strings("read", frozenset({"*"})), r.strings("upload", frozenset())
     for key, names in (("read", read), ("upload", upload)):
         unknown = sorted(names - source_names - {"*"})

@@ -51,6 +51,16 @@ def validate_filename(filename: str) -> str:
     return filename
 
 
+def file_project_name(filename: str) -> str | None:
+    """The normalized project name in a wheel or sdist file name, or None when it is not one."""
+    try:
+        if filename.endswith(".whl"):
+            return str(parse_wheel_filename(filename)[0])
+        return str(parse_sdist_filename(filename)[0])
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+
+
 def file_version(filename: str) -> str | None:
     """The version in a wheel or sdist file name, or None when the name is not one."""
     try:

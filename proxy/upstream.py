@@ -57,6 +57,27 @@ async def get(
     return response
 
 
+async def post(
+    client: httpx.AsyncClient,
+    source: str,
+    url: str,
+    *,
+    content: AsyncIterator[bytes],
+    headers: dict[str, str],
+    auth: httpx.Auth | None,
+    timeout: httpx.Timeout,
+) -> httpx.Response:
+    """POST a streamed body, never following a redirect (it would resend the credentials).
+
+    Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP answer,
+    5xx included, comes back to the caller.
+    """
+    try:
+        return await client.post(url, content=content, headers=headers, auth=auth, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise _unavailable(source, exc) from None
+
+
 @asynccontextmanager
 async def stream(
     client: httpx.AsyncClient, source: str, url: str, *, auth: httpx.Auth | None = None

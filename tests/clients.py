@@ -64,3 +64,28 @@ def uv_install(
 def clear_client_caches(home: Path) -> None:
     for name in ("pip-cache", "uv-cache"):
         shutil.rmtree(home / name, ignore_errors=True)
+
+
+def twine_upload(
+    repository_url: str, files: list[Path], *, user: str, password: str, home: Path
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "twine", "upload", "--repository-url", repository_url]
+    command += ["--username", user, "--password", password, "--non-interactive"]
+    command += ["--disable-progress-bar", *map(str, files)]
+    return run(command, isolated_env(home))
+
+
+def uv_publish(
+    publish_url: str,
+    files: list[Path],
+    *,
+    user: str,
+    password: str,
+    home: Path,
+    check_url: str | None = None,
+) -> subprocess.CompletedProcess:
+    command = [uv_binary(), "publish", "--publish-url", publish_url, "--trusted-publishing"]
+    command += ["never", "--username", user, "--password", password]
+    if check_url:
+        command += ["--check-url", check_url]
+    return run([*command, *map(str, files)], isolated_env(home))

@@ -1,9 +1,11 @@
-"""A GitLab project's or group's PyPI registry as a source (read side of GitLab's PyPI API)."""
+"""A GitLab project's or group's PyPI registry as a source: pages, files, access probes, uploads."""
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -11,11 +13,34 @@ import httpx
 from proxy import upstream
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.model import DistFile, ProjectPage
+from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
-from proxy.sources.base import FileStream
+from proxy.sources.base import FileStream, SourceUnavailable
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.gitlab")
+
+# The multipart fields GitLab's upload endpoint reads; it ignores the rest of what twine sends.
+UPLOAD_FIELDS = (
+    "name",
+    "version",
+    "requires_python",
+    "md5_digest",
+    "sha256_digest",
+    "metadata_version",
+    "author_email",
+    "description",
+    "description_content_type",
+    "summary",
+    "keywords",
+)
+_UPLOAD_READ_TIMEOUT = 300.0  # GitLab stores the file before it answers
+
+
+@dataclass(frozen=True)
+class UploadAnswer:
+    status: int
+    message: str  # GitLab's own "message", e.g. "400 Bad request - ..."
 
 
 class GitLabSource:
@@ -41,6 +66,7 @@ class GitLabSource:
         )
         encoded = quote(config.target, safe="")
         self.api = gitlab.api_url
+        self.timeout = gitlab.timeout
         if config.kind == "gitlab_project":
             self.base = f"{self.api}/projects/{encoded}/packages/pypi"
             self.packages_url = f"{self.api}/projects/{encoded}/packages"
@@ -121,3 +147,53 @@ class GitLabSource:
                 size=int(length) if length and length.isdigit() else None,
                 chunks=upstream.iter_chunks(self.name, response),
             )
+
+    async def readable_with(self, auth: httpx.Auth) -> bool:
+        """May these (passthrough) credentials read this source? Raises SourceUnavailable.
+
+        A project: its PyPI root index answers 200 (401 or 404 otherwise); job tokens work there.
+        A group shows each caller only the projects it may read, so the credentials must see as
+        many PyPI packages in it as the proxy does (fail closed: the proxy's view is shared).
+        """
+        if self.config.kind == "gitlab_project":
+            response = await upstream.get(self.client, self.name, f"{self.base}/simple", auth=auth)
+            return response.status_code == 200
+        params: dict[str, str | int] = {"package_type": "pypi", "per_page": 1}
+        theirs, ours = await asyncio.gather(
+            upstream.get(self.client, self.name, self.packages_url, auth=auth, params=params),
+            upstream.get(self.client, self.name, self.packages_url, auth=self.auth, params=params),
+        )
+        total = theirs.headers.get("x-total")
+        return (
+            theirs.status_code == ours.status_code == 200
+            and total is not None
+            and total == ours.headers.get("x-total")
+        )
+
+    async def upload(
+        self, fields: dict[str, str], filename: str, file: BinaryIO, size: int, auth: httpx.Auth
+    ) -> UploadAnswer:
+        """POST a distribution to the project's registry with `auth`. Raises SourceUnavailable
+        when GitLab cannot be reached or fails (5xx)."""
+        if self.config.kind != "gitlab_project":
+            raise ValueError(f"source {self.name} is a group: GitLab uploads go to a project")
+        sent = {k: fields[k] for k in UPLOAD_FIELDS if fields.get(k) is not None}
+        body = multipart_body(sent, "content", filename, file, size)
+        headers = {"content-type": body.content_type, "content-length": str(body.length)}
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, _UPLOAD_READ_TIMEOUT))
+        response = await upstream.post(
+            self.client,
+            self.name,
+            self.base,
+            content=body.chunks,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+        )
+        if response.status_code >= 500:
+            raise SourceUnavailable(self.name, f"HTTP {response.status_code}")
+        try:
+            message = str(response.json().get("message", ""))
+        except (ValueError, AttributeError):
+            message = ""
+        return UploadAnswer(response.status_code, message.splitlines()[0][:300] if message else "")

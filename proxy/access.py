@@ -1,0 +1,107 @@
+"""Access control in front of the routes: every /simple, /files and /upload request gets an
+Identity in `scope["identity"]`, or a 401 challenge / 403 before any route runs.
+
+With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
+"""
+
+import logging
+from typing import Any
+
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Identity, Unauthorized
+from proxy.cache.pages import Offline, PageCache
+from proxy.names import file_project_name
+from proxy.sources.compose import Index, NotFound, Unavailable
+
+log = logging.getLogger("proxy.access")
+
+_GUARDED = ("/simple", "/files/", "/upload")
+
+
+def identity_of(scope: Scope) -> Identity:
+    return scope.get("identity", ANONYMOUS)
+
+
+class AccessControl:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(_GUARDED):
+            return await self.app(scope, receive, send)
+        auth: Authenticator = scope["app"].state.services.auth
+        upload = path.startswith("/upload")
+        if auth.config.anonymous_read and not upload:
+            return await self.app(scope, receive, send)  # the fast path: identity is ANONYMOUS
+        header = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                header = value.decode("latin-1")
+        try:
+            identity = await auth.identify(header, upload=upload)
+        except Unauthorized:
+            what = "uploads need" if upload else "this index needs"
+            return await _reply(
+                scope,
+                receive,
+                send,
+                401,
+                f"{what} a valid user name and password",
+                {"www-authenticate": f'Basic realm="{auth.config.realm}"'},
+            )
+        except CannotVerify as exc:
+            status = 504 if exc.timeout else 502
+            message = f"cannot check these credentials with GitLab: {exc}"
+            return await _reply(scope, receive, send, status, message)
+        if not upload and identity.readable is not None and not identity.readable:
+            message = f"user {identity.user} may not read any source"
+            return await _reply(scope, receive, send, 403, message)
+        scope["identity"] = identity
+        await self.app(scope, receive, _private(send))
+
+
+def _private(send: Send) -> Send:
+    """Answers that needed credentials must not be kept by shared caches on the way."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message["headers"] if k != b"cache-control"]
+            cache = [v for k, v in message["headers"] if k == b"cache-control"]
+            if cache:
+                headers.append((b"cache-control", cache[0].replace(b"public", b"private")))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+async def _reply(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    await PlainTextResponse(message + "\n", status, headers)(scope, receive, send)
+
+
+async def may_read_file(
+    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str]
+) -> bool:
+    """A cached file is served to a restricted reader only if a source it may read lists it."""
+    listed = await pages.file_locations(sha256)
+    if any(f.source in readable and f.filename == filename for f in listed):
+        return True
+    project = file_project_name(filename)
+    if project is None:
+        return False
+    try:
+        page = await index.project_page(project, readable)
+    except (NotFound, Unavailable, Offline) as exc:  # fail closed
+        log.debug("cannot check %s for a restricted reader: %s", filename, exc)
+        return False
+    return any(f.sha256 == sha256 and f.filename == filename for f in page.files)

@@ -1,0 +1,192 @@
+"""Who is asking: HTTP basic credentials → Identity (readable and uploadable sources, and the
+credentials the proxy sends to GitLab on that identity's behalf).
+
+Each credential pays the slow password hash once per few minutes: verified credentials are
+remembered in memory under an HMAC of the password with a per-process key, never the password.
+Passthrough credentials (no proxy user) are shown only the sources GitLab lets them read; that
+verdict is remembered the same way, briefly.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from proxy.config import AuthConfig, UserConfig
+from proxy.passwords import verify_hash, verify_plain
+from proxy.sources.base import SourceUnavailable
+
+log = logging.getLogger("proxy.auth")
+
+VERIFIED_SECONDS = 300.0
+PASSTHROUGH_SECONDS = 60.0
+_MEMO_ENTRIES = 10_000
+TOKEN_USER = "__token__"  # twine's convention: the password alone says who it is
+# GitLab ignores the basic-auth user name except "gitlab-ci-token"; this one is only a label.
+GITLAB_USER = "gitlab-pypi-proxy"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str | None  # the proxy user; None for anonymous and passthrough callers
+    readable: frozenset[str] | None  # source names; None means every source
+    uploadable: frozenset[str]
+    upstream: httpx.Auth | None  # what goes to GitLab for this caller's uploads
+    passthrough: bool = False
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user is None and not self.passthrough
+
+
+ANONYMOUS = Identity(user=None, readable=None, uploadable=frozenset(), upstream=None)
+
+
+class Unauthorized(Exception):
+    """Missing or wrong credentials: answer 401 with a Basic challenge."""
+
+
+class CannotVerify(Exception):
+    """Passthrough credentials could not be checked because GitLab is unreachable."""
+
+    def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
+        super().__init__("; ".join(str(f) for f in failures))
+        self.timeout = all(f.timeout for f in failures)
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic` header, or None."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        user, colon, password = decoded.partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if colon else None
+
+
+# A source's probe: may these credentials read it? Raises SourceUnavailable.
+Probe = Callable[[httpx.Auth], Awaitable[bool]]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        config: AuthConfig,
+        users: Sequence[UserConfig],
+        upload_targets: frozenset[str],
+        probes: Mapping[str, Probe],
+    ) -> None:
+        self.config = config
+        self.users = {u.name: u for u in users}
+        self.upload_targets = upload_targets  # the gitlab_project sources
+        self.probes = dict(probes)  # source name → probe, for passthrough reads
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._readable: dict[str, tuple[float, frozenset[str]]] = {}
+        self._flights: dict[str, asyncio.Task[frozenset[str]]] = {}
+
+    def _fingerprint(self, *parts: str) -> str:
+        return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+
+    async def identify(self, authorization: str | None, *, upload: bool = False) -> Identity:
+        """The identity behind an Authorization header. Raises Unauthorized or CannotVerify."""
+        credentials = basic_credentials(authorization)
+        if credentials is None:
+            if authorization or upload or not self.config.anonymous_read:
+                raise Unauthorized
+            return ANONYMOUS
+        name, password = credentials
+        user = await self._user(name, password)
+        if user is not None:
+            return self._user_identity(user)
+        if name in self.users or not self.config.passthrough or not password:
+            raise Unauthorized
+        auth = httpx.BasicAuth(name, password)
+        if upload:
+            return Identity(None, frozenset(), self.upload_targets, auth, passthrough=True)
+        readable = await self._passthrough_readable(self._fingerprint(name, password), auth)
+        if not readable:
+            raise Unauthorized
+        return Identity(None, readable, frozenset(), auth, passthrough=True)
+
+    def _user_identity(self, user: UserConfig) -> Identity:
+        readable = None if "*" in user.read else user.read
+        uploadable = self.upload_targets if "*" in user.upload else user.upload
+        upstream = httpx.BasicAuth(GITLAB_USER, user.gitlab_token) if user.gitlab_token else None
+        return Identity(user.name, readable, uploadable & self.upload_targets, upstream)
+
+    async def _user(self, name: str, password: str) -> UserConfig | None:
+        """The proxy user these credentials prove, or None."""
+        key = (name, self._fingerprint(name, password))
+        now = time.monotonic()
+        known = self._verified.get(key)
+        if known is not None and known[0] > now:
+            return self.users.get(known[1]) if known[1] else None
+        if name == TOKEN_USER:
+            candidates = list(self.users.values())
+        else:
+            candidates = [self.users[name]] if name in self.users else []
+        found = None
+        for user in candidates:
+            if user.password is not None:
+                matched = verify_plain(password, user.password)
+            else:
+                matched = await asyncio.to_thread(verify_hash, password, user.password_hash or "")
+            if matched and found is None:
+                found = user
+        if candidates:
+            self._remember(self._verified, key, (now + VERIFIED_SECONDS, found and found.name))
+        return found
+
+    async def _passthrough_readable(self, fingerprint: str, auth: httpx.Auth) -> frozenset[str]:
+        known = self._readable.get(fingerprint)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        task = self._flights.get(fingerprint)
+        if task is None:
+            task = asyncio.ensure_future(self._ask_gitlab(fingerprint, auth))
+            self._flights[fingerprint] = task
+            task.add_done_callback(lambda _: self._flights.pop(fingerprint, None))
+        return await asyncio.shield(task)
+
+    async def _ask_gitlab(self, fingerprint: str, auth: httpx.Auth) -> frozenset[str]:
+        names = list(self.probes)
+        answers = await asyncio.gather(
+            *(self.probes[n](auth) for n in names), return_exceptions=True
+        )
+        readable, failures = set(), []
+        for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, SourceUnavailable):
+                failures.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif answer:
+                readable.add(name)
+        if failures:
+            if not readable:
+                raise CannotVerify(failures)
+            log.warning("passthrough credentials checked on part of the sources only")
+            return frozenset(readable)  # not remembered: ask again once GitLab is back
+        verdict = frozenset(readable)
+        until = time.monotonic() + PASSTHROUGH_SECONDS
+        self._remember(self._readable, fingerprint, (until, verdict))
+        return verdict
+
+    @staticmethod
+    def _remember(memo: dict, key: object, value: object) -> None:
+        if len(memo) >= _MEMO_ENTRIES:
+            memo.pop(next(iter(memo)))
+        memo[key] = value

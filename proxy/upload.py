@@ -1,0 +1,135 @@
+"""Uploads (twine, uv publish, poetry, pdm): multipart in, spooled to disk, hashed, verified,
+forwarded to the GitLab project with the caller's upstream credentials, the page invalidated.
+
+GitLab never hashes what it stores, so the proxy always sends the digests it computed itself.
+"""
+
+import asyncio
+import hashlib
+import logging
+from typing import BinaryIO
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+
+from proxy.access import identity_of
+from proxy.names import InvalidName, normalize, validate, validate_filename
+from proxy.sources.base import SourceUnavailable
+from proxy.sources.gitlab import GitLabSource
+
+log = logging.getLogger("proxy.upload")
+
+_CHUNK = 1024 * 1024
+_MAX_FIELD = 8 * 2**20  # a long description (README) is fine; a field never holds the file
+
+
+def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
+    """(size, {field name: hex digest}) of a file, read from the start in chunks."""
+    hashes = {
+        "sha256_digest": hashlib.sha256(),
+        "md5_digest": hashlib.md5(usedforsecurity=False),
+        "blake2_256_digest": hashlib.blake2b(digest_size=32),
+    }
+    file.seek(0)
+    size = 0
+    while chunk := file.read(_CHUNK):
+        size += len(chunk)
+        for h in hashes.values():
+            h.update(chunk)
+    return size, {k: h.hexdigest() for k, h in hashes.items()}
+
+
+def _target(request: Request) -> GitLabSource | Response:
+    services = request.app.state.services
+    name = request.path_params.get("source") or services.config.upload.default_source
+    if not name:
+        return _reply(404, "no upload target: use /upload/<source>/ or set [upload] default_source")
+    config = services.config.source(name)
+    source = services.index.by_name.get(name)
+    if config is None or config.kind != "gitlab_project" or not isinstance(source, GitLabSource):
+        return _reply(404, f"no gitlab_project source named {name!r} to upload to")
+    identity = identity_of(request.scope)
+    if name not in identity.uploadable:
+        who = f"user {identity.user}" if identity.user else "these credentials"
+        return _reply(403, f"{who} may not upload to {name}")
+    if identity.upstream is None:
+        return _reply(403, f"user {identity.user} has no gitlab_token to upload with")
+    return source
+
+
+async def upload(request: Request) -> Response:
+    source = _target(request)
+    if isinstance(source, Response):
+        return source
+    try:
+        async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
+            return await _forward(request, source, form)
+    except MultiPartException as exc:
+        return _reply(400, f"not a valid upload form: {exc}")
+    except ClientDisconnect:
+        log.info("upload to %s: the client hung up before the end of the form", source.name)
+        return _reply(400, "the upload ended before the end of its form")
+
+
+async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
+    content = form.get("content")
+    if not isinstance(content, UploadFile) or not content.filename:
+        return _reply(400, "the upload form has no file in its 'content' field")
+    try:
+        filename = validate_filename(content.filename)
+        name = validate(str(form.get("name") or ""))
+    except InvalidName as exc:
+        return _reply(400, str(exc))
+    if not form.get("version"):
+        return _reply(400, "the upload form has no 'version'")
+    size, digests = await asyncio.to_thread(file_digests, content.file)
+    for field, digest in digests.items():
+        sent = form.get(field)
+        if isinstance(sent, str) and sent and sent.strip().lower() != digest:
+            return _reply(400, f"{field} does not match the content of {filename}")
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    fields |= digests
+    identity = identity_of(request.scope)
+    try:
+        answer = await source.upload(fields, filename, content.file, size, identity.upstream)
+    except SourceUnavailable as exc:
+        return _reply(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
+    if 200 <= answer.status < 300:
+        await _invalidate(request, name)
+        log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
+        return _reply(answer.status, f"uploaded {filename} to {source.name}")
+    return _refusal(answer.status, answer.message, filename, source.name, request)
+
+
+def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> Response:
+    log.info("GitLab refused %s for %s: HTTP %s %s", filename, source, status, message)
+    if status == 400 and "has already been taken" in message:
+        return _reply(409, f"File already exists: {filename}")
+    if status == 401:
+        # Passthrough credentials are the client's own: let it ask for others.
+        realm = request.app.state.services.config.auth.realm
+        challenge = {"www-authenticate": f'Basic realm="{realm}"'}
+        return _reply(
+            401,
+            f"GitLab refused the credentials for {source}: {message or '401 Unauthorized'}",
+            challenge if identity_of(request.scope).passthrough else None,
+        )
+    if status in (400, 403, 404, 413):
+        reason = message or f"HTTP {status}"
+        return _reply(status, f"GitLab refused {filename} for {source}: {reason}")
+    return _reply(502, f"upstream {source} answered the upload with HTTP {status}")
+
+
+async def _invalidate(request: Request, name: str) -> None:
+    """Read-your-writes: the next page of `name` through any source is asked for afresh."""
+    services = request.app.state.services
+    keys = []
+    for source in services.index.sources:
+        keys += [("page", source.name, normalize(name)), ("names", source.name)]
+    await services.pages.invalidate(*keys)

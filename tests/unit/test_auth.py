@@ -1,0 +1,172 @@
+"""Credentials → Identity: password hashes, __token__, the verified-credential memo, passthrough."""
+
+import asyncio
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy import auth as auth_module
+from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Unauthorized, basic_credentials
+from proxy.config import AuthConfig, ConfigError, UserConfig, load
+from proxy.passwords import InvalidHash, hash_password, parse_hash, verify_hash, verify_plain
+from proxy.sources.base import SourceUnavailable
+
+TARGETS = frozenset({"platform", "tools"})
+
+
+def header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def authenticator(
+    *users: UserConfig,
+    anonymous_read: bool = False,
+    passthrough: bool = False,
+    probes: dict | None = None,
+) -> Authenticator:
+    config = AuthConfig(anonymous_read=anonymous_read, passthrough=passthrough)
+    return Authenticator(config, users, TARGETS, probes or {})
+
+
+def test_hash_format_is_self_describing_and_salted() -> None:
+    first, second = hash_password("s3cret"), hash_password("s3cret")
+    assert first != second  # a fresh salt each time
+    n, r, p, salt, key = parse_hash(first)
+    assert first.startswith(f"scrypt${n}${r}${p}$")
+    assert n >= 2**14 and len(salt) == 16 and len(key) == 32
+    assert verify_hash("s3cret", first)
+    assert not verify_hash("s3cret ", first)
+
+
+@pytest.mark.parametrize("bad", ["", "s3cret", "scrypt$3$8$1$AAAA$AAAA", "bcrypt$1$2$3$4$5"])
+def test_a_hash_this_proxy_did_not_write_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidHash):
+        parse_hash(bad)
+
+
+def test_config_names_the_key_of_a_bad_password_hash(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text('[[users]]\nname = "ci"\npassword_hash = "plain-text"\n')
+    with pytest.raises(ConfigError, match=r"users\[0\]\.password_hash: not a hash"):
+        load(path)
+
+
+def test_plain_passwords_compare_as_digests_so_length_does_not_matter() -> None:
+    assert verify_plain("abc", "abc")
+    assert not verify_plain("abc", "abcd")
+    assert not verify_plain("", "abc")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "Bearer abc", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode()],
+)
+def test_headers_that_are_not_basic_credentials(value: str | None) -> None:
+    assert basic_credentials(value) is None
+
+
+def test_basic_credentials_keep_colons_in_the_password() -> None:
+    assert basic_credentials(header("u", "a:b")) == ("u", "a:b")
+
+
+async def test_anonymous_reads_only_when_allowed() -> None:
+    assert await authenticator(anonymous_read=True).identify(None) is ANONYMOUS
+    with pytest.raises(Unauthorized):
+        await authenticator(anonymous_read=False).identify(None)
+    with pytest.raises(Unauthorized):
+        await authenticator(anonymous_read=True).identify(None, upload=True)
+
+
+async def test_user_identity_translates_to_its_gitlab_token() -> None:
+    ci = UserConfig("ci", password="pw", upload=frozenset({"*"}), gitlab_token="gldt-x")
+    identity = await authenticator(ci).identify(header("ci", "pw"))
+    assert identity.user == "ci" and identity.readable is None
+    assert identity.uploadable == TARGETS
+    request = next(identity.upstream.auth_flow(httpx.Request("POST", "http://gitlab/")))
+    user, _, password = (
+        base64.b64decode(request.headers["authorization"][6:]).decode().partition(":")
+    )
+    assert password == "gldt-x" and user != "ci"
+
+
+async def test_token_user_means_the_user_whose_password_it_is() -> None:
+    users = (
+        UserConfig("a", password="pw-a", read=frozenset({"tools"})),
+        UserConfig("b", password_hash=hash_password("pw-b"), read=frozenset({"platform"})),
+    )
+    auth = authenticator(*users)
+    assert (await auth.identify(header("__token__", "pw-b"))).user == "b"
+    assert (await auth.identify(header("__token__", "pw-a"))).readable == {"tools"}
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("__token__", "pw-c"))
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("a", "pw-b"))  # b's password is not a's
+
+
+async def test_the_slow_hash_runs_once_per_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append(password)
+        return verify_hash(password, encoded)
+
+    monkeypatch.setattr(auth_module, "verify_hash", counting)
+    auth = authenticator(UserConfig("ci", password_hash=hash_password("pw")))
+    for _ in range(5):
+        assert (await auth.identify(header("ci", "pw"))).user == "ci"
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await auth.identify(header("ci", "wrong"))
+    assert calls == ["pw", "wrong"]
+    memo = repr(auth._verified)
+    assert "pw" not in memo.replace("'ci'", "")  # an HMAC of the password, never the password
+
+
+async def test_passthrough_sees_what_gitlab_lets_it_read_and_the_verdict_is_kept() -> None:
+    asked: list[str] = []
+
+    def probe(source: str, allowed: bool):
+        async def ask(auth: httpx.Auth) -> bool:
+            asked.append(source)
+            await asyncio.sleep(0)
+            return allowed
+
+        return ask
+
+    auth = authenticator(
+        UserConfig("ci", password="pw"),
+        passthrough=True,
+        probes={"platform": probe("platform", True), "tools": probe("tools", False)},
+    )
+    job = header("gitlab-ci-token", "glcbt-secret")
+    answers = await asyncio.gather(*(auth.identify(job) for _ in range(5)))
+    assert {a.readable for a in answers} == {frozenset({"platform"})}
+    assert all(a.passthrough and a.user is None for a in answers)
+    assert sorted(asked) == ["platform", "tools"]  # one probe per source for all five requests
+    assert "glcbt-secret" not in repr(auth._readable)
+    upload = await auth.identify(job, upload=True)
+    assert upload.uploadable == TARGETS and len(asked) == 2  # GitLab decides on uploads
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("ci", "not-pw"))  # a proxy user's name is never passed on
+
+
+async def test_passthrough_that_can_read_nothing_is_challenged() -> None:
+    async def no(auth: httpx.Auth) -> bool:
+        return False
+
+    auth = authenticator(passthrough=True, probes={"platform": no})
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("x", "glpat-unknown"))
+
+
+async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:
+    async def down(auth: httpx.Auth) -> bool:
+        raise SourceUnavailable("platform", "timed out", timeout=True)
+
+    auth = authenticator(passthrough=True, probes={"platform": down})
+    with pytest.raises(CannotVerify, match="upstream platform unavailable") as caught:
+        await auth.identify(header("x", "glpat-unknown"))
+    assert caught.value.timeout
+    assert auth._readable == {}  # nothing remembered: asked again next time
