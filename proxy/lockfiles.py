@@ -90,7 +90,8 @@ def parse_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> list
         try:
             requirement = Requirement(spec)
         except InvalidRequirement as exc:
-            raise LockFileError(f"{origin}: not a requirement: {exc}") from None
+            reason = str(exc).splitlines()[0]
+            raise LockFileError(f"{origin}: not a requirement: {reason}") from None
         if requirement.url:
             raise LockFileError(f"{origin}: {requirement.name} is a direct URL, not from an index")
         name = normalize(requirement.name)

@@ -75,7 +75,7 @@ def package_wanted(spec: str) -> Wanted:
     try:
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
-        raise LockFileError(f"--package {spec}: {exc}") from None
+        raise LockFileError(f"--package {spec}: {str(exc).splitlines()[0]}") from None
     return Wanted(normalize(requirement.name), "--package", specifier=requirement.specifier)
 
 

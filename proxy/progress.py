@@ -83,7 +83,8 @@ class BarProgress:
 
     def done(self, outcome: "Outcome") -> None:
         if outcome.status == "failed":
-            self.bar.console.print(f"failed {outcome.label}: {outcome.reason}")
+            line = f"failed {outcome.label}: {outcome.reason}"
+            self.bar.console.print(line, markup=False, highlight=False)
         if self.task is not None:
             self.bar.advance(self.task)
 

@@ -67,9 +67,11 @@ class Prefetched:
     config: Path  # the cache filled by prefetch, GitLab now gone
     requirements: Path
     pylock: Path
+    uv_lock: Path
     first: subprocess.CompletedProcess[str]
     second: subprocess.CompletedProcess[str]
     from_pylock: subprocess.CompletedProcess[str]
+    from_uv_lock: subprocess.CompletedProcess[str]
     gitlab_calls_when_stopped: int
     double: GitLabDouble
 
@@ -79,6 +81,19 @@ def _compile(index: str, requirements_in: Path, out: Path, home: Path, *extra: s
     command += ["--generate-hashes", "--no-header", *extra, str(requirements_in), "-o", str(out)]
     result = run(command, isolated_env(home))
     assert result.returncode == 0, result.stderr
+
+
+def _lock_project(index: str, project: Path, home: Path) -> Path:
+    """A real uv.lock: `uv lock` of a project that depends on app-main."""
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "build"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["app-main"]\n'
+    )
+    command = [uv_binary(), "lock", "--python", sys.executable, "--default-index", index]
+    result = run([*command, "--directory", str(project)], isolated_env(home))
+    assert result.returncode == 0, result.stderr
+    return project / "uv.lock"
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +112,7 @@ def prefetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefetched]
             index = f"{online.url}/simple/"
             _compile(index, requirements_in, requirements, root / "home")
             _compile(index, requirements_in, pylock, root / "home", "--format", "pylock.toml")
+            uv_lock = _lock_project(index, root / "project", root / "home")
         finally:
             online.stop()
         (root / "target").mkdir()
@@ -104,8 +120,19 @@ def prefetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefetched]
         first = prefetch(config, "-r", str(requirements), "--jobs", "2")
         second = prefetch(config, "-r", str(requirements))
         from_pylock = prefetch(config, "--lock", str(pylock))
+        from_uv_lock = prefetch(config, "--lock", str(uv_lock))
     yield Prefetched(
-        root, config, requirements, pylock, first, second, from_pylock, len(double.requests), double
+        root,
+        config,
+        requirements,
+        pylock,
+        uv_lock,
+        first,
+        second,
+        from_pylock,
+        from_uv_lock,
+        len(double.requests),
+        double,
     )
 
 
@@ -155,8 +182,14 @@ def test_pylock_lists_the_same_files(prefetched: Prefetched) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "offline-complete: yes" in result.stdout
     assert "fetched: 0" in result.stdout  # every file it names is one the requirements named
-    assert "already cached: " in result.stdout
-    assert "failed: 0" in result.stdout
+    assert "already cached: 4" in result.stdout
+
+
+def test_uv_lock_lists_the_same_files(prefetched: Prefetched) -> None:
+    result = prefetched.from_uv_lock
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already cached: 4" in result.stdout
+    assert "offline-complete: yes" in result.stdout
 
 
 def test_installs_offline_with_pip_and_uv_pip_sync(prefetched: Prefetched) -> None:
