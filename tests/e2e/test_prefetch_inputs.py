@@ -105,3 +105,18 @@ def test_stats_counts_the_servers_hits_and_misses(gitlab) -> None:
     assert stats.returncode == 0, stats.stderr
     assert "hit ratio: 66.7% (2 hits, 1 misses" in stats.stdout
     assert "files: 1 entries" in stats.stdout
+
+
+def test_prefetch_while_the_server_runs_serves_its_files_as_hits(gitlab) -> None:
+    _, _, config = gitlab
+    proxy = start_proxy(config)
+    try:
+        assert httpx.get(f"{proxy.url}/simple/tool-x/").status_code == 200
+        result = prefetch(config, "--package", "tool-x==1.1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        filename, data = make_wheel("tool-x", "1.1")
+        response = httpx.get(f"{proxy.url}/files/{hashlib.sha256(data).hexdigest()}/{filename}")
+        assert response.headers["x-cache"] == "HIT"
+        assert response.content == data
+    finally:
+        proxy.stop()
