@@ -163,10 +163,15 @@ def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     inputs = prefetch.Inputs(args.requirements, args.lock, args.package, args.source, args.latest)
     if not (inputs.requirements or inputs.locks or inputs.packages or inputs.sources):
         raise ConfigError("prefetch: nothing to do: give -r, --lock, --package or --source")
+    if (args.latest is not None and args.latest < 1) or args.jobs < 1:
+        raise ConfigError("prefetch: --latest and --jobs must be at least 1")
     try:
         report = asyncio.run(prefetch.run(config, inputs, args.jobs, for_terminal()))
     except prefetch.LockFileError as exc:
         raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("prefetch interrupted; run it again to fetch the rest", file=sys.stderr)
+        return 130
     print("\n".join(report.summary()))
     return 0 if report.complete else 1
 

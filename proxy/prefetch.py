@@ -158,13 +158,15 @@ class Prefetch:
         self.progress.close()
         return self.report
 
-    def _fail(self, label: str, reason: str) -> None:
-        self.report.outcomes.append(Outcome(label, "failed", reason))
+    def fail(self, label: str, reason: str) -> None:
+        outcome = Outcome(label, "failed", reason)
+        if outcome not in self.report.outcomes:  # two inputs may name the same missing file
+            self.report.outcomes.append(outcome)
 
     async def _resolve(self, item: Wanted, page: ProjectPage | BaseException) -> list[DistFile]:
         """The files `item` asks for, or [] after recording why there are none."""
         if isinstance(page, BaseException):
-            self._fail(item.label, _reason(page))
+            self.fail(item.label, _reason(page))
             return []
         partial = " (some sources could not be asked)" if page.stale else ""
         if item.sha256 is not None:
@@ -178,7 +180,7 @@ class Prefetch:
                 # source can still be asked for it by digest.
                 found = await self.services.index.locate(item.sha256, item.filename)
             if not found:
-                self._fail(item.label, f"no source lists this sha256 for {item.name}{partial}")
+                self.fail(item.label, f"no source lists this sha256 for {item.name}{partial}")
             return found[:1]
         found = [
             f
@@ -188,7 +190,7 @@ class Prefetch:
             and item.specifier.contains(version, prereleases=True)
         ]
         if not found:
-            self._fail(item.label, f"no file matches ({item.origin}){partial}")
+            self.fail(item.label, f"no file matches ({item.origin}){partial}")
         return found
 
     async def _fetch(self, file: DistFile) -> None:
@@ -247,8 +249,12 @@ async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> 
     wanted = read_inputs(inputs)
     services = Services.start(config)
     try:
+        prefetch = Prefetch(services, progress, jobs)
         for name in inputs.sources:
-            wanted += await source_wanted(services, name, inputs.latest)
-        return await Prefetch(services, progress, jobs).run(wanted)
+            try:
+                wanted += await source_wanted(services, name, inputs.latest)
+            except SourceUnavailable as exc:
+                prefetch.fail(f"--source {name}", str(exc))
+        return await prefetch.run(wanted)
     finally:
         await services.stop()

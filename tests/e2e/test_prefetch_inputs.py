@@ -120,3 +120,22 @@ def test_prefetch_while_the_server_runs_serves_its_files_as_hits(gitlab) -> None
         assert response.content == data
     finally:
         proxy.stop()
+
+
+def test_an_unreachable_source_is_a_failure_not_a_traceback(gitlab) -> None:
+    double, _, config = gitlab
+    double.down_status = 503
+    result = prefetch(config, "--source", "tools", "--package", "app-main")
+    assert result.returncode == 1
+    assert "  --source tools: upstream tools unavailable: HTTP 503" in result.stdout
+    assert "  app-main: upstream platform unavailable: HTTP 503" in result.stdout
+    assert result.stdout.splitlines()[-1] == "offline-complete: no (2 missing)"
+    assert "Traceback" not in result.stderr
+
+
+def test_prefetch_refuses_an_offline_configuration(gitlab) -> None:
+    _, _, config = gitlab
+    config.write_text(config.read_text().replace("offline = false", "offline = true"))
+    result = prefetch(config, "--package", "app-main")
+    assert result.returncode == 2
+    assert "cache.offline: prefetch needs the upstreams" in result.stderr
