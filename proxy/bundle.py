@@ -150,8 +150,9 @@ def export(pages: PageCache, files: FileStore, bundle: Path) -> tuple[int, int]:
                 count += 1
         os.replace(part, bundle)
     except OSError as exc:
-        part.unlink(missing_ok=True)
         raise BundleError(f"cannot write {bundle}: {exc.strerror or exc}") from None
+    finally:
+        part.unlink(missing_ok=True)  # after a failure or an interrupt; gone after os.replace
     return count, records
 
 
@@ -183,8 +184,11 @@ def import_bundle(pages: PageCache, files: FileStore, bundle: Path) -> ImportRep
     seen_format = False
     for member, content in _members(bundle):
         if member.name == "bundle.json" and content is not None:
-            header = json.loads(content.read(4096) or b"{}")
-            if header.get("format") != FORMAT:
+            try:
+                header = json.loads(content.read(4096))
+            except ValueError:
+                header = None
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise BundleError(f"{bundle}: not a gitlab-pypi-proxy bundle")
             seen_format = True
         elif not seen_format:

@@ -108,8 +108,13 @@ def test_hostile_members_and_records_are_reported_and_skipped(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "members",
-    [{}, {"other.txt": b"x"}, {"bundle.json": b'{"format": "something else"}'}],
-    ids=["empty", "no-header", "wrong-format"],
+    [
+        {},
+        {"other.txt": b"x"},
+        {"bundle.json": b'{"format": "something else"}'},
+        {"bundle.json": b"[not json"},
+    ],
+    ids=["empty", "no-header", "wrong-format", "bad-header"],
 )
 def test_a_tar_that_is_not_a_bundle_is_refused(tmp_path: Path, members: dict) -> None:
     bundle = tmp_path / "b.tar"
@@ -125,3 +130,11 @@ def test_a_file_that_is_not_a_tar_is_a_bundle_error(tmp_path: Path) -> None:
     pages, files = _caches(tmp_path / "c")
     with pytest.raises(BundleError, match="cannot read"):
         import_bundle(pages, files, bundle)
+
+
+def test_an_export_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path) -> None:
+    pages, files = _caches(tmp_path / "c")
+    target = tmp_path / "no-such-directory" / "b.tar"
+    with pytest.raises(BundleError, match="cannot write"):
+        export(pages, files, target)
+    assert not target.parent.exists()
