@@ -8,6 +8,7 @@ through an `offline = true` proxy on that cache, and again from a cache imported
 
 import hashlib
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -155,6 +156,9 @@ def _install_offline(config: Path, requirements: Path, where: Path) -> None:
         page = httpx.get(f"{proxy.url}/simple/tool-x/")
         assert page.status_code == 200
         assert "tool_x-1.1-py3-none-any.whl" in page.text
+        root = httpx.get(f"{proxy.url}/simple/")  # the project lists were cached too
+        assert root.status_code == 200
+        assert {"app-main", "tool-x", "unrelated"} <= set(re.findall(r">([a-z-]+)</a>", root.text))
     finally:
         proxy.stop()
 
