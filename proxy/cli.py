@@ -36,11 +36,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     for action, text in (("stats", "entries and bytes"), ("verify", "rehash every file")):
         cache.add_parser(action, help=text).add_argument("--config", required=True)
+    for action, text in (("export", "write a bundle"), ("import", "add a bundle, verified")):
+        bundle = cache.add_parser(action, help=text)
+        bundle.add_argument("bundle", help="the bundle, a .tar file")
+        bundle.add_argument("--config", required=True)
+    _prefetch_arguments(commands.add_parser("prefetch", help="fill the cache for offline builds"))
     commands.add_parser(
         "hash-password",
         help="print a password_hash for [[users]] (the password is read from stdin or a prompt)",
     )
     return parser
+
+
+def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
+    prefetch.add_argument("--config", required=True, help="TOML configuration file")
+    add = prefetch.add_argument
+    add("-r", "--requirements", action="append", default=[], help="requirements file (hashes)")
+    add("--lock", action="append", default=[], help="uv.lock or pylock.toml")
+    add("--package", action="append", default=[], help="NAME or NAME==VERSION: all its files")
+    add("--source", action="append", default=[], help="every package of this GitLab source")
+    add("--latest", type=int, help="with --source: only the N newest versions of each name")
+    add("--jobs", type=int, default=4, help="files fetched at once (default 4)")
 
 
 def hash_password_command() -> int:
@@ -113,7 +129,7 @@ def _describe(config: Config) -> str:
     return "\n".join(lines)
 
 
-def open_caches(config: Config) -> tuple["PageCache", "FileStore"]:
+def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache", "FileStore"]:
     """Open both caches, or fail with one line saying why (read-only, corrupt, ...)."""
     from proxy.cache.files import FileStore
     from proxy.cache.pages import PageCache
@@ -122,7 +138,7 @@ def open_caches(config: Config) -> tuple["PageCache", "FileStore"]:
     try:
         return (
             PageCache(config.cache.directory, config.cache.index_ttl),
-            FileStore(config.cache.directory, config.cache.max_size),
+            FileStore(config.cache.directory, config.cache.max_size, count_hits=count_hits),
         )
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
@@ -131,14 +147,29 @@ def open_caches(config: Config) -> tuple["PageCache", "FileStore"]:
         ) from None
 
 
-def cache_command(config: Config, action: str) -> int:
-    pages, files = open_caches(config)
+def cache_command(config: Config, args: argparse.Namespace) -> int:
+    from proxy import bundle
+    from proxy.cache_stats import stats_lines
+
+    action = args.action
+    pages, files = open_caches(config, count_hits=False)
     try:
         if action == "stats":
-            entries = files.entries
-            print(f"files: {len(entries)} entries, {entries.volume()} bytes on disk")
-            print(f"index pages and records: {len(pages)}")
+            print("\n".join(stats_lines(pages, files)))
             return 0
+        try:
+            if action == "export":
+                count, records = bundle.export(pages, files, Path(args.bundle))
+                print(f"exported {count} files and {records} index records to {args.bundle}")
+                return 0
+            if action == "import":
+                report = bundle.import_bundle(pages, files, Path(args.bundle))
+                print(f"imported {report.files} files ({report.bytes} bytes), {report.pages} index")
+                for line in report.bad:
+                    print(f"bad: {line}")
+                return 1 if report.bad else 0
+        except bundle.BundleError as exc:
+            raise ConfigError(str(exc)) from None
         checked, dropped = files.verify()
         for sha256 in dropped:
             print(f"corrupt, dropped: {sha256}")
@@ -147,6 +178,32 @@ def cache_command(config: Config, action: str) -> int:
     finally:
         pages.close()
         files.close()
+
+
+def prefetch_command(config: Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from proxy import prefetch
+    from proxy.progress import for_terminal
+
+    if config.cache.offline:
+        raise ConfigError(f"{config.path}: cache.offline: prefetch needs the upstreams")
+    for cache in open_caches(config):  # a cache directory it cannot use: one line, exit 2
+        cache.close()
+    inputs = prefetch.Inputs(args.requirements, args.lock, args.package, args.source, args.latest)
+    if not (inputs.requirements or inputs.locks or inputs.packages or inputs.sources):
+        raise ConfigError("prefetch: nothing to do: give -r, --lock, --package or --source")
+    if (args.latest is not None and args.latest < 1) or args.jobs < 1:
+        raise ConfigError("prefetch: --latest and --jobs must be at least 1")
+    try:
+        report = asyncio.run(prefetch.run(config, inputs, args.jobs, for_terminal()))
+    except prefetch.LockFileError as exc:
+        raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("prefetch interrupted; run it again to fetch the rest", file=sys.stderr)
+        return 130
+    print("\n".join(report.summary()))
+    return 0 if report.complete else 1
 
 
 def serve(config: Config, args: argparse.Namespace) -> None:
@@ -184,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_describe(config))
             return 0
         if args.command == "cache":
-            return cache_command(config, args.action)
+            return cache_command(config, args)
+        if args.command == "prefetch":
+            return prefetch_command(config, args)
         serve(config, args)
         return 0
     except ConfigError as exc:

@@ -123,9 +123,29 @@ class Download:
         finally:
             await asyncio.to_thread(handle.close)
 
+    async def wait(self, progress: Callable[[int], None] | None = None) -> None:
+        """Until the file is kept (or the download fails: raises its error), without reading it.
+
+        `progress` is called with the number of bytes received since its last call.
+        """
+        reported = 0
+        while True:
+            event = self._progress  # taken before the check: a notify in between sets it
+            if progress is not None and self.written > reported:
+                progress(self.written - reported)
+                reported = self.written
+            if self.done:
+                break
+            await event.wait()
+        if self.error is not None:
+            raise self.error
+
 
 class FileStore:
-    def __init__(self, directory: Path, max_size: int) -> None:
+    """The verified files. `count_hits`: this process's lookups count in the hit ratio that
+    `cache stats` reports (the server's do; the command line tools' do not)."""
+
+    def __init__(self, directory: Path, max_size: int, *, count_hits: bool = True) -> None:
         root = directory / "files"
         self._disk = diskcache.Cache(
             str(root),
@@ -134,6 +154,11 @@ class FileStore:
             disk=_AdoptingDisk,
             disk_min_file_size=0,
         )
+        # diskcache keeps the hit and miss counters in its database, shared by every process.
+        if count_hits:
+            self._disk.stats(enable=True)
+        else:
+            self._disk.reset("statistics", 0, update=False)  # this instance only
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._locks = root / "locks"
@@ -150,6 +175,10 @@ class FileStore:
 
     async def open(self, sha256: str) -> CachedFile | None:
         return await asyncio.to_thread(self._open, sha256)
+
+    def read(self, sha256: str) -> CachedFile | None:
+        """Open an entry (blocking: for the command line)."""
+        return self._open(sha256)
 
     def _open(self, sha256: str) -> CachedFile | None:
         try:
@@ -168,6 +197,34 @@ class FileStore:
             self._disk.delete(sha256)
             return None
         return CachedFile(handle=handle, size=size, mtime=stat.st_mtime)
+
+    def __contains__(self, sha256: str) -> bool:
+        return sha256 in self._disk
+
+    def hits_and_misses(self) -> tuple[int, int]:
+        """The counters as stored, read without touching the shared `statistics` setting."""
+        return int(self._disk.reset("hits")), int(self._disk.reset("misses"))
+
+    def add(self, sha256: str, source: BinaryIO) -> int:
+        """Copy `source` into the cache if its bytes hash to `sha256` (blocking: for the CLI).
+
+        Returns the size kept; raises HashMismatch (and keeps nothing) otherwise.
+        """
+        fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                while chunk := source.read(CHUNK * 4):
+                    _write(handle, digest, chunk)
+                    size += len(chunk)
+                _flush(handle)
+            if digest.hexdigest() != sha256:
+                raise HashMismatch(f"content hashes to {digest.hexdigest()}")
+            self._disk.set(sha256, _Adopt(path), read=True, tag=size)
+            return size
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def verify(self) -> tuple[int, list[str]]:
         """Rehash every entry (blocking: for the CLI); drop corrupt ones. (checked, dropped)."""
@@ -210,7 +267,9 @@ class FileStore:
         lock: int | None = None
         try:
             lock = await self._lock(download.sha256)
-            cached = await asyncio.to_thread(self._open, download.sha256)
+            # `in` first: it does not count as a lookup in the hit ratio, and is nearly always False
+            kept = await asyncio.to_thread(self._disk.__contains__, download.sha256)
+            cached = await asyncio.to_thread(self._open, download.sha256) if kept else None
             if cached is not None:  # another worker kept it while this one waited
                 download.size = download.written = cached.size
                 cached.close()

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,33 @@ class PageCache:
         stamp = time.time_ns()
         os.utime(self._generation_path, ns=(stamp, stamp))
         self._memo.clear()
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        """Every stored (key, value) (blocking: for the command line)."""
+        for key in list(self._disk.iterkeys()):
+            value = self._disk.get(key)
+            if value is not None:
+                yield key, value
+
+    def keep(self, key: Hashable, entry: Entry) -> bool:
+        """Store `entry` unless a newer one is stored (blocking: for the command line).
+
+        Call `announce()` after the last one, so running workers drop their memos.
+        """
+        with self._disk.transact():
+            current = self._disk.get(key)
+            if isinstance(current, Entry) and current.fetched_at >= entry.fetched_at:
+                return False
+            self._disk.set(key, entry)
+            return True
+
+    def keep_files(self, files: Iterable[DistFile]) -> None:
+        """`remember_files` for the command line (blocking)."""
+        self._remember_files(list(files))
+
+    def announce(self) -> None:
+        """Tell every worker sharing the directory that entries changed."""
+        self._invalidate(())
 
     async def remember_files(self, files: Iterable[DistFile]) -> None:
         """Record which source offers each file, so its URL works without the page."""

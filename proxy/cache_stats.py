@@ -1,0 +1,43 @@
+"""`cache stats`: what the cache holds, how old it is, and how often the server found a file in it.
+
+The hit ratio counts the server's file lookups (a file request answered from disk, or not) with
+counters diskcache keeps in the cache's own database: shared by every worker process, kept across
+restarts, so "since start" means since the cache directory was created. The command line tools
+(verify, export, prefetch) do not count.
+"""
+
+from datetime import UTC, datetime
+
+from proxy.cache.files import FileStore
+from proxy.cache.pages import Entry, PageCache
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def stats_lines(pages: PageCache, files: FileStore) -> list[str]:
+    """Blocking: reads every page entry and the file table once."""
+    entries = files.entries
+    ((count, oldest, newest),) = entries._sql(  # diskcache has no public query for this
+        "SELECT COUNT(*), MIN(store_time), MAX(store_time) FROM Cache"
+    ).fetchall()
+    page_count, names_count, page_times = 0, 0, []
+    for key, value in pages.items():
+        if isinstance(key, tuple) and key and isinstance(value, Entry):
+            page_count += key[0] == "page"
+            names_count += key[0] == "names"
+            page_times.append(value.fetched_at)
+    hits, misses = files.hits_and_misses()
+    lookups = hits + misses
+    ratio = f"{100 * hits / lookups:.1f}%" if lookups else "-"
+    return [
+        f"files: {count} entries, {entries.volume()} bytes on disk",
+        f"files stored: oldest {_when(oldest)}, newest {_when(newest)}",
+        f"index pages: {page_count} project pages, {names_count} project lists",
+        "index pages fetched: oldest "
+        f"{_when(min(page_times, default=None))}, newest {_when(max(page_times, default=None))}",
+        f"hit ratio: {ratio} ({hits} hits, {misses} misses of the server's file lookups)",
+    ]

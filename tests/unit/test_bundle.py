@@ -1,0 +1,140 @@
+"""Cache bundles: a round trip keeps files and index records; hostile bundles are refused."""
+
+import hashlib
+import io
+import json
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from proxy.bundle import BundleError, export, import_bundle
+from proxy.cache.files import FileStore
+from proxy.cache.pages import Entry, PageCache
+from proxy.model import DistFile, ProjectPage
+
+
+def _caches(directory: Path) -> tuple[PageCache, FileStore]:
+    return PageCache(directory, 300), FileStore(directory, 2**30, count_hits=False)
+
+
+def _file(data: bytes, filename: str) -> DistFile:
+    sha = hashlib.sha256(data).hexdigest()
+    upload = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    return DistFile(filename, sha, "platform", f"https://g/{sha}", ">=3.8", False, 3, upload)
+
+
+def test_round_trip_keeps_files_pages_lists_and_locations(tmp_path: Path) -> None:
+    pages, files = _caches(tmp_path / "one")
+    wheel, sdist = b"wheel bytes", b"sdist bytes"
+    listed = (_file(wheel, "a-1.0-py3-none-any.whl"), _file(sdist, "a-1.0.tar.gz"))
+    for data, file in zip((wheel, sdist), listed, strict=True):
+        files.add(file.sha256, io.BytesIO(data))
+    page = ProjectPage("a", listed, ("platform",))
+    pages.keep(("page", "platform", "a"), Entry(page, 1000.0))
+    pages.keep(("page", "tools", "a"), Entry(None, 1001.0))  # "not here" is an answer too
+    pages.keep(("names", "platform"), Entry(frozenset({"a"}), 1002.0))
+    pages.keep_files(listed)
+    bundle = tmp_path / "b.tar"
+    assert export(pages, files, bundle) == (2, 5)
+    with tarfile.open(bundle) as tar:
+        names = {m.name for m in tar}
+    assert names == {
+        "bundle.json",
+        "index.jsonl",
+        f"files/{listed[0].sha256}/a-1.0-py3-none-any.whl",
+        f"files/{listed[1].sha256}/a-1.0.tar.gz",
+    }
+
+    pages2, files2 = _caches(tmp_path / "two")
+    report = import_bundle(pages2, files2, bundle)
+    assert (report.files, report.bytes, report.pages, report.bad) == (2, 22, 3, [])
+    assert dict(pages2.items()) == dict(pages.items())
+    cached = files2.read(listed[0].sha256)
+    assert cached is not None and cached.handle.read() == wheel
+    cached.close()
+
+
+def test_an_older_page_in_the_bundle_does_not_replace_a_newer_one(tmp_path: Path) -> None:
+    pages, files = _caches(tmp_path / "one")
+    pages.keep(("names", "platform"), Entry(frozenset({"old"}), 1000.0))
+    bundle = tmp_path / "b.tar"
+    export(pages, files, bundle)
+    pages2, files2 = _caches(tmp_path / "two")
+    pages2.keep(("names", "platform"), Entry(frozenset({"new"}), 2000.0))
+    assert import_bundle(pages2, files2, bundle).pages == 0
+    assert dict(pages2.items())[("names", "platform")].value == frozenset({"new"})
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_hostile_members_and_records_are_reported_and_skipped(tmp_path: Path) -> None:
+    good = b"good bytes"
+    sha = hashlib.sha256(good).hexdigest()
+    bad_record = {"kind": "page", "source": "s", "name": "../etc", "fetched_at": 1, "files": []}
+    bundle = tmp_path / "b.tar"
+    _tar(
+        bundle,
+        {
+            "bundle.json": json.dumps(
+                {"format": "gitlab-pypi-proxy-bundle", "version": 1}
+            ).encode(),
+            "index.jsonl": json.dumps(bad_record).encode() + b"\nnot json\n",
+            "../escape": b"x",
+            "files/not-a-digest/x.whl": b"x",
+            f"files/{sha}/x-1.0.tar.gz": good,
+        },
+    )
+    pages, files = _caches(tmp_path / "c")
+    report = import_bundle(pages, files, bundle)
+    assert report.files == 1 and report.pages == 0
+    assert [line.split(":")[0] for line in report.bad] == [
+        "index.jsonl line 1",
+        "index.jsonl line 2",
+        "../escape",
+        "files/not-a-digest/x.whl",
+    ]
+    assert not (tmp_path / "escape").exists()
+    assert list(pages.items()) == []
+    assert sha in files
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {},
+        {"other.txt": b"x"},
+        {"bundle.json": b'{"format": "something else"}'},
+        {"bundle.json": b"[not json"},
+    ],
+    ids=["empty", "no-header", "wrong-format", "bad-header"],
+)
+def test_a_tar_that_is_not_a_bundle_is_refused(tmp_path: Path, members: dict) -> None:
+    bundle = tmp_path / "b.tar"
+    _tar(bundle, members)
+    pages, files = _caches(tmp_path / "c")
+    with pytest.raises(BundleError, match="not a gitlab-pypi-proxy bundle"):
+        import_bundle(pages, files, bundle)
+
+
+def test_a_file_that_is_not_a_tar_is_a_bundle_error(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.tar"
+    bundle.write_bytes(b"definitely not a tar archive" * 40)
+    pages, files = _caches(tmp_path / "c")
+    with pytest.raises(BundleError, match="cannot read"):
+        import_bundle(pages, files, bundle)
+
+
+def test_an_export_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path) -> None:
+    pages, files = _caches(tmp_path / "c")
+    target = tmp_path / "no-such-directory" / "b.tar"
+    with pytest.raises(BundleError, match="cannot write"):
+        export(pages, files, target)
+    assert not target.parent.exists()
