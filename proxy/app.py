@@ -22,8 +22,9 @@ from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
-from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.simple_index import SimpleIndexSource
 
 log = logging.getLogger("proxy.app")
 
@@ -42,11 +43,14 @@ class Services:
         sources: list[Source] = [
             GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab
         ]
+        public: list[Source] = [
+            SimpleIndexSource(s, client) for s in config.sources if not s.is_gitlab
+        ]
         pages = PageCache(
             config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
         )
         files = FileStore(config.cache.directory, config.cache.max_size)
-        return cls(config, client, pages, files, Index(sources, [], pages))
+        return cls(config, client, pages, files, Index(sources, public, pages))
 
     async def stop(self) -> None:
         await self.client.aclose()
@@ -60,7 +64,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 
 def upstream_error(exc: Unavailable | Offline) -> Response:
-    if isinstance(exc, Offline):
+    if isinstance(exc, Offline | FailClosed):
         return error(503, str(exc))
     return error(504 if exc.timeout else 502, str(exc))
 
