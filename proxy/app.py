@@ -15,8 +15,10 @@ from starlette.types import ASGIApp
 
 from proxy import upstream
 from proxy.cache.files import FileStore
+from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
+from proxy.core_metadata import CoreMetadata
 from proxy.file_responses import FileBody, cached_response, file_headers
 from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
@@ -36,6 +38,7 @@ class Services:
     pages: PageCache
     files: FileStore
     index: Index
+    metadata: CoreMetadata
 
     @classmethod
     def start(cls, config: Config) -> "Services":
@@ -50,12 +53,15 @@ class Services:
             config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
         )
         files = FileStore(config.cache.directory, config.cache.max_size)
-        return cls(config, client, pages, files, Index(sources, public, pages))
+        index = Index(sources, public, pages)
+        metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
+        return cls(config, client, pages, files, index, metadata)
 
     async def stop(self) -> None:
         await self.client.aclose()
         self.pages.close()
         self.files.close()
+        self.metadata.store.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -141,8 +147,12 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    index = services(request).index
-    return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+    svc = services(request)
+    return await index_response(
+        request,
+        name,
+        lambda allowed: svc.metadata.annotated(svc.index.project_page(name, allowed)),
+    )
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -155,6 +165,8 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return error(400, str(exc))
     svc = services(request)
     allowed = allowed_sources(request)
+    if filename.endswith(".metadata"):
+        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     cached = await svc.files.open(sha256)
     if cached is not None:
         return cached_response(cached, sha256, request.headers, request.method)
@@ -173,9 +185,23 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     except Exception as exc:
         log.error("download of %s failed: %s", filename, exc)
         return error(502, f"upstream download of {filename} failed")
+    svc.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
     body = None if request.method == "HEAD" else download.follow()
     return FileBody(200, headers, body, label=filename)
+
+
+async def core_metadata_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 658: `<file>.metadata`, the METADATA of the wheel with that digest."""
+    svc = services(request)
+    body = await svc.metadata.sidecar(sha256, filename, allowed_sources(request))
+    if body is None:
+        return error(404, f"no core metadata for {filename}")
+    headers = {"etag": f'"{sha256}-metadata"', "cache-control": "public, max-age=31536000"}
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(body))
+        body = b""
+    return Response(body, headers=headers, media_type="application/octet-stream")
 
 
 async def healthz(request: Request) -> Response:

@@ -20,6 +20,17 @@ class PublicIndex:
     url: str  # the simple index URL, ending in "/"
     directory: Path
     log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Stop serving; afterwards a connection to the port is refused."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -40,7 +51,7 @@ def pypiserver(directory: Path) -> Iterator[PublicIndex]:
     command += ["-v", str(directory)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    index = PublicIndex(f"http://127.0.0.1:{port}/simple/", directory, log_path)
+    index = PublicIndex(f"http://127.0.0.1:{port}/simple/", directory, log_path, process)
     try:
         deadline = time.monotonic() + _STARTUP_SECONDS
         while True:
@@ -56,9 +67,4 @@ def pypiserver(directory: Path) -> Iterator[PublicIndex]:
             time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
         yield index
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        index.stop()

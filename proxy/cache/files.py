@@ -97,6 +97,11 @@ class Download:
                 raise self.error or HashMismatch("download vanished") from None
             return cached.handle
 
+    async def wait(self) -> None:
+        """Until the download has ended, kept or not."""
+        while not self.done:
+            await self._progress.wait()
+
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive; raises the download's error if it fails."""
         handle = await asyncio.to_thread(self._open_reader)

@@ -4,13 +4,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from urllib.parse import quote
 
 import httpx
 
 from proxy import upstream
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.model import DistFile, ProjectPage
+from proxy.model import DistFile, ProjectPage, parse_time
 from proxy.names import file_version, normalize
 from proxy.sources.base import FileStream
 from proxy.sources.simple_html import parse_project_names, parse_project_page
@@ -57,11 +58,18 @@ class GitLabSource:
 
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.base}/simple/{name}"
-        response = await upstream.get(self.client, self.name, url, auth=self.auth)
+        details = asyncio.ensure_future(self._file_details(name))
+        try:
+            response = await upstream.get(self.client, self.name, url, auth=self.auth)
+        except BaseException:
+            details.cancel()
+            raise
         if response.status_code != 200:
+            details.cancel()
             self._refused(f"page {name}", response)
             return None
         links = await asyncio.to_thread(parse_project_page, response.text, url)
+        known = await details
         yanked_versions = self.config.yanked.get(name, frozenset())
         files = []
         for link in links:
@@ -70,6 +78,7 @@ class GitLabSource:
                 log.warning("source %s: %s has no sha256, not listed", self.name, link.filename)
                 continue
             version = file_version(link.filename) if yanked_versions else None
+            size, uploaded = known.get((link.filename, link.sha256), (None, None))
             files.append(
                 DistFile(
                     filename=link.filename,
@@ -78,9 +87,44 @@ class GitLabSource:
                     url=self._file_url(link.sha256, link.filename),
                     requires_python=link.requires_python,
                     yanked=version in yanked_versions if version else False,
+                    size=size,
+                    upload_time=uploaded,
                 )
             )
         return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
+
+    async def _file_details(self, name: str) -> dict[tuple[str, str], tuple[int, datetime]]:
+        """(file name, sha256) → (size, upload time) from the Packages API (PEP 700).
+
+        Best effort: the page is served without them when the API fails.
+        """
+        try:
+            # package_name is a fuzzy substring match: keep only the exact name
+            packages = [
+                p
+                async for p in self.packages(package_name=name)
+                if normalize(str(p.get("name", ""))) == name
+            ]
+            lists = await asyncio.gather(*(self._package_files(p) for p in packages))
+        except Exception as exc:
+            log.warning("source %s: no sizes or upload times for %s: %s", self.name, name, exc)
+            return {}
+        details = {}
+        for entries in lists:
+            for entry in entries:
+                uploaded = parse_time(entry.get("created_at"))
+                size = entry.get("size")
+                if entry.get("file_sha256") and uploaded and isinstance(size, int):
+                    details[(entry["file_name"], entry["file_sha256"])] = (size, uploaded)
+        return details
+
+    async def _package_files(self, package: dict) -> list[dict]:
+        project = package.get("project_id")
+        base = (
+            f"{self.api}/projects/{project}" if project else self.packages_url[: -len("/packages")]
+        )
+        url = f"{base}/packages/{package['id']}/package_files"
+        return [f async for f in self._paged(url, {})]
 
     async def project_names(self) -> frozenset[str]:
         if self.config.kind == "gitlab_project":
@@ -93,20 +137,26 @@ class GitLabSource:
             return await asyncio.to_thread(parse_project_names, response.text)
         return frozenset([normalize(p["name"]) async for p in self.packages()])
 
-    async def packages(self) -> AsyncIterator[dict]:
+    async def packages(self, **filters: str) -> AsyncIterator[dict]:
         """Every PyPI package entity of the Packages API, all pages."""
+        async for package in self._paged(self.packages_url, {"package_type": "pypi", **filters}):
+            yield package
+
+    async def _paged(self, url: str, params: dict[str, str | int]) -> AsyncIterator[dict]:
         page: str | None = "1"
         while page:
-            params = {"package_type": "pypi", "per_page": 100, "page": page}
-            response = await upstream.get(
-                self.client, self.name, self.packages_url, auth=self.auth, params=params
-            )
+            query = {**params, "per_page": 100, "page": page}
+            response = await upstream.get(self.client, self.name, url, auth=self.auth, params=query)
             if response.status_code != 200:
-                self._refused("packages API", response)
+                self._refused(f"API {url}", response)
                 return
-            for package in response.json():
-                yield package
+            for item in response.json():
+                yield item
             page = response.headers.get("x-next-page") or None
+
+    def auth_for(self, url: str) -> httpx.Auth | None:
+        """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
+        return self.auth
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(

@@ -11,14 +11,14 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import unquote, urljoin
 
 import httpx
 
 from proxy import upstream
 from proxy.config import SourceConfig
-from proxy.model import DistFile, ProjectPage
+from proxy.model import DistFile, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
 from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
 from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
@@ -36,16 +36,6 @@ _MAX_METADATA = 16 * 2**20
 def same_origin(a: str, b: str) -> bool:
     x, y = httpx.URL(a), httpx.URL(b)
     return (x.scheme, x.host, x.port) == (y.scheme, y.host, y.port)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _metadata_hash(value: object) -> str | None:
@@ -80,7 +70,7 @@ def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, da
             (
                 link,
                 size if isinstance(size, int) and not isinstance(size, bool) else None,
-                _parse_time(entry.get("upload-time")),
+                parse_time(entry.get("upload-time")),
             )
         )
     return files
@@ -109,7 +99,8 @@ class SimpleIndexSource:
             else None
         )
 
-    def _auth_for(self, url: str) -> httpx.Auth | None:
+    def auth_for(self, url: str) -> httpx.Auth | None:
+        """The credentials for `url`: this index's own, only on its own origin."""
         return self.auth if same_origin(url, self.base) else None
 
     async def _get(self, url: str) -> httpx.Response:
@@ -117,7 +108,7 @@ class SimpleIndexSource:
         normalized name), never one to another host."""
         headers = {"Accept": ACCEPT}
         response = await upstream.get(
-            self.client, self.name, url, auth=self._auth_for(url), headers=headers
+            self.client, self.name, url, auth=self.auth_for(url), headers=headers
         )
         if response.is_redirect and "location" in response.headers:
             target = urljoin(url, response.headers["location"])
@@ -183,7 +174,7 @@ class SimpleIndexSource:
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        auth = self._auth_for(file.url)
+        auth = self.auth_for(file.url)
         async with upstream.stream(self.client, self.name, file.url, auth=auth) as response:
             length = response.headers.get("content-length")
             yield FileStream(
@@ -198,7 +189,7 @@ class SimpleIndexSource:
         url = file.url + ".metadata"
         parts: list[bytes] = []
         async with upstream.stream(
-            self.client, self.name, url, auth=self._auth_for(url)
+            self.client, self.name, url, auth=self.auth_for(url)
         ) as response:
             async for chunk in upstream.iter_chunks(self.name, response):
                 parts.append(chunk)
@@ -208,4 +199,3 @@ class SimpleIndexSource:
         if hashlib.sha256(body).hexdigest() != file.core_metadata_sha256:
             raise SourceUnavailable(self.name, f"metadata of {file.filename} fails its sha256")
         return body
-
