@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 
 import httpx
+from packaging.version import InvalidVersion, Version
 
 from proxy import upstream
 from proxy.cache.files import Download, FileStore
 from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.model import DistFile, ProjectPage
+from proxy.names import file_version
 from proxy.sources.base import FileNotFoundUpstream, Source, SourceUnavailable
 from proxy.sources.compose import Index
 from proxy.wheel_metadata import (
@@ -38,6 +40,7 @@ log = logging.getLogger("proxy.core_metadata")
 _CONCURRENCY = 4
 _RETRY_AFTER = 300.0
 _MAX_REMEMBERED = 100_000
+_BACKGROUND_PER_PAGE = 24  # resolvers mostly read the newest versions; older ones on demand
 _EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
 
 
@@ -69,7 +72,7 @@ class CoreMetadata:
         if not wheels:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
-        self._in_background([f for f in wheels if f.sha256 not in known])
+        self._in_background(_newest([f for f in wheels if f.sha256 not in known]))
         if not known:
             return page
         files = tuple(
@@ -189,3 +192,15 @@ class CoreMetadata:
             if await self.ensure(file):
                 return await self.store.get(sha256)
         return None
+
+
+def _newest(files: list[DistFile]) -> list[DistFile]:
+    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
+
+    def key(file: DistFile) -> Version:
+        try:
+            return Version(file_version(file.filename) or "0")
+        except InvalidVersion:
+            return Version("0")
+
+    return sorted(files, key=key, reverse=True)[:_BACKGROUND_PER_PAGE]
