@@ -2,8 +2,10 @@
 confusion: a name a GitLab source owns never comes from the public index, even when GitLab is down.
 """
 
+import hashlib
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,8 +34,11 @@ def _wait_for(condition, what: str, seconds: float = 20) -> None:
         time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[ProxyProcess, GitLabDouble, Server, PublicIndex]]:
+World = tuple[ProxyProcess, GitLabDouble, Server, PublicIndex]
+
+
+@contextmanager
+def _world(tmp_path: Path) -> Iterator[World]:
     double = GitLabDouble()
     double.add_project(11, "acme/platform")
     double.add_token(TOKEN, read={11})
@@ -66,6 +71,20 @@ def world(tmp_path: Path) -> Iterator[tuple[ProxyProcess, GitLabDouble, Server, 
             proxy.stop()
 
 
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Shared by the tests that leave both upstreams running."""
+    with _world(tmp_path_factory.mktemp("public")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_world(tmp_path: Path) -> Iterator[World]:
+    """For a test that stops the upstreams."""
+    with _world(tmp_path) as running:
+        yield running
+
+
 @pytest.mark.parametrize("install", [pip_install, uv_install], ids=["pip", "uv"])
 def test_public_and_private_names_each_from_their_owner(world, tmp_path: Path, install) -> None:
     proxy, double, _, _ = world
@@ -92,8 +111,23 @@ def test_public_and_private_names_each_from_their_owner(world, tmp_path: Path, i
     assert double.count("GET", "/api/v4/projects/11/packages/pypi/simple/pub-only") >= 1
 
 
-def test_gitlab_down_public_from_cache_private_never_public(world, tmp_path: Path) -> None:
-    proxy, _, gitlab, public = world
+def test_public_wheels_get_core_metadata_too(world) -> None:
+    proxy, _, _, _ = world
+
+    def files() -> list[dict]:
+        return httpx.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()["files"]
+
+    # pypiserver advertises none; the proxy reads it from the wheel by range reads
+    _wait_for(lambda: "core-metadata" in files()[0], "pub-only's metadata to be advertised")
+    (entry,) = files()
+    sidecar = httpx.get(f"{proxy.url}/simple/pub-only/{entry['url']}.metadata")
+    assert sidecar.status_code == 200
+    assert "Name: pub-only" in sidecar.text
+    assert entry["core-metadata"]["sha256"] == hashlib.sha256(sidecar.content).hexdigest()
+
+
+def test_gitlab_down_public_from_cache_private_never_public(own_world, tmp_path: Path) -> None:
+    proxy, _, gitlab, public = own_world
     home = tmp_path / "home"
     first = pip_install(f"{proxy.url}/simple/", tmp_path / "one", "private-app", home=home)
     assert first.returncode == 0, first.stderr
