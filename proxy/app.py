@@ -58,10 +58,10 @@ class Services:
         return cls(config, client, pages, files, index, metadata)
 
     async def stop(self) -> None:
+        await self.metadata.close()
         await self.client.aclose()
         self.pages.close()
         self.files.close()
-        self.metadata.store.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -60,6 +60,14 @@ class CoreMetadata:
         self._failed: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    async def close(self) -> None:
+        """Stop background work, then close the store."""
+        tasks = [*self._tasks, *self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.store.close()
+
     # --- pages ---------------------------------------------------------------------------------
 
     async def annotated(self, loading: Awaitable[ProjectPage]) -> ProjectPage:
