@@ -147,9 +147,12 @@ class Index:
         )
 
     async def project_list(self, allowed: frozenset[str] | None = None) -> ProjectList:
-        """The union of the names of every readable source."""
-        private, public = self.readable(allowed)
-        sources = [*private, *public]
+        """The union of the names of every readable GitLab source.
+
+        Public sources are left out: a public index's root can hold hundreds of thousands of
+        names, and no installer needs them listed to ask for one.
+        """
+        sources, _ = self.readable(allowed)
         answers = await asyncio.gather(
             *(self.pages.fetch(("names", s.name), s.project_names) for s in sources),
             return_exceptions=True,

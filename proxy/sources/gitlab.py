@@ -18,6 +18,8 @@ from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.gitlab")
 
+_API_CONCURRENCY = 8  # package_files calls at once for one page (one per version)
+
 
 class GitLabSource:
     """One `gitlab_project` or `gitlab_group` source.
@@ -105,7 +107,13 @@ class GitLabSource:
                 async for p in self.packages(package_name=name)
                 if normalize(str(p.get("name", ""))) == name
             ]
-            lists = await asyncio.gather(*(self._package_files(p) for p in packages))
+            limit = asyncio.Semaphore(_API_CONCURRENCY)
+
+            async def files_of(package: dict) -> list[dict]:
+                async with limit:
+                    return await self._package_files(package)
+
+            lists = await asyncio.gather(*(files_of(p) for p in packages))
         except Exception as exc:
             log.warning("source %s: no sizes or upload times for %s: %s", self.name, name, exc)
             return {}

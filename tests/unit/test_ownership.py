@@ -69,3 +69,11 @@ async def test_allow_public_lets_the_public_index_answer_while_gitlab_is_down(
     public.add("six", "six-1.0-py3-none-any.whl", B)
     page = await _index(tmp_path, [gitlab], [public]).project_page("six")
     assert page.sources == ("public",)
+
+
+async def test_root_lists_the_gitlab_names_only(tmp_path: Path) -> None:
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    gitlab.add("acme-utils", "acme_utils-1.0-py3-none-any.whl", A)
+    public.add("requests", "requests-2.0-py3-none-any.whl", B)
+    listing = await _index(tmp_path, [gitlab], [public]).project_list()
+    assert listing.names == frozenset({"acme-utils"})
