@@ -71,16 +71,17 @@ class CoreMetadata:
     # --- pages ---------------------------------------------------------------------------------
 
     async def annotated(self, loading: Awaitable[ProjectPage]) -> ProjectPage:
-        """The page with the metadata digests that are stored; the missing ones are sought in
-        the background."""
+        """The page advertising the metadata the proxy serves: the stored one where there is
+        one (it wins over an upstream's claim), else the upstream's own; the missing ones are
+        sought in the background."""
         page = await loading
-        wheels = [
-            f for f in page.files if f.core_metadata_sha256 is None and f.filename.endswith(".whl")
-        ]
+        wheels = [f for f in page.files if f.filename.endswith(".whl")]
         if not wheels:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
-        self._in_background(_newest([f for f in wheels if f.sha256 not in known]))
+        self._in_background(
+            _newest([f for f in wheels if f.sha256 not in known and not f.core_metadata_sha256])
+        )
         if not known:
             return page
         files = tuple(
@@ -148,17 +149,18 @@ class CoreMetadata:
         return None
 
     async def _extract(self, file: DistFile) -> bytes:
+        source = self.index.by_name.get(file.source)
+        online = source is not None and not self.pages.offline
+        if online and file.core_metadata_sha256 is not None and hasattr(source, "core_metadata"):
+            return await source.core_metadata(file)  # exactly what the upstream advertised
         cached = await self.files.open(file.sha256)
         if cached is not None:
             try:
                 return await asyncio.to_thread(from_file, cached.handle, file.filename)
             finally:
                 await asyncio.to_thread(cached.close)
-        source = self.index.by_name.get(file.source)
-        if source is None or self.pages.offline:
+        if not online:
             raise NoMetadata(f"{file.filename} is not cached")
-        if file.core_metadata_sha256 is not None and hasattr(source, "core_metadata"):
-            return await source.core_metadata(file)
         if not file.filename.endswith(".whl"):
             raise NoMetadata(f"{file.filename} is not a wheel")
         return await by_ranges(self._range_reader(source, file), file.filename)
