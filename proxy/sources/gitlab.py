@@ -4,21 +4,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from urllib.parse import quote
 
 import httpx
 
 from proxy import upstream
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.model import DistFile, ProjectPage, parse_time
+from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
 from proxy.sources.base import FileStream
+from proxy.sources.gitlab_details import FileDetails
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.gitlab")
-
-_API_CONCURRENCY = 8  # package_files calls at once for one page (one per version)
 
 
 class GitLabSource:
@@ -50,6 +48,11 @@ class GitLabSource:
         else:
             self.base = f"{self.api}/groups/{encoded}/-/packages/pypi"
             self.packages_url = f"{self.api}/groups/{encoded}/packages"
+        self.details = FileDetails(
+            self.name,
+            lambda name: self._all(self.packages(package_name=name)),
+            self._package_files,
+        )
 
     def _file_url(self, sha256: str, filename: str) -> str:
         return f"{self.base}/files/{sha256}/{quote(filename)}"
@@ -60,18 +63,19 @@ class GitLabSource:
 
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.base}/simple/{name}"
-        details = asyncio.ensure_future(self._file_details(name))
+        # PEP 700 details come from the Packages API, asked at the same time as the page
+        packages = asyncio.ensure_future(self.details.packages_named(name))
         try:
             response = await upstream.get(self.client, self.name, url, auth=self.auth)
         except BaseException:
-            details.cancel()
+            packages.cancel()
             raise
         if response.status_code != 200:
-            details.cancel()
+            packages.cancel()
             self._refused(f"page {name}", response)
             return None
         links = await asyncio.to_thread(parse_project_page, response.text, url)
-        known = await details
+        known = await self.details.lookup(packages, links)
         yanked_versions = self.config.yanked.get(name, frozenset())
         files = []
         for link in links:
@@ -95,36 +99,9 @@ class GitLabSource:
             )
         return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
 
-    async def _file_details(self, name: str) -> dict[tuple[str, str], tuple[int, datetime]]:
-        """(file name, sha256) → (size, upload time) from the Packages API (PEP 700).
-
-        Best effort: the page is served without them when the API fails.
-        """
-        try:
-            # package_name is a fuzzy substring match: keep only the exact name
-            packages = [
-                p
-                async for p in self.packages(package_name=name)
-                if normalize(str(p.get("name", ""))) == name
-            ]
-            limit = asyncio.Semaphore(_API_CONCURRENCY)
-
-            async def files_of(package: dict) -> list[dict]:
-                async with limit:
-                    return await self._package_files(package)
-
-            lists = await asyncio.gather(*(files_of(p) for p in packages))
-        except Exception as exc:
-            log.warning("source %s: no sizes or upload times for %s: %s", self.name, name, exc)
-            return {}
-        details = {}
-        for entries in lists:
-            for entry in entries:
-                uploaded = parse_time(entry.get("created_at"))
-                size = entry.get("size")
-                if entry.get("file_sha256") and uploaded and isinstance(size, int):
-                    details[(entry["file_name"], entry["file_sha256"])] = (size, uploaded)
-        return details
+    @staticmethod
+    async def _all(items: AsyncIterator[dict]) -> list[dict]:
+        return [item async for item in items]
 
     async def _package_files(self, package: dict) -> list[dict]:
         project = package.get("project_id")

@@ -104,3 +104,37 @@ async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F
         "x-1.0.tar.gz": False,
         "x-1.1.tar.gz": True,
     }
+
+
+@respx.mock
+async def test_package_files_are_asked_again_only_for_a_version_with_a_new_file(client) -> None:  # noqa: F811
+    base = f"{API}/projects/acme%2Fplatform"
+    links = [_link("x-1.0.tar.gz", SHA1), _link("x-2.0.tar.gz", SHA2)]
+    page_route = respx.get(f"{base}/packages/pypi/simple/x")
+    page_route.respond(200, text=page(*links))
+    respx.get(f"{base}/packages").respond(
+        200,
+        json=[{"id": 5, "name": "x", "version": "1.0"}, {"id": 6, "name": "x", "version": "2.0"}],
+        headers={"X-Next-Page": ""},
+    )
+
+    def entry(filename: str, sha: str) -> dict:
+        return {"file_name": filename, "file_sha256": sha, "size": 1, "created_at": "2024-01-01"}
+
+    v1 = respx.get(f"{base}/packages/5/package_files").respond(
+        200, json=[entry("x-1.0.tar.gz", SHA1)], headers={"X-Next-Page": ""}
+    )
+    v2_files = [entry("x-2.0.tar.gz", SHA2)]
+    v2 = respx.get(f"{base}/packages/6/package_files").mock(
+        side_effect=lambda request: httpx.Response(200, json=v2_files, headers={"X-Next-Page": ""})
+    )
+    gitlab = source(client)
+    await gitlab.project_page("x")
+    await gitlab.project_page("x")
+    assert (v1.call_count, v2.call_count) == (1, 1)
+    sha3 = "3" * 64
+    page_route.respond(200, text=page(*links, _link("x-2.0-py3-none-any.whl", sha3)))
+    v2_files.append(entry("x-2.0-py3-none-any.whl", sha3))
+    result = await gitlab.project_page("x")
+    assert result is not None and all(f.size == 1 for f in result.files)
+    assert (v1.call_count, v2.call_count) == (1, 2)
