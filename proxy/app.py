@@ -18,15 +18,18 @@ from proxy import upstream
 from proxy.access import AccessControl, identity_of, may_read_file
 from proxy.auth import Authenticator
 from proxy.cache.files import FileStore
+from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
+from proxy.core_metadata import CoreMetadata
 from proxy.file_responses import FileBody, cached_response, file_headers
 from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
-from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.simple_index import SimpleIndexSource
 from proxy.upload import upload
 
 log = logging.getLogger("proxy.app")
@@ -40,12 +43,16 @@ class Services:
     files: FileStore
     index: Index
     auth: Authenticator
+    metadata: CoreMetadata
 
     @classmethod
     def start(cls, config: Config) -> "Services":
         client = upstream.make_client(config.gitlab.timeout)
         gitlab = [GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab]
         sources: list[Source] = list(gitlab)
+        public: list[Source] = [
+            SimpleIndexSource(s, client) for s in config.sources if not s.is_gitlab
+        ]
         pages = PageCache(
             config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
         )
@@ -56,9 +63,12 @@ class Services:
             frozenset(s.name for s in config.sources if s.kind == "gitlab_project"),
             {s.name: s.readable_with for s in gitlab},
         )
-        return cls(config, client, pages, files, Index(sources, [], pages), auth)
+        index = Index(sources, public, pages)
+        metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
+        return cls(config, client, pages, files, index, auth, metadata)
 
     async def stop(self) -> None:
+        await self.metadata.close()
         await self.client.aclose()
         self.pages.close()
         self.files.close()
@@ -70,7 +80,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 
 def upstream_error(exc: Unavailable | Offline) -> Response:
-    if isinstance(exc, Offline):
+    if isinstance(exc, Offline | FailClosed):
         return error(503, str(exc))
     return error(504 if exc.timeout else 502, str(exc))
 
@@ -147,8 +157,12 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    index = services(request).index
-    return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+    svc = services(request)
+    return await index_response(
+        request,
+        name,
+        lambda allowed: svc.metadata.annotated(svc.index.project_page(name, allowed)),
+    )
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -161,6 +175,8 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return error(400, str(exc))
     svc = services(request)
     allowed = allowed_sources(request)
+    if filename.endswith(".metadata"):
+        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     cached = await svc.files.open(sha256)
     if cached is not None:
         if allowed is None or await may_read_file(svc.index, svc.pages, sha256, filename, allowed):
@@ -182,9 +198,23 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     except Exception as exc:
         log.error("download of %s failed: %s", filename, exc)
         return error(502, f"upstream download of {filename} failed")
+    svc.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
     body = None if request.method == "HEAD" else download.follow()
     return FileBody(200, headers, body, label=filename)
+
+
+async def core_metadata_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 658: `<file>.metadata`, the METADATA of the wheel with that digest."""
+    svc = services(request)
+    body = await svc.metadata.sidecar(sha256, filename, allowed_sources(request))
+    if body is None:
+        return error(404, f"no core metadata for {filename}")
+    headers = {"etag": f'"{sha256}-metadata"', "cache-control": "public, max-age=31536000"}
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(body))
+        body = b""
+    return Response(body, headers=headers, media_type="application/octet-stream")
 
 
 async def healthz(request: Request) -> Response:

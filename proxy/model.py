@@ -1,7 +1,7 @@
 """What an index is made of: immutable, serialization-free records shared by every layer."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +37,14 @@ class ProjectList:
     names: frozenset[str] = field(default_factory=frozenset)
     stale: bool = False
     fresh_until: float = 0.0
+
+
+def parse_time(value: object) -> datetime | None:
+    """An upstream's ISO 8601 time (`Z` or an offset; naive means UTC) as an aware UTC datetime."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)

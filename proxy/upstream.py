@@ -80,17 +80,24 @@ async def post(
 
 @asynccontextmanager
 async def stream(
-    client: httpx.AsyncClient, source: str, url: str, *, auth: httpx.Auth | None = None
+    client: httpx.AsyncClient,
+    source: str,
+    url: str,
+    *,
+    auth: httpx.Auth | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[httpx.Response]:
     """Stream a file, following redirects by hand so credentials never leave their origin.
 
     GitLab answers a file with 302 to a signed object-storage URL on another host: that request
-    goes out with no credentials at all.
+    goes out with no credentials at all. A 206 comes back only to a caller that sent a Range.
     """
     target = httpx.URL(url)
     origin = target
     for _ in range(_MAX_REDIRECTS + 1):
-        request = client.build_request("GET", target, headers={"Accept-Encoding": "identity"})
+        request = client.build_request(
+            "GET", target, headers={"Accept-Encoding": "identity", **(headers or {})}
+        )
         try:
             response = await client.send(
                 request, auth=auth if _same_origin(target, origin) else None, stream=True
@@ -104,7 +111,7 @@ async def stream(
         try:
             if response.status_code >= 500:
                 raise SourceUnavailable(source, f"HTTP {response.status_code}")
-            if response.status_code != 200:
+            if response.status_code not in (200, 206):
                 raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
             yield response
         finally:

@@ -331,14 +331,35 @@ class GitLabDouble:
         if self.object_storage_url:
             signed = f"{self.object_storage_url}/object-storage/{found.id}/{filename}?X-Sig=abc"
             return Response(status_code=302, headers={"location": signed})
-        return self._content(found)
+        return self._content(found, request)
 
-    def _content(self, file: PackageFile) -> Response:
-        return Response(
-            file.content,
-            media_type="application/octet-stream",
-            headers={"content-disposition": f'attachment; filename="{file.filename}"'},
-        )
+    def _content(self, file: PackageFile, request: Request) -> Response:
+        """The file, honouring one byte range as both of GitLab's file paths do: Workhorse
+        serves a local file with Go's http.ServeContent, object storage serves ranges natively."""
+        headers = {
+            "content-disposition": f'attachment; filename="{file.filename}"',
+            "accept-ranges": "bytes",
+        }
+        size = len(file.content)
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", "").strip())
+        if match and (match.group(1) or match.group(2)):
+            first, last = match.groups()
+            start, end = (
+                (max(0, size - int(last)), size - 1)
+                if not first
+                else (int(first), min(size - 1, int(last)) if last else size - 1)
+            )
+            if start >= size or end < start:
+                headers["content-range"] = f"bytes */{size}"
+                return Response(status_code=416, headers=headers)
+            headers["content-range"] = f"bytes {start}-{end}/{size}"
+            return Response(
+                file.content[start : end + 1],
+                status_code=206,
+                media_type="application/octet-stream",
+                headers=headers,
+            )
+        return Response(file.content, media_type="application/octet-stream", headers=headers)
 
     async def project_file(self, request: Request) -> Response:
         project = self._readable_project(request)
@@ -357,7 +378,7 @@ class GitLabDouble:
             return Response("<Error>AccessDenied</Error>", status_code=403)
         file_id = int(request.path_params["file_id"])
         found = next((f for f in self.files if f.id == file_id), None)
-        return self._content(found) if found else Response(status_code=404)
+        return self._content(found, request) if found else Response(status_code=404)
 
     async def upload(self, request: Request) -> Response:
         if request.method != "POST":

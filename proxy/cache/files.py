@@ -159,6 +159,9 @@ class FileStore:
             self._disk.stats(enable=True)
         else:
             self._disk.reset("statistics", 0, update=False)  # this instance only
+        # The proxy's own reads (metadata extraction, the re-check after a lock) are no lookups.
+        self._uncounted = diskcache.Cache(str(root), disk=_AdoptingDisk, disk_min_file_size=0)
+        self._uncounted.reset("statistics", 0, update=False)
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._locks = root / "locks"
@@ -168,21 +171,24 @@ class FileStore:
 
     def close(self) -> None:
         self._disk.close()
+        self._uncounted.close()
 
     @property
     def entries(self) -> diskcache.Cache:
         return self._disk
 
-    async def open(self, sha256: str) -> CachedFile | None:
-        return await asyncio.to_thread(self._open, sha256)
+    async def open(self, sha256: str, *, count: bool = True) -> CachedFile | None:
+        """The kept file; `count=False` for the proxy's own reads, left out of the hit ratio."""
+        return await asyncio.to_thread(self._open, sha256, count)
 
     def read(self, sha256: str) -> CachedFile | None:
         """Open an entry (blocking: for the command line)."""
-        return self._open(sha256)
+        return self._open(sha256, count=False)
 
-    def _open(self, sha256: str) -> CachedFile | None:
+    def _open(self, sha256: str, count: bool = True) -> CachedFile | None:
         try:
-            handle, size = self._disk.get(sha256, read=True, tag=True)
+            disk = self._disk if count else self._uncounted
+            handle, size = disk.get(sha256, read=True, tag=True)
         except OSError:  # the entry's file vanished: drop the row
             self._disk.delete(sha256)
             return None
@@ -230,7 +236,7 @@ class FileStore:
         """Rehash every entry (blocking: for the CLI); drop corrupt ones. (checked, dropped)."""
         checked, dropped = 0, []
         for sha256 in list(self._disk.iterkeys()):
-            cached = self._open(sha256)
+            cached = self._open(sha256, count=False)
             if cached is None:
                 dropped.append(sha256)  # missing or of the wrong size: _open dropped it
                 continue
@@ -253,7 +259,7 @@ class FileStore:
             return current
         fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
         os.close(fd)  # reopened in a thread by the writer
-        download = Download(sha256, path, lambda: self._open(sha256))
+        download = Download(sha256, path, lambda: self._open(sha256, count=False))
         self._downloads[sha256] = download
         task = asyncio.ensure_future(self._run(download, opener))
         self._tasks.add(task)
@@ -267,9 +273,7 @@ class FileStore:
         lock: int | None = None
         try:
             lock = await self._lock(download.sha256)
-            # `in` first: it does not count as a lookup in the hit ratio, and is nearly always False
-            kept = await asyncio.to_thread(self._disk.__contains__, download.sha256)
-            cached = await asyncio.to_thread(self._open, download.sha256) if kept else None
+            cached = await self.open(download.sha256, count=False)
             if cached is not None:  # another worker kept it while this one waited
                 download.size = download.written = cached.size
                 cached.close()

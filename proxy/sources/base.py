@@ -5,6 +5,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+import httpx
+
 from proxy.model import DistFile, ProjectPage
 
 
@@ -45,4 +47,8 @@ class Source(Protocol):
 
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         """A file this source can be asked for by digest alone, without its page (or None)."""
+        ...
+
+    def auth_for(self, url: str) -> httpx.Auth | None:
+        """The credentials to send with a request for `url` (a file this source listed)."""
         ...

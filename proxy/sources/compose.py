@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from proxy.cache.pages import Offline, PageCache, Result
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.sources.base import FileNotFoundUpstream, FileStream, Source, SourceUnavailable
+from proxy.sources.shadows import ShadowCheck
 
 log = logging.getLogger("proxy.index")
 
@@ -30,12 +31,30 @@ class Unavailable(Exception):
         super().__init__("; ".join(str(f) for f in failures))
 
 
+class FailClosed(Unavailable):
+    """A GitLab source that may own the name cannot answer: the public index is not asked."""
+
+    def __init__(self, name: str, failures: Sequence[SourceUnavailable]) -> None:
+        super().__init__(failures)
+        owners = ", ".join(f.source for f in failures)
+        self.args = (
+            f"source {owners} cannot be reached and may own {name}; not asking the public index "
+            f"for it (list it in allow_public to permit that): "
+            + "; ".join(str(f) for f in failures),
+        )
+
+
 class Index:
     def __init__(self, sources: Sequence[Source], public: Sequence[Source], pages: PageCache):
         self.sources = list(sources)  # GitLab sources, in priority order
         self.public = list(public)  # url sources, asked only for names no GitLab source owns
         self.pages = pages
         self.by_name: dict[str, Source] = {s.name: s for s in [*self.sources, *self.public]}
+        self.shadows = ShadowCheck(pages)
+
+    def _allow_public(self, source: str) -> frozenset[str]:
+        config = getattr(self.by_name.get(source), "config", None)
+        return getattr(config, "allow_public", frozenset())
 
     def readable(self, allowed: frozenset[str] | None) -> tuple[list[Source], list[Source]]:
         def keep(sources: list[Source]) -> list[Source]:
@@ -49,8 +68,14 @@ class Index:
         results, failures, offline = await self._ask(private, name)
         found = [r for r in results if r.value is not None]
         if found:
+            if public:
+                self.shadows.check(name, public)
             return self._merge(name, found, results, partial=bool(failures or offline))
-        if failures:
+        if failures and public:
+            closed = [f for f in failures if name not in self._allow_public(f.source)]
+            if closed:
+                raise FailClosed(name, closed)
+        elif failures:
             raise Unavailable(failures)
         if offline:
             raise Offline(f"the proxy is offline and has no cached copy of {name}")
@@ -122,9 +147,12 @@ class Index:
         )
 
     async def project_list(self, allowed: frozenset[str] | None = None) -> ProjectList:
-        """The union of the names of every readable source."""
-        private, public = self.readable(allowed)
-        sources = [*private, *public]
+        """The union of the names of every readable GitLab source.
+
+        Public sources are left out: a public index's root can hold hundreds of thousands of
+        names, and no installer needs them listed to ask for one.
+        """
+        sources, _ = self.readable(allowed)
         answers = await asyncio.gather(
             *(self.pages.fetch(("names", s.name), s.project_names) for s in sources),
             return_exceptions=True,

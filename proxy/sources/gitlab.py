@@ -16,6 +16,7 @@ from proxy.model import DistFile, ProjectPage
 from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
 from proxy.sources.base import FileStream, SourceUnavailable
+from proxy.sources.gitlab_details import FileDetails
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -73,6 +74,11 @@ class GitLabSource:
         else:
             self.base = f"{self.api}/groups/{encoded}/-/packages/pypi"
             self.packages_url = f"{self.api}/groups/{encoded}/packages"
+        self.details = FileDetails(
+            self.name,
+            lambda name: self._all(self.packages(package_name=name)),
+            self._package_files,
+        )
 
     def _file_url(self, sha256: str, filename: str) -> str:
         return f"{self.base}/files/{sha256}/{quote(filename)}"
@@ -83,11 +89,19 @@ class GitLabSource:
 
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.base}/simple/{name}"
-        response = await upstream.get(self.client, self.name, url, auth=self.auth)
+        # PEP 700 details come from the Packages API, asked at the same time as the page
+        packages = asyncio.ensure_future(self.details.packages_named(name))
+        try:
+            response = await upstream.get(self.client, self.name, url, auth=self.auth)
+        except BaseException:
+            packages.cancel()
+            raise
         if response.status_code != 200:
+            packages.cancel()
             self._refused(f"page {name}", response)
             return None
         links = await asyncio.to_thread(parse_project_page, response.text, url)
+        known = await self.details.lookup(packages, links)
         yanked_versions = self.config.yanked.get(name, frozenset())
         files = []
         for link in links:
@@ -96,6 +110,7 @@ class GitLabSource:
                 log.warning("source %s: %s has no sha256, not listed", self.name, link.filename)
                 continue
             version = file_version(link.filename) if yanked_versions else None
+            size, uploaded = known.get((link.filename, link.sha256), (None, None))
             files.append(
                 DistFile(
                     filename=link.filename,
@@ -104,9 +119,23 @@ class GitLabSource:
                     url=self._file_url(link.sha256, link.filename),
                     requires_python=link.requires_python,
                     yanked=version in yanked_versions if version else False,
+                    size=size,
+                    upload_time=uploaded,
                 )
             )
         return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
+
+    @staticmethod
+    async def _all(items: AsyncIterator[dict]) -> list[dict]:
+        return [item async for item in items]
+
+    async def _package_files(self, package: dict) -> list[dict]:
+        project = package.get("project_id")
+        base = (
+            f"{self.api}/projects/{project}" if project else self.packages_url[: -len("/packages")]
+        )
+        url = f"{base}/packages/{package['id']}/package_files"
+        return [f async for f in self._paged(url, {})]
 
     async def project_names(self) -> frozenset[str]:
         if self.config.kind == "gitlab_project":
@@ -119,20 +148,26 @@ class GitLabSource:
             return await asyncio.to_thread(parse_project_names, response.text)
         return frozenset([normalize(p["name"]) async for p in self.packages()])
 
-    async def packages(self) -> AsyncIterator[dict]:
+    async def packages(self, **filters: str) -> AsyncIterator[dict]:
         """Every PyPI package entity of the Packages API, all pages."""
+        async for package in self._paged(self.packages_url, {"package_type": "pypi", **filters}):
+            yield package
+
+    async def _paged(self, url: str, params: dict[str, str | int]) -> AsyncIterator[dict]:
         page: str | None = "1"
         while page:
-            params = {"package_type": "pypi", "per_page": 100, "page": page}
-            response = await upstream.get(
-                self.client, self.name, self.packages_url, auth=self.auth, params=params
-            )
+            query = {**params, "per_page": 100, "page": page}
+            response = await upstream.get(self.client, self.name, url, auth=self.auth, params=query)
             if response.status_code != 200:
-                self._refused("packages API", response)
+                self._refused(f"API {url}", response)
                 return
-            for package in response.json():
-                yield package
+            for item in response.json():
+                yield item
             page = response.headers.get("x-next-page") or None
+
+    def auth_for(self, url: str) -> httpx.Auth | None:
+        """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
+        return self.auth
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(

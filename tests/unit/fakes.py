@@ -41,6 +41,9 @@ class FakeSource:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
 
+    def auth_for(self, url: str) -> None:
+        return None
+
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
         self.file_calls += 1

@@ -1,0 +1,218 @@
+"""PEP 658/714 core metadata for every wheel the proxy lists, GitLab's included (GitLab has none).
+
+Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
+`.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
+reads of the upstream wheel's end. It is obtained after a wheel is cached, in the background for
+the wheels of every page served (bounded, single-flight, a failure not retried for a while), and
+on demand for a sidecar request. A page advertises metadata only once it is stored, since pip and
+uv fail hard on an advertised sidecar that 404s; storing any invalidates the rendered-page memo so
+the next render advertises it.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import replace
+
+import httpx
+from packaging.version import InvalidVersion, Version
+
+from proxy import upstream
+from proxy.cache.files import Download, FileStore
+from proxy.cache.metadata import MetadataStore
+from proxy.cache.pages import Offline, PageCache
+from proxy.model import DistFile, ProjectPage
+from proxy.names import file_version
+from proxy.sources.base import FileNotFoundUpstream, Source, SourceUnavailable
+from proxy.sources.compose import Index
+from proxy.wheel_metadata import (
+    MAX_METADATA,
+    NoMetadata,
+    RangeReader,
+    RangesUnsupported,
+    by_ranges,
+    from_file,
+)
+
+log = logging.getLogger("proxy.core_metadata")
+
+_CONCURRENCY = 4
+_RETRY_AFTER = 300.0
+_MAX_REMEMBERED = 100_000
+_BACKGROUND_PER_PAGE = 24  # resolvers mostly read the newest versions; older ones on demand
+_EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
+
+
+class CoreMetadata:
+    def __init__(
+        self,
+        store: MetadataStore,
+        files: FileStore,
+        pages: PageCache,
+        index: Index,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.store, self.files, self.pages, self.index = store, files, pages, index
+        self.client = client
+        self._limit = asyncio.Semaphore(_CONCURRENCY)
+        self._flights: dict[str, asyncio.Task[str | None]] = {}
+        self._failed: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop background work, then close the store."""
+        tasks = [*self._tasks, *self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.store.close()
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def annotated(self, loading: Awaitable[ProjectPage]) -> ProjectPage:
+        """The page advertising the metadata the proxy serves: the stored one where there is
+        one (it wins over an upstream's claim), else the upstream's own; the missing ones are
+        sought in the background."""
+        page = await loading
+        wheels = [f for f in page.files if f.filename.endswith(".whl")]
+        if not wheels:
+            return page
+        known = await self.store.digests(f.sha256 for f in wheels)
+        self._in_background(
+            _newest([f for f in wheels if f.sha256 not in known and not f.core_metadata_sha256])
+        )
+        if not known:
+            return page
+        files = tuple(
+            replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
+            for f in page.files
+        )
+        return replace(page, files=files)
+
+    def _in_background(self, files: Iterable[DistFile]) -> None:
+        now = time.monotonic()
+        todo = [
+            f
+            for f in files
+            if f.sha256 not in self._flights
+            and now - self._failed.get(f.sha256, -_RETRY_AFTER) >= _RETRY_AFTER
+        ]
+        if todo:
+            self._spawn(self._batch(todo))
+
+    async def _batch(self, files: list[DistFile]) -> None:
+        digests = await asyncio.gather(*(self.ensure(f) for f in files))
+        if any(digests):
+            await self.pages.invalidate()  # one memo flush for the whole batch
+
+    def after_download(self, download: Download, sha256: str, filename: str) -> None:
+        """Once `download` is kept, read its metadata from the cache."""
+        if filename.endswith(".whl"):
+            self._spawn(self._after(download, DistFile(filename, sha256, source="", url="")))
+
+    async def _after(self, download: Download, file: DistFile) -> None:
+        try:
+            await download.wait()
+        except Exception:
+            return  # not kept: the download's own path logs why
+        if not await self.store.digests([file.sha256]) and await self.ensure(file):
+            await self.pages.invalidate()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- obtaining ----------------------------------------------------------------------------
+
+    async def ensure(self, file: DistFile) -> str | None:
+        """Obtain and store the metadata of `file`; its digest, or None if it cannot be had."""
+        task = self._flights.get(file.sha256)
+        if task is None:
+            task = asyncio.ensure_future(self._obtain(file))
+            self._flights[file.sha256] = task
+            task.add_done_callback(lambda _: self._flights.pop(file.sha256, None))
+        return await asyncio.shield(task)
+
+    async def _obtain(self, file: DistFile) -> str | None:
+        async with self._limit:
+            try:
+                data = await self._extract(file)
+            except _EXPECTED as exc:
+                log.info("no core metadata for %s: %s", file.filename, exc)
+            except Exception as exc:  # a background task must not die with a traceback
+                log.warning("core metadata of %s failed: %s", file.filename, exc)
+            else:
+                return await self.store.put(file.sha256, data)
+        if len(self._failed) >= _MAX_REMEMBERED:
+            self._failed.clear()
+        self._failed[file.sha256] = time.monotonic()
+        return None
+
+    async def _extract(self, file: DistFile) -> bytes:
+        source = self.index.by_name.get(file.source)
+        online = source is not None and not self.pages.offline
+        if online and file.core_metadata_sha256 is not None and hasattr(source, "core_metadata"):
+            return await source.core_metadata(file)  # exactly what the upstream advertised
+        cached = await self.files.open(file.sha256, count=False)
+        if cached is not None:
+            try:
+                return await asyncio.to_thread(from_file, cached.handle, file.filename)
+            finally:
+                await asyncio.to_thread(cached.close)
+        if not online:
+            raise NoMetadata(f"{file.filename} is not cached")
+        if not file.filename.endswith(".whl"):
+            raise NoMetadata(f"{file.filename} is not a wheel")
+        return await by_ranges(self._range_reader(source, file), file.filename)
+
+    def _range_reader(self, source: Source, file: DistFile) -> RangeReader:
+        auth = source.auth_for(file.url)  # type: ignore[attr-defined]
+        name = source.name  # type: ignore[attr-defined]
+
+        async def read(spec: str) -> tuple[bytes, str | None]:
+            headers = {"Range": spec}
+            async with upstream.stream(
+                self.client, name, file.url, auth=auth, headers=headers
+            ) as response:
+                if response.status_code != 206:
+                    return b"", None  # the whole file is coming: not read, closed at once
+                parts, total = [], 0
+                async for chunk in upstream.iter_chunks(name, response):
+                    parts.append(chunk)
+                    total += len(chunk)
+                    if total > 2 * MAX_METADATA:
+                        raise NoMetadata(f"{file.filename}: range answer too large")
+                return b"".join(parts), response.headers.get("content-range")
+
+        return read
+
+    # --- serving ------------------------------------------------------------------------------
+
+    async def sidecar(
+        self, sha256: str, filename: str, allowed: frozenset[str] | None
+    ) -> bytes | None:
+        """The `<file>.metadata` body, obtained now if need be; None when there is none."""
+        body = await self.store.get(sha256)
+        if body is not None:
+            return body
+        if not filename.endswith(".whl"):
+            return None
+        candidates = await self.index.locate(sha256, filename, allowed)
+        for file in candidates or [DistFile(filename, sha256, source="", url="")]:
+            if await self.ensure(file):
+                return await self.store.get(sha256)
+        return None
+
+
+def _newest(files: list[DistFile]) -> list[DistFile]:
+    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
+
+    def key(file: DistFile) -> Version:
+        try:
+            return Version(file_version(file.filename) or "0")
+        except InvalidVersion:
+            return Version("0")
+
+    return sorted(files, key=key, reverse=True)[:_BACKGROUND_PER_PAGE]

@@ -1,0 +1,201 @@
+"""Any PEP 503/691 simple index as a source (`url` sources): the public index, devpi, Artifactory.
+
+Asks for JSON first (PEP 691) and understands HTML; passes through what the upstream says about
+each file (requires-python, yanked, core metadata, size, upload time). Credentials go only to
+the index's own origin: a file or redirect on another host is fetched without them.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from urllib.parse import unquote, urljoin
+
+import httpx
+
+from proxy import upstream
+from proxy.config import SourceConfig
+from proxy.model import DistFile, ProjectPage, parse_time
+from proxy.names import is_sha256, normalize
+from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
+
+log = logging.getLogger("proxy.sources.simple_index")
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+_JSON = "application/vnd.pypi.simple.v1+json"
+_MAX_METADATA = 16 * 2**20
+
+
+def same_origin(a: str, b: str) -> bool:
+    x, y = httpx.URL(a), httpx.URL(b)
+    return (x.scheme, x.host, x.port) == (y.scheme, y.host, y.port)
+
+
+def _metadata_hash(value: object) -> str | None:
+    """PEP 714 `core-metadata`: a dict of hashes (or true, which cannot be verified: ignored)."""
+    if isinstance(value, dict):
+        digest = str(value.get("sha256", "")).lower()
+        return digest if is_sha256(digest) else None
+    return None
+
+
+def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, datetime | None]]:
+    """The files of a PEP 691 project page, each with its PEP 700 size and upload time."""
+    document = json.loads(text)
+    files = []
+    for entry in document.get("files", []):
+        if not isinstance(entry, dict) or "url" not in entry or "filename" not in entry:
+            continue
+        digest = str((entry.get("hashes") or {}).get("sha256", "")).lower()
+        yanked = entry.get("yanked", False)
+        size = entry.get("size")
+        link = Link(
+            filename=str(entry["filename"]),
+            url=urljoin(page_url, str(entry["url"])).split("#", 1)[0],
+            sha256=digest if is_sha256(digest) else None,
+            requires_python=entry.get("requires-python") or None,
+            yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
+            core_metadata_sha256=_metadata_hash(
+                entry.get("core-metadata", entry.get("dist-info-metadata"))
+            ),
+        )
+        files.append(
+            (
+                link,
+                size if isinstance(size, int) and not isinstance(size, bool) else None,
+                parse_time(entry.get("upload-time")),
+            )
+        )
+    return files
+
+
+def parse_json_names(text: str) -> frozenset[str]:
+    projects = json.loads(text).get("projects", [])
+    return frozenset(normalize(p["name"]) for p in projects if isinstance(p, dict) and "name" in p)
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == _JSON
+
+
+class SimpleIndexSource:
+    """One `url` source. Cannot be asked for a file by digest alone: only for files it listed."""
+
+    def __init__(self, config: SourceConfig, client: httpx.AsyncClient) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.base = config.target  # ends with "/"
+        self.auth = (
+            httpx.BasicAuth(config.username or "", config.password or "")
+            if config.username or config.password
+            else None
+        )
+
+    def auth_for(self, url: str) -> httpx.Auth | None:
+        """The credentials for `url`: this index's own, only on its own origin."""
+        return self.auth if same_origin(url, self.base) else None
+
+    async def _get(self, url: str) -> httpx.Response:
+        """GET a page; one redirect on the index's own origin is followed (e.g. to the
+        normalized name), never one to another host."""
+        headers = {"Accept": ACCEPT}
+        response = await upstream.get(
+            self.client, self.name, url, auth=self.auth_for(url), headers=headers
+        )
+        if response.is_redirect and "location" in response.headers:
+            target = urljoin(url, response.headers["location"])
+            if same_origin(target, self.base):
+                response = await upstream.get(
+                    self.client, self.name, target, auth=self.auth, headers=headers
+                )
+        return response
+
+    def _check(self, what: str, response: httpx.Response) -> bool:
+        """True for a 200; False for "not here"; raises for a refusal that needs fixing."""
+        if response.status_code == 200:
+            return True
+        if response.status_code in (401, 403, 407):
+            raise SourceUnavailable(self.name, f"HTTP {response.status_code} (check credentials)")
+        log.debug("source %s: %s answered HTTP %s", self.name, what, response.status_code)
+        return False
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        url = urljoin(self.base, f"{name}/")
+        response = await self._get(url)
+        if not self._check(f"page {name}", response):
+            return None
+        page_url = str(response.url)
+        try:
+            if _is_json(response):
+                parsed = await asyncio.to_thread(parse_json_page, response.text, page_url)
+            else:
+                links = await asyncio.to_thread(parse_project_page, response.text, page_url)
+                parsed = [(link, None, None) for link in links]
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise SourceUnavailable(self.name, f"unreadable page ({type(exc).__name__})") from None
+        files = []
+        for link, size, uploaded in parsed:
+            if link.sha256 is None:
+                log.debug("source %s: %s has no sha256, not listed", self.name, link.filename)
+                continue
+            files.append(
+                DistFile(
+                    filename=unquote(link.filename),
+                    sha256=link.sha256,
+                    source=self.name,
+                    url=link.url,
+                    requires_python=link.requires_python,
+                    yanked=link.yanked,
+                    size=size,
+                    upload_time=uploaded,
+                    core_metadata_sha256=link.core_metadata_sha256,
+                )
+            )
+        return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
+
+    async def project_names(self) -> frozenset[str]:
+        response = await self._get(self.base)
+        if not self._check("root index", response):
+            return frozenset()
+        if _is_json(response):
+            return await asyncio.to_thread(parse_json_names, response.text)
+        return await asyncio.to_thread(parse_project_names, response.text)
+
+    def file_for(self, sha256: str, filename: str) -> DistFile | None:
+        return None
+
+    @asynccontextmanager
+    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
+        auth = self.auth_for(file.url)
+        async with upstream.stream(self.client, self.name, file.url, auth=auth) as response:
+            length = response.headers.get("content-length")
+            yield FileStream(
+                size=int(length) if length and length.isdigit() else None,
+                chunks=upstream.iter_chunks(self.name, response),
+            )
+
+    async def core_metadata(self, file: DistFile) -> bytes:
+        """The PEP 658 sidecar the upstream advertised for `file`, checked against its digest."""
+        if file.core_metadata_sha256 is None:
+            raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
+        url = file.url + ".metadata"
+        parts: list[bytes] = []
+        async with upstream.stream(
+            self.client, self.name, url, auth=self.auth_for(url)
+        ) as response:
+            async for chunk in upstream.iter_chunks(self.name, response):
+                parts.append(chunk)
+                if sum(map(len, parts)) > _MAX_METADATA:
+                    raise SourceUnavailable(self.name, "metadata file too large")
+        body = b"".join(parts)
+        if hashlib.sha256(body).hexdigest() != file.core_metadata_sha256:
+            raise SourceUnavailable(self.name, f"metadata of {file.filename} fails its sha256")
+        return body

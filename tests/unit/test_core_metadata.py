@@ -1,0 +1,76 @@
+"""Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import httpx
+import respx
+
+from proxy.cache.files import FileStore
+from proxy.cache.metadata import MetadataStore
+from proxy.cache.pages import PageCache
+from proxy.config import SourceConfig
+from proxy.core_metadata import CoreMetadata
+from proxy.sources.compose import Index
+from proxy.sources.simple_index import SimpleIndexSource
+from tests.dists import make_wheel
+from tests.unit.fakes import FakeSource
+
+
+async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) -> None:
+    filename, data = make_wheel("demo", "1.0", requires_dist=["dep"])
+    sha = hashlib.sha256(data).hexdigest()
+    source = FakeSource("platform")
+    source.add("demo", filename, sha, data)
+    pages = PageCache(tmp_path, 300)
+    files = FileStore(tmp_path, 2**30)
+    index = Index([source], [], pages)
+    async with httpx.AsyncClient() as client:
+        service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
+        first = await service.annotated(index.project_page("demo"))
+        assert first.files[0].core_metadata_sha256 is None
+        await asyncio.gather(*service._tasks)  # the background try: not cached, no ranges
+        assert (await service.annotated(index.project_page("demo"))).files[
+            0
+        ].core_metadata_sha256 is None
+
+        generation = pages.generation()
+        download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
+        service.after_download(download, sha, filename)
+        await download.wait()
+        await asyncio.gather(*service._tasks)
+        assert pages.generation() != generation  # the rendered-page memo is flushed
+
+        page = await service.annotated(index.project_page("demo"))
+        body = await service.sidecar(sha, filename, None)
+        assert body is not None and b"Requires-Dist: dep" in body
+        assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
+        assert await service.sidecar("0" * 64, "other-1.0-py3-none-any.whl", None) is None
+
+
+@respx.mock
+async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> None:
+    body = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n\n"
+    digest = hashlib.sha256(body).hexdigest()
+    wheel = "https://files.example.net/demo-1.0-py3-none-any.whl"
+    respx.get("https://index.example.org/simple/demo/").respond(
+        200,
+        text=f'<a href="{wheel}#sha256={"a" * 64}" data-core-metadata="sha256={digest}">x</a>',
+        headers={"content-type": "text/html"},
+    )
+    sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
+    pages = PageCache(tmp_path, 300)
+    async with httpx.AsyncClient() as client:
+        config = SourceConfig("public", "url", "https://index.example.org/simple/")
+        index = Index([], [SimpleIndexSource(config, client)], pages)
+        service = CoreMetadata(
+            MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
+        )
+        page = await service.annotated(index.project_page("demo"))
+        assert page.files[0].core_metadata_sha256 == digest  # the upstream's own claim
+        assert not service._tasks  # nothing to seek in the background
+        filename = "demo-1.0-py3-none-any.whl"
+        assert await service.sidecar("a" * 64, filename, None) == body
+        assert await service.sidecar("a" * 64, filename, None) == body
+    assert sidecar.call_count == 1

@@ -1,0 +1,79 @@
+"""Private-first ownership: public sources answer only names no GitLab source has (issue 5)."""
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from proxy.cache.pages import PageCache
+from proxy.config import SourceConfig
+from proxy.sources.compose import FailClosed, Index
+from tests.unit.fakes import FakeSource
+
+A, B = "a" * 64, "b" * 64
+
+
+class ConfiguredFake(FakeSource):
+    """A fake GitLab source with a configuration (for allow_public)."""
+
+    def __init__(self, name: str, allow_public: frozenset[str] = frozenset()) -> None:
+        super().__init__(name)
+        self.config = SourceConfig(name, "gitlab_project", "1", allow_public=allow_public)
+
+
+def _index(tmp_path: Path, private: list[FakeSource], public: list[FakeSource]) -> Index:
+    return Index(private, public, PageCache(tmp_path, 300))
+
+
+async def test_a_private_name_never_comes_from_public(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    gitlab.add("acme-utils", "acme_utils-1.0-py3-none-any.whl", A)
+    public.add("acme-utils", "acme_utils-99.0-py3-none-any.whl", B)
+    index = _index(tmp_path, [gitlab], [public])
+    with caplog.at_level(logging.WARNING):
+        page = await index.project_page("acme-utils")
+        await asyncio.gather(*index.shadows._tasks)
+    assert [f.source for f in page.files] == ["platform"]
+    assert page.sources == ("platform",)
+    assert "private name acme-utils also exists on public source public" in caplog.text
+
+
+async def test_a_public_name_is_asked_of_public_only_after_gitlab_says_no(tmp_path: Path) -> None:
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    public.add("requests", "requests-2.0-py3-none-any.whl", B)
+    page = await _index(tmp_path, [gitlab], [public]).project_page("requests")
+    assert page.sources == ("public",)
+    assert gitlab.page_calls == 1
+
+
+async def test_gitlab_down_fails_closed_naming_the_source(tmp_path: Path) -> None:
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    gitlab.down = True
+    public.add("acme-utils", "acme_utils-99.0-py3-none-any.whl", B)
+    with pytest.raises(FailClosed) as caught:
+        await _index(tmp_path, [gitlab], [public]).project_page("acme-utils")
+    assert "platform" in str(caught.value)
+    assert "acme-utils" in str(caught.value)
+    assert public.page_calls == 0
+
+
+async def test_allow_public_lets_the_public_index_answer_while_gitlab_is_down(
+    tmp_path: Path,
+) -> None:
+    gitlab = ConfiguredFake("platform", allow_public=frozenset({"six"}))
+    gitlab.down = True
+    public = FakeSource("public")
+    public.add("six", "six-1.0-py3-none-any.whl", B)
+    page = await _index(tmp_path, [gitlab], [public]).project_page("six")
+    assert page.sources == ("public",)
+
+
+async def test_root_lists_the_gitlab_names_only(tmp_path: Path) -> None:
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    gitlab.add("acme-utils", "acme_utils-1.0-py3-none-any.whl", A)
+    public.add("requests", "requests-2.0-py3-none-any.whl", B)
+    listing = await _index(tmp_path, [gitlab], [public]).project_list()
+    assert listing.names == frozenset({"acme-utils"})
