@@ -8,22 +8,28 @@ from dataclasses import dataclass
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import upstream
+from proxy import metrics, upstream
+from proxy.access_log import AccessLog
+from proxy.behind_proxy import BehindProxy
 from proxy.cache.files import FileStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
 from proxy.file_responses import FileBody, cached_response, file_headers
+from proxy.health import healthz, readyz
 from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
+from proxy.recent_uploads import RecentUploads
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.status_page import status_page
 
 log = logging.getLogger("proxy.app")
 
@@ -35,6 +41,7 @@ class Services:
     pages: PageCache
     files: FileStore
     index: Index
+    uploads: RecentUploads
 
     @classmethod
     def start(cls, config: Config) -> "Services":
@@ -46,12 +53,14 @@ class Services:
             config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
         )
         files = FileStore(config.cache.directory, config.cache.max_size)
-        return cls(config, client, pages, files, Index(sources, [], pages))
+        uploads = RecentUploads(config.cache.directory)
+        return cls(config, client, pages, files, Index(sources, [], pages), uploads)
 
     async def stop(self) -> None:
         await self.client.aclose()
         self.pages.close()
         self.files.close()
+        self.uploads.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -111,6 +120,7 @@ async def index_response(
     generation = pages.generation()  # read before the inputs, so a racing invalidation wins
     rendered = pages.memo_get(key, generation)
     if rendered is not None:
+        metrics.PAGE_HIT.inc()
         return page_response(request, rendered, stale=False)
     try:
         answer = await load(allowed)
@@ -153,12 +163,14 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     allowed = allowed_sources(request)
     cached = await svc.files.open(sha256)
     if cached is not None:
+        metrics.FILE_HIT.inc()
         return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
         return error(503, f"the proxy is offline and has no cached copy of {filename}")
     candidates = await svc.index.locate(sha256, filename, allowed)
     if not candidates:
         return error(404, f"no readable source offers {filename}")
+    metrics.FILE_MISS.inc()
     download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
     try:
         await asyncio.shield(download.started)
@@ -172,10 +184,6 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     headers = file_headers(sha256, download.size, None, "MISS")
     body = None if request.method == "HEAD" else download.follow()
     return FileBody(200, headers, body, label=filename)
-
-
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok\n")
 
 
 async def redirect_root(request: Request) -> Response:
@@ -192,13 +200,20 @@ def create_app(config: Config) -> Starlette:
             await app.state.services.stop()
 
     routes = [
+        Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
         Route("/simple", redirect_root, methods=["GET", "HEAD"]),
         Route("/simple/", simple_root, methods=["GET", "HEAD"]),
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    server = config.server
+    middleware = [Middleware(AccessLog)]
+    if server.trusted_proxies or server.base_path:
+        middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.router.redirect_slashes = False
     return app
