@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import metrics, upstream
+from proxy import health, metrics, upstream
 from proxy.access_log import AccessLog
 from proxy.behind_proxy import BehindProxy
 from proxy.cache.files import FileStore
@@ -54,6 +54,7 @@ class Services:
         )
         files = FileStore(config.cache.directory, config.cache.max_size)
         uploads = RecentUploads(config.cache.directory)
+        health.share_in(config.cache.directory / "health")
         return cls(config, client, pages, files, Index(sources, [], pages), uploads)
 
     async def stop(self) -> None:

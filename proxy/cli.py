@@ -130,7 +130,8 @@ def _metrics_directory(config: Config) -> None:
     """
     directory = config.cache.directory / "metrics"
     try:
-        shutil.rmtree(directory, ignore_errors=True)
+        for stale in (directory, config.cache.directory / "health"):  # the last run's workers
+            shutil.rmtree(stale, ignore_errors=True)
         directory.mkdir(parents=True)
     except OSError as exc:
         raise ConfigError(

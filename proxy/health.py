@@ -1,14 +1,19 @@
 """Liveness and readiness: `/healthz`, `/readyz`, and each source's reachability.
 
 Reachability is learnt from the real upstream calls (proxy.upstream reports every outcome here),
-never from probes of its own. Each worker process knows what its own calls saw.
+never from probes of its own. Each worker keeps its view in memory and, when a source changes
+state (or at most every few seconds while it stays the same), writes it to a small file per
+worker under the cache directory in a worker thread, so that any worker answering `/readyz` or
+the status page reports what all of them saw.
 """
 
 import asyncio
+import contextlib
+import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import metrics
 
-# A source is "up" while its last answer is this recent; older answers say "unknown".
+# A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
+_SHARE_EVERY = 5.0
 
 
 @dataclass
@@ -33,6 +39,14 @@ class SourceState:
             return "unknown"
         return "up" if self.last_ok == latest else "down"
 
+    def merge(self, other: "SourceState") -> "SourceState":
+        failure = max(self.last_failure or 0.0, other.last_failure or 0.0) or None
+        return SourceState(
+            last_ok=max(self.last_ok or 0.0, other.last_ok or 0.0) or None,
+            last_failure=failure,
+            reason=self.reason if failure == self.last_failure else other.reason,
+        )
+
     def as_json(self, now: float) -> dict[str, Any]:
         return {
             "state": self.state(now),
@@ -42,7 +56,21 @@ class SourceState:
         }
 
 
+@dataclass
+class _Shared:
+    directory: Path | None = None
+    written: float = 0.0
+    written_states: dict[str, str] | None = None
+
+
 SOURCES: dict[str, SourceState] = {}
+_shared = _Shared()
+
+
+def share_in(directory: Path) -> None:
+    """Share this worker's view of the sources through files in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _shared.directory = directory
 
 
 def observe_upstream(
@@ -53,16 +81,49 @@ def observe_upstream(
     state = SOURCES.get(source)
     if state is None:
         state = SOURCES[source] = SourceState()
+    now = time.time()
     if status is not None and status < 500:
-        state.last_ok = time.time()
+        state.last_ok = now
     else:
-        state.last_failure = time.time()
+        state.last_failure = now
         state.reason = reason or f"HTTP {status}"
+    _share(now)
 
 
-def source_states(names: list[str], now: float | None = None) -> dict[str, dict[str, Any]]:
-    now = time.time() if now is None else now
-    return {name: SOURCES.get(name, SourceState()).as_json(now) for name in names}
+def _share(now: float) -> None:
+    if _shared.directory is None:
+        return
+    states = {name: s.state(now) for name, s in SOURCES.items()}
+    if states == _shared.written_states and now - _shared.written < _SHARE_EVERY:
+        return
+    _shared.written, _shared.written_states = now, states
+    snapshot = json.dumps({name: asdict(s) for name, s in SOURCES.items()})
+    path = _shared.directory / f"{os.getpid()}.json"
+    with contextlib.suppress(RuntimeError):  # no running loop: nobody to share with
+        asyncio.get_running_loop().run_in_executor(None, _write, path, snapshot)
+
+
+def _write(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        temporary.replace(path)
+
+
+def _read_shared(directory: Path | None) -> dict[str, SourceState]:
+    merged = {name: SourceState(**asdict(s)) for name, s in SOURCES.items()}
+    for path in directory.glob("*.json") if directory else ():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            for name, fields in json.loads(path.read_text()).items():
+                merged[name] = merged.get(name, SourceState()).merge(SourceState(**fields))
+    return merged
+
+
+async def source_states(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Each source's state as every worker saw it (reads a few small files in a thread)."""
+    known = await asyncio.to_thread(_read_shared, _shared.directory)
+    now = time.time()
+    return {name: known.get(name, SourceState()).as_json(now) for name in names}
 
 
 def _probe_writable(directory: Path) -> str | None:
@@ -86,7 +147,7 @@ async def readyz(request: Request) -> Response:
     services = request.app.state.services
     offline = services.config.cache.offline
     names = [s.name for s in services.index.sources + services.index.public]
-    states = source_states(names)
+    states = await source_states(names)
     cached_pages = await asyncio.to_thread(len, services.pages)
     down = [name for name, s in states.items() if s["state"] == "down"]
     can_serve_cached = cached_pages > 0

@@ -139,7 +139,7 @@ async def status_page(request: Request) -> Response:
     services = request.app.state.services
     kinds = {s.name: s.kind for s in services.config.sources}
     names = [s.name for s in services.index.sources + services.index.public]
-    states = source_states(names)
+    states = await source_states(names)
     files = services.files.entries
     entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
     counts = await asyncio.to_thread(metrics.cache_counts)
