@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from proxy import metrics
@@ -18,6 +19,14 @@ Scope = dict[str, Any]
 log = logging.getLogger("proxy.access")
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LINE = '%s %s "%s %s" %d %d %.2fms cache=%s'
+_FIELDS = ("client", "user", "method", "path", "status", "bytes", "duration_ms", "cache")
+
+
+@lru_cache(maxsize=512)
+def _children(route: str, status: int) -> tuple[Any, Any]:
+    """The metric children of one route and status, looked up once (labels() takes a lock)."""
+    return metrics.REQUESTS.labels(route, str(status)), metrics.LATENCY.labels(route)
 
 
 def _user(scope: Scope) -> str:
@@ -60,29 +69,25 @@ class AccessLog:
     def _record(scope: Scope, status: int, sent: int, duration: float, cache: str) -> None:
         endpoint = scope.get("endpoint")
         route = getattr(endpoint, "__name__", "unmatched")
-        metrics.REQUESTS.labels(route, str(status)).inc()
-        metrics.LATENCY.labels(route).observe(duration)
+        counter, latency = _children(route, status)
+        counter.inc()
+        latency.observe(duration)
         if route == "distribution_file" and sent:
             metrics.SERVED_BYTES.labels("cache" if cache == "HIT" else "upstream").inc(sent)
         if not log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
-        fields = {
-            "client": client[0] if client else "-",
-            "user": _user(scope),
-            "method": scope["method"],
-            # the raw, still percent-encoded path: nothing in it can break a log line
-            "path": (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-            "status": status,
-            "bytes": sent,
-            "duration_ms": round(duration * 1000, 2),
-            "cache": cache,
-        }
         log.info(
-            '%(client)s %(user)s "%(method)s %(path)s" %(status)d %(bytes)d %(duration_ms).2fms '
-            "cache=%(cache)s",
-            fields,
-            extra={"access": fields},
+            _LINE,
+            client[0] if client else "-",
+            _user(scope),
+            scope["method"],
+            # the raw, still percent-encoded path: nothing in it can break a log line
+            (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+            status,
+            sent,
+            duration * 1000,
+            cache,
         )
 
 
@@ -96,7 +101,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update(getattr(record, "access", {}))
+        if record.name == log.name and isinstance(record.args, tuple):
+            line.update(zip(_FIELDS, record.args, strict=False))
+            line["duration_ms"] = round(line["duration_ms"], 2)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
