@@ -145,10 +145,10 @@ def serve(config: Config, args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from proxy.access_log import logging_config
-
     _check_cache_directory(config)
     _metrics_directory(config)
+    from proxy.access_log import logging_config  # imports prometheus_client: after the above
+
     for cache in open_caches(config):
         cache.close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())

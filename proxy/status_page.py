@@ -123,7 +123,7 @@ def render(
 <h2>Sources</h2>
 <table><thead><tr><th>Source</th><th>Kind</th><th>State</th><th>Last reached</th><th>Last error</th>
 </tr></thead><tbody>{rows}</tbody></table>
-<p>State as seen by this worker's own requests to each source.</p>
+<p>State learnt from this proxy's own requests to each source in the last 10 minutes.</p>
 <h2>Cache</h2>
 <table>{cache_rows}</table>
 <h2>Recent uploads</h2>

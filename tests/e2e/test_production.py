@@ -239,6 +239,20 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
             assert body["offline_serving_possible"] is True
             assert "serving from the cache" in body["mode"]
             assert body["sources"]["platform"]["reason"] == "ConnectError"
+            # one worker counts into the multiprocess files too, and its scrape reads them
+            counted = _metrics(proxy.url)
+            failed = ("gitlab_pypi_proxy_upstream_requests_total", "error", "platform")
+            assert counted[(failed[0], (("outcome", failed[1]), ("source", failed[2])))] == 1
+            assert (
+                _delta(
+                    {},
+                    counted,
+                    "gitlab_pypi_proxy_cache_lookups_total",
+                    cache="page",
+                    outcome="miss",
+                )
+                >= 1
+            )
 
             empty, _ = _readiness_of(tmp_path / "cold", server.url)
             assert httpx.get(f"{empty.url}/simple/app-main/").status_code == 502
