@@ -56,7 +56,7 @@ class AccessLog:
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 for key, value in message.get("headers", ()):
-                    if key.lower() == b"x-cache":
+                    if key == b"x-cache":  # header names from Starlette and FileBody: lowercase
                         cache = value.decode("latin-1")
             await send(message)
 

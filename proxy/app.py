@@ -201,15 +201,15 @@ def create_app(config: Config) -> Starlette:
             await app.state.services.stop()
 
     routes = [
-        Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
         Route("/simple", redirect_root, methods=["GET", "HEAD"]),
         Route("/simple/", simple_root, methods=["GET", "HEAD"]),
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/", status_page, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
     ]
     server = config.server
     middleware = [Middleware(AccessLog)]
