@@ -170,6 +170,10 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
     assert delta(prefix + "http_requests_total", route="project_page", status="200") >= 3
     assert delta(prefix + "upstream_requests_total", source="platform", outcome="2xx") >= 4
     assert after[(prefix + "file_cache_entries", ())] >= 2
+    status = BeautifulSoup(httpx.get(deployment.root).text, "html.parser")
+    cells = {tr.th.get_text(): tr.td.get_text() for tr in status.find_all("tr") if tr.th and tr.td}
+    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\)", cells["File hit ratio"])
+    assert cells["Files cached"].startswith(("2 ", "3 "))
 
 
 def test_json_access_log_without_credentials(deployment: Deployment) -> None:
