@@ -1,7 +1,9 @@
 """Production pieces that need no server: the Dockerfile, [server] keys, the ASGI middlewares."""
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -10,13 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from proxy.access_log import AccessLog, JsonFormatter
 from proxy.behind_proxy import BehindProxy
+from proxy.cache.files import FileStore
 from proxy.config import ConfigError, load
 from proxy.health import SourceState
 from proxy.recent_uploads import KEEP, RecentUploads, Upload
 from proxy.status_page import render, snippets
+from tests.unit.fakes import FakeSource
+from tests.unit.test_file_store import opener, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -190,3 +196,26 @@ async def test_recent_uploads_keep_the_newest_for_the_status_page(tmp_path: Path
     assert f"pkg-{KEEP + 4}.whl" in html and "none yet" not in html
     uploads.close()
     again.close()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value("gitlab_pypi_proxy_" + name, labels) or 0.0
+
+
+async def test_evictions_and_single_flight_joins_are_counted(tmp_path: Path) -> None:
+    contents = [os.urandom(300_000) for _ in range(4)]
+    source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
+    store = FileStore(tmp_path, 700_000)  # room for two of the four
+    evictions, joins = (
+        _sample("cache_evictions_total"),
+        _sample("single_flight_joins_total", cache="file"),
+    )
+    for content in contents:
+        sha = hashlib.sha256(content).hexdigest()
+        first = store.download(sha, opener(source, sha))
+        assert store.download(sha, opener(source, sha)) is first  # joins the running download
+        await read_all(first)
+    kept = len(store.entries)
+    assert _sample("cache_evictions_total") - evictions == len(contents) - kept > 0
+    assert _sample("single_flight_joins_total", cache="file") - joins == len(contents)
+    store.close()
