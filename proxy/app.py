@@ -14,22 +14,27 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import upstream
+from proxy import health, metrics, upstream
 from proxy.access import AccessControl, identity_of, may_read_file
+from proxy.access_log import AccessLog
 from proxy.auth import Authenticator
+from proxy.behind_proxy import BehindProxy
 from proxy.cache.files import FileStore
 from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
 from proxy.core_metadata import CoreMetadata
 from proxy.file_responses import FileBody, cached_response, file_headers
+from proxy.health import healthz, readyz
 from proxy.model import ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
+from proxy.recent_uploads import RecentUploads
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
+from proxy.status_page import status_page
 from proxy.upload import upload
 
 log = logging.getLogger("proxy.app")
@@ -44,6 +49,7 @@ class Services:
     index: Index
     auth: Authenticator
     metadata: CoreMetadata
+    uploads: RecentUploads
 
     @classmethod
     def start(cls, config: Config) -> "Services":
@@ -65,13 +71,16 @@ class Services:
         )
         index = Index(sources, public, pages)
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
-        return cls(config, client, pages, files, index, auth, metadata)
+        uploads = RecentUploads(config.cache.directory)
+        health.share_in(config.cache.directory / "health")
+        return cls(config, client, pages, files, index, auth, metadata, uploads)
 
     async def stop(self) -> None:
         await self.metadata.close()
         await self.client.aclose()
         self.pages.close()
         self.files.close()
+        self.uploads.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -131,6 +140,7 @@ async def index_response(
     generation = pages.generation()  # read before the inputs, so a racing invalidation wins
     rendered = pages.memo_get(key, generation)
     if rendered is not None:
+        metrics.PAGE_HIT.inc()
         return page_response(request, rendered, stale=False)
     try:
         answer = await load(allowed)
@@ -180,6 +190,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     cached = await svc.files.open(sha256)
     if cached is not None:
         if allowed is None or await may_read_file(svc.index, svc.pages, sha256, filename, allowed):
+            metrics.FILE_HIT.inc()
             return cached_response(cached, sha256, request.headers, request.method)
         cached.close()
         return error(404, f"no readable source offers {filename}")
@@ -188,6 +199,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     candidates = await svc.index.locate(sha256, filename, allowed)
     if not candidates:
         return error(404, f"no readable source offers {filename}")
+    metrics.FILE_MISS.inc()
     download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
     try:
         await asyncio.shield(download.started)
@@ -217,10 +229,6 @@ async def core_metadata_file(request: Request, sha256: str, filename: str) -> Re
     return Response(body, headers=headers, media_type="application/octet-stream")
 
 
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok\n")
-
-
 async def redirect_root(request: Request) -> Response:
     return redirect("simple/")
 
@@ -241,10 +249,18 @@ def create_app(config: Config) -> Starlette:
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/", status_page, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
     for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
         routes.append(Route(path, upload, methods=["POST", "PUT"]))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AccessControl)])
+    server = config.server
+    # Outermost first: the real client and path, then the log (it sees 401s too), then access.
+    middleware = [Middleware(AccessLog), Middleware(AccessControl)]
+    if server.trusted_proxies or server.base_path:
+        middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.router.redirect_slashes = False
     return app

@@ -1,8 +1,8 @@
 """The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
 
 import argparse
-import logging
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the name prometheus_client reads
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
 
 
@@ -29,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
     serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
     serve.add_argument("--offline", action="store_true", help="never contact an upstream")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines (default: [server] log_format)"
+    )
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", required=True, help="TOML configuration file")
     cache = commands.add_parser("cache", help="inspect or check the cache").add_subparsers(
@@ -206,28 +210,52 @@ def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     return 0 if report.complete else 1
 
 
+def _metrics_directory(config: Config) -> None:
+    """Prometheus multiprocess mode: every worker counts into files here, emptied at start.
+
+    Must run before anything imports prometheus_client (proxy.metrics) in this process.
+    """
+    directory = config.cache.directory / "metrics"
+    try:
+        for stale in (directory, config.cache.directory / "health"):  # the last run's workers
+            shutil.rmtree(stale, ignore_errors=True)
+        directory.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.path}: cache.directory: cannot prepare {directory}: {exc.strerror}"
+        ) from None
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
 def serve(config: Config, args: argparse.Namespace) -> None:
+    import logging.config
+
     import uvicorn
+
+    _check_cache_directory(config)
+    _metrics_directory(config)
+    from proxy.access_log import logging_config  # imports prometheus_client: after the above
 
     for cache in open_caches(config):
         cache.close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    server = config.server
+    log_config = logging_config(server.log_level, args.log_format or server.log_format)
+    logging.config.dictConfig(log_config)
     uvicorn.run(
         "proxy.cli:app_factory",
         factory=True,
-        host=args.host or config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-        workers=args.workers or config.server.workers,
-        log_level=config.server.log_level,
-        proxy_headers=False,
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        workers=args.workers or server.workers,
+        log_config=log_config,
+        log_level=server.log_level,
+        access_log=False,  # proxy.access_log writes one line per request instead
+        proxy_headers=False,  # proxy.behind_proxy honours [server] trusted_proxies
         server_header=False,
+        timeout_graceful_shutdown=server.graceful_shutdown,
     )
 
 

@@ -1,5 +1,6 @@
 """TOML configuration → frozen dataclasses. Every error names the file, the key and the problem."""
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -29,6 +30,10 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     log_level: str = "info"
+    log_format: str = "text"  # or "json"
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-* count
+    base_path: str = ""  # "/pypi" to serve under a path prefix; "" for the root
+    graceful_shutdown: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
 
 
 @dataclass(frozen=True)
@@ -196,18 +201,45 @@ def _http_url(reader: _Reader, key: str, value: str) -> str:
 
 
 def _server(r: _Reader) -> ServerConfig:
-    r.check_keys({"host", "port", "workers", "log_level"})
+    r.check_keys(
+        {
+            "host",
+            "port",
+            "workers",
+            "log_level",
+            "log_format",
+            "trusted_proxies",
+            "base_path",
+            "graceful_shutdown",
+        }
+    )
     level = r.string("log_level", "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise r.error("log_level", "expected one of debug, info, warning, error")
+    log_format = r.string("log_format", "text").lower()
+    if log_format not in ("text", "json"):
+        raise r.error("log_format", "expected text or json")
     port = r.integer("port", 8080)
     if port > 65535:
         raise r.error("port", "must be at most 65535")
+    trusted = r.strings("trusted_proxies", frozenset())
+    for entry in sorted(trusted):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise r.error("trusted_proxies", f"not an address or network: {entry!r}") from None
+    base_path = "/" + r.string("base_path", "").strip("/")
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", base_path) or "//" in base_path:
+        raise r.error("base_path", "expected a path such as /pypi")
     return ServerConfig(
         host=r.string("host", "127.0.0.1"),
         port=port,
         workers=r.integer("workers", 1, minimum=1),
         log_level=level,
+        log_format=log_format,
+        trusted_proxies=tuple(sorted(trusted)),
+        base_path=base_path.rstrip("/"),
+        graceful_shutdown=r.number("graceful_shutdown", 30.0),
     )
 
 

@@ -14,8 +14,10 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
+from proxy import metrics
 from proxy.access import identity_of
 from proxy.names import InvalidName, normalize, validate, validate_filename
+from proxy.recent_uploads import Upload
 from proxy.sources.base import SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
@@ -99,9 +101,13 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
     try:
         answer = await source.upload(fields, filename, content.file, size, identity.upstream)
     except SourceUnavailable as exc:
+        metrics.UPLOADS.labels(source.name, "timeout" if exc.timeout else "error").inc()
         return _reply(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
+    metrics.UPLOADS.labels(source.name, str(answer.status)).inc()
     if 200 <= answer.status < 300:
         await _invalidate(request, name)
+        who = identity.user or ("passthrough" if identity.passthrough else "-")
+        await request.app.state.services.uploads.record(Upload(filename, source.name, who))
         log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
         return _reply(answer.status, f"uploaded {filename} to {source.name}")
     return _refusal(answer.status, answer.message, filename, source.name, request)

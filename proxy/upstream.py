@@ -7,6 +7,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from proxy.health import observe_upstream
 from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
 
 log = logging.getLogger("proxy.upstream")
@@ -31,8 +32,11 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 
 def _unavailable(source: str, exc: httpx.HTTPError) -> SourceUnavailable:
     if isinstance(exc, httpx.TimeoutException):
-        return SourceUnavailable(source, "timed out", timeout=True)
-    return SourceUnavailable(source, type(exc).__name__)
+        failure = SourceUnavailable(source, "timed out", timeout=True)
+    else:
+        failure = SourceUnavailable(source, type(exc).__name__)
+    observe_upstream(source, None, failure.reason, timeout=failure.timeout)
+    return failure
 
 
 async def get(
@@ -52,6 +56,7 @@ async def get(
         response = await client.get(url, auth=auth, headers=headers, params=params)
     except httpx.HTTPError as exc:
         raise _unavailable(source, exc) from None
+    observe_upstream(source, response.status_code)
     if response.status_code >= 500:
         raise SourceUnavailable(source, f"HTTP {response.status_code}")
     return response
@@ -104,6 +109,7 @@ async def stream(
             )
         except httpx.HTTPError as exc:
             raise _unavailable(source, exc) from None
+        observe_upstream(source, response.status_code)
         if response.is_redirect and "location" in response.headers:
             await response.aclose()
             target = httpx.URL(urljoin(str(target), response.headers["location"]))

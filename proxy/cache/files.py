@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
+from proxy import metrics
 from proxy.sources.base import FileStream
 
 log = logging.getLogger("proxy.cache.files")
@@ -250,12 +251,21 @@ class FileStore:
                 dropped.append(sha256)
         return checked, dropped
 
+    def _adopt(self, download: Download) -> None:
+        before = len(self._disk) - (download.sha256 in self._disk)  # another worker's copy
+        self._disk.set(download.sha256, _Adopt(download.path), read=True, tag=download.written)
+        # diskcache evicts inside set(); the count tells how many entries it let go
+        evicted = before + 1 - len(self._disk)
+        if evicted > 0:
+            metrics.EVICTIONS.inc(evicted)
+
     def download(
         self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
     ) -> Download:
         """The running download of `sha256`, started with `opener` if there is none."""
         current = self._downloads.get(sha256)
         if current is not None:
+            metrics.FILE_JOIN.inc()
             return current
         fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
         os.close(fd)  # reopened in a thread by the writer
@@ -297,13 +307,7 @@ class FileStore:
                 raise HashMismatch(f"got {download.written} of {stream.size} bytes")
             if digest.hexdigest() != download.sha256:
                 raise HashMismatch(f"content hashes to {digest.hexdigest()}")
-            await asyncio.to_thread(
-                self._disk.set,
-                download.sha256,
-                _Adopt(download.path),
-                read=True,
-                tag=download.written,
-            )
+            await asyncio.to_thread(self._adopt, download)
         except BaseException as exc:
             download.error = exc
             if not download.started.done():

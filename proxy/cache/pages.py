@@ -20,6 +20,7 @@ from typing import Any
 
 import diskcache
 
+from proxy import metrics
 from proxy.model import DistFile
 from proxy.sources.base import SourceUnavailable
 
@@ -151,8 +152,10 @@ class PageCache:
         """
         entry = await self.peek(key)
         if entry is not None and self.offline:
+            (metrics.PAGE_STALE if self._expired(entry) else metrics.PAGE_HIT).inc()
             return Result(entry.value, stale=self._expired(entry), fresh_until=math.inf)
         if entry is not None and time.time() - entry.fetched_at < self.ttl:
+            metrics.PAGE_HIT.inc()
             return Result(entry.value, stale=False, fresh_until=entry.fetched_at + self.ttl)
         if self.offline:
             raise Offline("the proxy is offline and has no cached copy")
@@ -162,7 +165,9 @@ class PageCache:
             if entry is None:
                 raise
             log.warning("serving stale %s: %s", key, exc)
+            metrics.PAGE_STALE.inc()
             return Result(entry.value, stale=True)
+        metrics.PAGE_MISS.inc()
         return Result(value, stale=False, fresh_until=fetched_at + self.ttl)
 
     def _expired(self, entry: Entry) -> bool:
@@ -174,6 +179,8 @@ class PageCache:
             task = asyncio.ensure_future(self._load_and_store(key, loader))
             self._flights[key] = task
             task.add_done_callback(lambda t: self._landed(key, t))
+        else:
+            metrics.PAGE_JOIN.inc()
         # shield: one client hanging up must not cancel the fetch the others wait for
         return await asyncio.shield(task)
 

@@ -106,7 +106,7 @@ def test_resolvers_use_the_sidecar(world, tmp_path: Path, install) -> None:
         "meta_app-1.0.dist-info",
         "meta_dep-2.0.dist-info",
     }
-    requests = re.findall(r'"(?:GET|HEAD) (/files/\S+) HTTP', proxy.log()[before:])
+    requests = re.findall(r'"(?:GET|HEAD) (/files/[^"]+)"', proxy.log()[before:])
     sidecars = {path.rsplit("/", 1)[1] for path in requests if path.endswith(".metadata")}
     wheels = {path.rsplit("/", 1)[1] for path in requests if path.endswith(".whl")}
     # the resolver read meta-app 2.0 from its sidecar, backtracked, and never downloaded it

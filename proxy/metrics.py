@@ -1,0 +1,122 @@
+"""Prometheus metrics: the metric objects, one-line hooks for other modules, and `/metrics`.
+
+With several workers, `serve` points PROMETHEUS_MULTIPROC_DIR at a directory under the cache
+(emptied at start) before this module is first imported: every worker then counts into its own
+memory-mapped files (no system call per increment) and a scrape sums them all.
+"""
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_P = "gitlab_pypi_proxy_"
+
+REQUESTS = Counter(_P + "http_requests", "HTTP requests answered", ["route", "status"])
+LATENCY = Histogram(
+    _P + "http_request_duration_seconds",
+    "Time from request to the last byte of the response",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CACHE = Counter(
+    _P + "cache_lookups",
+    "Cache lookups by cache (page, file) and outcome (hit, miss, stale)",
+    ["cache", "outcome"],
+)
+SERVED_BYTES = Counter(
+    _P + "served_file_bytes",
+    "Distribution file bytes sent, by origin (cache, upstream)",
+    ["origin"],
+)
+UPSTREAM = Counter(
+    _P + "upstream_requests",
+    "Upstream HTTP requests by source and outcome (2xx..5xx, timeout, error)",
+    ["source", "outcome"],
+)
+UPLOADS = Counter(
+    _P + "uploads", "Uploads forwarded, by target source and outcome", ["source", "outcome"]
+)
+EVICTIONS = Counter(_P + "cache_evictions", "Files evicted from the file cache past max_size")
+JOINS = Counter(
+    _P + "single_flight_joins",
+    "Requests that joined an upstream fetch already running instead of starting one",
+    ["cache"],
+)
+
+# Children resolved once: the warm page path pays one increment, not a label lookup.
+PAGE_HIT = CACHE.labels("page", "hit")
+PAGE_MISS = CACHE.labels("page", "miss")
+PAGE_STALE = CACHE.labels("page", "stale")
+FILE_HIT = CACHE.labels("file", "hit")
+FILE_MISS = CACHE.labels("file", "miss")
+PAGE_JOIN = JOINS.labels("page")
+FILE_JOIN = JOINS.labels("file")
+
+
+def upstream_outcome(status: int | None, timeout: bool = False) -> str:
+    if status is None:
+        return "timeout" if timeout else "error"
+    return f"{status // 100}xx"
+
+
+class CacheSizeCollector(Collector):
+    """The file cache's entries and bytes, read from its index at scrape time."""
+
+    def __init__(self, entries: int, volume: int) -> None:
+        self.entries, self.volume = entries, volume
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(_P + "file_cache_entries", "Files in the cache", value=self.entries)
+        yield GaugeMetricFamily(
+            _P + "file_cache_bytes", "Bytes of files on disk", value=self.volume
+        )
+
+
+def registry() -> CollectorRegistry:
+    """Every worker's metrics (multiprocess mode), else this process's."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    target = CollectorRegistry()
+    multiprocess.MultiProcessCollector(target)
+    return target
+
+
+def cache_counts() -> dict[tuple[str, str], float]:
+    """Cache lookups per (cache, outcome), summed over every worker (blocking: a thread)."""
+    counts: dict[tuple[str, str], float] = {}
+    for family in registry().collect():
+        if family.name != _P + "cache_lookups":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = (sample.labels["cache"], sample.labels["outcome"])
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def _scrape(entries: int, volume: int) -> bytes:
+    sizes = CollectorRegistry()
+    sizes.register(CacheSizeCollector(entries, volume))
+    return generate_latest(registry()) + generate_latest(sizes)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    files = request.app.state.services.files.entries
+    entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
+    body = await asyncio.to_thread(_scrape, entries, volume)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,331 @@
+"""Issue 8 end to end: the proxy as a service. Status page in a real browser, metrics summed over
+two workers, JSON access logs, health and readiness, a path prefix behind a trusted reverse proxy,
+graceful shutdown, and two replicas on their own caches answering alike.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from bs4 import BeautifulSoup
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.clients import pip_install
+from tests.dists import make_wheel
+from tests.gitlab_double import GitLabDouble
+from tests.proxy_process import ProxyProcess, start_proxy, write_config
+from tests.servers import Server, serve
+
+TOKEN = "glpat-production-reader"
+PROXY_SETTINGS = """
+[server]
+base_path = "/pypi"
+trusted_proxies = ["127.0.0.1"]
+graceful_shutdown = 20
+"""
+
+
+def _double(*extra: tuple[str, str, bytes]) -> GitLabDouble:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform")
+    double.add_token(TOKEN, read={11})
+    for name, version, deps in [("app-main", "1.0", ["app-dep"]), ("app-dep", "2.0", [])]:
+        filename, data = make_wheel(name, version, requires_dist=deps)
+        double.add_package_file(11, name, version, filename, data)
+    for name, filename, data in extra:
+        double.add_package_file(11, name, "1.0", filename, data)
+    return double
+
+
+@dataclass
+class Deployment:
+    proxy: ProxyProcess
+    double: GitLabDouble
+    server: Server
+
+    @property
+    def root(self) -> str:
+        return f"{self.proxy.url}/pypi/"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Two workers over one cache, under /pypi, trusting 127.0.0.1 as its reverse proxy."""
+    tmp_path = tmp_path_factory.mktemp("production")
+    double = _double()
+    with serve(double.app) as server:
+        sources = [{"name": "platform", "gitlab_project": 11}]
+        config = write_config(tmp_path, server.url, sources, token=TOKEN, extra=PROXY_SETTINGS)
+        proxy = start_proxy(config, "--workers", "2", "--log-format", "json")
+        try:
+            yield Deployment(proxy, double, server)
+        finally:
+            proxy.stop()
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def _until(check, what: str, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """Poll `check` until it returns something truthy (bounded): state other workers share."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
+    raise AssertionError(f"{what} did not happen within {seconds}s")
+
+
+def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (.ci/run installs it)"
+    result = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--dump-dom",
+            deployment.root,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = BeautifulSoup(result.stdout, "html.parser")
+    seen = page.get_text(" ", strip=True)
+    assert page.title is not None and page.title.get_text() == "gitlab-pypi-proxy"
+    headings = [h.get_text() for h in page.find_all("h2")]
+    assert headings == ["Sources", "Cache", "Recent uploads", "Use this proxy"]
+    rows = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]
+    platform = next(row for row in rows if row and row[0] == "platform")
+    assert platform[1] == "gitlab_project" and platform[2] in ("up", "unknown")
+    assert "File hit ratio" in seen and "Index page hit ratio" in seen
+    assert "none yet" in seen
+    index, upload = f"{deployment.root}simple/", f"{deployment.root}upload/"
+    snippets = {h3.get_text(): h3.find_next("pre").get_text() for h3 in page.find_all("h3")}
+    assert f"index-url = {index}" in snippets["pip.conf (or PIP_INDEX_URL)"]
+    assert f'url = "{index}"' in snippets["uv.toml (or [tool.uv] in pyproject.toml)"]
+    assert f"poetry source add --priority=primary proxy {index}" in snippets["poetry"]
+    assert f"repository = {upload}" in snippets["twine (~/.pypirc)"]
+    ci = snippets["GitLab CI (.gitlab-ci.yml)"]
+    assert f"PIP_INDEX_URL: {index}" in ci and f"--repository-url {upload}" in ci
+    assert TOKEN not in result.stdout
+
+
+def test_pip_under_base_path_and_metrics_summed_over_workers(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    before = _metrics(deployment.proxy.url)
+    installed = pip_install(
+        f"{deployment.root}simple/", tmp_path / "site", "app-main", home=tmp_path / "home"
+    )
+    assert installed.returncode == 0, installed.stderr
+    sizes = [len(f.content) for f in deployment.double.files if f.project_id == 11]
+    page = httpx.get(f"{deployment.root}simple/app-dep/")
+    link = re.search(r'href="([^"#]+)', page.text)
+    assert link is not None
+    again = httpx.get(f"{deployment.root}simple/app-dep/{link.group(1)}")
+    assert again.headers["x-cache"] == "HIT"
+    after = _metrics(deployment.proxy.url)
+
+    def delta(name: str, **labels: str) -> float:
+        return _delta(before, after, name, **labels)
+
+    prefix = "gitlab_pypi_proxy_"
+    assert delta(prefix + "cache_lookups_total", cache="file", outcome="miss") == 2
+    assert delta(prefix + "cache_lookups_total", cache="file", outcome="hit") == 1
+    assert delta(prefix + "served_file_bytes_total", origin="upstream") == sum(sizes)
+    assert delta(prefix + "served_file_bytes_total", origin="cache") == len(again.content)
+    assert delta(prefix + "http_requests_total", route="distribution_file", status="200") == 3
+    assert delta(prefix + "http_request_duration_seconds_count", route="distribution_file") == 3
+    assert delta(prefix + "http_requests_total", route="project_page", status="200") >= 3
+    assert delta(prefix + "upstream_requests_total", source="platform", outcome="2xx") >= 4
+    assert after[(prefix + "file_cache_entries", ())] >= 2
+    status = BeautifulSoup(httpx.get(deployment.root).text, "html.parser")
+    cells = {tr.th.get_text(): tr.td.get_text() for tr in status.find_all("tr") if tr.th and tr.td}
+    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\)", cells["File hit ratio"])
+    assert cells["Files cached"].startswith(("2 ", "3 "))
+
+
+def test_json_access_log_without_credentials(deployment: Deployment) -> None:
+    secret = "s3cret-password-in-header"
+    response = httpx.get(
+        f"{deployment.root}simple/app-main/?private_token=query-secret", auth=("carol", secret)
+    )
+    assert response.status_code == 200
+
+    def line() -> dict | None:
+        for text in deployment.proxy.log().splitlines():
+            if text.startswith("{") and '"path": "/pypi/simple/app-main/"' in text:
+                return json.loads(text)
+        return None
+
+    entry = _until(line, "the access log line")
+    assert entry["logger"] == "proxy.access" and entry["method"] == "GET"
+    assert entry["status"] == 200 and entry["bytes"] > 0 and entry["cache"] in ("OK", "STALE")
+    assert entry["user"] == "-" and entry["client"] == "127.0.0.1"
+    assert isinstance(entry["duration_ms"], float)
+    log = deployment.proxy.log()
+    assert secret not in log and "query-secret" not in log and TOKEN not in log
+
+
+def test_health_readiness_and_forwarded_host(deployment: Deployment) -> None:
+    for path in ("/healthz", "/pypi/healthz"):
+        health = httpx.get(deployment.proxy.url + path)
+        assert (health.status_code, health.text) == (200, "ok\n")
+    assert httpx.get(f"{deployment.root}simple/app-main/").status_code == 200
+
+    def ready_and_up() -> dict | None:
+        body = httpx.get(f"{deployment.root}readyz").json()
+        return body if body["sources"]["platform"]["state"] == "up" else None
+
+    body = _until(ready_and_up, "platform reported up by whichever worker answers")
+    assert body["ready"] is True and body["mode"] == "online" and body["config"] == "loaded"
+    behind = httpx.get(
+        deployment.root, headers={"x-forwarded-proto": "https", "x-forwarded-host": "pypi.acme.io"}
+    )
+    assert "index-url = https://pypi.acme.io/pypi/simple/" in behind.text
+    bare = httpx.get(f"{deployment.proxy.url}/pypi")
+    assert bare.status_code == 301 and bare.headers["location"] == "pypi/"
+    simple = httpx.get(f"{deployment.root}simple")
+    assert simple.status_code == 301 and simple.headers["location"] == "simple/"
+
+
+def _readiness_of(tmp_path: Path, gitlab_url: str) -> tuple[ProxyProcess, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = write_config(
+        tmp_path, gitlab_url, [{"name": "platform", "gitlab_project": 11}], token=TOKEN
+    )
+    return start_proxy(config), config
+
+
+def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -> None:
+    with serve(_double().app) as server:
+        proxy, _ = _readiness_of(tmp_path / "warm", server.url)
+        empty = None
+        try:
+            assert httpx.get(f"{proxy.url}/simple/app-main/").status_code == 200
+            server.stop()
+            assert httpx.get(f"{proxy.url}/simple/app-dep/").status_code == 502
+            ready = httpx.get(f"{proxy.url}/readyz")
+            body = ready.json()
+            assert ready.status_code == 200 and body["ready"] is True
+            assert body["sources"]["platform"]["state"] == "down"
+            assert body["offline_serving_possible"] is True
+            assert "serving from the cache" in body["mode"]
+            assert body["sources"]["platform"]["reason"] == "ConnectError"
+            # one worker counts into the multiprocess files too, and its scrape reads them
+            counted = _metrics(proxy.url)
+            failed = ("gitlab_pypi_proxy_upstream_requests_total", "error", "platform")
+            # two failed calls: the simple page and the Packages API asked beside it (PEP 700)
+            assert counted[(failed[0], (("outcome", failed[1]), ("source", failed[2])))] == 2
+            assert (
+                _delta(
+                    {},
+                    counted,
+                    "gitlab_pypi_proxy_cache_lookups_total",
+                    cache="page",
+                    outcome="miss",
+                )
+                >= 1
+            )
+
+            empty, _ = _readiness_of(tmp_path / "cold", server.url)
+            assert httpx.get(f"{empty.url}/simple/app-main/").status_code == 502
+            cold = httpx.get(f"{empty.url}/readyz")
+            assert cold.status_code == 503 and cold.json()["ready"] is False
+            assert "nothing is cached" in cold.json()["mode"]
+        finally:
+            proxy.stop()
+            if empty is not None:
+                empty.stop()
+
+
+def test_graceful_shutdown_lets_a_download_finish(tmp_path: Path) -> None:
+    big = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(1_000_000))  # 32 MB
+    filename = "big_blob-1.0-py3-none-any.whl"
+    with serve(_double(("big-blob", filename, big)).app) as server:
+        proxy, _ = _readiness_of(tmp_path, server.url)
+        try:
+            page = httpx.get(f"{proxy.url}/simple/big-blob/").text
+            link = re.search(r'href="([^"#]+)', page)
+            assert link is not None
+            digest = hashlib.sha256()
+            with httpx.stream("GET", f"{proxy.url}/simple/big-blob/{link.group(1)}") as body:
+                chunks = body.iter_bytes()
+                digest.update(next(chunks))
+                proxy.process.terminate()  # SIGTERM while most of the file is still to come
+                for chunk in chunks:
+                    digest.update(chunk)
+            assert digest.hexdigest() == hashlib.sha256(big).hexdigest()
+            # uvicorn re-raises SIGTERM once it has shut down cleanly: the status says "signal"
+            assert proxy.process.wait(timeout=30) in (0, -15)
+            assert "Application shutdown complete" in proxy.log()
+        finally:
+            proxy.stop()
+
+
+def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
+    double = _double()
+    with serve(double.app) as server:
+        replicas = []
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                config = write_config(
+                    tmp_path / name,
+                    server.url,
+                    [{"name": "platform", "gitlab_project": 11}],
+                    token=TOKEN,
+                    index_ttl=0,
+                )
+                replicas.append(start_proxy(config))
+            a, b = (r.url for r in replicas)
+            for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
+                pages = [
+                    httpx.get(f"{u}/simple/app-main/", headers={"accept": accept}) for u in (a, b)
+                ]
+                assert pages[0].content == pages[1].content
+                assert pages[0].headers["etag"] == pages[1].headers["etag"]
+            link = re.search(r'href="([^"#]+)', httpx.get(f"{a}/simple/app-main/").text)
+            assert link is not None
+            from_b = httpx.get(f"{b}/simple/app-main/{link.group(1)}")
+            wanted = next(f for f in double.files if f.name == "app-main").content
+            assert from_b.status_code == 200 and from_b.content == wanted
+            # an upload through one replica reaches GitLab; every replica sees it within index_ttl
+            filename, data = make_wheel("app-main", "1.1")
+            double.add_package_file(11, "app-main", "1.1", filename, data)
+            for url in (a, b):
+                assert filename in httpx.get(f"{url}/simple/app-main/").text
+        finally:
+            for replica in replicas:
+                replica.stop()
