@@ -30,7 +30,8 @@ class AccessControl:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(_GUARDED):
+        # The status page at / names sources and recent uploads: guarded like the index.
+        if scope["type"] != "http" or not (path.startswith(_GUARDED) or path == "/"):
             return await self.app(scope, receive, send)
         auth: Authenticator = scope["app"].state.services.auth
         upload = path.startswith("/upload")

@@ -68,6 +68,7 @@ class Services:
             config.users,
             frozenset(s.name for s in config.sources if s.kind == "gitlab_project"),
             {s.name: s.readable_with for s in gitlab},
+            frozenset(s.name for s in public),
         )
         index = Index(sources, public, pages)
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)

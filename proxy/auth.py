@@ -88,11 +88,13 @@ class Authenticator:
         users: Sequence[UserConfig],
         upload_targets: frozenset[str],
         probes: Mapping[str, Probe],
+        public: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.users = {u.name: u for u in users}
         self.upload_targets = upload_targets  # the gitlab_project sources
         self.probes = dict(probes)  # source name → probe, for passthrough reads
+        self.public = public  # url sources: readable by any caller GitLab accepts
         self._key = secrets.token_bytes(32)
         self._verified: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._readable: dict[str, tuple[float, frozenset[str]]] = {}
@@ -120,7 +122,7 @@ class Authenticator:
         readable = await self._passthrough_readable(self._fingerprint(name, password), auth)
         if not readable:
             raise Unauthorized
-        return Identity(None, readable, frozenset(), auth, passthrough=True)
+        return Identity(None, readable | self.public, frozenset(), auth, passthrough=True)
 
     def _user_identity(self, user: UserConfig) -> Identity:
         readable = None if "*" in user.read else user.read

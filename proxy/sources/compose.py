@@ -71,6 +71,15 @@ class Index:
             if public:
                 self.shadows.check(name, public)
             return self._merge(name, found, results, partial=bool(failures or offline))
+        if public:
+            # Ownership counts every GitLab source, also those this caller may not read: a name
+            # one of them has is a 404 for this caller, never a public package.
+            hidden = [s for s in self.sources if s not in private]
+            hidden_results, hidden_failures, hidden_offline = await self._ask(hidden, name)
+            if any(r.value is not None for r in hidden_results):
+                raise NotFound(name)
+            failures += hidden_failures
+            offline = offline or hidden_offline
         if failures and public:
             closed = [f for f in failures if name not in self._allow_public(f.source)]
             if closed:

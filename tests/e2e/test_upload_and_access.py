@@ -208,7 +208,7 @@ def test_upload_with_gitlab_down_is_502_naming_it(gitlab, proxy) -> None:
 
 
 def test_anonymous_is_challenged(proxy) -> None:
-    for path in ("/simple/", "/simple/basepkg/", "/files/" + "a" * 64 + "/x-1.0.tar.gz"):
+    for path in ("/", "/simple/", "/simple/basepkg/", "/files/" + "a" * 64 + "/x-1.0.tar.gz"):
         response = httpx.get(proxy.url + path)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Basic realm="acme packages"'

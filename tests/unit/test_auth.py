@@ -25,9 +25,10 @@ def authenticator(
     anonymous_read: bool = False,
     passthrough: bool = False,
     probes: dict | None = None,
+    public: frozenset[str] = frozenset(),
 ) -> Authenticator:
     config = AuthConfig(anonymous_read=anonymous_read, passthrough=passthrough)
-    return Authenticator(config, users, TARGETS, probes or {})
+    return Authenticator(config, users, TARGETS, probes or {}, public)
 
 
 def test_hash_format_is_self_describing_and_salted() -> None:
@@ -156,9 +157,18 @@ async def test_passthrough_that_can_read_nothing_is_challenged() -> None:
     async def no(auth: httpx.Auth) -> bool:
         return False
 
-    auth = authenticator(passthrough=True, probes={"platform": no})
-    with pytest.raises(Unauthorized):
+    auth = authenticator(passthrough=True, probes={"platform": no}, public=frozenset({"pypi"}))
+    with pytest.raises(Unauthorized):  # public sources alone do not make credentials valid
         await auth.identify(header("x", "glpat-unknown"))
+
+
+async def test_passthrough_credentials_gitlab_accepts_read_the_public_sources_too() -> None:
+    async def yes(auth: httpx.Auth) -> bool:
+        return True
+
+    auth = authenticator(passthrough=True, probes={"platform": yes}, public=frozenset({"pypi"}))
+    identity = await auth.identify(header("gitlab-ci-token", "glcbt-job"))
+    assert identity.readable == {"platform", "pypi"}
 
 
 async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from proxy.cache.pages import PageCache
 from proxy.config import SourceConfig
-from proxy.sources.compose import FailClosed, Index
+from proxy.sources.compose import FailClosed, Index, NotFound
 from tests.unit.fakes import FakeSource
 
 A, B = "a" * 64, "b" * 64
@@ -77,3 +77,29 @@ async def test_root_lists_the_gitlab_names_only(tmp_path: Path) -> None:
     public.add("requests", "requests-2.0-py3-none-any.whl", B)
     listing = await _index(tmp_path, [gitlab], [public]).project_list()
     assert listing.names == frozenset({"acme-utils"})
+
+
+async def test_a_name_owned_by_a_source_the_caller_may_not_read_never_comes_from_public(
+    tmp_path: Path,
+) -> None:
+    hidden, readable, public = (
+        ConfiguredFake("secret"),
+        ConfiguredFake("platform"),
+        FakeSource("public"),
+    )
+    hidden.add("acme-secret", "acme_secret-1.0-py3-none-any.whl", A)
+    public.add("acme-secret", "acme_secret-99.0-py3-none-any.whl", B)
+    index = _index(tmp_path, [hidden, readable], [public])
+    with pytest.raises(NotFound):
+        await index.project_page("acme-secret", frozenset({"platform", "public"}))
+    assert public.page_calls == 0
+
+
+async def test_hidden_sources_are_not_asked_when_no_public_source_could_answer(
+    tmp_path: Path,
+) -> None:
+    hidden, readable = ConfiguredFake("secret"), ConfiguredFake("platform")
+    index = _index(tmp_path, [hidden, readable], [])
+    with pytest.raises(NotFound):
+        await index.project_page("anything", frozenset({"platform"}))
+    assert hidden.page_calls == 0
