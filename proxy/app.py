@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -19,14 +19,14 @@ from proxy.access import AccessControl, identity_of, may_read_file
 from proxy.access_log import AccessLog
 from proxy.auth import Authenticator
 from proxy.behind_proxy import BehindProxy
-from proxy.cache.files import FileStore
+from proxy.cache.files import CacheUnwritable, FileStore, verified
 from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
 from proxy.core_metadata import CoreMetadata
 from proxy.file_responses import FileBody, cached_response, file_headers
 from proxy.health import healthz, readyz
-from proxy.model import ProjectList, ProjectPage
+from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
 from proxy.recent_uploads import RecentUploads
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
@@ -201,20 +201,50 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     if not candidates:
         return error(404, f"no readable source offers {filename}")
     metrics.FILE_MISS.inc()
+    if not svc.files.keeping:
+        return await unkept_file(request, sha256, filename, candidates)
     download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
     try:
         await asyncio.shield(download.started)
-    except FileNotFoundUpstream:
-        return error(404, f"no source has {filename} with sha256 {sha256}")
-    except Unavailable as exc:
-        return upstream_error(exc)
+    except CacheUnwritable:
+        return await unkept_file(request, sha256, filename, candidates)
     except Exception as exc:
-        log.error("download of %s failed: %s", filename, exc)
-        return error(502, f"upstream download of {filename} failed")
+        return fetch_error(exc, sha256, filename)
     svc.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
     body = None if request.method == "HEAD" else download.follow()
     return FileBody(200, headers, body, label=filename)
+
+
+def fetch_error(exc: Exception, sha256: str, filename: str) -> Response:
+    if isinstance(exc, FileNotFoundUpstream):
+        return error(404, f"no source has {filename} with sha256 {sha256}")
+    if isinstance(exc, Unavailable):
+        return upstream_error(exc)
+    log.error("download of %s failed: %s", filename, exc)
+    return error(502, f"upstream download of {filename} failed")
+
+
+async def unkept_file(
+    request: Request, sha256: str, filename: str, candidates: list[DistFile]
+) -> Response | FileBody:
+    """The cache cannot take files now: stream from upstream, verified, without keeping."""
+    stack = AsyncExitStack()
+    try:
+        stream = await stack.enter_async_context(services(request).index.open_first(candidates))
+    except Exception as exc:
+        return fetch_error(exc, sha256, filename)
+    headers = file_headers(sha256, stream.size, None, "BYPASS")
+    if request.method == "HEAD":
+        await stack.aclose()
+        return FileBody(200, headers, None, label=filename)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with stack:
+            async for chunk in verified(stream.chunks, sha256):
+                yield chunk
+
+    return FileBody(200, headers, body(), label=filename)
 
 
 async def core_metadata_file(request: Request, sha256: str, filename: str) -> Response:

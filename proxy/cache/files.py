@@ -8,6 +8,9 @@ is checked: on a mismatch no client ever receives a complete wrong file, and not
 verified file is moved (not copied) into diskcache, which evicts least recently used entries past
 `max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
 All disk I/O and hashing happen in worker threads, never on the event loop.
+
+A cache directory that cannot be written (disk full, read-only) degrades instead of failing: for
+a minute at a time, files are streamed from upstream verified (`verified`) but not kept.
 """
 
 import asyncio
@@ -17,6 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -33,10 +37,15 @@ log = logging.getLogger("proxy.cache.files")
 
 CHUNK = 256 * 1024
 _LOCK_POLL = 0.05  # seconds between tries for another worker's download lock
+_DEGRADED_SECONDS = 60  # after a failed write, how long files are served without keeping
 
 
 class HashMismatch(Exception):
     """The upstream's bytes do not hash to the digest the file is addressed by."""
+
+
+class CacheUnwritable(Exception):
+    """The cache directory cannot take a new file now; serve it without keeping it."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,9 @@ class CachedFile:
 class Download:
     """One upstream download, followed by any number of readers."""
 
-    def __init__(self, sha256: str, path: str, reopen: Callable[[], "CachedFile | None"]) -> None:
-        self.sha256, self.path, self._reopen = sha256, path, reopen
+    def __init__(self, sha256: str, reopen: Callable[[], "CachedFile | None"]) -> None:
+        self.sha256, self._reopen = sha256, reopen
+        self.path = ""  # the temporary file, made once the download is sure to run
         self.size: int | None = None  # as announced by the upstream
         self.written = 0
         self.done = False
@@ -169,6 +179,7 @@ class FileStore:
         self._locks.mkdir(exist_ok=True)
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._degraded_until = 0.0
 
     def close(self) -> None:
         self._disk.close()
@@ -267,9 +278,7 @@ class FileStore:
         if current is not None:
             metrics.FILE_JOIN.inc()
             return current
-        fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
-        os.close(fd)  # reopened in a thread by the writer
-        download = Download(sha256, path, lambda: self._open(sha256, count=False))
+        download = Download(sha256, lambda: self._open(sha256, count=False))
         self._downloads[sha256] = download
         task = asyncio.ensure_future(self._run(download, opener))
         self._tasks.add(task)
@@ -287,22 +296,23 @@ class FileStore:
             if cached is not None:  # another worker kept it while this one waited
                 download.size = download.written = cached.size
                 cached.close()
-                await asyncio.to_thread(os.unlink, download.path)
                 download.started.set_result(None)
                 return
-            async with opener() as stream:
-                download.size = stream.size
-                download.started.set_result(None)
-                # Unbuffered: `written` must only count bytes that followers can already read.
-                handle = await asyncio.to_thread(open, download.path, "wb", buffering=0)
-                try:
+            handle = await self._temporary(download)
+            try:
+                async with opener() as stream:
+                    download.size = stream.size
+                    download.started.set_result(None)
                     async for chunk in stream.chunks:
-                        await asyncio.to_thread(_write, handle, digest, chunk)
+                        try:
+                            await asyncio.to_thread(_write, handle, digest, chunk)
+                        except OSError as exc:
+                            raise self._unwritable(exc) from None
                         download.written += len(chunk)
                         download.notify()
                     await asyncio.to_thread(_flush, handle)
-                finally:
-                    await asyncio.to_thread(handle.close)
+            finally:
+                await asyncio.to_thread(handle.close)
             if stream.size is not None and download.written != stream.size:
                 raise HashMismatch(f"got {download.written} of {stream.size} bytes")
             if digest.hexdigest() != download.sha256:
@@ -313,8 +323,9 @@ class FileStore:
             if not download.started.done():
                 download.started.set_exception(exc)
                 download.started.exception()  # a caller may never look
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(os.unlink, download.path)
+            if download.path:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(os.unlink, download.path)
             if isinstance(exc, HashMismatch):
                 log.error("file %s not kept: %s", download.sha256, exc)
             elif not isinstance(exc, Exception):
@@ -326,9 +337,43 @@ class FileStore:
             self._downloads.pop(download.sha256, None)
             download.notify()
 
+    @property
+    def keeping(self) -> bool:
+        """False for a while after the cache directory failed a write: serve without keeping."""
+        return time.monotonic() >= self._degraded_until
+
+    def _unwritable(self, exc: OSError) -> CacheUnwritable:
+        self._degraded_until = time.monotonic() + _DEGRADED_SECONDS
+        log.warning(
+            "cache directory cannot be written (%s): serving files without keeping them for %ds",
+            exc.strerror or exc,
+            _DEGRADED_SECONDS,
+        )
+        return CacheUnwritable(str(exc.strerror or exc))
+
+    async def _temporary(self, download: Download) -> BinaryIO:
+        """The file the download is written to, on the cache's file system (adoption renames)."""
+
+        def make() -> BinaryIO:
+            fd, download.path = tempfile.mkstemp(
+                dir=self._tmp, prefix=download.sha256[:16], suffix=".part"
+            )
+            # Unbuffered: `written` must only count bytes that followers can already read.
+            return os.fdopen(fd, "wb", buffering=0)
+
+        try:
+            return await asyncio.to_thread(make)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+
     async def _lock(self, sha256: str) -> int:
         """An exclusive flock on this digest's lock file, waiting while another worker holds it."""
-        fd = await asyncio.to_thread(os.open, self._locks / sha256, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = await asyncio.to_thread(
+                os.open, self._locks / sha256, os.O_CREAT | os.O_RDWR, 0o644
+            )
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             while True:
                 try:
@@ -358,3 +403,19 @@ def _write(handle: BinaryIO, digest: "hashlib._Hash", chunk: bytes) -> None:
 def _flush(handle: BinaryIO) -> None:
     handle.flush()
     os.fsync(handle.fileno())
+
+
+async def verified(chunks: AsyncIterator[bytes], sha256: str) -> AsyncIterator[bytes]:
+    """`chunks` passed through unkept, the last one held back until the whole hashes to `sha256`:
+    on a mismatch the client never receives a complete wrong file."""
+    digest = hashlib.sha256()
+    held: bytes | None = None
+    async for chunk in chunks:
+        await asyncio.to_thread(digest.update, chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if digest.hexdigest() != sha256:
+        raise HashMismatch(f"content hashes to {digest.hexdigest()}")
+    if held is not None:
+        yield held

@@ -167,3 +167,22 @@ def test_a_large_file_streams_through_and_is_kept(tmp_path: Path) -> None:
         finally:
             proxy.stop()
     assert double.count("GET", f"/api/v4/projects/11/packages/pypi/files/{sha}") == 1
+
+
+def test_a_cache_that_cannot_be_written_serves_files_verified_without_keeping(
+    proxy_and_gitlab, tmp_path: Path
+) -> None:
+    proxy, _, _ = proxy_and_gitlab
+    incoming = tmp_path / "cache" / "files" / "incoming"
+    incoming.rmdir()
+    incoming.write_bytes(b"")  # every new temporary file now fails, as on a full disk
+    result = pip_install(f"{proxy.url}/simple/", tmp_path / "site", "app-main", home=tmp_path / "h")
+    assert result.returncode == 0, result.stderr
+    assert "serving files without keeping them" in proxy.log()
+    page = httpx.get(
+        f"{proxy.url}/simple/app-dep/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    ).json()
+    again = httpx.get(f"{proxy.url}/simple/app-dep/{page['files'][0]['url']}")
+    assert again.status_code == 200
+    assert again.headers["x-cache"] == "BYPASS"  # still not kept, still served
+    assert hashlib.sha256(again.content).hexdigest() == page["files"][0]["hashes"]["sha256"]

@@ -1,13 +1,15 @@
 """The verified file store: single-flight, verification, eviction safety, no partial entries."""
 
 import asyncio
+import errno
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
-from proxy.cache.files import FileStore, HashMismatch
+from proxy.cache import files as files_module
+from proxy.cache.files import CacheUnwritable, FileStore, HashMismatch, verified
 from tests.unit.fakes import FakeSource
 
 CONTENT = os.urandom(300_000)
@@ -124,3 +126,55 @@ async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> 
     assert await asyncio.gather(*readers) == [CONTENT, CONTENT]
     assert source.file_calls == 1
     assert list((tmp_path / "files" / "locks").iterdir()) == []
+
+
+async def test_a_cache_that_cannot_take_a_file_degrades_to_serving_unkept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_module.tempfile, "mkstemp", full)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    with pytest.raises(CacheUnwritable):
+        await download.started
+    assert not store.keeping
+    assert source.file_calls == 0  # the upstream is left to the unkept path
+    assert await store.open(SHA) is None
+
+
+async def test_a_write_failing_midway_keeps_nothing_and_degrades(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes, write = [], files_module._write
+
+    def fill_up(handle, digest, chunk: bytes) -> None:
+        writes.append(len(chunk))
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(handle, digest, chunk)
+
+    monkeypatch.setattr(files_module, "_write", fill_up)
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT})))
+    with pytest.raises(CacheUnwritable):
+        await read_all(download)
+    assert not store.keeping
+    assert await store.open(SHA) is None
+    assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def _chunks(data: bytes):
+    for start in range(0, len(data), 1000):
+        yield data[start : start + 1000]
+
+
+async def test_verified_passes_the_right_bytes_and_never_completes_wrong_ones() -> None:
+    assert b"".join([c async for c in verified(_chunks(CONTENT), SHA)]) == CONTENT
+    wrong, received = CONTENT[:-1] + bytes([CONTENT[-1] ^ 1]), bytearray()
+    with pytest.raises(HashMismatch):
+        async for chunk in verified(_chunks(wrong), SHA):
+            received += chunk
+    assert len(received) < len(CONTENT)
