@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.test_prefetch import SOURCES, TOKEN, _double, cache_cli, prefetch
+from tests.e2e.test_prefetch import GITLAB_SOURCES, TOKEN, _double, cache_cli, prefetch
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import Server, serve
@@ -18,7 +18,7 @@ from tests.servers import Server, serve
 def gitlab(tmp_path: Path) -> Iterator[tuple[GitLabDouble, Server, Path]]:
     double = _double()
     with serve(double.app) as server:
-        yield double, server, write_config(tmp_path, server.url, SOURCES, token=TOKEN)
+        yield double, server, write_config(tmp_path, server.url, GITLAB_SOURCES, token=TOKEN)
 
 
 def _fetched(stdout: str) -> set[str]:
