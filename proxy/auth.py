@@ -3,6 +3,8 @@ credentials the proxy sends to GitLab on that identity's behalf).
 
 Each credential pays the slow password hash once per few minutes: verified credentials are
 remembered in memory under an HMAC of the password with a per-process key, never the password.
+A name that is no user pays it too (against a dummy hash), so the time of a refusal does not
+tell which user names exist.
 Passthrough credentials (no proxy user) are shown only the sources GitLab lets them read; that
 verdict is remembered the same way, briefly.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from proxy.config import AuthConfig, UserConfig
-from proxy.passwords import verify_hash, verify_plain
+from proxy.passwords import dummy_hash, verify_hash, verify_plain
 from proxy.sources.base import SourceUnavailable
 
 log = logging.getLogger("proxy.auth")
@@ -96,6 +98,9 @@ class Authenticator:
         self.probes = dict(probes)  # source name → probe, for passthrough reads
         self.public = public  # url sources: readable by any caller GitLab accepts
         self._key = secrets.token_bytes(32)
+        # checked for names that are no user: at the cost of the configured hashes
+        hashes = [u.password_hash for u in users if u.password_hash]
+        self._dummy_hash = dummy_hash(hashes[0] if hashes else None)
         self._verified: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._readable: dict[str, tuple[float, frozenset[str]]] = {}
         self._flights: dict[str, asyncio.Task[frozenset[str]]] = {}
@@ -139,18 +144,25 @@ class Authenticator:
             return self.users.get(known[1]) if known[1] else None
         if name == TOKEN_USER:
             candidates = list(self.users.values())
+        elif name in self.users:
+            candidates = [self.users[name]]
+        elif self.config.passthrough:
+            return None  # GitLab is asked about these credentials next
         else:
-            candidates = [self.users[name]] if name in self.users else []
-        found = None
+            candidates = []
+        found, hashed = None, False
         for user in candidates:
             if user.password is not None:
                 matched = verify_plain(password, user.password)
             else:
                 matched = await asyncio.to_thread(verify_hash, password, user.password_hash or "")
+                hashed = True
             if matched and found is None:
                 found = user
-        if candidates:
-            self._remember(self._verified, key, (now + VERIFIED_SECONDS, found and found.name))
+        if not hashed:
+            # An unknown name (or plain passwords only) costs what a hashed password costs.
+            await asyncio.to_thread(verify_hash, password, self._dummy_hash)
+        self._remember(self._verified, key, (now + VERIFIED_SECONDS, found and found.name))
         return found
 
     async def _passthrough_readable(self, fingerprint: str, auth: httpx.Auth) -> frozenset[str]:

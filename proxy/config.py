@@ -92,6 +92,7 @@ class AuthConfig:
 @dataclass(frozen=True)
 class UploadConfig:
     default_source: str | None = None
+    max_size: int = 3 * 2**30  # bytes of a whole upload request; GitLab's default file limit
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,16 @@ class _Reader:
         if value <= 0:
             raise self.error(key, "must be positive")
         return float(value)
+
+    def size(self, key: str, default: str, *, minimum: int = 0) -> int:
+        """A size such as "20GiB" (or a number of bytes)."""
+        try:
+            size = parse_size(self._get(key, (str, int), default, f"a size such as {default}"))
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if size < minimum:
+            raise self.error(key, f"must be at least {minimum} bytes")
+        return size
 
     def boolean(self, key: str, default: bool) -> bool:
         return bool(self._get(key, bool, default, "true or false"))
@@ -246,13 +257,9 @@ def _server(r: _Reader) -> ServerConfig:
 def _cache(r: _Reader, base: Path) -> CacheConfig:
     r.check_keys({"directory", "max_size", "index_ttl", "offline"})
     directory = Path(r.string("directory", "./cache")).expanduser()
-    try:
-        max_size = parse_size(r._get("max_size", (str, int), "20GiB", "a size such as 20GiB"))
-    except ValueError as exc:
-        raise r.error("max_size", str(exc)) from None
     return CacheConfig(
         directory=directory if directory.is_absolute() else base / directory,
-        max_size=max_size,
+        max_size=r.size("max_size", "20GiB"),
         index_ttl=r.integer("index_ttl", 300),
         offline=r.boolean("offline", False),
     )
@@ -367,7 +374,7 @@ def load(path: str | Path) -> Config:
     )
     users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
     upload_r = root.table_at("upload")
-    upload_r.check_keys({"default_source"})
+    upload_r.check_keys({"default_source", "max_size"})
     default = upload_r.string("default_source")
     if default is not None:
         target = next((s for s in sources if s.name == default), None)
@@ -381,5 +388,7 @@ def load(path: str | Path) -> Config:
         sources=sources,
         auth=auth,
         users=users,
-        upload=UploadConfig(default_source=default),
+        upload=UploadConfig(
+            default_source=default, max_size=upload_r.size("max_size", "3GiB", minimum=1024)
+        ),
     )

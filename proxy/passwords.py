@@ -38,6 +38,14 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
 
 
+def dummy_hash(like: str | None = None) -> str:
+    """A well-formed hash that no password matches (its key is random), at the cost of `like`
+    (or the default): checking a password against it takes as long as a real check."""
+    n, r, p, _, key = parse_hash(like) if like else (_N, _R, _P, b"", bytes(_KEY_BYTES))
+    salt, key = secrets.token_bytes(16), secrets.token_bytes(len(key))
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(key)}"
+
+
 def parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     """(n, r, p, salt, key) of a hash string; raises InvalidHash."""
     parts = encoded.split("$")

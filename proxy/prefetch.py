@@ -25,7 +25,7 @@ from proxy.lockfiles import LockFileError, Wanted, parse_lock, parse_requirement
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
 from proxy.progress import Progress
-from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
+from proxy.sources.base import FileNotFoundUpstream, Refused, SourceUnavailable
 from proxy.sources.compose import NotFound, Unavailable
 
 T = TypeVar("T")
@@ -81,7 +81,7 @@ def package_wanted(spec: str) -> Wanted:
 
 async def source_wanted(services: Services, name: str, latest: int | None) -> list[Wanted]:
     """Every package of GitLab source `name` (Packages API, all pages), the `latest` N versions
-    of each name when given."""
+    of each name when given. Raises Refused when GitLab will not list them."""
     source = services.index.by_name.get(name)
     if source is None:
         raise LockFileError(f"--source {name}: no source of that name in the configuration")
@@ -253,7 +253,7 @@ async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> 
         for name in inputs.sources:
             try:
                 wanted += await source_wanted(services, name, inputs.latest)
-            except SourceUnavailable as exc:
+            except (SourceUnavailable, Refused) as exc:
                 prefetch.fail(f"--source {name}", str(exc))
         return await prefetch.run(wanted)
     finally:

@@ -1,5 +1,6 @@
 """Uploads (twine, uv publish, poetry, pdm): multipart in, spooled to disk, hashed, verified,
 forwarded to the GitLab project with the caller's upstream credentials, the page invalidated.
+A body over `[upload] max_size` is refused (413) as soon as that is known, spooling no more.
 
 GitLab never hashes what it stores, so the proxy always sends the digests it computed itself.
 """
@@ -16,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from proxy import metrics
 from proxy.access import identity_of
+from proxy.body_limit import BodyTooLarge, check_declared, limited
 from proxy.names import InvalidName, normalize, validate, validate_filename
 from proxy.recent_uploads import Upload
 from proxy.sources.base import SourceUnavailable
@@ -69,9 +71,16 @@ async def upload(request: Request) -> Response:
     source = _target(request)
     if isinstance(source, Response):
         return source
+    limit = request.app.state.services.config.upload.max_size
     try:
+        check_declared(request.headers, limit)
+        # starlette closes (and so deletes) the spooled files when reading fails
+        request = Request(request.scope, limited(request.receive, limit))
         async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
             return await _forward(request, source, form)
+    except BodyTooLarge as exc:
+        log.info("upload to %s refused: %s", source.name, exc)
+        return _reply(413, str(exc))
     except MultiPartException as exc:
         return _reply(400, f"not a valid upload form: {exc}")
     except ClientDisconnect:

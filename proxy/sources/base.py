@@ -18,6 +18,15 @@ class SourceUnavailable(Exception):
         self.source, self.reason, self.timeout = source, reason, timeout
 
 
+class Refused(Exception):
+    """The source answered, but would not give what was asked (401, 403, 404, ...): a token
+    without the scope or the access it needs, or a wrong project. Never holds a secret."""
+
+    def __init__(self, source: str, what: str, status: int, hint: str = "") -> None:
+        super().__init__(f"source {source}: {what} answered HTTP {status}{hint}")
+        self.source, self.status = source, status
+
+
 class FileNotFoundUpstream(Exception):
     """The source does not have that file (or refuses to show it)."""
 

@@ -15,7 +15,7 @@ from proxy.config import GitLabConfig, SourceConfig
 from proxy.model import DistFile, ProjectPage
 from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
-from proxy.sources.base import FileStream, SourceUnavailable
+from proxy.sources.base import FileStream, Refused, SourceUnavailable
 from proxy.sources.gitlab_details import FileDetails
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
@@ -36,6 +36,14 @@ UPLOAD_FIELDS = (
     "keywords",
 )
 _UPLOAD_READ_TIMEOUT = 300.0  # GitLab stores the file before it answers
+_API_HINT = " (the token needs the read_api scope and read access to the project or group)"
+
+
+def _drop(task: asyncio.Future[object]) -> None:
+    """Cancel a side request whose answer is no longer wanted, its failure included (else
+    asyncio reports a refusal it already raised as never retrieved)."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 @dataclass(frozen=True)
@@ -94,10 +102,10 @@ class GitLabSource:
         try:
             response = await upstream.get(self.client, self.name, url, auth=self.auth)
         except BaseException:
-            packages.cancel()
+            _drop(packages)
             raise
         if response.status_code != 200:
-            packages.cancel()
+            _drop(packages)
             self._refused(f"page {name}", response)
             return None
         links = await asyncio.to_thread(parse_project_page, response.text, url)
@@ -146,10 +154,18 @@ class GitLabSource:
                 self._refused("root index", response)
                 return frozenset()
             return await asyncio.to_thread(parse_project_names, response.text)
-        return frozenset([normalize(p["name"]) async for p in self.packages()])
+        try:
+            return frozenset([normalize(p["name"]) async for p in self.packages()])
+        except Refused as exc:
+            log.warning("%s; listing no names", exc)
+            return frozenset()
 
     async def packages(self, **filters: str) -> AsyncIterator[dict]:
-        """Every PyPI package entity of the Packages API, all pages."""
+        """Every PyPI package entity of the Packages API, all pages.
+
+        Raises Refused when GitLab will not list them (a token without read_api, say), rather
+        than end as if the source were empty.
+        """
         async for package in self._paged(self.packages_url, {"package_type": "pypi", **filters}):
             yield package
 
@@ -159,8 +175,7 @@ class GitLabSource:
             query = {**params, "per_page": 100, "page": page}
             response = await upstream.get(self.client, self.name, url, auth=self.auth, params=query)
             if response.status_code != 200:
-                self._refused(f"API {url}", response)
-                return
+                raise Refused(self.name, "the Packages API", response.status_code, _API_HINT)
             for item in response.json():
                 yield item
             page = response.headers.get("x-next-page") or None

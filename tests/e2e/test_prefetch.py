@@ -1,9 +1,10 @@
-"""Issue 6 end to end: prefetch what a lock file names, then install it with GitLab gone.
+"""Issue 6 end to end: prefetch what a lock file names, then install it with every upstream gone.
 
-One GitLab double with two projects; `uv pip compile --generate-hashes` (and `--format
-pylock.toml`) through an online proxy writes the lock files; `gitlab-pypi-proxy prefetch` fills a
-second, empty cache from them; with the double stopped, pip and `uv pip sync` install the set
-through an `offline = true` proxy on that cache, and again from a cache imported from a bundle.
+One GitLab double with two projects and a public index (pypiserver) with a package no GitLab
+project has; `uv pip compile --generate-hashes` (and `--format pylock.toml`) through an online
+proxy writes the lock files; `gitlab-pypi-proxy prefetch` fills a second, empty cache from them;
+with the double and pypiserver stopped, pip and `uv pip sync` install the set through an
+`offline = true` proxy on that cache, and again from a cache imported from a bundle.
 """
 
 import hashlib
@@ -23,14 +24,26 @@ from tests.clients import isolated_env, run, uv_binary
 from tests.dists import make_sdist, make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
+from tests.public_index import pypiserver
 from tests.servers import serve
 
 TOKEN = "glpat-prefetch"
-SOURCES = [
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+GITLAB_SOURCES = [
     {"name": "platform", "gitlab_project": 11},
     {"name": "tools", "gitlab_project": 12},
 ]
-INSTALLED = {"app_main-1.0.dist-info", "app_dep-2.0.dist-info", "tool_x-1.1.dist-info"}
+INSTALLED = {
+    "app_main-1.0.dist-info",
+    "app_dep-2.0.dist-info",
+    "tool_x-1.1.dist-info",
+    "pub_lib-1.0.dist-info",  # from the public index only
+}
+NOWHERE = "http://127.0.0.1:9"  # nothing listens
+
+
+def _sources(public_url: str) -> list[dict[str, object]]:
+    return [*GITLAB_SOURCES, {"name": "public", "url": public_url}]
 
 
 def _double() -> GitLabDouble:
@@ -39,7 +52,7 @@ def _double() -> GitLabDouble:
     double.add_project(12, "acme/tools")
     double.add_token(TOKEN, read={11, 12})
     for project, name, version, deps in [
-        (11, "app-main", "1.0", ["app-dep", "tool-x"]),
+        (11, "app-main", "1.0", ["app-dep", "tool-x", "pub-lib"]),
         (11, "app-dep", "2.0", []),
         (12, "tool-x", "1.0", []),
         (12, "tool-x", "1.1", []),
@@ -65,7 +78,7 @@ def cache_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @dataclass
 class Prefetched:
     root: Path
-    config: Path  # the cache filled by prefetch, GitLab now gone
+    config: Path  # the cache filled by prefetch, GitLab and the public index now gone
     requirements: Path
     pylock: Path
     uv_lock: Path
@@ -101,9 +114,11 @@ def _lock_project(index: str, project: Path, home: Path) -> Path:
 def prefetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefetched]:
     root = tmp_path_factory.mktemp("prefetch")
     double = _double()
-    with serve(double.app) as server:
+    with serve(double.app) as server, pypiserver(root / "public-wheels") as public:
+        public.add(*make_wheel("pub-lib", "1.0"))
+        sources = _sources(public.url)
         (root / "compile").mkdir()
-        online_config = write_config(root / "compile", server.url, SOURCES, token=TOKEN)
+        online_config = write_config(root / "compile", server.url, sources, token=TOKEN)
         online = start_proxy(online_config)
         try:
             requirements_in = root / "requirements.in"
@@ -117,7 +132,7 @@ def prefetched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefetched]
         finally:
             online.stop()
         (root / "target").mkdir()
-        config = write_config(root / "target", server.url, SOURCES, token=TOKEN)
+        config = write_config(root / "target", server.url, sources, token=TOKEN)
         first = prefetch(config, "-r", str(requirements), "--jobs", "2")
         second = prefetch(config, "-r", str(requirements))
         from_pylock = prefetch(config, "--lock", str(pylock))
@@ -156,6 +171,8 @@ def _install_offline(config: Path, requirements: Path, where: Path) -> None:
         page = httpx.get(f"{proxy.url}/simple/tool-x/")
         assert page.status_code == 200
         assert "tool_x-1.1-py3-none-any.whl" in page.text
+        public = httpx.get(f"{proxy.url}/simple/pub-lib/", headers=JSON).json()
+        assert public["_source"] == "public"  # the public index's page, kept by prefetch
         root = httpx.get(f"{proxy.url}/simple/")  # the project lists were cached too
         assert root.status_code == 200
         assert {"app-main", "tool-x", "unrelated"} <= set(re.findall(r">([a-z-]+)</a>", root.text))
@@ -166,10 +183,12 @@ def _install_offline(config: Path, requirements: Path, where: Path) -> None:
 def test_prefetch_reports_every_file_and_completes(prefetched: Prefetched) -> None:
     first = prefetched.first
     assert first.returncode == 0, first.stdout + first.stderr
-    # app-main wheel, app-dep wheel and sdist, tool-x 1.1 wheel: exactly the listed hashes
-    assert "fetched: 4 (" in first.stdout
+    # app-main wheel, app-dep wheel and sdist, tool-x 1.1 wheel, pub-lib wheel from the public
+    # index: exactly the listed hashes
+    assert "fetched: 5 (" in first.stdout
     assert "already cached: 0" in first.stdout
     assert "fetched app_dep-2.0.tar.gz" in first.stdout  # plain lines: not a terminal
+    assert "fetched pub_lib-1.0-py3-none-any.whl" in first.stdout
     assert "tool_x-1.0" not in first.stdout
     assert first.stdout.rstrip().endswith("offline-complete: yes")
 
@@ -177,7 +196,7 @@ def test_prefetch_reports_every_file_and_completes(prefetched: Prefetched) -> No
 def test_running_again_fetches_nothing(prefetched: Prefetched) -> None:
     second = prefetched.second
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "already cached: 4" in second.stdout
+    assert "already cached: 5" in second.stdout
     assert "fetched: 0 (0 bytes)" in second.stdout
 
 
@@ -186,13 +205,13 @@ def test_pylock_lists_the_same_files(prefetched: Prefetched) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "offline-complete: yes" in result.stdout
     assert "fetched: 0" in result.stdout  # every file it names is one the requirements named
-    assert "already cached: 4" in result.stdout
+    assert "already cached: 5" in result.stdout
 
 
 def test_uv_lock_lists_the_same_files(prefetched: Prefetched) -> None:
     result = prefetched.from_uv_lock
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "already cached: 4" in result.stdout
+    assert "already cached: 5" in result.stdout
     assert "offline-complete: yes" in result.stdout
 
 
@@ -207,14 +226,14 @@ def test_bundle_carries_the_cache_to_an_empty_one(prefetched: Prefetched) -> Non
     bundle = root / "cache.tar"
     exported = cache_cli(prefetched.config, "export", str(bundle))
     assert exported.returncode == 0, exported.stderr
-    assert "exported 4 files" in exported.stdout
-    config = write_config(root, "http://127.0.0.1:9", SOURCES, token=TOKEN)  # nothing listens
+    assert "exported 5 files" in exported.stdout
+    config = write_config(root, NOWHERE, _sources(f"{NOWHERE}/simple/"), token=TOKEN)
     imported = cache_cli(config, "import", str(bundle))
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    assert "imported 4 files" in imported.stdout
+    assert "imported 5 files" in imported.stdout
     stats = cache_cli(config, "stats")
-    assert "files: 4 entries" in stats.stdout
-    assert "index pages: 6 project pages" in stats.stdout  # 3 names x 2 sources
+    assert "files: 5 entries" in stats.stdout
+    assert "index pages: 9 project pages" in stats.stdout  # 4 names x 2 GitLab + pub-lib
     _install_offline(config, prefetched.requirements, root / "offline")
 
 
@@ -235,17 +254,14 @@ def test_a_tampered_bundle_names_the_bad_file_and_keeps_the_rest(prefetched: Pre
     assert cache_cli(prefetched.config, "export", str(bundle)).returncode == 0
     victim = "app_dep-2.0-py3-none-any.whl"
     _tamper(bundle, tampered, victim)
-    config = write_config(root, "http://127.0.0.1:9", SOURCES, token=TOKEN)
+    config = write_config(root, NOWHERE, _sources(f"{NOWHERE}/simple/"), token=TOKEN)
     result = cache_cli(config, "import", str(tampered))
     assert result.returncode == 1
     assert f"bad: {victim}: sha256 mismatch" in result.stdout
-    assert "imported 3 files" in result.stdout
+    assert "imported 4 files" in result.stdout
     proxy = start_proxy(config, "--offline")
     try:
-        page = httpx.get(
-            f"{proxy.url}/simple/app-dep/",
-            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-        ).json()
+        page = httpx.get(f"{proxy.url}/simple/app-dep/", headers=JSON).json()
         by_name = {f["filename"]: f for f in page["files"]}
         for filename, status in [(victim, 503), ("app_dep-2.0.tar.gz", 200)]:
             url = f"{proxy.url}/simple/app-dep/{by_name[filename]['url']}"

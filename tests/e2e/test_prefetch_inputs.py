@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.test_prefetch import SOURCES, TOKEN, _double, cache_cli, prefetch
+from tests.e2e.test_prefetch import GITLAB_SOURCES, TOKEN, _double, cache_cli, prefetch
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import Server, serve
@@ -18,7 +18,7 @@ from tests.servers import Server, serve
 def gitlab(tmp_path: Path) -> Iterator[tuple[GitLabDouble, Server, Path]]:
     double = _double()
     with serve(double.app) as server:
-        yield double, server, write_config(tmp_path, server.url, SOURCES, token=TOKEN)
+        yield double, server, write_config(tmp_path, server.url, GITLAB_SOURCES, token=TOKEN)
 
 
 def _fetched(stdout: str) -> set[str]:
@@ -139,3 +139,20 @@ def test_prefetch_refuses_an_offline_configuration(gitlab) -> None:
     result = prefetch(config, "--package", "app-main")
     assert result.returncode == 2
     assert "cache.offline: prefetch needs the upstreams" in result.stderr
+
+
+def test_a_source_the_token_cannot_list_is_a_failure_not_an_empty_success(
+    gitlab, tmp_path: Path
+) -> None:
+    double, server, _ = gitlab
+    double.add_token("glpat-platform-only", read={11})  # no access to project 12 (tools)
+    config = write_config(tmp_path, server.url, GITLAB_SOURCES, token="glpat-platform-only")
+    result = prefetch(config, "--source", "tools", "--source", "platform")
+    assert result.returncode == 1
+    assert (
+        "  --source tools: source tools: the Packages API answered HTTP 404 (the token needs "
+        "the read_api scope and read access to the project or group)"
+    ) in result.stdout.splitlines()
+    assert "fetched: 3 (" in result.stdout  # platform still listed: app-main, app-dep x2
+    assert result.stdout.splitlines()[-1] == "offline-complete: no (1 missing)"
+    assert "glpat-platform-only" not in result.stdout + result.stderr

@@ -58,6 +58,7 @@ realm = "acme packages"
 
 [upload]
 default_source = "platform"
+max_size = "2MiB"
 
 [[users]]
 name = "ci"
@@ -72,7 +73,12 @@ password_hash = "{hash_password(READER_PASSWORD)}"
 read = ["platform"]
 """
     config = write_config(directory, url, sources, token=READER_TOKEN, extra=extra)
-    env = {"CI_PROXY_PASSWORD": CI_PASSWORD, "CI_GITLAB_TOKEN": DEPLOY_TOKEN}
+    (directory / "tmp").mkdir()  # where the proxy spools uploads: checked for leftovers
+    env = {
+        "CI_PROXY_PASSWORD": CI_PASSWORD,
+        "CI_GITLAB_TOKEN": DEPLOY_TOKEN,
+        "TMPDIR": str(directory / "tmp"),
+    }
     process = start_proxy(config, env=env)
     yield process
     process.stop()
@@ -202,6 +208,83 @@ def test_upload_with_gitlab_down_is_502_naming_it(gitlab, proxy) -> None:
     assert response.status_code == 502
     assert response.text == f"upload of {name} failed: upstream platform unavailable: HTTP 503\n"
     assert not any(f.filename == name for f in double.files)
+
+
+def _temp_files(proxy: ProxyProcess) -> list[str]:
+    """Files in the proxy's TMPDIR, and files under it the proxy still holds open (an unlinked
+    spool file shows as '<dir>/#123 (deleted)')."""
+    tmp = Path(proxy.args[proxy.args.index("--config") + 1]).parent / "tmp"
+    held = [
+        target
+        for fd in Path(f"/proc/{proxy.process.pid}/fd").iterdir()
+        if (target := _readlink(fd)).startswith(str(tmp))
+    ]
+    return [p.name for p in tmp.iterdir()] + held
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except FileNotFoundError:  # closed while listing
+        return ""
+
+
+TOO_LARGE = "the upload is larger than the limit of 2 MiB\n"
+
+
+def test_an_upload_over_max_size_is_refused_by_its_content_length(gitlab, proxy) -> None:
+    double, _ = gitlab
+    uploads = len(double.uploads())
+    name, data = make_wheel("big-pkg", "1.0", pad_bytes=3 * 2**20)
+    response = httpx.post(
+        f"{proxy.url}/upload/",
+        auth=("ci", CI_PASSWORD),
+        data={"name": "big-pkg", "version": "1.0"},
+        files={"content": (name, data)},
+    )
+    assert response.status_code == 413
+    assert response.text == TOO_LARGE
+    assert len(double.uploads()) == uploads
+    assert _temp_files(proxy) == []
+
+
+def test_an_upload_without_length_is_cut_where_it_passes_max_size(gitlab, proxy) -> None:
+    double, _ = gitlab
+    uploads = len(double.uploads())
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig-pkg\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n1.0\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+        'filename="big_pkg-1.0-py3-none-any.whl"\r\n\r\n'
+    ).encode()
+
+    def body() -> Iterator[bytes]:  # chunked: the proxy learns the size only by reading it
+        yield head
+        for _ in range(3 * 16):  # 3 MiB of file in 64 KiB chunks, past the 1 MiB spool in memory
+            yield b"\1" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = httpx.post(
+        f"{proxy.url}/upload/",
+        auth=("ci", CI_PASSWORD),
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 413
+    assert response.text == TOO_LARGE
+    assert len(double.uploads()) == uploads
+    assert _temp_files(proxy) == []  # the spool file that took the first 2 MiB is gone
+
+
+def test_twine_shows_the_size_refusal(gitlab, proxy, tmp_path: Path) -> None:
+    files = dists(tmp_path / "dist", make_wheel("big-pkg", "2.0", pad_bytes=3 * 2**20))
+    result = twine_upload(
+        f"{proxy.url}/upload/", files, user="ci", password=CI_PASSWORD, home=tmp_path / "home"
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "HTTPError: 413 Request Entity Too Large" in output, output
 
 
 # --- the access matrix: one test per row ------------------------------------------------------

@@ -10,7 +10,14 @@ import pytest
 from proxy import auth as auth_module
 from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Unauthorized, basic_credentials
 from proxy.config import AuthConfig, ConfigError, UserConfig, load
-from proxy.passwords import InvalidHash, hash_password, parse_hash, verify_hash, verify_plain
+from proxy.passwords import (
+    InvalidHash,
+    dummy_hash,
+    hash_password,
+    parse_hash,
+    verify_hash,
+    verify_plain,
+)
 from proxy.sources.base import SourceUnavailable
 
 TARGETS = frozenset({"platform", "tools"})
@@ -123,6 +130,72 @@ async def test_the_slow_hash_runs_once_per_credential(monkeypatch: pytest.Monkey
     assert calls == ["pw", "wrong"]
     memo = repr(auth._verified)
     assert "pw" not in memo.replace("'ci'", "")  # an HMAC of the password, never the password
+
+
+def _count_kdf(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    calls: list[tuple[str, str]] = []
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append((password, encoded))
+        return verify_hash(password, encoded)
+
+    monkeypatch.setattr(auth_module, "verify_hash", counting)
+    return calls
+
+
+async def test_an_unknown_name_pays_the_slow_hash_like_a_wrong_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _count_kdf(monkeypatch)
+    stored = hash_password("pw")
+    auth = authenticator(UserConfig("ci", password_hash=stored))
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("ci", "wrong"))
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await auth.identify(header("nobody", "guess"))
+    # once each, like any credential (the memo keeps the refusal of "nobody" too)
+    assert [password for password, _ in calls] == ["wrong", "guess"]
+    dummy = calls[1][1]
+    assert dummy != stored
+    assert parse_hash(dummy)[:3] == parse_hash(stored)[:3]  # the same cost as the real hash
+    with pytest.raises(Unauthorized):
+        await authenticator(UserConfig("ci", password_hash=stored)).identify(header("x", "y"))
+    assert calls[2][1] != dummy  # a dummy of its own per process (made once at start)
+    assert "guess" not in repr(auth._verified)
+
+
+async def test_plain_password_users_pay_the_slow_hash_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_kdf(monkeypatch)
+    auth = authenticator(UserConfig("ci", password="pw"))
+    assert (await auth.identify(header("ci", "pw"))).user == "ci"
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("nobody", "pw"))
+    assert len(calls) == 2  # a fast check alone would tell "ci" exists
+
+
+async def test_with_passthrough_an_unknown_name_goes_to_gitlab_without_the_slow_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _count_kdf(monkeypatch)
+
+    async def yes(auth: httpx.Auth) -> bool:
+        return True
+
+    auth = authenticator(
+        UserConfig("ci", password_hash=hash_password("pw")),
+        passthrough=True,
+        probes={"platform": yes},
+    )
+    assert (await auth.identify(header("gitlab-ci-token", "glcbt-job"))).passthrough
+    assert calls == []
+
+
+def test_no_password_matches_a_dummy_hash() -> None:
+    dummy = dummy_hash()
+    assert parse_hash(dummy)[:3] == parse_hash(hash_password("x"))[:3]
+    assert not verify_hash("", dummy)
+    assert dummy_hash() != dummy
 
 
 async def test_passthrough_sees_what_gitlab_lets_it_read_and_the_verdict_is_kept() -> None:

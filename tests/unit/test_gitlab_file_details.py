@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
@@ -75,11 +76,12 @@ async def test_sizes_and_times_from_every_page_exact_name_only(client) -> None: 
     assert not extra.called
 
 
+@pytest.mark.parametrize("status", [500, 403])
 @respx.mock
-async def test_packages_api_failure_still_serves_the_page(client) -> None:  # noqa: F811
+async def test_packages_api_failure_still_serves_the_page(client, status: int) -> None:  # noqa: F811
     base = f"{API}/projects/acme%2Fplatform"
     respx.get(f"{base}/packages/pypi/simple/x").respond(200, text=page(_link("x-1.0.tar.gz", SHA1)))
-    respx.get(f"{base}/packages").respond(500)
+    respx.get(f"{base}/packages").respond(status)
     result = await source(client).project_page("x")
     assert result is not None
     assert [(f.filename, f.size, f.upload_time) for f in result.files] == [

@@ -8,7 +8,7 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
+from proxy.sources.base import FileNotFoundUpstream, Refused, SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
 API = "http://gitlab.internal:8080/api/v4"
@@ -111,6 +111,20 @@ async def test_group_names_come_from_every_page_of_the_packages_api(client) -> N
     respx.get(url).mock(side_effect=answer)
     names = await source(client, "gitlab_group", "acme").project_names()
     assert names == frozenset({"acme-utils", "other"})
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+@respx.mock
+async def test_a_refused_packages_api_is_an_error_for_a_listing(client, status: int) -> None:
+    respx.get(f"{API}/groups/acme/packages").respond(status, json={"message": "no"})
+    group = source(client, "gitlab_group", "acme")
+    with pytest.raises(Refused) as caught:
+        [p async for p in group.packages()]
+    assert str(caught.value).startswith(
+        f"source platform: the Packages API answered HTTP {status} (the token needs the read_api"
+    )
+    assert "glpat" not in str(caught.value)
+    assert await group.project_names() == frozenset()  # the root listing stays tolerant
 
 
 @respx.mock

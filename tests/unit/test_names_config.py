@@ -66,6 +66,9 @@ def test_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("platform", "gitlab_project", "acme/platform"),
         ("acme", "gitlab_group", "7"),
     ]
+    assert config.upload.max_size == 3 * 2**30  # GitLab's default maximum file size
+    sized = load(_write(tmp_path, GOOD + "[upload]\nmax_size = '2.5MiB'\n"))
+    assert sized.upload.max_size == int(2.5 * 2**20)
     assert config.cache.directory == tmp_path / "cache"
 
 
@@ -81,6 +84,8 @@ def test_unset_optional_secret_means_anonymous(
     [
         ("[cache]\nindex_ttl = 'soon'\n", "cache.index_ttl: expected an integer"),
         ("[cache]\nmax_size = 'lots'\n", "cache.max_size: not a size"),
+        ("[upload]\nmax_size = true\n", "upload.max_size: expected a size such as 3GiB"),
+        ("[upload]\nmax_size = '10B'\n", "upload.max_size: must be at least 1024 bytes"),
         ("[server]\nport = 70000\n", "server.port: must be at most 65535"),
         ("[[sources]]\nname = 'x'\ngitlab_project = 'a/b'\n", "gitlab.url: required"),
         (
