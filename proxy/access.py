@@ -7,12 +7,12 @@ With `anonymous_read` reads cost nothing here: no header is parsed, no hash comp
 import logging
 from typing import Any
 
-from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Identity, Unauthorized
 from proxy.cache.pages import Offline, PageCache
 from proxy.names import file_project_name
+from proxy.replies import error
 from proxy.sources.compose import Index, NotFound, Unavailable
 
 log = logging.getLogger("proxy.access")
@@ -87,7 +87,7 @@ async def _reply(
     message: str,
     headers: dict[str, str] | None = None,
 ) -> None:
-    await PlainTextResponse(message + "\n", status, headers)(scope, receive, send)
+    await error(status, message, headers)(scope, receive, send)
 
 
 async def may_read_file(

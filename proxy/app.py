@@ -10,7 +10,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -29,6 +29,7 @@ from proxy.health import healthz, readyz
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
 from proxy.recent_uploads import RecentUploads
+from proxy.replies import error
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
@@ -82,11 +83,6 @@ class Services:
         self.pages.close()
         self.files.close()
         self.uploads.close()
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """A one-line plain-text error; never a traceback, never a secret."""
-    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
 def upstream_error(exc: Unavailable | Offline) -> Response:

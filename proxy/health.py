@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import metrics
+from proxy.replies import error
 
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
@@ -139,7 +140,7 @@ async def healthz(request: Request) -> Response:
     directory = request.app.state.services.config.cache.directory
     problem = await asyncio.to_thread(_probe_writable, directory)
     if problem is not None:
-        return PlainTextResponse(f"cache directory not writable: {problem}\n", status_code=503)
+        return error(503, f"cache directory not writable: {problem}")
     return PlainTextResponse("ok\n")
 
 

@@ -13,13 +13,14 @@ from typing import BinaryIO
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from proxy import metrics
 from proxy.access import identity_of
 from proxy.body_limit import BodyTooLarge, check_declared, limited
 from proxy.names import InvalidName, normalize, validate, validate_filename
 from proxy.recent_uploads import Upload
+from proxy.replies import error
 from proxy.sources.base import SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
@@ -27,10 +28,6 @@ log = logging.getLogger("proxy.upload")
 
 _CHUNK = 1024 * 1024
 _MAX_FIELD = 8 * 2**20  # a long description (README) is fine; a field never holds the file
-
-
-def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
 def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
@@ -53,17 +50,17 @@ def _target(request: Request) -> GitLabSource | Response:
     services = request.app.state.services
     name = request.path_params.get("source") or services.config.upload.default_source
     if not name:
-        return _reply(404, "no upload target: use /upload/<source>/ or set [upload] default_source")
+        return error(404, "no upload target: use /upload/<source>/ or set [upload] default_source")
     config = services.config.source(name)
     source = services.index.by_name.get(name)
     if config is None or config.kind != "gitlab_project" or not isinstance(source, GitLabSource):
-        return _reply(404, f"no gitlab_project source named {name!r} to upload to")
+        return error(404, f"no gitlab_project source named {name!r} to upload to")
     identity = identity_of(request.scope)
     if name not in identity.uploadable:
         who = f"user {identity.user}" if identity.user else "these credentials"
-        return _reply(403, f"{who} may not upload to {name}")
+        return error(403, f"{who} may not upload to {name}")
     if identity.upstream is None:
-        return _reply(403, f"user {identity.user} has no gitlab_token to upload with")
+        return error(403, f"user {identity.user} has no gitlab_token to upload with")
     return source
 
 
@@ -80,30 +77,30 @@ async def upload(request: Request) -> Response:
             return await _forward(request, source, form)
     except BodyTooLarge as exc:
         log.info("upload to %s refused: %s", source.name, exc)
-        return _reply(413, str(exc))
+        return error(413, str(exc))
     except MultiPartException as exc:
-        return _reply(400, f"not a valid upload form: {exc}")
+        return error(400, f"not a valid upload form: {exc}")
     except ClientDisconnect:
         log.info("upload to %s: the client hung up before the end of the form", source.name)
-        return _reply(400, "the upload ended before the end of its form")
+        return error(400, "the upload ended before the end of its form")
 
 
 async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
     content = form.get("content")
     if not isinstance(content, UploadFile) or not content.filename:
-        return _reply(400, "the upload form has no file in its 'content' field")
+        return error(400, "the upload form has no file in its 'content' field")
     try:
         filename = validate_filename(content.filename)
         name = validate(str(form.get("name") or ""))
     except InvalidName as exc:
-        return _reply(400, str(exc))
+        return error(400, str(exc))
     if not form.get("version"):
-        return _reply(400, "the upload form has no 'version'")
+        return error(400, "the upload form has no 'version'")
     size, digests = await asyncio.to_thread(file_digests, content.file)
     for field, digest in digests.items():
         sent = form.get(field)
         if isinstance(sent, str) and sent and sent.strip().lower() != digest:
-            return _reply(400, f"{field} does not match the content of {filename}")
+            return error(400, f"{field} does not match the content of {filename}")
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     fields |= digests
     identity = identity_of(request.scope)
@@ -111,34 +108,34 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
         answer = await source.upload(fields, filename, content.file, size, identity.upstream)
     except SourceUnavailable as exc:
         metrics.UPLOADS.labels(source.name, "timeout" if exc.timeout else "error").inc()
-        return _reply(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
+        return error(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
     metrics.UPLOADS.labels(source.name, str(answer.status)).inc()
     if 200 <= answer.status < 300:
         await _invalidate(request, name)
         who = identity.user or ("passthrough" if identity.passthrough else "-")
         await request.app.state.services.uploads.record(Upload(filename, source.name, who))
         log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
-        return _reply(answer.status, f"uploaded {filename} to {source.name}")
+        return error(answer.status, f"uploaded {filename} to {source.name}")
     return _refusal(answer.status, answer.message, filename, source.name, request)
 
 
 def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> Response:
     log.info("GitLab refused %s for %s: HTTP %s %s", filename, source, status, message)
     if status == 400 and "has already been taken" in message:
-        return _reply(409, f"File already exists: {filename}")
+        return error(409, f"File already exists: {filename}")
     if status == 401:
         # Passthrough credentials are the client's own: let it ask for others.
         realm = request.app.state.services.config.auth.realm
         challenge = {"www-authenticate": f'Basic realm="{realm}"'}
-        return _reply(
+        return error(
             401,
             f"GitLab refused the credentials for {source}: {message or '401 Unauthorized'}",
             challenge if identity_of(request.scope).passthrough else None,
         )
     if status in (400, 403, 404, 413):
         reason = message or f"HTTP {status}"
-        return _reply(status, f"GitLab refused {filename} for {source}: {reason}")
-    return _reply(502, f"upstream {source} answered the upload with HTTP {status}")
+        return error(status, f"GitLab refused {filename} for {source}: {reason}")
+    return error(502, f"upstream {source} answered the upload with HTTP {status}")
 
 
 async def _invalidate(request: Request, name: str) -> None:
