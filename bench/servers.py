@@ -1,0 +1,169 @@
+"""How each server under test is configured and started on loopback, as its users would run it."""
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import dataset, upstream
+from bench.processes import Processes, Running, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_BIN = ROOT / "bench" / ".venv" / "bin"
+WORKERS = 2  # what the README recommends on 2 cores
+
+
+@dataclass
+class Target:
+    name: str
+    index_url: str  # the simple index, ending in "/"
+    running: Running | None  # None for the upstream double's own listing
+
+
+@dataclass
+class Upstream:
+    url: str
+    running: Running
+
+    def project_simple(self, project: int) -> str:
+        return f"{self.url}/api/v4/projects/{project}/packages/pypi/simple/"
+
+
+def start_upstream(procs: Processes, data: Path) -> Upstream:
+    port = free_port()
+    command = [sys.executable, "-m", "bench.upstream", "--data", str(data), "--port", str(port)]
+    running = procs.start("upstream", command, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/_bench/count", seconds=180)
+    return Upstream(url, running)
+
+
+def write_proxy_config(directory: Path, up: Upstream, projects: tuple[int, ...]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    sources = "".join(f'[[sources]]\nname = "p{p}"\ngitlab_project = "{p}"\n' for p in projects)
+    text = f"""[server]
+host = "127.0.0.1"
+workers = {WORKERS}
+log_level = "warning"
+
+[cache]
+directory = "{directory / "cache"}"
+max_size = "20GiB"
+index_ttl = 3600
+
+[gitlab]
+url = "{up.url}"
+token = "{upstream.TOKEN}"
+timeout = 60
+
+{sources}
+[upload]
+default_source = "p{projects[0]}"
+
+[[users]]
+name = "bench"
+password = "bench"
+upload = ["*"]
+gitlab_token = "{upstream.TOKEN}"
+"""
+    path = directory / "proxy.toml"
+    path.write_text(text)
+    return path
+
+
+def start_proxy(
+    procs: Processes, work: Path, up: Upstream, projects: tuple[int, ...], label: str = "proxy"
+) -> Target:
+    config = write_proxy_config(work / label, up, projects)
+    port = free_port()
+    command = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
+    command += ["--port", str(port), "--workers", str(WORKERS)]
+    running = procs.start(label, command, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/healthz")
+    return Target(label, f"{url}/simple/", running)
+
+
+def start_proxpi(procs: Processes, work: Path, up: Upstream) -> Target:
+    """proxpi's own deployment: gunicorn, one process (its caches are per process), threads."""
+    port = free_port()
+    env = {
+        "PROXPI_INDEX_URL": up.project_simple(dataset.MAIN_PROJECT),
+        "PROXPI_CACHE_DIR": str(work / "proxpi-cache"),
+        "PROXPI_INDEX_TTL": "3600",
+        "PROXPI_LOGGING_LEVEL": "WARNING",
+    }
+    command = [str(PEERS_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    command += ["--threads", "16", "--log-level", "warning", "proxpi.server:app"]
+    running = procs.start("proxpi", command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/index/")
+    return Target("proxpi", f"{url}/index/", running)
+
+
+def start_devpi(procs: Processes, work: Path, up: Upstream) -> Target:
+    """devpi-server with its defaults and a mirror index `root/gitlab` of the same project."""
+    serverdir, clientdir = work / "devpi-server", work / "devpi-client"
+    port = free_port()
+    init = [str(PEERS_BIN / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi"]
+    subprocess.run([*init, "--root-passwd", ""], check=True, capture_output=True, timeout=120)
+    command = [str(PEERS_BIN / "devpi-server"), "--serverdir", str(serverdir)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    running = procs.start("devpi", command)
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/+api")
+    client = [str(PEERS_BIN / "devpi"), "--clientdir", str(clientdir)]
+    mirror = up.project_simple(dataset.MAIN_PROJECT)
+    for args in (
+        ["use", url],
+        ["login", "root", "--password", ""],
+        ["index", "-c", "gitlab", "type=mirror", f"mirror_url={mirror}"],
+    ):
+        subprocess.run(client + args, check=True, capture_output=True, timeout=120)
+    return Target("devpi", f"{url}/root/gitlab/+simple/", running)
+
+
+NGINX_CONF = """
+daemon off;
+user root;
+worker_processes {workers};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    types {{ application/vnd.pypi.simple.v1+json json; }}
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    map $http_accept $simple_index {{
+        default index.html;
+        "~application/vnd\\.pypi\\.simple\\.v1\\+json" index.json;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {data};
+        location /simple/ {{ index $simple_index; }}
+        location /files/ {{ default_type application/octet-stream; }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Processes, work: Path, data: Path) -> Target:
+    """nginx from Debian serving the data set and its pre-rendered pages from disk."""
+    directory = work / "nginx"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workers=WORKERS, work=directory, port=port, data=data))
+    running = procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(directory)])
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/simple/")
+    return Target("nginx", f"{url}/simple/", running)
