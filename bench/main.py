@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
     quick = args.quick
     settings = scenarios.Settings(
         repeats=1 if quick else 3,
-        seconds=2 if quick else 4,
+        seconds=2 if quick else 3,
         install_repeats=1 if quick else 2,
         herd_repeats=1 if quick else 2,
         deadline=started + (240 if quick else 420),

@@ -38,7 +38,9 @@ def start_upstream(procs: Processes, data: Path) -> Upstream:
     return Upstream(url, running)
 
 
-def write_proxy_config(directory: Path, up: Upstream, projects: tuple[int, ...]) -> Path:
+def write_proxy_config(
+    directory: Path, up: Upstream, projects: tuple[int, ...], index_ttl: int = 3600
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     sources = "".join(f'[[sources]]\nname = "p{p}"\ngitlab_project = "{p}"\n' for p in projects)
     text = f"""[server]
@@ -49,7 +51,7 @@ log_level = "warning"
 [cache]
 directory = "{directory / "cache"}"
 max_size = "20GiB"
-index_ttl = 3600
+index_ttl = {index_ttl}
 
 [gitlab]
 url = "{up.url}"
@@ -72,9 +74,14 @@ gitlab_token = "{upstream.TOKEN}"
 
 
 def start_proxy(
-    procs: Processes, work: Path, up: Upstream, projects: tuple[int, ...], label: str = "proxy"
+    procs: Processes,
+    work: Path,
+    up: Upstream,
+    projects: tuple[int, ...],
+    label: str = "proxy",
+    index_ttl: int = 3600,
 ) -> Target:
-    config = write_proxy_config(work / label, up, projects)
+    config = write_proxy_config(work / label, up, projects, index_ttl)
     port = free_port()
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
     command += ["--port", str(port), "--workers", str(WORKERS)]
