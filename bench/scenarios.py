@@ -115,16 +115,17 @@ def _get_seconds(*urls: str) -> float:
 
 
 def cold_pages(
-    up: Upstream, fan_out: Target, peers: list[Target], settings: Settings, latency: float
+    up: Upstream, fan_out: list[Target], single: list[Target], settings: Settings, latency: float
 ) -> Samples:
-    """The 10-source proxy on `spread-N` (one file in each of 10 projects), the one-source peers
-    on `bench-pkg-18N` (10 files in one project): pages each server never saw."""
+    """The 10-source servers on `spread-N` (one file in each of 10 projects), the one-source
+    peers on `bench-pkg-18N` (10 files in one project): pages each server never saw."""
     samples: Samples = {}
     reps = min(settings.repeats + 2, dataset.SPREAD_NAMES - 1)
     last = dataset.SPREAD_NAMES - 1
     set_latency(up, latency)
     try:
-        for target, name in [(fan_out, "spread-{}"), *((p, "bench-pkg-18{}") for p in peers)]:
+        named = [*((t, "spread-{}") for t in fan_out), *((t, "bench-pkg-18{}") for t in single)]
+        for target, name in named:
             _get_seconds(f"{target.index_url}{name.format(last)}/")  # start-up, not measured
             for rep in range(reps):
                 seconds = _get_seconds(f"{target.index_url}{name.format(rep)}/")

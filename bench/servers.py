@@ -91,26 +91,34 @@ def start_proxy(
     return Target(label, f"{url}/simple/", running)
 
 
-def start_proxpi(procs: Processes, work: Path, up: Upstream) -> Target:
-    """proxpi's own deployment: gunicorn, one process (its caches are per process), threads."""
+def start_proxpi(
+    procs: Processes,
+    work: Path,
+    up: Upstream,
+    projects: tuple[int, ...] = (dataset.MAIN_PROJECT,),
+    label: str = "proxpi",
+) -> Target:
+    """proxpi's own deployment: gunicorn, one process (its caches are per process), threads.
+    More than one project: the first is its index, the others its extra indexes."""
     port = free_port()
     env = {
-        "PROXPI_INDEX_URL": up.project_simple(dataset.MAIN_PROJECT),
-        "PROXPI_CACHE_DIR": str(work / "proxpi-cache"),
+        "PROXPI_INDEX_URL": up.project_simple(projects[0]),
+        "PROXPI_EXTRA_INDEX_URLS": ",".join(up.project_simple(p) for p in projects[1:]),
+        "PROXPI_CACHE_DIR": str(work / f"{label}-cache"),
         "PROXPI_INDEX_TTL": "3600",
         "PROXPI_LOGGING_LEVEL": "WARNING",
     }
     command = [str(PEERS_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     command += ["--threads", "16", "--log-level", "warning", "proxpi.server:app"]
-    running = procs.start("proxpi", command, env=env)
+    running = procs.start(label, command, env=env)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/index/")
-    return Target("proxpi", f"{url}/index/", running)
+    return Target(label, f"{url}/index/", running)
 
 
 def start_devpi(procs: Processes, work: Path, up: Upstream) -> Target:
     """devpi-server with its defaults and a mirror index `root/gitlab` of the same project."""
-    serverdir, clientdir = work / "devpi-server", work / "devpi-client"
+    serverdir = work / "devpi-server"
     port = free_port()
     init = [str(PEERS_BIN / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi"]
     subprocess.run([*init, "--root-passwd", ""], check=True, capture_output=True, timeout=120)
@@ -119,15 +127,27 @@ def start_devpi(procs: Processes, work: Path, up: Upstream) -> Target:
     running = procs.start("devpi", command)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/+api")
-    client = [str(PEERS_BIN / "devpi"), "--clientdir", str(clientdir)]
     mirror = up.project_simple(dataset.MAIN_PROJECT)
-    for args in (
-        ["use", url],
-        ["login", "root", "--password", ""],
-        ["index", "-c", "gitlab", "type=mirror", f"mirror_url={mirror}"],
-    ):
-        subprocess.run(client + args, check=True, capture_output=True, timeout=120)
+    _devpi(work, ["use", url])
+    _devpi(work, ["login", "root", "--password", ""])
+    _devpi(work, ["index", "-c", "gitlab", "type=mirror", f"mirror_url={mirror}"])
     return Target("devpi", f"{url}/root/gitlab/+simple/", running)
+
+
+def _devpi(work: Path, args: list[str]) -> None:
+    client = [str(PEERS_BIN / "devpi"), "--clientdir", str(work / "devpi-client")]
+    subprocess.run(client + args, check=True, capture_output=True, timeout=120)
+
+
+def add_devpi_merged(work: Path, devpi: Target, up: Upstream, projects: tuple[int, ...]) -> Target:
+    """devpi's way to merge sources: a mirror index per project, and an index based on them."""
+    for project in projects:
+        mirror = up.project_simple(project)
+        _devpi(work, ["index", "-c", f"p{project}", "type=mirror", f"mirror_url={mirror}"])
+    bases = ",".join(f"root/p{p}" for p in projects)
+    _devpi(work, ["index", "-c", "merged", f"bases={bases}"])
+    base = devpi.index_url.removesuffix("root/gitlab/+simple/")
+    return Target(f"devpi ({len(projects)} sources)", f"{base}root/merged/+simple/", devpi.running)
 
 
 NGINX_CONF = """
