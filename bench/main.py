@@ -47,8 +47,15 @@ def versions() -> str:
     return (
         f"proxpi {peer('proxpi')} (gunicorn, 1 process, 16 threads), "
         f"devpi-server {peer('devpi-server')} (defaults), {nginx.split(': ')[-1]}, "
-        f"this proxy with {servers.WORKERS} uvicorn workers, Python {platform.python_version()}"
+        f"this proxy with {servers.WORKERS} uvicorn workers{_source()}, "
+        f"Python {platform.python_version()}"
     )
+
+
+def _source() -> str:
+    if servers.PROXY_SRC == servers.ROOT:
+        return ""
+    return f" (code from {servers.PROXY_SRC})"
 
 
 def _targets_1_2(pages: scenarios.Samples, files: scenarios.Samples) -> list[str]:
@@ -223,9 +230,10 @@ def main() -> int:
     finally:
         signal.alarm(0)
         procs.stop_all()
-        if not args.keep:
-            for name in ("proxy", "proxy (10 sources)", "proxpi-cache", "devpi-server"):
-                shutil.rmtree(work / name, ignore_errors=True)
+        if not args.keep:  # caches and server state: gigabytes; the logs stay
+            for path in work.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
     out = RESULTS / f"bench-{stamp}.md"
     out.write_text(text)
     (RESULTS / "latest.md").write_text(text)

@@ -1,5 +1,6 @@
 """How each server under test is configured and started on loopback, as its users would run it."""
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -9,6 +10,9 @@ from bench import dataset, upstream
 from bench.processes import Processes, Running, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# The proxy's code is imported from here (`python -m proxy` puts the working directory first):
+# BENCH_PROXY_SRC=/some/checkout benchmarks another branch with this harness.
+PROXY_SRC = Path(os.environ.get("BENCH_PROXY_SRC", ROOT)).resolve()
 PEERS_BIN = ROOT / "bench" / ".venv" / "bin"
 WORKERS = 2  # what the README recommends on 2 cores
 
@@ -85,7 +89,7 @@ def start_proxy(
     port = free_port()
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
     command += ["--port", str(port), "--workers", str(WORKERS)]
-    running = procs.start(label, command, cwd=ROOT)
+    running = procs.start(label, command, cwd=PROXY_SRC)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/healthz")
     return Target(label, f"{url}/simple/", running)
