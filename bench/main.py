@@ -159,11 +159,11 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
             f"all 50 complete: {verdict(check(complete == 50))} ({complete:g})"
         )
     if step(6, "real clients"):
-        clients = scenarios.installs(everyone, settings)
+        clients = scenarios.installs(up, everyone, settings, LATENCY)
         sections.append(
             "### 6. Real clients: install 30 packages into an empty target, client cache off "
-            "(cold: names the server never served; warm: the same again)\n\n"
-            + table(clients, "proxy")
+            f"(cold: names the server never served, {LATENCY * 1000:.0f} ms upstream latency; "
+            "warm: the same again)\n\n" + table(clients, "proxy")
         )
     if step(5, "memory"):
         mem = scenarios.memory(proxy, [proxpi, devpi], files, settings)

@@ -297,9 +297,20 @@ def _install(client: str, index_url: str, packages: list[str], home: Path) -> fl
     return elapsed
 
 
-def installs(targets: list[Target], settings: Settings, count: int = 30) -> Samples:
+def installs(
+    up: Upstream, targets: list[Target], settings: Settings, latency: float, count: int = 30
+) -> Samples:
     """Cold (names this server never served) then warm (same names, client caches empty)."""
     samples: Samples = {}
+    set_latency(up, latency)
+    try:
+        _installs(targets, settings, count, samples)
+    finally:
+        set_latency(up, 0)
+    return samples
+
+
+def _installs(targets: list[Target], settings: Settings, count: int, samples: Samples) -> None:
     group = 0
     for client in ("uv", "pip"):
         for rep in range(settings.install_repeats):
@@ -312,7 +323,6 @@ def installs(targets: list[Target], settings: Settings, count: int = 30) -> Samp
                     with tempfile.TemporaryDirectory(dir=settings.work) as home:
                         seconds = _install(client, target.index_url, packages, Path(home))
                     _add(samples, f"{client} install 30, {label}, s", target.name, seconds)
-    return samples
 
 
 def median(values: list[float]) -> float:
