@@ -13,7 +13,7 @@ import httpx
 
 from bench import dataset, load, servers
 from bench.main import RESULTS
-from bench.processes import Processes
+from bench.processes import Processes, free_port
 from bench.scenarios import set_latency
 
 SECONDS = 6
@@ -80,6 +80,28 @@ def main() -> int:
             rate = f"{result.requests_per_s:.0f} req/s, {result.bytes_per_s / 2**20:.0f} MiB/s"
             report.append(f"## {label} ({rate} while sampled)\n\n{summary(out)}\n")
         # index_ttl 0: every request refetches all ten pages, the cold path without new names
+        for app in ("bare", "starlette"):
+            port = free_port()
+            command = [sys.executable, "-m", "uvicorn", f"bench.ceiling:{app}", "--port", str(port)]
+            command += ["--workers", str(servers.WORKERS), "--log-level", "warning"]
+            command += ["--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
+            running = procs.start(f"ceiling-{app}", command, cwd=servers.ROOT)
+            url = f"http://127.0.0.1:{port}/simple/{name}/"
+            procs.wait_http(running, url)
+            load.wrk(url, connections=64, seconds=1)
+            result = load.wrk(url, connections=64, seconds=SECONDS)
+            proxy_rate = load.wrk(f"{proxy.index_url}{name}/", connections=64, seconds=SECONDS)
+            report.append(
+                f"## ceiling: the same HTML page from a {app} ASGI app, {servers.WORKERS} uvicorn "
+                f"workers: {result.requests_per_s:.0f} req/s (this proxy right after: "
+                f"{proxy_rate.requests_per_s:.0f} req/s)\n"
+            )
+            procs.stop(running)
+        nginx = servers.start_nginx(procs, work, data)
+        load.wrk(f"{nginx.index_url}{name}/", connections=64, seconds=1)
+        result = load.wrk(f"{nginx.index_url}{name}/", connections=64, seconds=SECONDS)
+        report.append(f"## nginx, the same page from disk: {result.requests_per_s:.0f} req/s\n")
+        procs.stop(nginx.running)
         fan_out = servers.start_proxy(
             procs, work, up, dataset.SPREAD_PROJECTS, label="proxy (10 sources)", index_ttl=0
         )
