@@ -42,7 +42,9 @@ def _time_left(settings: Settings) -> bool:
 
 
 def set_latency(up: Upstream, seconds: float) -> None:
-    httpx.post(f"{up.url}/_bench/latency", params={"seconds": seconds}, timeout=10)
+    httpx.post(
+        f"{up.url}/_bench/latency", params={"seconds": seconds}, timeout=10
+    ).raise_for_status()
 
 
 def upstream_count(up: Upstream, prefix: str) -> int:
@@ -155,6 +157,8 @@ def herd(
     set_latency(up, latency)
     try:
         for rep in range(settings.herd_repeats):
+            if rep and not _time_left(settings):
+                break
             file = dataset.find(files, f"bench-herd-{rep}")
             prefix = f"/api/v4/projects/{file.project}/packages/pypi/files/{file.sha256}/"
             for target in targets:
