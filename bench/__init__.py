@@ -1,0 +1,1 @@
+"""The benchmark harness: this proxy against proxpi, devpi-server and nginx (`bash bench/run`)."""

@@ -1,0 +1,99 @@
+"""The upstream of every server under test: the GitLab double from tests/, loaded with the data
+set, run in its own process with uvicorn (`python -m bench.upstream --data DIR --port N`).
+
+Wrapped, not changed: a trailing slash on a simple page is dropped (pip, proxpi and devpi ask for
+`.../simple/name/`, which real GitLab answers), and `/_bench/...` lets the harness set the
+latency and count the requests the double received.
+"""
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.responses import JSONResponse
+
+from bench import dataset
+from tests.gitlab_double import GitLabDouble, _normalize
+
+TOKEN = "bench-token"  # read and write on every project; the projects are public as well
+_SIMPLE_SLASH = re.compile(r"(/packages/pypi/simple(?:/[^/]+)?)/$")
+
+
+def make_double(data: Path, url: str) -> GitLabDouble:
+    double = GitLabDouble(external_url=url, forward_missing=True)
+    projects = (dataset.MAIN_PROJECT, *dataset.SPREAD_PROJECTS)
+    for project in projects:
+        double.add_project(project, f"bench/p{project}", public=True)
+    double.add_token(TOKEN, write=set(projects))
+    for f in dataset.build(data):
+        content = dataset.file_path(data, f).read_bytes()
+        double.add_package_file(f.project, f.name, f.version, f.filename, content, sha256=f.sha256)
+    return double
+
+
+def index_names(double: GitLabDouble) -> None:
+    """Look files up by name in a dict, not a scan of all 2,100: GitLab answers a page in a few
+    ms whatever the registry's size, and one double process serves all ten sources at once."""
+    by_name: dict[str, list] = {}
+    for f in double.files:
+        by_name.setdefault(_normalize(f.name), []).append(f)
+
+    def files_named(projects: list, requested: str) -> list:
+        ids = {p.id for p in projects}
+        return [f for f in by_name.get(requested.lower(), []) if f.project_id in ids]
+
+    double._files_named = files_named  # the data set is fixed once the server starts
+
+
+def wrap(double: GitLabDouble) -> Any:
+    index_names(double)
+    inner = double.app
+
+    async def control(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        if scope["path"] == "/_bench/latency":
+            double.latency = float(query["seconds"])
+        elif scope["path"] == "/_bench/reset":
+            double.requests.clear()
+        prefix = query.get("prefix", "/")
+        answer = {
+            "latency": double.latency,
+            "count": double.count(query.get("method", "GET"), prefix),
+        }
+        await JSONResponse(answer)(scope, receive, send)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            if scope["path"].startswith("/_bench/"):
+                return await control(scope, receive, send)
+            stripped = _SIMPLE_SLASH.sub(r"\1", scope["path"])
+            if stripped != scope["path"]:
+                raw = scope.get("raw_path") or scope["path"].encode()
+                scope = {**scope, "path": stripped, "raw_path": raw.rstrip(b"/")}
+        await inner(scope, receive, send)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--port", required=True, type=int)
+    args = parser.parse_args()
+    double = make_double(args.data, f"http://127.0.0.1:{args.port}")
+    uvicorn.run(
+        wrap(double),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    main()
