@@ -47,9 +47,10 @@ def set_latency(up: Upstream, seconds: float) -> None:
     ).raise_for_status()
 
 
-def upstream_count(up: Upstream, prefix: str) -> int:
+def upstream_count(up: Upstream, prefix: str, *, whole: bool = False) -> int:
+    """Requests under `prefix`; `whole`: only whole-file GETs, not ranged reads."""
     response = httpx.get(f"{up.url}/_bench/count", params={"prefix": prefix}, timeout=10)
-    return int(response.json()["count"])
+    return int(response.json()["whole" if whole else "count"])
 
 
 # --- 1. warm simple page -----------------------------------------------------------------------
@@ -163,12 +164,11 @@ def herd(
             prefix = f"/api/v4/projects/{file.project}/packages/pypi/files/{file.sha256}/"
             for target in targets:
                 url = load.file_url(target.index_url, file.name, file.filename)
-                before = upstream_count(up, prefix)
+                before = upstream_count(up, prefix, whole=True)
                 results, seconds = load.curl_many(url, clients, timeout=180)
                 complete = sum(1 for r in results if r.status == 200 and r.size == file.size)
-                _add(
-                    samples, "upstream downloads", target.name, upstream_count(up, prefix) - before
-                )
+                after = upstream_count(up, prefix, whole=True)
+                _add(samples, "upstream downloads", target.name, after - before)
                 _add(samples, f"complete of {clients}", target.name, complete)
                 _add(samples, "time to last byte, s", target.name, seconds)
     finally:

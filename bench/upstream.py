@@ -59,9 +59,13 @@ def wrap(double: GitLabDouble) -> Any:
         elif scope["path"] == "/_bench/reset":
             double.requests.clear()
         prefix = query.get("prefix", "/")
+        method = query.get("method", "GET")
+        matching = [r for r in double.requests if r.method == method and r.path.startswith(prefix)]
         answer = {
             "latency": double.latency,
-            "count": double.count(query.get("method", "GET"), prefix),
+            "count": len(matching),
+            # whole-file downloads: a proxy's ranged reads of a wheel's end (PEP 658) are not one
+            "whole": sum(1 for r in matching if "range" not in r.headers),
         }
         await JSONResponse(answer)(scope, receive, send)
 
