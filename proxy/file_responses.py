@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
-from proxy.cache.files import CHUNK, CachedFile
+from proxy.cache.files import CachedFile
 
 log = logging.getLogger("proxy.files")
+
+# Cached files are read in larger pieces than downloads are written: each piece is one thread hop.
+_SERVE_CHUNK = 1024 * 1024
 
 Scope = dict[str, Any]
 
@@ -59,7 +62,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 async def _read(cached: CachedFile, start: int, end: int) -> AsyncIterator[bytes]:
     position = start
     while position <= end:
-        length = min(CHUNK, end - position + 1)
+        length = min(_SERVE_CHUNK, end - position + 1)
         chunk = await asyncio.to_thread(os.pread, cached.handle.fileno(), length, position)
         if not chunk:
             raise OSError("cache entry shorter than recorded")
