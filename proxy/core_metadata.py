@@ -40,7 +40,7 @@ log = logging.getLogger("proxy.core_metadata")
 _CONCURRENCY = 4
 _RETRY_AFTER = 300.0
 _MAX_REMEMBERED = 100_000
-_BACKGROUND_PER_PAGE = 24  # resolvers mostly read the newest versions; older ones on demand
+_BACKGROUND_PER_PAGE = 4  # resolvers mostly read the newest versions; older ones on demand
 _EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
 
 
