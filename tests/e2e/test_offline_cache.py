@@ -13,23 +13,14 @@ from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
+from tests.worlds import app_with_dependency
 
 TOKEN = "glpat-cache-reader"
 
 
-def _double() -> GitLabDouble:
-    double = GitLabDouble()
-    double.add_project(11, "acme/platform")
-    double.add_token(TOKEN, read={11})
-    for name, version, deps in [("app-main", "1.0", ["app-dep"]), ("app-dep", "2.0", [])]:
-        filename, data = make_wheel(name, version, requires_dist=deps)
-        double.add_package_file(11, name, version, filename, data)
-    return double
-
-
 @pytest.fixture
 def proxy_and_gitlab(tmp_path: Path) -> Iterator[tuple[ProxyProcess, GitLabDouble, object]]:
-    double = _double()
+    double = app_with_dependency(TOKEN)
     with serve(double.app) as server:
         sources = [{"name": "platform", "gitlab_project": 11}]
         # index_ttl = 0: every page request revalidates, so the stale path is what serves
@@ -60,7 +51,7 @@ def test_installs_again_with_gitlab_down(proxy_and_gitlab, tmp_path: Path, insta
 
 
 def test_offline_mode_serves_the_cache_and_never_calls_gitlab(tmp_path: Path) -> None:
-    double = _double()
+    double = app_with_dependency(TOKEN)
     home = tmp_path / "home"
     with serve(double.app) as server:
         config = write_config(
@@ -87,7 +78,7 @@ def test_offline_mode_serves_the_cache_and_never_calls_gitlab(tmp_path: Path) ->
 
 
 def test_wrong_bytes_are_refused_and_never_cached(tmp_path: Path) -> None:
-    double = _double()
+    double = app_with_dependency(TOKEN)
     filename, good = make_wheel("app-dep", "2.0")
     with serve(double.app) as server:
         config = write_config(

@@ -23,26 +23,17 @@ from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
+from tests.worlds import app_with_dependency
 
 TOKEN = "glpat-production-reader"
+
+
 PROXY_SETTINGS = """
 [server]
 base_path = "/pypi"
 trusted_proxies = ["127.0.0.1"]
 graceful_shutdown = 20
 """
-
-
-def _double(*extra: tuple[str, str, bytes]) -> GitLabDouble:
-    double = GitLabDouble()
-    double.add_project(11, "acme/platform")
-    double.add_token(TOKEN, read={11})
-    for name, version, deps in [("app-main", "1.0", ["app-dep"]), ("app-dep", "2.0", [])]:
-        filename, data = make_wheel(name, version, requires_dist=deps)
-        double.add_package_file(11, name, version, filename, data)
-    for name, filename, data in extra:
-        double.add_package_file(11, name, "1.0", filename, data)
-    return double
 
 
 @dataclass
@@ -60,7 +51,7 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Two workers over one cache, under /pypi, trusting 127.0.0.1 as its reverse proxy."""
     tmp_path = tmp_path_factory.mktemp("production")
-    double = _double()
+    double = app_with_dependency(TOKEN)
     with serve(double.app) as server:
         sources = [{"name": "platform", "gitlab_project": 11}]
         config = write_config(tmp_path, server.url, sources, token=TOKEN, extra=PROXY_SETTINGS)
@@ -229,7 +220,7 @@ def _readiness_of(tmp_path: Path, gitlab_url: str) -> tuple[ProxyProcess, Path]:
 
 
 def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -> None:
-    with serve(_double().app) as server:
+    with serve(app_with_dependency(TOKEN).app) as server:
         proxy, _ = _readiness_of(tmp_path / "warm", server.url)
         empty = None
         try:
@@ -273,7 +264,7 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
 def test_graceful_shutdown_lets_a_download_finish(tmp_path: Path) -> None:
     big = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(1_000_000))  # 32 MB
     filename = "big_blob-1.0-py3-none-any.whl"
-    with serve(_double(("big-blob", filename, big)).app) as server:
+    with serve(app_with_dependency(TOKEN, ("big-blob", filename, big)).app) as server:
         proxy, _ = _readiness_of(tmp_path, server.url)
         try:
             page = httpx.get(f"{proxy.url}/simple/big-blob/").text
@@ -295,7 +286,7 @@ def test_graceful_shutdown_lets_a_download_finish(tmp_path: Path) -> None:
 
 
 def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
-    double = _double()
+    double = app_with_dependency(TOKEN)
     with serve(double.app) as server:
         replicas = []
         try:
