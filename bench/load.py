@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
-import httpx
+import httpx2
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 _UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
@@ -123,7 +123,7 @@ class _Links(HTMLParser):
 def file_url(index_url: str, name: str, filename: str) -> str:
     """The absolute URL the server's own HTML page gives for `filename` (no fragment)."""
     page_url = f"{index_url}{name}/"
-    response = httpx.get(page_url, follow_redirects=True, timeout=120)
+    response = httpx2.get(page_url, follow_redirects=True, timeout=120)
     response.raise_for_status()
     parser = _Links()
     parser.feed(response.text)

@@ -10,7 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 
 def free_port() -> int:
@@ -64,8 +64,8 @@ class Processes:
             if running.process.poll() is not None:
                 tail = running.log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{running.name} exited ({running.process.returncode}):\n{tail}")
-            with suppress(httpx.TransportError):
-                if httpx.get(url, timeout=2).status_code < 500:
+            with suppress(httpx2.TransportError):
+                if httpx2.get(url, timeout=2).status_code < 500:
                     return
             time.sleep(0.1)  # polling a condition with a deadline
         raise RuntimeError(f"{running.name} did not answer {url} in {seconds:.0f}s")

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from bench import dataset, load, servers
 from bench.main import RESULTS
@@ -46,8 +46,8 @@ def summary(raw: Path, top: int = 15) -> str:
             under[frame] += n
     lines = [f"{total} samples", "", "own time:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    lines += ["", "inclusive (frames of proxy/, starlette, uvicorn, httpx, diskcache):"]
-    keep = ("proxy/", "starlette", "uvicorn", "httpx", "diskcache", "anyio")
+    lines += ["", "inclusive (frames of proxy/, starlette, uvicorn, httpx2, diskcache):"]
+    keep = ("proxy/", "starlette", "uvicorn", "httpx2", "diskcache", "anyio")
     ranked = [(f, n) for f, n in under.most_common() if any(k in f for k in keep)]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in ranked[:top]]
     return "\n".join(lines)
@@ -108,7 +108,7 @@ def main() -> int:
         set_latency(up, 0)
         out = work / "cold-page-10-sources.txt"
         timings: list[float] = []
-        with httpx.Client(timeout=60) as client:
+        with httpx2.Client(timeout=60) as client:
             client.get(f"{fan_out.index_url}spread-0/").raise_for_status()
             spy = py_spy(fan_out.running.pid, out, SECONDS)
             time.sleep(0.5)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from bench import dataset, load
 from bench.processes import tree_rss
@@ -42,14 +42,14 @@ def _time_left(settings: Settings) -> bool:
 
 
 def set_latency(up: Upstream, seconds: float) -> None:
-    httpx.post(
+    httpx2.post(
         f"{up.url}/_bench/latency", params={"seconds": seconds}, timeout=10
     ).raise_for_status()
 
 
 def upstream_count(up: Upstream, prefix: str, *, whole: bool = False) -> int:
     """Requests under `prefix`; `whole`: only whole-file GETs, not ranged reads."""
-    response = httpx.get(f"{up.url}/_bench/count", params={"prefix": prefix}, timeout=10)
+    response = httpx2.get(f"{up.url}/_bench/count", params={"prefix": prefix}, timeout=10)
     return int(response.json()["whole" if whole else "count"])
 
 
@@ -79,7 +79,7 @@ def _warm_file(url: str) -> None:
     """Download until the server answers from its cache (proxpi redirects until it has the file)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        with httpx.stream("GET", url, timeout=120) as response:
+        with httpx2.stream("GET", url, timeout=120) as response:
             for _ in response.iter_bytes(MIB):
                 pass
             if response.status_code == 200:

@@ -129,6 +129,6 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
-            "httpx": {"level": "WARNING"},  # one line per upstream call is noise
+            "httpx2": {"level": "WARNING"},  # one line per upstream call is noise
         },
     }

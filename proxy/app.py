@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -44,7 +44,7 @@ log = logging.getLogger("proxy.app")
 @dataclass
 class Services:
     config: Config
-    client: httpx.AsyncClient
+    client: httpx2.AsyncClient
     pages: PageCache
     files: FileStore
     index: Index

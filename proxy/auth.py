@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from proxy.config import AuthConfig, UserConfig
 from proxy.passwords import dummy_hash, verify_hash, verify_plain
@@ -41,7 +41,7 @@ class Identity:
     user: str | None  # the proxy user; None for anonymous and passthrough callers
     readable: frozenset[str] | None  # source names; None means every source
     uploadable: frozenset[str]
-    upstream: httpx.Auth | None  # what goes to GitLab for this caller's uploads
+    upstream: httpx2.Auth | None  # what goes to GitLab for this caller's uploads
     passthrough: bool = False
 
     @property
@@ -80,7 +80,7 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 # A source's probe: may these credentials read it? Raises SourceUnavailable.
-Probe = Callable[[httpx.Auth], Awaitable[bool]]
+Probe = Callable[[httpx2.Auth], Awaitable[bool]]
 
 
 class Authenticator:
@@ -121,7 +121,7 @@ class Authenticator:
             return self._user_identity(user)
         if name in self.users or not self.config.passthrough or not password:
             raise Unauthorized
-        auth = httpx.BasicAuth(name, password)
+        auth = httpx2.BasicAuth(name, password)
         if upload:
             return Identity(None, frozenset(), self.upload_targets, auth, passthrough=True)
         readable = await self._passthrough_readable(self._fingerprint(name, password), auth)
@@ -132,7 +132,7 @@ class Authenticator:
     def _user_identity(self, user: UserConfig) -> Identity:
         readable = None if "*" in user.read else user.read
         uploadable = self.upload_targets if "*" in user.upload else user.upload
-        upstream = httpx.BasicAuth(GITLAB_USER, user.gitlab_token) if user.gitlab_token else None
+        upstream = httpx2.BasicAuth(GITLAB_USER, user.gitlab_token) if user.gitlab_token else None
         return Identity(user.name, readable, uploadable & self.upload_targets, upstream)
 
     async def _user(self, name: str, password: str) -> UserConfig | None:
@@ -165,7 +165,7 @@ class Authenticator:
         self._remember(self._verified, key, (now + VERIFIED_SECONDS, found and found.name))
         return found
 
-    async def _passthrough_readable(self, fingerprint: str, auth: httpx.Auth) -> frozenset[str]:
+    async def _passthrough_readable(self, fingerprint: str, auth: httpx2.Auth) -> frozenset[str]:
         known = self._readable.get(fingerprint)
         if known is not None and known[0] > time.monotonic():
             return known[1]
@@ -176,7 +176,7 @@ class Authenticator:
             task.add_done_callback(lambda _: self._flights.pop(fingerprint, None))
         return await asyncio.shield(task)
 
-    async def _ask_gitlab(self, fingerprint: str, auth: httpx.Auth) -> frozenset[str]:
+    async def _ask_gitlab(self, fingerprint: str, auth: httpx2.Auth) -> frozenset[str]:
         names = list(self.probes)
         answers = await asyncio.gather(
             *(self.probes[n](auth) for n in names), return_exceptions=True

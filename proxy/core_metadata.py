@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 
-import httpx
+import httpx2
 from packaging.version import InvalidVersion, Version
 
 from proxy import upstream
@@ -51,7 +51,7 @@ class CoreMetadata:
         files: FileStore,
         pages: PageCache,
         index: Index,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
     ) -> None:
         self.store, self.files, self.pages, self.index = store, files, pages, index
         self.client = client

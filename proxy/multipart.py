@@ -1,6 +1,6 @@
 """A multipart/form-data request body streamed from a file on disk, with its exact length.
 
-httpx reads a synchronous file object on the event loop; this reads each chunk in a thread.
+httpx2 reads a synchronous file object on the event loop; this reads each chunk in a thread.
 """
 
 import asyncio

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urljoin
 
-import httpx
+import httpx2
 
 from proxy.health import observe_upstream
 from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
@@ -16,22 +16,22 @@ CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
 
 
-def make_client(timeout: float) -> httpx.AsyncClient:
+def make_client(timeout: float) -> httpx2.AsyncClient:
     """The one client every upstream request goes through (keep-alive, pooled)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
         follow_redirects=False,
         headers={"User-Agent": "gitlab-pypi-proxy"},
     )
 
 
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+def _same_origin(a: httpx2.URL, b: httpx2.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
-def _unavailable(source: str, exc: httpx.HTTPError) -> SourceUnavailable:
-    if isinstance(exc, httpx.TimeoutException):
+def _unavailable(source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
+    if isinstance(exc, httpx2.TimeoutException):
         failure = SourceUnavailable(source, "timed out", timeout=True)
     else:
         failure = SourceUnavailable(source, type(exc).__name__)
@@ -40,21 +40,21 @@ def _unavailable(source: str, exc: httpx.HTTPError) -> SourceUnavailable:
 
 
 async def get(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     source: str,
     url: str,
     *,
-    auth: httpx.Auth | None = None,
+    auth: httpx2.Auth | None = None,
     headers: dict[str, str] | None = None,
     params: dict[str, str | int] | None = None,
-) -> httpx.Response:
+) -> httpx2.Response:
     """GET without following redirects; a 3xx comes back to the caller as it is.
 
     Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`.
     """
     try:
         response = await client.get(url, auth=auth, headers=headers, params=params)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _unavailable(source, exc) from None
     observe_upstream(source, response.status_code)
     if response.status_code >= 500:
@@ -63,15 +63,15 @@ async def get(
 
 
 async def post(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     source: str,
     url: str,
     *,
     content: AsyncIterator[bytes],
     headers: dict[str, str],
-    auth: httpx.Auth | None,
-    timeout: httpx.Timeout,
-) -> httpx.Response:
+    auth: httpx2.Auth | None,
+    timeout: httpx2.Timeout,
+) -> httpx2.Response:
     """POST a streamed body, never following a redirect (it would resend the credentials).
 
     Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP answer,
@@ -79,25 +79,25 @@ async def post(
     """
     try:
         return await client.post(url, content=content, headers=headers, auth=auth, timeout=timeout)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _unavailable(source, exc) from None
 
 
 @asynccontextmanager
 async def stream(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     source: str,
     url: str,
     *,
-    auth: httpx.Auth | None = None,
+    auth: httpx2.Auth | None = None,
     headers: dict[str, str] | None = None,
-) -> AsyncIterator[httpx.Response]:
+) -> AsyncIterator[httpx2.Response]:
     """Stream a file, following redirects by hand so credentials never leave their origin.
 
     GitLab answers a file with 302 to a signed object-storage URL on another host: that request
     goes out with no credentials at all. A 206 comes back only to a caller that sent a Range.
     """
-    target = httpx.URL(url)
+    target = httpx2.URL(url)
     origin = target
     for _ in range(_MAX_REDIRECTS + 1):
         request = client.build_request(
@@ -107,12 +107,12 @@ async def stream(
             response = await client.send(
                 request, auth=auth if _same_origin(target, origin) else None, stream=True
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise _unavailable(source, exc) from None
         observe_upstream(source, response.status_code)
         if response.is_redirect and "location" in response.headers:
             await response.aclose()
-            target = httpx.URL(urljoin(str(target), response.headers["location"]))
+            target = httpx2.URL(urljoin(str(target), response.headers["location"]))
             continue
         try:
             if response.status_code >= 500:
@@ -126,10 +126,10 @@ async def stream(
     raise SourceUnavailable(source, "too many redirects")
 
 
-async def iter_chunks(source: str, response: httpx.Response) -> AsyncIterator[bytes]:
+async def iter_chunks(source: str, response: httpx2.Response) -> AsyncIterator[bytes]:
     """The body of a streamed response, with transport errors turned into SourceUnavailable."""
     try:
         async for chunk in response.aiter_bytes(CHUNK):
             yield chunk
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise _unavailable(source, exc) from None

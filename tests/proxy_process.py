@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 
 _STARTUP_SECONDS = 30
 
@@ -95,9 +95,9 @@ def start_proxy(config: Path, *args: str, env: dict[str, str] | None = None) -> 
         if process.poll() is not None:
             raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
         try:
-            if httpx.get(f"{proxy.url}/healthz", timeout=1).status_code == 200:
+            if httpx2.get(f"{proxy.url}/healthz", timeout=1).status_code == 200:
                 return proxy
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
     proxy.stop()
     raise RuntimeError(f"proxy did not start in {_STARTUP_SECONDS}s:\n{proxy.log()}")

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from tests.proxy_process import free_port
 
@@ -58,9 +58,9 @@ def pypiserver(directory: Path) -> Iterator[PublicIndex]:
             if process.poll() is not None:
                 raise RuntimeError(f"pypiserver exited with {process.returncode}:\n{index.log()}")
             try:
-                if httpx.get(index.url, timeout=1).status_code == 200:
+                if httpx2.get(index.url, timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"pypiserver did not start:\n{index.log()}")

@@ -5,7 +5,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import httpx2
 
 from proxy.model import DistFile, ProjectPage
 
@@ -58,6 +58,6 @@ class Source(Protocol):
         """A file this source can be asked for by digest alone, without its page (or None)."""
         ...
 
-    def auth_for(self, url: str) -> httpx.Auth | None:
+    def auth_for(self, url: str) -> httpx2.Auth | None:
         """The credentials to send with a request for `url` (a file this source listed)."""
         ...

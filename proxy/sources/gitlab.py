@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from proxy import upstream
 from proxy.config import GitLabConfig, SourceConfig
@@ -64,14 +64,14 @@ class GitLabSource:
         self,
         config: SourceConfig,
         gitlab: GitLabConfig,
-        client: httpx.AsyncClient,
-        auth: httpx.Auth | None = None,
+        client: httpx2.AsyncClient,
+        auth: httpx2.Auth | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.client = client
         self.auth = auth or (
-            httpx.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
+            httpx2.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
         )
         encoded = quote(config.target, safe="")
         self.api = gitlab.api_url
@@ -91,7 +91,7 @@ class GitLabSource:
     def _file_url(self, sha256: str, filename: str) -> str:
         return f"{self.base}/files/{sha256}/{quote(filename)}"
 
-    def _refused(self, what: str, response: httpx.Response) -> None:
+    def _refused(self, what: str, response: httpx2.Response) -> None:
         level = logging.DEBUG if response.status_code in (302, 404) else logging.WARNING
         log.log(level, "source %s: %s answered HTTP %s", self.name, what, response.status_code)
 
@@ -180,7 +180,7 @@ class GitLabSource:
                 yield item
             page = response.headers.get("x-next-page") or None
 
-    def auth_for(self, url: str) -> httpx.Auth | None:
+    def auth_for(self, url: str) -> httpx2.Auth | None:
         """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
         return self.auth
 
@@ -198,7 +198,7 @@ class GitLabSource:
                 chunks=upstream.iter_chunks(self.name, response),
             )
 
-    async def readable_with(self, auth: httpx.Auth) -> bool:
+    async def readable_with(self, auth: httpx2.Auth) -> bool:
         """May these (passthrough) credentials read this source? Raises SourceUnavailable.
 
         A project: its PyPI root index answers 200 (401 or 404 otherwise); job tokens work there.
@@ -221,7 +221,7 @@ class GitLabSource:
         )
 
     async def upload(
-        self, fields: dict[str, str], filename: str, file: BinaryIO, size: int, auth: httpx.Auth
+        self, fields: dict[str, str], filename: str, file: BinaryIO, size: int, auth: httpx2.Auth
     ) -> UploadAnswer:
         """POST a distribution to the project's registry with `auth`. Raises SourceUnavailable
         when GitLab cannot be reached or fails (5xx)."""
@@ -230,7 +230,7 @@ class GitLabSource:
         sent = {k: fields[k] for k in UPLOAD_FIELDS if fields.get(k) is not None}
         body = multipart_body(sent, "content", filename, file, size)
         headers = {"content-type": body.content_type, "content-length": str(body.length)}
-        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, _UPLOAD_READ_TIMEOUT))
+        timeout = httpx2.Timeout(self.timeout, read=max(self.timeout, _UPLOAD_READ_TIMEOUT))
         response = await upstream.post(
             self.client,
             self.name,

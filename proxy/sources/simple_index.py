@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from urllib.parse import unquote, urljoin
 
-import httpx
+import httpx2
 
 from proxy import upstream
 from proxy.config import SourceConfig
@@ -34,7 +34,7 @@ _MAX_METADATA = 16 * 2**20
 
 
 def same_origin(a: str, b: str) -> bool:
-    x, y = httpx.URL(a), httpx.URL(b)
+    x, y = httpx2.URL(a), httpx2.URL(b)
     return (x.scheme, x.host, x.port) == (y.scheme, y.host, y.port)
 
 
@@ -81,29 +81,29 @@ def parse_json_names(text: str) -> frozenset[str]:
     return frozenset(normalize(p["name"]) for p in projects if isinstance(p, dict) and "name" in p)
 
 
-def _is_json(response: httpx.Response) -> bool:
+def _is_json(response: httpx2.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == _JSON
 
 
 class SimpleIndexSource:
     """One `url` source. Cannot be asked for a file by digest alone: only for files it listed."""
 
-    def __init__(self, config: SourceConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: SourceConfig, client: httpx2.AsyncClient) -> None:
         self.name = config.name
         self.config = config
         self.client = client
         self.base = config.target  # ends with "/"
         self.auth = (
-            httpx.BasicAuth(config.username or "", config.password or "")
+            httpx2.BasicAuth(config.username or "", config.password or "")
             if config.username or config.password
             else None
         )
 
-    def auth_for(self, url: str) -> httpx.Auth | None:
+    def auth_for(self, url: str) -> httpx2.Auth | None:
         """The credentials for `url`: this index's own, only on its own origin."""
         return self.auth if same_origin(url, self.base) else None
 
-    async def _get(self, url: str) -> httpx.Response:
+    async def _get(self, url: str) -> httpx2.Response:
         """GET a page; one redirect on the index's own origin is followed (e.g. to the
         normalized name), never one to another host."""
         headers = {"Accept": ACCEPT}
@@ -118,7 +118,7 @@ class SimpleIndexSource:
                 )
         return response
 
-    def _check(self, what: str, response: httpx.Response) -> bool:
+    def _check(self, what: str, response: httpx2.Response) -> bool:
         """True for a 200; False for "not here"; raises for a refusal that needs fixing."""
         if response.status_code == 200:
             return True

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.clients import pip_install, uv_install
@@ -39,7 +39,7 @@ def _wait_for(condition, what: str, seconds: float = 30) -> None:
 
 
 def _page(proxy: ProxyProcess, name: str) -> dict:
-    response = httpx.get(f"{proxy.url}/simple/{name}/", headers=JSON)
+    response = httpx2.get(f"{proxy.url}/simple/{name}/", headers=JSON)
     response.raise_for_status()
     return response.json()
 
@@ -80,18 +80,18 @@ def test_metadata_read_by_ranges_not_by_downloading(world) -> None:
     assert all(r.headers.get("range", "").startswith("bytes=") for r in file_requests)
     page = _page(proxy, "meta-app")
     for entry in page["files"]:
-        sidecar = httpx.get(f"{proxy.url}/simple/meta-app/{entry['url']}.metadata")
+        sidecar = httpx2.get(f"{proxy.url}/simple/meta-app/{entry['url']}.metadata")
         assert sidecar.status_code == 200
         assert f"Version: {entry['filename'].split('-')[1]}" in sidecar.text
         assert entry["core-metadata"]["sha256"] == entry["dist-info-metadata"]["sha256"]
-    html = httpx.get(f"{proxy.url}/simple/meta-app/").text
+    html = httpx2.get(f"{proxy.url}/simple/meta-app/").text
     assert html.count("data-core-metadata=") == 2
     assert html.count("data-dist-info-metadata=") == 2
 
 
 def test_unknown_sidecar_is_a_404(world) -> None:
     proxy, _ = world
-    missing = httpx.get(f"{proxy.url}/files/{'a' * 64}/nothing-1.0-py3-none-any.whl.metadata")
+    missing = httpx2.get(f"{proxy.url}/files/{'a' * 64}/nothing-1.0-py3-none-any.whl.metadata")
     assert missing.status_code == 404
     assert "no core metadata" in missing.text
 
@@ -142,7 +142,7 @@ def test_configured_yanked_version_is_marked_and_skipped(world, tmp_path: Path) 
     page = _page(proxy, "old-one")
     yanked = {f["filename"]: f.get("yanked", False) for f in page["files"]}
     assert yanked == {"old_one-1.0-py3-none-any.whl": False, "old_one-1.1-py3-none-any.whl": True}
-    html = httpx.get(f"{proxy.url}/simple/old-one/").text
+    html = httpx2.get(f"{proxy.url}/simple/old-one/").text
     assert re.search(r'data-yanked=""[^>]*>old_one-1.1-py3-none-any.whl<', html)
     result = pip_install(f"{proxy.url}/simple/", tmp_path / "site", "old-one", home=tmp_path / "h")
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.clients import pip_install, uv_install
@@ -85,7 +85,7 @@ def test_missing_everywhere_is_a_prompt_404_that_never_follows_gitlabs_redirect(
 ) -> None:
     double, _ = gitlab
     started = time.monotonic()
-    response = httpx.get(f"{proxy.url}/simple/requests/")
+    response = httpx2.get(f"{proxy.url}/simple/requests/")
     assert response.status_code == 404
     assert "requests" in response.text
     assert time.monotonic() - started < 5
@@ -96,7 +96,7 @@ def test_missing_everywhere_is_a_prompt_404_that_never_follows_gitlabs_redirect(
 
 
 def test_merged_page_lists_a_shared_file_once_with_proxy_links(proxy) -> None:
-    response = httpx.get(f"{proxy.url}/simple/shared/", headers={"Accept": "text/html"})
+    response = httpx2.get(f"{proxy.url}/simple/shared/", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert "Accept" in [v.strip() for v in response.headers["vary"].split(",")]
@@ -108,18 +108,18 @@ def test_merged_page_lists_a_shared_file_once_with_proxy_links(proxy) -> None:
 
 def test_json_by_accept_and_by_format(proxy) -> None:
     json_type = "application/vnd.pypi.simple.v1+json"
-    response = httpx.get(f"{proxy.url}/simple/acme-utils/", headers={"Accept": json_type})
+    response = httpx2.get(f"{proxy.url}/simple/acme-utils/", headers={"Accept": json_type})
     assert response.headers["content-type"] == json_type
     document = response.json()
     assert document["name"] == "acme-utils"
     (file,) = document["files"]
     assert file["requires-python"] == ">=3.8"
     assert file["url"].startswith("../../files/")
-    by_format = httpx.get(f"{proxy.url}/simple/acme-utils/", params={"format": json_type})
+    by_format = httpx2.get(f"{proxy.url}/simple/acme-utils/", params={"format": json_type})
     assert by_format.json() == document
     # An unencoded "+" arrives as a space; it still means the JSON type.
-    assert httpx.get(f"{proxy.url}/simple/acme-utils/?format={json_type}").json() == document
-    refused = httpx.get(f"{proxy.url}/simple/acme-utils/", headers={"Accept": "image/png"})
+    assert httpx2.get(f"{proxy.url}/simple/acme-utils/?format={json_type}").json() == document
+    refused = httpx2.get(f"{proxy.url}/simple/acme-utils/", headers={"Accept": "image/png"})
     assert refused.status_code == 406
 
 
@@ -133,20 +133,20 @@ def test_json_by_accept_and_by_format(proxy) -> None:
     ],
 )
 def test_unnormalized_and_slashless_names_redirect(proxy, path: str, location: str) -> None:
-    response = httpx.get(f"{proxy.url}{path}")
+    response = httpx2.get(f"{proxy.url}{path}")
     assert response.status_code == 301
     assert response.headers["location"] == location
 
 
 @pytest.mark.parametrize("path", ["/simple/-bad-/", "/simple/a%20b/", "/files/nothex/x.whl"])
 def test_invalid_input_is_a_4xx_with_one_line(proxy, path: str) -> None:
-    response = httpx.get(f"{proxy.url}{path}")
+    response = httpx2.get(f"{proxy.url}{path}")
     assert 400 <= response.status_code < 500
     assert response.text.count("\n") == 1
 
 
 def test_root_index_is_the_union_of_all_sources(proxy) -> None:
-    response = httpx.get(
+    response = httpx2.get(
         f"{proxy.url}/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
     names = {p["name"] for p in response.json()["projects"]}

@@ -5,7 +5,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.clients import clear_client_caches, pip_install, uv_install
@@ -45,7 +45,7 @@ def test_installs_again_with_gitlab_down(proxy_and_gitlab, tmp_path: Path, insta
     assert {"app_main-1.0.dist-info", "app_dep-2.0.dist-info"} <= {
         p.name for p in (tmp_path / "two").iterdir()
     }
-    page = httpx.get(f"{proxy.url}/simple/app-main/")
+    page = httpx2.get(f"{proxy.url}/simple/app-main/")
     assert page.headers["x-cache"] == "STALE"
     assert "warning" in page.headers
 
@@ -69,7 +69,7 @@ def test_offline_mode_serves_the_cache_and_never_calls_gitlab(tmp_path: Path) ->
             clear_client_caches(home)
             result = pip_install(f"{offline.url}/simple/", tmp_path / "two", "app-main", home=home)
             assert result.returncode == 0, result.stderr
-            missing = httpx.get(f"{offline.url}/simple/never-seen/")
+            missing = httpx2.get(f"{offline.url}/simple/never-seen/")
             assert missing.status_code == 503
             assert "offline" in missing.text
         finally:
@@ -97,12 +97,12 @@ def test_wrong_bytes_are_refused_and_never_cached(tmp_path: Path) -> None:
                 f"{proxy.url}/simple/", tmp_path / "b", "app-dep", home=tmp_path / "h2"
             )
             assert ok.returncode == 0, ok.stderr
-            page = httpx.get(
+            page = httpx2.get(
                 f"{proxy.url}/simple/app-dep/",
                 headers={"Accept": "application/vnd.pypi.simple.v1+json"},
             ).json()
             url = f"{proxy.url}/simple/app-dep/{page['files'][0]['url']}"
-            cached = httpx.get(url)
+            cached = httpx2.get(url)
             assert cached.headers["x-cache"] == "HIT"
             assert hashlib.sha256(cached.content).hexdigest() == hashlib.sha256(good).hexdigest()
         finally:
@@ -110,7 +110,7 @@ def test_wrong_bytes_are_refused_and_never_cached(tmp_path: Path) -> None:
 
 
 async def _fetch_all(url: str, count: int) -> list[bytes]:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx2.AsyncClient(timeout=60) as client:
 
         async def one() -> bytes:
             response = await client.get(url)
@@ -149,7 +149,7 @@ def test_a_large_file_streams_through_and_is_kept(tmp_path: Path) -> None:
             url = f"{proxy.url}/files/{sha}/{filename}"
             for expected_cache in ("MISS", "HIT"):
                 digest = hashlib.sha256()
-                with httpx.stream("GET", url, timeout=60) as response:
+                with httpx2.stream("GET", url, timeout=60) as response:
                     assert response.headers["x-cache"] == expected_cache
                     assert response.headers["content-length"] == str(len(data))
                     for chunk in response.iter_bytes():
@@ -170,10 +170,10 @@ def test_a_cache_that_cannot_be_written_serves_files_verified_without_keeping(
     result = pip_install(f"{proxy.url}/simple/", tmp_path / "site", "app-main", home=tmp_path / "h")
     assert result.returncode == 0, result.stderr
     assert "serving files without keeping them" in proxy.log()
-    page = httpx.get(
+    page = httpx2.get(
         f"{proxy.url}/simple/app-dep/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     ).json()
-    again = httpx.get(f"{proxy.url}/simple/app-dep/{page['files'][0]['url']}")
+    again = httpx2.get(f"{proxy.url}/simple/app-dep/{page['files'][0]['url']}")
     assert again.status_code == 200
     assert again.headers["x-cache"] == "BYPASS"  # still not kept, still served
     assert hashlib.sha256(again.content).hexdigest() == page["files"][0]["hashes"]["sha256"]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.clients import isolated_env, run, uv_binary
@@ -168,12 +168,12 @@ def _install_offline(config: Path, requirements: Path, where: Path) -> None:
             installed = {p.name for p in (where / target).iterdir()}
             assert installed >= INSTALLED, (target, installed)
         assert "--hash=sha256:" in requirements.read_text()  # pip checked every hash
-        page = httpx.get(f"{proxy.url}/simple/tool-x/")
+        page = httpx2.get(f"{proxy.url}/simple/tool-x/")
         assert page.status_code == 200
         assert "tool_x-1.1-py3-none-any.whl" in page.text
-        public = httpx.get(f"{proxy.url}/simple/pub-lib/", headers=JSON).json()
+        public = httpx2.get(f"{proxy.url}/simple/pub-lib/", headers=JSON).json()
         assert public["_source"] == "public"  # the public index's page, kept by prefetch
-        root = httpx.get(f"{proxy.url}/simple/")  # the project lists were cached too
+        root = httpx2.get(f"{proxy.url}/simple/")  # the project lists were cached too
         assert root.status_code == 200
         assert {"app-main", "tool-x", "unrelated"} <= set(re.findall(r">([a-z-]+)</a>", root.text))
     finally:
@@ -261,11 +261,11 @@ def test_a_tampered_bundle_names_the_bad_file_and_keeps_the_rest(prefetched: Pre
     assert "imported 4 files" in result.stdout
     proxy = start_proxy(config, "--offline")
     try:
-        page = httpx.get(f"{proxy.url}/simple/app-dep/", headers=JSON).json()
+        page = httpx2.get(f"{proxy.url}/simple/app-dep/", headers=JSON).json()
         by_name = {f["filename"]: f for f in page["files"]}
         for filename, status in [(victim, 503), ("app_dep-2.0.tar.gz", 200)]:
             url = f"{proxy.url}/simple/app-dep/{by_name[filename]['url']}"
-            response = httpx.get(url)
+            response = httpx2.get(url)
             assert response.status_code == status, filename
             if status == 200:
                 assert (

@@ -4,7 +4,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.dists import make_wheel
@@ -96,7 +96,7 @@ def test_stats_counts_the_servers_hits_and_misses(gitlab) -> None:
     proxy = start_proxy(config)
     try:
         for _ in range(3):  # one miss (downloaded), then two hits
-            response = httpx.get(f"{proxy.url}/files/{sha}/{filename}")
+            response = httpx2.get(f"{proxy.url}/files/{sha}/{filename}")
             assert response.status_code == 200
     finally:
         proxy.stop()
@@ -111,11 +111,11 @@ def test_prefetch_while_the_server_runs_serves_its_files_as_hits(gitlab) -> None
     _, _, config = gitlab
     proxy = start_proxy(config)
     try:
-        assert httpx.get(f"{proxy.url}/simple/tool-x/").status_code == 200
+        assert httpx2.get(f"{proxy.url}/simple/tool-x/").status_code == 200
         result = prefetch(config, "--package", "tool-x==1.1")
         assert result.returncode == 0, result.stdout + result.stderr
         filename, data = make_wheel("tool-x", "1.1")
-        response = httpx.get(f"{proxy.url}/files/{hashlib.sha256(data).hexdigest()}/{filename}")
+        response = httpx2.get(f"{proxy.url}/files/{hashlib.sha256(data).hexdigest()}/{filename}")
         assert response.headers["x-cache"] == "HIT"
         assert response.content == data
     finally:

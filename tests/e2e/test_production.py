@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,7 +63,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx2.get(f"{url}/metrics").text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -141,10 +141,10 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
     )
     assert installed.returncode == 0, installed.stderr
     sizes = [len(f.content) for f in deployment.double.files if f.project_id == 11]
-    page = httpx.get(f"{deployment.root}simple/app-dep/")
+    page = httpx2.get(f"{deployment.root}simple/app-dep/")
     link = re.search(r'href="([^"#]+)', page.text)
     assert link is not None
-    again = httpx.get(f"{deployment.root}simple/app-dep/{link.group(1)}")
+    again = httpx2.get(f"{deployment.root}simple/app-dep/{link.group(1)}")
     assert again.headers["x-cache"] == "HIT"
     after = _metrics(deployment.proxy.url)
 
@@ -161,7 +161,7 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
     assert delta(prefix + "http_requests_total", route="project_page", status="200") >= 3
     assert delta(prefix + "upstream_requests_total", source="platform", outcome="2xx") >= 4
     assert after[(prefix + "file_cache_entries", ())] >= 2
-    status = BeautifulSoup(httpx.get(deployment.root).text, "html.parser")
+    status = BeautifulSoup(httpx2.get(deployment.root).text, "html.parser")
     cells = {tr.th.get_text(): tr.td.get_text() for tr in status.find_all("tr") if tr.th and tr.td}
     assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\)", cells["File hit ratio"])
     assert cells["Files cached"].startswith(("2 ", "3 "))
@@ -169,7 +169,7 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
 
 def test_json_access_log_without_credentials(deployment: Deployment) -> None:
     secret = "s3cret-password-in-header"
-    response = httpx.get(
+    response = httpx2.get(
         f"{deployment.root}simple/app-main/?private_token=query-secret", auth=("carol", secret)
     )
     assert response.status_code == 200
@@ -191,23 +191,23 @@ def test_json_access_log_without_credentials(deployment: Deployment) -> None:
 
 def test_health_readiness_and_forwarded_host(deployment: Deployment) -> None:
     for path in ("/healthz", "/pypi/healthz"):
-        health = httpx.get(deployment.proxy.url + path)
+        health = httpx2.get(deployment.proxy.url + path)
         assert (health.status_code, health.text) == (200, "ok\n")
-    assert httpx.get(f"{deployment.root}simple/app-main/").status_code == 200
+    assert httpx2.get(f"{deployment.root}simple/app-main/").status_code == 200
 
     def ready_and_up() -> dict | None:
-        body = httpx.get(f"{deployment.root}readyz").json()
+        body = httpx2.get(f"{deployment.root}readyz").json()
         return body if body["sources"]["platform"]["state"] == "up" else None
 
     body = _until(ready_and_up, "platform reported up by whichever worker answers")
     assert body["ready"] is True and body["mode"] == "online" and body["config"] == "loaded"
-    behind = httpx.get(
+    behind = httpx2.get(
         deployment.root, headers={"x-forwarded-proto": "https", "x-forwarded-host": "pypi.acme.io"}
     )
     assert "index-url = https://pypi.acme.io/pypi/simple/" in behind.text
-    bare = httpx.get(f"{deployment.proxy.url}/pypi")
+    bare = httpx2.get(f"{deployment.proxy.url}/pypi")
     assert bare.status_code == 301 and bare.headers["location"] == "pypi/"
-    simple = httpx.get(f"{deployment.root}simple")
+    simple = httpx2.get(f"{deployment.root}simple")
     assert simple.status_code == 301 and simple.headers["location"] == "simple/"
 
 
@@ -224,10 +224,10 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
         proxy, _ = _readiness_of(tmp_path / "warm", server.url)
         empty = None
         try:
-            assert httpx.get(f"{proxy.url}/simple/app-main/").status_code == 200
+            assert httpx2.get(f"{proxy.url}/simple/app-main/").status_code == 200
             server.stop()
-            assert httpx.get(f"{proxy.url}/simple/app-dep/").status_code == 502
-            ready = httpx.get(f"{proxy.url}/readyz")
+            assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 502
+            ready = httpx2.get(f"{proxy.url}/readyz")
             body = ready.json()
             assert ready.status_code == 200 and body["ready"] is True
             assert body["sources"]["platform"]["state"] == "down"
@@ -251,8 +251,8 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
             )
 
             empty, _ = _readiness_of(tmp_path / "cold", server.url)
-            assert httpx.get(f"{empty.url}/simple/app-main/").status_code == 502
-            cold = httpx.get(f"{empty.url}/readyz")
+            assert httpx2.get(f"{empty.url}/simple/app-main/").status_code == 502
+            cold = httpx2.get(f"{empty.url}/readyz")
             assert cold.status_code == 503 and cold.json()["ready"] is False
             assert "nothing is cached" in cold.json()["mode"]
         finally:
@@ -267,11 +267,11 @@ def test_graceful_shutdown_lets_a_download_finish(tmp_path: Path) -> None:
     with serve(app_with_dependency(TOKEN, ("big-blob", filename, big)).app) as server:
         proxy, _ = _readiness_of(tmp_path, server.url)
         try:
-            page = httpx.get(f"{proxy.url}/simple/big-blob/").text
+            page = httpx2.get(f"{proxy.url}/simple/big-blob/").text
             link = re.search(r'href="([^"#]+)', page)
             assert link is not None
             digest = hashlib.sha256()
-            with httpx.stream("GET", f"{proxy.url}/simple/big-blob/{link.group(1)}") as body:
+            with httpx2.stream("GET", f"{proxy.url}/simple/big-blob/{link.group(1)}") as body:
                 chunks = body.iter_bytes()
                 digest.update(next(chunks))
                 proxy.process.terminate()  # SIGTERM while most of the file is still to come
@@ -303,20 +303,20 @@ def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
             a, b = (r.url for r in replicas)
             for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
                 pages = [
-                    httpx.get(f"{u}/simple/app-main/", headers={"accept": accept}) for u in (a, b)
+                    httpx2.get(f"{u}/simple/app-main/", headers={"accept": accept}) for u in (a, b)
                 ]
                 assert pages[0].content == pages[1].content
                 assert pages[0].headers["etag"] == pages[1].headers["etag"]
-            link = re.search(r'href="([^"#]+)', httpx.get(f"{a}/simple/app-main/").text)
+            link = re.search(r'href="([^"#]+)', httpx2.get(f"{a}/simple/app-main/").text)
             assert link is not None
-            from_b = httpx.get(f"{b}/simple/app-main/{link.group(1)}")
+            from_b = httpx2.get(f"{b}/simple/app-main/{link.group(1)}")
             wanted = next(f for f in double.files if f.name == "app-main").content
             assert from_b.status_code == 200 and from_b.content == wanted
             # an upload through one replica reaches GitLab; every replica sees it within index_ttl
             filename, data = make_wheel("app-main", "1.1")
             double.add_package_file(11, "app-main", "1.1", filename, data)
             for url in (a, b):
-                assert filename in httpx.get(f"{url}/simple/app-main/").text
+                assert filename in httpx2.get(f"{url}/simple/app-main/").text
         finally:
             for replica in replicas:
                 replica.stop()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.clients import clear_client_caches, pip_install, uv_install
@@ -97,11 +97,11 @@ def test_public_and_private_names_each_from_their_owner(world, tmp_path: Path, i
         "pub_only-1.0.dist-info",
         "shared_name-1.0.dist-info",
     }
-    public_page = httpx.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()
+    public_page = httpx2.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()
     assert public_page["_source"] == "public"
     assert [f["filename"] for f in public_page["files"]] == ["pub_only-1.0-py3-none-any.whl"]
     assert public_page["files"][0]["url"].startswith("../../files/")
-    shared = httpx.get(f"{proxy.url}/simple/shared-name/").text
+    shared = httpx2.get(f"{proxy.url}/simple/shared-name/").text
     assert "<!-- sources: platform -->" in shared
     assert "9.0" not in shared
     _wait_for(
@@ -115,12 +115,12 @@ def test_public_wheels_get_core_metadata_too(world) -> None:
     proxy, _, _, _ = world
 
     def files() -> list[dict]:
-        return httpx.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()["files"]
+        return httpx2.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()["files"]
 
     # pypiserver advertises none; the proxy reads it from the wheel by range reads
     _wait_for(lambda: "core-metadata" in files()[0], "pub-only's metadata to be advertised")
     (entry,) = files()
-    sidecar = httpx.get(f"{proxy.url}/simple/pub-only/{entry['url']}.metadata")
+    sidecar = httpx2.get(f"{proxy.url}/simple/pub-only/{entry['url']}.metadata")
     assert sidecar.status_code == 200
     assert "Name: pub-only" in sidecar.text
     assert entry["core-metadata"]["sha256"] == hashlib.sha256(sidecar.content).hexdigest()
@@ -133,14 +133,14 @@ def test_gitlab_down_public_from_cache_private_never_public(own_world, tmp_path:
     assert first.returncode == 0, first.stderr
     gitlab.stop()
     # never asked while GitLab was up: fail closed rather than take the public 9.0
-    fragile = httpx.get(f"{proxy.url}/simple/fragile/")
+    fragile = httpx2.get(f"{proxy.url}/simple/fragile/")
     assert fragile.status_code == 503
     assert "platform" in fragile.text
     assert "fragile" in fragile.text
     failed = pip_install(f"{proxy.url}/simple/", tmp_path / "three", "fragile", home=home)
     assert failed.returncode != 0
     # unless the owner lets the public index answer that name
-    opened = httpx.get(f"{proxy.url}/simple/opened-up/", headers=JSON).json()
+    opened = httpx2.get(f"{proxy.url}/simple/opened-up/", headers=JSON).json()
     assert opened["_source"] == "public"
     public.stop()
     clear_client_caches(home)

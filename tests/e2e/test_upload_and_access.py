@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from proxy.passwords import hash_password
@@ -135,7 +135,7 @@ def test_a_second_upload_of_the_same_file_fails_with_409(gitlab, proxy, tmp_path
     second = twine_upload(url, files, user="ci", password=CI_PASSWORD, home=tmp_path / "home")
     assert second.returncode != 0
     assert "409" in second.stdout + second.stderr
-    response = httpx.put(
+    response = httpx2.put(
         f"{proxy.url}/upload/platform/",
         auth=("ci", CI_PASSWORD),
         data={"name": "dup-pkg", "version": "1.0", ":action": "file_upload"},
@@ -153,7 +153,7 @@ def test_uv_publish_then_check_url_skips_and_pip_installs_the_new_version(
     home = tmp_path / "home"
     simple = index_url(proxy, "ci", CI_PASSWORD)
     # The page of basepkg is cached before the upload: the upload must invalidate it.
-    assert httpx.get(f"{proxy.url}/simple/basepkg/", auth=("ci", CI_PASSWORD)).status_code == 200
+    assert httpx2.get(f"{proxy.url}/simple/basepkg/", auth=("ci", CI_PASSWORD)).status_code == 200
     files = dists(tmp_path / "dist", make_wheel("basepkg", "2.0"), make_sdist("basepkg", "2.0"))
     result = uv_publish(f"{proxy.url}/upload", files, user="ci", password=CI_PASSWORD, home=home)
     assert result.returncode == 0, result.stderr
@@ -173,7 +173,7 @@ def test_uv_publish_then_check_url_skips_and_pip_installs_the_new_version(
     assert (tmp_path / "site" / "basepkg-2.0.dist-info").is_dir()
     wheel = files[0]
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    served = httpx.get(f"{proxy.url}/files/{digest}/{wheel.name}", auth=("ci", CI_PASSWORD))
+    served = httpx2.get(f"{proxy.url}/files/{digest}/{wheel.name}", auth=("ci", CI_PASSWORD))
     assert served.content == wheel.read_bytes()
 
 
@@ -181,7 +181,7 @@ def test_a_client_digest_that_does_not_match_is_refused(gitlab, proxy) -> None:
     double, _ = gitlab
     uploads = len(double.uploads())
     name, data = make_wheel("digest-pkg", "1.0")
-    response = httpx.post(
+    response = httpx2.post(
         f"{proxy.url}/upload/",
         auth=("ci", CI_PASSWORD),
         data={"name": "digest-pkg", "version": "1.0", "sha256_digest": "0" * 64},
@@ -197,7 +197,7 @@ def test_upload_with_gitlab_down_is_502_naming_it(gitlab, proxy) -> None:
     name, data = make_wheel("down-pkg", "1.0")
     double.down_status = 503
     try:
-        response = httpx.post(
+        response = httpx2.post(
             f"{proxy.url}/upload/",
             auth=("ci", CI_PASSWORD),
             data={"name": "down-pkg", "version": "1.0"},
@@ -236,7 +236,7 @@ def test_an_upload_over_max_size_is_refused_by_its_content_length(gitlab, proxy)
     double, _ = gitlab
     uploads = len(double.uploads())
     name, data = make_wheel("big-pkg", "1.0", pad_bytes=3 * 2**20)
-    response = httpx.post(
+    response = httpx2.post(
         f"{proxy.url}/upload/",
         auth=("ci", CI_PASSWORD),
         data={"name": "big-pkg", "version": "1.0"},
@@ -265,7 +265,7 @@ def test_an_upload_without_length_is_cut_where_it_passes_max_size(gitlab, proxy)
             yield b"\1" * 65536
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    response = httpx.post(
+    response = httpx2.post(
         f"{proxy.url}/upload/",
         auth=("ci", CI_PASSWORD),
         content=body(),
@@ -292,14 +292,14 @@ def test_twine_shows_the_size_refusal(gitlab, proxy, tmp_path: Path) -> None:
 
 def test_anonymous_is_challenged(proxy) -> None:
     for path in ("/", "/simple/", "/simple/basepkg/", "/files/" + "a" * 64 + "/x-1.0.tar.gz"):
-        response = httpx.get(proxy.url + path)
+        response = httpx2.get(proxy.url + path)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Basic realm="acme packages"'
-    assert httpx.post(f"{proxy.url}/upload/", data={"name": "x"}).status_code == 401
+    assert httpx2.post(f"{proxy.url}/upload/", data={"name": "x"}).status_code == 401
 
 
 def test_wrong_password_is_challenged(proxy, tmp_path: Path) -> None:
-    response = httpx.get(f"{proxy.url}/simple/", auth=("reader", "not-the-password"))
+    response = httpx2.get(f"{proxy.url}/simple/", auth=("reader", "not-the-password"))
     assert response.status_code == 401
     assert "www-authenticate" in response.headers
     files = dists(tmp_path / "dist", make_wheel("never-pkg", "1.0"))
@@ -312,10 +312,10 @@ def test_wrong_password_is_challenged(proxy, tmp_path: Path) -> None:
 
 def test_read_only_user_reads_its_sources_and_may_not_upload(proxy, tmp_path: Path) -> None:
     auth = ("reader", READER_PASSWORD)
-    root = httpx.get(f"{proxy.url}/simple/", auth=auth, headers={"accept": "text/html"})
+    root = httpx2.get(f"{proxy.url}/simple/", auth=auth, headers={"accept": "text/html"})
     assert root.status_code == 200
     assert "basepkg" in root.text and "secretpkg" not in root.text
-    assert httpx.get(f"{proxy.url}/simple/secretpkg/", auth=auth).status_code == 404
+    assert httpx2.get(f"{proxy.url}/simple/secretpkg/", auth=auth).status_code == 404
     installed = pip_install(
         index_url(proxy, "__token__", READER_PASSWORD),
         tmp_path / "site",
@@ -339,7 +339,7 @@ def test_upload_user_may_not_upload_to_a_source_it_lacks(gitlab, proxy) -> None:
     double, _ = gitlab
     uploads = len(double.uploads())
     name, data = make_wheel("other-pkg", "1.0")
-    response = httpx.post(
+    response = httpx2.post(
         f"{proxy.url}/upload/secret/",
         auth=("__token__", CI_PASSWORD),
         data={"name": "other-pkg", "version": "1.0"},
@@ -355,10 +355,10 @@ def test_passthrough_job_token_reads_what_gitlab_allows_and_uploads_as_itself(
 ) -> None:
     double, _ = gitlab
     auth = ("gitlab-ci-token", JOB_TOKEN)
-    root = httpx.get(f"{proxy.url}/simple/", auth=auth, headers={"accept": "text/html"})
+    root = httpx2.get(f"{proxy.url}/simple/", auth=auth, headers={"accept": "text/html"})
     assert root.status_code == 200
     assert "basepkg" in root.text and "secretpkg" not in root.text
-    assert httpx.get(f"{proxy.url}/simple/secretpkg/", auth=auth).status_code == 404
+    assert httpx2.get(f"{proxy.url}/simple/secretpkg/", auth=auth).status_code == 404
     files = dists(tmp_path / "dist", make_wheel("job-pkg", "1.0"))
     result = twine_upload(
         f"{proxy.url}/upload/",
@@ -370,9 +370,9 @@ def test_passthrough_job_token_reads_what_gitlab_allows_and_uploads_as_itself(
     assert result.returncode == 0, result.stdout + result.stderr
     recorded = double.uploads()[-1]
     assert basic_password(recorded.headers["authorization"]) == ("gitlab-ci-token", JOB_TOKEN)
-    assert httpx.get(f"{proxy.url}/simple/", auth=("gitlab-ci-token", "nope")).status_code == 401
+    assert httpx2.get(f"{proxy.url}/simple/", auth=("gitlab-ci-token", "nope")).status_code == 401
     name, data = make_wheel("job-pkg", "2.0")
-    refused = httpx.post(
+    refused = httpx2.post(
         f"{proxy.url}/upload/",
         auth=("gitlab-ci-token", "not-a-job-token"),
         data={"name": "job-pkg", "version": "2.0"},
@@ -387,11 +387,11 @@ def test_user_without_access_to_a_source_is_not_served_its_cached_file(gitlab, p
     double, _ = gitlab
     secret = next(f for f in double.files if f.name == "secretpkg")
     url = f"{proxy.url}/files/{secret.sha256}/{secret.filename}"
-    assert httpx.get(url, auth=("ci", CI_PASSWORD)).content == secret.content  # now cached
-    refused = httpx.get(url, auth=("reader", READER_PASSWORD))
+    assert httpx2.get(url, auth=("ci", CI_PASSWORD)).content == secret.content  # now cached
+    refused = httpx2.get(url, auth=("reader", READER_PASSWORD))
     assert refused.status_code == 404
     assert secret.content not in refused.content
-    served = httpx.get(url, auth=("ci", CI_PASSWORD))
+    served = httpx2.get(url, auth=("ci", CI_PASSWORD))
     assert served.headers["x-cache"] == "HIT"
     assert "public" not in served.headers["cache-control"]
 

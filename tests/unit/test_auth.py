@@ -4,7 +4,7 @@ import asyncio
 import base64
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from proxy import auth as auth_module
@@ -92,7 +92,7 @@ async def test_user_identity_translates_to_its_gitlab_token() -> None:
     identity = await authenticator(ci).identify(header("ci", "pw"))
     assert identity.user == "ci" and identity.readable is None
     assert identity.uploadable == TARGETS
-    request = next(identity.upstream.auth_flow(httpx.Request("POST", "http://gitlab/")))
+    request = next(identity.upstream.auth_flow(httpx2.Request("POST", "http://gitlab/")))
     user, _, password = (
         base64.b64decode(request.headers["authorization"][6:]).decode().partition(":")
     )
@@ -179,7 +179,7 @@ async def test_with_passthrough_an_unknown_name_goes_to_gitlab_without_the_slow_
 ) -> None:
     calls = _count_kdf(monkeypatch)
 
-    async def yes(auth: httpx.Auth) -> bool:
+    async def yes(auth: httpx2.Auth) -> bool:
         return True
 
     auth = authenticator(
@@ -202,7 +202,7 @@ async def test_passthrough_sees_what_gitlab_lets_it_read_and_the_verdict_is_kept
     asked: list[str] = []
 
     def probe(source: str, allowed: bool):
-        async def ask(auth: httpx.Auth) -> bool:
+        async def ask(auth: httpx2.Auth) -> bool:
             asked.append(source)
             await asyncio.sleep(0)
             return allowed
@@ -227,7 +227,7 @@ async def test_passthrough_sees_what_gitlab_lets_it_read_and_the_verdict_is_kept
 
 
 async def test_passthrough_that_can_read_nothing_is_challenged() -> None:
-    async def no(auth: httpx.Auth) -> bool:
+    async def no(auth: httpx2.Auth) -> bool:
         return False
 
     auth = authenticator(passthrough=True, probes={"platform": no}, public=frozenset({"pypi"}))
@@ -236,7 +236,7 @@ async def test_passthrough_that_can_read_nothing_is_challenged() -> None:
 
 
 async def test_passthrough_credentials_gitlab_accepts_read_the_public_sources_too() -> None:
-    async def yes(auth: httpx.Auth) -> bool:
+    async def yes(auth: httpx2.Auth) -> bool:
         return True
 
     auth = authenticator(passthrough=True, probes={"platform": yes}, public=frozenset({"pypi"}))
@@ -245,7 +245,7 @@ async def test_passthrough_credentials_gitlab_accepts_read_the_public_sources_to
 
 
 async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:
-    async def down(auth: httpx.Auth) -> bool:
+    async def down(auth: httpx2.Auth) -> bool:
         raise SourceUnavailable("platform", "timed out", timeout=True)
 
     auth = authenticator(passthrough=True, probes={"platform": down})

@@ -4,7 +4,7 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-import httpx
+import httpx2
 import respx
 
 from proxy.cache.files import FileStore
@@ -26,7 +26,7 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     pages = PageCache(tmp_path, 300)
     files = FileStore(tmp_path, 2**30)
     index = Index([source], [], pages)
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
         first = await service.annotated(index.project_page("demo"))
         assert first.files[0].core_metadata_sha256 is None
@@ -61,7 +61,7 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
     )
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
     pages = PageCache(tmp_path, 300)
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         config = SourceConfig("public", "url", "https://index.example.org/simple/")
         index = Index([], [SimpleIndexSource(config, client)], pages)
         service = CoreMetadata(

@@ -4,6 +4,7 @@ import base64
 from collections.abc import AsyncIterator
 
 import httpx
+import httpx2
 import pytest
 import respx
 
@@ -16,12 +17,12 @@ SHA = "a" * 64
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
+async def client() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=2) as client:
         yield client
 
 
-def source(client: httpx.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
+def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
     return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
 
@@ -78,7 +79,7 @@ async def test_5xx_and_timeouts_are_unavailable(client) -> None:
     assert caught.value.source == "platform"
     assert not caught.value.timeout
     respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/y").mock(
-        side_effect=httpx.ReadTimeout("slow")
+        side_effect=httpx2.ReadTimeout("slow")
     )
     with pytest.raises(SourceUnavailable) as caught:
         await source(client).project_page("y")
@@ -161,7 +162,7 @@ async def test_missing_file_and_failing_file(client) -> None:
         async with src.open_file(missing):
             pass
     broken = src.file_for(SHA, "broken-1.0.tar.gz")
-    respx.get(broken.url).mock(side_effect=httpx.ConnectError("refused"))
+    respx.get(broken.url).mock(side_effect=httpx2.ConnectError("refused"))
     with pytest.raises(SourceUnavailable):
         async with src.open_file(broken):
             pass

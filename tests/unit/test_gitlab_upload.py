@@ -5,6 +5,7 @@ import io
 from collections.abc import AsyncIterator
 
 import httpx
+import httpx2
 import pytest
 import respx
 
@@ -17,12 +18,12 @@ UPLOAD = f"{API}/projects/11/packages/pypi"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
+async def client() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=2) as client:
         yield client
 
 
-def source(client: httpx.AsyncClient, kind: str = "gitlab_project", target: str = "11"):
+def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "11"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-reader", timeout=2)
     return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
 
@@ -54,7 +55,7 @@ async def test_upload_posts_only_the_fields_gitlab_reads_with_the_file_streamed(
         "description": "line one\r\nline two",
     }
     answer = await source(client).upload(
-        fields, "acme_tool-1.0.tar.gz", io.BytesIO(data), len(data), httpx.BasicAuth("u", "tok")
+        fields, "acme_tool-1.0.tar.gz", io.BytesIO(data), len(data), httpx2.BasicAuth("u", "tok")
     )
     assert answer.status == 201 and answer.message == "201 Created"
     request = route.calls.last.request
@@ -78,7 +79,7 @@ async def test_upload_returns_gitlab_refusals_and_raises_on_5xx(client) -> None:
     respx.post(UPLOAD).mock(
         side_effect=[httpx.Response(400, json={"message": message}), httpx.Response(503)]
     )
-    auth = httpx.BasicAuth("u", "tok")
+    auth = httpx2.BasicAuth("u", "tok")
     answer = await source(client).upload({"name": "x"}, "x-1.tar.gz", io.BytesIO(b"x"), 1, auth)
     assert (answer.status, answer.message) == (400, message)
     with pytest.raises(SourceUnavailable, match="platform unavailable: HTTP 503"):
@@ -90,7 +91,7 @@ async def test_project_probe_is_its_pypi_root_index(client) -> None:
     route = respx.get(f"{UPLOAD}/simple").mock(
         side_effect=[httpx.Response(200, text="<html></html>"), httpx.Response(404)]
     )
-    auth = httpx.BasicAuth("gitlab-ci-token", "job")
+    auth = httpx2.BasicAuth("gitlab-ci-token", "job")
     assert await source(client).readable_with(auth)
     assert not await source(client).readable_with(auth)
     assert route.calls.last.request.headers["authorization"] == auth._auth_header
@@ -99,11 +100,11 @@ async def test_project_probe_is_its_pypi_root_index(client) -> None:
 @respx.mock
 async def test_group_probe_needs_every_package_the_proxy_sees(client) -> None:
     def packages(request: httpx.Request) -> httpx.Response:
-        mine = request.headers["authorization"] == httpx.BasicAuth("u", "theirs")._auth_header
+        mine = request.headers["authorization"] == httpx2.BasicAuth("u", "theirs")._auth_header
         total = "3" if mine else "5"
         return httpx.Response(200, json=[], headers={"x-total": total})
 
     respx.get(f"{API}/groups/acme/packages").mock(side_effect=packages)
     group = source(client, "gitlab_group", "acme")
-    assert not await group.readable_with(httpx.BasicAuth("u", "theirs"))
-    assert await group.readable_with(httpx.BasicAuth("gitlab-pypi-proxy", "glpat-reader"))
+    assert not await group.readable_with(httpx2.BasicAuth("u", "theirs"))
+    assert await group.readable_with(httpx2.BasicAuth("gitlab-pypi-proxy", "glpat-reader"))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client import REGISTRY
 
@@ -118,9 +118,9 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _client(app: Any, peer: str) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
-    return httpx.AsyncClient(transport=transport, base_url="http://proxy.internal")
+def _client(app: Any, peer: str) -> httpx2.AsyncClient:
+    transport = httpx2.ASGITransport(app=app, client=(peer, 1234))
+    return httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal")
 
 
 FORWARDED = {

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 import respx
 
@@ -25,12 +25,12 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
+async def client() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=2) as client:
         yield client
 
 
-def source(client: httpx.AsyncClient) -> SimpleIndexSource:
+def source(client: httpx2.AsyncClient) -> SimpleIndexSource:
     config = SourceConfig("public", "url", INDEX, username="reader", password="s3cret")
     return SimpleIndexSource(config, client)
 

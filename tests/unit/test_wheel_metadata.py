@@ -5,6 +5,7 @@ import zipfile
 from collections.abc import AsyncIterator
 
 import httpx
+import httpx2
 import pytest
 import respx
 
@@ -15,8 +16,8 @@ URL = "https://gitlab.internal/files/big_one-1.0-py3-none-any.whl"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
+async def client() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=2) as client:
         yield client
 
 
@@ -40,7 +41,7 @@ def serve_ranges(data: bytes, served: list[int]):
     return answer
 
 
-def reader(client: httpx.AsyncClient):
+def reader(client: httpx2.AsyncClient):
     async def read(spec: str) -> tuple[bytes, str | None]:
         response = await client.get(URL, headers={"Range": spec})
         if response.status_code != 206:
