@@ -4,7 +4,6 @@ and versions marked yanked in the configuration.
 """
 
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
+from tests.waiting import wait_until
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 WHEELS = [
@@ -28,14 +28,6 @@ WHEELS = [
     ("old-one", "1.0", [], datetime(2023, 1, 1, tzinfo=UTC)),
     ("old-one", "1.1", [], datetime(2023, 2, 1, tzinfo=UTC)),
 ]
-
-
-def _wait_for(condition, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
 
 
 def _page(proxy: ProxyProcess, name: str) -> dict:
@@ -60,7 +52,7 @@ def world(tmp_path_factory) -> Iterator[tuple[ProxyProcess, GitLabDouble]]:
         try:
             for name in ("meta-app", "meta-dep"):
                 _page(proxy, name)  # a first page starts reading the wheels' metadata
-            _wait_for(
+            wait_until(
                 lambda: all(
                     "core-metadata" in f
                     for name in ("meta-app", "meta-dep")

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
+from tests.waiting import wait_until
 from tests.worlds import app_with_dependency
 
 TOKEN = "glpat-production-reader"
@@ -74,17 +74,6 @@ def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def _delta(before: dict, after: dict, name: str, **labels: str) -> float:
     key = (name, tuple(sorted(labels.items())))
     return after.get(key, 0.0) - before.get(key, 0.0)
-
-
-def _until(check, what: str, seconds: float = 10.0):  # type: ignore[no-untyped-def]
-    """Poll `check` until it returns something truthy (bounded): state other workers share."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
-    raise AssertionError(f"{what} did not happen within {seconds}s")
 
 
 def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path) -> None:
@@ -180,7 +169,7 @@ def test_json_access_log_without_credentials(deployment: Deployment) -> None:
                 return json.loads(text)
         return None
 
-    entry = _until(line, "the access log line")
+    entry = wait_until(line, "the access log line")
     assert entry["logger"] == "proxy.access" and entry["method"] == "GET"
     assert entry["status"] == 200 and entry["bytes"] > 0 and entry["cache"] in ("OK", "STALE")
     assert entry["user"] == "-" and entry["client"] == "127.0.0.1"
@@ -199,7 +188,7 @@ def test_health_readiness_and_forwarded_host(deployment: Deployment) -> None:
         body = httpx2.get(f"{deployment.root}readyz").json()
         return body if body["sources"]["platform"]["state"] == "up" else None
 
-    body = _until(ready_and_up, "platform reported up by whichever worker answers")
+    body = wait_until(ready_and_up, "platform reported up by whichever worker answers")
     assert body["ready"] is True and body["mode"] == "online" and body["config"] == "loaded"
     behind = httpx2.get(
         deployment.root, headers={"x-forwarded-proto": "https", "x-forwarded-host": "pypi.acme.io"}

@@ -3,7 +3,6 @@ confusion: a name a GitLab source owns never comes from the public index, even w
 """
 
 import hashlib
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.public_index import PublicIndex, pypiserver
 from tests.servers import Server, serve
+from tests.waiting import wait_until
 
 TOKEN = "glpat-public-test"
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -24,14 +24,6 @@ JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 def _installed(target: Path) -> set[str]:
     return {p.name for p in target.iterdir() if p.name.endswith(".dist-info")}
-
-
-def _wait_for(condition, what: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
 
 
 World = tuple[ProxyProcess, GitLabDouble, Server, PublicIndex]
@@ -104,7 +96,7 @@ def test_public_and_private_names_each_from_their_owner(world, tmp_path: Path, i
     shared = httpx2.get(f"{proxy.url}/simple/shared-name/").text
     assert "<!-- sources: platform -->" in shared
     assert "9.0" not in shared
-    _wait_for(
+    wait_until(
         lambda: "private name shared-name also exists on public source public" in proxy.log(),
         "the dependency-confusion warning",
     )
@@ -118,7 +110,7 @@ def test_public_wheels_get_core_metadata_too(world) -> None:
         return httpx2.get(f"{proxy.url}/simple/pub-only/", headers=JSON).json()["files"]
 
     # pypiserver advertises none; the proxy reads it from the wheel by range reads
-    _wait_for(lambda: "core-metadata" in files()[0], "pub-only's metadata to be advertised")
+    wait_until(lambda: "core-metadata" in files()[0], "pub-only's metadata to be advertised")
     (entry,) = files()
     sidecar = httpx2.get(f"{proxy.url}/simple/pub-only/{entry['url']}.metadata")
     assert sidecar.status_code == 200
