@@ -9,18 +9,23 @@ verified file is moved (not copied) into diskcache, which evicts least recently 
 `max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
 All disk I/O and hashing happen in worker threads, never on the event loop.
 
-A cache directory that cannot be written (disk full, read-only) degrades instead of failing: for
-a minute at a time, files are streamed from upstream verified (`verified`) but not kept.
+A cache directory that cannot be written (disk full, read-only) degrades instead of failing
+(proxy.cache.writable): kept files are still served, lookups that cannot be recorded are read
+without recording, and new files are streamed from upstream verified (`verified`) but not kept.
+A download reserves its whole size before the first byte goes out, so a full disk is found
+while nothing is at stake; a write that still fails midway (the disk turned read-only) leaves
+every follower to fetch the rest itself, checked against what it has sent, so no response is cut.
 """
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -31,13 +36,15 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from proxy import metrics
+from proxy.cache.writable import WRITE_ERRORS, writes_for
 from proxy.sources.base import FileStream
 
 log = logging.getLogger("proxy.cache.files")
 
 CHUNK = 256 * 1024
 _LOCK_POLL = 0.05  # seconds between tries for another worker's download lock
-_DEGRADED_SECONDS = 60  # after a failed write, how long files are served without keeping
+# posix_fallocate cannot reserve space on this file system: write without a reservation
+_NO_RESERVATION = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 class HashMismatch(Exception):
@@ -48,11 +55,12 @@ class CacheUnwritable(Exception):
     """The cache directory cannot take a new file now; serve it without keeping it."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Adopt:
     """A verified temporary file to move into the cache as an entry's value."""
 
     path: str
+    placed: str = ""  # where it was moved to, until the entry is recorded
 
 
 class _AdoptingDisk(diskcache.Disk):
@@ -63,6 +71,7 @@ class _AdoptingDisk(diskcache.Disk):
             filename, full_path = self.filename(key, value)
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
             os.rename(value.path, full_path)
+            value.placed = full_path
             return os.path.getsize(full_path), MODE_BINARY, filename, None
         return super().store(value, read, key)
 
@@ -82,13 +91,19 @@ class CachedFile:
 class Download:
     """One upstream download, followed by any number of readers."""
 
-    def __init__(self, sha256: str, reopen: Callable[[], "CachedFile | None"]) -> None:
-        self.sha256, self._reopen = sha256, reopen
+    def __init__(
+        self,
+        sha256: str,
+        reopen: Callable[[], "CachedFile | None"],
+        opener: Callable[[], AbstractAsyncContextManager[FileStream]],
+    ) -> None:
+        self.sha256, self._reopen, self._opener = sha256, reopen, opener
         self.path = ""  # the temporary file, made once the download is sure to run
         self.size: int | None = None  # as announced by the upstream
         self.written = 0
         self.done = False
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the bytes written will never be whole
+        self.unkept: CacheUnwritable | None = None  # whole and verified, but the cache refused it
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Event()
 
@@ -101,23 +116,24 @@ class Download:
         # Hold back the last byte until the digest is checked: a wrong file never arrives whole.
         return self.written if self.done and self.error is None else max(0, self.written - 1)
 
-    def _open_reader(self) -> BinaryIO:
+    def _open_reader(self) -> BinaryIO | None:
+        """The file as written so far, or the kept entry; None once neither exists."""
         try:
             return open(self.path, "rb")
         except FileNotFoundError:
-            # Joined just as the download ended: it was either adopted into the cache or dropped.
+            # Joined just as the download ended: it was adopted into the cache, or dropped.
             cached = self._reopen() if self.error is None else None
-            if cached is None:
-                raise self.error or HashMismatch("download vanished") from None
-            return cached.handle
+            return None if cached is None else cached.handle
 
     async def follow(self) -> AsyncIterator[bytes]:
-        """The file's bytes as they arrive; raises the download's error if it fails."""
+        """The file's bytes as they arrive. Should the cache stop taking them midway (or drop
+        them before this reader opened them), the rest comes from upstream and the body goes on
+        whole; any other failure of the download is raised."""
         await self.started  # until then the temporary file may still be swapped for a cache entry
         handle = await asyncio.to_thread(self._open_reader)
+        position = 0
         try:
-            position = 0
-            while True:
+            while handle is not None and not (self.done and position >= self.readable):
                 if position < self.readable:
                     length = min(CHUNK, self.readable - position)
                     chunk = await asyncio.to_thread(os.pread, handle.fileno(), length, position)
@@ -125,17 +141,41 @@ class Download:
                         raise OSError(f"download of {self.sha256} shorter than written")
                     position += len(chunk)
                     yield chunk
-                elif self.done:
-                    if self.error is not None:
-                        raise self.error
-                    return
                 else:
                     await self._progress.wait()
+            if handle is not None and self.error is None:
+                return
+            if self.error is not None and not isinstance(self.error, CacheUnwritable):
+                raise self.error
+            async for chunk in self._rest_from_upstream(position, handle):
+                yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            if handle is not None:
+                await asyncio.to_thread(handle.close)
+
+    async def _rest_from_upstream(
+        self, position: int, sent: BinaryIO | None
+    ) -> AsyncIterator[bytes]:
+        """The bytes after `position` straight from upstream, unkept. The upstream's first
+        `position` bytes must be those already sent (read back from `sent`) and the whole must
+        hash to the digest, or the body is cut."""
+        if position:
+            log.info("file %s: unkept after byte %d, the rest from upstream", self.sha256, position)
+        async with self._opener() as stream:
+            offset = 0  # bytes of this answer seen so far
+            async for chunk in verified(stream.chunks, self.sha256):
+                start, offset = offset, offset + len(chunk)
+                if start < position and sent is not None:
+                    seen = chunk[: position - start]
+                    before = await asyncio.to_thread(os.pread, sent.fileno(), len(seen), start)
+                    if before != seen:
+                        raise HashMismatch("the upstream sent other bytes than the first time")
+                    chunk = chunk[len(seen) :]
+                if chunk:
+                    yield chunk
 
     async def wait(self, progress: Callable[[int], None] | None = None) -> None:
-        """Until the file is kept (or the download fails: raises its error), without reading it.
+        """Until the file is kept (or not: raises why), without reading it.
 
         `progress` is called with the number of bytes received since its last call.
         """
@@ -150,6 +190,8 @@ class Download:
             await event.wait()
         if self.error is not None:
             raise self.error
+        if self.unkept is not None:
+            raise self.unkept
 
 
 class FileStore:
@@ -173,17 +215,22 @@ class FileStore:
         # The proxy's own reads (metadata extraction, the re-check after a lock) are no lookups.
         self._uncounted = diskcache.Cache(str(root), disk=_AdoptingDisk, disk_min_file_size=0)
         self._uncounted.reset("statistics", 0, update=False)
+        # Lookups that write nothing (no hit count, no access time), for when nothing can be.
+        self._reader = diskcache.Cache(str(root), disk=_AdoptingDisk, disk_min_file_size=0)
+        self._reader.reset("statistics", 0, update=False)
+        self._reader.reset("eviction_policy", "none", update=False)
+        self._writes = writes_for(directory)
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._locks = root / "locks"
         self._locks.mkdir(exist_ok=True)
         self._downloads: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._degraded_until = 0.0
 
     def close(self) -> None:
         self._disk.close()
         self._uncounted.close()
+        self._reader.close()
 
     @property
     def entries(self) -> diskcache.Cache:
@@ -199,10 +246,9 @@ class FileStore:
 
     def _open(self, sha256: str, count: bool = True) -> CachedFile | None:
         try:
-            disk = self._disk if count else self._uncounted
-            handle, size = disk.get(sha256, read=True, tag=True)
+            handle, size = self._lookup(sha256, count)
         except OSError:  # the entry's file vanished: drop the row
-            self._disk.delete(sha256)
+            self._forget(sha256)
             return None
         if handle is None:
             return None
@@ -212,9 +258,26 @@ class FileStore:
             log.error(
                 "cache entry %s has %d bytes, expected %s: dropped", sha256, stat.st_size, size
             )
-            self._disk.delete(sha256)
+            self._forget(sha256)
             return None
         return CachedFile(handle=handle, size=size, mtime=stat.st_mtime)
+
+    def _lookup(self, sha256: str, count: bool) -> tuple[BinaryIO | None, int | None]:
+        """An entry's open file and size. A lookup records its time (and, counted, a hit or a
+        miss); while the cache cannot be written, it is made without recording anything."""
+        if self._writes.keeping:
+            try:
+                return (self._disk if count else self._uncounted).get(sha256, read=True, tag=True)
+            except (sqlite3.Error, diskcache.Timeout) as exc:
+                self._writes.failed(exc, "recording a file lookup")
+        return self._reader.get(sha256, read=True, tag=True)
+
+    def _forget(self, sha256: str) -> None:
+        """Drop a broken entry's row, if the cache takes the write."""
+        try:
+            self._disk.delete(sha256)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "dropping a broken entry")
 
     def __contains__(self, sha256: str) -> bool:
         return sha256 in self._disk
@@ -238,7 +301,7 @@ class FileStore:
                 _flush(handle)
             if digest.hexdigest() != sha256:
                 raise HashMismatch(f"content hashes to {digest.hexdigest()}")
-            self._disk.set(sha256, _Adopt(path), read=True, tag=size)
+            self._keep_file(sha256, path, size)
             return size
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -264,11 +327,22 @@ class FileStore:
 
     def _adopt(self, download: Download) -> None:
         before = len(self._disk) - (download.sha256 in self._disk)  # another worker's copy
-        self._disk.set(download.sha256, _Adopt(download.path), read=True, tag=download.written)
+        self._keep_file(download.sha256, download.path, download.written)
         # diskcache evicts inside set(); the count tells how many entries it let go
         evicted = before + 1 - len(self._disk)
         if evicted > 0:
             metrics.EVICTIONS.inc(evicted)
+
+    def _keep_file(self, sha256: str, path: str, size: int) -> None:
+        """Move the verified file at `path` into the cache as the entry of `sha256`."""
+        adopt = _Adopt(path)
+        try:
+            self._disk.set(sha256, adopt, read=True, tag=size)
+        except BaseException:
+            if adopt.placed:  # moved, but no row records it: it would stay forever unseen
+                with contextlib.suppress(OSError):
+                    os.unlink(adopt.placed)
+            raise
 
     def download(
         self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
@@ -278,7 +352,7 @@ class FileStore:
         if current is not None:
             metrics.FILE_JOIN.inc()
             return current
-        download = Download(sha256, lambda: self._open(sha256, count=False))
+        download = Download(sha256, lambda: self._open(sha256, count=False), opener)
         self._downloads[sha256] = download
         task = asyncio.ensure_future(self._run(download, opener))
         self._tasks.add(task)
@@ -301,23 +375,28 @@ class FileStore:
             handle = await self._temporary(download)
             try:
                 async with opener() as stream:
+                    await self._reserve(handle, stream.size)
                     download.size = stream.size
                     download.started.set_result(None)
                     async for chunk in stream.chunks:
-                        try:
-                            await asyncio.to_thread(_write, handle, digest, chunk)
-                        except OSError as exc:
-                            raise self._unwritable(exc) from None
+                        await self._disk_write(_write, handle, digest, chunk)
                         download.written += len(chunk)
                         download.notify()
-                    await asyncio.to_thread(_flush, handle)
+                    await self._disk_write(_flush, handle)
             finally:
-                await asyncio.to_thread(handle.close)
+                with contextlib.suppress(OSError):  # after the fsync: nothing is left to lose
+                    await asyncio.to_thread(handle.close)
             if stream.size is not None and download.written != stream.size:
                 raise HashMismatch(f"got {download.written} of {stream.size} bytes")
             if digest.hexdigest() != download.sha256:
                 raise HashMismatch(f"content hashes to {digest.hexdigest()}")
-            await asyncio.to_thread(self._adopt, download)
+            try:
+                await asyncio.to_thread(self._adopt, download)
+            except WRITE_ERRORS as exc:
+                # Whole and verified: the followers finish from the file they hold open.
+                download.unkept = self._unwritable(exc)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(os.unlink, download.path)
         except BaseException as exc:
             download.error = exc
             if not download.started.done():
@@ -340,16 +419,28 @@ class FileStore:
     @property
     def keeping(self) -> bool:
         """False for a while after the cache directory failed a write: serve without keeping."""
-        return time.monotonic() >= self._degraded_until
+        return self._writes.keeping
 
-    def _unwritable(self, exc: OSError) -> CacheUnwritable:
-        self._degraded_until = time.monotonic() + _DEGRADED_SECONDS
-        log.warning(
-            "cache directory cannot be written (%s): serving files without keeping them for %ds",
-            exc.strerror or exc,
-            _DEGRADED_SECONDS,
-        )
-        return CacheUnwritable(str(exc.strerror or exc))
+    def _unwritable(self, exc: BaseException) -> CacheUnwritable:
+        self._writes.failed(exc, "keeping a file")
+        return CacheUnwritable(str(getattr(exc, "strerror", None) or exc))
+
+    async def _disk_write(self, write: Callable[..., None], *args: Any) -> None:
+        try:
+            await asyncio.to_thread(write, *args)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+
+    async def _reserve(self, handle: BinaryIO, size: int | None) -> None:
+        """Take the file's whole size on disk before its first byte goes to any client: a disk
+        too full for it is found while nothing is at stake (the route then streams it unkept)."""
+        if not size:
+            return
+        try:
+            await asyncio.to_thread(os.posix_fallocate, handle.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno not in _NO_RESERVATION:
+                raise self._unwritable(exc) from None
 
     async def _temporary(self, download: Download) -> BinaryIO:
         """The file the download is written to, on the cache's file system (adoption renames)."""

@@ -4,8 +4,10 @@ import asyncio
 import errno
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
 
+import diskcache
 import pytest
 
 from proxy.cache import files as files_module
@@ -145,25 +147,112 @@ async def test_a_cache_that_cannot_take_a_file_degrades_to_serving_unkept(
     assert await store.open(SHA) is None
 
 
-async def test_a_write_failing_midway_keeps_nothing_and_degrades(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fail_writes_after(monkeypatch: pytest.MonkeyPatch, good: int, errno_: int) -> None:
+    """The cache's file writes fail after `good` chunks, as on a disk that fills or turns
+    read-only during a download."""
     writes, write = [], files_module._write
 
-    def fill_up(handle, digest, chunk: bytes) -> None:
+    def failing(handle, digest, chunk: bytes) -> None:
         writes.append(len(chunk))
-        if len(writes) > 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if len(writes) > good:
+            raise OSError(errno_, os.strerror(errno_))
         write(handle, digest, chunk)
 
-    monkeypatch.setattr(files_module, "_write", fill_up)
+    monkeypatch.setattr(files_module, "_write", failing)
+
+
+@pytest.mark.parametrize("errno_", [errno.ENOSPC, errno.EROFS])
+async def test_a_write_failing_midway_keeps_nothing_and_every_follower_gets_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_: int
+) -> None:
+    fail_writes_after(monkeypatch, 100, errno_)  # 100 chunks of 1,000 bytes are out
+    gate = asyncio.Event()
+    source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    first = asyncio.ensure_future(read_all(download))
+    await download.started
+    later = [asyncio.ensure_future(read_all(store.download(SHA, opener(source)))) for _ in range(3)]
+    gate.set()
+    assert await asyncio.gather(first, *later) == [CONTENT] * 4
+    with pytest.raises(CacheUnwritable):
+        await download.wait()
+    assert not store.keeping
+    assert source.file_calls == 5  # the download, then each follower for the rest
+    assert await store.open(SHA) is None
+    assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def test_the_rest_from_upstream_must_continue_the_bytes_already_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_writes_after(monkeypatch, 100, errno.EROFS)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    await download.started
+    other = bytearray(CONTENT)
+    other[10] ^= 1  # within the part already sent: the second answer is another file
+    source.contents[SHA] = bytes(other)
+    received = bytearray()
+    with pytest.raises(HashMismatch):
+        async for chunk in download.follow():
+            received += chunk
+    assert len(received) < len(CONTENT)
+
+
+async def test_a_disk_too_full_for_the_file_is_found_before_a_byte_goes_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(fd: int, offset: int, length: int) -> None:
+        assert length == len(CONTENT)  # the whole announced size, reserved at once
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "posix_fallocate", no_space)
     store = FileStore(tmp_path, 10 * 2**20)
     download = store.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT})))
     with pytest.raises(CacheUnwritable):
-        await read_all(download)
-    assert not store.keeping
-    assert await store.open(SHA) is None
+        await download.started  # the route streams it unkept instead
+    with pytest.raises(CacheUnwritable):
+        await download.wait()
+    assert download.written == 0 and not store.keeping
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def test_a_verified_file_the_index_cannot_record_is_served_whole_and_left_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(diskcache.Cache, "_row_insert", full)  # after the file was moved in
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    download = store.download(SHA, opener(source))
+    assert await read_all(download) == CONTENT
+    assert await read_all(download) == CONTENT  # a reader arriving after the end too
+    with pytest.raises(CacheUnwritable):
+        await download.wait()
+    assert not store.keeping and await store.open(SHA) is None
+    assert list((tmp_path / "files").rglob("*.val")) == []
+    assert list((tmp_path / "files" / "incoming").iterdir()) == []
+
+
+async def test_lookups_of_a_cache_that_refuses_writes_still_find_its_files(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT}))))
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    store.entries.get = read_only  # a lookup records its time and the hit: a write
+    for _ in range(2):
+        cached = await store.open(SHA)
+        assert cached is not None and cached.handle.read() == CONTENT
+        cached.close()
+    assert not store.keeping
 
 
 async def _chunks(data: bytes):
