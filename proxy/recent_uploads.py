@@ -1,10 +1,12 @@
 """The last uploads, for the status page: a short list on disk that every worker shares.
 
 The upload route calls `await services.uploads.record(Upload(...))` after GitLab accepted a file,
-and `count_upload(source, outcome)` for every attempt (the uploads metric).
+and `count_upload(source, outcome)` for every attempt (the uploads metric). While the cache
+directory cannot be written, uploads are listed from this process's memory instead.
 """
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import diskcache
 
 from proxy import metrics
+from proxy.cache.writable import WRITE_ERRORS, writes_for
 
 KEEP = 20
 
@@ -32,14 +35,21 @@ def count_upload(source: str, outcome: str) -> None:
 class RecentUploads:
     def __init__(self, directory: Path) -> None:
         self._deque = diskcache.Deque(directory=str(directory / "recent-uploads"), maxlen=KEEP)
+        self._writes = writes_for(directory)
+        self._unkept: collections.deque[Upload] = collections.deque(maxlen=KEEP)
 
     async def record(self, upload: Upload) -> None:
         count_upload(upload.source, "ok")
-        await asyncio.to_thread(self._deque.append, upload)
+        try:
+            await asyncio.to_thread(self._deque.append, upload)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "recording an upload")
+            self._unkept.append(upload)
 
     async def latest(self) -> list[Upload]:
         """Newest first."""
-        return await asyncio.to_thread(lambda: list(reversed(list(self._deque))))
+        kept = await asyncio.to_thread(list, self._deque)
+        return sorted([*kept, *self._unkept], key=lambda u: u.at, reverse=True)[:KEEP]
 
     def close(self) -> None:
         self._deque.cache.close()

@@ -1,6 +1,8 @@
 """Uploads (twine, uv publish, poetry, pdm): multipart in, spooled to disk, hashed, verified,
 forwarded to the GitLab project with the caller's upstream credentials, the page invalidated.
 A body over `[upload] max_size` is refused (413) as soon as that is known, spooling no more.
+Once GitLab has answered, the answer is GitLab's: nothing the proxy does afterwards (a full or
+read-only cache directory) turns a stored file into an error that a retry would meet with 409.
 
 GitLab never hashes what it stores, so the proxy always sends the digests it computed itself.
 """
@@ -111,10 +113,15 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
         return error(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
     metrics.UPLOADS.labels(source.name, str(answer.status)).inc()
     if 200 <= answer.status < 300:
-        await _invalidate(request, name)
-        who = identity.user or ("passthrough" if identity.passthrough else "-")
-        await request.app.state.services.uploads.record(Upload(filename, source.name, who))
         log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
+        who = identity.user or ("passthrough" if identity.passthrough else "-")
+        try:
+            await _invalidate(request, name)
+            await request.app.state.services.uploads.record(Upload(filename, source.name, who))
+        except Exception as exc:  # GitLab has the file: a retry would only get a 409
+            log.warning(
+                "uploaded %s, but its page or the upload list was not updated: %r", filename, exc
+            )
         return error(answer.status, f"uploaded {filename} to {source.name}")
     return _refusal(answer.status, answer.message, filename, source.name, request)
 

@@ -1,7 +1,9 @@
 """Core metadata (PEP 658) cache: a wheel's METADATA bytes and their sha256, by the wheel's sha256.
 
 Small entries in diskcache, shared by every worker and kept across restarts. Digest and bytes are
-one entry, so eviction can never leave an advertised digest without its body.
+one entry, so eviction can never leave an advertised digest without its body. While the cache
+directory cannot be written, new entries are held in this process instead (bounded), so a page
+never advertises metadata that its sidecar URL then cannot serve.
 """
 
 import asyncio
@@ -11,7 +13,10 @@ from pathlib import Path
 
 import diskcache
 
+from proxy.cache.writable import WRITE_ERRORS, writes_for
+
 _SIZE_LIMIT = 2**30
+_UNKEPT_ENTRIES = 1_000
 
 
 class MetadataStore:
@@ -21,6 +26,9 @@ class MetadataStore:
             size_limit=_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
         )
+        self._writes = writes_for(directory)
+        # What the disk would not take, oldest first; touched on the event loop only.
+        self._unkept: dict[str, tuple[str, bytes]] = {}
 
     def close(self) -> None:
         self._disk.close()
@@ -28,7 +36,11 @@ class MetadataStore:
     async def digests(self, file_sha256s: Iterable[str]) -> dict[str, str]:
         """file sha256 → metadata sha256, for the files whose metadata is stored."""
         wanted = list(file_sha256s)
-        return await asyncio.to_thread(self._digests, wanted)
+        found = await asyncio.to_thread(self._digests, wanted)
+        for sha256 in wanted:
+            if sha256 not in found and sha256 in self._unkept:
+                found[sha256] = self._unkept[sha256][0]
+        return found
 
     def _digests(self, wanted: list[str]) -> dict[str, str]:
         found = {}
@@ -40,10 +52,18 @@ class MetadataStore:
 
     async def get(self, file_sha256: str) -> bytes | None:
         entry = await asyncio.to_thread(self._disk.get, file_sha256)
+        if entry is None:
+            entry = self._unkept.get(file_sha256)
         return entry[1] if entry is not None else None
 
     async def put(self, file_sha256: str, metadata: bytes) -> str:
         """Keep `metadata` for the file; returns its sha256."""
         digest = hashlib.sha256(metadata).hexdigest()
-        await asyncio.to_thread(self._disk.set, file_sha256, (digest, metadata))
+        try:
+            await asyncio.to_thread(self._disk.set, file_sha256, (digest, metadata))
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "keeping core metadata")
+            if len(self._unkept) >= _UNKEPT_ENTRIES:
+                self._unkept.pop(next(iter(self._unkept)))
+            self._unkept[file_sha256] = (digest, metadata)
         return digest

@@ -6,6 +6,11 @@ processes. Every disk call runs in a thread; concurrent misses for one key share
 Above it sits a per-process memo of finished answers (rendered pages), valid while every entry
 behind them is fresh and no worker has invalidated anything since: an invalidation stamps the
 `generation` file's mtime, which every worker compares with one stat() per request.
+
+When the cache directory cannot be written (disk full, read-only), stored entries are still
+read, and what the disk would not take is held in this process instead (bounded): loaded pages,
+file locations, and invalidations, so that an upload shows at once on the worker that took it
+(other workers see it once their copy is older than the TTL).
 """
 
 import asyncio
@@ -21,6 +26,7 @@ from typing import Any
 import diskcache
 
 from proxy import metrics
+from proxy.cache.writable import WRITE_ERRORS, writes_for
 from proxy.model import DistFile
 from proxy.sources.base import SourceUnavailable
 
@@ -28,6 +34,8 @@ log = logging.getLogger("proxy.cache.pages")
 
 _PAGES_SIZE_LIMIT = 2**30
 _MEMO_ENTRIES = 10_000
+_UNKEPT_ENTRIES = 10_000
+_FORGOTTEN = object()  # the value of an entry invalidated while the disk could not drop it
 
 
 class Offline(Exception):
@@ -58,6 +66,9 @@ class PageCache:
         self._flights: dict[Hashable, asyncio.Task[Any]] = {}
         self._generation_path = directory / "pages" / "generation"
         self._memo: dict[Hashable, tuple[float, int, Any]] = {}
+        self._writes = writes_for(directory)
+        # What the disk would not take, newest last; touched on the event loop only.
+        self._unkept: dict[Hashable, Entry] = {}
 
     def generation(self) -> int:
         """Changes whenever any worker invalidates an entry."""
@@ -87,11 +98,29 @@ class PageCache:
         return len(self._disk)
 
     async def peek(self, key: Hashable) -> Entry | None:
-        return await asyncio.to_thread(self._disk.get, key)
+        stored = await asyncio.to_thread(self._disk.get, key)
+        held = self._unkept.get(key)
+        if held is None or (stored is not None and stored.fetched_at > held.fetched_at):
+            return stored
+        return None if held.value is _FORGOTTEN else held
+
+    def _hold(self, key: Hashable, entry: Entry) -> None:
+        """Keep `entry` in this process: the disk would not take it."""
+        self._unkept.pop(key, None)
+        if len(self._unkept) >= _UNKEPT_ENTRIES:
+            self._unkept.pop(next(iter(self._unkept)))
+        self._unkept[key] = entry
 
     async def invalidate(self, *keys: Hashable) -> None:
         """Forget entries, in this worker and every other one sharing the directory."""
-        await asyncio.to_thread(self._invalidate, keys)
+        try:
+            await asyncio.to_thread(self._invalidate, keys)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "forgetting index pages")
+            now = time.time()
+            for key in keys:
+                self._hold(key, Entry(_FORGOTTEN, now))
+            self._memo.clear()
 
     def _invalidate(self, keys: tuple[Hashable, ...]) -> None:
         for key in keys:
@@ -130,7 +159,16 @@ class PageCache:
 
     async def remember_files(self, files: Iterable[DistFile]) -> None:
         """Record which source offers each file, so its URL works without the page."""
-        await asyncio.to_thread(self._remember_files, list(files))
+        files = list(files)
+        try:
+            await asyncio.to_thread(self._remember_files, files)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "keeping file locations")
+            now = time.time()
+            for file in files:
+                key = ("file", file.sha256)
+                held = self._unkept.get(key)
+                self._hold(key, Entry({**(held.value if held else {}), file.source: file}, now))
 
     def _remember_files(self, files: list[DistFile]) -> None:
         with self._disk.transact():
@@ -142,7 +180,8 @@ class PageCache:
 
     async def file_locations(self, sha256: str) -> list[DistFile]:
         known = await asyncio.to_thread(self._disk.get, ("file", sha256))
-        return list(known.values()) if known else []
+        held = self._unkept.get(("file", sha256))
+        return list({**(known or {}), **(held.value if held else {})}.values())
 
     async def fetch(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Result:
         """The value for `key`: cached while fresh, else loaded; stale only if loading fails.
@@ -194,5 +233,11 @@ class PageCache:
     ) -> tuple[Any, float]:
         value = await loader()
         entry = Entry(value, time.time())
-        await asyncio.to_thread(self._disk.set, key, entry)
+        try:
+            await asyncio.to_thread(self._disk.set, key, entry)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "keeping an index page")
+            self._hold(key, entry)
+        else:
+            self._unkept.pop(key, None)
         return value, entry.fetched_at
