@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import health, metrics, upstream
+from proxy import health, metrics, runtime_dir, upstream
 from proxy.access import AccessControl, identity_of, may_read_file
 from proxy.access_log import AccessLog
 from proxy.auth import Authenticator
@@ -74,7 +74,7 @@ class Services:
         index = Index(sources, public, pages)
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
         uploads = RecentUploads(config.cache.directory)
-        health.share_in(config.cache.directory / "health")
+        health.share_in(runtime_dir.health_directory())
         return cls(config, client, pages, files, index, auth, metadata, uploads)
 
     async def stop(self) -> None:

@@ -3,6 +3,7 @@
 import argparse
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the name prometheus_client reads
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
 
 
@@ -210,30 +210,43 @@ def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     return 0 if report.complete else 1
 
 
-def _metrics_directory(config: Config) -> None:
-    """Prometheus multiprocess mode: every worker counts into files here, emptied at start.
+def _runtime_directory(config: Config) -> Path:
+    """Where the workers share metrics and source health (proxy.runtime_dir), never on the cache
+    disk. Must run before anything imports prometheus_client (proxy.metrics) in this process."""
+    from proxy import runtime_dir
 
-    Must run before anything imports prometheus_client (proxy.metrics) in this process.
-    """
-    directory = config.cache.directory / "metrics"
+    for stale in ("metrics", "health"):  # where earlier versions kept them
+        shutil.rmtree(config.cache.directory / stale, ignore_errors=True)
     try:
-        for stale in (directory, config.cache.directory / "health"):  # the last run's workers
-            shutil.rmtree(stale, ignore_errors=True)
-        directory.mkdir(parents=True)
+        return runtime_dir.create()
     except OSError as exc:
-        raise ConfigError(
-            f"{config.path}: cache.directory: cannot prepare {directory}: {exc.strerror}"
-        ) from None
-    os.environ[MULTIPROC_ENV] = str(directory)
+        raise ConfigError(f"cannot make a runtime directory: {exc}") from None
 
 
 def serve(config: Config, args: argparse.Namespace) -> None:
+    _check_cache_directory(config)
+    runtime = _runtime_directory(config)
+
+    def remove_and_die(signum: int, frame: object) -> None:
+        shutil.rmtree(runtime, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    # A single uvicorn worker ends by raising the signal that stopped it again, once these
+    # handlers are back: the directory goes before the process does.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, remove_and_die)
+    try:
+        _serve(config, args)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _serve(config: Config, args: argparse.Namespace) -> None:
     import logging.config
 
     import uvicorn
 
-    _check_cache_directory(config)
-    _metrics_directory(config)
     from proxy.access_log import logging_config  # imports prometheus_client: after the above
 
     for cache in open_caches(config):

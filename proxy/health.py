@@ -3,15 +3,21 @@
 Reachability is learnt from the real upstream calls (proxy.upstream reports every outcome here),
 never from probes of its own. Each worker keeps its view in memory and, when a source changes
 state (or at most every few seconds while it stays the same), writes it to a small file per
-worker under the cache directory in a worker thread, so that any worker answering `/readyz` or
-the status page reports what all of them saw.
+worker in the runtime directory of its `serve` (proxy.runtime_dir, not on the cache disk) in a
+worker thread, so that any worker answering `/readyz` or the status page reports what all of
+them saw.
+
+A cache directory that cannot be written (full, read-only) fails neither probe: the proxy still
+serves, cached files from disk and the rest streamed verified without keeping, and restarting it
+would neither free the disk nor make it writable, only cut what is in flight (or, on a full
+disk, fail to start again). Both say it instead, as do the status page and
+`gitlab_pypi_proxy_cache_writable`, the one to alert on.
 """
 
 import asyncio
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import metrics
-from proxy.replies import error
+from proxy.cache.writable import CacheState, writes_for
 
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
@@ -68,9 +74,10 @@ SOURCES: dict[str, SourceState] = {}
 _shared = _Shared()
 
 
-def share_in(directory: Path) -> None:
-    """Share this worker's view of the sources through files in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+def share_in(directory: Path | None) -> None:
+    """Share this worker's view of the sources through files in `directory` (None: do not)."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
     _shared.directory = directory
 
 
@@ -127,21 +134,16 @@ async def source_states(names: list[str]) -> dict[str, dict[str, Any]]:
     return {name: known.get(name, SourceState()).as_json(now) for name in names}
 
 
-def _probe_writable(directory: Path) -> str | None:
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".healthz-"):
-            pass
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return None
+async def cache_state(request: Request) -> CacheState:
+    """Whether the cache directory takes writes (a statvfs, in a thread)."""
+    directory = request.app.state.services.config.cache.directory
+    return await asyncio.to_thread(writes_for(directory).state)
 
 
 async def healthz(request: Request) -> Response:
-    directory = request.app.state.services.config.cache.directory
-    problem = await asyncio.to_thread(_probe_writable, directory)
-    if problem is not None:
-        return error(503, f"cache directory not writable: {problem}")
-    return PlainTextResponse("ok\n")
+    """Liveness: 200 while this process answers, whatever the cache directory's state."""
+    cache = await cache_state(request)
+    return PlainTextResponse("ok\n" if cache.writable else f"ok, {cache.describe()}\n")
 
 
 async def readyz(request: Request) -> Response:
@@ -151,6 +153,7 @@ async def readyz(request: Request) -> Response:
     states = await source_states(names)
     cached_pages = await asyncio.to_thread(len, services.pages)
     down = [name for name, s in states.items() if s["state"] == "down"]
+    cache = await cache_state(request)
     can_serve_cached = cached_pages > 0
     if offline:
         ready, mode = can_serve_cached, "offline: serving only what is cached"
@@ -163,12 +166,16 @@ async def readyz(request: Request) -> Response:
             if ready
             else f"not ready: {', '.join(down)} unreachable and nothing is cached"
         )
+    if not cache.writable:  # still ready: it serves all the same, only keeps nothing new
+        mode = "degraded: " if mode == "online" else f"{mode}; "
+        mode += cache.describe()
     body = {
         "ready": ready,
         "mode": mode,
         "config": "loaded",
         "offline_serving_possible": can_serve_cached,
         "cached_index_entries": cached_pages,
+        "cache": cache.as_json(),
         "pid": os.getpid(),
         "sources": states,
     }

@@ -1,13 +1,17 @@
 """Prometheus metrics: the metric objects, one-line hooks for other modules, and `/metrics`.
 
-With several workers, `serve` points PROMETHEUS_MULTIPROC_DIR at a directory under the cache
-(emptied at start) before this module is first imported: every worker then counts into its own
-memory-mapped files (no system call per increment) and a scrape sums them all.
+`serve` points PROMETHEUS_MULTIPROC_DIR at a directory of its own (proxy.runtime_dir, never on
+the cache disk) before this module is first imported: every worker then counts into its own
+memory-mapped files (no system call per increment) and a scrape sums them all. Each process
+writes its files out in full before they are mapped (`_write_out`): a mapped page that no disk
+block backs yet would be a SIGBUS, not an error, once its file system is full.
 """
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,8 +27,33 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from proxy.cache.writable import writes_for
+from proxy.runtime_dir import MULTIPROC_ENV
+
 _P = "gitlab_pypi_proxy_"
+# Room for every series a process counts: a busy worker's histogram file uses ~30 KiB (a few
+# hundred keys of ~200 bytes). prometheus_client would grow a file past this itself, sparsely.
+_FILE_BYTES = 256 * 1024
+
+
+def _write_out(directory: str | None) -> None:
+    """Create this process's files for the metric kinds below, every byte written (zeros), so
+    that prometheus_client finds them sized and backed and only maps them."""
+    if not directory:
+        return
+    for kind in ("counter", "histogram"):  # prometheus_client's names: <kind>_<pid>.db
+        path = Path(directory, f"{kind}_{os.getpid()}.db")
+        try:
+            with path.open("xb") as handle:
+                handle.write(bytes(_FILE_BYTES))
+        except FileExistsError:
+            pass
+        except OSError:  # no room even now: prometheus_client makes its own, sparse
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+_write_out(os.environ.get(MULTIPROC_ENV))
 
 REQUESTS = Counter(_P + "http_requests", "HTTP requests answered", ["route", "status"])
 LATENCY = Histogram(
@@ -75,15 +104,22 @@ def upstream_outcome(status: int | None, timeout: bool = False) -> str:
 
 
 class CacheSizeCollector(Collector):
-    """The file cache's entries and bytes, read from its index at scrape time."""
+    """The file cache's entries and bytes, read from its index at scrape time, and whether the
+    cache directory takes writes."""
 
-    def __init__(self, entries: int, volume: int) -> None:
-        self.entries, self.volume = entries, volume
+    def __init__(self, entries: int, volume: int, writable: bool) -> None:
+        self.entries, self.volume, self.writable = entries, volume, writable
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(_P + "file_cache_entries", "Files in the cache", value=self.entries)
         yield GaugeMetricFamily(
             _P + "file_cache_bytes", "Bytes of files on disk", value=self.volume
+        )
+        yield GaugeMetricFamily(
+            _P + "cache_writable",
+            "1 while the cache directory takes writes; 0 when full or read-only (files are "
+            "then served without being kept)",
+            value=int(self.writable),
         )
 
 
@@ -109,14 +145,16 @@ def cache_counts() -> dict[tuple[str, str], float]:
     return counts
 
 
-def _scrape(entries: int, volume: int) -> bytes:
+def _scrape(entries: int, volume: int, writable: bool) -> bytes:
     sizes = CollectorRegistry()
-    sizes.register(CacheSizeCollector(entries, volume))
+    sizes.register(CacheSizeCollector(entries, volume, writable))
     return generate_latest(registry()) + generate_latest(sizes)
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    files = request.app.state.services.files.entries
+    services = request.app.state.services
+    files, writes = services.files.entries, writes_for(services.config.cache.directory)
     entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
-    body = await asyncio.to_thread(_scrape, entries, volume)
+    state = await asyncio.to_thread(writes.state)
+    body = await asyncio.to_thread(_scrape, entries, volume, state.writable)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from proxy import metrics
-from proxy.health import source_states
+from proxy.health import cache_state, source_states
 from proxy.recent_uploads import Upload
 
 _STYLE = """
@@ -143,11 +143,13 @@ async def status_page(request: Request) -> Response:
     files = services.files.entries
     entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
     counts = await asyncio.to_thread(metrics.cache_counts)
+    writable = await cache_state(request)
     cache = {
         "Files cached": f"{entries} ({_bytes(volume)} of {_bytes(services.config.cache.max_size)})",
         "File hit ratio": _ratio(counts, "file"),
         "Index page hit ratio": _ratio(counts, "page"),
         "Index pages fresh for": f"{services.config.cache.index_ttl} s",
+        "Cache directory": writable.describe(),
         "Mode": "offline (cache only)" if services.config.cache.offline else "online",
     }
     uploads = await services.uploads.latest()
