@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
@@ -17,7 +18,7 @@ from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 PUBLIC_INDEX = "https://pypi.org/simple"
@@ -85,6 +86,18 @@ def _message(status: int, message: str, headers: dict[str, str] | None = None) -
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
+def _held(
+    content: bytes, after: int, release: threading.Event, headers: dict[str, str]
+) -> Response:
+    async def body() -> Any:
+        yield content[:after]
+        await asyncio.to_thread(release.wait, 60)
+        yield content[after:]
+
+    headers = {**headers, "content-length": str(len(content))}
+    return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+
+
 @dataclass
 class GitLabDouble:
     external_url: str = EXTERNAL_URL
@@ -99,6 +112,7 @@ class GitLabDouble:
     files: list[PackageFile] = field(default_factory=list)
     requires_python: dict[tuple[int, str, str], str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    holds: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
     _ids: int = 1000
 
     # --- data set -----------------------------------------------------------------------------
@@ -171,6 +185,13 @@ class GitLabDouble:
         for file in self.files:
             if file.project_id == project_id and file.filename == filename:
                 file.content = content
+
+    def hold(self, filename: str, after: int) -> threading.Event:
+        """Send the first `after` bytes of `filename`, then nothing more until the returned event
+        is set (for at most a minute): a download caught in flight, without timing."""
+        release = threading.Event()
+        self.holds[filename] = (after, release)
+        return release
 
     def count(self, method: str, path_prefix: str) -> int:
         return sum(
@@ -359,6 +380,8 @@ class GitLabDouble:
                 media_type="application/octet-stream",
                 headers=headers,
             )
+        if file.filename in self.holds:
+            return _held(file.content, *self.holds[file.filename], headers)
         return Response(file.content, media_type="application/octet-stream", headers=headers)
 
     async def project_file(self, request: Request) -> Response:
