@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from proxy.names import InvalidName, validate
 from proxy.passwords import InvalidHash, parse_hash
+from proxy.redact import mask_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -207,7 +208,7 @@ class _Reader:
 def _http_url(reader: _Reader, key: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise reader.error(key, f"expected an http(s) URL, got {value!r}")
+        raise reader.error(key, f"expected an http(s) URL, got {mask_userinfo(value)!r}")
     return value.rstrip("/")
 
 
