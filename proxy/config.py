@@ -52,6 +52,9 @@ class GitLabConfig:
     # GitLab ignores the user name, except "gitlab-ci-token", which marks a CI job token.
     username: str = "gitlab-pypi-proxy"
     timeout: float = 30.0
+    # GitLab stores an uploaded file before it answers: the wait for its answer, once the whole
+    # upload is sent, has a bound of its own.
+    upload_timeout: float = 300.0
 
     @property
     def api_url(self) -> str:
@@ -267,7 +270,7 @@ def _cache(r: _Reader, base: Path) -> CacheConfig:
 
 
 def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
-    r.check_keys({"url", "token", "username", "timeout"})
+    r.check_keys({"url", "token", "username", "timeout", "upload_timeout"})
     url = r.string("url")
     if url is None:
         if needed:
@@ -278,6 +281,7 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
         token=r.string("token", secret=True) or None,
         username=r.string("username", "gitlab-pypi-proxy"),
         timeout=r.number("timeout", 30.0),
+        upload_timeout=r.number("upload_timeout", 300.0),
     )
 
 
