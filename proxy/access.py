@@ -91,9 +91,12 @@ async def _reply(
 
 
 async def may_read_file(
-    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str]
+    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str] | None
 ) -> bool:
-    """A cached file is served to a restricted reader only if a source it may read lists it."""
+    """May a reader of `readable` sources (None: every source) have this file, or anything
+    derived from it? A restricted reader only if a source it may read lists it."""
+    if readable is None:
+        return True
     listed = await pages.file_locations(sha256)
     if any(f.source in readable and f.filename == filename for f in listed):
         return True
