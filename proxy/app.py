@@ -79,6 +79,7 @@ class Services:
         return cls(config, client, pages, files, index, auth, metadata, uploads)
 
     async def stop(self) -> None:
+        self.auth.close()
         await self.metadata.close()
         await self.client.aclose()
         self.pages.close()

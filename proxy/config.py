@@ -91,6 +91,8 @@ class AuthConfig:
     anonymous_read: bool = True
     passthrough: bool = False
     realm: str = "gitlab-pypi-proxy"
+    failed_logins_per_minute: int = 30  # per client address, then 429
+    operators: frozenset[str] = frozenset()  # users who may read /readyz and /metrics; empty: all
 
 
 @dataclass(frozen=True)
@@ -371,13 +373,21 @@ def load(path: str | Path) -> Config:
     if duplicate:
         raise root.error("sources", f"two sources are named {duplicate!r}")
     auth_r = root.table_at("auth")
-    auth_r.check_keys({"anonymous_read", "passthrough", "realm"})
+    auth_r.check_keys(
+        {"anonymous_read", "passthrough", "realm", "failed_logins_per_minute", "operators"}
+    )
+    users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
+    operators = auth_r.strings("operators", frozenset())
+    unknown = sorted(operators - {u.name for u in users})
+    if unknown:
+        raise auth_r.error("operators", f"no [[users]] entry named {unknown[0]!r}")
     auth = AuthConfig(
         anonymous_read=auth_r.boolean("anonymous_read", True),
         passthrough=auth_r.boolean("passthrough", False),
         realm=auth_r.string("realm", "gitlab-pypi-proxy"),
+        failed_logins_per_minute=auth_r.integer("failed_logins_per_minute", 30, minimum=1),
+        operators=operators,
     )
-    users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
     upload_r = root.table_at("upload")
     upload_r.check_keys({"default_source", "max_size"})
     default = upload_r.string("default_source")
