@@ -8,6 +8,7 @@ With `anonymous_read` reads cost nothing here: no header is parsed, no hash comp
 import logging
 from typing import Any
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.auth import (
@@ -38,9 +39,11 @@ class AccessControl:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # The path the router routes on: under [server] base_path, without the prefix whether or
+        # not the reverse proxy stripped it (`/pypi/simple/` is `/simple/`).
+        path = get_route_path(scope)
         auth: Authenticator = scope["app"].state.services.auth
         operator = path in _OPERATORS and bool(auth.config.operators)
         # The status page at / names sources and recent uploads: guarded like the index.

@@ -9,6 +9,7 @@ import pytest
 
 from proxy.access import AccessControl
 from proxy.auth import Authenticator
+from proxy.behind_proxy import BehindProxy
 from proxy.config import AuthConfig, UserConfig
 
 USERS = (
@@ -77,3 +78,22 @@ async def test_a_client_whose_logins_keep_failing_gets_429_with_retry_after() ->
         assert (await client.get("/simple/", auth=("monitor", "monitor-pw"))).status_code == 429
     async with _client(config, peer="192.0.2.2") as other:
         assert (await other.get("/simple/", auth=("reader", "guess-3"))).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/pypi/simple/", "/pypi/simple/x/", "/pypi/files/a/b", "/pypi/"])
+async def test_under_a_base_path_the_prefixed_paths_are_guarded_too(path: str) -> None:
+    """A reverse proxy that passes the prefix on: /pypi/simple/ is /simple/ to the router, and
+    must be to the access check too."""
+    config = AuthConfig(anonymous_read=False)
+    auth = Authenticator(config, USERS, frozenset(), {}, frozenset())
+    state = SimpleNamespace(services=SimpleNamespace(auth=auth))
+
+    async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["app"] = SimpleNamespace(state=state)
+        await AccessControl(_ok)(scope, receive, send)
+
+    app = BehindProxy(with_state, (), "/pypi")
+    transport = httpx2.ASGITransport(app=app, client=("192.0.2.1", 1234))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal") as client:
+        assert (await client.get(path)).status_code == 401
+        assert (await client.get(path, auth=("reader", "reader-pw"))).status_code == 200
