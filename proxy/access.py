@@ -64,7 +64,8 @@ class AccessControl:
                 header, upload=upload, client=client[0] if client else None
             )
         except Unauthorized:
-            what = "uploads need" if upload else f"{'this' if operator else 'this index'} needs"
+            what = "uploads need" if upload else "this index needs"
+            what = "this endpoint needs" if operator else what
             return await _reply(
                 scope,
                 receive,

@@ -43,7 +43,7 @@ async def test_operator_endpoints_need_an_operator_when_operators_are_set(path: 
         anonymous = await client.get(path)
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"] == 'Basic realm="gitlab-pypi-proxy"'
-        assert anonymous.text == "this needs a valid user name and password\n"
+        assert anonymous.text == "this endpoint needs a valid user name and password\n"
         wrong = await client.get(path, auth=("monitor", "nope"))
         assert wrong.status_code == 401
         reader = await client.get(path, auth=("reader", "reader-pw"))
