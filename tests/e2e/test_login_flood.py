@@ -63,7 +63,9 @@ password_hash = "{hash_password(PASSWORD, n=2**12)}"
             proxy.stop()
 
 
-def _flood(world: World, guesses: int, headers_of) -> tuple[list[httpx2.Response], list[int], int]:
+def _flood(
+    world: World, guesses: int, headers_of, user_headers: dict[str, str] | None = None
+) -> tuple[list[httpx2.Response], list[int], int]:
     """Run the flood; meanwhile the verified user downloads the cached file again and again.
 
     Returns the flood's answers, the verified user's statuses, and how many of those came
@@ -75,7 +77,7 @@ def _flood(world: World, guesses: int, headers_of) -> tuple[list[httpx2.Response
 
     def verified_user() -> None:
         nonlocal during
-        with httpx2.Client(auth=("ci", PASSWORD), timeout=120) as client:
+        with httpx2.Client(auth=("ci", PASSWORD), headers=user_headers, timeout=120) as client:
             while not done.is_set():
                 response = client.get(world.file_url)
                 statuses.append(response.status_code)
@@ -126,7 +128,10 @@ def test_a_flood_from_many_addresses_costs_hashes_but_the_verified_user_is_answe
     # every guess costs a hash in the proxy's own small pool (two waves: the suite stays short)
     guesses = 2 * AT_ONCE
     answers, statuses, during = _flood(
-        world, guesses, lambda number: {"x-forwarded-for": f"10.7.0.{number + 1}"}
+        world,
+        guesses,
+        lambda number: {"x-forwarded-for": f"10.7.0.{number + 1}"},
+        user_headers={"x-forwarded-for": "10.6.0.1"},  # whatever the first flood left behind
     )
     assert [a.status_code for a in answers] == [401] * guesses
     assert statuses and set(statuses) == {200}
