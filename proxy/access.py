@@ -1,5 +1,6 @@
 """Access control in front of the routes: every /simple, /files and /upload request gets an
-Identity in `scope["identity"]`, or a 401 challenge / 403 before any route runs.
+Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
+`[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
 
 With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
 """
@@ -7,9 +8,17 @@ With `anonymous_read` reads cost nothing here: no header is parsed, no hash comp
 import logging
 from typing import Any
 
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Identity, Unauthorized
+from proxy.auth import (
+    ANONYMOUS,
+    Authenticator,
+    CannotVerify,
+    Identity,
+    TooManyFailures,
+    Unauthorized,
+)
 from proxy.cache.pages import Offline, PageCache
 from proxy.names import file_project_name
 from proxy.replies import error
@@ -18,6 +27,7 @@ from proxy.sources.compose import Index, NotFound, Unavailable
 log = logging.getLogger("proxy.access")
 
 _GUARDED = ("/simple", "/files/", "/upload")
+_OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
 
 
 def identity_of(scope: Scope) -> Identity:
@@ -29,22 +39,33 @@ class AccessControl:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        # The status page at / names sources and recent uploads: guarded like the index.
-        if scope["type"] != "http" or not (path.startswith(_GUARDED) or path == "/"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # The path the router routes on: under [server] base_path, without the prefix whether or
+        # not the reverse proxy stripped it (`/pypi/simple/` is `/simple/`).
+        path = get_route_path(scope)
         auth: Authenticator = scope["app"].state.services.auth
+        operator = path in _OPERATORS and bool(auth.config.operators)
+        # The status page at / names sources and recent uploads: guarded like the index.
+        if not (operator or path.startswith(_GUARDED) or path == "/"):
+            return await self.app(scope, receive, send)
         upload = path.startswith("/upload")
-        if auth.config.anonymous_read and not upload:
+        if auth.config.anonymous_read and not (upload or operator):
             return await self.app(scope, receive, send)  # the fast path: identity is ANONYMOUS
         header = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 header = value.decode("latin-1")
+        client = scope.get("client")
         try:
-            identity = await auth.identify(header, upload=upload)
+            if operator and header is None:
+                raise Unauthorized
+            identity = await auth.identify(
+                header, upload=upload, client=client[0] if client else None
+            )
         except Unauthorized:
             what = "uploads need" if upload else "this index needs"
+            what = "this endpoint needs" if operator else what
             return await _reply(
                 scope,
                 receive,
@@ -53,11 +74,17 @@ class AccessControl:
                 f"{what} a valid user name and password",
                 {"www-authenticate": f'Basic realm="{auth.config.realm}"'},
             )
+        except TooManyFailures as exc:
+            headers = {"retry-after": str(exc.retry_after)}
+            return await _reply(scope, receive, send, 429, str(exc), headers)
         except CannotVerify as exc:
             status = 504 if exc.timeout else 502
             message = f"cannot check these credentials with GitLab: {exc}"
             return await _reply(scope, receive, send, status, message)
-        if not upload and identity.readable is not None and not identity.readable:
+        if operator and identity.user not in auth.config.operators:
+            who = f"user {identity.user}" if identity.user else "these credentials"
+            return await _reply(scope, receive, send, 403, f"{who} may not read {path}")
+        if not (upload or operator) and identity.readable is not None and not identity.readable:
             message = f"user {identity.user} may not read any source"
             return await _reply(scope, receive, send, 403, message)
         scope["identity"] = identity
@@ -91,9 +118,12 @@ async def _reply(
 
 
 async def may_read_file(
-    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str]
+    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str] | None
 ) -> bool:
-    """A cached file is served to a restricted reader only if a source it may read lists it."""
+    """May a reader of `readable` sources (None: every source) have this file, or anything
+    derived from it? A restricted reader only if a source it may read lists it."""
+    if readable is None:
+        return True
     listed = await pages.file_locations(sha256)
     if any(f.source in readable and f.filename == filename for f in listed):
         return True

@@ -104,7 +104,7 @@ class JsonFormatter(logging.Formatter):
             line.update(zip(_FIELDS, record.args, strict=False))
             line["duration_ms"] = round(line["duration_ms"], 2)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
 
 
@@ -117,10 +117,12 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"userinfo": {"()": "proxy.redact.MaskUserinfo"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
+                "filters": ["userinfo"],  # no credentials of a URL in any line
                 "stream": "ext://sys.stderr",
             }
         },

@@ -37,6 +37,7 @@ from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.status_page import status_page
 from proxy.upload import upload
+from proxy.upstream_size import upstream_size
 
 log = logging.getLogger("proxy.app")
 
@@ -78,6 +79,7 @@ class Services:
         return cls(config, client, pages, files, index, auth, metadata, uploads)
 
     async def stop(self) -> None:
+        self.auth.close()
         await self.metadata.close()
         await self.client.aclose()
         self.pages.close()
@@ -182,21 +184,25 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return error(400, str(exc))
     svc = services(request)
     allowed = allowed_sources(request)
-    if filename.endswith(".metadata"):
-        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
+    wheel = filename.removesuffix(".metadata")
+    # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
+    # the answer to a reader who may not read it does not depend on what is cached.
+    if not await may_read_file(svc.index, svc.pages, sha256, wheel, allowed):
+        return error(404, f"no readable source offers {filename}")
+    if wheel != filename:
+        return await core_metadata_file(request, sha256, wheel)
     cached = await svc.files.open(sha256)
     if cached is not None:
-        if allowed is None or await may_read_file(svc.index, svc.pages, sha256, filename, allowed):
-            metrics.FILE_HIT.inc()
-            return cached_response(cached, sha256, request.headers, request.method)
-        cached.close()
-        return error(404, f"no readable source offers {filename}")
+        metrics.FILE_HIT.inc()
+        return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
         return error(503, f"the proxy is offline and has no cached copy of {filename}")
     candidates = await svc.index.locate(sha256, filename, allowed)
     if not candidates:
         return error(404, f"no readable source offers {filename}")
     metrics.FILE_MISS.inc()
+    if request.method == "HEAD":
+        return await uncached_head(request, sha256, filename, candidates)
     if not svc.files.keeping:
         return await unkept_file(request, sha256, filename, candidates)
     download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
@@ -208,8 +214,19 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return fetch_error(exc, sha256, filename)
     svc.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
-    body = None if request.method == "HEAD" else download.follow()
-    return FileBody(200, headers, body, label=filename)
+    return FileBody(200, headers, download.follow(), label=filename)
+
+
+async def uncached_head(
+    request: Request, sha256: str, filename: str, candidates: list[DistFile]
+) -> Response | FileBody:
+    """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
+    svc = services(request)
+    try:
+        size = await upstream_size(svc.client, svc.index, candidates)
+    except Exception as exc:
+        return fetch_error(exc, sha256, filename)
+    return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
 
 
 def fetch_error(exc: Exception, sha256: str, filename: str) -> Response:
@@ -231,9 +248,6 @@ async def unkept_file(
     except Exception as exc:
         return fetch_error(exc, sha256, filename)
     headers = file_headers(sha256, stream.size, None, "BYPASS")
-    if request.method == "HEAD":
-        await stack.aclose()
-        return FileBody(200, headers, None, label=filename)
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:

@@ -2,11 +2,16 @@
 credentials the proxy sends to GitLab on that identity's behalf).
 
 Each credential pays the slow password hash once per few minutes: verified credentials are
-remembered in memory under an HMAC of the password with a per-process key, never the password.
-A name that is no user pays it too (against a dummy hash), so the time of a refusal does not
-tell which user names exist.
-Passthrough credentials (no proxy user) are shown only the sources GitLab lets them read; that
-verdict is remembered the same way, briefly.
+remembered in memory under an HMAC of the password with a per-process key, never the password;
+concurrent checks of one credential share one hash. Hashes run in a small pool of their own, so
+a flood of wrong passwords never takes the threads that serve files and pages, and a client
+whose credentials keep failing is refused (429) before it costs a hash.
+
+Neither the time nor the answer of a refusal tells which user names exist: a name that is no
+user pays the hash too (against a dummy hash), and with passthrough a proxy user's name with a
+wrong password goes to GitLab like any other credentials, with a password GitLab refuses (never
+the one given). Passthrough credentials (no proxy user) are shown only the sources GitLab lets
+them read; that verdict is remembered the same way, briefly.
 """
 
 import asyncio
@@ -18,11 +23,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx2
 
 from proxy.config import AuthConfig, UserConfig
+from proxy.login_limit import LoginLimit
 from proxy.passwords import dummy_hash, verify_hash, verify_plain
 from proxy.sources.base import SourceUnavailable
 
@@ -34,6 +41,8 @@ _MEMO_ENTRIES = 10_000
 TOKEN_USER = "__token__"  # twine's convention: the password alone says who it is
 # GitLab ignores the basic-auth user name except "gitlab-ci-token"; this one is only a label.
 GITLAB_USER = "gitlab-pypi-proxy"
+JOB_TOKEN_USER = "gitlab-ci-token"  # GitLab's name for a CI job token
+HASH_THREADS = 2  # concurrent password hashes per process, each about 32 MiB and a core
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,14 @@ ANONYMOUS = Identity(user=None, readable=None, uploadable=frozenset(), upstream=
 
 class Unauthorized(Exception):
     """Missing or wrong credentials: answer 401 with a Basic challenge."""
+
+
+class TooManyFailures(Exception):
+    """This client's credentials failed too often lately: answer 429, no hash spent on it."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins from this address: retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class CannotVerify(Exception):
@@ -101,32 +118,79 @@ class Authenticator:
         # checked for names that are no user: at the cost of the configured hashes
         hashes = [u.password_hash for u in users if u.password_hash]
         self._dummy_hash = dummy_hash(hashes[0] if hashes else None)
+        # what a proxy user's name with a wrong password is tried with at GitLab: refused there
+        self._decoy = httpx2.BasicAuth(GITLAB_USER, secrets.token_urlsafe(24))
+        self._hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="password-hash")
+        self.failures = LoginLimit(config.failed_logins_per_minute)
         self._verified: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._checks: dict[tuple[str, str], asyncio.Task[UserConfig | None]] = {}
         self._readable: dict[str, tuple[float, frozenset[str]]] = {}
         self._flights: dict[str, asyncio.Task[frozenset[str]]] = {}
+
+    def close(self) -> None:
+        self._hashing.shutdown(wait=False, cancel_futures=True)
 
     def _fingerprint(self, *parts: str) -> str:
         return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
-    async def identify(self, authorization: str | None, *, upload: bool = False) -> Identity:
-        """The identity behind an Authorization header. Raises Unauthorized or CannotVerify."""
+    async def identify(
+        self, authorization: str | None, *, upload: bool = False, client: str | None = None
+    ) -> Identity:
+        """The identity behind an Authorization header from the client at address `client`.
+
+        Raises Unauthorized, TooManyFailures or CannotVerify.
+        """
         credentials = basic_credentials(authorization)
         if credentials is None:
             if authorization or upload or not self.config.anonymous_read:
                 raise Unauthorized
             return ANONYMOUS
         name, password = credentials
-        user = await self._user(name, password)
+        fingerprint = self._fingerprint(name, password)
+        known = self._known(name, password, fingerprint, upload)
+        if known is not None:
+            return known  # accepted lately: also for a client refused for its failures
+        retry_after = self.failures.retry_after(client)
+        if retry_after:
+            raise TooManyFailures(retry_after)
+        try:
+            return await self._identify(name, password, fingerprint, upload)
+        except Unauthorized:
+            self.failures.failed(client)
+            raise
+
+    def _known(self, name: str, password: str, fingerprint: str, upload: bool) -> Identity | None:
+        """The identity of credentials accepted lately, from memory alone; else None."""
+        now = time.monotonic()
+        verified = self._verified.get((name, fingerprint))
+        if verified is None or verified[0] <= now:
+            return None
+        if verified[1] is not None:
+            user = self.users.get(verified[1])
+            return self._user_identity(user) if user else None
+        readable = self._readable.get(fingerprint)
+        if upload or readable is None or readable[0] <= now or name in self.users:
+            return None
+        if not readable[1]:
+            return None
+        return self._passthrough_identity(readable[1], httpx2.BasicAuth(name, password))
+
+    async def _identify(self, name: str, password: str, fingerprint: str, upload: bool) -> Identity:
+        user = await self._user(name, password, fingerprint)
         if user is not None:
             return self._user_identity(user)
-        if name in self.users or not self.config.passthrough or not password:
+        if not self.config.passthrough or not password:
             raise Unauthorized
-        auth = httpx2.BasicAuth(name, password)
+        # A proxy user's name takes the path of any other name, with credentials GitLab refuses.
+        auth = self._decoy if name in self.users else httpx2.BasicAuth(name, password)
         if upload:
             return Identity(None, frozenset(), self.upload_targets, auth, passthrough=True)
-        readable = await self._passthrough_readable(self._fingerprint(name, password), auth)
-        if not readable:
+        readable = await self._passthrough_readable(fingerprint, auth)
+        if not readable or name in self.users:
             raise Unauthorized
+        return self._passthrough_identity(readable, auth)
+
+    def _passthrough_identity(self, readable: frozenset[str], auth: httpx2.Auth) -> Identity:
         return Identity(None, readable | self.public, frozenset(), auth, passthrough=True)
 
     def _user_identity(self, user: UserConfig) -> Identity:
@@ -135,19 +199,29 @@ class Authenticator:
         upstream = httpx2.BasicAuth(GITLAB_USER, user.gitlab_token) if user.gitlab_token else None
         return Identity(user.name, readable, uploadable & self.upload_targets, upstream)
 
-    async def _user(self, name: str, password: str) -> UserConfig | None:
-        """The proxy user these credentials prove, or None."""
-        key = (name, self._fingerprint(name, password))
-        now = time.monotonic()
+    async def _user(self, name: str, password: str, fingerprint: str) -> UserConfig | None:
+        """The proxy user these credentials prove, or None; one check for concurrent callers."""
+        key = (name, fingerprint)
         known = self._verified.get(key)
-        if known is not None and known[0] > now:
+        if known is not None and known[0] > time.monotonic():
             return self.users.get(known[1]) if known[1] else None
+        task = self._checks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._check(name, password, key))
+            self._checks[key] = task
+            task.add_done_callback(lambda t: self._checked(key, t))
+        return await asyncio.shield(task)
+
+    def _checked(self, key: tuple[str, str], task: asyncio.Task[UserConfig | None]) -> None:
+        self._checks.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
+
+    async def _check(self, name: str, password: str, key: tuple[str, str]) -> UserConfig | None:
         if name == TOKEN_USER:
             candidates = list(self.users.values())
         elif name in self.users:
             candidates = [self.users[name]]
-        elif self.config.passthrough:
-            return None  # GitLab is asked about these credentials next
         else:
             candidates = []
         found, hashed = None, False
@@ -155,15 +229,23 @@ class Authenticator:
             if user.password is not None:
                 matched = verify_plain(password, user.password)
             else:
-                matched = await asyncio.to_thread(verify_hash, password, user.password_hash or "")
+                matched = await self._hash(password, user.password_hash or "")
                 hashed = True
             if matched and found is None:
                 found = user
-        if not hashed:
-            # An unknown name (or plain passwords only) costs what a hashed password costs.
-            await asyncio.to_thread(verify_hash, password, self._dummy_hash)
-        self._remember(self._verified, key, (now + VERIFIED_SECONDS, found and found.name))
+        # An unknown name (or plain passwords only) costs what a hashed password costs. GitLab's
+        # job-token name, when it is no user, tells nothing: CI jobs through passthrough skip it.
+        skip = self.config.passthrough and name == JOB_TOKEN_USER and name not in self.users
+        if not hashed and not skip:
+            await self._hash(password, self._dummy_hash)
+        self._remember(
+            self._verified, key, (time.monotonic() + VERIFIED_SECONDS, found and found.name)
+        )
         return found
+
+    async def _hash(self, password: str, encoded: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hashing, verify_hash, password, encoded)
 
     async def _passthrough_readable(self, fingerprint: str, auth: httpx2.Auth) -> frozenset[str]:
         known = self._readable.get(fingerprint)

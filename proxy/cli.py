@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.config import Config, ConfigError, load
+from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
     from proxy.cache.files import FileStore
@@ -116,9 +117,10 @@ def _describe(config: Config) -> str:
     lines = [f"config {config.path}: OK"]
     if config.gitlab.url:
         auth = "token set" if config.gitlab.token else "no token (anonymous)"
-        lines.append(f"gitlab {config.gitlab.url} ({auth})")
+        lines.append(f"gitlab {mask_userinfo(config.gitlab.url)} ({auth})")
     for number, source in enumerate(config.sources, 1):
-        lines.append(f"source {number}: {source.name} = {source.kind} {source.target}")
+        target = mask_userinfo(source.target)
+        lines.append(f"source {number}: {source.name} = {source.kind} {target}")
     auth = config.auth
     reads = "anonymous reads" if auth.anonymous_read else "reads need credentials"
     lines.append(
@@ -288,5 +290,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(config, args)
         return 0
     except ConfigError as exc:
-        print(f"gitlab-pypi-proxy: {exc}", file=sys.stderr)
+        print(f"gitlab-pypi-proxy: {mask_userinfo(str(exc))}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from proxy.names import InvalidName, validate
 from proxy.passwords import InvalidHash, parse_hash
+from proxy.redact import mask_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -51,6 +52,9 @@ class GitLabConfig:
     # GitLab ignores the user name, except "gitlab-ci-token", which marks a CI job token.
     username: str = "gitlab-pypi-proxy"
     timeout: float = 30.0
+    # GitLab stores an uploaded file before it answers: the wait for its answer, once the whole
+    # upload is sent, has a bound of its own.
+    upload_timeout: float = 300.0
 
     @property
     def api_url(self) -> str:
@@ -87,6 +91,8 @@ class AuthConfig:
     anonymous_read: bool = True
     passthrough: bool = False
     realm: str = "gitlab-pypi-proxy"
+    failed_logins_per_minute: int = 30  # per client address, then 429
+    operators: frozenset[str] = frozenset()  # users who may read /readyz and /metrics; empty: all
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ class _Reader:
 def _http_url(reader: _Reader, key: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise reader.error(key, f"expected an http(s) URL, got {value!r}")
+        raise reader.error(key, f"expected an http(s) URL, got {mask_userinfo(value)!r}")
     return value.rstrip("/")
 
 
@@ -266,7 +272,7 @@ def _cache(r: _Reader, base: Path) -> CacheConfig:
 
 
 def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
-    r.check_keys({"url", "token", "username", "timeout"})
+    r.check_keys({"url", "token", "username", "timeout", "upload_timeout"})
     url = r.string("url")
     if url is None:
         if needed:
@@ -277,6 +283,7 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
         token=r.string("token", secret=True) or None,
         username=r.string("username", "gitlab-pypi-proxy"),
         timeout=r.number("timeout", 30.0),
+        upload_timeout=r.number("upload_timeout", 300.0),
     )
 
 
@@ -366,13 +373,21 @@ def load(path: str | Path) -> Config:
     if duplicate:
         raise root.error("sources", f"two sources are named {duplicate!r}")
     auth_r = root.table_at("auth")
-    auth_r.check_keys({"anonymous_read", "passthrough", "realm"})
+    auth_r.check_keys(
+        {"anonymous_read", "passthrough", "realm", "failed_logins_per_minute", "operators"}
+    )
+    users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
+    operators = auth_r.strings("operators", frozenset())
+    unknown = sorted(operators - {u.name for u in users})
+    if unknown:
+        raise auth_r.error("operators", f"no [[users]] entry named {unknown[0]!r}")
     auth = AuthConfig(
         anonymous_read=auth_r.boolean("anonymous_read", True),
         passthrough=auth_r.boolean("passthrough", False),
         realm=auth_r.string("realm", "gitlab-pypi-proxy"),
+        failed_logins_per_minute=auth_r.integer("failed_logins_per_minute", 30, minimum=1),
+        operators=operators,
     )
-    users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
     upload_r = root.table_at("upload")
     upload_r.check_keys({"default_source", "max_size"})
     default = upload_r.string("default_source")

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
@@ -36,26 +37,53 @@ def file_headers(sha256: str, size: int | None, mtime: float | None, cache: str)
     return headers
 
 
+# RFC 9110 14.1.2: `first-pos "-" [ last-pos ]` or `"-" suffix-length`, ASCII digits only.
+_RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
+# More digits than this cannot name a byte of any file: compared as text, never converted.
+_MAX_DIGITS = 18
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """A sort key for a decimal number of any length, without converting it (5,000 digits would
+    pass Python's int() limit)."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
+
+
+def _position(digits: str, size: int) -> int:
+    """The number, or `size` when it is at least that (it may be too long to convert)."""
+    length, digits = _magnitude(digits)
+    return size if length > _MAX_DIGITS else min(int(digits), size)
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """One `bytes=` range as (start, end inclusive); None to serve the whole file.
 
-    Raises ValueError when the range cannot be satisfied (416).
+    A header that is not one valid byte range is ignored (None), as RFC 9110 says: another unit,
+    several ranges, `bytes=1-2-3`, `bytes=+1-2`, non-ASCII digits, a last-pos before the first.
+    Numbers of any length are valid and compare as numbers. Raises ValueError when the range is
+    valid but cannot be satisfied (416): it starts past the end, or it is an empty suffix.
     """
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None  # other units, or several ranges: a 200 with the whole file is allowed
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
+    unit, equals, spec = header.partition("=")
+    if not equals or unit.strip(" \t").lower() != "bytes":
         return None
-    if not first:  # suffix: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:
+    match = _RANGE_SPEC.fullmatch(spec.strip(" \t"))
+    if match is None:
+        return None  # several ranges (a 200 with the whole file is allowed) or not a range
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        length = _position(last, size)
+        if length == 0:  # a zero suffix, or any suffix of an empty file
             raise ValueError("empty suffix range")
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last.isdigit() else size - 1
-    if start >= size or end < start:
+        return size - length, size - 1
+    if last and _magnitude(last) < _magnitude(first):
+        return None  # invalid, not unsatisfiable
+    start = _position(first, size)
+    if start >= size:
         raise ValueError("range starts past the end")
+    end = _position(last, size - 1) if last else size - 1
     return start, end
 
 

@@ -32,10 +32,11 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int) -> 
     )
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, n: int = _N) -> str:
+    """A new salted hash; `n` (a power of two) is the cost, memory and time alike."""
     salt = secrets.token_bytes(16)
-    key = _scrypt(password, salt, _N, _R, _P, _KEY_BYTES)
-    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(key)}"
+    key = _scrypt(password, salt, n, _R, _P, _KEY_BYTES)
+    return f"scrypt${n}${_R}${_P}${_b64(salt)}${_b64(key)}"
 
 
 def dummy_hash(like: str | None = None) -> str:

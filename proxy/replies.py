@@ -3,6 +3,8 @@ secret."""
 
 from starlette.responses import PlainTextResponse, Response
 
+from proxy.redact import mask_userinfo
+
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+    return PlainTextResponse(mask_userinfo(message) + "\n", status_code=status, headers=headers)

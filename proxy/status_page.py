@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from proxy import metrics
 from proxy.health import cache_state, source_states
 from proxy.recent_uploads import Upload
+from proxy.redact import mask_userinfo
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -90,10 +91,12 @@ def render(
     uploads: list[Upload],
 ) -> str:
     e = escape
+    base = mask_userinfo(base)  # built from the client's Host header
     rows = (
         "".join(
             f'<tr><td>{e(name)}</td><td>{e(kind)}</td><td class="{e(s["state"])}">{e(s["state"])}'
-            f"</td><td>{e(_when(s['last_ok']))}</td><td>{e(s['reason'] or '')}</td></tr>"
+            f"</td><td>{e(_when(s['last_ok']))}</td><td>{e(mask_userinfo(s['reason'] or ''))}"
+            "</td></tr>"
             for name, kind, s in sources
         )
         or '<tr><td colspan="5">no sources configured</td></tr>'

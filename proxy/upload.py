@@ -12,6 +12,13 @@ import hashlib
 import logging
 from typing import BinaryIO
 
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
@@ -85,6 +92,36 @@ async def upload(request: Request) -> Response:
     except ClientDisconnect:
         log.info("upload to %s: the client hung up before the end of the form", source.name)
         return error(400, "the upload ended before the end of its form")
+    except asyncio.CancelledError:
+        # uvicorn cancels what still runs when [server] graceful_shutdown has passed after a
+        # SIGTERM: answer (the task ends right after) instead of its 500 and traceback.
+        log.warning("upload to %s cut by the shutdown: answered 503", source.name)
+        return error(503, "the proxy is shutting down before this upload finished: retry it")
+
+
+def form_problem(form: FormData, filename: str) -> str | None:
+    """Why GitLab would store this upload wrongly, or None: another action than a file upload,
+    a file that is no wheel or sdist, or a name or version other than its file name's.
+    The name is a valid project name already."""
+    action = form.get(":action")
+    if action is not None and action != "file_upload":
+        return f"only ':action=file_upload' is supported, not {str(action)[:40]!r}"
+    try:
+        if filename.endswith(".whl"):
+            project, version = parse_wheel_filename(filename)[:2]
+        else:
+            project, version = parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return f"{filename} is not a wheel (.whl) or sdist (.tar.gz, .zip) file name"
+    sent_name, sent_version = str(form.get("name")), str(form.get("version") or "")
+    if normalize(sent_name) != project:
+        return f"{filename} is a file of {project}, not of {sent_name}"
+    try:
+        if Version(sent_version) != version:
+            return f"{filename} is version {version}, not {sent_version[:40]}"
+    except InvalidVersion:
+        return f"not a valid version: {sent_version[:40]!r}"
+    return None
 
 
 async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
@@ -98,6 +135,9 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
         return error(400, str(exc))
     if not form.get("version"):
         return error(400, "the upload form has no 'version'")
+    problem = form_problem(form, filename)
+    if problem is not None:
+        return error(400, problem)
     size, digests = await asyncio.to_thread(file_digests, content.file)
     for field, digest in digests.items():
         sent = form.get(field)

@@ -91,17 +91,19 @@ async def stream(
     *,
     auth: httpx2.Auth | None = None,
     headers: dict[str, str] | None = None,
+    method: str = "GET",
 ) -> AsyncIterator[httpx2.Response]:
     """Stream a file, following redirects by hand so credentials never leave their origin.
 
     GitLab answers a file with 302 to a signed object-storage URL on another host: that request
     goes out with no credentials at all. A 206 comes back only to a caller that sent a Range.
+    `method="HEAD"` asks for the headers alone.
     """
     target = httpx2.URL(url)
     origin = target
     for _ in range(_MAX_REDIRECTS + 1):
         request = client.build_request(
-            "GET", target, headers={"Accept-Encoding": "identity", **(headers or {})}
+            method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
         )
         try:
             response = await client.send(

@@ -28,13 +28,15 @@ def write_config(
     index_ttl: int = 300,
     offline: bool = False,
     extra: str = "",
+    gitlab: dict[str, object] | None = None,
 ) -> Path:
-    """A config file for the proxy; `sources` are [[sources]] tables in priority order."""
+    """A config file for the proxy; `sources` are [[sources]] tables in priority order, `gitlab`
+    more keys of [gitlab]."""
 
     def value(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
-        if isinstance(v, int):
+        if isinstance(v, int | float):
             return str(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
@@ -51,6 +53,7 @@ def write_config(
     ]
     if token:
         lines.append(f"token = {value(token)}")
+    lines += [f"{k} = {value(v)}" for k, v in (gitlab or {}).items()]
     for source in sources:
         lines.append("[[sources]]")
         lines += [f"{k} = {value(v)}" for k, v in source.items()]
@@ -68,6 +71,19 @@ class ProxyProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def open_files_under(self, directory: Path) -> list[str]:
+        """The files under `directory` the proxy holds open (an unlinked spool file shows as
+        '<dir>/#123 (deleted)')."""
+        held = []
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            try:
+                target = str(fd.readlink())
+            except FileNotFoundError:  # closed while listing
+                continue
+            if target.startswith(str(directory)):
+                held.append(target)
+        return held
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -35,7 +35,6 @@ UPLOAD_FIELDS = (
     "summary",
     "keywords",
 )
-_UPLOAD_READ_TIMEOUT = 300.0  # GitLab stores the file before it answers
 _API_HINT = " (the token needs the read_api scope and read access to the project or group)"
 
 
@@ -76,6 +75,7 @@ class GitLabSource:
         encoded = quote(config.target, safe="")
         self.api = gitlab.api_url
         self.timeout = gitlab.timeout
+        self.upload_timeout = gitlab.upload_timeout
         if config.kind == "gitlab_project":
             self.base = f"{self.api}/projects/{encoded}/packages/pypi"
             self.packages_url = f"{self.api}/projects/{encoded}/packages"
@@ -230,7 +230,9 @@ class GitLabSource:
         sent = {k: fields[k] for k in UPLOAD_FIELDS if fields.get(k) is not None}
         body = multipart_body(sent, "content", filename, file, size)
         headers = {"content-type": body.content_type, "content-length": str(body.length)}
-        timeout = httpx2.Timeout(self.timeout, read=max(self.timeout, _UPLOAD_READ_TIMEOUT))
+        # Connecting and sending are bounded by [gitlab] timeout, each wait for GitLab's answer
+        # (its first byte comes once it has stored the file) by [gitlab] upload_timeout.
+        timeout = httpx2.Timeout(self.timeout, read=self.upload_timeout)
         response = await upstream.post(
             self.client,
             self.name,

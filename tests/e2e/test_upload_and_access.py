@@ -211,22 +211,9 @@ def test_upload_with_gitlab_down_is_502_naming_it(gitlab, proxy) -> None:
 
 
 def _temp_files(proxy: ProxyProcess) -> list[str]:
-    """Files in the proxy's TMPDIR, and files under it the proxy still holds open (an unlinked
-    spool file shows as '<dir>/#123 (deleted)')."""
+    """Files in the proxy's TMPDIR, and files under it the proxy still holds open."""
     tmp = Path(proxy.args[proxy.args.index("--config") + 1]).parent / "tmp"
-    held = [
-        target
-        for fd in Path(f"/proc/{proxy.process.pid}/fd").iterdir()
-        if (target := _readlink(fd)).startswith(str(tmp))
-    ]
-    return [p.name for p in tmp.iterdir()] + held
-
-
-def _readlink(path: Path) -> str:
-    try:
-        return str(path.readlink())
-    except FileNotFoundError:  # closed while listing
-        return ""
+    return [p.name for p in tmp.iterdir()] + proxy.open_files_under(tmp)
 
 
 TOO_LARGE = "the upload is larger than the limit of 2 MiB\n"

@@ -2,14 +2,23 @@
 
 import asyncio
 import base64
+import threading
 from pathlib import Path
 
 import httpx2
 import pytest
 
 from proxy import auth as auth_module
-from proxy.auth import ANONYMOUS, Authenticator, CannotVerify, Unauthorized, basic_credentials
+from proxy.auth import (
+    ANONYMOUS,
+    Authenticator,
+    CannotVerify,
+    TooManyFailures,
+    Unauthorized,
+    basic_credentials,
+)
 from proxy.config import AuthConfig, ConfigError, UserConfig, load
+from proxy.login_limit import LoginLimit
 from proxy.passwords import (
     InvalidHash,
     dummy_hash,
@@ -19,6 +28,7 @@ from proxy.passwords import (
     verify_plain,
 )
 from proxy.sources.base import SourceUnavailable
+from tests.waiting import async_wait_until
 
 TARGETS = frozenset({"platform", "tools"})
 
@@ -253,3 +263,138 @@ async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:
         await auth.identify(header("x", "glpat-unknown"))
     assert caught.value.timeout
     assert auth._readable == {}  # nothing remembered: asked again next time
+
+
+def _password_of(auth: httpx2.Auth) -> tuple[str, str]:
+    request = next(auth.auth_flow(httpx2.Request("GET", "http://gitlab/")))
+    return basic_credentials(request.headers["authorization"]) or ("", "")
+
+
+async def test_with_passthrough_names_are_not_told_apart_by_time_or_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any name that is no user pays the slow hash, and a user's name with a wrong password is
+    asked of GitLab too (with credentials GitLab refuses): the same work, the same 401."""
+    calls = _count_kdf(monkeypatch)
+    asked: list[tuple[str, str]] = []
+
+    async def probe(auth: httpx2.Auth) -> bool:
+        asked.append(_password_of(auth))
+        return False
+
+    auth = authenticator(
+        UserConfig("ci", password_hash=hash_password("pw")),
+        passthrough=True,
+        probes={"platform": probe},
+    )
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("ci", "wrong-1"))
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("nobody", "wrong-2"))
+    assert [password for password, _ in calls] == ["wrong-1", "wrong-2"]
+    assert len(asked) == 2 and asked[1] == ("nobody", "wrong-2")
+    assert "ci" not in asked[0] and "wrong-1" not in asked[0]  # never the user's name or try
+    upload = await auth.identify(header("ci", "wrong-3"), upload=True)
+    assert upload.passthrough and _password_of(upload.upstream) == asked[0]  # GitLab refuses it
+
+
+async def test_with_passthrough_and_gitlab_down_a_users_name_fails_like_any_other() -> None:
+    async def down(auth: httpx2.Auth) -> bool:
+        raise SourceUnavailable("platform", "ConnectError")
+
+    auth = authenticator(
+        UserConfig("ci", password="pw"), passthrough=True, probes={"platform": down}
+    )
+    for name in ("ci", "nobody"):
+        with pytest.raises(CannotVerify):
+            await auth.identify(header(name, "wrong"))
+    assert (await auth.identify(header("ci", "pw"))).user == "ci"
+
+
+async def test_concurrent_checks_of_one_credential_share_one_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _count_kdf(monkeypatch)
+    auth = authenticator(UserConfig("ci", password_hash=hash_password("pw")))
+    answers = await asyncio.gather(*(auth.identify(header("ci", "pw")) for _ in range(10)))
+    assert {a.user for a in answers} == {"ci"}
+    assert len(calls) == 1
+
+
+async def test_hashing_has_a_bounded_pool_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of checks blocks at most HASH_THREADS threads of its own pool: the default
+    executor, which serves files and pages, stays free."""
+    release = threading.Event()
+    lock = threading.Lock()
+    running, most, threads = 0, 0, set()
+
+    def blocking(password: str, encoded: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        release.wait(timeout=30)
+        with lock:
+            running -= 1
+        return False
+
+    monkeypatch.setattr(auth_module, "verify_hash", blocking)
+    auth = authenticator(UserConfig("ci", password_hash=hash_password("pw")))
+    flood = [asyncio.ensure_future(auth.identify(header("ci", f"guess-{i}"))) for i in range(20)]
+    try:
+        await async_wait_until(lambda: running >= 1, "the hashing started")
+        # with every hashing thread blocked, the default executor still answers at once
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), timeout=10) == "free"
+    finally:
+        release.set()
+    results = await asyncio.gather(*flood, return_exceptions=True)
+    assert all(isinstance(r, Unauthorized) for r in results)
+    assert 1 <= most <= auth_module.HASH_THREADS
+    assert all(name.startswith("password-hash") for name in threads)
+    auth.close()
+
+
+async def test_a_client_whose_logins_keep_failing_is_refused_before_any_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _count_kdf(monkeypatch)
+    config = AuthConfig(anonymous_read=False, failed_logins_per_minute=3)
+    users = (UserConfig("ci", password_hash=hash_password("pw")),)
+    auth = Authenticator(config, users, TARGETS, {}, frozenset())
+    now = [1000.0]
+    auth.failures.clock = lambda: now[0]
+    assert (await auth.identify(header("ci", "pw"), client="10.0.0.1")).user == "ci"
+    for attempt in range(3):
+        with pytest.raises(Unauthorized):
+            await auth.identify(header("ci", f"guess-{attempt}"), client="10.0.0.1")
+    hashed = len(calls)
+    with pytest.raises(TooManyFailures) as refused:
+        await auth.identify(header("ci", "guess-3"), client="10.0.0.1")
+    assert refused.value.retry_after == 20  # one more failure allowed every 60/3 s
+    assert str(refused.value) == "too many failed logins from this address: retry in 20 s"
+    assert len(calls) == hashed  # refused without a hash
+    # credentials already accepted still work from that address; other addresses are not limited
+    assert (await auth.identify(header("ci", "pw"), client="10.0.0.1")).user == "ci"
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("ci", "guess-4"), client="10.0.0.2")
+    now[0] += 20
+    with pytest.raises(Unauthorized):
+        await auth.identify(header("ci", "guess-5"), client="10.0.0.1")
+    with pytest.raises(TooManyFailures):
+        await auth.identify(header("ci", "guess-6"), client="10.0.0.1")
+
+
+def test_login_limit_refills_and_forgets_the_oldest_clients() -> None:
+    now = [0.0]
+    limit = LoginLimit(60, clock=lambda: now[0])  # a burst of 60, then one a second
+    assert limit.retry_after("a") == 0
+    for _ in range(60):
+        limit.failed("a")
+    assert limit.retry_after("a") == 1
+    for _ in range(100):  # failing on (hashes already under way): at most two windows' wait
+        limit.failed("a")
+    assert limit.retry_after("a") == 61
+    now[0] += 61
+    assert limit.retry_after("a") == 0
+    assert limit.retry_after("never-failed") == 0
