@@ -38,8 +38,8 @@ async def test_verify_drops_and_reports_a_corrupt_entry(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     good, bad = await _fill(directory, 2)
     store = FileStore(directory, 2**30)
-    cached = await store.open(bad)
-    assert cached is not None
+    cached = store.read(bad)
+    assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
     store.close()
