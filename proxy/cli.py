@@ -4,6 +4,7 @@ import argparse
 import os
 import shutil
 import sqlite3
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from proxy.config import Config, ConfigError, load
 
 if TYPE_CHECKING:
-    from proxy.cache.files import FileStore
+    from proxy.cache.files import FileStore, Orphans
     from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
@@ -99,10 +100,25 @@ def app_factory():  # type: ignore[no-untyped-def]
     )
 
 
+def _private() -> None:
+    """Cached packages and index pages are no other local user's business: everything this
+    process creates is its user's only (directories 0700, files 0600), whatever the umask."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
+def _close_cache_directory(directory: Path) -> None:
+    """A cache made under a looser umask (0755, 0644): closing its top directory keeps other
+    users out of everything below. Not a directory shared with others (sticky, like /tmp)."""
+    mode = directory.stat()
+    if mode.st_uid == os.geteuid() and mode.st_mode & 0o077 and not mode.st_mode & stat.S_ISVTX:
+        directory.chmod(0o700)
+
+
 def _check_cache_directory(config: Config) -> None:
     directory = config.cache.directory
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _close_cache_directory(directory)
         probe = directory / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -151,6 +167,28 @@ def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache"
         ) from None
 
 
+def _orphans_line(orphans: "Orphans") -> str:
+    return (
+        f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
+        " lock files left by stopped processes"
+    )
+
+
+def _clean_orphans(config: Config) -> None:
+    """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
+    import logging
+
+    from proxy.cache.files import FileStore
+
+    files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+    try:
+        orphans = files.clean_orphans()
+    finally:
+        files.close()
+    if orphans.parts or orphans.locks:
+        logging.getLogger("proxy.cli").warning(_orphans_line(orphans))
+
+
 def cache_command(config: Config, args: argparse.Namespace) -> int:
     from proxy import bundle
     from proxy.cache_stats import stats_lines
@@ -168,12 +206,23 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
                 return 0
             if action == "import":
                 report = bundle.import_bundle(pages, files, Path(args.bundle))
-                print(f"imported {report.files} files ({report.bytes} bytes), {report.pages} index")
+                print(
+                    f"imported {report.files} files ({report.bytes} bytes), "
+                    f"{report.pages} index records"
+                )
+                if report.not_kept:
+                    print(
+                        f"not kept: {len(report.not_kept)} files ({report.not_kept_bytes} bytes)"
+                        f": cache.max_size ({config.cache.max_size} bytes) is too small"
+                    )
+                    for line in report.not_kept:
+                        print(f"  {line}")
                 for line in report.bad:
                     print(f"bad: {line}")
-                return 1 if report.bad else 0
+                return 1 if report.bad or report.not_kept else 0
         except bundle.BundleError as exc:
             raise ConfigError(str(exc)) from None
+        print(_orphans_line(files.clean_orphans()))
         checked, dropped = files.verify()
         for sha256 in dropped:
             print(f"corrupt, dropped: {sha256}")
@@ -244,6 +293,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _clean_orphans(config)
     uvicorn.run(
         "proxy.cli:app_factory",
         factory=True,
@@ -261,6 +311,7 @@ def serve(config: Config, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _private()
     if args.command == "hash-password":
         return hash_password_command()
     try:
