@@ -157,7 +157,8 @@ class FileStore:
         self._index = FileIndex(root, max_size)
         self._usage = usage.Usage() if count_hits else None
         self._flushed_at = time.monotonic()
-        self._flushing = False
+        self._flush_planned = False  # a write of the notes is scheduled or running
+        self._closed = False
         # Background writes (batched uses, room for downloads) wait for SQLite's lock here, in
         # one thread of their own, not in the pool that serves hits.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
@@ -175,6 +176,7 @@ class FileStore:
 
     def close(self) -> None:
         """Write what this process noted (blocking): the server calls it when it stops."""
+        self._closed = True
         self._writer.shutdown(wait=True)
         try:
             self._flush_usage()
@@ -406,13 +408,24 @@ class FileStore:
     # --- batched writes ---------------------------------------------------------------------
 
     def _flush_soon(self) -> None:
-        now = time.monotonic()
-        if self._flushing or now - self._flushed_at < usage.FLUSH_SECONDS:
+        """Write this process's notes within FLUSH_SECONDS of the last write, in the background:
+        once per interval however busy, and even if no lookup follows."""
+        if self._flush_planned or self._closed:
             return
-        self._flushing, self._flushed_at = True, now
-        self._background(self._flush_usage).add_done_callback(
-            lambda _: setattr(self, "_flushing", False)
-        )
+        self._flush_planned = True
+        wait = usage.FLUSH_SECONDS - (time.monotonic() - self._flushed_at)
+        asyncio.get_running_loop().call_later(max(0.0, wait), self._start_flush)
+
+    def _start_flush(self) -> None:
+        if self._closed:
+            return
+        self._flushed_at = time.monotonic()
+        self._background(self._flush_usage).add_done_callback(self._flushed)
+
+    def _flushed(self, _: object) -> None:
+        self._flush_planned = False
+        if self._usage is not None and self._usage.waiting():  # noted while it was written
+            self._flush_soon()
 
     def _flush_usage(self) -> None:
         if self._usage is None:

@@ -5,9 +5,9 @@ statistics wrote an SQLite transaction (the access time and a hit counter) on ev
 serialised across worker processes, and the waits for that lock were the long tail of warm hits.
 Here a lookup only notes in memory, under a lock held for a few instructions, that it happened
 and, when the entry's stored access time is older than `STAMP_SECONDS`, that it should be
-restamped; the store writes what piled up in one transaction every `FLUSH_SECONDS` or so, from a
-thread of its own, and when it closes. Eviction's order is thus right to about a minute, and the
-hit ratio `cache stats` reads is a few seconds behind.
+restamped; the store writes what piled up in one transaction within `FLUSH_SECONDS` of its last
+write, from a thread of its own, and when it closes. Eviction's order is thus right to about a
+minute, and the hit ratio `cache stats` reads is a few seconds behind.
 """
 
 import threading
@@ -43,6 +43,10 @@ class Usage:
     def miss(self) -> None:
         with self._lock:
             self._pending.misses += 1
+
+    def waiting(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
 
     def counts(self) -> tuple[int, int]:
         with self._lock:

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from proxy.cache import files as files_module
+from proxy.cache import usage
 from proxy.cache.cached_file import CorruptEntry
 from proxy.cache.files import CacheUnwritable, FileStore, HashMismatch, verified
 from tests.unit.fakes import FakeSource
+from tests.waiting import wait_until
 
 CONTENT = os.urandom(300_000)
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -265,3 +267,22 @@ async def test_an_entry_is_hashed_once_per_process_until_it_changes(tmp_path: Pa
     assert again is not None and again.check is None
     assert await served(again) == BIG
     again.close()
+
+
+async def test_hits_and_misses_reach_the_shared_counters_without_another_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.2)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    for sha in (SHA, SHA, SHA, "0" * 64):  # three hits, one miss, all within one interval
+        cached = await store.open(sha)
+        if cached is not None:
+            cached.close()
+    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)  # `cache stats`, meanwhile
+    await asyncio.to_thread(
+        wait_until, lambda: stats.hits_and_misses() == (3, 1), "the counts written", 10
+    )
+    store.close()
+    stats.close()
