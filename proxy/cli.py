@@ -1,6 +1,7 @@
 """The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
 
 import argparse
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -111,7 +112,8 @@ def _close_cache_directory(directory: Path) -> None:
     users out of everything below. Not a directory shared with others (sticky, like /tmp)."""
     mode = directory.stat()
     if mode.st_uid == os.geteuid() and mode.st_mode & 0o077 and not mode.st_mode & stat.S_ISVTX:
-        directory.chmod(0o700)
+        with contextlib.suppress(OSError):  # a mount that keeps its modes: nothing more to do
+            directory.chmod(0o700)
 
 
 def _check_cache_directory(config: Config) -> None:
@@ -180,13 +182,18 @@ def _clean_orphans(config: Config) -> None:
 
     from proxy.cache.files import FileStore
 
-    files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+    log = logging.getLogger("proxy.cli")
     try:
-        orphans = files.clean_orphans()
-    finally:
-        files.close()
+        files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+        try:
+            orphans = files.clean_orphans()
+        finally:
+            files.close()
+    except (OSError, sqlite3.Error) as exc:  # a read-only cache: serving matters more
+        log.warning("leftovers of stopped downloads not removed: %s", exc)
+        return
     if orphans.parts or orphans.locks:
-        logging.getLogger("proxy.cli").warning(_orphans_line(orphans))
+        log.warning(_orphans_line(orphans))
 
 
 def cache_command(config: Config, args: argparse.Namespace) -> int:
