@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from proxy.config import Config, ConfigError, load
 
 if TYPE_CHECKING:
-    from proxy.cache.files import FileStore, Orphans
+    from proxy.cache.files import FileStore
+    from proxy.cache.leftovers import Orphans
     from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"

@@ -53,6 +53,12 @@ class CachedFile:
             self.released()
             self.released = None
 
+    def check_data(self) -> None:
+        """Hash a small file read at lookup, if unchecked (blocking); raises CorruptEntry."""
+        if self.check is not None and self.data is not None:
+            digest = hashlib.sha256(self.data)
+            self._conclude(digest, self.check)
+
     async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes `start`..`end` (inclusive); raises CorruptEntry before the last piece of a
         file that does not hash right, and OSError if the file is shorter than recorded."""

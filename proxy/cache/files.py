@@ -34,7 +34,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,8 +42,9 @@ import diskcache
 
 from proxy import metrics
 from proxy.cache import usage
-from proxy.cache.cached_file import SERVE_CHUNK, CachedFile, Check, read_whole
+from proxy.cache.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
 from proxy.cache.file_index import FileIndex
+from proxy.cache.leftovers import Orphans, partial_bytes, remove_orphans
 from proxy.sources.base import FileStream
 
 log = logging.getLogger("proxy.cache.files")
@@ -64,15 +64,6 @@ class CacheUnwritable(Exception):
 
 _UPKEEP_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 _VERIFIED_MEMORY = 100_000  # files remembered as checked; past it, checked again
-
-
-@dataclass(frozen=True)
-class Orphans:
-    """What processes that died mid-download left behind, removed at start-up."""
-
-    parts: int = 0
-    bytes: int = 0
-    locks: int = 0
 
 
 class Download:
@@ -245,13 +236,10 @@ class FileStore:
         finally:
             handle.close()
         cached.handle, cached.data = None, data
-        if cached.check is not None:
-            found = hashlib.sha256(data).hexdigest()
-            if found != sha256:
-                cached.check.failed(found)
-                return None
-            cached.check.passed()
-            cached.check = None
+        try:
+            cached.check_data()
+        except CorruptEntry:
+            return None  # dropped: the caller fetches it again
         return cached
 
     def _released(self, sha256: str) -> None:
@@ -335,33 +323,9 @@ class FileStore:
         return checked, dropped
 
     def clean_orphans(self) -> Orphans:
-        """Remove the partial downloads and lock files that processes killed mid-download left
-        (blocking: for start-up). Files of downloads still running (their digest's lock is held,
-        by a prefetch say) are left alone."""
-        parts = [entry for entry in os.scandir(self._tmp) if entry.is_file()]  # before the locks
-        held, locks = set(), 0
-        for entry in os.scandir(self._locks):
-            try:
-                fd = os.open(entry.path, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.add(entry.name[:16])
-                os.close(fd)
-                continue
-            self._unlock(entry.name, fd)
-            locks += 1
-        removed, size = 0, 0
-        for entry in parts:
-            if entry.name[:16] in held:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                length = entry.stat().st_size
-                os.unlink(entry.path)
-                removed, size = removed + 1, size + length
-        return Orphans(removed, size, locks)
+        """Remove what downloads killed midway left (blocking: for start-up); files of
+        downloads still running, by a prefetch say, stay."""
+        return remove_orphans(self._tmp, self._locks)
 
     # --- room -------------------------------------------------------------------------------
 
@@ -385,20 +349,13 @@ class FileStore:
         with self._serving_lock:
             protected = {*self._serving, *([keep] if keep else [])}
         coming = sum(max(0, (d.size or 0) - d.written) for d in tuple(self._downloads.values()))
-        evicted = self._index.make_room(self._partial_bytes() + coming, protected)
+        evicted = self._index.make_room(partial_bytes(self._tmp) + coming, protected)
         if evicted:
             for sha256 in evicted:
                 self._verified.pop(sha256, None)
             self.evicted += len(evicted)
             metrics.EVICTIONS.inc(len(evicted))
             log.info("evicted %d least recently used files past cache.max_size", len(evicted))
-
-    def _partial_bytes(self) -> int:
-        total = 0
-        for entry in os.scandir(self._tmp):
-            with contextlib.suppress(FileNotFoundError):
-                total += entry.stat().st_size
-        return total
 
     def _reserve(self, download: Download) -> None:
         """Make room for a download's announced size as it starts, in the background."""
