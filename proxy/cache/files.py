@@ -149,6 +149,7 @@ class FileStore:
         self._usage = usage.Usage() if count_hits else None
         self._flushed_at = time.monotonic()
         self._flush_planned = False  # a write of the notes is scheduled or running
+        self._upkeep_failing = False
         self._closed = False
         # Background writes (batched uses, room for downloads) wait for SQLite's lock here, in
         # one thread of their own, not in the pool that serves hits.
@@ -404,12 +405,18 @@ class FileStore:
         future.add_done_callback(self._tasks.discard)
         return future
 
-    @staticmethod
-    def _quietly(work: Callable[..., None], *args: Any) -> None:
+    def _quietly(self, work: Callable[..., None], *args: Any) -> None:
+        """Run background upkeep; a full or read-only disk is logged once, not every time."""
         try:
             work(*args)
-        except _UPKEEP_ERRORS as exc:  # a full or read-only disk: the next write tries again
-            log.warning("cache upkeep failed: %s", exc)
+        except _UPKEEP_ERRORS as exc:  # the next write tries again
+            if not self._upkeep_failing:
+                log.warning("cache upkeep (access times, counters, room) failing: %s", exc)
+            self._upkeep_failing = True
+        else:
+            if self._upkeep_failing:
+                log.warning("cache upkeep works again")
+            self._upkeep_failing = False
 
     def _adopt(self, download: Download) -> None:
         self._keep(download.sha256, download.path, download.written)

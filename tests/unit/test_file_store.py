@@ -4,6 +4,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -284,5 +285,36 @@ async def test_hits_and_misses_reach_the_shared_counters_without_another_lookup(
     await asyncio.to_thread(
         wait_until, lambda: stats.hits_and_misses() == (3, 1), "the counts written", 10
     )
+    store.close()
+    stats.close()
+
+
+async def test_hits_on_a_disk_that_cannot_take_writes_are_served_and_counted_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.05)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    index, attempts = store._index, []
+    write = index.write_usage
+
+    def full(pending) -> None:
+        attempts.append(pending)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(index, "write_usage", full)
+    for _ in range(5):
+        cached = await store.open(SHA)
+        assert cached is not None and await served(cached) == CONTENT
+        cached.close()
+        tried = len(attempts)
+        await asyncio.to_thread(wait_until, lambda: len(attempts) > tried, "a try")  # noqa: B023
+    assert caplog.text.count("cache upkeep (access times, counters, room) failing") == 1
+    monkeypatch.setattr(index, "write_usage", write)
+    await store.open(SHA)
+    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)
+    await asyncio.to_thread(wait_until, lambda: stats.hits_and_misses()[0] == 6, "counts kept")
+    assert "cache upkeep works again" in caplog.text
     store.close()
     stats.close()
