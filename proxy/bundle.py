@@ -5,7 +5,9 @@ A bundle is a plain tar, written and read as a stream (constant memory, any size
   index.jsonl                 index pages, project lists and file locations, one JSON per line
   files/<sha256>/<filename>   each cached file (files/<sha256> when its name is not known)
 JSON, not pickle: importing a bundle from elsewhere must never run code. Every file is hashed
-again on import and kept only if it matches its sha256; a bad one is named and skipped.
+again on import and kept only if it matches its sha256; a bad one is named and skipped. A bundle
+larger than the cache's max_size keeps its last files (eviction is least recently used first):
+the import names the ones it could not keep.
 """
 
 import io
@@ -39,6 +41,8 @@ class ImportReport:
     bytes: int = 0
     pages: int = 0
     bad: list[str] = field(default_factory=list)  # one line each: what and why
+    not_kept: list[str] = field(default_factory=list)  # imported, then evicted for max_size
+    not_kept_bytes: int = 0
 
 
 # --- JSON form of the index records --------------------------------------------------------
@@ -181,6 +185,7 @@ def _members(bundle: Path) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
 def import_bundle(pages: PageCache, files: FileStore, bundle: Path) -> ImportReport:
     """Add a bundle's files (each verified again) and index records to the caches."""
     report = ImportReport()
+    imported: list[tuple[str, str, int]] = []  # (sha256, label, size)
     seen_format = False
     for member, content in _members(bundle):
         if member.name == "bundle.json" and content is not None:
@@ -196,12 +201,16 @@ def import_bundle(pages: PageCache, files: FileStore, bundle: Path) -> ImportRep
         elif member.name == "index.jsonl" and content is not None:
             _import_index(content, pages, report)
         elif member.name.startswith("files/") and content is not None:
-            _import_file(member.name, content, files, report)
+            imported += _import_file(member.name, content, files, report)
         else:
             report.bad.append(f"{member.name}: unexpected member, skipped")
     if not seen_format:
         raise BundleError(f"{bundle}: not a gitlab-pypi-proxy bundle (empty)")
     pages.announce()
+    for sha256, label, size in imported:
+        if sha256 not in files:
+            report.not_kept.append(f"{label} ({size} bytes)")
+            report.not_kept_bytes += size
     return report
 
 
@@ -213,15 +222,21 @@ def _import_index(content: BinaryIO, pages: PageCache, report: ImportReport) -> 
             report.bad.append(f"index.jsonl line {number}: {type(exc).__name__}: {exc}")
 
 
-def _import_file(name: str, content: BinaryIO, files: FileStore, report: ImportReport) -> None:
+def _import_file(
+    name: str, content: BinaryIO, files: FileStore, report: ImportReport
+) -> list[tuple[str, str, int]]:
+    """Add one file; the (sha256, label, size) it added, to look for once all are in."""
     parts = name.split("/")
     sha256 = parts[1] if len(parts) in (2, 3) else ""
     label = parts[-1] if len(parts) == 3 else name
     if not is_sha256(sha256):
         report.bad.append(f"{name}: not named files/<sha256>/<filename>, skipped")
-        return
+        return []
     try:
-        report.bytes += files.add(sha256, content)
-        report.files += 1
+        size = files.add(sha256, content)
     except HashMismatch as exc:
         report.bad.append(f"{label}: sha256 mismatch ({exc}), not imported")
+        return []
+    report.bytes += size
+    report.files += 1
+    return [(sha256, label, size)]

@@ -1,9 +1,10 @@
 """`cache stats`: what the cache holds, how old it is, and how often the server found a file in it.
 
 The hit ratio counts the server's file lookups (a file request answered from disk, or not) with
-counters diskcache keeps in the cache's own database: shared by every worker process, kept across
-restarts, so "since start" means since the cache directory was created. The command line tools
-(verify, export, prefetch) do not count.
+counters kept in the cache's own database: every worker adds its counts there in batches (within
+about 2 seconds, and when it stops: proxy.cache.usage), they are kept across restarts, so "since
+start" means since the cache directory was created. The command line tools (verify, export,
+prefetch) do not count.
 """
 
 from datetime import UTC, datetime

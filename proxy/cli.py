@@ -1,10 +1,12 @@
 """The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import sqlite3
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,6 +18,7 @@ from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
     from proxy.cache.files import FileStore
+    from proxy.cache.leftovers import Orphans
     from proxy.cache.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
@@ -100,10 +103,26 @@ def app_factory():  # type: ignore[no-untyped-def]
     )
 
 
+def _private() -> None:
+    """Cached packages and index pages are no other local user's business: everything this
+    process creates is its user's only (directories 0700, files 0600), whatever the umask."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
+def _close_cache_directory(directory: Path) -> None:
+    """A cache made under a looser umask (0755, 0644): closing its top directory keeps other
+    users out of everything below. Not a directory shared with others (sticky, like /tmp)."""
+    mode = directory.stat()
+    if mode.st_uid == os.geteuid() and mode.st_mode & 0o077 and not mode.st_mode & stat.S_ISVTX:
+        with contextlib.suppress(OSError):  # a mount that keeps its modes: nothing more to do
+            directory.chmod(0o700)
+
+
 def _check_cache_directory(config: Config) -> None:
     directory = config.cache.directory
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _close_cache_directory(directory)
         probe = directory / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -153,6 +172,33 @@ def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache"
         ) from None
 
 
+def _orphans_line(orphans: "Orphans") -> str:
+    return (
+        f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
+        " lock files left by stopped processes"
+    )
+
+
+def _clean_orphans(config: Config) -> None:
+    """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
+    import logging
+
+    from proxy.cache.files import FileStore
+
+    log = logging.getLogger("proxy.cli")
+    try:
+        files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+        try:
+            orphans = files.clean_orphans()
+        finally:
+            files.close()
+    except (OSError, sqlite3.Error) as exc:  # a read-only cache: serving matters more
+        log.warning("leftovers of stopped downloads not removed: %s", exc)
+        return
+    if orphans.parts or orphans.locks:
+        log.warning(_orphans_line(orphans))
+
+
 def cache_command(config: Config, args: argparse.Namespace) -> int:
     from proxy import bundle
     from proxy.cache_stats import stats_lines
@@ -170,12 +216,23 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
                 return 0
             if action == "import":
                 report = bundle.import_bundle(pages, files, Path(args.bundle))
-                print(f"imported {report.files} files ({report.bytes} bytes), {report.pages} index")
+                print(
+                    f"imported {report.files} files ({report.bytes} bytes), "
+                    f"{report.pages} index records"
+                )
+                if report.not_kept:
+                    print(
+                        f"not kept: {len(report.not_kept)} files ({report.not_kept_bytes} bytes)"
+                        f": cache.max_size ({config.cache.max_size} bytes) is too small"
+                    )
+                    for line in report.not_kept:
+                        print(f"  {line}")
                 for line in report.bad:
                     print(f"bad: {line}")
-                return 1 if report.bad else 0
+                return 1 if report.bad or report.not_kept else 0
         except bundle.BundleError as exc:
             raise ConfigError(str(exc)) from None
+        print(_orphans_line(files.clean_orphans()))
         checked, dropped = files.verify()
         for sha256 in dropped:
             print(f"corrupt, dropped: {sha256}")
@@ -259,6 +316,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _clean_orphans(config)
     uvicorn.run(
         "proxy.cli:app_factory",
         factory=True,
@@ -276,6 +334,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _private()
     if args.command == "hash-password":
         return hash_password_command()
     try:

@@ -1,24 +1,21 @@
 """HTTP responses for distribution files: headers, single byte ranges, and safe streaming.
 
-A body that fails midway (upstream reset, digest mismatch) is cut: the connection closes short
-of its Content-Length, so no client mistakes a partial or wrong file for a whole one.
+A body that fails midway (upstream reset, digest mismatch, a cached file found corrupt on the way
+out) is cut: the connection closes short of its Content-Length, so no client mistakes a partial
+or wrong file for a whole one.
 """
 
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
-from proxy.cache.files import CachedFile
+from proxy.cache.cached_file import CachedFile
 
 log = logging.getLogger("proxy.files")
-
-# Cached files are read in larger pieces than downloads are written: each piece is one thread hop.
-_SERVE_CHUNK = 1024 * 1024
 
 Scope = dict[str, Any]
 
@@ -87,17 +84,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def _read(cached: CachedFile, start: int, end: int) -> AsyncIterator[bytes]:
-    position = start
-    while position <= end:
-        length = min(_SERVE_CHUNK, end - position + 1)
-        chunk = await asyncio.to_thread(os.pread, cached.handle.fileno(), length, position)
-        if not chunk:
-            raise OSError("cache entry shorter than recorded")
-        position += len(chunk)
-        yield chunk
-
-
 class FileBody:
     """An ASGI response streaming `chunks` with backpressure, stopping when the client leaves."""
 
@@ -143,12 +129,14 @@ class FileBody:
 
 
 def cached_response(cached: CachedFile, sha256: str, request_headers: Any, method: str) -> FileBody:
-    """A cached file: ranges, conditional requests and HEAD, all without reading it whole."""
+    """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
     headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
     headers["accept-ranges"] = "bytes"
+    # A small file was read whole at lookup: nothing left to close, no thread hop to do it.
+    close = cached.close if cached.handle is not None else None
     if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
         headers.pop("content-length")
-        return FileBody(304, headers, None, label=sha256, on_close=cached.close)
+        return FileBody(304, headers, None, label=sha256, on_close=close)
     status, start, end = 200, 0, cached.size - 1
     range_header = request_headers.get("range")
     if_range = request_headers.get("if-range")
@@ -158,10 +146,10 @@ def cached_response(cached: CachedFile, sha256: str, request_headers: Any, metho
         except ValueError:
             headers["content-range"] = f"bytes */{cached.size}"
             headers["content-length"] = "0"
-            return FileBody(416, headers, None, label=sha256, on_close=cached.close)
+            return FileBody(416, headers, None, label=sha256, on_close=close)
         if selected is not None:
             status, (start, end) = 206, selected
             headers["content-range"] = f"bytes {start}-{end}/{cached.size}"
             headers["content-length"] = str(end - start + 1)
-    body = None if method == "HEAD" else _read(cached, start, end)
-    return FileBody(status, headers, body, label=sha256, on_close=cached.close)
+    body = None if method == "HEAD" else cached.chunks(start, end)
+    return FileBody(status, headers, body, label=sha256, on_close=close)

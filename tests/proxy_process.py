@@ -27,6 +27,7 @@ def write_config(
     token: str | None = None,
     index_ttl: int = 300,
     offline: bool = False,
+    max_size: str | None = None,
     extra: str = "",
     gitlab: dict[str, object] | None = None,
 ) -> Path:
@@ -47,6 +48,7 @@ def write_config(
         f"directory = {value(str(directory / 'cache'))}",
         f"index_ttl = {index_ttl}",
         f"offline = {value(offline)}",
+        *([f"max_size = {value(max_size)}"] if max_size else []),
         "[gitlab]",
         f"url = {value(gitlab_url)}",
         "timeout = 10",

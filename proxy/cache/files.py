@@ -5,8 +5,15 @@ it; worker processes sharing the directory take an flock per digest, so it runs 
 Every client (the first included) follows that file as it grows, so latecomers get the whole body
 and a client hanging up does not stop the download. The last bytes are held back until the sha256
 is checked: on a mismatch no client ever receives a complete wrong file, and nothing is kept. A
-verified file is moved (not copied) into diskcache, which evicts least recently used entries past
-`max_size`; an open reader keeps its file alive after eviction (POSIX unlink).
+verified file is moved (not copied) into the cache.
+
+`max_size` bounds the kept files plus the downloads still arriving (their partial files, and the
+rest of the size they announced): when a download starts and when a file is kept, just enough of
+the least recently used entries are evicted (proxy.cache.file_index), never the file being kept
+nor one this process is serving (an open reader would keep its bytes anyway: POSIX unlink). A file
+larger than `max_size` is served but not kept. A cache hit writes nothing: uses and counters are
+noted in memory and written in batches (proxy.cache.usage); the bytes of a hit are checked on the
+way out (proxy.cache.cached_file).
 All disk I/O and hashing happen in worker threads, never on the event loop.
 
 A cache directory that cannot be written (disk full, read-only) degrades instead of failing
@@ -26,16 +33,23 @@ import logging
 import os
 import sqlite3
 import tempfile
+import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import diskcache
-from diskcache.core import MODE_BINARY, UNKNOWN
 
 from proxy import metrics
+from proxy.cache import usage
+from proxy.cache.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
+from proxy.cache.file_index import FileIndex
+from proxy.cache.leftovers import Orphans, partial_bytes, remove_orphans
 from proxy.cache.writable import WRITE_ERRORS, writes_for
 from proxy.sources.base import FileStream
 
@@ -55,37 +69,8 @@ class CacheUnwritable(Exception):
     """The cache directory cannot take a new file now; serve it without keeping it."""
 
 
-@dataclass
-class _Adopt:
-    """A verified temporary file to move into the cache as an entry's value."""
-
-    path: str
-    placed: str = ""  # where it was moved to, until the entry is recorded
-
-
-class _AdoptingDisk(diskcache.Disk):
-    """diskcache's Disk, taught to take ownership of a file by rename instead of copying it."""
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
-        if isinstance(value, _Adopt):
-            filename, full_path = self.filename(key, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(value.path, full_path)
-            value.placed = full_path
-            return os.path.getsize(full_path), MODE_BINARY, filename, None
-        return super().store(value, read, key)
-
-
-@dataclass
-class CachedFile:
-    """An open cache entry: reading it is safe even if it is evicted meanwhile."""
-
-    handle: BinaryIO
-    size: int
-    mtime: float
-
-    def close(self) -> None:
-        self.handle.close()
+_UPKEEP_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+_VERIFIED_MEMORY = 100_000  # files remembered as checked; past it, checked again
 
 
 class Download:
@@ -200,57 +185,70 @@ class FileStore:
 
     def __init__(self, directory: Path, max_size: int, *, count_hits: bool = True) -> None:
         root = directory / "files"
-        self._disk = diskcache.Cache(
-            str(root),
-            size_limit=max_size,
-            eviction_policy="least-recently-used",
-            disk=_AdoptingDisk,
-            disk_min_file_size=0,
-        )
-        # diskcache keeps the hit and miss counters in its database, shared by every process.
-        if count_hits:
-            self._disk.stats(enable=True)
-        else:
-            self._disk.reset("statistics", 0, update=False)  # this instance only
-        # The proxy's own reads (metadata extraction, the re-check after a lock) are no lookups.
-        self._uncounted = diskcache.Cache(str(root), disk=_AdoptingDisk, disk_min_file_size=0)
-        self._uncounted.reset("statistics", 0, update=False)
-        # Lookups that write nothing (no hit count, no access time), for when nothing can be.
-        self._reader = diskcache.Cache(str(root), disk=_AdoptingDisk, disk_min_file_size=0)
-        self._reader.reset("statistics", 0, update=False)
-        self._reader.reset("eviction_policy", "none", update=False)
+        self._index = FileIndex(root, max_size)
+        self._usage = usage.Usage() if count_hits else None
+        self._flushed_at = time.monotonic()
+        self._flush_planned = False  # a write of the notes is scheduled or running
+        self._upkeep_failing = False
+        self._closed = False
+        # Background writes (batched uses, room for downloads) wait for SQLite's lock here, in
+        # one thread of their own, not in the pool that serves hits.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        self._serving: Counter[str] = Counter()  # entries open for clients: never evicted
+        self._serving_lock = threading.Lock()
+        self._verified: dict[str, tuple[int, int, int]] = {}  # sha256 → (inode, ctime, size)
+        self.evicted = 0  # entries this process evicted
         self._writes = writes_for(directory)
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._locks = root / "locks"
         self._locks.mkdir(exist_ok=True)
         self._downloads: dict[str, Download] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def close(self) -> None:
-        self._disk.close()
-        self._uncounted.close()
-        self._reader.close()
+        """Write what this process noted (blocking): the server calls it when it stops."""
+        self._closed = True
+        self._writer.shutdown(wait=True)
+        try:
+            self._flush_usage()
+        except _UPKEEP_ERRORS as exc:
+            log.warning("cache usage not written: %s", exc)
+        self._index.close()
 
     @property
     def entries(self) -> diskcache.Cache:
-        return self._disk
+        return self._index.cache
 
     async def open(self, sha256: str, *, count: bool = True) -> CachedFile | None:
-        """The kept file; `count=False` for the proxy's own reads, left out of the hit ratio."""
-        return await asyncio.to_thread(self._open, sha256, count)
+        """A client's lookup of a kept file: counted in the hit ratio, its use noted for
+        eviction's order, its bytes checked on the way out (read whole here when small).
+        `count=False`: the proxy's own read (metadata, followers), the file as it is."""
+        cached = await asyncio.to_thread(self._open, sha256, count)
+        if count:
+            self._flush_soon()
+        return cached
 
     def read(self, sha256: str) -> CachedFile | None:
         """Open an entry (blocking: for the command line)."""
         return self._open(sha256, count=False)
 
     def _open(self, sha256: str, count: bool = True) -> CachedFile | None:
+        row = self._index.find(sha256)
+        cached = None if row is None else self._open_row(sha256, row.filename, row.size, count)
+        if count and self._usage is not None:
+            if cached is None:
+                self._usage.miss()
+            else:
+                assert row is not None
+                self._usage.hit(sha256, row.access_time, time.time())
+        return cached
+
+    def _open_row(self, sha256: str, filename: str, size: int, count: bool) -> CachedFile | None:
         try:
-            handle, size = self._lookup(sha256, count)
+            handle = open(self._index.full_path(filename), "rb")  # noqa: SIM115
         except OSError:  # the entry's file vanished: drop the row
-            self._forget(sha256)
-            return None
-        if handle is None:
+            self._drop(sha256, filename)
             return None
         stat = os.fstat(handle.fileno())
         if stat.st_size != size:
@@ -258,39 +256,78 @@ class FileStore:
             log.error(
                 "cache entry %s has %d bytes, expected %s: dropped", sha256, stat.st_size, size
             )
-            self._forget(sha256)
+            self._drop(sha256, filename)
             return None
-        return CachedFile(handle=handle, size=size, mtime=stat.st_mtime)
-
-    def _lookup(self, sha256: str, count: bool) -> tuple[BinaryIO | None, int | None]:
-        """An entry's open file and size. A lookup records its time (and, counted, a hit or a
-        miss); while the cache cannot be written, it is made without recording anything."""
-        if self._writes.keeping:
-            try:
-                return (self._disk if count else self._uncounted).get(sha256, read=True, tag=True)
-            except (sqlite3.Error, diskcache.Timeout) as exc:
-                self._writes.failed(exc, "recording a file lookup")
-        return self._reader.get(sha256, read=True, tag=True)
-
-    def _forget(self, sha256: str) -> None:
-        """Drop a broken entry's row, if the cache takes the write."""
+        cached = CachedFile(sha256, size, stat.st_mtime, handle)
+        if not count:
+            return cached
+        identity = (stat.st_ino, stat.st_ctime_ns, stat.st_size)
+        if self._verified.get(sha256) != identity:
+            cached.check = Check(
+                passed=partial(self._passed, sha256, identity),
+                failed=partial(self._corrupt, sha256, filename),
+            )
+        if size > SERVE_CHUNK:
+            with self._serving_lock:
+                self._serving[sha256] += 1
+            cached.released = partial(self._released, sha256)
+            return cached
         try:
-            self._disk.delete(sha256)
-        except WRITE_ERRORS as exc:
-            self._writes.failed(exc, "dropping a broken entry")
+            data = read_whole(handle, size)
+        finally:
+            handle.close()
+        cached.handle, cached.data = None, data
+        try:
+            cached.check_data()
+        except CorruptEntry:
+            return None  # dropped: the caller fetches it again
+        return cached
+
+    def _released(self, sha256: str) -> None:
+        with self._serving_lock:
+            self._serving[sha256] -= 1
+            if self._serving[sha256] <= 0:
+                del self._serving[sha256]
+
+    def _passed(self, sha256: str, identity: tuple[int, int, int]) -> None:
+        if len(self._verified) >= _VERIFIED_MEMORY:
+            self._verified.clear()
+        self._verified[sha256] = identity
+
+    def _corrupt(self, sha256: str, filename: str, found: str) -> None:
+        log.error(
+            "cache entry %s is corrupt (its bytes hash to %s): dropped, fetched again when asked",
+            sha256,
+            found,
+        )
+        self._verified.pop(sha256, None)
+        self._drop(sha256, filename)
+
+    def _drop(self, sha256: str, filename: str) -> None:
+        try:
+            self._index.drop(sha256, filename)
+        except _UPKEEP_ERRORS as exc:
+            log.warning("cache entry %s not dropped: %s", sha256, exc)
 
     def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._disk
+        return sha256 in self._index.cache
 
     def hits_and_misses(self) -> tuple[int, int]:
-        """The counters as stored, read without touching the shared `statistics` setting."""
-        return int(self._disk.reset("hits")), int(self._disk.reset("misses"))
+        """The counters every process wrote, and this process's not written yet."""
+        hits, misses = self._index.counters()
+        if self._usage is not None:
+            pending_hits, pending_misses = self._usage.counts()
+            hits, misses = hits + pending_hits, misses + pending_misses
+        return hits, misses
 
     def add(self, sha256: str, source: BinaryIO) -> int:
         """Copy `source` into the cache if its bytes hash to `sha256` (blocking: for the CLI).
 
-        Returns the size kept; raises HashMismatch (and keeps nothing) otherwise.
+        Returns its size, kept unless it is larger than max_size (or evicted meanwhile: look);
+        raises HashMismatch (and keeps nothing) when it does not hash right.
         """
+        lock = os.open(self._locks / sha256, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a download of it elsewhere; and orphan clean-up
         fd, path = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=".part")
         digest, size = hashlib.sha256(), 0
         try:
@@ -301,18 +338,19 @@ class FileStore:
                 _flush(handle)
             if digest.hexdigest() != sha256:
                 raise HashMismatch(f"content hashes to {digest.hexdigest()}")
-            self._keep_file(sha256, path, size)
+            self._keep(sha256, path, size)
             return size
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            self._unlock(sha256, lock)
 
     def verify(self) -> tuple[int, list[str]]:
         """Rehash every entry (blocking: for the CLI); drop corrupt ones. (checked, dropped)."""
         checked, dropped = 0, []
-        for sha256 in list(self._disk.iterkeys()):
+        for sha256 in list(self.entries.iterkeys()):
             cached = self._open(sha256, count=False)
-            if cached is None:
+            if cached is None or cached.handle is None:
                 dropped.append(sha256)  # missing or of the wrong size: _open dropped it
                 continue
             with cached.handle:
@@ -321,28 +359,124 @@ class FileStore:
                     digest.update(chunk)
             checked += 1
             if digest.hexdigest() != sha256:
-                self._disk.delete(sha256)
+                self.entries.delete(sha256)
                 dropped.append(sha256)
         return checked, dropped
 
-    def _adopt(self, download: Download) -> None:
-        before = len(self._disk) - (download.sha256 in self._disk)  # another worker's copy
-        self._keep_file(download.sha256, download.path, download.written)
-        # diskcache evicts inside set(); the count tells how many entries it let go
-        evicted = before + 1 - len(self._disk)
-        if evicted > 0:
-            metrics.EVICTIONS.inc(evicted)
+    def clean_orphans(self) -> Orphans:
+        """Remove what downloads killed midway left (blocking: for start-up); files of
+        downloads still running, by a prefetch say, stay."""
+        return remove_orphans(self._tmp, self._locks)
 
-    def _keep_file(self, sha256: str, path: str, size: int) -> None:
-        """Move the verified file at `path` into the cache as the entry of `sha256`."""
-        adopt = _Adopt(path)
+    # --- room -------------------------------------------------------------------------------
+
+    def _keep(self, sha256: str, path: str, size: int) -> None:
+        """Move a verified file in and make room for it (blocking)."""
+        if size > self._index.max_size:
+            log.warning(
+                "file %s (%d bytes) is larger than cache.max_size (%d bytes): served, not kept",
+                sha256,
+                size,
+                self._index.max_size,
+            )
+            return
+        self._index.store(sha256, path, size)
+        self._make_room(keep=sha256)
+
+    def _make_room(self, keep: str | None = None) -> None:
+        """Evict just enough for the entries, the partial downloads on disk and the bytes this
+        process's downloads have still to write to fit in max_size (blocking)."""
+        self._flush_usage()  # this process's latest uses count in the order
+        with self._serving_lock:
+            protected = {*self._serving, *([keep] if keep else [])}
+        # What running downloads have still to take beyond their partial files on disk (which
+        # partial_bytes counts, preallocated to their whole size where the file system can).
+        coming = sum(
+            max(0, (d.size or 0) - max(d.written, _on_disk(d.path)))
+            for d in tuple(self._downloads.values())
+        )
+        evicted = self._index.make_room(partial_bytes(self._tmp) + coming, protected)
+        if evicted:
+            for sha256 in evicted:
+                self._verified.pop(sha256, None)
+            self.evicted += len(evicted)
+            metrics.EVICTIONS.inc(len(evicted))
+            log.info("evicted %d least recently used files past cache.max_size", len(evicted))
+
+    def _reserve(self, download: Download) -> None:
+        """Make room for a download's announced size as it starts, in the background."""
+        if download.size is not None and download.size <= self._index.max_size:
+            self._background(self._make_room, download.sha256)
+
+    # --- batched writes ---------------------------------------------------------------------
+
+    def _flush_soon(self) -> None:
+        """Write this process's notes within FLUSH_SECONDS of the last write, in the background:
+        once per interval however busy, and even if no lookup follows."""
+        if self._flush_planned or self._closed:
+            return
+        self._flush_planned = True
+        wait = usage.FLUSH_SECONDS - (time.monotonic() - self._flushed_at)
+        asyncio.get_running_loop().call_later(max(0.0, wait), self._start_flush)
+
+    def _start_flush(self) -> None:
+        if self._closed:
+            return
+        self._flushed_at = time.monotonic()
+        self._background(self._flush_usage).add_done_callback(self._flushed)
+
+    def _flushed(self, _: object) -> None:
+        self._flush_planned = False
+        if self._usage is not None and self._usage.waiting():  # noted while it was written
+            self._flush_soon()
+
+    def _flush_usage(self) -> None:
+        if self._usage is None:
+            return
+        pending = self._usage.take()
+        if not pending:
+            return
         try:
-            self._disk.set(sha256, adopt, read=True, tag=size)
+            self._index.write_usage(pending)
         except BaseException:
-            if adopt.placed:  # moved, but no row records it: it would stay forever unseen
-                with contextlib.suppress(OSError):
-                    os.unlink(adopt.placed)
+            self._usage.give_back(pending)
             raise
+
+    def _background(self, work: Callable[..., None], *args: Any) -> "asyncio.Future[None]":
+        future = asyncio.get_running_loop().run_in_executor(
+            self._writer, partial(self._quietly, work, *args)
+        )
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
+        return future
+
+    def _quietly(self, work: Callable[..., None], *args: Any) -> None:
+        """Run background upkeep; a full or read-only disk is logged once, not every time."""
+        try:
+            work(*args)
+        except _UPKEEP_ERRORS as exc:  # the next write tries again
+            if not self._upkeep_failing:
+                log.warning("cache upkeep (access times, counters, room) failing: %s", exc)
+            self._upkeep_failing = True
+        else:
+            if self._upkeep_failing:
+                log.warning("cache upkeep works again")
+            self._upkeep_failing = False
+
+    def _adopt(self, download: Download) -> None:
+        self._keep(download.sha256, download.path, download.written)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(download.path)  # not kept (larger than max_size): followers have it open
+        self._remember_verified(download.sha256)
+
+    def _remember_verified(self, sha256: str) -> None:
+        """The download hashed exactly these bytes: the first hit need not hash them again."""
+        row = self._index.find(sha256)
+        if row is None:
+            return
+        with contextlib.suppress(OSError):
+            stat = os.stat(self._index.full_path(row.filename))
+            self._passed(sha256, (stat.st_ino, stat.st_ctime_ns, stat.st_size))
 
     def download(
         self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
@@ -375,9 +509,10 @@ class FileStore:
             handle = await self._temporary(download)
             try:
                 async with opener() as stream:
-                    await self._reserve(handle, stream.size)
+                    await self._preallocate(handle, stream.size)
                     download.size = stream.size
                     download.started.set_result(None)
+                    self._reserve(download)
                     async for chunk in stream.chunks:
                         await self._disk_write(_write, handle, digest, chunk)
                         download.written += len(chunk)
@@ -431,7 +566,7 @@ class FileStore:
         except OSError as exc:
             raise self._unwritable(exc) from None
 
-    async def _reserve(self, handle: BinaryIO, size: int | None) -> None:
+    async def _preallocate(self, handle: BinaryIO, size: int | None) -> None:
         """Take the file's whole size on disk before its first byte goes to any client: a disk
         too full for it is found while nothing is at stake (the route then streams it unkept)."""
         if not size:
@@ -482,6 +617,13 @@ class FileStore:
         with contextlib.suppress(OSError):
             os.unlink(self._locks / sha256)
         os.close(fd)
+
+
+def _on_disk(path: str) -> int:
+    try:
+        return os.stat(path).st_size if path else 0
+    except FileNotFoundError:
+        return 0
 
 
 def _write(handle: BinaryIO, digest: "hashlib._Hash", chunk: bytes) -> None:

@@ -1,18 +1,23 @@
-"""`cache verify` and `cache stats`, and a cache directory the proxy cannot use."""
+"""`cache verify`, `cache stats` and `cache import`'s report, and a cache directory the proxy
+cannot use."""
 
+import fcntl
 import hashlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from proxy.bundle import export
 from proxy.cache.files import FileStore
+from proxy.cache.pages import PageCache
 from tests.unit.fakes import FakeSource
 
 
-def _config(tmp_path: Path, directory: Path) -> Path:
-    path = tmp_path / "proxy.toml"
-    path.write_text(f'[cache]\ndirectory = "{directory}"\n')
+def _config(tmp_path: Path, directory: Path, max_size: str = "20GiB") -> Path:
+    path = tmp_path / f"proxy-{directory.name}.toml"
+    path.write_text(f'[cache]\ndirectory = "{directory}"\nmax_size = "{max_size}"\n')
     return path
 
 
@@ -38,8 +43,8 @@ async def test_verify_drops_and_reports_a_corrupt_entry(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     good, bad = await _fill(directory, 2)
     store = FileStore(directory, 2**30)
-    cached = await store.open(bad)
-    assert cached is not None
+    cached = store.read(bad)
+    assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
     store.close()
@@ -80,3 +85,48 @@ def test_corrupt_cache_database_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot open the cache" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_import_into_a_cache_too_small_names_what_it_could_not_keep(tmp_path: Path) -> None:
+    """Seven 1.5 MiB files into 10 MiB: the first is evicted by the last, and said so."""
+    contents = [os.urandom(3 * 2**19) for _ in range(7)]
+    pages, files = PageCache(tmp_path / "big", 300), FileStore(tmp_path / "big", 2**30)
+    for content in contents:
+        files.add(hashlib.sha256(content).hexdigest(), io.BytesIO(content))
+    bundle = tmp_path / "b.tar"
+    export(pages, files, bundle)
+    pages.close()
+    files.close()
+    small = tmp_path / "small"
+    config = _config(tmp_path, small, "10MiB")
+    result = _cli("cache", "import", str(bundle), "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"imported 7 files ({7 * 3 * 2**19} bytes), 0 index records"
+    first, *rest = sorted(hashlib.sha256(c).hexdigest() for c in contents)  # the bundle's order
+    assert lines[1:] == [
+        f"not kept: 1 files ({3 * 2**19} bytes): cache.max_size (10485760 bytes) is too small",
+        f"  files/{first} ({3 * 2**19} bytes)",
+    ]
+    kept = FileStore(small, 10 * 2**20, count_hits=False)
+    assert [sha in kept for sha in (first, *rest)] == [False] + [True] * 6
+
+
+def test_orphans_are_removed_but_a_running_downloads_files_are_not(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    FileStore(directory, 2**30).close()
+    files = directory / "files"
+    running, dead = "a" * 64, "b" * 64
+    (files / "incoming" / f"{running[:16]}x1.part").write_bytes(b"still arriving")
+    (files / "incoming" / f"{dead[:16]}x2.part").write_bytes(b"left by a killed worker")
+    (files / "locks" / dead).write_bytes(b"")
+    held = os.open(files / "locks" / running, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a prefetch running beside would hold it
+    try:
+        result = _cli("cache", "verify", "--config", str(_config(tmp_path, directory)))
+    finally:
+        os.close(held)
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 partial downloads (23 bytes) and 1 lock files" in result.stdout
+    assert sorted(p.name for p in (files / "incoming").iterdir()) == [f"{running[:16]}x1.part"]
+    assert sorted(p.name for p in (files / "locks").iterdir()) == [running]

@@ -11,8 +11,11 @@ import diskcache
 import pytest
 
 from proxy.cache import files as files_module
+from proxy.cache import usage
+from proxy.cache.cached_file import CorruptEntry
 from proxy.cache.files import CacheUnwritable, FileStore, HashMismatch, verified
 from tests.unit.fakes import FakeSource
+from tests.waiting import wait_until
 
 CONTENT = os.urandom(300_000)
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -26,6 +29,11 @@ async def read_all(download) -> bytes:
     return b"".join([chunk async for chunk in download.follow()])
 
 
+async def served(cached) -> bytes:
+    """What a client gets for the whole of a kept file."""
+    return b"".join([chunk async for chunk in cached.chunks(0, cached.size - 1)])
+
+
 async def test_download_is_verified_kept_and_served_from_cache(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
     store = FileStore(tmp_path, 10 * 2**20)
@@ -35,7 +43,7 @@ async def test_download_is_verified_kept_and_served_from_cache(tmp_path: Path) -
     assert await read_all(download) == CONTENT
     cached = await store.open(SHA)
     assert cached is not None and cached.size == len(CONTENT)
-    assert cached.handle.read() == CONTENT
+    assert await served(cached) == CONTENT
     cached.close()
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
@@ -72,8 +80,8 @@ async def test_a_reader_keeps_an_evicted_file(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
     store = FileStore(tmp_path, 10 * 2**20)
     await read_all(store.download(SHA, opener(source)))
-    cached = await store.open(SHA)
-    assert cached is not None
+    cached = await store.open(SHA, count=False)
+    assert cached is not None and cached.handle is not None
     store.entries.delete(SHA)  # what eviction does
     assert await store.open(SHA) is None
     assert cached.handle.read() == CONTENT
@@ -96,8 +104,8 @@ async def test_truncated_size_is_dropped_on_read(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
     store = FileStore(tmp_path, 10 * 2**20)
     await read_all(store.download(SHA, opener(source)))
-    cached = await store.open(SHA)
-    assert cached is not None
+    cached = store.read(SHA)
+    assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
     with open(path, "r+b") as handle:
@@ -238,23 +246,6 @@ async def test_a_verified_file_the_index_cannot_record_is_served_whole_and_left_
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
 
-async def test_lookups_of_a_cache_that_refuses_writes_still_find_its_files(
-    tmp_path: Path,
-) -> None:
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT}))))
-
-    def read_only(*args: object, **kwargs: object) -> None:
-        raise sqlite3.OperationalError("attempt to write a readonly database")
-
-    store.entries.get = read_only  # a lookup records its time and the hit: a write
-    for _ in range(2):
-        cached = await store.open(SHA)
-        assert cached is not None and cached.handle.read() == CONTENT
-        cached.close()
-    assert not store.keeping
-
-
 async def _chunks(data: bytes):
     for start in range(0, len(data), 1000):
         yield data[start : start + 1000]
@@ -267,3 +258,134 @@ async def test_verified_passes_the_right_bytes_and_never_completes_wrong_ones() 
         async for chunk in verified(_chunks(wrong), SHA):
             received += chunk
     assert len(received) < len(CONTENT)
+
+
+def _flip_a_byte(store: FileStore, sha: str, offset: int) -> None:
+    """Same size, one bit other: only hashing finds it (a write, so the file's ctime moves)."""
+    cached = store.read(sha)
+    assert cached is not None and cached.handle is not None
+    path = cached.handle.name
+    cached.close()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 1]))
+
+
+async def test_a_corrupt_small_entry_is_a_miss_and_dropped(tmp_path: Path, caplog) -> None:
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    first = await store.open(SHA)
+    assert first is not None and await served(first) == CONTENT
+    _flip_a_byte(store, SHA, 1234)
+    assert await store.open(SHA) is None  # the caller fetches it again
+    assert SHA not in store
+    assert f"cache entry {SHA} is corrupt" in caplog.text
+
+
+BIG = os.urandom(3 * 2**20 + 5)  # more than one read: checked while it is sent
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+
+
+async def _big_store(tmp_path: Path) -> FileStore:
+    source = FakeSource("s", contents={BIG_SHA: BIG})
+    store = FileStore(tmp_path, 100 * 2**20)
+    await read_all(store.download(BIG_SHA, opener(source, BIG_SHA)))
+    return store
+
+
+async def test_a_corrupt_large_entry_is_cut_before_its_end_and_dropped(
+    tmp_path: Path, caplog
+) -> None:
+    store = await _big_store(tmp_path)
+    _flip_a_byte(store, BIG_SHA, 2**20 + 7)
+    cached = await store.open(BIG_SHA)
+    assert cached is not None and cached.check is not None  # changed since it was checked
+    received = bytearray()
+    with pytest.raises(CorruptEntry):
+        async for chunk in cached.chunks(0, cached.size - 1):
+            received += chunk
+    cached.close()
+    assert len(received) < len(BIG)  # never the whole (wrong) file
+    assert BIG_SHA not in store
+    assert f"cache entry {BIG_SHA} is corrupt" in caplog.text
+
+
+async def test_a_range_of_an_unchecked_corrupt_entry_is_refused(tmp_path: Path) -> None:
+    store = await _big_store(tmp_path)
+    _flip_a_byte(store, BIG_SHA, 5)
+    cached = await store.open(BIG_SHA)
+    assert cached is not None
+    with pytest.raises(CorruptEntry):
+        async for _ in cached.chunks(len(BIG) - 100, len(BIG) - 1):  # the tail is intact
+            pytest.fail("no byte of a corrupt entry is sent")
+    cached.close()
+    assert BIG_SHA not in store
+
+
+async def test_an_entry_is_hashed_once_per_process_until_it_changes(tmp_path: Path) -> None:
+    store = await _big_store(tmp_path)
+    fresh = await store.open(BIG_SHA)
+    assert fresh is not None and fresh.check is None  # the download hashed these very bytes
+    fresh.close()
+    other = FileStore(tmp_path, 100 * 2**20)  # another process: checks on its first serve
+    first = await other.open(BIG_SHA)
+    assert first is not None and first.check is not None
+    assert await served(first) == BIG
+    first.close()
+    again = await other.open(BIG_SHA)
+    assert again is not None and again.check is None
+    assert await served(again) == BIG
+    again.close()
+
+
+async def test_hits_and_misses_reach_the_shared_counters_without_another_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.2)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    for sha in (SHA, SHA, SHA, "0" * 64):  # three hits, one miss, all within one interval
+        cached = await store.open(sha)
+        if cached is not None:
+            cached.close()
+    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)  # `cache stats`, meanwhile
+    await asyncio.to_thread(
+        wait_until, lambda: stats.hits_and_misses() == (3, 1), "the counts written", 10
+    )
+    store.close()
+    stats.close()
+
+
+async def test_hits_on_a_disk_that_cannot_take_writes_are_served_and_counted_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.05)
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = FileStore(tmp_path, 10 * 2**20)
+    await read_all(store.download(SHA, opener(source)))
+    index, attempts = store._index, []
+    write = index.write_usage
+
+    def full(pending) -> None:
+        attempts.append(pending)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(index, "write_usage", full)
+    for _ in range(5):
+        cached = await store.open(SHA)
+        assert cached is not None and await served(cached) == CONTENT
+        cached.close()
+        tried = len(attempts)
+        await asyncio.to_thread(wait_until, lambda: len(attempts) > tried, "a try")  # noqa: B023
+    assert caplog.text.count("cache upkeep (access times, counters, room) failing") == 1
+    monkeypatch.setattr(index, "write_usage", write)
+    await store.open(SHA)
+    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)
+    await asyncio.to_thread(wait_until, lambda: stats.hits_and_misses()[0] == 6, "counts kept")
+    assert "cache upkeep works again" in caplog.text
+    store.close()
+    stats.close()
