@@ -36,21 +36,20 @@ def file_headers(sha256: str, size: int | None, mtime: float | None, cache: str)
 
 # RFC 9110 14.1.2: `first-pos "-" [ last-pos ]` or `"-" suffix-length`, ASCII digits only.
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
-# More digits than this cannot name a byte of any file: compared as text, never converted.
+# More significant digits than this cannot name a byte of any file (and 5,000 would pass
+# Python's int() limit): such a header is ignored, never converted.
 _MAX_DIGITS = 18
 
 
 def _magnitude(digits: str) -> tuple[int, str]:
-    """A sort key for a decimal number of any length, without converting it (5,000 digits would
-    pass Python's int() limit)."""
+    """A sort key for a decimal number written with any number of leading zeros."""
     digits = digits.lstrip("0") or "0"
     return len(digits), digits
 
 
 def _position(digits: str, size: int) -> int:
-    """The number, or `size` when it is at least that (it may be too long to convert)."""
-    length, digits = _magnitude(digits)
-    return size if length > _MAX_DIGITS else min(int(digits), size)
+    """The number (of at most _MAX_DIGITS significant digits), at most `size`."""
+    return min(int(_magnitude(digits)[1]), size)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -58,8 +57,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
     A header that is not one valid byte range is ignored (None), as RFC 9110 says: another unit,
     several ranges, `bytes=1-2-3`, `bytes=+1-2`, non-ASCII digits, a last-pos before the first.
-    Numbers of any length are valid and compare as numbers. Raises ValueError when the range is
-    valid but cannot be satisfied (416): it starts past the end, or it is an empty suffix.
+    A number too long to name a byte of any file (more than 18 significant digits) makes the
+    header ignored too: RFC 9110 lets a server ignore any Range, and no client means one. Raises
+    ValueError when the range is valid but cannot be satisfied (416): it starts past the end, or
+    it is an empty suffix.
     """
     unit, equals, spec = header.partition("=")
     if not equals or unit.strip(" \t").lower() != "bytes":
@@ -68,6 +69,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if match is None:
         return None  # several ranges (a 200 with the whole file is allowed) or not a range
     first, last = match.groups()
+    if any(_magnitude(n)[0] > _MAX_DIGITS for n in (first, last)):
+        return None
     if not first:
         if not last:
             return None
