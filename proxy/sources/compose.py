@@ -2,17 +2,26 @@
 
 GitLab sources are asked concurrently and merged in priority order; a file name is listed once,
 from the first source that has it. Public (`url`) sources are asked only for names that no GitLab
-source owns, and never when a GitLab source that might own the name cannot answer (fail closed).
+source owns, and never when a GitLab source that might own the name cannot answer (fail closed):
+a rate-limited source cannot answer either. A "not here" is cached like a page (for the cache's
+negative TTL), so a name no GitLab source has costs one request per source per negative TTL.
 """
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 from proxy.cache.pages import Offline, PageCache, Result
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.sources.base import FileNotFoundUpstream, FileStream, Source, SourceUnavailable
+from proxy.sources.base import (
+    FileNotFoundUpstream,
+    FileStream,
+    RateLimited,
+    Source,
+    SourceUnavailable,
+)
 from proxy.sources.shadows import ShadowCheck
 
 log = logging.getLogger("proxy.index")
@@ -28,6 +37,9 @@ class Unavailable(Exception):
     def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
         self.failures = list(failures)
         self.timeout = all(f.timeout for f in failures)
+        # every source that failed is rate-limited: the client may retry after this many seconds
+        limits = [f.retry_after for f in failures if isinstance(f, RateLimited)]
+        self.retry_after = max(limits) if limits and len(limits) == len(failures) else None
         super().__init__("; ".join(str(f) for f in failures))
 
 
@@ -125,7 +137,12 @@ class Index:
                 await self.pages.remember_files(page.files)
             return page
 
-        return await self.pages.fetch(("page", source.name, name), load)
+        result = await self.pages.fetch(("page", source.name, name), load)
+        # A GitLab source learns PEP 700 details in the background, after its page is cached.
+        refine = getattr(source, "with_details", None)
+        if refine is not None and result.value is not None:
+            result = replace(result, value=await refine(result.value))
+        return result
 
     def _merge(
         self, name: str, results: Sequence[Result], asked: Sequence[Result], *, partial: bool
