@@ -82,7 +82,9 @@ class CoreMetadata:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
         self._in_background(
-            _newest([f for f in wheels if f.sha256 not in known and not f.core_metadata_sha256])
+            # the newest wheels, not the newest of those still lacking metadata: a page rendered
+            # again must not walk back through every old version of a long history
+            [f for f in _newest(wheels) if f.sha256 not in known and not f.core_metadata_sha256]
         )
         if not known:
             return page

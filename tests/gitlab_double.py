@@ -5,8 +5,9 @@ host with numeric project ids, the auth matrix, Packages API pagination (orderin
 without hashing anything.
 
 Knobs for production-sized tests: `add_versions` (thousands of versions quickly), `latency` (every
-answer delayed), `throttle` (429 with Retry-After for a while, as GitLab's rate limiter answers),
-and every request recorded with its answer's status (`requests`, `count`, `matching`).
+answer delayed) and `latency_for` (the answers to some paths), `throttle` (429 with Retry-After for
+a while, as GitLab's rate limiter answers), and every request recorded with its answer's status
+(`requests`, `count`, `matching`).
 """
 
 import asyncio
@@ -110,6 +111,7 @@ class GitLabDouble:
     external_url: str = EXTERNAL_URL
     forward_missing: bool = True  # "forward package requests": a missing name is a 302 to PyPI
     latency: float = 0.0  # seconds added to every answer (a far-away GitLab)
+    latency_for: dict[str, float] = field(default_factory=dict)  # path regex → extra seconds
     down_status: int | None = None  # answer every request with this status (502, 503, ...)
     throttled_until: float = 0.0  # time.monotonic() until which every request gets 429
     retry_after: int = 60  # the Retry-After (seconds) sent with a 429
@@ -640,8 +642,9 @@ class GitLabDouble:
                     recorded.status = message["status"]
                 await send(message)
 
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            extra = sum(s for p, s in self.latency_for.items() if re.fullmatch(p, raw))
+            if self.latency or extra:
+                await asyncio.sleep(self.latency + extra)
             if self.down_status is not None:
                 response = _message(self.down_status, f"{self.down_status} Unavailable")
                 return await response(scope, receive, record_status)

@@ -28,8 +28,10 @@ def write_config(
     index_ttl: int = 300,
     offline: bool = False,
     extra: str = "",
+    gitlab: dict[str, object] | None = None,
 ) -> Path:
-    """A config file for the proxy; `sources` are [[sources]] tables in priority order."""
+    """A config file for the proxy; `sources` are [[sources]] tables in priority order, `gitlab`
+    more keys of the [gitlab] table (`extra` is appended after the sources)."""
 
     def value(v: object) -> str:
         if isinstance(v, bool):
@@ -51,6 +53,7 @@ def write_config(
     ]
     if token:
         lines.append(f"token = {value(token)}")
+    lines += [f"{k} = {value(v)}" for k, v in (gitlab or {}).items()]
     for source in sources:
         lines.append("[[sources]]")
         lines += [f"{k} = {value(v)}" for k, v in source.items()]
