@@ -75,10 +75,14 @@ class Budget:
             )
             raise RateLimited(source, _gitlab_limit(exc.retry_after), exc.retry_after) from None
 
+    def waits(self, background: bool = False) -> bool:
+        """Does this kind of request wait out the budget and GitLab's 429 rather than fail?"""
+        return background or self.patient
+
     async def spend(self, source: str, *, background: bool = False) -> None:
         """Take one request from the bucket. Raises RateLimited for a client request that
         cannot be sent soon; background and patient spending waits instead."""
-        patient = background or self.patient
+        patient = self.waits(background)
         while True:
             wait, blocked = await asyncio.to_thread(self._take, patient)
             if wait <= 0:

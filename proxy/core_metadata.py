@@ -11,10 +11,10 @@ at background priority unless a client is waiting for the sidecar.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import httpx2
@@ -174,18 +174,15 @@ class CoreMetadata:
     def _range_reader(self, source: Source, file: DistFile, background: bool) -> RangeReader:
         auth = source.auth_for(file.url)  # type: ignore[attr-defined]
         name = source.name  # type: ignore[attr-defined]
-        budget = getattr(source, "budget", None)  # GitLab's request budget
+        budgeted = getattr(source, "stream", None)  # GitLab's: spent from its request budget
+
+        def opened(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx2.Response]:
+            if budgeted is not None:
+                return budgeted(file.url, headers=headers, background=background)
+            return upstream.stream(self.client, name, file.url, auth=auth, headers=headers)
 
         async def read(spec: str) -> tuple[bytes, str | None]:
-            headers = {"Range": spec}
-            async with (
-                budget.request(name, background=background)
-                if budget is not None
-                else contextlib.nullcontext(),
-                upstream.stream(
-                    self.client, name, file.url, auth=auth, headers=headers
-                ) as response,
-            ):
+            async with opened({"Range": spec}) as response:
                 if response.status_code != 206:
                     return b"", None  # the whole file is coming: not read, closed at once
                 parts, total = [], 0

@@ -115,6 +115,7 @@ class GitLabDouble:
     down_status: int | None = None  # answer every request with this status (502, 503, ...)
     throttled_until: float = 0.0  # time.monotonic() until which every request gets 429
     retry_after: int = 60  # the Retry-After (seconds) sent with a 429
+    _throttle_next: float | None = None  # a throttle window that starts with the next request
     object_storage_url: str | None = None  # files answer 302 there when set
     max_file_size: int = 3 * 2**30
     projects: dict[int, Project] = field(default_factory=dict)
@@ -220,9 +221,10 @@ class GitLabDouble:
         return versions
 
     def throttle(self, seconds: float, retry_after: int) -> None:
-        """Answer every request with 429 and `Retry-After: retry_after` for `seconds` from now."""
+        """Answer every request with 429 and `Retry-After: retry_after` for `seconds`, counted
+        from the next request (however long the client takes to send it)."""
         self.retry_after = retry_after
-        self.throttled_until = time.monotonic() + seconds
+        self._throttle_next = seconds
 
     def replace_content(self, project_id: int, filename: str, content: bytes) -> None:
         """Serve other bytes under a stored file (its recorded sha256 stays): corruption."""
@@ -648,6 +650,9 @@ class GitLabDouble:
             if self.down_status is not None:
                 response = _message(self.down_status, f"{self.down_status} Unavailable")
                 return await response(scope, receive, record_status)
+            if self._throttle_next is not None:
+                self.throttled_until = time.monotonic() + self._throttle_next
+                self._throttle_next = None
             if time.monotonic() < self.throttled_until:
                 return await self._throttled()(scope, receive, record_status)
             await inner(scope, receive, record_status)

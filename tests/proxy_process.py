@@ -29,9 +29,10 @@ def write_config(
     offline: bool = False,
     extra: str = "",
     gitlab: dict[str, object] | None = None,
+    cache: dict[str, object] | None = None,
 ) -> Path:
     """A config file for the proxy; `sources` are [[sources]] tables in priority order, `gitlab`
-    more keys of the [gitlab] table (`extra` is appended after the sources)."""
+    and `cache` more keys of those tables (`extra` is appended after the sources)."""
 
     def value(v: object) -> str:
         if isinstance(v, bool):
@@ -47,6 +48,7 @@ def write_config(
         f"directory = {value(str(directory / 'cache'))}",
         f"index_ttl = {index_ttl}",
         f"offline = {value(offline)}",
+        *(f"{k} = {value(v)}" for k, v in (cache or {}).items()),
         "[gitlab]",
         f"url = {value(gitlab_url)}",
         "timeout = 10",

@@ -17,7 +17,7 @@ from proxy.config import GitLabConfig, SourceConfig
 from proxy.model import DistFile, ProjectPage
 from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
-from proxy.sources.base import FileStream, Refused, SourceUnavailable
+from proxy.sources.base import FileStream, RateLimited, Refused, SourceUnavailable
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
@@ -106,9 +106,39 @@ class GitLabSource:
     async def _get(
         self, url: str, params: dict[str, str | int] | None = None, *, background: bool = False
     ) -> httpx2.Response:
-        """GET with the proxy's credentials, spent from the budget (RateLimited when it is out)."""
-        async with self.budget.request(self.name, background=background):
-            return await upstream.get(self.client, self.name, url, auth=self.auth, params=params)
+        """GET with the proxy's credentials, spent from the budget. A client's request raises
+        RateLimited when GitLab or the budget will not have it now; background work and a
+        patient budget (prefetch) wait and ask again."""
+        while True:
+            try:
+                async with self.budget.request(self.name, background=background):
+                    return await upstream.get(
+                        self.client, self.name, url, auth=self.auth, params=params
+                    )
+            except RateLimited:
+                if not self.budget.waits(background):
+                    raise
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, *, headers: dict[str, str] | None = None, background: bool = False
+    ) -> AsyncIterator[httpx2.Response]:
+        """`upstream.stream` with the proxy's credentials, spent from the budget like `_get`."""
+        while True:
+            answered = False
+            try:
+                async with (
+                    self.budget.request(self.name, background=background),
+                    upstream.stream(
+                        self.client, self.name, url, auth=self.auth, headers=headers
+                    ) as response,
+                ):
+                    answered = True
+                    yield response
+                return
+            except RateLimited:
+                if answered or not self.budget.waits(background):
+                    raise
 
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.base}/simple/{name}"
@@ -235,10 +265,7 @@ class GitLabSource:
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with (
-            self.budget.request(self.name),
-            upstream.stream(self.client, self.name, file.url, auth=self.auth) as response,
-        ):
+        async with self.stream(file.url) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
