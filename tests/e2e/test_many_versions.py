@@ -40,8 +40,8 @@ def _double() -> GitLabDouble:
     return double
 
 
-def _page(proxy: ProxyProcess) -> dict:
-    response = httpx2.get(f"{proxy.url}/simple/{NAME}/", headers=JSON, timeout=60)
+def _page(proxy: ProxyProcess, name: str = NAME) -> dict:
+    response = httpx2.get(f"{proxy.url}/simple/{name}/", headers=JSON, timeout=60)
     response.raise_for_status()
     return response.json()
 
@@ -54,8 +54,8 @@ def _installed(target: Path) -> set[str]:
     return {p.name for p in target.iterdir() if p.name.endswith(".dist-info")}
 
 
-def _exact(proxy: ProxyProcess) -> dict | None:
-    page = _page(proxy)
+def _exact(proxy: ProxyProcess, name: str = NAME) -> dict | None:
+    page = _page(proxy, name)
     return page if page["meta"]["api-version"] == "1.1" else None
 
 
@@ -188,5 +188,45 @@ def test_before_details_are_exact_uv_uses_the_listings_times_and_a_new_version_c
             assert len(double.matching(LISTING)) == listed + 1
             newest = next(e for e in page["files"] if e["filename"] == filename)
             assert newest["upload-time"] == _stamp(created)
+        finally:
+            proxy.stop()
+
+
+def test_a_short_name_that_thousands_of_packages_contain_is_bounded_on_the_clients_time(
+    tmp_path: Path,
+) -> None:
+    double = GitLabDouble()
+    double.add_project(PROJECT, "acme/nightly", public=True)
+    double.add_versions(PROJECT, "core", 3, first=T0)
+    for n in range(2500):  # newer packages whose names contain "core": core's are on page 26
+        filename, data = make_wheel(f"core-plugin-{n}", "1.0")
+        created = T0 + timedelta(days=1, minutes=n)
+        double.add_package_file(
+            PROJECT, f"core-plugin-{n}", "1.0", filename, data, created_at=created
+        )
+    with serve(double.app) as gitlab:
+        config = write_config(
+            tmp_path, gitlab.url, SOURCES, gitlab={"max_requests_per_minute": 100_000}
+        )
+        proxy = start_proxy(config)
+        try:
+            # listing pages answer slowly while the page is asked: the background, which reads
+            # on one page at a time, has read at most one more when the answer comes
+            double.latency_for[LISTING] = 0.5
+            response = httpx2.get(f"{proxy.url}/simple/core/", headers=JSON, timeout=60)
+            listed = len(double.matching(LISTING))
+            double.latency_for.clear()
+            assert response.status_code == 200
+            assert [f["filename"] for f in response.json()["files"]] == [
+                f"core-1.0.{n}-py3-none-any.whl" for n in range(3)
+            ]
+            assert listed <= 4 + 1  # the first page, the one 3 versions need, 2 of slack
+            # the background reads the rest of the listing once, then asks for core's files
+            page = wait_until(lambda: _exact(proxy, "core"), "core's exact details", 60)
+            assert [f["upload-time"] for f in page["files"]] == [
+                _stamp(T0 + timedelta(hours=n)) for n in range(3)
+            ]
+            assert len(double.matching(LISTING)) == 26  # 2,503 packages: each page once
+            assert len(double.matching(PACKAGE_FILES)) == 3
         finally:
             proxy.stop()
