@@ -102,6 +102,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.metadata.close()
+        await self.index.close()
         for source in self.gitlab_sources():
             await source.details.close()
         await self.client.aclose()

@@ -129,6 +129,8 @@ class GitLabDouble:
     _by_name: dict[str, list[PackageFile]] = field(default_factory=dict)
     _by_package: dict[int, list[PackageFile]] = field(default_factory=dict)
     _package_ids: dict[tuple[int, str, str], int] = field(default_factory=dict)
+    _entities: dict[int, dict[str, Any]] = field(default_factory=dict)  # Packages API entities
+    _listings: dict[tuple, list[Any]] = field(default_factory=dict)  # ordered, filtered
 
     # --- data set -----------------------------------------------------------------------------
 
@@ -495,28 +497,51 @@ class GitLabDouble:
         ids = {p.id for p in projects}
         entities = []
         for package_id, files in sorted(self._by_package.items()):
-            f = files[0]
-            if f.project_id not in ids:
+            if files[0].project_id not in ids:
                 continue
-            entity: dict[str, Any] = {
-                "id": package_id,
-                "name": f.name,
-                "version": f.version,
-                "package_type": "pypi",
-                "status": "default",
-                "created_at": f.created_at.isoformat().replace("+00:00", "Z"),
-                "_links": {
-                    "web_path": f"/{self.projects[f.project_id].path}/-/packages/{package_id}"
-                },
-            }
+            entity = self._entities.get(package_id)
+            if entity is None:  # a package's entity never changes: built once
+                entity = self._entities[package_id] = self._entity(package_id, files[0])
             if group:
-                entity["project_id"] = f.project_id
-                entity["project_path"] = self.projects[f.project_id].path
+                project = self.projects[files[0].project_id]
+                entity = {**entity, "project_id": project.id, "project_path": project.path}
             entities.append(entity)
         return entities
 
-    def _paginate(self, request: Request, items: list[Any]) -> Response:
+    def _entity(self, package_id: int, first: PackageFile) -> dict[str, Any]:
+        return {
+            "id": package_id,
+            "name": first.name,
+            "version": first.version,
+            "package_type": "pypi",
+            "status": "default",
+            "created_at": first.created_at.isoformat().replace("+00:00", "Z"),
+            "_links": {
+                "web_path": f"/{self.projects[first.project_id].path}/-/packages/{package_id}"
+            },
+        }
+
+    def _listing(self, projects: list[Project], group: bool, request: Request) -> list[Any]:
+        """The packages a Packages API query lists, in its order; the same query asked again
+        (the pages of one listing) is answered from a memo until a file is added."""
         query = request.query_params
+        key = (
+            tuple(sorted(p.id for p in projects)),
+            group,
+            *(query.get(k, "") for k in ("package_name", "order_by", "sort")),
+            len(self.files),
+        )
+        listed = self._listings.get(key)
+        if listed is None:
+            if len(self._listings) > 64:
+                self._listings.clear()
+            listed = self._listings[key] = self._ordered(
+                self._package_entities(projects, group), query
+            )
+        return listed
+
+    @staticmethod
+    def _ordered(items: list[Any], query: Any) -> list[Any]:
         if query.get("package_name"):  # a fuzzy substring match, like GitLab's
             needle = query["package_name"].lower()
             items = [i for i in items if needle in i["name"].lower()]
@@ -525,6 +550,10 @@ class GitLabDouble:
             items = sorted(items, key=lambda i: (i[order], i["id"]))
         if query.get("sort") == "desc":
             items = items[::-1]
+        return items
+
+    def _paginate(self, request: Request, items: list[Any]) -> Response:
+        query = request.query_params
         per_page = max(1, min(100, int(query.get("per_page", 20))))
         page = max(1, int(query.get("page", 1)))
         total_pages = max(1, -(-len(items) // per_page))
@@ -557,7 +586,7 @@ class GitLabDouble:
             return _message(404, "404 Project Not Found")
         if request.query_params.get("package_type", "pypi") != "pypi":
             return self._paginate(request, [])
-        return self._paginate(request, self._package_entities([project], group=False))
+        return self._paginate(request, self._listing([project], False, request))
 
     async def group_packages(self, request: Request) -> Response:
         projects = self._group_projects(request.path_params["group"])
@@ -565,7 +594,7 @@ class GitLabDouble:
             return _message(404, "404 Group Not Found")
         token = self._api_auth(request)
         readable = [p for p in projects if self._can_read(token, p)]
-        return self._paginate(request, self._package_entities(readable, group=True))
+        return self._paginate(request, self._listing(readable, True, request))
 
     async def package_files(self, request: Request) -> Response:
         project = self._project(request.path_params["project"])

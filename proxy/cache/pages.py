@@ -31,6 +31,7 @@ log = logging.getLogger("proxy.cache.pages")
 
 _PAGES_SIZE_LIMIT = 2**30
 _MEMO_ENTRIES = 10_000
+_REMEMBER_AT_ONCE = 200  # file locations written per transaction
 
 
 class Offline(Exception):
@@ -144,12 +145,14 @@ class PageCache:
         await asyncio.to_thread(self._remember_files, list(files))
 
     def _remember_files(self, files: list[DistFile]) -> None:
-        with self._disk.transact():
-            for file in files:
-                key = ("file", file.sha256)
-                known: dict[str, DistFile] = self._disk.get(key) or {}
-                if known.get(file.source) != file:
-                    self._disk.set(key, {**known, file.source: file})
+        # short transactions: a page of 10,000 files must not hold up every other write
+        for start in range(0, len(files), _REMEMBER_AT_ONCE):
+            with self._disk.transact():
+                for file in files[start : start + _REMEMBER_AT_ONCE]:
+                    key = ("file", file.sha256)
+                    known: dict[str, DistFile] = self._disk.get(key) or {}
+                    if known.get(file.source) != file:
+                        self._disk.set(key, {**known, file.source: file})
 
     async def file_locations(self, sha256: str) -> list[DistFile]:
         known = await asyncio.to_thread(self._disk.get, ("file", sha256))

@@ -124,6 +124,7 @@ async def test_locate_prefers_listing_source_then_asks_every_gitlab_source(tmp_p
     index = make_index(tmp_path, first, second)
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["platform", "acme"]
     await index.project_page("x")
+    await index.close()  # where the page's files are is remembered in the background
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["acme", "platform"]
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz", frozenset({"platform"}))] == [
         "platform"
@@ -178,3 +179,14 @@ async def test_not_here_is_kept_for_its_own_ttl(
     for _ in range(3):
         await index.project_page("x")
     assert (missing, source.page_calls - missing) == calls
+
+
+async def test_where_a_gitlab_pages_files_are_is_remembered_behind_the_clients_back(
+    tmp_path: Path,
+) -> None:
+    source = FakeSource("platform")  # found by digest alone, like a GitLab source
+    source.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, source)
+    await index.project_page("x")
+    await index.close()  # the background work finishes before the caches close
+    assert [f.source for f in await index.pages.file_locations(A)] == ["platform"]
