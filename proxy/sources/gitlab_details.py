@@ -183,11 +183,9 @@ class FileDetails:
                     after = listing.next_page
             elif after and wanted - found.keys():
                 after = await self._read_at_once(name, wanted, found, start, first)
-        except Refused as exc:
-            self._refused_until = time.monotonic() + _REFUSED_PAUSE
-            log.warning("source %s: no upload times for %s: %s", self.source, name, exc)
-            after = None
-        except Exception as exc:  # an outage, a 429, an answer that is not a listing: not now
+        except Exception as exc:  # a refusal, an outage, a 429, an answer that is no listing
+            if isinstance(exc, Refused):  # a token without read_api: do not ask on every page
+                self._refused_until = time.monotonic() + _REFUSED_PAUSE
             reason = str(exc) or type(exc).__name__
             log.warning(
                 "source %s: upload times of %s not listed now: %s", self.source, name, reason

@@ -252,20 +252,26 @@ async def test_a_version_the_listing_lacks_is_not_sought_on_every_fetch(client) 
     assert [f.upload_time is None for f in result.files] == [False, True]
 
 
-@pytest.mark.parametrize("status", [500, 403])
+@pytest.mark.parametrize(("status", "asked"), [(500, 2), (403, 1)])
 @respx.mock
-async def test_packages_api_failure_still_serves_the_page(client, status: int) -> None:  # noqa: F811
+async def test_packages_api_failure_still_serves_the_page(client, status: int, asked: int) -> None:  # noqa: F811
     respx.get(f"{BASE}/packages/pypi/simple/x").respond(
         200, text=page(_link("x-1.0.tar.gz", _sha(1)))
     )
-    respx.get(f"{BASE}/packages").respond(status)
+    listing = respx.get(f"{BASE}/packages").respond(status)
     source = _source(client)
-    result = await source.project_page("x")
-    assert result is not None
-    assert [(f.filename, f.size, f.upload_time) for f in result.files] == [
-        ("x-1.0.tar.gz", None, None)
-    ]
-    await source.details.settled()
+    for _ in range(2):
+        result = await source.project_page("x")
+        assert result is not None
+        assert [(f.filename, f.size, f.upload_time) for f in result.files] == [
+            ("x-1.0.tar.gz", None, None)
+        ]
+        await source.details.settled()
+    # an outage is asked about again with the next page; a refusal (no read_api) not for a while
+    assert listing.call_count == asked
+    source.details._refused_until = 0.0  # that while (10 minutes) has passed
+    await source.project_page("x")
+    assert listing.call_count == asked + 1
 
 
 @respx.mock
