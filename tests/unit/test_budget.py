@@ -1,11 +1,15 @@
 """GitLab's request budget: a token bucket shared through a file, GitLab's 429 honoured by every
-process, background work yielding to client requests. A fake clock: nothing here waits."""
+process, background work yielding to client requests (a fake clock: nothing here waits); and any
+upstream's 429 taken for "not now", never "not here"."""
 
 import time
 from pathlib import Path
 
+import httpx2
 import pytest
+import respx
 
+from proxy import upstream
 from proxy.budget import CLIENT_WAIT, Budget
 from proxy.sources.base import RateLimited
 from proxy.upstream import retry_after
@@ -108,3 +112,22 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after("soon") == 60
     assert retry_after("0") == 1
     assert retry_after("999999") == 3600
+
+
+@respx.mock
+async def test_any_upstream_answering_429_is_rate_limited_not_missing() -> None:
+    page = respx.get("https://index.example/simple/x/").respond(429, headers={"Retry-After": "7"})
+    respx.get("https://index.example/files/x-1.0.tar.gz").respond(429)
+    async with httpx2.AsyncClient() as client:
+        with pytest.raises(RateLimited) as caught:
+            await upstream.get(client, "public", "https://index.example/simple/x/")
+        assert caught.value.retry_after == 7
+        assert str(caught.value) == (
+            "upstream public unavailable: HTTP 429 (its rate limit), retry after 7 s"
+        )
+        with pytest.raises(RateLimited):  # a file: not "not found", so no other source is tried
+            async with upstream.stream(
+                client, "public", "https://index.example/files/x-1.0.tar.gz"
+            ):
+                pass
+    assert page.call_count == 1
