@@ -4,7 +4,7 @@ set, run in its own process with uvicorn (`python -m bench.upstream --data DIR -
 Wrapped, not changed: a trailing slash on a simple page is dropped (pip, proxpi and devpi ask for
 `.../simple/name/`, which real GitLab answers), and `/_bench/...` lets the harness set the
 latency and count the requests the double received (by path prefix, or by a regular expression
-the whole path matches).
+the whole path matches; optionally only those that arrived by a given time.monotonic()).
 """
 
 import argparse
@@ -70,6 +70,8 @@ def wrap(double: GitLabDouble) -> Any:
             matching = [
                 r for r in double.requests if r.method == method and r.path.startswith(prefix)
             ]
+        if "until" in query:  # arrived by then (time.monotonic(), the same in every process)
+            matching = [r for r in matching if r.at <= float(query["until"])]
         answer = {
             "latency": double.latency,
             "count": len(matching),

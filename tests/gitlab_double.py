@@ -100,6 +100,7 @@ class Recorded:
     headers: dict[str, str]  # lowercase names
     fields: dict[str, str] | None = None  # the multipart fields of an upload (not the file)
     status: int | None = None  # the answer's status, once sent
+    at: float = field(default_factory=time.monotonic)  # when it arrived (system-wide clock)
 
 
 def _message(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
