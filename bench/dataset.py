@@ -2,7 +2,8 @@
 serves as they are, and a manifest the upstream double and the scenarios read.
 
 Project 1 (`bench/main`) holds 200 packages of 10 wheels each plus the large files; projects 2-11
-each hold one file of every `spread-N` package, for the cold fan-out over ten sources.
+each hold one file of every `spread-N` package, for the cold fan-out over ten sources. Project 20
+holds the long histories of scenario 7, built in memory by the upstream (`bench.upstream`).
 """
 
 import hashlib
@@ -16,6 +17,15 @@ from tests.dists import make_wheel
 VERSION = 3  # bump when the layout below changes: a stale data set is rebuilt
 MAIN_PROJECT = 1
 SPREAD_PROJECTS = tuple(range(2, 12))
+VERSIONS_PROJECT = 20
+HISTORY = 2000  # versions of each long history
+LONG_HISTORIES = {  # name -> files per version
+    "bench-nightly": 1,
+    "bench-wide": 5,  # 10,000 files
+    "bench-first": 1,  # installed by pip before any page of it was asked for
+}
+SHORT_NAME = "bench-core"  # 3 versions; `package_name` also matches the plugins' names
+SHORT_NAME_OTHERS = 2500
 PACKAGES = 200
 VERSIONS = 10
 SPREAD_NAMES = 10

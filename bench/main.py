@@ -19,8 +19,8 @@ from bench.processes import Processes
 from bench.report import check, table, value, verdict
 
 RESULTS = servers.ROOT / "bench" / "results"
-HARD_LIMIT = 600  # seconds: past this the run is stopped, everything cleaned up
-SKIP_AFTER = 480  # seconds: a scenario not started by then is skipped
+HARD_LIMIT = 900  # seconds: past this the run is stopped, everything cleaned up
+SKIP_AFTER = 720  # seconds: a scenario not started by then is skipped
 LATENCY = 0.05  # the upstream's per-request latency in the cold scenarios
 
 
@@ -77,6 +77,40 @@ def _targets_1_2(pages: scenarios.Samples, files: scenarios.Samples) -> list[str
     return lines
 
 
+def _long_histories(
+    procs: Processes,
+    work: Path,
+    up: servers.Upstream,
+    proxpi: servers.Target,
+    devpi: servers.Target,
+    settings: scenarios.Settings,
+    verdicts: list[str],
+) -> str:
+    """Scenario 7 on servers of their own over the long histories' project."""
+    project = (dataset.VERSIONS_PROJECT,)
+    mine = servers.start_proxy(procs, work, up, project, label="proxy (p20)")
+    proxpi_20 = servers.start_proxpi(procs, work, up, project, label="proxpi (p20)")
+    devpi_20 = servers.add_devpi_mirror(work, devpi, up, dataset.VERSIONS_PROJECT)
+    try:
+        samples = scenarios.long_histories(up, mine, [proxpi_20, devpi_20], settings, LATENCY)
+    finally:
+        procs.stop(mine.running)
+        procs.stop(proxpi_20.running)
+    for label in ("2,000 versions", "10,000 files"):
+        ms = value(samples, f"cold page, {label}, ms", mine.name)
+        asked = value(samples, f"cold page, {label}, GitLab requests", mine.name)
+        verdicts.append(
+            f"- cold page, {label}: ≤ 1.5 s {verdict(check(ms <= 1500))} ({ms:.0f} ms), "
+            f"≤ 25 GitLab requests {verdict(check(asked <= 25))} ({asked:g})"
+        )
+    return (
+        f"### 7. Long histories, {LATENCY * 1000:.0f} ms upstream latency: one GitLab project "
+        f"with names of {dataset.HISTORY:,} versions (one wheel each, or 5 files each), and a "
+        f"short name with 3 versions that {dataset.SHORT_NAME_OTHERS:,} newer packages' names "
+        "contain (warm page: wrk, 16 connections)\n\n" + table(samples, mine.name)
+    )
+
+
 def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
     started = time.monotonic()
     quick = args.quick
@@ -85,10 +119,10 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
         seconds=2 if quick else 3,
         install_repeats=1 if quick else 2,
         herd_repeats=1 if quick else 2,
-        deadline=started + (240 if quick else 420),
+        deadline=started + (240 if quick else 660),
         work=work,
     )
-    only = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 7))
+    only = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 8))
     data = RESULTS / "data"
     print("data set ...", file=sys.stderr)
     files = dataset.build(data)
@@ -151,6 +185,8 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
             f"over the same 10: {verdict(check(mine < min(same)))}; lower than each peer's over "
             f"one source: {verdict(check(mine < min(single)))}"
         )
+    if step(7, "long histories"):
+        sections.append(_long_histories(procs, work, up, proxpi, devpi, settings, verdicts))
     if step(4, "thundering herd"):
         herd = scenarios.herd(up, [proxy, proxpi, devpi], files, settings, LATENCY)
         sections.append(

@@ -1,4 +1,4 @@
-"""The six scenarios. Each returns rows of {metric: {server: [one value per repetition]}}."""
+"""The seven scenarios. Each returns rows of {metric: {server: [one value per repetition]}}."""
 
 import hashlib
 import statistics
@@ -332,3 +332,102 @@ def _installs(targets: list[Target], settings: Settings, count: int, samples: Sa
 def median(values: list[float]) -> float:
     clean = [v for v in values if v == v]  # NaN: not measured
     return statistics.median(clean) if clean else float("nan")
+
+
+# --- 7. long histories -------------------------------------------------------------------------
+
+_HISTORIES = (  # (row label, package name)
+    ("2,000 versions", "bench-nightly"),
+    ("10,000 files", "bench-wide"),
+    ("a short name 2,500 others contain", dataset.SHORT_NAME),
+)
+
+
+def _gitlab_count(up: Upstream, pattern: str, until: float | None = None) -> int:
+    params: dict[str, str | float] = {"pattern": pattern}
+    if until is not None:
+        params["until"] = until
+    response = httpx2.get(f"{up.url}/_bench/count", params=params, timeout=10)
+    return int(response.json()["count"])
+
+
+def _page_requests(up: Upstream, until: float | None = None) -> int:
+    """Simple pages and Packages API listings of the long histories' project that had arrived
+    by `until` (time.monotonic(): the double's clock too)."""
+    base = f"/api/v4/projects/{dataset.VERSIONS_PROJECT}/packages"
+    return _gitlab_count(up, rf"{base}(/pypi/simple/.*)?", until)
+
+
+def _json_page(target: Target, name: str) -> dict:
+    url = f"{target.index_url}{name}/"
+    return httpx2.get(url, headers={"Accept": load.JSON_ACCEPT}, timeout=60).json()
+
+
+def _seconds_until(check: Callable[[], bool], limit: float) -> float:
+    """Seconds until `check()` holds, polled every 0.2 s; NaN past `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.2)  # polling a condition with a deadline
+    return float("nan")
+
+
+def _details_exact(up: Upstream, target: Target, samples: Samples, settings: Settings) -> None:
+    """This proxy fills PEP 700 details in behind the cold page: how soon they are exact, and
+    the package_files calls that took (one per version)."""
+    name = "bench-nightly"
+
+    def newest_exact() -> bool:
+        files = _json_page(target, name)["files"]
+        newest = max(files, key=lambda f: int(f["filename"].split("-")[1].rsplit(".", 1)[1]))
+        return "size" in newest
+
+    _add(samples, "newest version's size known, s", target.name, _seconds_until(newest_exact, 60))
+    every = float("nan")
+    if _time_left(settings):
+        limit = max(0.0, min(150.0, settings.deadline - time.monotonic()))
+        every = _seconds_until(
+            lambda: _json_page(target, name)["meta"]["api-version"] == "1.1", limit
+        )
+    _add(samples, "every version's size known, s", target.name, every)
+    calls = _gitlab_count(
+        up, rf"/api/v4/projects/{dataset.VERSIONS_PROJECT}/packages/\d+/package_files"
+    )
+    _add(samples, "package_files calls by then (background)", target.name, calls)
+
+
+def long_histories(
+    up: Upstream, proxy: Target, peers: list[Target], settings: Settings, latency: float
+) -> Samples:
+    """Cold pages of names with thousands of versions, a first pip install of one, the warm page;
+    for this proxy also how soon the exact details follow and what they cost."""
+    samples: Samples = {}
+    set_latency(up, latency)
+    try:
+        for target in [proxy, *peers]:
+            for number, (label, name) in enumerate(_HISTORIES):
+                before = _page_requests(up)
+                seconds = _get_seconds(f"{target.index_url}{name}/")
+                answered = time.monotonic()  # background requests after this are not counted
+                _add(samples, f"cold page, {label}, ms", target.name, seconds * 1000)
+                asked = _page_requests(up, answered) - before
+                _add(samples, f"cold page, {label}, GitLab requests", target.name, asked)
+                if number == 0 and target is proxy:
+                    _details_exact(up, target, samples, settings)
+                if number == 0:
+                    url = f"{target.index_url}{name}/"
+                    load.wrk(url, connections=16, seconds=1)  # every worker has it
+                    warm = load.wrk(url, connections=16, seconds=settings.seconds)
+                    _add(
+                        samples,
+                        "warm page, 2,000 versions, req/s",
+                        target.name,
+                        warm.requests_per_s,
+                    )
+            with tempfile.TemporaryDirectory(dir=settings.work) as home:
+                seconds = _install("pip", target.index_url, ["bench-first"], Path(home))
+            _add(samples, "first pip install, 2,000 versions, s", target.name, seconds)
+    finally:
+        set_latency(up, 0)
+    return samples

@@ -143,6 +143,16 @@ def _devpi(work: Path, args: list[str]) -> None:
     subprocess.run(client + args, check=True, capture_output=True, timeout=120)
 
 
+def add_devpi_mirror(work: Path, devpi: Target, up: Upstream, project: int) -> Target:
+    """One more mirror index on the running devpi-server, of another project."""
+    _devpi(
+        work,
+        ["index", "-c", f"p{project}", "type=mirror", f"mirror_url={up.project_simple(project)}"],
+    )
+    base = devpi.index_url.removesuffix("root/gitlab/+simple/")
+    return Target(f"devpi (p{project})", f"{base}root/p{project}/+simple/", devpi.running)
+
+
 def add_devpi_merged(work: Path, devpi: Target, up: Upstream, projects: tuple[int, ...]) -> Target:
     """devpi's way to merge sources: a mirror index per project, and an index based on them."""
     for project in projects:

@@ -3,11 +3,13 @@ set, run in its own process with uvicorn (`python -m bench.upstream --data DIR -
 
 Wrapped, not changed: a trailing slash on a simple page is dropped (pip, proxpi and devpi ask for
 `.../simple/name/`, which real GitLab answers), and `/_bench/...` lets the harness set the
-latency and count the requests the double received.
+latency and count the requests the double received (by path prefix, or by a regular expression
+the whole path matches; optionally only those that arrived by a given time.monotonic()).
 """
 
 import argparse
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,7 +18,8 @@ import uvicorn
 from starlette.responses import JSONResponse
 
 from bench import dataset
-from tests.gitlab_double import GitLabDouble, _normalize
+from tests.dists import make_wheel
+from tests.gitlab_double import GitLabDouble
 
 TOKEN = "bench-token"  # read and write on every project; the projects are public as well
 _SIMPLE_SLASH = re.compile(r"(/packages/pypi/simple(?:/[^/]+)?)/$")
@@ -24,32 +27,33 @@ _SIMPLE_SLASH = re.compile(r"(/packages/pypi/simple(?:/[^/]+)?)/$")
 
 def make_double(data: Path, url: str) -> GitLabDouble:
     double = GitLabDouble(external_url=url, forward_missing=True)
-    projects = (dataset.MAIN_PROJECT, *dataset.SPREAD_PROJECTS)
+    projects = (dataset.MAIN_PROJECT, *dataset.SPREAD_PROJECTS, dataset.VERSIONS_PROJECT)
     for project in projects:
         double.add_project(project, f"bench/p{project}", public=True)
     double.add_token(TOKEN, write=set(projects))
     for f in dataset.build(data):
         content = dataset.file_path(data, f).read_bytes()
         double.add_package_file(f.project, f.name, f.version, f.filename, content, sha256=f.sha256)
+    add_long_histories(double)
     return double
 
 
-def index_names(double: GitLabDouble) -> None:
-    """Look files up by name in a dict, not a scan of all 2,100: GitLab answers a page in a few
-    ms whatever the registry's size, and one double process serves all ten sources at once."""
-    by_name: dict[str, list] = {}
-    for f in double.files:
-        by_name.setdefault(_normalize(f.name), []).append(f)
-
-    def files_named(projects: list, requested: str) -> list:
-        ids = {p.id for p in projects}
-        return [f for f in by_name.get(requested.lower(), []) if f.project_id in ids]
-
-    double._files_named = files_named  # the data set is fixed once the server starts
+def add_long_histories(double: GitLabDouble) -> None:
+    """Project VERSIONS_PROJECT: names with 2,000 versions (one wheel each, or 5 files each), and
+    a short name with 3 old versions that 2,500 newer packages' names contain. Built in memory
+    at start (a few seconds): only these servers' upstream ever serves them."""
+    project, first = dataset.VERSIONS_PROJECT, datetime(2024, 1, 1, tzinfo=UTC)
+    for name, files in dataset.LONG_HISTORIES.items():
+        double.add_versions(project, name, dataset.HISTORY, files_per_version=files, first=first)
+    double.add_versions(project, dataset.SHORT_NAME, 3, first=first)
+    for n in range(dataset.SHORT_NAME_OTHERS):
+        name = f"{dataset.SHORT_NAME}-plugin-{n}"
+        filename, content = make_wheel(name, "1.0")
+        created = first + timedelta(days=1, minutes=n)
+        double.add_package_file(project, name, "1.0", filename, content, created_at=created)
 
 
 def wrap(double: GitLabDouble) -> Any:
-    index_names(double)
     inner = double.app
 
     async def control(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -60,7 +64,14 @@ def wrap(double: GitLabDouble) -> Any:
             double.requests.clear()
         prefix = query.get("prefix", "/")
         method = query.get("method", "GET")
-        matching = [r for r in double.requests if r.method == method and r.path.startswith(prefix)]
+        if "pattern" in query:
+            matching = double.matching(query["pattern"], method)
+        else:
+            matching = [
+                r for r in double.requests if r.method == method and r.path.startswith(prefix)
+            ]
+        if "until" in query:  # arrived by then (time.monotonic(), the same in every process)
+            matching = [r for r in matching if r.at <= float(query["until"])]
         answer = {
             "latency": double.latency,
             "count": len(matching),

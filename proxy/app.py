@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from proxy.access import AccessControl, identity_of, may_read_file
 from proxy.access_log import AccessLog
 from proxy.auth import Authenticator
 from proxy.behind_proxy import BehindProxy
+from proxy.budget import Budget
+from proxy.cache.details import DetailsStore
 from proxy.cache.files import CacheUnwritable, FileStore, verified
 from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import Offline, PageCache
@@ -52,18 +55,35 @@ class Services:
     auth: Authenticator
     metadata: CoreMetadata
     uploads: RecentUploads
+    budget: Budget
+    details: DetailsStore
 
     @classmethod
-    def start(cls, config: Config) -> "Services":
+    def start(cls, config: Config, *, patient: bool = False) -> "Services":
+        """`patient`: GitLab requests wait for the budget instead of failing (prefetch)."""
         client = upstream.make_client(config.gitlab.timeout)
-        gitlab = [GitLabSource(s, config.gitlab, client) for s in config.sources if s.is_gitlab]
+        directory = config.cache.directory
+        pages = PageCache(
+            directory,
+            config.cache.index_ttl,
+            offline=config.cache.offline,
+            negative_ttl=config.cache.negative_ttl,
+        )
+        budget = Budget(
+            config.gitlab.max_requests_per_minute, directory / "gitlab-budget", patient=patient
+        )
+        details = DetailsStore(directory)
+        gitlab = [
+            GitLabSource(
+                s, config.gitlab, client, budget=budget, details=details, changed=pages.invalidate
+            )
+            for s in config.sources
+            if s.is_gitlab
+        ]
         sources: list[Source] = list(gitlab)
         public: list[Source] = [
             SimpleIndexSource(s, client) for s in config.sources if not s.is_gitlab
         ]
-        pages = PageCache(
-            config.cache.directory, config.cache.index_ttl, offline=config.cache.offline
-        )
         files = FileStore(config.cache.directory, config.cache.max_size)
         auth = Authenticator(
             config.auth,
@@ -76,18 +96,28 @@ class Services:
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
         uploads = RecentUploads(config.cache.directory)
         health.share_in(runtime_dir.health_directory())
-        return cls(config, client, pages, files, index, auth, metadata, uploads)
+        return cls(config, client, pages, files, index, auth, metadata, uploads, budget, details)
+
+    def gitlab_sources(self) -> list[GitLabSource]:
+        return [s for s in self.index.sources if isinstance(s, GitLabSource)]
 
     async def stop(self) -> None:
         self.auth.close()
         await self.metadata.close()
+        await self.index.close()
+        for source in self.gitlab_sources():
+            await source.details.close()
         await self.client.aclose()
         self.pages.close()
         self.files.close()
         self.uploads.close()
+        self.details.close()
+        self.budget.close()
 
 
 def upstream_error(exc: Unavailable | Offline) -> Response:
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:  # a rate limit: not now
+        return error(503, str(exc), {"retry-after": str(math.ceil(exc.retry_after))})
     if isinstance(exc, Offline | FailClosed):
         return error(503, str(exc))
     return error(504 if exc.timeout else 502, str(exc))

@@ -43,6 +43,7 @@ class CacheConfig:
     max_size: int = 20 * 2**30
     index_ttl: int = 300
     offline: bool = False
+    negative_ttl: int = 300  # seconds a "not here" answer is kept; [cache] index_ttl if unset
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class GitLabConfig:
     # GitLab stores an uploaded file before it answers: the wait for its answer, once the whole
     # upload is sent, has a bound of its own.
     upload_timeout: float = 300.0
+    # Shared by every GitLab source (they share the token GitLab counts against): half of
+    # gitlab.com's 2,000 API requests a minute for a token.
+    max_requests_per_minute: int = 1000
 
     @property
     def api_url(self) -> str:
@@ -261,18 +265,22 @@ def _server(r: _Reader) -> ServerConfig:
 
 
 def _cache(r: _Reader, base: Path) -> CacheConfig:
-    r.check_keys({"directory", "max_size", "index_ttl", "offline"})
+    r.check_keys({"directory", "max_size", "index_ttl", "negative_ttl", "offline"})
     directory = Path(r.string("directory", "./cache")).expanduser()
+    index_ttl = r.integer("index_ttl", 300)
     return CacheConfig(
         directory=directory if directory.is_absolute() else base / directory,
         max_size=r.size("max_size", "20GiB"),
-        index_ttl=r.integer("index_ttl", 300),
+        index_ttl=index_ttl,
         offline=r.boolean("offline", False),
+        negative_ttl=r.integer("negative_ttl", index_ttl),
     )
 
 
 def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
-    r.check_keys({"url", "token", "username", "timeout", "upload_timeout"})
+    r.check_keys(
+        {"url", "token", "username", "timeout", "upload_timeout", "max_requests_per_minute"}
+    )
     url = r.string("url")
     if url is None:
         if needed:
@@ -284,6 +292,7 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
         username=r.string("username", "gitlab-pypi-proxy"),
         timeout=r.number("timeout", 30.0),
         upload_timeout=r.number("upload_timeout", 300.0),
+        max_requests_per_minute=r.integer("max_requests_per_minute", 1000, minimum=1),
     )
 
 

@@ -6,13 +6,15 @@ reads of the upstream wheel's end. It is obtained after a wheel is cached, in th
 the wheels of every page served (bounded, single-flight, a failure not retried for a while), and
 on demand for a sidecar request. A page advertises metadata only once it is stored, since pip and
 uv fail hard on an advertised sidecar that 404s; storing any invalidates the rendered-page memo so
-the next render advertises it.
+the next render advertises it. Range reads from a GitLab source are spent from its request budget,
+at background priority unless a client is waiting for the sidecar.
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import httpx2
@@ -80,7 +82,9 @@ class CoreMetadata:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
         self._in_background(
-            _newest([f for f in wheels if f.sha256 not in known and not f.core_metadata_sha256])
+            # the newest wheels, not the newest of those still lacking metadata: a page rendered
+            # again must not walk back through every old version of a long history
+            [f for f in _newest(wheels) if f.sha256 not in known and not f.core_metadata_sha256]
         )
         if not known:
             return page
@@ -102,7 +106,7 @@ class CoreMetadata:
             self._spawn(self._batch(todo))
 
     async def _batch(self, files: list[DistFile]) -> None:
-        digests = await asyncio.gather(*(self.ensure(f) for f in files))
+        digests = await asyncio.gather(*(self.ensure(f, background=True) for f in files))
         if any(digests):
             await self.pages.invalidate()  # one memo flush for the whole batch
 
@@ -116,7 +120,7 @@ class CoreMetadata:
             await download.wait()
         except Exception:
             return  # not kept: the download's own path logs why
-        if not await self.store.digests([file.sha256]) and await self.ensure(file):
+        if not await self.store.digests([file.sha256]) and await self.ensure(file, background=True):
             await self.pages.invalidate()
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -126,19 +130,19 @@ class CoreMetadata:
 
     # --- obtaining ----------------------------------------------------------------------------
 
-    async def ensure(self, file: DistFile) -> str | None:
+    async def ensure(self, file: DistFile, *, background: bool = False) -> str | None:
         """Obtain and store the metadata of `file`; its digest, or None if it cannot be had."""
         task = self._flights.get(file.sha256)
         if task is None:
-            task = asyncio.ensure_future(self._obtain(file))
+            task = asyncio.ensure_future(self._obtain(file, background))
             self._flights[file.sha256] = task
             task.add_done_callback(lambda _: self._flights.pop(file.sha256, None))
         return await asyncio.shield(task)
 
-    async def _obtain(self, file: DistFile) -> str | None:
+    async def _obtain(self, file: DistFile, background: bool) -> str | None:
         async with self._limit:
             try:
-                data = await self._extract(file)
+                data = await self._extract(file, background)
             except _EXPECTED as exc:
                 log.info("no core metadata for %s: %s", file.filename, exc)
             except Exception as exc:  # a background task must not die with a traceback
@@ -150,7 +154,7 @@ class CoreMetadata:
         self._failed[file.sha256] = time.monotonic()
         return None
 
-    async def _extract(self, file: DistFile) -> bytes:
+    async def _extract(self, file: DistFile, background: bool) -> bytes:
         source = self.index.by_name.get(file.source)
         online = source is not None and not self.pages.offline
         if online and file.core_metadata_sha256 is not None and hasattr(source, "core_metadata"):
@@ -165,17 +169,20 @@ class CoreMetadata:
             raise NoMetadata(f"{file.filename} is not cached")
         if not file.filename.endswith(".whl"):
             raise NoMetadata(f"{file.filename} is not a wheel")
-        return await by_ranges(self._range_reader(source, file), file.filename)
+        return await by_ranges(self._range_reader(source, file, background), file.filename)
 
-    def _range_reader(self, source: Source, file: DistFile) -> RangeReader:
+    def _range_reader(self, source: Source, file: DistFile, background: bool) -> RangeReader:
         auth = source.auth_for(file.url)  # type: ignore[attr-defined]
         name = source.name  # type: ignore[attr-defined]
+        budgeted = getattr(source, "stream", None)  # GitLab's: spent from its request budget
+
+        def opened(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx2.Response]:
+            if budgeted is not None:
+                return budgeted(file.url, headers=headers, background=background)
+            return upstream.stream(self.client, name, file.url, auth=auth, headers=headers)
 
         async def read(spec: str) -> tuple[bytes, str | None]:
-            headers = {"Range": spec}
-            async with upstream.stream(
-                self.client, name, file.url, auth=auth, headers=headers
-            ) as response:
+            async with opened({"Range": spec}) as response:
                 if response.status_code != 206:
                     return b"", None  # the whole file is coming: not read, closed at once
                 parts, total = [], 0

@@ -247,7 +247,9 @@ def read_inputs(inputs: Inputs) -> list[Wanted]:
 async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> Report:
     """Prefetch everything `inputs` ask for into the cache of `config`."""
     wanted = read_inputs(inputs)
-    services = Services.start(config)
+    # patient: every GitLab request waits for the budget the server's workers share, at the
+    # priority of their background work, instead of failing for want of it
+    services = Services.start(config, patient=True)
     try:
         prefetch = Prefetch(services, progress, jobs)
         for name in inputs.sources:
@@ -255,6 +257,10 @@ async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> 
                 wanted += await source_wanted(services, name, inputs.latest)
             except (SourceUnavailable, Refused) as exc:
                 prefetch.fail(f"--source {name}", str(exc))
-        return await prefetch.run(wanted)
+        report = await prefetch.run(wanted)
+        # the exact sizes and upload times of the pages read, for an offline proxy to serve
+        for source in services.gitlab_sources():
+            await source.details.settled()
+        return report
     finally:
         await services.stop()

@@ -1,19 +1,24 @@
 """HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins."""
 
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 import httpx2
 
 from proxy.health import observe_upstream
-from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
+from proxy.sources.base import FileNotFoundUpstream, RateLimited, SourceUnavailable
 
 log = logging.getLogger("proxy.upstream")
 
 CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
+_RETRY_AFTER = 60.0  # a 429 without a usable Retry-After: GitLab's limits count per minute
+_MAX_RETRY_AFTER = 3600.0
 
 
 def make_client(timeout: float) -> httpx2.AsyncClient:
@@ -39,6 +44,27 @@ def _unavailable(source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
     return failure
 
 
+def retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), within sane bounds."""
+    seconds = _RETRY_AFTER
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            seconds = float(value)
+        else:
+            with contextlib.suppress(TypeError, ValueError):
+                seconds = parsedate_to_datetime(value).timestamp() - (now or time.time())
+    return min(max(seconds, 1.0), _MAX_RETRY_AFTER)
+
+
+def _rate_limited(source: str, response: httpx2.Response) -> RateLimited | None:
+    """A 429 is "not now", never "not here": the caller must not treat the name as missing."""
+    if response.status_code != 429:
+        return None
+    wait = retry_after(response.headers.get("retry-after"))
+    return RateLimited(source, f"HTTP 429 (its rate limit), retry after {wait:.0f} s", wait)
+
+
 async def get(
     client: httpx2.AsyncClient,
     source: str,
@@ -50,7 +76,8 @@ async def get(
 ) -> httpx2.Response:
     """GET without following redirects; a 3xx comes back to the caller as it is.
 
-    Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`.
+    Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
+    RateLimited.
     """
     try:
         response = await client.get(url, auth=auth, headers=headers, params=params)
@@ -59,6 +86,8 @@ async def get(
     observe_upstream(source, response.status_code)
     if response.status_code >= 500:
         raise SourceUnavailable(source, f"HTTP {response.status_code}")
+    if (limited := _rate_limited(source, response)) is not None:
+        raise limited
     return response
 
 
@@ -119,6 +148,8 @@ async def stream(
         try:
             if response.status_code >= 500:
                 raise SourceUnavailable(source, f"HTTP {response.status_code}")
+            if (limited := _rate_limited(source, response)) is not None:
+                raise limited
             if response.status_code not in (200, 206):
                 raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
             yield response

@@ -1,7 +1,13 @@
 """A test double of GitLab's PyPI registry and Packages API, as `reference/gitlab-upstream.md` says
 GitLab really behaves: 302 to the public index for a missing name, absolute links on an external
-host with numeric project ids, the auth matrix, Packages API pagination, object-storage redirects,
-POST-only uploads that store the digests they are sent without hashing anything.
+host with numeric project ids, the auth matrix, Packages API pagination (ordering, no totals past
+10,000 items), object-storage redirects, POST-only uploads that store the digests they are sent
+without hashing anything.
+
+Knobs for production-sized tests: `add_versions` (thousands of versions quickly), `latency` (every
+answer delayed) and `latency_for` (the answers to some paths), `throttle` (429 with Retry-After for
+a while, as GitLab's rate limiter answers), and every request recorded with its answer's status
+(`requests`, `count`, `matching`).
 """
 
 import asyncio
@@ -10,8 +16,9 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 from urllib.parse import unquote
@@ -20,6 +27,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.dists import make_wheel
 
 PUBLIC_INDEX = "https://pypi.org/simple"
 EXTERNAL_URL = "https://gitlab.example.com"
@@ -35,6 +44,17 @@ _UPLOAD_FIELDS = (
     "description_content_type",
     "summary",
     "keywords",
+)
+_MAX_TOTALS = 10_000  # past this many items GitLab sends no X-Total / X-Total-Pages
+# Wheels no test interpreter installs: the extra files of a version in `add_versions`.
+_FOREIGN_TAGS = (
+    "cp27-cp27m-win32",
+    "cp27-cp27mu-manylinux1_i686",
+    "cp35-cp35m-win_amd64",
+    "cp36-cp36m-macosx_10_9_x86_64",
+    "cp34-cp34m-manylinux1_x86_64",
+    "cp33-cp33m-win32",
+    "cp26-cp26m-manylinux1_i686",
 )
 
 
@@ -80,6 +100,8 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]  # lowercase names
     fields: dict[str, str] | None = None  # the multipart fields of an upload (not the file)
+    status: int | None = None  # the answer's status, once sent
+    at: float = field(default_factory=time.monotonic)  # when it arrived (system-wide clock)
 
 
 def _message(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -103,7 +125,11 @@ class GitLabDouble:
     external_url: str = EXTERNAL_URL
     forward_missing: bool = True  # "forward package requests": a missing name is a 302 to PyPI
     latency: float = 0.0  # seconds added to every answer (a far-away GitLab)
+    latency_for: dict[str, float] = field(default_factory=dict)  # path regex → extra seconds
     down_status: int | None = None  # answer every request with this status (502, 503, ...)
+    throttled_until: float = 0.0  # time.monotonic() until which every request gets 429
+    retry_after: int = 60  # the Retry-After (seconds) sent with a 429
+    _throttle_next: float | None = None  # a throttle window that starts with the next request
     object_storage_url: str | None = None  # files answer 302 there when set
     max_file_size: int = 3 * 2**30
     projects: dict[int, Project] = field(default_factory=dict)
@@ -114,6 +140,12 @@ class GitLabDouble:
     requests: list[Recorded] = field(default_factory=list)
     holds: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
     _ids: int = 1000
+    # indexes over `files`, kept by add_package_file: look-ups stay fast with 10,000 files
+    _by_name: dict[str, list[PackageFile]] = field(default_factory=dict)
+    _by_package: dict[int, list[PackageFile]] = field(default_factory=dict)
+    _package_ids: dict[tuple[int, str, str], int] = field(default_factory=dict)
+    _entities: dict[int, dict[str, Any]] = field(default_factory=dict)  # Packages API entities
+    _listings: dict[tuple, list[Any]] = field(default_factory=dict)  # ordered, filtered
 
     # --- data set -----------------------------------------------------------------------------
 
@@ -152,33 +184,64 @@ class GitLabDouble:
         Returns the stored sha256 (by default the real one).
         """
         digest = hashlib.sha256(content).hexdigest() if sha256 == "" else sha256
-        package_id = (
-            next(
-                (
-                    f.package_id
-                    for f in self.files
-                    if f.project_id == project_id and f.name == name and f.version == version
-                ),
-                None,
-            )
-            or self._next_id()
+        package_id = self._package_ids.get((project_id, name, version))
+        if package_id is None:
+            package_id = self._package_ids[(project_id, name, version)] = self._next_id()
+        file = PackageFile(
+            self._next_id(),
+            package_id,
+            project_id,
+            name,
+            version,
+            filename,
+            digest,
+            content,
+            created_at or datetime.now(UTC),
         )
-        self.files.append(
-            PackageFile(
-                self._next_id(),
-                package_id,
-                project_id,
-                name,
-                version,
-                filename,
-                digest,
-                content,
-                created_at or datetime.now(UTC),
-            )
-        )
+        self.files.append(file)
+        self._by_name.setdefault(_normalize(name), []).append(file)
+        self._by_package.setdefault(package_id, []).append(file)
         if requires_python is not None:
             self.requires_python[(project_id, name, version)] = requires_python
         return digest or ""
+
+    def add_versions(
+        self,
+        project_id: int,
+        name: str,
+        count: int,
+        *,
+        files_per_version: int = 1,
+        first: datetime = datetime(2024, 1, 1, tzinfo=UTC),
+        every: timedelta = timedelta(hours=1),
+    ) -> list[str]:
+        """`count` versions 1.0.0, 1.0.1, ... of `name`, one created every `every` from `first`.
+
+        Each has a real py3 wheel; `files_per_version` > 1 adds wheels for platforms no test
+        interpreter installs (a few bytes each, never downloaded), uploaded a minute later than
+        the version's first file. Returns the versions, oldest first.
+        """
+        if files_per_version > len(_FOREIGN_TAGS) + 1:
+            raise ValueError(f"at most {len(_FOREIGN_TAGS) + 1} files per version")
+        versions = [f"1.0.{n}" for n in range(count)]
+        dist = _normalize(name).replace("-", "_")
+        for n, version in enumerate(versions):
+            created = first + n * every
+            filename, content = make_wheel(name, version)
+            self.add_package_file(project_id, name, version, filename, content, created_at=created)
+            for tag in _FOREIGN_TAGS[: files_per_version - 1]:
+                foreign = f"{dist}-{version}-{tag}.whl"
+                later = created + timedelta(minutes=1)
+                self.add_package_file(
+                    project_id, name, version, foreign, foreign.encode(), created_at=later
+                )
+        return versions
+
+    def throttle(self, seconds: float, retry_after: int) -> None:
+        """Answer every request with 429 and `Retry-After: retry_after` for `seconds`, counted
+        from the next request (however long the client takes to send it)."""
+        self.retry_after = retry_after
+        self._throttle_next = seconds
 
     def replace_content(self, project_id: int, filename: str, content: bytes) -> None:
         """Serve other bytes under a stored file (its recorded sha256 stays): corruption."""
@@ -197,6 +260,11 @@ class GitLabDouble:
         return sum(
             1 for r in self.requests if r.method == method and r.path.startswith(path_prefix)
         )
+
+    def matching(self, pattern: str, method: str = "GET") -> list[Recorded]:
+        """The requests whose path matches the regular expression `pattern` in full."""
+        compiled = re.compile(pattern)
+        return [r for r in self.requests if r.method == method and compiled.fullmatch(r.path)]
 
     def uploads(self) -> list[Recorded]:
         return [r for r in self.requests if r.fields is not None]
@@ -270,9 +338,7 @@ class GitLabDouble:
     def _files_named(self, projects: list[Project], requested: str) -> list[PackageFile]:
         # GitLab lowercases the request only: acme-utils finds Acme.Utils, acme_utils does not.
         ids = {p.id for p in projects}
-        return [
-            f for f in self.files if f.project_id in ids and _normalize(f.name) == requested.lower()
-        ]
+        return [f for f in self._by_name.get(requested.lower(), []) if f.project_id in ids]
 
     def _page(self, requested: str, files: list[PackageFile]) -> Response:
         if not files:
@@ -452,35 +518,68 @@ class GitLabDouble:
     # --- Packages API -------------------------------------------------------------------------
 
     def _package_entities(self, projects: list[Project], group: bool) -> list[dict[str, Any]]:
-        by_package: dict[int, PackageFile] = {}
-        for f in self.files:
-            if f.project_id in {p.id for p in projects}:
-                by_package.setdefault(f.package_id, f)
+        ids = {p.id for p in projects}
         entities = []
-        for package_id, f in sorted(by_package.items()):
-            entity: dict[str, Any] = {
-                "id": package_id,
-                "name": f.name,
-                "version": f.version,
-                "package_type": "pypi",
-                "status": "default",
-                "created_at": f.created_at.isoformat().replace("+00:00", "Z"),
-                "_links": {
-                    "web_path": f"/{self.projects[f.project_id].path}/-/packages/{package_id}"
-                },
-            }
+        for package_id, files in sorted(self._by_package.items()):
+            if files[0].project_id not in ids:
+                continue
+            entity = self._entities.get(package_id)
+            if entity is None:  # a package's entity never changes: built once
+                entity = self._entities[package_id] = self._entity(package_id, files[0])
             if group:
-                entity["project_id"] = f.project_id
-                entity["project_path"] = self.projects[f.project_id].path
+                project = self.projects[files[0].project_id]
+                entity = {**entity, "project_id": project.id, "project_path": project.path}
             entities.append(entity)
         return entities
 
-    def _paginate(self, request: Request, items: list[Any]) -> Response:
-        if request.query_params.get("package_name"):  # a fuzzy substring match, like GitLab's
-            needle = request.query_params["package_name"].lower()
+    def _entity(self, package_id: int, first: PackageFile) -> dict[str, Any]:
+        return {
+            "id": package_id,
+            "name": first.name,
+            "version": first.version,
+            "package_type": "pypi",
+            "status": "default",
+            "created_at": first.created_at.isoformat().replace("+00:00", "Z"),
+            "_links": {
+                "web_path": f"/{self.projects[first.project_id].path}/-/packages/{package_id}"
+            },
+        }
+
+    def _listing(self, projects: list[Project], group: bool, request: Request) -> list[Any]:
+        """The packages a Packages API query lists, in its order; the same query asked again
+        (the pages of one listing) is answered from a memo until a file is added."""
+        query = request.query_params
+        key = (
+            tuple(sorted(p.id for p in projects)),
+            group,
+            *(query.get(k, "") for k in ("package_name", "order_by", "sort")),
+            len(self.files),
+        )
+        listed = self._listings.get(key)
+        if listed is None:
+            if len(self._listings) > 64:
+                self._listings.clear()
+            listed = self._listings[key] = self._ordered(
+                self._package_entities(projects, group), query
+            )
+        return listed
+
+    @staticmethod
+    def _ordered(items: list[Any], query: Any) -> list[Any]:
+        if query.get("package_name"):  # a fuzzy substring match, like GitLab's
+            needle = query["package_name"].lower()
             items = [i for i in items if needle in i["name"].lower()]
-        per_page = max(1, min(100, int(request.query_params.get("per_page", 20))))
-        page = max(1, int(request.query_params.get("page", 1)))
+        order = query.get("order_by")
+        if order in ("created_at", "name", "version"):
+            items = sorted(items, key=lambda i: (i[order], i["id"]))
+        if query.get("sort") == "desc":
+            items = items[::-1]
+        return items
+
+    def _paginate(self, request: Request, items: list[Any]) -> Response:
+        query = request.query_params
+        per_page = max(1, min(100, int(query.get("per_page", 20))))
+        page = max(1, int(query.get("page", 1)))
         total_pages = max(1, -(-len(items) // per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
         headers = {
@@ -488,11 +587,17 @@ class GitLabDouble:
             "x-per-page": str(per_page),
             "x-next-page": str(page + 1) if page < total_pages else "",
             "x-prev-page": str(page - 1) if page > 1 else "",
-            "x-total": str(len(items)),
-            "x-total-pages": str(total_pages),
         }
+        links = [f'<{request.url.include_query_params(page=1)}>; rel="first"']
         if page < total_pages:
-            headers["link"] = f'<{request.url.include_query_params(page=page + 1)}>; rel="next"'
+            links.insert(0, f'<{request.url.include_query_params(page=page + 1)}>; rel="next"')
+        if page > 1:
+            links.insert(0, f'<{request.url.include_query_params(page=page - 1)}>; rel="prev"')
+        if len(items) <= _MAX_TOTALS:  # GitLab counts no further
+            headers["x-total"] = str(len(items))
+            headers["x-total-pages"] = str(total_pages)
+            links.append(f'<{request.url.include_query_params(page=total_pages)}>; rel="last"')
+        headers["link"] = ", ".join(links)
         return Response(json.dumps(chunk), media_type="application/json", headers=headers)
 
     def _api_auth(self, request: Request) -> Token | None:
@@ -505,7 +610,7 @@ class GitLabDouble:
             return _message(404, "404 Project Not Found")
         if request.query_params.get("package_type", "pypi") != "pypi":
             return self._paginate(request, [])
-        return self._paginate(request, self._package_entities([project], group=False))
+        return self._paginate(request, self._listing([project], False, request))
 
     async def group_packages(self, request: Request) -> Response:
         projects = self._group_projects(request.path_params["group"])
@@ -513,13 +618,16 @@ class GitLabDouble:
             return _message(404, "404 Group Not Found")
         token = self._api_auth(request)
         readable = [p for p in projects if self._can_read(token, p)]
-        return self._paginate(request, self._package_entities(readable, group=True))
+        return self._paginate(request, self._listing(readable, True, request))
 
     async def package_files(self, request: Request) -> Response:
         project = self._project(request.path_params["project"])
         if project is None or not self._can_read(self._api_auth(request), project):
             return _message(404, "404 Project Not Found")
         package_id = int(request.path_params["package_id"])
+        files = [f for f in self._by_package.get(package_id, []) if f.project_id == project.id]
+        if not files:
+            return _message(404, "404 Package Not Found")
         items = [
             {
                 "id": f.id,
@@ -531,10 +639,18 @@ class GitLabDouble:
                 "file_sha1": hashlib.sha1(f.content).hexdigest(),
                 "file_sha256": f.sha256,
             }
-            for f in self.files
-            if f.project_id == project.id and f.package_id == package_id
+            for f in files
         ]
         return self._paginate(request, items)
+
+    def _throttled(self) -> Response:
+        """GitLab's rate limiter (Rack::Attack): 429, plain text, Retry-After in seconds."""
+        headers = {
+            "retry-after": str(self.retry_after),
+            "ratelimit-name": "throttle_authenticated_api",
+            "ratelimit-remaining": "0",
+        }
+        return Response("Retry later\n", status_code=429, headers=headers, media_type="text/plain")
 
     # --- the ASGI app -------------------------------------------------------------------------
 
@@ -573,13 +689,25 @@ class GitLabDouble:
             # Route on the raw path as GitLab does: `acme%2Fplatform` is one path segment.
             raw = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
             scope = {**scope, "path": unquote(re.sub("%2[fF]", "%252F", raw))}
-            scope["recorded"] = Recorded(scope["method"], raw, query, headers)
-            self.requests.append(scope["recorded"])
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            recorded = scope["recorded"] = Recorded(scope["method"], raw, query, headers)
+            self.requests.append(recorded)
+
+            async def record_status(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    recorded.status = message["status"]
+                await send(message)
+
+            extra = sum(s for p, s in self.latency_for.items() if re.fullmatch(p, raw))
+            if self.latency or extra:
+                await asyncio.sleep(self.latency + extra)
             if self.down_status is not None:
                 response = _message(self.down_status, f"{self.down_status} Unavailable")
-                return await response(scope, receive, send)
-            await inner(scope, receive, send)
+                return await response(scope, receive, record_status)
+            if self._throttle_next is not None:
+                self.throttled_until = time.monotonic() + self._throttle_next
+                self._throttle_next = None
+            if time.monotonic() < self.throttled_until:
+                return await self._throttled()(scope, receive, record_status)
+            await inner(scope, receive, record_status)
 
         return app

@@ -30,9 +30,10 @@ def write_config(
     max_size: str | None = None,
     extra: str = "",
     gitlab: dict[str, object] | None = None,
+    cache: dict[str, object] | None = None,
 ) -> Path:
     """A config file for the proxy; `sources` are [[sources]] tables in priority order, `gitlab`
-    more keys of [gitlab]."""
+    and `cache` more keys of those tables (`extra` is appended after the sources)."""
 
     def value(v: object) -> str:
         if isinstance(v, bool):
@@ -49,6 +50,7 @@ def write_config(
         f"index_ttl = {index_ttl}",
         f"offline = {value(offline)}",
         *([f"max_size = {value(max_size)}"] if max_size else []),
+        *(f"{k} = {value(v)}" for k, v in (cache or {}).items()),
         "[gitlab]",
         f"url = {value(gitlab_url)}",
         "timeout = 10",

@@ -3,6 +3,9 @@
 Entries live in diskcache (SQLite + files), so they survive restarts and are shared by worker
 processes. Every disk call runs in a thread; concurrent misses for one key share one fetch.
 
+A "not here" answer (a None value) is kept for its own `negative_ttl`, so that names no source has
+(public dependencies, asked of every GitLab source) cost one request per source per negative TTL.
+
 Above it sits a per-process memo of finished answers (rendered pages), valid while every entry
 behind them is fresh and no worker has invalidated anything since: an invalidation stamps the
 `generation` file's mtime, which every worker compares with one stat() per request.
@@ -36,6 +39,7 @@ _PAGES_SIZE_LIMIT = 2**30
 _MEMO_ENTRIES = 10_000
 _UNKEPT_ENTRIES = 10_000
 _FORGOTTEN = object()  # the value of an entry invalidated while the disk could not drop it
+_REMEMBER_AT_ONCE = 200  # file locations written per transaction
 
 
 class Offline(Exception):
@@ -56,8 +60,16 @@ class Result:
 
 
 class PageCache:
-    def __init__(self, directory: Path, ttl: float, *, offline: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        ttl: float,
+        *,
+        offline: bool = False,
+        negative_ttl: float | None = None,
+    ) -> None:
         self.ttl, self.offline = ttl, offline
+        self.negative_ttl = ttl if negative_ttl is None else negative_ttl
         self._disk = diskcache.Cache(
             str(directory / "pages"),
             size_limit=_PAGES_SIZE_LIMIT,
@@ -171,12 +183,14 @@ class PageCache:
                 self._hold(key, Entry({**(held.value if held else {}), file.source: file}, now))
 
     def _remember_files(self, files: list[DistFile]) -> None:
-        with self._disk.transact():
-            for file in files:
-                key = ("file", file.sha256)
-                known: dict[str, DistFile] = self._disk.get(key) or {}
-                if known.get(file.source) != file:
-                    self._disk.set(key, {**known, file.source: file})
+        # short transactions: a page of 10,000 files must not hold up every other write
+        for start in range(0, len(files), _REMEMBER_AT_ONCE):
+            with self._disk.transact():
+                for file in files[start : start + _REMEMBER_AT_ONCE]:
+                    key = ("file", file.sha256)
+                    known: dict[str, DistFile] = self._disk.get(key) or {}
+                    if known.get(file.source) != file:
+                        self._disk.set(key, {**known, file.source: file})
 
     async def file_locations(self, sha256: str) -> list[DistFile]:
         known = await asyncio.to_thread(self._disk.get, ("file", sha256))
@@ -193,9 +207,11 @@ class PageCache:
         if entry is not None and self.offline:
             (metrics.PAGE_STALE if self._expired(entry) else metrics.PAGE_HIT).inc()
             return Result(entry.value, stale=self._expired(entry), fresh_until=math.inf)
-        if entry is not None and time.time() - entry.fetched_at < self.ttl:
+        if entry is not None and not self._expired(entry):
             metrics.PAGE_HIT.inc()
-            return Result(entry.value, stale=False, fresh_until=entry.fetched_at + self.ttl)
+            return Result(
+                entry.value, stale=False, fresh_until=entry.fetched_at + self._ttl(entry.value)
+            )
         if self.offline:
             raise Offline("the proxy is offline and has no cached copy")
         try:
@@ -207,10 +223,13 @@ class PageCache:
             metrics.PAGE_STALE.inc()
             return Result(entry.value, stale=True)
         metrics.PAGE_MISS.inc()
-        return Result(value, stale=False, fresh_until=fetched_at + self.ttl)
+        return Result(value, stale=False, fresh_until=fetched_at + self._ttl(value))
+
+    def _ttl(self, value: Any) -> float:
+        return self.negative_ttl if value is None else self.ttl
 
     def _expired(self, entry: Entry) -> bool:
-        return time.time() - entry.fetched_at >= self.ttl
+        return time.time() - entry.fetched_at >= self._ttl(entry.value)
 
     async def _load_once(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Any:
         task = self._flights.get(key)

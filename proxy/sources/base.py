@@ -18,6 +18,15 @@ class SourceUnavailable(Exception):
         self.source, self.reason, self.timeout = source, reason, timeout
 
 
+class RateLimited(SourceUnavailable):
+    """No request may go to the source now: it answered 429 (its rate limit) and its Retry-After
+    has not passed, or the proxy's own request budget for it is spent."""
+
+    def __init__(self, source: str, reason: str, retry_after: float) -> None:
+        super().__init__(source, reason)
+        self.retry_after = retry_after
+
+
 class Refused(Exception):
     """The source answered, but would not give what was asked (401, 403, 404, ...): a token
     without the scope or the access it needs, or a wrong project. Never holds a secret."""

@@ -2,17 +2,26 @@
 
 GitLab sources are asked concurrently and merged in priority order; a file name is listed once,
 from the first source that has it. Public (`url`) sources are asked only for names that no GitLab
-source owns, and never when a GitLab source that might own the name cannot answer (fail closed).
+source owns, and never when a GitLab source that might own the name cannot answer (fail closed):
+a rate-limited source cannot answer either. A "not here" is cached like a page (for the cache's
+negative TTL), so a name no GitLab source has costs one request per source per negative TTL.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 from proxy.cache.pages import Offline, PageCache, Result
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.sources.base import FileNotFoundUpstream, FileStream, Source, SourceUnavailable
+from proxy.sources.base import (
+    FileNotFoundUpstream,
+    FileStream,
+    RateLimited,
+    Source,
+    SourceUnavailable,
+)
 from proxy.sources.shadows import ShadowCheck
 
 log = logging.getLogger("proxy.index")
@@ -28,6 +37,9 @@ class Unavailable(Exception):
     def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
         self.failures = list(failures)
         self.timeout = all(f.timeout for f in failures)
+        # every source that failed is rate-limited: the client may retry after this many seconds
+        limits = [f.retry_after for f in failures if isinstance(f, RateLimited)]
+        self.retry_after = max(limits) if limits and len(limits) == len(failures) else None
         super().__init__("; ".join(str(f) for f in failures))
 
 
@@ -51,6 +63,21 @@ class Index:
         self.pages = pages
         self.by_name: dict[str, Source] = {s.name: s for s in [*self.sources, *self.public]}
         self.shadows = ShadowCheck(pages)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("remembering where files are failed: %s", task.exception())
+
+    async def close(self) -> None:
+        """Finish the background work (so the caches can be closed after it)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _allow_public(self, source: str) -> frozenset[str]:
         config = getattr(self.by_name.get(source), "config", None)
@@ -119,13 +146,27 @@ class Index:
         return results, failures, offline
 
     async def _page(self, source: Source, name: str) -> Result:
+        fetched: list[ProjectPage] = []
+
         async def load() -> ProjectPage | None:
             page = await source.project_page(name)
             if page is not None and page.files:
-                await self.pages.remember_files(page.files)
+                first = page.files[0]
+                if source.file_for(first.sha256, first.filename) is None:
+                    await self.pages.remember_files(page.files)  # found through its page only
+                else:
+                    fetched.append(page)
             return page
 
-        return await self.pages.fetch(("page", source.name, name), load)
+        result = await self.pages.fetch(("page", source.name, name), load)
+        if fetched:  # a GitLab source finds a file by its digest meanwhile: off the client's time
+            self._in_background(self.pages.remember_files(fetched[0].files))
+            return result  # fetched just now, with every detail known
+        # A GitLab source learns PEP 700 details in the background, after its page is cached.
+        refine = getattr(source, "with_details", None)
+        if refine is not None and result.value is not None:
+            result = replace(result, value=await refine(result.value))
+        return result
 
     def _merge(
         self, name: str, results: Sequence[Result], asked: Sequence[Result], *, partial: bool
@@ -194,8 +235,9 @@ class Index:
     ) -> list[DistFile]:
         """Where a readable source offers this file, most likely first.
 
-        Sources whose pages listed it come first; then every readable GitLab source, which can be
-        asked by digest alone, so a file URL works even if no page was ever fetched.
+        Sources whose pages listed it come first (a GitLab source's page, once where its files
+        are has been remembered, in the background); then every readable GitLab source, which
+        can be asked by digest alone, so a file URL works even if no page was ever fetched.
         """
         private, public = self.readable(allowed)
         readable = {s.name for s in [*private, *public]}

@@ -2,21 +2,23 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx2
 
 from proxy import upstream
+from proxy.budget import Budget
+from proxy.cache.details import DetailsStore
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.model import DistFile, ProjectPage
 from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
-from proxy.sources.base import FileStream, Refused, SourceUnavailable
-from proxy.sources.gitlab_details import FileDetails
+from proxy.sources.base import FileStream, RateLimited, Refused, SourceUnavailable
+from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -36,13 +38,11 @@ UPLOAD_FIELDS = (
     "keywords",
 )
 _API_HINT = " (the token needs the read_api scope and read access to the project or group)"
+_PAGES_AT_ONCE = 8  # Packages API pages asked at once when listing everything
 
 
-def _drop(task: asyncio.Future[object]) -> None:
-    """Cancel a side request whose answer is no longer wanted, its failure included (else
-    asyncio reports a refusal it already raised as never retrieved)."""
-    task.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+def _page_number(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class GitLabSource:
 
     GitLab answers a name it lacks with a 302 to the public index: a page request never follows
     redirects, and any 3xx means "not here". File links come back on GitLab's external host, so
-    they are rebuilt on the configured API URL, where the proxy's credentials belong.
+    they are rebuilt on the configured API URL, where the proxy's credentials belong. Every
+    request sent with the proxy's credentials is spent from the shared GitLab `budget`.
     """
 
     def __init__(
@@ -65,6 +66,10 @@ class GitLabSource:
         gitlab: GitLabConfig,
         client: httpx2.AsyncClient,
         auth: httpx2.Auth | None = None,
+        *,
+        budget: Budget | None = None,
+        details: DetailsStore | None = None,
+        changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -82,10 +87,13 @@ class GitLabSource:
         else:
             self.base = f"{self.api}/groups/{encoded}/-/packages/pypi"
             self.packages_url = f"{self.api}/groups/{encoded}/packages"
+        self.budget = budget or Budget(gitlab.max_requests_per_minute)
         self.details = FileDetails(
             self.name,
-            lambda name: self._all(self.packages(package_name=name)),
+            self._listing,
             self._package_files,
+            details or DetailsStore(None),
+            changed,
         )
 
     def _file_url(self, sha256: str, filename: str) -> str:
@@ -95,21 +103,50 @@ class GitLabSource:
         level = logging.DEBUG if response.status_code in (302, 404) else logging.WARNING
         log.log(level, "source %s: %s answered HTTP %s", self.name, what, response.status_code)
 
+    async def _get(
+        self, url: str, params: dict[str, str | int] | None = None, *, background: bool = False
+    ) -> httpx2.Response:
+        """GET with the proxy's credentials, spent from the budget. A client's request raises
+        RateLimited when GitLab or the budget will not have it now; background work and a
+        patient budget (prefetch) wait and ask again."""
+        while True:
+            try:
+                async with self.budget.request(self.name, background=background):
+                    return await upstream.get(
+                        self.client, self.name, url, auth=self.auth, params=params
+                    )
+            except RateLimited:
+                if not self.budget.waits(background):
+                    raise
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, *, headers: dict[str, str] | None = None, background: bool = False
+    ) -> AsyncIterator[httpx2.Response]:
+        """`upstream.stream` with the proxy's credentials, spent from the budget like `_get`."""
+        while True:
+            answered = False
+            try:
+                async with (
+                    self.budget.request(self.name, background=background),
+                    upstream.stream(
+                        self.client, self.name, url, auth=self.auth, headers=headers
+                    ) as response,
+                ):
+                    answered = True
+                    yield response
+                return
+            except RateLimited:
+                if answered or not self.budget.waits(background):
+                    raise
+
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.base}/simple/{name}"
-        # PEP 700 details come from the Packages API, asked at the same time as the page
-        packages = asyncio.ensure_future(self.details.packages_named(name))
-        try:
-            response = await upstream.get(self.client, self.name, url, auth=self.auth)
-        except BaseException:
-            _drop(packages)
-            raise
+        response = await self._get(url)
         if response.status_code != 200:
-            _drop(packages)
             self._refused(f"page {name}", response)
             return None
         links = await asyncio.to_thread(parse_project_page, response.text, url)
-        known = await self.details.lookup(packages, links)
         yanked_versions = self.config.yanked.get(name, frozenset())
         files = []
         for link in links:
@@ -118,7 +155,6 @@ class GitLabSource:
                 log.warning("source %s: %s has no sha256, not listed", self.name, link.filename)
                 continue
             version = file_version(link.filename) if yanked_versions else None
-            size, uploaded = known.get((link.filename, link.sha256), (None, None))
             files.append(
                 DistFile(
                     filename=link.filename,
@@ -127,29 +163,52 @@ class GitLabSource:
                     url=self._file_url(link.sha256, link.filename),
                     requires_python=link.requires_python,
                     yanked=version in yanked_versions if version else False,
-                    size=size,
-                    upload_time=uploaded,
                 )
             )
+        # PEP 700 details: asked only now that the page has files, never beside a "not here"
+        files = await self.details.prepare(name, files)
         return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
 
-    @staticmethod
-    async def _all(items: AsyncIterator[dict]) -> list[dict]:
-        return [item async for item in items]
+    async def with_details(self, page: ProjectPage) -> ProjectPage:
+        """A cached page with the exact details learnt in the background since it was fetched."""
+        files = await self.details.refine(page.name, page.files)
+        return page if files is None else replace(page, files=tuple(files))
 
-    async def _package_files(self, package: dict) -> list[dict]:
-        project = package.get("project_id")
+    async def _listing(self, name: str, page: int, background: bool) -> Listing:
+        """One page of the Packages API's packages whose name contains `name`, newest first."""
+        params: dict[str, str | int] = {
+            "package_type": "pypi",
+            "package_name": name,
+            "order_by": "created_at",
+            "sort": "desc",
+        }
+        return await self._list(self.packages_url, params, page, background=background)
+
+    async def _list(
+        self, url: str, params: dict[str, str | int], page: int, *, background: bool = False
+    ) -> Listing:
+        query = {**params, "per_page": PER_PAGE, "page": page}
+        response = await self._get(url, query, background=background)
+        if response.status_code != 200:
+            raise Refused(self.name, "the Packages API", response.status_code, _API_HINT)
+        items = response.json()
+        return Listing(
+            items if isinstance(items, list) else [],
+            _page_number(response.headers.get("x-total-pages")),
+            _page_number(response.headers.get("x-next-page")),
+        )
+
+    async def _package_files(self, package: tuple[int, int | None], background: bool) -> list:
+        package_id, project = package
         base = (
             f"{self.api}/projects/{project}" if project else self.packages_url[: -len("/packages")]
         )
-        url = f"{base}/packages/{package['id']}/package_files"
-        return [f async for f in self._paged(url, {})]
+        url = f"{base}/packages/{package_id}/package_files"
+        return [f async for f in self._paged(url, {}, background=background)]
 
     async def project_names(self) -> frozenset[str]:
         if self.config.kind == "gitlab_project":
-            response = await upstream.get(
-                self.client, self.name, f"{self.base}/simple", auth=self.auth
-            )
+            response = await self._get(f"{self.base}/simple")
             if response.status_code != 200:
                 self._refused("root index", response)
                 return frozenset()
@@ -169,16 +228,31 @@ class GitLabSource:
         async for package in self._paged(self.packages_url, {"package_type": "pypi", **filters}):
             yield package
 
-    async def _paged(self, url: str, params: dict[str, str | int]) -> AsyncIterator[dict]:
-        page: str | None = "1"
+    async def _paged(
+        self, url: str, params: dict[str, str | int], *, background: bool = False
+    ) -> AsyncIterator[Any]:
+        """Every item of every page. Once the first page says how many pages there are, the
+        others are asked several at once; past 10,000 items GitLab stops counting, and the pages
+        are followed one by one."""
+        first = await self._list(url, params, 1, background=background)
+        for item in first.items:
+            yield item
+        if first.last_page is not None:
+            for window in range(2, first.last_page + 1, _PAGES_AT_ONCE):
+                pages = range(window, min(window + _PAGES_AT_ONCE, first.last_page + 1))
+                listings = await asyncio.gather(
+                    *(self._list(url, params, p, background=background) for p in pages)
+                )
+                for listing in listings:
+                    for item in listing.items:
+                        yield item
+            return
+        page = first.next_page
         while page:
-            query = {**params, "per_page": 100, "page": page}
-            response = await upstream.get(self.client, self.name, url, auth=self.auth, params=query)
-            if response.status_code != 200:
-                raise Refused(self.name, "the Packages API", response.status_code, _API_HINT)
-            for item in response.json():
+            listing = await self._list(url, params, page, background=background)
+            for item in listing.items:
                 yield item
-            page = response.headers.get("x-next-page") or None
+            page = listing.next_page
 
     def auth_for(self, url: str) -> httpx2.Auth | None:
         """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
@@ -191,7 +265,7 @@ class GitLabSource:
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with upstream.stream(self.client, self.name, file.url, auth=self.auth) as response:
+        async with self.stream(file.url) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
@@ -211,7 +285,7 @@ class GitLabSource:
         params: dict[str, str | int] = {"package_type": "pypi", "per_page": 1}
         theirs, ours = await asyncio.gather(
             upstream.get(self.client, self.name, self.packages_url, auth=auth, params=params),
-            upstream.get(self.client, self.name, self.packages_url, auth=self.auth, params=params),
+            self._get(self.packages_url, params),
         )
         total = theirs.headers.get("x-total")
         return (

@@ -1,29 +1,64 @@
-"""PEP 700 for GitLab files: size and upload time, which GitLab's simple page lacks, from the
-Packages API.
+"""PEP 700 for GitLab files: size and upload time, which GitLab's simple page lacks.
 
-`package_name` there is a fuzzy substring match, so the packages are filtered to the exact name.
-A package's file list is asked for once and kept (per worker); it is asked again only when the
-page lists a file of that version that the kept list lacks (a wheel added to an old version).
+Only a page that lists files asks for them, and a page never waits for more than the Packages API
+listing of the versions it has not seen before (`package_name` is a substring match: the exact
+name is filtered here). That listing is read newest first; after its first page, the pages the
+unseen versions need are asked at once, and no more than that plus a little slack: a short name
+such as `core` that matches thousands of other packages leaves the rest of the listing to the
+background. Until a file's exact details are known it carries its version's `created_at` from the
+listing as upload time and no size (so a JSON page says api-version 1.0; 1.1 once every size is
+known). The exact size and upload time of each file come from `package_files`, one call per
+version, in the background at background priority of the request budget, newest versions first;
+they are kept for good (`proxy.cache.details`) and every worker's rendered pages are refreshed
+as they arrive. A version of a file the kept details lack (a wheel added to an old version) is
+asked again; a version the listing lacks is sought again after an hour.
 """
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from proxy.model import parse_time
+from proxy.cache.details import DetailsStore, Exact, FileKey, Known
+from proxy.cache.details import Version as Listed
+from proxy.model import DistFile, parse_time
 from proxy.names import file_version, normalize
-from proxy.sources.simple_html import Link
+from proxy.sources.base import Refused, SourceUnavailable
 
 log = logging.getLogger("proxy.sources.gitlab")
 
-Details = dict[tuple[str, str], tuple[int, datetime]]  # (file name, sha256) → (size, uploaded)
+PER_PAGE = 100  # the Packages API's largest page
+_SLACK = 2  # listing pages read on a client's time beyond what the unseen versions need
+_PAGES_AT_ONCE = 16  # listing pages asked at once
+_FILLS_AT_ONCE = 4  # package_files calls at once, in the background
+_FLUSH_EVERY = 100  # versions between two writes of what was learnt
+_SEEK_AGAIN = 3600.0  # seconds before a version or a file is asked about again in vain
+_REFUSED_PAUSE = 600.0  # seconds without listing after GitLab refused to list
 
-_CONCURRENCY = 8  # package_files calls at once for one page (one per version)
-_MAX_KEPT = 50_000
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of the Packages API."""
+
+    items: list[dict[str, Any]]
+    last_page: int | None  # X-Total-Pages: None past 10,000 items, where GitLab stops counting
+    next_page: int | None  # None on the last page
+
+
+ListPage = Callable[[str, int, bool], Awaitable[Listing]]  # (name, page, background)
+PackageFiles = Callable[[tuple[int, int | None], bool], Awaitable[list[dict[str, Any]]]]
+
+
+@functools.lru_cache(maxsize=65536)
+def version_of(filename: str) -> str | None:
+    """The canonical version of a file name (as packaging prints it), or None."""
+    return _canonical(file_version(filename))
 
 
 def _canonical(version: str | None) -> str | None:
@@ -33,8 +68,16 @@ def _canonical(version: str | None) -> str | None:
         return version
 
 
-def _details(entries: Sequence[dict[str, Any]]) -> Details:
-    found: Details = {}
+def _newest_first(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def exact_details(entries: Iterable[dict[str, Any]]) -> Exact:
+    """(file name, sha256) → (size, upload time) of `package_files` entries."""
+    found: Exact = {}
     for entry in entries:
         uploaded = parse_time(entry.get("created_at"))
         size = entry.get("size")
@@ -43,52 +86,226 @@ def _details(entries: Sequence[dict[str, Any]]) -> Details:
     return found
 
 
+def with_known(files: Sequence[DistFile], known: Known) -> list[DistFile]:
+    """The files with their exact details where known, else their version's creation time."""
+    out = []
+    for file in files:
+        if file.size is not None:  # exact already: exact details never change
+            out.append(file)
+            continue
+        exact = known.files.get((file.filename, file.sha256))
+        if exact is not None:
+            size, uploaded = exact
+        else:
+            listed = known.versions.get(version_of(file.filename) or "")
+            size, uploaded = None, listed.created_at if listed else None
+        changed = (size, uploaded) != (file.size, file.upload_time)
+        out.append(replace(file, size=size, upload_time=uploaded) if changed else file)
+    return out
+
+
 class FileDetails:
     def __init__(
         self,
         source: str,
-        packages: Callable[[str], Awaitable[list[dict[str, Any]]]],
-        package_files: Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]],
+        list_page: ListPage,
+        package_files: PackageFiles,
+        store: DetailsStore,
+        changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.source = source
-        self._packages, self._package_files = packages, package_files
-        self._kept: dict[int, Details] = {}
+        self.source, self.store = source, store
+        self._list_page, self._package_files = list_page, package_files
+        self._changed = changed  # called when exact details arrived: rendered pages go stale
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # background work, one per name
+        self._asked: dict[FileKey, float] = {}  # file → when its version's files were asked for
+        self._refused_until = 0.0
 
-    async def packages_named(self, name: str) -> list[dict[str, Any]]:
-        """The package entities (one per version) of exactly `name`."""
-        return [p for p in await self._packages(name) if normalize(str(p.get("name", ""))) == name]
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def lookup(self, packages: Awaitable[list[dict[str, Any]]], links: list[Link]) -> Details:
-        """Size and upload time of the listed files; best effort ({} when the API fails)."""
+    async def settled(self) -> None:
+        """Wait until the background work started so far has finished (prefetch, tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def prepare(self, name: str, files: list[DistFile]) -> list[DistFile]:
+        """`files` of a fresh page with what is known of them. Versions never seen are sought in
+        the listing first (bounded); exact details are asked for later, in the background."""
+        known = await self.store.read(self.source, name)
+        lacking = {(f.filename, f.sha256) for f in files} - known.files.keys()
+        if not lacking:
+            return with_known(files, known)
+        now = time.time()
+        wanted = {
+            v
+            for filename, _ in lacking
+            if (v := version_of(filename)) is not None and _unseen(known.versions.get(v), now)
+        }
+        resume = None
+        if wanted and time.monotonic() >= self._refused_until:
+            found, resume = await self._search(name, wanted, start=1, background=False)
+            known = Known(known.files, {**known.versions, **found})
+        self._later(name, lacking, wanted, resume)
+        return with_known(files, known)
+
+    async def refine(self, name: str, files: Sequence[DistFile]) -> list[DistFile] | None:
+        """`files` (of a cached page) with the details learnt since; None when none are new."""
+        if all(f.size is not None for f in files):
+            return None
+        refined = with_known(files, await self.store.read(self.source, name))
+        return refined if any(a is not b for a, b in zip(files, refined, strict=True)) else None
+
+    # --- the listing --------------------------------------------------------------------------
+
+    async def _search(
+        self, name: str, wanted: set[str], *, start: int, background: bool
+    ) -> tuple[dict[str, Listed], int | None]:
+        """Seek `wanted` versions in the listing from page `start`, newest first; keep what is
+        found. On a client's time the pages read are bounded by what the versions need; in the
+        background, the listing is read to its end or until all are found.
+
+        Returns every version found (not only the wanted ones) and the first page not read
+        (None when the listing was read to its end, or could not be).
+        """
+        found: dict[str, Listed] = {}
+        after: int | None = None
         try:
-            return await self._lookup(await packages, links)
-        except Exception as exc:
-            log.warning("source %s: no sizes or upload times: %s", self.source, exc)
-            return {}
+            first = await self._list_page(name, start, background)
+            _collect(name, first.items, found)
+            after = first.next_page
+            if background:
+                while after and wanted - found.keys():
+                    listing = await self._list_page(name, after, True)
+                    _collect(name, listing.items, found)
+                    after = listing.next_page
+            elif after and wanted - found.keys():
+                after = await self._read_at_once(name, wanted, found, start, first)
+        except Exception as exc:  # a refusal, an outage, a 429, an answer that is no listing
+            if isinstance(exc, Refused):  # a token without read_api: do not ask on every page
+                self._refused_until = time.monotonic() + _REFUSED_PAUSE
+            reason = str(exc) or type(exc).__name__
+            log.warning(
+                "source %s: upload times of %s not listed now: %s", self.source, name, reason
+            )
+            await self.store.add_versions(self.source, name, found)
+            return found, None
+        now = time.time()
+        if after is None:  # read to its end: what it lacks is not sought again for a while
+            found |= {v: Listed(None, (), now) for v in wanted - found.keys()}
+        await self.store.add_versions(self.source, name, found)
+        return found, after
 
-    async def _lookup(self, packages: list[dict[str, Any]], links: list[Link]) -> Details:
-        known: Details = {}
-        for package in packages:
-            known |= self._kept.get(package["id"], {})
-        missing = {(link.filename, link.sha256) for link in links if link.sha256} - known.keys()
-        if not missing:
-            return known
-        versions = {_canonical(file_version(filename)) for filename, _ in missing}
-        stale = [
-            p
-            for p in packages
-            if p["id"] not in self._kept or _canonical(str(p.get("version"))) in versions
-        ]
-        limit = asyncio.Semaphore(_CONCURRENCY)
+    async def _read_at_once(
+        self, name: str, wanted: set[str], found: dict[str, Listed], start: int, first: Listing
+    ) -> int | None:
+        """Read the pages after `first` that the unseen versions need, all at once."""
+        needed = math.ceil(len(wanted - found.keys()) / PER_PAGE) + _SLACK
+        upto = start + needed if first.last_page is None else min(first.last_page, start + needed)
+        limit = asyncio.Semaphore(_PAGES_AT_ONCE)
 
-        async def files_of(package: dict[str, Any]) -> Details:
+        async def one(page: int) -> Listing:
             async with limit:
-                return _details(await self._package_files(package))
+                return await self._list_page(name, page, False)
 
-        fetched = await asyncio.gather(*(files_of(p) for p in stale))
-        if len(self._kept) > _MAX_KEPT:
-            self._kept.clear()
-        for package, details in zip(stale, fetched, strict=True):
-            self._kept[package["id"]] = details
-            known |= details
-        return known
+        listings = await asyncio.gather(*(one(p) for p in range(start + 1, upto + 1)))
+        for listing in listings:
+            _collect(name, listing.items, found)
+        return listings[-1].next_page if listings else None
+
+    # --- the background -----------------------------------------------------------------------
+
+    def _later(
+        self, name: str, lacking: set[FileKey], wanted: set[str], resume: int | None
+    ) -> None:
+        if name in self._tasks:
+            return
+        task = asyncio.ensure_future(self._background(name, lacking, wanted, resume))
+        self._tasks[name] = task
+        task.add_done_callback(lambda _: self._tasks.pop(name, None))
+
+    async def _background(
+        self, name: str, lacking: set[FileKey], wanted: set[str], resume: int | None
+    ) -> None:
+        try:
+            if resume is not None:
+                await self._search(name, wanted, start=resume, background=True)
+            await self._fill(name, lacking)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # background work must not die with a traceback
+            log.warning("source %s: details of %s not filled in: %s", self.source, name, exc)
+
+    async def _fill(self, name: str, lacking: set[FileKey]) -> None:
+        """Ask `package_files` for the versions of the files that lack exact details, newest
+        first; a file asked for in vain is not asked for again for a while."""
+        known = await self.store.read(self.source, name)
+        now = time.monotonic()
+        by_version: dict[str, list[FileKey]] = {}
+        for key in lacking - known.files.keys():
+            version = version_of(key[0])
+            listed = known.versions.get(version or "")
+            if (
+                listed
+                and listed.packages
+                and now - self._asked.get(key, -_SEEK_AGAIN) >= _SEEK_AGAIN
+            ):
+                by_version.setdefault(str(version), []).append(key)
+        limit = asyncio.Semaphore(_FILLS_AT_ONCE)
+        gone: set[str] = set()
+
+        async def files_of(version: str) -> Exact:
+            exact: Exact = {}
+            async with limit:
+                for package in known.versions[version].packages:
+                    try:
+                        exact |= exact_details(await self._package_files(package, True))
+                    except Refused as exc:
+                        if exc.status == 404:  # deleted, or re-created under another id
+                            gone.add(version)
+                    except SourceUnavailable:
+                        return exact  # a 429 or an outage: asked again with the next fetch
+            if version not in gone:  # else sought anew in the listing with the next fetch
+                asked = time.monotonic()
+                self._asked.update((key, asked) for key in by_version[version])
+            return exact
+
+        if len(self._asked) > 100_000:
+            self._asked.clear()
+        versions = sorted(by_version, key=_newest_first, reverse=True)
+        for start in range(0, len(versions), _FLUSH_EVERY):
+            learnt: Exact = {}
+            batch = versions[start : start + _FLUSH_EVERY]
+            for exact in await asyncio.gather(*(files_of(v) for v in batch)):
+                learnt |= exact
+            await self.store.add_files(self.source, name, learnt)
+            if learnt and self._changed is not None:
+                await self._changed()
+        await self.store.drop_versions(self.source, name, gone)
+
+
+def _unseen(listed: Listed | None, now: float) -> bool:
+    """Should the listing be asked about this version now?"""
+    if listed is None:
+        return True
+    return not listed.packages and now - listed.sought_at >= _SEEK_AGAIN
+
+
+def _collect(name: str, items: list[dict[str, Any]], into: dict[str, Listed]) -> None:
+    """Fold the listing's package entities of exactly `name` into versions."""
+    for item in items:
+        if normalize(str(item.get("name", ""))) != name or "id" not in item:
+            continue
+        version = _canonical(str(item.get("version", "")))
+        if version is None:
+            continue
+        created = parse_time(item.get("created_at"))
+        package = (int(item["id"]), item.get("project_id"))
+        before = into.get(version)
+        if before is None:
+            into[version] = Listed(created, (package,))
+        elif package not in before.packages:
+            earliest = min((t for t in (before.created_at, created) if t), default=None)
+            into[version] = Listed(earliest, (*before.packages, package))

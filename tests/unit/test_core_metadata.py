@@ -10,11 +10,14 @@ import respx
 from proxy.cache.files import FileStore
 from proxy.cache.metadata import MetadataStore
 from proxy.cache.pages import PageCache
-from proxy.config import SourceConfig
+from proxy.config import GitLabConfig, SourceConfig
 from proxy.core_metadata import CoreMetadata
 from proxy.sources.compose import Index
+from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
 from tests.dists import make_wheel
+from tests.gitlab_double import GitLabDouble
+from tests.servers import serve
 from tests.unit.fakes import FakeSource
 
 
@@ -74,3 +77,35 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
         assert await service.sidecar("a" * 64, filename, None) == body
         assert await service.sidecar("a" * 64, filename, None) == body
     assert sidecar.call_count == 1
+
+
+async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_background(
+    tmp_path: Path,
+) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform", public=True)
+    filename, data = make_wheel("demo", "1.0")
+    double.add_package_file(11, "demo", "1.0", filename, data)
+    with serve(double.app) as gitlab:
+        async with httpx2.AsyncClient() as client:
+            config = SourceConfig("platform", "gitlab_project", "11")
+            source = GitLabSource(config, GitLabConfig(url=gitlab.url, timeout=5), client)
+            streamed: list[tuple[str, bool]] = []
+            budgeted = source.stream
+
+            def recording(url: str, *, headers=None, background: bool = False):
+                streamed.append((url.rsplit("/", 1)[1], background))
+                return budgeted(url, headers=headers, background=background)
+
+            source.stream = recording  # type: ignore[method-assign]
+            pages = PageCache(tmp_path, 300)
+            index = Index([source], [], pages)
+            service = CoreMetadata(
+                MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
+            )
+            await service.annotated(index.project_page("demo"))
+            await asyncio.gather(*service._tasks)
+            await source.details.settled()
+            assert streamed and set(streamed) == {(filename, True)}
+            assert await service.store.digests([hashlib.sha256(data).hexdigest()])
+            await index.close()

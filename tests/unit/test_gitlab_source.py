@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import FileNotFoundUpstream, Refused, SourceUnavailable
+from proxy.sources.base import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
 API = "http://gitlab.internal:8080/api/v4"
@@ -85,6 +85,29 @@ async def test_5xx_and_timeouts_are_unavailable(client) -> None:
         await source(client).project_page("y")
     assert caught.value.timeout
     assert "glpat" not in str(caught.value)
+
+
+@respx.mock
+async def test_a_429_is_gitlabs_rate_limit_never_not_here(client) -> None:
+    route = respx.get(f"{API}/projects/acme%2Fplatform/packages/pypi/simple/x").respond(
+        429, text="Retry later\n", headers={"Retry-After": "30"}
+    )
+    gitlab = source(client)
+    with pytest.raises(RateLimited) as caught:
+        await gitlab.project_page("x")
+    assert caught.value.retry_after == 30
+    assert str(caught.value) == (
+        "upstream platform unavailable: GitLab's rate limit (HTTP 429 Too Many Requests), "
+        "retry after 30 s"
+    )
+    # until then, no request goes out: the next one fails at once
+    with pytest.raises(RateLimited):
+        await gitlab.project_page("y")
+    assert route.call_count == 1
+    file = gitlab.file_for(SHA, "x-1.0.tar.gz")
+    with pytest.raises(RateLimited):
+        async with gitlab.open_file(file):
+            pass
 
 
 @respx.mock

@@ -124,6 +124,7 @@ async def test_locate_prefers_listing_source_then_asks_every_gitlab_source(tmp_p
     index = make_index(tmp_path, first, second)
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["platform", "acme"]
     await index.project_page("x")
+    await index.close()  # where the page's files are is remembered in the background
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["acme", "platform"]
     assert [f.source for f in await index.locate(A, "x-1.0.tar.gz", frozenset({"platform"}))] == [
         "platform"
@@ -162,3 +163,30 @@ async def test_merged_page_is_fresh_until_its_oldest_input(tmp_path: Path) -> No
     first.down = True
     stale = await make_index(tmp_path, first, second, ttl=0).project_page("x")
     assert stale.fresh_until == 0.0  # never memoized
+
+
+@pytest.mark.parametrize(("ttl", "negative_ttl", "calls"), [(0, 300, (1, 3)), (300, 0, (3, 1))])
+async def test_not_here_is_kept_for_its_own_ttl(
+    tmp_path: Path, ttl: int, negative_ttl: int, calls: tuple[int, int]
+) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = Index([source], [], PageCache(tmp_path, ttl, negative_ttl=negative_ttl))
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            await index.project_page("nope")
+    missing = source.page_calls
+    for _ in range(3):
+        await index.project_page("x")
+    assert (missing, source.page_calls - missing) == calls
+
+
+async def test_where_a_gitlab_pages_files_are_is_remembered_behind_the_clients_back(
+    tmp_path: Path,
+) -> None:
+    source = FakeSource("platform")  # found by digest alone, like a GitLab source
+    source.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, source)
+    await index.project_page("x")
+    await index.close()  # the background work finishes before the caches close
+    assert [f.source for f in await index.pages.file_locations(A)] == ["platform"]

@@ -70,6 +70,18 @@ def test_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sized = load(_write(tmp_path, GOOD + "[upload]\nmax_size = '2.5MiB'\n"))
     assert sized.upload.max_size == int(2.5 * 2**20)
     assert config.cache.directory == tmp_path / "cache"
+    # the request budget is shared by every GitLab source; "not here" lasts index_ttl unless set
+    assert (config.gitlab.max_requests_per_minute, config.cache.negative_ttl) == (1000, 300)
+    tuned = load(
+        _write(
+            tmp_path,
+            GOOD.replace("[gitlab]\n", "[gitlab]\nmax_requests_per_minute = 120\n")
+            + "[cache]\nindex_ttl = 60\n",
+        )
+    )
+    assert (tuned.gitlab.max_requests_per_minute, tuned.cache.negative_ttl) == (120, 60)
+    longer = load(_write(tmp_path, GOOD + "[cache]\nnegative_ttl = 3600\n"))
+    assert (longer.cache.index_ttl, longer.cache.negative_ttl) == (300, 3600)
 
 
 def test_unset_optional_secret_means_anonymous(
@@ -84,6 +96,11 @@ def test_unset_optional_secret_means_anonymous(
     [
         ("[cache]\nindex_ttl = 'soon'\n", "cache.index_ttl: expected an integer"),
         ("[cache]\nmax_size = 'lots'\n", "cache.max_size: not a size"),
+        ("[cache]\nnegative_ttl = -1\n", "cache.negative_ttl: must be at least 0"),
+        (
+            "[gitlab]\nurl='https://g'\nmax_requests_per_minute = 0\n",
+            "gitlab.max_requests_per_minute: must be at least 1",
+        ),
         ("[upload]\nmax_size = true\n", "upload.max_size: expected a size such as 3GiB"),
         ("[upload]\nmax_size = '10B'\n", "upload.max_size: must be at least 1024 bytes"),
         ("[server]\nport = 70000\n", "server.port: must be at most 65535"),

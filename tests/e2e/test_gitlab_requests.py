@@ -1,0 +1,149 @@
+"""Issue 12 end to end: what the proxy spends of GitLab's rate limit.
+
+A name no GitLab source has costs one simple-page request per source, once per negative TTL (no
+Packages API call beside it), until an upload through the proxy claims the name, after which the
+public index no longer answers it. GitLab's 429 is honoured by the server's two workers and by
+prefetch: nothing is asked again before its Retry-After, stale pages are served meanwhile, and a
+name not cached gets a 503 naming GitLab's limit.
+"""
+
+from pathlib import Path
+
+import httpx2
+
+from tests.clients import clear_client_caches, pip_install, twine_upload
+from tests.dists import make_wheel
+from tests.e2e.test_prefetch import GITLAB_SOURCES, prefetch
+from tests.e2e.test_prefetch import TOKEN as PREFETCH_TOKEN
+from tests.e2e.test_prefetch import _double as prefetch_double
+from tests.gitlab_double import GitLabDouble
+from tests.proxy_process import start_proxy, write_config
+from tests.public_index import pypiserver
+from tests.servers import serve
+from tests.waiting import wait_until
+from tests.worlds import app_with_dependency
+
+TOKEN = "glpat-requests-test"
+DEPLOY_TOKEN = "gldt-requests-deploy"
+CI_PASSWORD = "ci-requests-password"
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+PROJECTS = (11, 12, 13)
+
+
+def _throttled(double: GitLabDouble) -> int:
+    return sum(1 for r in double.requests if r.status == 429)
+
+
+def test_a_name_no_gitlab_source_has_costs_one_request_per_source_until_an_upload_claims_it(
+    tmp_path: Path,
+) -> None:
+    double = GitLabDouble()
+    for project in PROJECTS:
+        double.add_project(project, f"acme/p{project}")
+    double.add_token(TOKEN, read=set(PROJECTS))
+    double.add_token(DEPLOY_TOKEN, write={11})
+    with pypiserver(tmp_path / "public") as public, serve(double.app) as gitlab:
+        public.add(*make_wheel("pub-only", "1.0"))
+        public.add(*make_wheel("claimed", "9.0"))
+        sources: list[dict[str, object]] = [
+            {"name": f"p{p}", "gitlab_project": p} for p in PROJECTS
+        ]
+        sources.append({"name": "public", "url": public.url})
+        extra = f"""
+[[users]]
+name = "ci"
+password = "{CI_PASSWORD}"
+upload = ["p11"]
+gitlab_token = "{DEPLOY_TOKEN}"
+"""
+        # pages revalidate on every request; a "not here" is kept for an hour
+        config = write_config(
+            tmp_path,
+            gitlab.url,
+            sources,
+            token=TOKEN,
+            index_ttl=0,
+            cache={"negative_ttl": 3600},
+            extra=extra,
+        )
+        proxy = start_proxy(config, "--workers", "2")
+        try:
+            home = tmp_path / "home"
+            for target in ("one", "two"):
+                result = pip_install(
+                    f"{proxy.url}/simple/", tmp_path / target, "pub-only", home=home
+                )
+                assert result.returncode == 0, result.stderr
+                clear_client_caches(home)
+            for project in PROJECTS:
+                simple = f"/api/v4/projects/{project}/packages/pypi/simple/pub-only"
+                assert double.count("GET", simple) == 1
+            assert not double.matching(r"/api/v4/projects/\d+/packages")  # nothing beside them
+
+            claimed = httpx2.get(f"{proxy.url}/simple/claimed/", headers=JSON).json()
+            assert claimed["_source"] == "public"
+            wheel = tmp_path / make_wheel("claimed", "1.0")[0]
+            wheel.write_bytes(make_wheel("claimed", "1.0")[1])
+            upload = twine_upload(
+                f"{proxy.url}/upload/p11/", [wheel], user="ci", password=CI_PASSWORD, home=home
+            )
+            assert upload.returncode == 0, upload.stdout + upload.stderr
+            # the upload forgot the "not here": the name is GitLab's now, 9.0 is never offered
+            claimed = httpx2.get(f"{proxy.url}/simple/claimed/", headers=JSON).json()
+            assert claimed["_source"] == "p11"
+            assert [f["filename"] for f in claimed["files"]] == ["claimed-1.0-py3-none-any.whl"]
+        finally:
+            proxy.stop()
+
+
+def test_gitlabs_429_is_honoured_by_every_worker_and_never_hammered(tmp_path: Path) -> None:
+    double = app_with_dependency(TOKEN)
+    with serve(double.app) as gitlab:
+        config = write_config(
+            tmp_path,
+            gitlab.url,
+            [{"name": "platform", "gitlab_project": 11}],
+            token=TOKEN,
+            index_ttl=0,
+        )
+        proxy = start_proxy(config, "--workers", "2")
+        try:
+            page = f"{proxy.url}/simple/app-main/"
+            assert httpx2.get(page).status_code == 200
+            # let the background work of that page (details, metadata) finish first
+            wait_until(
+                lambda: (
+                    {"size", "core-metadata"}
+                    <= set(httpx2.get(page, headers=JSON).json()["files"][0])
+                ),
+                "app-main's details and metadata",
+            )
+            double.throttle(seconds=2, retry_after=2)
+            stale = httpx2.get(page)
+            assert stale.status_code == 200
+            assert stale.headers["x-cache"] == "STALE"
+            limited = httpx2.get(f"{proxy.url}/simple/app-dep/")
+            assert limited.status_code == 503
+            assert "GitLab's rate limit (HTTP 429 Too Many Requests)" in limited.text
+            assert 1 <= int(limited.headers["retry-after"]) <= 2
+            # clients keep asking (pip retries a 503): not one of them reaches GitLab early
+            wait_until(
+                lambda: httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 200,
+                "app-dep once GitLab's Retry-After has passed",
+            )
+            assert _throttled(double) == 1
+            assert double.requests[-1].status == 200
+            assert "Traceback" not in proxy.log()
+        finally:
+            proxy.stop()
+
+
+def test_prefetch_waits_out_gitlabs_429(tmp_path: Path) -> None:
+    double = prefetch_double()
+    with serve(double.app) as gitlab:
+        config = write_config(tmp_path, gitlab.url, GITLAB_SOURCES, token=PREFETCH_TOKEN)
+        double.throttle(seconds=2, retry_after=2)
+        result = prefetch(config, "--source", "tools")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "fetched: 3 (" in result.stdout  # tool-x 1.0 and 1.1, unrelated 3.0
+        assert _throttled(double) == 1
