@@ -5,7 +5,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx2
 from starlette.applications import Starlette
@@ -30,7 +30,7 @@ from proxy.core_metadata import CoreMetadata
 from proxy.file_responses import FileBody, cached_response, file_headers
 from proxy.health import healthz, readyz
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.names import InvalidName, is_sha256, validate, validate_filename
+from proxy.names import InvalidName, file_project_name, is_sha256, validate, validate_filename
 from proxy.recent_uploads import RecentUploads
 from proxy.replies import error
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
@@ -252,11 +252,27 @@ async def uncached_head(
 ) -> Response | FileBody:
     """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
     svc = services(request)
+    candidates = await _with_known_sizes(svc, sha256, filename, candidates)
     try:
         size = await upstream_size(svc.client, svc.index, candidates)
     except Exception as exc:
         return fetch_error(exc, sha256, filename)
     return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
+
+
+async def _with_known_sizes(
+    svc: Services, sha256: str, filename: str, candidates: list[DistFile]
+) -> list[DistFile]:
+    """The candidates with the exact size GitLab's `package_files` gave for them, where the page
+    they were remembered from did not list it yet (details arrive in the background)."""
+    project = file_project_name(filename)
+    if project is None or any(f.size is not None for f in candidates):
+        return candidates
+    sized = []
+    for file in candidates:
+        known = (await svc.details.read(file.source, project)).files.get((filename, sha256))
+        sized.append(replace(file, size=known[0]) if known else file)
+    return sized
 
 
 def fetch_error(exc: Exception, sha256: str, filename: str) -> Response:

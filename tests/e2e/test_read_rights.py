@@ -17,6 +17,7 @@ from tests.dists import make_sdist, make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
+from tests.waiting import wait_until
 
 READER_TOKEN = "glpat-rights-reader"
 JOB_TOKEN = "glcbt-rights-job"
@@ -42,6 +43,9 @@ LISTED = make_sdist("listed-pkg", "1.0")
 
 def _url(proxy: ProxyProcess, wheel: tuple[str, bytes], suffix: str = "") -> str:
     return f"{proxy.url}/files/{hashlib.sha256(wheel[1]).hexdigest()}/{wheel[0]}{suffix}"
+
+
+JSON = "application/vnd.pypi.simple.v1+json"
 
 
 @dataclass
@@ -154,7 +158,12 @@ def _file_requests(double: GitLabDouble, wheel: tuple[str, bytes]) -> list[str]:
 
 
 def test_head_of_an_uncached_listed_file_asks_gitlab_nothing(world: World) -> None:
-    assert httpx2.get(f"{world.open.url}/simple/listed-pkg/").status_code == 200  # lists its size
+    def size_listed() -> bool:
+        page = httpx2.get(f"{world.open.url}/simple/listed-pkg/", headers={"Accept": JSON})
+        return page.status_code == 200 and page.json()["files"][0].get("size") is not None
+
+    # GitLab's sizes arrive in the background (package_files), after the first answer
+    wait_until(size_listed, "listed-pkg's page to list its size")
     before = _file_requests(world.double, LISTED)
     head = httpx2.head(_url(world.open, LISTED))
     assert head.status_code == 200
