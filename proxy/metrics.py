@@ -14,6 +14,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -50,6 +51,27 @@ UPSTREAM = Counter(
 )
 UPLOADS = Counter(
     _P + "uploads", "Uploads forwarded, by target source and outcome", ["source", "outcome"]
+)
+UPSTREAM_WAITING = Gauge(
+    _P + "upstream_requests_waiting",
+    "Upstream requests waiting for a connection from the pool",
+    multiprocess_mode="livesum",
+)
+UPSTREAM_HOLDING = Gauge(
+    _P + "upstream_requests_active",
+    "Upstream requests holding a connection (sending, or reading the answer)",
+    multiprocess_mode="livesum",
+)
+UPSTREAM_POOL_TIMEOUTS = Counter(
+    _P + "upstream_pool_timeouts", "Upstream requests that found no free connection in time"
+)
+UPSTREAM_POOL_STALLED = Gauge(
+    _P + "upstream_pool_stalled",
+    "1 while a worker's upstream connection pool gets no request out (see /readyz)",
+    multiprocess_mode="livemax",
+)
+UPSTREAM_POOL_REPLACEMENTS = Counter(
+    _P + "upstream_pool_replacements", "Stalled upstream connection pools replaced by new ones"
 )
 EVICTIONS = Counter(_P + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
