@@ -113,7 +113,9 @@ class Download:
 
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive; raises the download's error if it fails."""
-        await self.started  # until then the temporary file may still be swapped for a cache entry
+        # Until it starts, the temporary file may still be swapped for a cache entry. Shielded:
+        # this follower going away must not cancel the start every follower waits for.
+        await asyncio.shield(self.started)
         handle = await asyncio.to_thread(self._open_reader)
         try:
             position = 0

@@ -195,3 +195,31 @@ def test_bursts_of_cold_names_from_impatient_clients_leave_the_proxy_working(set
         wait_until(closed, "the proxy to close its half-closed sockets to GitLab", seconds=15)
     except AssertionError as exc:
         pytest.fail(f"{exc}: {_sockets_to(proxy, setup.server.port)}")
+
+
+def test_a_client_hanging_up_mid_fetch_leaves_the_fetch_to_finish_for_the_others(
+    tmp_path: Path,
+) -> None:
+    double = app_with_dependency(TOKEN)
+    double.latency = 1.0  # the page fetch is still running when the first client hangs up
+    page = "/api/v4/projects/11/packages/pypi/simple/app-main"
+    with serve(double.app) as server:
+        sources = [{"name": "platform", "gitlab_project": 11}]
+        proxy = start_proxy(write_config(tmp_path, server.url, sources, token=TOKEN))
+        try:
+            port = int(proxy.url.rsplit(":", 1)[1])
+
+            async def hang_up_once_asked() -> None:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /simple/app-main/ HTTP/1.1\r\nHost: proxy\r\n\r\n")
+                await writer.drain()
+                await asyncio.to_thread(wait_until, lambda: double.count("GET", page), "a fetch")
+                writer.close()
+                await writer.wait_closed()
+
+            asyncio.run(hang_up_once_asked())
+            second = httpx2.get(f"{proxy.url}/simple/app-main/", timeout=TIMEOUT)
+            assert second.status_code == 200 and "app_main-1.0-py3-none-any.whl" in second.text
+            assert double.count("GET", page) == 1  # joined the running fetch, or its result
+        finally:
+            proxy.stop()
