@@ -75,6 +75,7 @@ class Services:
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
         uploads = RecentUploads(config.cache.directory)
         health.share_in(config.cache.directory / "health")
+        metrics.forget_dead_workers()
         return cls(config, client, pages, files, index, auth, metadata, uploads)
 
     async def stop(self) -> None:

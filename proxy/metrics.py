@@ -8,6 +8,7 @@ memory-mapped files (no system call per increment) and a scrape sums them all.
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -88,6 +89,22 @@ FILE_HIT = CACHE.labels("file", "hit")
 FILE_MISS = CACHE.labels("file", "miss")
 PAGE_JOIN = JOINS.labels("page")
 FILE_JOIN = JOINS.labels("file")
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges (requests waiting, pool stalled) of workers that died without
+    saying so: a worker uvicorn restarts calls this, else a dead one's last values stay summed."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except (PermissionError, ValueError):
+            pass  # alive but someone else's, or not a worker's file: not ours to judge
 
 
 def upstream_outcome(status: int | None, timeout: bool = False) -> str:

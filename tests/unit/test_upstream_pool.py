@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import health
+from proxy import health, metrics
 from proxy.upstream import make_client
 from proxy.upstream_pool import WatchedTransport
 from tests.waiting import wait_until
@@ -266,3 +267,19 @@ async def test_the_environments_http_proxy_is_still_used(
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_the_live_gauges_of_a_worker_that_died_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that uvicorn restarts must not leave its last 'stalled' or 'waiting' summed in."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    for pid in (dead.pid, os.getpid()):
+        (tmp_path / f"gauge_livemax_{pid}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead.pid}.db").write_bytes(b"")  # counts stay: they happened
+    metrics.forget_dead_workers()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"counter_{dead.pid}.db", f"gauge_livemax_{os.getpid()}.db"]
+    )
