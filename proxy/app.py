@@ -96,6 +96,7 @@ class Services:
         metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
         uploads = RecentUploads(config.cache.directory)
         health.share_in(runtime_dir.health_directory())
+        metrics.forget_dead_workers()
         return cls(config, client, pages, files, index, auth, metadata, uploads, budget, details)
 
     def gitlab_sources(self) -> list[GitLabSource]:

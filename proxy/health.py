@@ -1,11 +1,17 @@
-"""Liveness and readiness: `/healthz`, `/readyz`, and each source's reachability.
+"""Liveness and readiness: `/healthz`, `/readyz`, each source's reachability, and whether the
+upstream connection pool gets requests out.
 
 Reachability is learnt from the real upstream calls (proxy.upstream reports every outcome here),
-never from probes of its own. Each worker keeps its view in memory and, when a source changes
+never from probes of its own; a stalled pool is reported by proxy.upstream_pool. Each worker keeps its view in memory and, when a source changes
 state (or at most every few seconds while it stays the same), writes it to a small file per
 worker in the runtime directory of its `serve` (proxy.runtime_dir, not on the cache disk) in a
 worker thread, so that any worker answering `/readyz` or the status page reports what all of
-them saw.
+them saw. A stalled worker rewrites its file every few seconds; a stall older than that is a
+worker that is gone.
+
+`/readyz` is 503 "not ready" while any worker cannot get a request out to an upstream (its pool
+stalled), or when upstreams are down and nothing is cached; it stays 200 "degraded" while a
+plain upstream outage leaves the cache to serve.
 
 A cache directory that cannot be written (full, read-only) fails neither probe: the proxy still
 serves, cached files from disk and the rest streamed verified without keeping, and restarting it
@@ -32,6 +38,7 @@ from proxy.cache.writable import CacheState, writes_for
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
 _SHARE_EVERY = 5.0
+_STALL_FRESH = 3 * _SHARE_EVERY  # a shared stall not rewritten for this long: its worker is gone
 
 
 @dataclass
@@ -67,11 +74,12 @@ class SourceState:
 class _Shared:
     directory: Path | None = None
     written: float = 0.0
-    written_states: dict[str, str] | None = None
+    written_states: tuple[dict[str, str], str | None] | None = None
 
 
 SOURCES: dict[str, SourceState] = {}
 _shared = _Shared()
+_stalled: dict[str, str] = {}  # pool → why it gets no request out, for this worker's stalled pools
 
 
 def share_in(directory: Path | None) -> None:
@@ -98,14 +106,33 @@ def observe_upstream(
     _share(now)
 
 
+def observe_pool(pool: str, stalled: str | None) -> None:
+    """Record whether one of this worker's upstream pools is stalled (and why), or None if not."""
+    if stalled is None:
+        _stalled.pop(pool, None)
+    else:
+        _stalled[pool] = stalled
+    _share(time.time())
+
+
+def _stall() -> str | None:
+    return "; ".join(_stalled.values()) or None
+
+
 def _share(now: float) -> None:
     if _shared.directory is None:
         return
-    states = {name: s.state(now) for name, s in SOURCES.items()}
+    states = ({name: s.state(now) for name, s in SOURCES.items()}, _stall())
     if states == _shared.written_states and now - _shared.written < _SHARE_EVERY:
         return
     _shared.written, _shared.written_states = now, states
-    snapshot = json.dumps({name: asdict(s) for name, s in SOURCES.items()})
+    snapshot = json.dumps(
+        {
+            "written": now,
+            "stalled": _stall(),
+            "sources": {name: asdict(s) for name, s in SOURCES.items()},
+        }
+    )
     path = _shared.directory / f"{os.getpid()}.json"
     with contextlib.suppress(RuntimeError):  # no running loop: nobody to share with
         asyncio.get_running_loop().run_in_executor(None, _write, path, snapshot)
@@ -118,18 +145,26 @@ def _write(path: Path, text: str) -> None:
         temporary.replace(path)
 
 
-def _read_shared(directory: Path | None) -> dict[str, SourceState]:
+def _read_shared(directory: Path | None) -> tuple[dict[str, SourceState], list[str]]:
+    """Every worker's view: the sources' states merged, and the stalls of live workers."""
     merged = {name: SourceState(**asdict(s)) for name, s in SOURCES.items()}
+    stalls = [stall] if (stall := _stall()) else []
+    now = time.time()
     for path in directory.glob("*.json") if directory else ():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            for name, fields in json.loads(path.read_text()).items():
+        if path.stem == str(os.getpid()):
+            continue  # this worker's own view is in memory, newer than its file
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+            snapshot = json.loads(path.read_text())
+            for name, fields in snapshot["sources"].items():
                 merged[name] = merged.get(name, SourceState()).merge(SourceState(**fields))
-    return merged
+            if snapshot["stalled"] and now - snapshot["written"] < _STALL_FRESH:
+                stalls.append(str(snapshot["stalled"]))
+    return merged, stalls
 
 
 async def source_states(names: list[str]) -> dict[str, dict[str, Any]]:
     """Each source's state as every worker saw it (reads a few small files in a thread)."""
-    known = await asyncio.to_thread(_read_shared, _shared.directory)
+    known, _ = await asyncio.to_thread(_read_shared, _shared.directory)
     now = time.time()
     return {name: known.get(name, SourceState()).as_json(now) for name in names}
 
@@ -150,13 +185,17 @@ async def readyz(request: Request) -> Response:
     services = request.app.state.services
     offline = services.config.cache.offline
     names = [s.name for s in services.index.sources + services.index.public]
-    states = await source_states(names)
+    known, stalls = await asyncio.to_thread(_read_shared, _shared.directory)
+    states = {name: known.get(name, SourceState()).as_json(time.time()) for name in names}
     cached_pages = await asyncio.to_thread(len, services.pages)
     down = [name for name, s in states.items() if s["state"] == "down"]
     cache = await cache_state(request)
     can_serve_cached = cached_pages > 0
     if offline:
         ready, mode = can_serve_cached, "offline: serving only what is cached"
+    elif stalls:
+        ready = False
+        mode = f"not ready: cannot get requests out to the upstreams: {stalls[0]}"
     elif not down:
         ready, mode = True, "online"
     else:
@@ -176,6 +215,7 @@ async def readyz(request: Request) -> Response:
         "offline_serving_possible": can_serve_cached,
         "cached_index_entries": cached_pages,
         "cache": cache.as_json(),
+        "upstream_pool": {"stalled": bool(stalls), "reason": stalls[0] if stalls else None},
         "pid": os.getpid(),
         "sources": states,
     }

@@ -18,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -80,6 +81,27 @@ UPSTREAM = Counter(
 UPLOADS = Counter(
     _P + "uploads", "Uploads forwarded, by target source and outcome", ["source", "outcome"]
 )
+UPSTREAM_WAITING = Gauge(
+    _P + "upstream_requests_waiting",
+    "Upstream requests waiting for a connection from the pool",
+    multiprocess_mode="livesum",
+)
+UPSTREAM_HOLDING = Gauge(
+    _P + "upstream_requests_active",
+    "Upstream requests holding a connection (sending, or reading the answer)",
+    multiprocess_mode="livesum",
+)
+UPSTREAM_POOL_TIMEOUTS = Counter(
+    _P + "upstream_pool_timeouts", "Upstream requests that found no free connection in time"
+)
+UPSTREAM_POOL_STALLED = Gauge(
+    _P + "upstream_pool_stalled",
+    "1 while a worker's upstream connection pool gets no request out (see /readyz)",
+    multiprocess_mode="livemax",
+)
+UPSTREAM_POOL_REPLACEMENTS = Counter(
+    _P + "upstream_pool_replacements", "Stalled upstream connection pools replaced by new ones"
+)
 EVICTIONS = Counter(_P + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     _P + "single_flight_joins",
@@ -95,6 +117,22 @@ FILE_HIT = CACHE.labels("file", "hit")
 FILE_MISS = CACHE.labels("file", "miss")
 PAGE_JOIN = JOINS.labels("page")
 FILE_JOIN = JOINS.labels("file")
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges (requests waiting, pool stalled) of workers that died without
+    saying so: a worker uvicorn restarts calls this, else a dead one's last values stay summed."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except (PermissionError, ValueError):
+            pass  # alive but someone else's, or not a worker's file: not ours to judge
 
 
 def upstream_outcome(status: int | None, timeout: bool = False) -> str:

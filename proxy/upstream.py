@@ -9,9 +9,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 import httpx2
+from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
 from proxy.health import observe_upstream
 from proxy.sources.base import FileNotFoundUpstream, RateLimited, SourceUnavailable
+from proxy.upstream_pool import WatchedTransport
 
 log = logging.getLogger("proxy.upstream")
 
@@ -21,11 +23,30 @@ _RETRY_AFTER = 60.0  # a 429 without a usable Retry-After: GitLab's limits count
 _MAX_RETRY_AFTER = 3600.0
 
 
+LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+
+
 def make_client(timeout: float) -> httpx2.AsyncClient:
-    """The one client every upstream request goes through (keep-alive, pooled)."""
+    """The one client every upstream request goes through (keep-alive, pooled, watched).
+
+    Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
+    honoured, as httpx2 itself does), is a WatchedTransport: see proxy.upstream_pool.
+    """
+
+    def pool(name: str, proxy: str | None = None) -> WatchedTransport:
+        return WatchedTransport(
+            lambda: httpx2.AsyncHTTPTransport(limits=LIMITS, proxy=proxy), timeout, name=name
+        )
+
+    # a transport of our own turns httpx2's environment proxies off: they are mounted here
+    mounts = {
+        pattern: pool(f"proxy for {pattern}", url) if url else None
+        for pattern, url in get_environment_proxies().items()
+    }
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=pool("direct"),
+        mounts=mounts,
         follow_redirects=False,
         headers={"User-Agent": "gitlab-pypi-proxy"},
     )

@@ -114,7 +114,9 @@ class Download:
         """The file's bytes as they arrive. Should the cache stop taking them midway (or drop
         them before this reader opened them), the rest comes from upstream and the body goes on
         whole; any other failure of the download is raised."""
-        await self.started  # until then the temporary file may still be swapped for a cache entry
+        # Until it starts, the temporary file may still be swapped for a cache entry. Shielded:
+        # this follower going away must not cancel the start every follower waits for.
+        await asyncio.shield(self.started)
         handle = await asyncio.to_thread(self._open_reader)
         position = 0
         try:
