@@ -7,9 +7,13 @@ and refills continuously. Its state lives in a small file under the cache direct
 flock, so that every worker and a `prefetch` running beside them spend from the same bucket, and a
 429 seen by one of them stops all of them until its Retry-After has passed.
 
-Client requests may spend the whole bucket and wait briefly for a token; when the wait would be
-longer, or while GitLab's Retry-After runs, they fail at once with RateLimited (the page is served
-stale, or the client gets a 503 naming the limit). Background work (PEP 700 details, the metadata
+Client requests may spend the whole bucket and wait briefly for a token, at most CLIENT_WAIT in
+all; when the wait would be longer, or while GitLab's Retry-After runs, they fail at once with
+RateLimited (the page is served stale, or the client gets a 503 naming the limit). Within a
+process, requests queue for the bucket in arrival order (clients and background work apart), so
+a burst of clients neither starves the first of them nor spins on the bucket's lock: after a
+burst bigger than the budget, the queue drains within CLIENT_WAIT and a new request is answered.
+Background work (PEP 700 details, the metadata
 warm-up) and a patient budget (prefetch) spend only while the bucket is more than half full and
 wait as long as that takes: they yield to client traffic and never fail for want of budget.
 """
@@ -52,6 +56,8 @@ class Budget:
         self._lock = threading.Lock()  # flock does not exclude this process's other threads
         self._memory = (self._capacity, clock(), 0.0)  # the state when there is no file
         self._fd = _open(path)
+        # In arrival order (asyncio's locks are fair): one waiter at a time asks the bucket.
+        self._queues = {False: asyncio.Lock(), True: asyncio.Lock()}
 
     def close(self) -> None:
         with self._lock:
@@ -83,19 +89,21 @@ class Budget:
         """Take one request from the bucket. Raises RateLimited for a client request that
         cannot be sent soon; background and patient spending waits instead."""
         patient = self.waits(background)
-        while True:
-            wait, blocked = await asyncio.to_thread(self._take, patient)
-            if wait <= 0:
-                return
-            if not patient and (blocked or wait > CLIENT_WAIT):
-                reason = (
-                    _gitlab_limit(wait)
-                    if blocked
-                    else f"the proxy's budget of {self.per_minute} GitLab requests a minute "
-                    f"([gitlab] max_requests_per_minute) is spent, retry after {wait:.0f} s"
-                )
-                raise RateLimited(source, reason, wait)
-            await self._sleep(wait)
+        deadline = self._clock() + CLIENT_WAIT
+        async with self._queues[patient]:
+            while True:
+                wait, blocked = await asyncio.to_thread(self._take, patient)
+                if wait <= 0:
+                    return
+                if not patient and (blocked or self._clock() + wait > deadline):
+                    reason = (
+                        _gitlab_limit(wait)
+                        if blocked
+                        else f"the proxy's budget of {self.per_minute} GitLab requests a minute "
+                        f"([gitlab] max_requests_per_minute) is spent, retry after {wait:.0f} s"
+                    )
+                    raise RateLimited(source, reason, wait)
+                await self._sleep(wait)
 
     def _take(self, patient: bool) -> tuple[float, bool]:
         """(0, False) when a request was taken, else (seconds to wait, blocked by a 429)."""

@@ -68,7 +68,10 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     double.latency = LATENCY
     with serve(double.app) as server:
         sources = [{"name": "platform", "gitlab_project": 11}]
-        config = write_config(tmp_path, server.url, sources, token=TOKEN, extra=AUTH)
+        # The pool is under test here, not GitLab's budget: a burst of thousands of cold names
+        # would otherwise spend it and get 503s naming it (tests/unit/test_budget.py).
+        gitlab = {"max_requests_per_minute": 1_000_000}
+        config = write_config(tmp_path, server.url, sources, token=TOKEN, extra=AUTH, gitlab=gitlab)
         proxy = start_proxy(config, "--workers", "2")
         try:
             yield Setup(proxy, double, server)

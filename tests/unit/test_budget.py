@@ -2,6 +2,7 @@
 process, background work yielding to client requests (a fake clock: nothing here waits); and any
 upstream's 429 taken for "not now", never "not here"."""
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -131,3 +132,19 @@ async def test_any_upstream_answering_429_is_rate_limited_not_missing() -> None:
             ):
                 pass
     assert page.call_count == 1
+
+
+async def test_a_queue_of_clients_waits_at_most_client_wait_in_all() -> None:
+    """Waiters queue for the bucket in arrival order; each gives up once its own wait would pass
+    CLIENT_WAIT, however many short waits it would have taken (a burst must drain, not starve)."""
+    clock = Clock()
+    budget = _budget(clock, 60)  # one request a second once the minute's worth is spent
+    for _ in range(60):
+        await budget.spend("s")
+    outcomes = await asyncio.gather(*(budget.spend("s") for _ in range(20)), return_exceptions=True)
+    taken = [o for o in outcomes if o is None]
+    refused = [o for o in outcomes if isinstance(o, RateLimited)]
+    # the first few wait a second each, in turn, until the next one's wait would pass 5 s
+    assert len(taken) == 5 and len(refused) == 15
+    assert outcomes[:5] == [None] * 5
+    assert sum(clock.slept) <= 5.0 + 1e-6

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from tempfile import gettempdir
 from types import SimpleNamespace
 
 import httpx2
@@ -90,7 +91,7 @@ def no_stall_left() -> Iterator[None]:
 async def readiness() -> tuple[int, dict]:
     """/readyz of a proxy whose cache could serve (one cached page) and whose source is up."""
     services = SimpleNamespace(
-        config=SimpleNamespace(cache=SimpleNamespace(offline=False)),
+        config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
         index=SimpleNamespace(sources=[SimpleNamespace(name="platform")], public=[]),
         pages=[object()],
     )
