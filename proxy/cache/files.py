@@ -198,6 +198,9 @@ class FileStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
         self._serving: Counter[str] = Counter()  # entries open for clients: never evicted
         self._serving_lock = threading.Lock()
+        # Keeping a file (its partial file renamed in, its row added) and counting the room must
+        # not interleave in this process, or a file is counted twice and one too many evicted.
+        self._room = threading.RLock()
         self._verified: dict[str, tuple[int, int, int]] = {}  # sha256 → (inode, ctime, size)
         self.evicted = 0  # entries this process evicted
         self._writes = writes_for(directory)
@@ -382,13 +385,18 @@ class FileStore:
                 self._index.max_size,
             )
             return
-        self._index.store(sha256, path, size)
-        self._make_room(keep=sha256)
+        with self._room:
+            self._index.store(sha256, path, size)
+            self._make_room(keep=sha256)
 
     def _make_room(self, keep: str | None = None) -> None:
         """Evict just enough for the entries, the partial downloads on disk and the bytes this
         process's downloads have still to write to fit in max_size (blocking)."""
-        self._flush_usage()  # this process's latest uses count in the order
+        with self._room:
+            self._flush_usage()  # this process's latest uses count in the order
+            self._evict_past_max_size(keep)
+
+    def _evict_past_max_size(self, keep: str | None) -> None:
         with self._serving_lock:
             protected = {*self._serving, *([keep] if keep else [])}
         # What running downloads have still to take beyond their partial files on disk (which
