@@ -1,0 +1,112 @@
+"""PEP 740 provenance: read the provenance object an index serves for a file, and verify its
+attestations against the file's sha256 with `pypi-attestations`, as PyPI does on upload.
+
+What verification needs, and what works offline: each attestation carries a short-lived
+signing certificate, a DSSE signature over an in-toto statement naming the file and its sha256,
+and a Rekor log entry (inclusion promise, inclusion proof, signed checkpoint). Checking them
+needs Sigstore's trust root (Fulcio's CA certificates, the CT log and Rekor keys), which
+sigstore-python normally refreshes over the network from Sigstore's TUF repository. This module
+verifies with `offline=True`, which needs no network: sigstore-python then reads the trust root
+from its TUF cache (`~/.cache/sigstore-python/tuf/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/`,
+under XDG_CACHE_HOME if set, as the proxy's user), and when that cache is empty it first copies
+in the trust root bundled with the installed sigstore package. Found by trying: a real PyPI
+provenance (pypi-attestations 0.0.19's sdist, signed in 2024) verifies this way with sigstore
+4.5.1's bundled root and no network; the tests sign their own with a Sigstore made by the test
+(tests/sigstore_double.py) whose root they place in that cache.
+
+Limits, said plainly: the offline root is only as new as the cache or the bundled copy, and it is
+not re-checked against TUF. An attestation signed with keys added to Sigstore later (a new Rekor
+log, a rotated CA) is reported "not verified: ..." until the cache is refreshed: any online
+sigstore-python run as the proxy's user refreshes it, and deleting the cached trusted_root.json
+makes the next verification take the bundled copy of the installed sigstore again. A cache
+directory that cannot be written also ends as "not verified: <why>", never as an error. Nothing
+here ever claims more than was checked.
+
+A verification takes about 2 ms of CPU here and reads the trust root from disk: run it in a
+thread, once, when the file and its provenance are cached, and keep the result.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from pypi_attestations import Distribution, Provenance
+
+# sigstore-python warns on every offline verification that it will not update its trust root;
+# offline is this module's choice, said once in the docstring above, not news for each file.
+_OFFLINE_NOTICE = "TUF repository is loaded in offline mode"
+
+
+class _DropOfflineNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_OFFLINE_NOTICE)
+
+
+logging.getLogger("sigstore._internal.tuf").addFilter(_DropOfflineNotice())
+
+
+class ProvenanceError(ValueError):
+    """Not a PEP 740 provenance object; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool
+    detail: str  # "verified: ..." or "not verified: <why>", one line
+    publishers: tuple[str, ...]  # as publisher_label names them
+
+
+def parse(raw: bytes | str) -> Provenance:
+    """A provenance object from its JSON. Raises ProvenanceError saying what is wrong."""
+    try:
+        return Provenance.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "document"
+        raise ProvenanceError(f"not a PEP 740 provenance object: {where}: {first['msg']}") from None
+
+
+def publisher_label(publisher: object) -> str:
+    """A Trusted Publisher in a few words: `GitHub owner/repo (release.yml)`, `GitLab
+    group/project (.gitlab-ci.yml)`, `Google service@account`, `CircleCI project <id>`."""
+    kind = getattr(publisher, "kind", "?")
+    if kind == "GitHub":
+        return f"GitHub {publisher.repository} ({publisher.workflow})"  # type: ignore[attr-defined]
+    if kind == "GitLab":
+        return f"GitLab {publisher.repository} ({publisher.workflow_filepath})"  # type: ignore[attr-defined]
+    if kind == "Google":
+        return f"Google {publisher.email}"  # type: ignore[attr-defined]
+    if kind == "CircleCI":
+        return f"CircleCI project {publisher.project_id}"  # type: ignore[attr-defined]
+    return str(kind)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def verify(provenance: Provenance, filename: str, sha256: str) -> Verification:
+    """Check every attestation of `provenance` against the file `filename` whose digest is
+    `sha256`, each against the Trusted Publisher its bundle names; offline (see the module
+    docstring). Verified only when there is at least one attestation and all of them verify."""
+    publishers = tuple(publisher_label(b.publisher) for b in provenance.attestation_bundles)
+    try:
+        distribution = Distribution(name=filename, digest=sha256.lower())
+    except ValidationError:
+        return Verification(False, f"not verified: {filename!r} is no wheel or sdist", publishers)
+    count = 0
+    kinds = set()
+    for bundle, label in zip(provenance.attestation_bundles, publishers, strict=True):
+        for attestation in bundle.attestations:
+            try:
+                kind, _ = attestation.verify(bundle.publisher, distribution, offline=True)
+            except Exception as exc:  # a library boundary: sigstore, TUF, OS and pydantic errors
+                why = _one_line(str(exc)) or type(exc).__name__
+                return Verification(False, f"not verified: {label}: {why}", publishers)
+            count += 1
+            kinds.add(kind.rstrip("/").rsplit("/", 2)[-2])  # ".../publish/v1" → "publish"
+    if not count:
+        return Verification(False, "not verified: the provenance holds no attestation", publishers)
+    noun = "attestation" if count == 1 else "attestations"
+    detail = f"verified: {count} {noun} ({', '.join(sorted(kinds))}) by {', '.join(publishers)}"
+    return Verification(True, detail, publishers)
