@@ -170,13 +170,16 @@ class AuditTrail:
                     entries.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in entries
+            stop = any(e is None for e in entries)
             lines = [e.line() for e in entries if e is not None]
             if lines:
                 try:
                     self._append(lines)
                 except OSError as exc:
                     self._failed(len(lines), exc)
+                except Exception:  # the writer must outlive any one batch: say it and go on
+                    log.exception("audit trail %s: %d entries not written", self.path, len(lines))
+                    self.stats.failed += len(lines)
             if stop:
                 return
 
