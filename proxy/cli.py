@@ -17,9 +17,9 @@ from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
-    from proxy.cache.files import FileStore
-    from proxy.cache.leftovers import Orphans
-    from proxy.cache.pages import PageCache
+    from proxy.storage.files import FileStore
+    from proxy.storage.leftovers import Orphans
+    from proxy.storage.pages import PageCache
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
@@ -96,7 +96,7 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 def app_factory():  # type: ignore[no-untyped-def]
     """The ASGI app for uvicorn's worker processes, configured from the environment."""
-    from proxy.app import create_app
+    from proxy.http.app import create_app
 
     return create_app(
         load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
@@ -156,8 +156,8 @@ def _describe(config: Config) -> str:
 
 def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache", "FileStore"]:
     """Open both caches, or fail with one line saying why (read-only, corrupt, ...)."""
-    from proxy.cache.files import FileStore
-    from proxy.cache.pages import PageCache
+    from proxy.storage.files import FileStore
+    from proxy.storage.pages import PageCache
 
     _check_cache_directory(config)
     try:
@@ -183,7 +183,7 @@ def _clean_orphans(config: Config) -> None:
     """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
     import logging
 
-    from proxy.cache.files import FileStore
+    from proxy.storage.files import FileStore
 
     log = logging.getLogger("proxy.cli")
     try:
@@ -200,8 +200,8 @@ def _clean_orphans(config: Config) -> None:
 
 
 def cache_command(config: Config, args: argparse.Namespace) -> int:
-    from proxy import bundle
-    from proxy.cache_stats import stats_lines
+    from proxy.offline import bundle
+    from proxy.offline.stats import stats_lines
 
     action = args.action
     pages, files = open_caches(config, count_hits=False)
@@ -246,8 +246,8 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
 def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     import asyncio
 
-    from proxy import prefetch
-    from proxy.progress import for_terminal
+    from proxy.offline import prefetch
+    from proxy.offline.progress import for_terminal
 
     if config.cache.offline:
         raise ConfigError(f"{config.path}: cache.offline: prefetch needs the upstreams")
@@ -306,7 +306,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from proxy.access_log import logging_config  # imports prometheus_client: after the above
+    from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
 
     for cache in open_caches(config):
         cache.close()
@@ -325,8 +325,8 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         workers=args.workers or server.workers,
         log_config=log_config,
         log_level=server.log_level,
-        access_log=False,  # proxy.access_log writes one line per request instead
-        proxy_headers=False,  # proxy.behind_proxy honours [server] trusted_proxies
+        access_log=False,  # proxy.http.access_log writes one line per request instead
+        proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
         server_header=False,
         timeout_graceful_shutdown=server.graceful_shutdown,
     )

@@ -28,8 +28,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.cache.writable import writes_for
 from proxy.runtime_dir import MULTIPROC_ENV
+from proxy.storage.writable import writes_for
 
 _P = "gitlab_pypi_proxy_"
 # Room for every series a process counts: a busy worker's histogram file uses ~30 KiB (a few

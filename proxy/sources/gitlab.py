@@ -10,16 +10,16 @@ from urllib.parse import quote
 
 import httpx2
 
-from proxy import upstream
-from proxy.budget import Budget
-from proxy.cache.details import DetailsStore
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.model import DistFile, ProjectPage
-from proxy.multipart import multipart_body
 from proxy.names import file_version, normalize
+from proxy.sources import upstream
 from proxy.sources.base import FileStream, RateLimited, Refused, SourceUnavailable
+from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
+from proxy.sources.multipart import multipart_body
 from proxy.sources.simple_html import parse_project_names, parse_project_page
+from proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
 

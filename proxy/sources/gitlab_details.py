@@ -9,7 +9,7 @@ background. Until a file's exact details are known it carries its version's `cre
 listing as upload time and no size (so a JSON page says api-version 1.0; 1.1 once every size is
 known). The exact size and upload time of each file come from `package_files`, one call per
 version, in the background at background priority of the request budget, newest versions first;
-they are kept for good (`proxy.cache.details`) and every worker's rendered pages are refreshed
+they are kept for good (`proxy.storage.details`) and every worker's rendered pages are refreshed
 as they arrive. A version of a file the kept details lack (a wheel added to an old version) is
 asked again; a version the listing lacks is sought again after an hour.
 """
@@ -25,11 +25,11 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from proxy.cache.details import DetailsStore, Exact, FileKey, Known
-from proxy.cache.details import Version as Listed
 from proxy.model import DistFile, parse_time
 from proxy.names import file_version, normalize
 from proxy.sources.base import Refused, SourceUnavailable
+from proxy.storage.details import DetailsStore, Exact, FileKey, Known
+from proxy.storage.details import Version as Listed
 
 log = logging.getLogger("proxy.sources.gitlab")
 

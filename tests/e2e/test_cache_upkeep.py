@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.cache.files import FileStore
+from proxy.storage.files import FileStore
 from tests.dists import make_wheel
 from tests.e2e.test_prefetch import prefetch
 from tests.gitlab_double import GitLabDouble

@@ -7,10 +7,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.access import AccessControl
 from proxy.auth import Authenticator
-from proxy.behind_proxy import BehindProxy
 from proxy.config import AuthConfig, UserConfig
+from proxy.http.access import AccessControl
+from proxy.http.behind_proxy import BehindProxy
 
 USERS = (
     UserConfig("monitor", password="monitor-pw", read=frozenset()),

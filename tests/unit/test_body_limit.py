@@ -4,7 +4,7 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import Message
 
-from proxy.body_limit import BodyTooLarge, check_declared, format_size, limited
+from proxy.http.body_limit import BodyTooLarge, check_declared, format_size, limited
 
 
 def test_sizes_are_named_in_the_largest_whole_unit() -> None:

@@ -10,10 +10,10 @@ import httpx2
 import pytest
 import respx
 
-from proxy import upstream
-from proxy.budget import CLIENT_WAIT, Budget
+from proxy.sources import upstream
 from proxy.sources.base import RateLimited
-from proxy.upstream import retry_after
+from proxy.sources.budget import CLIENT_WAIT, Budget
+from proxy.sources.upstream import retry_after
 
 
 class Clock:

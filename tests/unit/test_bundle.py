@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.bundle import BundleError, export, import_bundle
-from proxy.cache.files import FileStore
-from proxy.cache.pages import Entry, PageCache
 from proxy.model import DistFile, ProjectPage
+from proxy.offline.bundle import BundleError, export, import_bundle
+from proxy.storage.files import FileStore
+from proxy.storage.pages import Entry, PageCache
 
 
 def _caches(directory: Path) -> tuple[PageCache, FileStore]:

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.bundle import export
-from proxy.cache.files import FileStore
-from proxy.cache.pages import PageCache
+from proxy.offline.bundle import export
+from proxy.storage.files import FileStore
+from proxy.storage.pages import PageCache
 from tests.unit.fakes import FakeSource
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import httpx2
 import respx
 
-from proxy.cache.files import FileStore
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.core_metadata import CoreMetadata
-from proxy.sources.compose import Index
+from proxy.index.compose import Index
+from proxy.index.core_metadata import CoreMetadata
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
+from proxy.storage.files import FileStore
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.pages import PageCache
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.servers import serve

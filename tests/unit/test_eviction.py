@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import usage
-from proxy.cache.files import FileStore
+from proxy.storage import usage
+from proxy.storage.files import FileStore
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from proxy.cache import files as files_module
-from proxy.cache import usage
-from proxy.cache.cached_file import CorruptEntry
-from proxy.cache.files import CacheUnwritable, FileStore, HashMismatch, verified
+from proxy.storage import files as files_module
+from proxy.storage import usage
+from proxy.storage.cached_file import CorruptEntry
+from proxy.storage.files import CacheUnwritable, FileStore, HashMismatch, verified
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 import respx
 
-from proxy.cache.details import DetailsStore
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.sources.gitlab import GitLabSource
+from proxy.storage.details import DetailsStore
 from tests.unit.test_gitlab_source import API, client, page  # noqa: F401  (fixture)
 
 BASE = f"{API}/projects/acme%2Fplatform"

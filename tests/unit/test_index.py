@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache.pages import Offline, PageCache
-from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.index.compose import Index, NotFound, Unavailable
+from proxy.storage.pages import Offline, PageCache
 from tests.unit.fakes import FakeSource
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache.pages import PageCache
 from proxy.config import SourceConfig
-from proxy.sources.compose import FailClosed, Index, NotFound
+from proxy.index.compose import FailClosed, Index, NotFound
+from proxy.storage.pages import PageCache
 from tests.unit.fakes import FakeSource
 
 A, B = "a" * 64, "b" * 64

@@ -14,14 +14,14 @@ import httpx2
 import pytest
 from prometheus_client import REGISTRY
 
-from proxy.access_log import AccessLog, JsonFormatter
 from proxy.auth import Identity
-from proxy.behind_proxy import BehindProxy
-from proxy.cache.files import FileStore
 from proxy.config import ConfigError, load
-from proxy.health import SourceState
-from proxy.recent_uploads import KEEP, RecentUploads, Upload
-from proxy.status_page import render, snippets
+from proxy.http.access_log import AccessLog, JsonFormatter
+from proxy.http.behind_proxy import BehindProxy
+from proxy.http.health import SourceState
+from proxy.http.status_page import render, snippets
+from proxy.storage.files import FileStore
+from proxy.storage.uploads import KEEP, RecentUploads, Upload
 from tests.unit.fakes import FakeSource
 from tests.unit.test_file_store import opener, read_all
 
@@ -113,7 +113,7 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "root_path": scope.get("root_path", ""),
         }
     ).encode()
-    scope["identity"] = Identity("alice", None, frozenset(), None)  # as proxy.access leaves it
+    scope["identity"] = Identity("alice", None, frozenset(), None)  # as proxy.http.access leaves it
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-cache", b"HIT")]})
     await send({"type": "http.response.body", "body": body})
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.access_log import JsonFormatter, logging_config
 from proxy.cli import main
 from proxy.config import ConfigError, load
+from proxy.http.access_log import JsonFormatter, logging_config
+from proxy.http.replies import error
+from proxy.http.status_page import render
 from proxy.redact import MaskUserinfo, mask_userinfo
-from proxy.replies import error
-from proxy.status_page import render
 
 SECRET = "glpat-s3cr3t-in-url"
 

@@ -17,13 +17,13 @@ import httpx2
 import pytest
 
 from proxy.auth import Authenticator
-from proxy.cache.files import FileStore
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
 from proxy.config import AuthConfig
-from proxy.core_metadata import CoreMetadata
+from proxy.index.compose import Index
+from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile
-from proxy.sources.compose import Index
+from proxy.storage.files import FileStore
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.pages import PageCache
 from tests.dists import make_wheel
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until

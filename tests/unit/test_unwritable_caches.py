@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import writable
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
-from proxy.recent_uploads import RecentUploads, Upload
-from proxy.sources.compose import Index
+from proxy.index.compose import Index
+from proxy.storage import writable
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.pages import PageCache
+from proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource
 
 A, B = "a" * 64, "b" * 64

@@ -10,8 +10,8 @@ import respx
 from starlette.datastructures import FormData
 
 from proxy.config import ConfigError, GitLabConfig, SourceConfig, load
+from proxy.http.upload import form_problem
 from proxy.sources.gitlab import GitLabSource
-from proxy.upload import form_problem
 
 WHEEL = "acme_tool-1.0.0-py3-none-any.whl"
 

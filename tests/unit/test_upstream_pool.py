@@ -1,6 +1,6 @@
-"""proxy.upstream_pool: a pool that stops getting requests out is noticed, reported by /readyz,
-replaced; a busy pool that keeps moving is left alone; idle connections the upstream closed are
-closed rather than left in CLOSE-WAIT."""
+"""proxy.sources.upstream_pool: a pool that stops getting requests out is noticed, reported by
+/readyz, replaced; a busy pool that keeps moving is left alone; idle connections the upstream
+closed are closed rather than left in CLOSE-WAIT."""
 
 import asyncio
 import json
@@ -20,9 +20,10 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import health, metrics
-from proxy.upstream import make_client
-from proxy.upstream_pool import WatchedTransport
+from proxy import metrics
+from proxy.http import health
+from proxy.sources.upstream import make_client
+from proxy.sources.upstream_pool import WatchedTransport
 from tests.waiting import wait_until
 
 TIMEOUT = 0.4  # the watchdog looks every TIMEOUT / 4

@@ -9,12 +9,12 @@ import httpx2
 import pytest
 import respx
 
-from proxy.cache.pages import PageCache
 from proxy.config import GitLabConfig, SourceConfig
+from proxy.index.compose import Index, Unavailable
 from proxy.sources.base import FileNotFoundUpstream
-from proxy.sources.compose import Index, Unavailable
 from proxy.sources.gitlab import GitLabSource
-from proxy.upstream_size import upstream_size
+from proxy.sources.upstream_size import upstream_size
+from proxy.storage.pages import PageCache
 
 API = "http://gitlab.internal/api/v4"
 SHA = "b" * 64

@@ -20,15 +20,8 @@ from dataclasses import replace
 import httpx2
 from packaging.version import InvalidVersion, Version
 
-from proxy import upstream
-from proxy.cache.files import Download, FileStore
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import Offline, PageCache
-from proxy.model import DistFile, ProjectPage
-from proxy.names import file_version
-from proxy.sources.base import FileNotFoundUpstream, Source, SourceUnavailable
-from proxy.sources.compose import Index
-from proxy.wheel_metadata import (
+from proxy.index.compose import Index
+from proxy.index.wheel_metadata import (
     MAX_METADATA,
     NoMetadata,
     RangeReader,
@@ -36,6 +29,13 @@ from proxy.wheel_metadata import (
     by_ranges,
     from_file,
 )
+from proxy.model import DistFile, ProjectPage
+from proxy.names import file_version
+from proxy.sources import upstream
+from proxy.sources.base import FileNotFoundUpstream, Source, SourceUnavailable
+from proxy.storage.files import Download, FileStore
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.pages import Offline, PageCache
 
 log = logging.getLogger("proxy.core_metadata")
 

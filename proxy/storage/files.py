@@ -9,15 +9,15 @@ verified file is moved (not copied) into the cache.
 
 `max_size` bounds the kept files plus the downloads still arriving (their partial files, and the
 rest of the size they announced): when a download starts and when a file is kept, just enough of
-the least recently used entries are evicted (proxy.cache.file_index), never the file being kept
+the least recently used entries are evicted (proxy.storage.file_index), never the file being kept
 nor one this process is serving (an open reader would keep its bytes anyway: POSIX unlink). A file
 larger than `max_size` is served but not kept. A cache hit writes nothing: uses and counters are
-noted in memory and written in batches (proxy.cache.usage); the bytes of a hit are checked on the
-way out (proxy.cache.cached_file).
+noted in memory and written in batches (proxy.storage.usage); the bytes of a hit are checked on the
+way out (proxy.storage.cached_file).
 All disk I/O and hashing happen in worker threads, never on the event loop.
 
 A cache directory that cannot be written (disk full, read-only) degrades instead of failing
-(proxy.cache.writable): kept files are still served, lookups that cannot be recorded are read
+(proxy.storage.writable): kept files are still served, lookups that cannot be recorded are read
 without recording, and new files are streamed from upstream verified (`verified`) but not kept.
 A download reserves its whole size before the first byte goes out, so a full disk is found
 while nothing is at stake; a write that still fails midway (the disk turned read-only) leaves
@@ -46,12 +46,12 @@ from typing import Any, BinaryIO
 import diskcache
 
 from proxy import metrics
-from proxy.cache import usage
-from proxy.cache.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
-from proxy.cache.file_index import FileIndex
-from proxy.cache.leftovers import Orphans, partial_bytes, remove_orphans
-from proxy.cache.writable import WRITE_ERRORS, writes_for
 from proxy.sources.base import FileStream
+from proxy.storage import usage
+from proxy.storage.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
+from proxy.storage.file_index import FileIndex
+from proxy.storage.leftovers import Orphans, partial_bytes, remove_orphans
+from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 log = logging.getLogger("proxy.cache.files")
 

@@ -15,32 +15,34 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import health, metrics, runtime_dir, upstream
-from proxy.access import AccessControl, identity_of, may_read_file
-from proxy.access_log import AccessLog
+from proxy import metrics, runtime_dir
 from proxy.auth import Authenticator
-from proxy.behind_proxy import BehindProxy
-from proxy.budget import Budget
-from proxy.cache.details import DetailsStore
-from proxy.cache.files import CacheUnwritable, FileStore, verified
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import Offline, PageCache
 from proxy.config import Config
-from proxy.core_metadata import CoreMetadata
-from proxy.file_responses import FileBody, cached_response, file_headers
-from proxy.health import healthz, readyz
+from proxy.http import health
+from proxy.http.access import AccessControl, identity_of, may_read_file
+from proxy.http.access_log import AccessLog
+from proxy.http.behind_proxy import BehindProxy
+from proxy.http.file_responses import FileBody, cached_response, file_headers
+from proxy.http.health import healthz, readyz
+from proxy.http.replies import error
+from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
+from proxy.http.status_page import status_page
+from proxy.http.upload import upload
+from proxy.index.compose import FailClosed, Index, NotFound, Unavailable
+from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import InvalidName, file_project_name, is_sha256, validate, validate_filename
-from proxy.recent_uploads import RecentUploads
-from proxy.replies import error
-from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
+from proxy.sources import upstream
 from proxy.sources.base import FileNotFoundUpstream, Source
-from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
+from proxy.sources.budget import Budget
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
-from proxy.status_page import status_page
-from proxy.upload import upload
-from proxy.upstream_size import upstream_size
+from proxy.sources.upstream_size import upstream_size
+from proxy.storage.details import DetailsStore
+from proxy.storage.files import CacheUnwritable, FileStore, verified
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.pages import Offline, PageCache
+from proxy.storage.uploads import RecentUploads
 
 log = logging.getLogger("proxy.app")
 

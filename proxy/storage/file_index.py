@@ -10,7 +10,7 @@ eviction and statistics off, and the queries it has no API for are made here, in
   stored included. `make_room` evicts just enough, least recently used first, skipping the
   entries it is told to keep, and counts bytes kept outside the table (partial downloads);
 - its least-recently-used policy and statistics made every lookup a write transaction. `find` is
-  one indexed SELECT; access times and counters arrive in batches (proxy.cache.usage).
+  one indexed SELECT; access times and counters arrive in batches (proxy.storage.usage).
 Every method blocks: call them from a thread.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
-from proxy.cache.usage import Pending
+from proxy.storage.usage import Pending
 
 
 @dataclass

@@ -11,7 +11,8 @@ httpcore2 fixes that leak. This module makes the next failure of that kind visib
 (until httpcore's first trace event on a connection) or holding one (until its response is
 closed), and when anything last moved: a request got a connection, an answer or a body chunk
 arrived, or the transport failed a request. A timeout or a refused connection is progress too:
-the pool works and the upstream does not, which `proxy.health` reports as that source being down.
+the pool works and the upstream does not, which `proxy.http.health` reports as that source being
+down.
 The pool has stalled when a request waited for a connection longer than the timeout while nothing
 moved: a pool timeout with no progress since that request began, or the watchdog (once a second)
 finding such a waiter. A stall is logged once, counted in the metrics, and makes `/readyz` answer
@@ -39,7 +40,8 @@ from typing import Any
 
 import httpx2
 
-from proxy import health, metrics
+from proxy import metrics
+from proxy.http import health
 
 log = logging.getLogger("proxy.upstream")
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
-from proxy.cache.cached_file import CachedFile
+from proxy.storage.cached_file import CachedFile
 
 log = logging.getLogger("proxy.files")
 

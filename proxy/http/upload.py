@@ -25,13 +25,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from proxy import metrics
-from proxy.access import identity_of
-from proxy.body_limit import BodyTooLarge, check_declared, limited
+from proxy.http.access import identity_of
+from proxy.http.body_limit import BodyTooLarge, check_declared, limited
+from proxy.http.replies import error
 from proxy.names import InvalidName, normalize, validate, validate_filename
-from proxy.recent_uploads import Upload
-from proxy.replies import error
 from proxy.sources.base import SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.storage.uploads import Upload
 
 log = logging.getLogger("proxy.upload")
 

@@ -19,10 +19,10 @@ from proxy.auth import (
     TooManyFailures,
     Unauthorized,
 )
-from proxy.cache.pages import Offline, PageCache
+from proxy.http.replies import error
+from proxy.index.compose import Index, NotFound, Unavailable
 from proxy.names import file_project_name
-from proxy.replies import error
-from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.storage.pages import Offline, PageCache
 
 log = logging.getLogger("proxy.access")
 

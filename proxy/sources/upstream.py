@@ -11,9 +11,9 @@ from urllib.parse import urljoin
 import httpx2
 from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
-from proxy.health import observe_upstream
+from proxy.http.health import observe_upstream
 from proxy.sources.base import FileNotFoundUpstream, RateLimited, SourceUnavailable
-from proxy.upstream_pool import WatchedTransport
+from proxy.sources.upstream_pool import WatchedTransport
 
 log = logging.getLogger("proxy.upstream")
 
@@ -30,7 +30,7 @@ def make_client(timeout: float) -> httpx2.AsyncClient:
     """The one client every upstream request goes through (keep-alive, pooled, watched).
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
-    honoured, as httpx2 itself does), is a WatchedTransport: see proxy.upstream_pool.
+    honoured, as httpx2 itself does), is a WatchedTransport: see proxy.sources.upstream_pool.
     """
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:

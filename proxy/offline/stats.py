@@ -2,15 +2,15 @@
 
 The hit ratio counts the server's file lookups (a file request answered from disk, or not) with
 counters kept in the cache's own database: every worker adds its counts there in batches (within
-about 2 seconds, and when it stops: proxy.cache.usage), they are kept across restarts, so "since
+about 2 seconds, and when it stops: proxy.storage.usage), they are kept across restarts, so "since
 start" means since the cache directory was created. The command line tools (verify, export,
 prefetch) do not count.
 """
 
 from datetime import UTC, datetime
 
-from proxy.cache.files import FileStore
-from proxy.cache.pages import Entry, PageCache
+from proxy.storage.files import FileStore
+from proxy.storage.pages import Entry, PageCache
 
 
 def _when(timestamp: float | None) -> str:

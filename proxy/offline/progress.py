@@ -10,7 +10,7 @@ from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 
 if TYPE_CHECKING:
-    from proxy.prefetch import Outcome
+    from proxy.offline.prefetch import Outcome
 
 
 class Progress(Protocol):

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import httpx2
 
-from proxy import upstream
+from proxy.index.compose import Index, Unavailable
 from proxy.model import DistFile
+from proxy.sources import upstream
 from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
-from proxy.sources.compose import Index, Unavailable
 
 log = logging.getLogger("proxy.upstream_size")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import diskcache
 
-from proxy.cache.writable import WRITE_ERRORS, writes_for
+from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**30
 _UNKEPT_ENTRIES = 1_000

@@ -29,9 +29,9 @@ from typing import Any
 import diskcache
 
 from proxy import metrics
-from proxy.cache.writable import WRITE_ERRORS, writes_for
 from proxy.model import DistFile
 from proxy.sources.base import SourceUnavailable
+from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 log = logging.getLogger("proxy.cache.pages")
 

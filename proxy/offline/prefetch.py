@@ -17,16 +17,16 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from proxy.app import Services
-from proxy.cache.files import HashMismatch
-from proxy.cache.pages import Offline
 from proxy.config import Config
-from proxy.lockfiles import LockFileError, Wanted, parse_lock, parse_requirements
+from proxy.http.app import Services
+from proxy.index.compose import NotFound, Unavailable
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
-from proxy.progress import Progress
+from proxy.offline.lockfiles import LockFileError, Wanted, parse_lock, parse_requirements
+from proxy.offline.progress import Progress
 from proxy.sources.base import FileNotFoundUpstream, Refused, SourceUnavailable
-from proxy.sources.compose import NotFound, Unavailable
+from proxy.storage.files import HashMismatch
+from proxy.storage.pages import Offline
 
 T = TypeVar("T")
 

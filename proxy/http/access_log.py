@@ -30,7 +30,7 @@ def _children(route: str, status: int) -> tuple[Any, Any]:
 
 
 def _user(scope: Scope) -> str:
-    identity = scope.get("identity")  # left by proxy.access, inside this middleware
+    identity = scope.get("identity")  # left by proxy.http.access, inside this middleware
     if identity is None or identity.anonymous:
         return "-"
     name = identity.user or "passthrough"

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
-from proxy.cache.pages import Offline, PageCache, Result
+from proxy.index.shadows import ShadowCheck
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.sources.base import (
     FileNotFoundUpstream,
@@ -22,7 +22,7 @@ from proxy.sources.base import (
     Source,
     SourceUnavailable,
 )
-from proxy.sources.shadows import ShadowCheck
+from proxy.storage.pages import Offline, PageCache, Result
 
 log = logging.getLogger("proxy.index")
 

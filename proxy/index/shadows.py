@@ -9,8 +9,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from proxy.cache.pages import Offline, PageCache
 from proxy.sources.base import Source, SourceUnavailable
+from proxy.storage.pages import Offline, PageCache
 
 log = logging.getLogger("proxy.index.shadows")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import diskcache
 
 from proxy import metrics
-from proxy.cache.writable import WRITE_ERRORS, writes_for
+from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 KEEP = 20
 

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from proxy import metrics
-from proxy.health import cache_state, source_states
-from proxy.recent_uploads import Upload
+from proxy.http.health import cache_state, source_states
 from proxy.redact import mask_userinfo
+from proxy.storage.uploads import Upload
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}

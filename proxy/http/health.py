@@ -1,13 +1,13 @@
 """Liveness and readiness: `/healthz`, `/readyz`, each source's reachability, and whether the
 upstream connection pool gets requests out.
 
-Reachability is learnt from the real upstream calls (proxy.upstream reports every outcome here),
-never from probes of its own; a stalled pool is reported by proxy.upstream_pool. Each worker
-keeps its view in memory and, when a source changes state (or at most every few seconds while it
-stays the same), writes it to a small file per worker in the runtime directory of its `serve`
+Reachability is learnt from the real upstream calls (proxy.sources.upstream reports every outcome
+here), never from probes of its own; a stalled pool is reported by proxy.sources.upstream_pool. Each
+worker keeps its view in memory and, when a source changes state (or at most every few seconds while
+it stays the same), writes it to a small file per worker in the runtime directory of its `serve`
 (proxy.runtime_dir, not on the cache disk) in a worker thread, so that any worker answering
-`/readyz` or the status page reports what all of them saw. A stalled worker rewrites its file
-every few seconds; a stall older than that is a worker that is gone.
+`/readyz` or the status page reports what all of them saw. A stalled worker rewrites its file every
+few seconds; a stall older than that is a worker that is gone.
 
 `/readyz` is 503 "not ready" while any worker cannot get a request out to an upstream (its pool
 stalled), or when upstreams are down and nothing is cached; it stays 200 "degraded" while a
@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from proxy import metrics
-from proxy.cache.writable import CacheState, writes_for
+from proxy.storage.writable import CacheState, writes_for
 
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0

@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from proxy.cache.files import FileStore, HashMismatch
-from proxy.cache.pages import Entry, PageCache
 from proxy.model import DistFile, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
+from proxy.storage.files import FileStore, HashMismatch
+from proxy.storage.pages import Entry, PageCache
 
 FORMAT = "gitlab-pypi-proxy-bundle"
 VERSION = 1
