@@ -9,10 +9,11 @@ negative TTL), so a name no GitLab source has costs one request per source per n
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
+from proxy.aio import TaskSet
 from proxy.index.shadows import ShadowCheck
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.sources.base import (
@@ -63,21 +64,12 @@ class Index:
         self.pages = pages
         self.by_name: dict[str, Source] = {s.name: s for s in [*self.sources, *self.public]}
         self.shadows = ShadowCheck(pages)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _in_background(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._landed)
-
-    def _landed(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("remembering where files are failed: %s", task.exception())
+        self._tasks = TaskSet(log, "remembering where files are")
 
     async def close(self) -> None:
         """Finish the background work (so the caches can be closed after it)."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.settled()
+        await self.shadows.tasks.close()
 
     def _allow_public(self, source: str) -> frozenset[str]:
         config = getattr(self.by_name.get(source), "config", None)
@@ -160,7 +152,7 @@ class Index:
 
         result = await self.pages.fetch(("page", source.name, name), load)
         if fetched:  # a GitLab source finds a file by its digest meanwhile: off the client's time
-            self._in_background(self.pages.remember_files(fetched[0].files))
+            self._tasks.spawn(self.pages.remember_files(fetched[0].files))
             return result  # fetched just now, with every detail known
         # A GitLab source learns PEP 700 details in the background, after its page is cached.
         refine = getattr(source, "with_details", None)

@@ -12,7 +12,6 @@ at background priority unless a client is waiting for the sidecar.
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -20,6 +19,7 @@ from dataclasses import replace
 import httpx2
 from packaging.version import InvalidVersion, Version
 
+from proxy.aio import SingleFlight, TaskSet, TTLMemo
 from proxy.index.compose import Index
 from proxy.index.wheel_metadata import (
     MAX_METADATA,
@@ -58,16 +58,14 @@ class CoreMetadata:
         self.store, self.files, self.pages, self.index = store, files, pages, index
         self.client = client
         self._limit = asyncio.Semaphore(_CONCURRENCY)
-        self._flights: dict[str, asyncio.Task[str | None]] = {}
-        self._failed: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flights: SingleFlight[str, str | None] = SingleFlight()
+        self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
+        self.tasks = TaskSet(log, "obtaining core metadata")
 
     async def close(self) -> None:
         """Stop background work, then close the store."""
-        tasks = [*self._tasks, *self._flights.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
+        await self._flights.close()
         self.store.close()
 
     # --- pages ---------------------------------------------------------------------------------
@@ -95,13 +93,7 @@ class CoreMetadata:
         return replace(page, files=files)
 
     def _in_background(self, files: Iterable[DistFile]) -> None:
-        now = time.monotonic()
-        todo = [
-            f
-            for f in files
-            if f.sha256 not in self._flights
-            and now - self._failed.get(f.sha256, -_RETRY_AFTER) >= _RETRY_AFTER
-        ]
+        todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
         if todo:
             self._spawn(self._batch(todo))
 
@@ -124,20 +116,13 @@ class CoreMetadata:
             await self.pages.invalidate()
 
     def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(work)
 
     # --- obtaining ----------------------------------------------------------------------------
 
     async def ensure(self, file: DistFile, *, background: bool = False) -> str | None:
         """Obtain and store the metadata of `file`; its digest, or None if it cannot be had."""
-        task = self._flights.get(file.sha256)
-        if task is None:
-            task = asyncio.ensure_future(self._obtain(file, background))
-            self._flights[file.sha256] = task
-            task.add_done_callback(lambda _: self._flights.pop(file.sha256, None))
-        return await asyncio.shield(task)
+        return await self._flights.run(file.sha256, lambda: self._obtain(file, background))
 
     async def _obtain(self, file: DistFile, background: bool) -> str | None:
         async with self._limit:
@@ -149,9 +134,7 @@ class CoreMetadata:
                 log.warning("core metadata of %s failed: %s", file.filename, exc)
             else:
                 return await self.store.put(file.sha256, data)
-        if len(self._failed) >= _MAX_REMEMBERED:
-            self._failed.clear()
-        self._failed[file.sha256] = time.monotonic()
+        self._failed.set(file.sha256, None)
         return None
 
     async def _extract(self, file: DistFile, background: bool) -> bytes:

@@ -4,11 +4,10 @@ The check runs in the background, never delaying the page, and its answer is cac
 each public source is asked about a private name at most once per index TTL.
 """
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
+from proxy.aio import TaskSet, TTLMemo
 from proxy.sources.base import Source, SourceUnavailable
 from proxy.storage.pages import Offline, PageCache
 
@@ -18,20 +17,15 @@ log = logging.getLogger("proxy.index.shadows")
 class ShadowCheck:
     def __init__(self, pages: PageCache) -> None:
         self.pages = pages
-        self._checked: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._checked: TTLMemo[str, None] = TTLMemo(100_000, max(pages.ttl, 1))
+        self.tasks = TaskSet(log, "shadow check")
 
     def check(self, name: str, public: Sequence[Source]) -> None:
         """Start a background check of `name` against `public`, unless one ran recently."""
-        now = time.monotonic()
-        if now - self._checked.get(name, -float("inf")) < max(self.pages.ttl, 1):
+        if name in self._checked:
             return
-        self._checked[name] = now
-        if len(self._checked) > 100_000:
-            self._checked.clear()
-        task = asyncio.ensure_future(self._run(name, public))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._checked.set(name, None)
+        self.tasks.spawn(self._run(name, public))
 
     async def _run(self, name: str, public: Sequence[Source]) -> None:
         for source in public:

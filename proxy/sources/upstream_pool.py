@@ -41,6 +41,7 @@ from typing import Any
 import httpx2
 
 from proxy import metrics
+from proxy.aio import TaskSet
 from proxy.http import health
 
 log = logging.getLogger("proxy.upstream")
@@ -107,7 +108,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         self._tick = min(tick, timeout / 4)
         self._pool = _Pool(factory())
         self._retired: list[_Pool] = []
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskSet(log, f"closing a replaced upstream pool ({name})")
         self._watchdog: asyncio.Task[None] | None = None
         self.moved_at = time.monotonic()
         self.stalled_at: float | None = None  # the latest sign of a stall, while stalled
@@ -172,6 +173,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         for pool in [self._pool, *self._retired]:
             await pool.transport.aclose()
         self._retired.clear()
+        await self._closing.settled()
 
     # --- bookkeeping --------------------------------------------------------------------------
 
@@ -243,9 +245,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     def _retire(self, pool: _Pool) -> None:
         self._retired.remove(pool)
-        task = asyncio.ensure_future(pool.transport.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(pool.transport.aclose())
 
     # --- the watchdog -------------------------------------------------------------------------
 

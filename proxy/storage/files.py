@@ -46,6 +46,7 @@ from typing import Any, BinaryIO
 import diskcache
 
 from proxy import metrics
+from proxy.aio import SingleFlight, TaskSet, TTLMemo
 from proxy.sources.base import FileStream
 from proxy.storage import usage
 from proxy.storage.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
@@ -201,15 +202,17 @@ class FileStore:
         # Keeping a file (its partial file renamed in, its row added) and counting the room must
         # not interleave in this process, or a file is counted twice and one too many evicted.
         self._room = threading.RLock()
-        self._verified: dict[str, tuple[int, int, int]] = {}  # sha256 → (inode, ctime, size)
+        # sha256 → (inode, ctime, size) of the entries this process has seen hash right
+        self._verified: TTLMemo[str, tuple[int, int, int]] = TTLMemo(_VERIFIED_MEMORY)
         self.evicted = 0  # entries this process evicted
         self._writes = writes_for(directory)
         self._tmp = root / "incoming"  # same file system as the entries: adoption is a rename
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._locks = root / "locks"
         self._locks.mkdir(exist_ok=True)
-        self._downloads: dict[str, Download] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
+        # the downloads under way, each with its Download for the followers
+        self._downloads: SingleFlight[str, None] = SingleFlight(metrics.FILE_JOIN.inc)
+        self._tasks = TaskSet(log, "cache upkeep")
 
     def close(self) -> None:
         """Write what this process noted (blocking): the server calls it when it stops."""
@@ -295,9 +298,7 @@ class FileStore:
                 del self._serving[sha256]
 
     def _passed(self, sha256: str, identity: tuple[int, int, int]) -> None:
-        if len(self._verified) >= _VERIFIED_MEMORY:
-            self._verified.clear()
-        self._verified[sha256] = identity
+        self._verified.set(sha256, identity)
 
     def _corrupt(self, sha256: str, filename: str, found: str) -> None:
         log.error(
@@ -403,7 +404,7 @@ class FileStore:
         # partial_bytes counts, preallocated to their whole size where the file system can).
         coming = sum(
             max(0, (d.size or 0) - max(d.written, _on_disk(d.path)))
-            for d in tuple(self._downloads.values())
+            for d in self._downloads.handles()
         )
         evicted = self._index.make_room(partial_bytes(self._tmp) + coming, protected)
         if evicted:
@@ -456,8 +457,7 @@ class FileStore:
         future = asyncio.get_running_loop().run_in_executor(
             self._writer, partial(self._quietly, work, *args)
         )
-        self._tasks.add(future)
-        future.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(future)
         return future
 
     def _quietly(self, work: Callable[..., None], *args: Any) -> None:
@@ -492,15 +492,10 @@ class FileStore:
         self, sha256: str, opener: Callable[[], AbstractAsyncContextManager[FileStream]]
     ) -> Download:
         """The running download of `sha256`, started with `opener` if there is none."""
-        current = self._downloads.get(sha256)
-        if current is not None:
-            metrics.FILE_JOIN.inc()
-            return current
-        download = Download(sha256, lambda: self._open(sha256, count=False), opener)
-        self._downloads[sha256] = download
-        task = asyncio.ensure_future(self._run(download, opener))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        download = self._downloads.handle(sha256)
+        if download is None:
+            download = Download(sha256, lambda: self._open(sha256, count=False), opener)
+        self._downloads.start(sha256, lambda: self._run(download, opener), download)
         return download
 
     async def _run(
@@ -558,7 +553,6 @@ class FileStore:
             if lock is not None:
                 await asyncio.to_thread(self._unlock, download.sha256, lock)
             download.done = True
-            self._downloads.pop(download.sha256, None)
             download.notify()
 
     @property

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import diskcache
 
+from proxy.aio import TTLMemo
 from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**30
@@ -28,7 +29,7 @@ class MetadataStore:
         )
         self._writes = writes_for(directory)
         # What the disk would not take, oldest first; touched on the event loop only.
-        self._unkept: dict[str, tuple[str, bytes]] = {}
+        self._unkept: TTLMemo[str, tuple[str, bytes]] = TTLMemo(_UNKEPT_ENTRIES)
 
     def close(self) -> None:
         self._disk.close()
@@ -38,8 +39,9 @@ class MetadataStore:
         wanted = list(file_sha256s)
         found = await asyncio.to_thread(self._digests, wanted)
         for sha256 in wanted:
-            if sha256 not in found and sha256 in self._unkept:
-                found[sha256] = self._unkept[sha256][0]
+            held = self._unkept.get(sha256) if sha256 not in found else None
+            if held is not None:
+                found[sha256] = held[0]
         return found
 
     def _digests(self, wanted: list[str]) -> dict[str, str]:
@@ -63,7 +65,5 @@ class MetadataStore:
             await asyncio.to_thread(self._disk.set, file_sha256, (digest, metadata))
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "keeping core metadata")
-            if len(self._unkept) >= _UNKEPT_ENTRIES:
-                self._unkept.pop(next(iter(self._unkept)))
-            self._unkept[file_sha256] = (digest, metadata)
+            self._unkept.set(file_sha256, (digest, metadata))
         return digest

@@ -29,6 +29,7 @@ from typing import Any
 import diskcache
 
 from proxy import metrics
+from proxy.aio import SingleFlight, TTLMemo
 from proxy.model import DistFile
 from proxy.sources.base import SourceUnavailable
 from proxy.storage.writable import WRITE_ERRORS, writes_for
@@ -75,12 +76,15 @@ class PageCache:
             size_limit=_PAGES_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
         )
-        self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+        self._flights: SingleFlight[Hashable, tuple[Any, float]] = SingleFlight(
+            metrics.PAGE_JOIN.inc
+        )
         self._generation_path = directory / "pages" / "generation"
-        self._memo: dict[Hashable, tuple[float, int, Any]] = {}
+        # rendered pages: (generation, value) until their inputs expire (wall-clock times)
+        self._memo: TTLMemo[Hashable, tuple[int, Any]] = TTLMemo(_MEMO_ENTRIES, clock=time.time)
         self._writes = writes_for(directory)
         # What the disk would not take, newest last; touched on the event loop only.
-        self._unkept: dict[Hashable, Entry] = {}
+        self._unkept: TTLMemo[Hashable, Entry] = TTLMemo(_UNKEPT_ENTRIES)
 
     def generation(self) -> int:
         """Changes whenever any worker invalidates an entry."""
@@ -91,17 +95,14 @@ class PageCache:
 
     def memo_get(self, key: Hashable, generation: int) -> Any | None:
         hit = self._memo.get(key)
-        if hit is None or hit[1] != generation or hit[0] <= time.time():
+        if hit is None or hit[0] != generation:
             return None
-        return hit[2]
+        return hit[1]
 
     def memo_put(self, key: Hashable, value: Any, fresh_until: float, generation: int) -> None:
         """Keep `value` while fresh; `generation` is the one read before its inputs were."""
-        if fresh_until <= time.time():
-            return
-        if len(self._memo) >= _MEMO_ENTRIES:
-            self._memo.pop(next(iter(self._memo)))
-        self._memo[key] = (fresh_until, generation, value)
+        if fresh_until > time.time():
+            self._memo.set(key, (generation, value), until=fresh_until)
 
     def close(self) -> None:
         self._disk.close()
@@ -118,10 +119,7 @@ class PageCache:
 
     def _hold(self, key: Hashable, entry: Entry) -> None:
         """Keep `entry` in this process: the disk would not take it."""
-        self._unkept.pop(key, None)
-        if len(self._unkept) >= _UNKEPT_ENTRIES:
-            self._unkept.pop(next(iter(self._unkept)))
-        self._unkept[key] = entry
+        self._unkept.set(key, entry)
 
     async def invalidate(self, *keys: Hashable) -> None:
         """Forget entries, in this worker and every other one sharing the directory."""
@@ -232,20 +230,7 @@ class PageCache:
         return time.time() - entry.fetched_at >= self._ttl(entry.value)
 
     async def _load_once(self, key: Hashable, loader: Callable[[], Awaitable[Any]]) -> Any:
-        task = self._flights.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._load_and_store(key, loader))
-            self._flights[key] = task
-            task.add_done_callback(lambda t: self._landed(key, t))
-        else:
-            metrics.PAGE_JOIN.inc()
-        # shield: one client hanging up must not cancel the fetch the others wait for
-        return await asyncio.shield(task)
-
-    def _landed(self, key: Hashable, task: asyncio.Task[Any]) -> None:
-        self._flights.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here: every waiter may have gone
+        return await self._flights.run(key, lambda: self._load_and_store(key, loader))
 
     async def _load_and_store(
         self, key: Hashable, loader: Callable[[], Awaitable[Any]]

@@ -262,7 +262,7 @@ async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:
     with pytest.raises(CannotVerify, match="upstream platform unavailable") as caught:
         await auth.identify(header("x", "glpat-unknown"))
     assert caught.value.timeout
-    assert auth._readable == {}  # nothing remembered: asked again next time
+    assert len(auth._readable) == 0  # nothing remembered: asked again next time
 
 
 def _password_of(auth: httpx2.Auth) -> tuple[str, str]:

@@ -1,6 +1,5 @@
 """Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
 
-import asyncio
 import hashlib
 from pathlib import Path
 
@@ -33,7 +32,7 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
         service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
         first = await service.annotated(index.project_page("demo"))
         assert first.files[0].core_metadata_sha256 is None
-        await asyncio.gather(*service._tasks)  # the background try: not cached, no ranges
+        await service.tasks.settled()  # the background try: not cached, no ranges
         assert (await service.annotated(index.project_page("demo"))).files[
             0
         ].core_metadata_sha256 is None
@@ -42,7 +41,7 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
         download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
         service.after_download(download, sha, filename)
         await download.wait()
-        await asyncio.gather(*service._tasks)
+        await service.tasks.settled()
         assert pages.generation() != generation  # the rendered-page memo is flushed
 
         page = await service.annotated(index.project_page("demo"))
@@ -72,7 +71,7 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
         )
         page = await service.annotated(index.project_page("demo"))
         assert page.files[0].core_metadata_sha256 == digest  # the upstream's own claim
-        assert not service._tasks  # nothing to seek in the background
+        assert not service.tasks  # nothing to seek in the background
         filename = "demo-1.0-py3-none-any.whl"
         assert await service.sidecar("a" * 64, filename, None) == body
         assert await service.sidecar("a" * 64, filename, None) == body
@@ -104,7 +103,7 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
                 MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
             )
             await service.annotated(index.project_page("demo"))
-            await asyncio.gather(*service._tasks)
+            await service.tasks.settled()
             await source.details.settled()
             assert streamed and set(streamed) == {(filename, True)}
             assert await service.store.digests([hashlib.sha256(data).hexdigest()])

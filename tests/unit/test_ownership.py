@@ -1,6 +1,5 @@
 """Private-first ownership: public sources answer only names no GitLab source has (issue 5)."""
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -35,7 +34,7 @@ async def test_a_private_name_never_comes_from_public(
     index = _index(tmp_path, [gitlab], [public])
     with caplog.at_level(logging.WARNING):
         page = await index.project_page("acme-utils")
-        await asyncio.gather(*index.shadows._tasks)
+        await index.shadows.tasks.settled()
     assert [f.source for f in page.files] == ["platform"]
     assert page.sources == ("platform",)
     assert "private name acme-utils also exists on public source public" in caplog.text
