@@ -29,9 +29,9 @@ import httpx2
 
 from proxy.aio import SingleFlight, TTLMemo
 from proxy.config import AuthConfig, UserConfig
+from proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
 from proxy.login_limit import LoginLimit
 from proxy.passwords import dummy_hash, verify_hash, verify_plain
-from proxy.sources.base import SourceUnavailable
 
 log = logging.getLogger("proxy.auth")
 
@@ -60,26 +60,6 @@ class Identity:
 
 
 ANONYMOUS = Identity(user=None, readable=None, uploadable=frozenset(), upstream=None)
-
-
-class Unauthorized(Exception):
-    """Missing or wrong credentials: answer 401 with a Basic challenge."""
-
-
-class TooManyFailures(Exception):
-    """This client's credentials failed too often lately: answer 429, no hash spent on it."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins from this address: retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class CannotVerify(Exception):
-    """Passthrough credentials could not be checked because GitLab is unreachable."""
-
-    def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
-        super().__init__("; ".join(str(f) for f in failures))
-        self.timeout = all(f.timeout for f in failures)
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

@@ -11,18 +11,19 @@ from typing import Any
 from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.auth import (
-    ANONYMOUS,
-    Authenticator,
-    CannotVerify,
-    Identity,
-    TooManyFailures,
+from proxy.auth import ANONYMOUS, Authenticator, Identity
+from proxy.errors import (
+    Forbidden,
+    NotFound,
+    Offline,
+    ProxyError,
     Unauthorized,
+    Unavailable,
+    response,
 )
-from proxy.http.replies import error
-from proxy.index.compose import Index, NotFound, Unavailable
+from proxy.index.compose import Index
 from proxy.names import file_project_name
-from proxy.storage.pages import Offline, PageCache
+from proxy.storage.pages import PageCache
 
 log = logging.getLogger("proxy.access")
 
@@ -58,6 +59,23 @@ class AccessControl:
                 header = value.decode("latin-1")
         client = scope.get("client")
         try:
+            identity = await self._identify(auth, header, path, upload, operator, client)
+        except ProxyError as exc:  # outside Starlette's handlers: rendered here, the same way
+            return await response(exc)(scope, receive, send)
+        scope["identity"] = identity
+        await self.app(scope, receive, _private(send))
+
+    @staticmethod
+    async def _identify(
+        auth: Authenticator,
+        header: str | None,
+        path: str,
+        upload: bool,
+        operator: bool,
+        client: tuple[str, int] | None,
+    ) -> Identity:
+        """The identity of the request, or the error it is refused with."""
+        try:
             if operator and header is None:
                 raise Unauthorized
             identity = await auth.identify(
@@ -66,29 +84,15 @@ class AccessControl:
         except Unauthorized:
             what = "uploads need" if upload else "this index needs"
             what = "this endpoint needs" if operator else what
-            return await _reply(
-                scope,
-                receive,
-                send,
-                401,
-                f"{what} a valid user name and password",
-                {"www-authenticate": f'Basic realm="{auth.config.realm}"'},
-            )
-        except TooManyFailures as exc:
-            headers = {"retry-after": str(exc.retry_after)}
-            return await _reply(scope, receive, send, 429, str(exc), headers)
-        except CannotVerify as exc:
-            status = 504 if exc.timeout else 502
-            message = f"cannot check these credentials with GitLab: {exc}"
-            return await _reply(scope, receive, send, status, message)
+            raise Unauthorized(
+                f"{what} a valid user name and password", realm=auth.config.realm
+            ) from None
         if operator and identity.user not in auth.config.operators:
             who = f"user {identity.user}" if identity.user else "these credentials"
-            return await _reply(scope, receive, send, 403, f"{who} may not read {path}")
+            raise Forbidden(f"{who} may not read {path}")
         if not (upload or operator) and identity.readable is not None and not identity.readable:
-            message = f"user {identity.user} may not read any source"
-            return await _reply(scope, receive, send, 403, message)
-        scope["identity"] = identity
-        await self.app(scope, receive, _private(send))
+            raise Forbidden(f"user {identity.user} may not read any source")
+        return identity
 
 
 def _private(send: Send) -> Send:
@@ -104,17 +108,6 @@ def _private(send: Send) -> Send:
         await send(message)
 
     return wrapped
-
-
-async def _reply(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    message: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    await error(status, message, headers)(scope, receive, send)
 
 
 async def may_read_file(

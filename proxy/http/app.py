@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -15,25 +14,34 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import metrics, runtime_dir
+from proxy import errors, metrics, runtime_dir
 from proxy.auth import Authenticator
 from proxy.config import Config
+from proxy.errors import (
+    BadRequest,
+    FileNotFoundUpstream,
+    NotAcceptable,
+    NotFound,
+    Offline,
+    ProxyError,
+    Unavailable,
+    UpstreamFailed,
+)
 from proxy.http import health
 from proxy.http.access import AccessControl, identity_of, may_read_file
 from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
 from proxy.http.file_responses import FileBody, cached_response, file_headers
 from proxy.http.health import healthz, readyz
-from proxy.http.replies import error
 from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
-from proxy.index.compose import FailClosed, Index, NotFound, Unavailable
+from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.names import InvalidName, file_project_name, is_sha256, validate, validate_filename
+from proxy.names import file_project_name, is_sha256, validate, validate_filename
 from proxy.sources import upstream
-from proxy.sources.base import FileNotFoundUpstream, Source
+from proxy.sources.base import Source
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
@@ -41,7 +49,7 @@ from proxy.sources.upstream_size import upstream_size
 from proxy.storage.details import DetailsStore
 from proxy.storage.files import CacheUnwritable, FileStore, verified
 from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import Offline, PageCache
+from proxy.storage.pages import PageCache
 from proxy.storage.uploads import RecentUploads
 
 log = logging.getLogger("proxy.app")
@@ -118,14 +126,6 @@ class Services:
         self.budget.close()
 
 
-def upstream_error(exc: Unavailable | Offline) -> Response:
-    if isinstance(exc, Unavailable) and exc.retry_after is not None:  # a rate limit: not now
-        return error(503, str(exc), {"retry-after": str(math.ceil(exc.retry_after))})
-    if isinstance(exc, Offline | FailClosed):
-        return error(503, str(exc))
-    return error(504 if exc.timeout else 502, str(exc))
-
-
 def services(request: Request) -> Services:
     return request.app.state.services
 
@@ -165,7 +165,7 @@ async def index_response(
     """A simple-index page: from this worker's memo while fresh, else loaded and rendered."""
     media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if media is None:
-        return error(406, "no acceptable media type: ask for PEP 691 JSON or HTML")
+        raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
     pages = services(request).pages
     allowed = allowed_sources(request)
     key = (what, media, allowed)
@@ -174,12 +174,7 @@ async def index_response(
     if rendered is not None:
         metrics.PAGE_HIT.inc()
         return page_response(request, rendered, stale=False)
-    try:
-        answer = await load(allowed)
-    except NotFound:
-        return error(404, f"no source has a project named {what}")
-    except (Unavailable, Offline) as exc:
-        return upstream_error(exc)
+    answer = await load(allowed)  # raises NotFound, Unavailable, Offline
     rendered = await asyncio.to_thread(render, answer, media)
     if not answer.stale:
         pages.memo_put(key, rendered, answer.fresh_until, generation)
@@ -192,10 +187,7 @@ async def simple_root(request: Request) -> Response:
 
 async def project_page(request: Request) -> Response:
     raw = request.path_params["name"]
-    try:
-        name = validate(raw)
-    except InvalidName as exc:
-        return error(400, str(exc))
+    name = validate(raw)
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
@@ -210,18 +202,15 @@ async def project_page(request: Request) -> Response:
 async def distribution_file(request: Request) -> ASGIApp | Response:
     sha256, filename = request.path_params["sha256"], request.path_params["filename"]
     if not is_sha256(sha256):
-        return error(400, "the file URL must hold a lowercase hex sha256")
-    try:
-        validate_filename(filename)
-    except InvalidName as exc:
-        return error(400, str(exc))
+        raise BadRequest("the file URL must hold a lowercase hex sha256")
+    validate_filename(filename)
     svc = services(request)
     allowed = allowed_sources(request)
     wheel = filename.removesuffix(".metadata")
     # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
     if not await may_read_file(svc.index, svc.pages, sha256, wheel, allowed):
-        return error(404, f"no readable source offers {filename}")
+        raise NotFound(f"no readable source offers {filename}")
     if wheel != filename:
         return await core_metadata_file(request, sha256, wheel)
     cached = await svc.files.open(sha256)
@@ -229,10 +218,10 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         metrics.FILE_HIT.inc()
         return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
-        return error(503, f"the proxy is offline and has no cached copy of {filename}")
+        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
     candidates = await svc.index.locate(sha256, filename, allowed)
     if not candidates:
-        return error(404, f"no readable source offers {filename}")
+        raise NotFound(f"no readable source offers {filename}")
     metrics.FILE_MISS.inc()
     if request.method == "HEAD":
         return await uncached_head(request, sha256, filename, candidates)
@@ -244,7 +233,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     except CacheUnwritable:
         return await unkept_file(request, sha256, filename, candidates)
     except Exception as exc:
-        return fetch_error(exc, sha256, filename)
+        raise download_failed(exc, sha256, filename) from None
     svc.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
@@ -259,7 +248,7 @@ async def uncached_head(
     try:
         size = await upstream_size(svc.client, svc.index, candidates)
     except Exception as exc:
-        return fetch_error(exc, sha256, filename)
+        raise download_failed(exc, sha256, filename) from None
     return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
 
 
@@ -278,13 +267,14 @@ async def _with_known_sizes(
     return sized
 
 
-def fetch_error(exc: Exception, sha256: str, filename: str) -> Response:
+def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:
+    """What the client is told when a file could not be had from upstream."""
     if isinstance(exc, FileNotFoundUpstream):
-        return error(404, f"no source has {filename} with sha256 {sha256}")
+        return NotFound(f"no source has {filename} with sha256 {sha256}")
     if isinstance(exc, Unavailable):
-        return upstream_error(exc)
+        return exc
     log.error("download of %s failed: %s", filename, exc)
-    return error(502, f"upstream download of {filename} failed")
+    return UpstreamFailed(f"upstream download of {filename} failed")
 
 
 async def unkept_file(
@@ -295,7 +285,7 @@ async def unkept_file(
     try:
         stream = await stack.enter_async_context(services(request).index.open_first(candidates))
     except Exception as exc:
-        return fetch_error(exc, sha256, filename)
+        raise download_failed(exc, sha256, filename) from None
     headers = file_headers(sha256, stream.size, None, "BYPASS")
 
     async def body() -> AsyncIterator[bytes]:
@@ -311,7 +301,7 @@ async def core_metadata_file(request: Request, sha256: str, filename: str) -> Re
     svc = services(request)
     body = await svc.metadata.sidecar(sha256, filename, allowed_sources(request))
     if body is None:
-        return error(404, f"no core metadata for {filename}")
+        raise NotFound(f"no core metadata for {filename}")
     headers = {"etag": f'"{sha256}-metadata"', "cache-control": "public, max-age=31536000"}
     if request.method == "HEAD":
         headers["content-length"] = str(len(body))
@@ -351,6 +341,11 @@ def create_app(config: Config) -> Starlette:
     middleware = [Middleware(AccessLog), Middleware(AccessControl)]
     if server.trusted_proxies or server.base_path:
         middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={ProxyError: errors.handle},
+    )
     app.router.redirect_slashes = False
     return app

@@ -7,13 +7,7 @@ that runs past it) is cut at the first chunk past the cap, so nothing larger is 
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive
 
-
-class BodyTooLarge(Exception):
-    """The request body is larger than the cap."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the upload is larger than the limit of {format_size(limit)}")
-        self.limit = limit
+from proxy.errors import TooLarge
 
 
 def format_size(size: int) -> str:
@@ -24,15 +18,19 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the upload is larger than the limit of {format_size(limit)}")
+
+
 def check_declared(headers: Headers, limit: int) -> None:
-    """Raise BodyTooLarge when the Content-Length header announces more than `limit` bytes."""
+    """Raise TooLarge when the Content-Length header announces more than `limit` bytes."""
     length = headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(limit)
+        raise _too_large(limit)
 
 
 def limited(receive: Receive, limit: int) -> Receive:
-    """`receive`, raising BodyTooLarge as soon as the body read so far exceeds `limit` bytes."""
+    """`receive`, raising TooLarge as soon as the body read so far exceeds `limit` bytes."""
     seen = 0
 
     async def receive_within_limit() -> Message:
@@ -41,7 +39,7 @@ def limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge(limit)
+                raise _too_large(limit)
         return message
 
     return receive_within_limit

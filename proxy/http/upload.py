@@ -22,14 +22,25 @@ from packaging.version import InvalidVersion, Version
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from proxy import metrics
+from proxy.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ProxyError,
+    ShuttingDown,
+    SourceUnavailable,
+    TooLarge,
+    Unauthorized,
+    UploadRefused,
+    UpstreamFailed,
+)
 from proxy.http.access import identity_of
-from proxy.http.body_limit import BodyTooLarge, check_declared, limited
-from proxy.http.replies import error
-from proxy.names import InvalidName, normalize, validate, validate_filename
-from proxy.sources.base import SourceUnavailable
+from proxy.http.body_limit import check_declared, limited
+from proxy.names import normalize, validate, validate_filename
 from proxy.sources.gitlab import GitLabSource
 from proxy.storage.uploads import Upload
 
@@ -55,28 +66,26 @@ def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
     return size, {k: h.hexdigest() for k, h in hashes.items()}
 
 
-def _target(request: Request) -> GitLabSource | Response:
+def _target(request: Request) -> GitLabSource:
     services = request.app.state.services
     name = request.path_params.get("source") or services.config.upload.default_source
     if not name:
-        return error(404, "no upload target: use /upload/<source>/ or set [upload] default_source")
+        raise NotFound("no upload target: use /upload/<source>/ or set [upload] default_source")
     config = services.config.source(name)
     source = services.index.by_name.get(name)
     if config is None or config.kind != "gitlab_project" or not isinstance(source, GitLabSource):
-        return error(404, f"no gitlab_project source named {name!r} to upload to")
+        raise NotFound(f"no gitlab_project source named {name!r} to upload to")
     identity = identity_of(request.scope)
     if name not in identity.uploadable:
         who = f"user {identity.user}" if identity.user else "these credentials"
-        return error(403, f"{who} may not upload to {name}")
+        raise Forbidden(f"{who} may not upload to {name}")
     if identity.upstream is None:
-        return error(403, f"user {identity.user} has no gitlab_token to upload with")
+        raise Forbidden(f"user {identity.user} has no gitlab_token to upload with")
     return source
 
 
 async def upload(request: Request) -> Response:
     source = _target(request)
-    if isinstance(source, Response):
-        return source
     limit = request.app.state.services.config.upload.max_size
     try:
         check_declared(request.headers, limit)
@@ -84,19 +93,21 @@ async def upload(request: Request) -> Response:
         request = Request(request.scope, limited(request.receive, limit))
         async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
             return await _forward(request, source, form)
-    except BodyTooLarge as exc:
+    except TooLarge as exc:
         log.info("upload to %s refused: %s", source.name, exc)
-        return error(413, str(exc))
+        raise
     except MultiPartException as exc:
-        return error(400, f"not a valid upload form: {exc}")
+        raise BadRequest(f"not a valid upload form: {exc}") from None
     except ClientDisconnect:
         log.info("upload to %s: the client hung up before the end of the form", source.name)
-        return error(400, "the upload ended before the end of its form")
+        raise BadRequest("the upload ended before the end of its form") from None
     except asyncio.CancelledError:
         # uvicorn cancels what still runs when [server] graceful_shutdown has passed after a
         # SIGTERM: answer (the task ends right after) instead of its 500 and traceback.
         log.warning("upload to %s cut by the shutdown: answered 503", source.name)
-        return error(503, "the proxy is shutting down before this upload finished: retry it")
+        raise ShuttingDown(
+            "the proxy is shutting down before this upload finished: retry it"
+        ) from None
 
 
 def form_problem(form: FormData, filename: str) -> str | None:
@@ -127,22 +138,19 @@ def form_problem(form: FormData, filename: str) -> str | None:
 async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
     content = form.get("content")
     if not isinstance(content, UploadFile) or not content.filename:
-        return error(400, "the upload form has no file in its 'content' field")
-    try:
-        filename = validate_filename(content.filename)
-        name = validate(str(form.get("name") or ""))
-    except InvalidName as exc:
-        return error(400, str(exc))
+        raise BadRequest("the upload form has no file in its 'content' field")
+    filename = validate_filename(content.filename)
+    name = validate(str(form.get("name") or ""))
     if not form.get("version"):
-        return error(400, "the upload form has no 'version'")
+        raise BadRequest("the upload form has no 'version'")
     problem = form_problem(form, filename)
     if problem is not None:
-        return error(400, problem)
+        raise BadRequest(problem)
     size, digests = await asyncio.to_thread(file_digests, content.file)
     for field, digest in digests.items():
         sent = form.get(field)
         if isinstance(sent, str) and sent and sent.strip().lower() != digest:
-            return error(400, f"{field} does not match the content of {filename}")
+            raise BadRequest(f"{field} does not match the content of {filename}")
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     fields |= digests
     identity = identity_of(request.scope)
@@ -150,7 +158,7 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
         answer = await source.upload(fields, filename, content.file, size, identity.upstream)
     except SourceUnavailable as exc:
         metrics.UPLOADS.labels(source.name, "timeout" if exc.timeout else "error").inc()
-        return error(504 if exc.timeout else 502, f"upload of {filename} failed: {exc}")
+        raise UpstreamFailed(f"upload of {filename} failed: {exc}", timeout=exc.timeout) from None
     metrics.UPLOADS.labels(source.name, str(answer.status)).inc()
     if 200 <= answer.status < 300:
         log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
@@ -162,27 +170,28 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
             log.warning(
                 "uploaded %s, but its page or the upload list was not updated: %r", filename, exc
             )
-        return error(answer.status, f"uploaded {filename} to {source.name}")
-    return _refusal(answer.status, answer.message, filename, source.name, request)
+        return PlainTextResponse(
+            f"uploaded {filename} to {source.name}\n", status_code=answer.status
+        )
+    raise _refusal(answer.status, answer.message, filename, source.name, request)
 
 
-def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> Response:
+def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> ProxyError:
+    """What the client is told when GitLab answered the upload with `status`, not a 2xx."""
     log.info("GitLab refused %s for %s: HTTP %s %s", filename, source, status, message)
     if status == 400 and "has already been taken" in message:
-        return error(409, f"File already exists: {filename}")
+        return Conflict(f"File already exists: {filename}")
     if status == 401:
         # Passthrough credentials are the client's own: let it ask for others.
         realm = request.app.state.services.config.auth.realm
-        challenge = {"www-authenticate": f'Basic realm="{realm}"'}
-        return error(
-            401,
+        return Unauthorized(
             f"GitLab refused the credentials for {source}: {message or '401 Unauthorized'}",
-            challenge if identity_of(request.scope).passthrough else None,
+            realm if identity_of(request.scope).passthrough else None,
         )
     if status in (400, 403, 404, 413):
         reason = message or f"HTTP {status}"
-        return error(status, f"GitLab refused {filename} for {source}: {reason}")
-    return error(502, f"upstream {source} answered the upload with HTTP {status}")
+        return UploadRefused(status, f"GitLab refused {filename} for {source}: {reason}")
+    return UpstreamFailed(f"upstream {source} answered the upload with HTTP {status}")
 
 
 async def _invalidate(request: Request, name: str) -> None:

@@ -14,47 +14,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
 from proxy.aio import TaskSet
+from proxy.errors import (
+    FailClosed,
+    FileNotFoundUpstream,
+    NotFound,
+    Offline,
+    SourceUnavailable,
+    Unavailable,
+)
 from proxy.index.shadows import ShadowCheck
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.sources.base import (
-    FileNotFoundUpstream,
-    FileStream,
-    RateLimited,
-    Source,
-    SourceUnavailable,
-)
-from proxy.storage.pages import Offline, PageCache, Result
+from proxy.sources.base import FileStream, Source
+from proxy.storage.pages import PageCache, Result
 
 log = logging.getLogger("proxy.index")
-
-
-class NotFound(Exception):
-    """No readable source has the project."""
-
-
-class Unavailable(Exception):
-    """Sources that might have the answer could not be reached and nothing is cached."""
-
-    def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
-        self.failures = list(failures)
-        self.timeout = all(f.timeout for f in failures)
-        # every source that failed is rate-limited: the client may retry after this many seconds
-        limits = [f.retry_after for f in failures if isinstance(f, RateLimited)]
-        self.retry_after = max(limits) if limits and len(limits) == len(failures) else None
-        super().__init__("; ".join(str(f) for f in failures))
-
-
-class FailClosed(Unavailable):
-    """A GitLab source that may own the name cannot answer: the public index is not asked."""
-
-    def __init__(self, name: str, failures: Sequence[SourceUnavailable]) -> None:
-        super().__init__(failures)
-        owners = ", ".join(f.source for f in failures)
-        self.args = (
-            f"source {owners} cannot be reached and may own {name}; not asking the public index "
-            f"for it (list it in allow_public to permit that): "
-            + "; ".join(str(f) for f in failures),
-        )
 
 
 class Index:
@@ -96,7 +69,7 @@ class Index:
             hidden = [s for s in self.sources if s not in private]
             hidden_results, hidden_failures, hidden_offline = await self._ask(hidden, name)
             if any(r.value is not None for r in hidden_results):
-                raise NotFound(name)
+                raise NotFound(f"no source has a project named {name}")
             failures += hidden_failures
             offline = offline or hidden_offline
         if failures and public:
@@ -115,7 +88,7 @@ class Index:
             raise Unavailable(failures)
         if offline:
             raise Offline(f"the proxy is offline and has no cached copy of {name}")
-        raise NotFound(name)
+        raise NotFound(f"no source has a project named {name}")
 
     async def _ask(
         self, sources: Sequence[Source], name: str

@@ -20,6 +20,7 @@ import httpx2
 from packaging.version import InvalidVersion, Version
 
 from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
 from proxy.index.compose import Index
 from proxy.index.wheel_metadata import (
     MAX_METADATA,
@@ -32,10 +33,10 @@ from proxy.index.wheel_metadata import (
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version
 from proxy.sources import upstream
-from proxy.sources.base import FileNotFoundUpstream, Source, SourceUnavailable
+from proxy.sources.base import Source
 from proxy.storage.files import Download, FileStore
 from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import Offline, PageCache
+from proxy.storage.pages import PageCache
 
 log = logging.getLogger("proxy.core_metadata")
 

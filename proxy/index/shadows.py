@@ -8,8 +8,9 @@ import logging
 from collections.abc import Sequence
 
 from proxy.aio import TaskSet, TTLMemo
-from proxy.sources.base import Source, SourceUnavailable
-from proxy.storage.pages import Offline, PageCache
+from proxy.errors import Offline, SourceUnavailable
+from proxy.sources.base import Source
+from proxy.storage.pages import PageCache
 
 log = logging.getLogger("proxy.index.shadows")
 

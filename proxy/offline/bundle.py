@@ -22,9 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from proxy.errors import HashMismatch
 from proxy.model import DistFile, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
-from proxy.storage.files import FileStore, HashMismatch
+from proxy.storage.files import FileStore
 from proxy.storage.pages import Entry, PageCache
 
 FORMAT = "gitlab-pypi-proxy-bundle"

@@ -18,15 +18,21 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from proxy.config import Config
+from proxy.errors import (
+    FileNotFoundUpstream,
+    HashMismatch,
+    NotFound,
+    Offline,
+    ProxyError,
+    Refused,
+    SourceUnavailable,
+    Unavailable,
+)
 from proxy.http.app import Services
-from proxy.index.compose import NotFound, Unavailable
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
 from proxy.offline.lockfiles import LockFileError, Wanted, parse_lock, parse_requirements
 from proxy.offline.progress import Progress
-from proxy.sources.base import FileNotFoundUpstream, Refused, SourceUnavailable
-from proxy.storage.files import HashMismatch
-from proxy.storage.pages import Offline
 
 T = TypeVar("T")
 
@@ -119,13 +125,11 @@ async def _bounded(jobs: int, items: Iterable[T], run: Callable[[T], Awaitable[N
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, NotFound):
-        return f"no source has a project named {exc}"
     if isinstance(exc, FileNotFoundUpstream):
         return "no source has this file"
     if isinstance(exc, HashMismatch):
         return f"sha256 mismatch: {exc}"
-    if isinstance(exc, Unavailable | SourceUnavailable | Offline):
+    if isinstance(exc, ProxyError):  # not found, unavailable, offline: its one-line reason
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from proxy.sources.base import RateLimited
+from proxy.errors import RateLimited
 
 log = logging.getLogger("proxy.budget")
 

@@ -11,10 +11,11 @@ from urllib.parse import quote
 import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
+from proxy.errors import RateLimited, Refused, SourceUnavailable
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
 from proxy.sources import upstream
-from proxy.sources.base import FileStream, RateLimited, Refused, SourceUnavailable
+from proxy.sources.base import FileStream
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.multipart import multipart_body

@@ -26,9 +26,9 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from proxy.aio import TaskSet, TTLMemo
+from proxy.errors import Refused, SourceUnavailable
 from proxy.model import DistFile, parse_time
 from proxy.names import file_version, normalize
-from proxy.sources.base import Refused, SourceUnavailable
 from proxy.storage.details import DetailsStore, Exact, FileKey, Known
 from proxy.storage.details import Version as Listed
 
@@ -253,7 +253,7 @@ class FileDetails:
                     try:
                         exact |= exact_details(await self._package_files(package, True))
                     except Refused as exc:
-                        if exc.status == 404:  # deleted, or re-created under another id
+                        if exc.upstream_status == 404:  # deleted, or re-created under another id
                             gone.add(version)
                     except SourceUnavailable:
                         return exact  # a 429 or an outage: asked again with the next fetch

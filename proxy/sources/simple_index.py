@@ -17,10 +17,11 @@ from urllib.parse import unquote, urljoin
 import httpx2
 
 from proxy.config import SourceConfig
+from proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from proxy.model import DistFile, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
 from proxy.sources import upstream
-from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+from proxy.sources.base import FileStream
 from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
 
 log = logging.getLogger("proxy.sources.simple_index")

@@ -11,8 +11,8 @@ from urllib.parse import urljoin
 import httpx2
 from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
+from proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
 from proxy.http.health import observe_upstream
-from proxy.sources.base import FileNotFoundUpstream, RateLimited, SourceUnavailable
 from proxy.sources.upstream_pool import WatchedTransport
 
 log = logging.getLogger("proxy.upstream")

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import httpx2
 
-from proxy.index.compose import Index, Unavailable
+from proxy.errors import FileNotFoundUpstream, SourceUnavailable, Unavailable
+from proxy.index.compose import Index
 from proxy.model import DistFile
 from proxy.sources import upstream
-from proxy.sources.base import FileNotFoundUpstream, SourceUnavailable
 
 log = logging.getLogger("proxy.upstream_size")
 

@@ -47,6 +47,7 @@ import diskcache
 
 from proxy import metrics
 from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from proxy.errors import HashMismatch
 from proxy.sources.base import FileStream
 from proxy.storage import usage
 from proxy.storage.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
@@ -60,10 +61,6 @@ CHUNK = 256 * 1024
 _LOCK_POLL = 0.05  # seconds between tries for another worker's download lock
 # posix_fallocate cannot reserve space on this file system: write without a reservation
 _NO_RESERVATION = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
-
-
-class HashMismatch(Exception):
-    """The upstream's bytes do not hash to the digest the file is addressed by."""
 
 
 class CacheUnwritable(Exception):

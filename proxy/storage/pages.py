@@ -30,8 +30,8 @@ import diskcache
 
 from proxy import metrics
 from proxy.aio import SingleFlight, TTLMemo
+from proxy.errors import Offline, SourceUnavailable
 from proxy.model import DistFile
-from proxy.sources.base import SourceUnavailable
 from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 log = logging.getLogger("proxy.cache.pages")
@@ -41,10 +41,6 @@ _MEMO_ENTRIES = 10_000
 _UNKEPT_ENTRIES = 10_000
 _FORGOTTEN = object()  # the value of an entry invalidated while the disk could not drop it
 _REMEMBER_AT_ONCE = 200  # file locations written per transaction
-
-
-class Offline(Exception):
-    """The proxy is offline and holds no copy of what was asked for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from proxy.model import DistFile, ProjectPage
-from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+from proxy.sources.base import FileStream
 
 
 @dataclass

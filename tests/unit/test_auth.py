@@ -9,15 +9,9 @@ import httpx2
 import pytest
 
 from proxy import auth as auth_module
-from proxy.auth import (
-    ANONYMOUS,
-    Authenticator,
-    CannotVerify,
-    TooManyFailures,
-    Unauthorized,
-    basic_credentials,
-)
+from proxy.auth import ANONYMOUS, Authenticator, basic_credentials
 from proxy.config import AuthConfig, ConfigError, UserConfig, load
+from proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
 from proxy.login_limit import LoginLimit
 from proxy.passwords import (
     InvalidHash,
@@ -27,7 +21,6 @@ from proxy.passwords import (
     verify_hash,
     verify_plain,
 )
-from proxy.sources.base import SourceUnavailable
 from tests.waiting import async_wait_until
 
 TARGETS = frozenset({"platform", "tools"})

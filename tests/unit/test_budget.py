@@ -10,8 +10,8 @@ import httpx2
 import pytest
 import respx
 
+from proxy.errors import RateLimited
 from proxy.sources import upstream
-from proxy.sources.base import RateLimited
 from proxy.sources.budget import CLIENT_WAIT, Budget
 from proxy.sources.upstream import retry_after
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from proxy.errors import HashMismatch
 from proxy.storage import files as files_module
 from proxy.storage import usage
 from proxy.storage.cached_file import CorruptEntry
-from proxy.storage.files import CacheUnwritable, FileStore, HashMismatch, verified
+from proxy.storage.files import CacheUnwritable, FileStore, verified
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

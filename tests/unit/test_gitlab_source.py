@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
+from proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
 API = "http://gitlab.internal:8080/api/v4"

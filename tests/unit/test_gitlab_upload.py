@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import SourceUnavailable
+from proxy.errors import SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
 
 API = "http://gitlab.internal:8080/api/v4"

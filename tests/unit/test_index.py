@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.index.compose import Index, NotFound, Unavailable
-from proxy.storage.pages import Offline, PageCache
+from proxy.errors import NotFound, Offline, Unavailable
+from proxy.index.compose import Index
+from proxy.storage.pages import PageCache
 from tests.unit.fakes import FakeSource
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from proxy.config import SourceConfig
-from proxy.index.compose import FailClosed, Index, NotFound
+from proxy.errors import FailClosed, NotFound
+from proxy.index.compose import Index
 from proxy.storage.pages import PageCache
 from tests.unit.fakes import FakeSource
 

@@ -13,8 +13,8 @@ import pytest
 import respx
 
 from proxy.config import SourceConfig
+from proxy.errors import SourceUnavailable
 from proxy.model import DistFile
-from proxy.sources.base import SourceUnavailable
 from proxy.sources.simple_index import ACCEPT, SimpleIndexSource
 
 INDEX = "https://index.example.org/simple/"

@@ -10,8 +10,8 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.index.compose import Index, Unavailable
-from proxy.sources.base import FileNotFoundUpstream
+from proxy.errors import FileNotFoundUpstream, Unavailable
+from proxy.index.compose import Index
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.upstream_size import upstream_size
 from proxy.storage.pages import PageCache
