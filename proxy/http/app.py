@@ -4,9 +4,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -14,8 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from proxy import errors, metrics, runtime_dir
-from proxy.auth import Authenticator
+from proxy import errors, metrics
 from proxy.config import Config
 from proxy.errors import (
     BadRequest,
@@ -27,103 +25,22 @@ from proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from proxy.http import health
 from proxy.http.access import AccessControl, identity_of, may_read_file
 from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
 from proxy.http.file_responses import FileBody, cached_response, file_headers
 from proxy.http.health import healthz, readyz
+from proxy.http.metrics_endpoint import metrics_endpoint
 from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
-from proxy.index.compose import Index
-from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import file_project_name, is_sha256, validate, validate_filename
-from proxy.sources import upstream
-from proxy.sources.base import Source
-from proxy.sources.budget import Budget
-from proxy.sources.gitlab import GitLabSource
-from proxy.sources.simple_index import SimpleIndexSource
+from proxy.services import Services
 from proxy.sources.upstream_size import upstream_size
-from proxy.storage.details import DetailsStore
-from proxy.storage.files import CacheUnwritable, FileStore, verified
-from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageCache
-from proxy.storage.uploads import RecentUploads
+from proxy.storage.files import CacheUnwritable, verified
 
 log = logging.getLogger("proxy.app")
-
-
-@dataclass
-class Services:
-    config: Config
-    client: httpx2.AsyncClient
-    pages: PageCache
-    files: FileStore
-    index: Index
-    auth: Authenticator
-    metadata: CoreMetadata
-    uploads: RecentUploads
-    budget: Budget
-    details: DetailsStore
-
-    @classmethod
-    def start(cls, config: Config, *, patient: bool = False) -> "Services":
-        """`patient`: GitLab requests wait for the budget instead of failing (prefetch)."""
-        client = upstream.make_client(config.gitlab.timeout)
-        directory = config.cache.directory
-        pages = PageCache(
-            directory,
-            config.cache.index_ttl,
-            offline=config.cache.offline,
-            negative_ttl=config.cache.negative_ttl,
-        )
-        budget = Budget(
-            config.gitlab.max_requests_per_minute, directory / "gitlab-budget", patient=patient
-        )
-        details = DetailsStore(directory)
-        gitlab = [
-            GitLabSource(
-                s, config.gitlab, client, budget=budget, details=details, changed=pages.invalidate
-            )
-            for s in config.sources
-            if s.is_gitlab
-        ]
-        sources: list[Source] = list(gitlab)
-        public: list[Source] = [
-            SimpleIndexSource(s, client) for s in config.sources if not s.is_gitlab
-        ]
-        files = FileStore(config.cache.directory, config.cache.max_size)
-        auth = Authenticator(
-            config.auth,
-            config.users,
-            frozenset(s.name for s in config.sources if s.kind == "gitlab_project"),
-            {s.name: s.readable_with for s in gitlab},
-            frozenset(s.name for s in public),
-        )
-        index = Index(sources, public, pages)
-        metadata = CoreMetadata(MetadataStore(config.cache.directory), files, pages, index, client)
-        uploads = RecentUploads(config.cache.directory)
-        health.share_in(runtime_dir.health_directory())
-        metrics.forget_dead_workers()
-        return cls(config, client, pages, files, index, auth, metadata, uploads, budget, details)
-
-    def gitlab_sources(self) -> list[GitLabSource]:
-        return [s for s in self.index.sources if isinstance(s, GitLabSource)]
-
-    async def stop(self) -> None:
-        self.auth.close()
-        await self.metadata.close()
-        await self.index.close()
-        for source in self.gitlab_sources():
-            await source.details.close()
-        await self.client.aclose()
-        self.pages.close()
-        self.files.close()
-        self.uploads.close()
-        self.details.close()
-        self.budget.close()
 
 
 def services(request: Request) -> Services:
@@ -246,7 +163,7 @@ async def uncached_head(
     svc = services(request)
     candidates = await _with_known_sizes(svc, sha256, filename, candidates)
     try:
-        size = await upstream_size(svc.client, svc.index, candidates)
+        size = await upstream_size(svc.upstream, svc.index, candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
@@ -331,7 +248,7 @@ def create_app(config: Config) -> Starlette:
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
     for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from proxy import metrics
-from proxy.http.health import cache_state, source_states
+from proxy.http.health import cache_state
 from proxy.redact import mask_userinfo
 from proxy.storage.uploads import Upload
 
@@ -142,7 +142,7 @@ async def status_page(request: Request) -> Response:
     services = request.app.state.services
     kinds = {s.name: s.kind for s in services.config.sources}
     names = [s.name for s in services.index.sources + services.index.public]
-    states = await source_states(names)
+    states = await services.health.source_states(names)
     files = services.files.entries
     entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
     counts = await asyncio.to_thread(metrics.cache_counts)

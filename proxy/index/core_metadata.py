@@ -32,8 +32,8 @@ from proxy.index.wheel_metadata import (
 )
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version
-from proxy.sources import upstream
 from proxy.sources.base import Source
+from proxy.sources.upstream import Upstream
 from proxy.storage.files import Download, FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
@@ -54,10 +54,10 @@ class CoreMetadata:
         files: FileStore,
         pages: PageCache,
         index: Index,
-        client: httpx2.AsyncClient,
+        upstream: Upstream,
     ) -> None:
         self.store, self.files, self.pages, self.index = store, files, pages, index
-        self.client = client
+        self.upstream = upstream
         self._limit = asyncio.Semaphore(_CONCURRENCY)
         self._flights: SingleFlight[str, str | None] = SingleFlight()
         self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
@@ -163,14 +163,14 @@ class CoreMetadata:
         def opened(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx2.Response]:
             if budgeted is not None:
                 return budgeted(file.url, headers=headers, background=background)
-            return upstream.stream(self.client, name, file.url, auth=auth, headers=headers)
+            return self.upstream.stream(name, file.url, auth=auth, headers=headers)
 
         async def read(spec: str) -> tuple[bytes, str | None]:
             async with opened({"Range": spec}) as response:
                 if response.status_code != 206:
                     return b"", None  # the whole file is coming: not read, closed at once
                 parts, total = [], 0
-                async for chunk in upstream.iter_chunks(name, response):
+                async for chunk in self.upstream.chunks(name, response):
                     parts.append(chunk)
                     total += len(chunk)
                     if total > 2 * MAX_METADATA:

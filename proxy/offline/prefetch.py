@@ -28,11 +28,11 @@ from proxy.errors import (
     SourceUnavailable,
     Unavailable,
 )
-from proxy.http.app import Services
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
 from proxy.offline.lockfiles import LockFileError, Wanted, parse_lock, parse_requirements
 from proxy.offline.progress import Progress
+from proxy.services import Services
 
 T = TypeVar("T")
 
@@ -263,7 +263,7 @@ async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> 
                 prefetch.fail(f"--source {name}", str(exc))
         report = await prefetch.run(wanted)
         # the exact sizes and upload times of the pages read, for an offline proxy to serve
-        for source in services.gitlab_sources():
+        for source in services.gitlab:
             await source.details.settled()
         return report
     finally:

@@ -14,12 +14,12 @@ from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import RateLimited, Refused, SourceUnavailable
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version, normalize
-from proxy.sources import upstream
 from proxy.sources.base import FileStream
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.multipart import multipart_body
 from proxy.sources.simple_html import parse_project_names, parse_project_page
+from proxy.sources.upstream import Upstream
 from proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -65,7 +65,7 @@ class GitLabSource:
         self,
         config: SourceConfig,
         gitlab: GitLabConfig,
-        client: httpx2.AsyncClient,
+        upstream: Upstream,
         auth: httpx2.Auth | None = None,
         *,
         budget: Budget | None = None,
@@ -74,7 +74,7 @@ class GitLabSource:
     ) -> None:
         self.name = config.name
         self.config = config
-        self.client = client
+        self.upstream = upstream
         self.auth = auth or (
             httpx2.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
         )
@@ -113,9 +113,7 @@ class GitLabSource:
         while True:
             try:
                 async with self.budget.request(self.name, background=background):
-                    return await upstream.get(
-                        self.client, self.name, url, auth=self.auth, params=params
-                    )
+                    return await self.upstream.get(self.name, url, auth=self.auth, params=params)
             except RateLimited:
                 if not self.budget.waits(background):
                     raise
@@ -124,14 +122,14 @@ class GitLabSource:
     async def stream(
         self, url: str, *, headers: dict[str, str] | None = None, background: bool = False
     ) -> AsyncIterator[httpx2.Response]:
-        """`upstream.stream` with the proxy's credentials, spent from the budget like `_get`."""
+        """`Upstream.stream` with the proxy's credentials, spent from the budget like `_get`."""
         while True:
             answered = False
             try:
                 async with (
                     self.budget.request(self.name, background=background),
-                    upstream.stream(
-                        self.client, self.name, url, auth=self.auth, headers=headers
+                    self.upstream.stream(
+                        self.name, url, auth=self.auth, headers=headers
                     ) as response,
                 ):
                     answered = True
@@ -256,7 +254,7 @@ class GitLabSource:
             page = listing.next_page
 
     def auth_for(self, url: str) -> httpx2.Auth | None:
-        """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
+        """GitLab's credentials (Upstream.stream drops them on a redirect to another host)."""
         return self.auth
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
@@ -270,7 +268,7 @@ class GitLabSource:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
-                chunks=upstream.iter_chunks(self.name, response),
+                chunks=self.upstream.chunks(self.name, response),
             )
 
     async def readable_with(self, auth: httpx2.Auth) -> bool:
@@ -281,11 +279,11 @@ class GitLabSource:
         many PyPI packages in it as the proxy does (fail closed: the proxy's view is shared).
         """
         if self.config.kind == "gitlab_project":
-            response = await upstream.get(self.client, self.name, f"{self.base}/simple", auth=auth)
+            response = await self.upstream.get(self.name, f"{self.base}/simple", auth=auth)
             return response.status_code == 200
         params: dict[str, str | int] = {"package_type": "pypi", "per_page": 1}
         theirs, ours = await asyncio.gather(
-            upstream.get(self.client, self.name, self.packages_url, auth=auth, params=params),
+            self.upstream.get(self.name, self.packages_url, auth=auth, params=params),
             self._get(self.packages_url, params),
         )
         total = theirs.headers.get("x-total")
@@ -308,8 +306,7 @@ class GitLabSource:
         # Connecting and sending are bounded by [gitlab] timeout, each wait for GitLab's answer
         # (its first byte comes once it has stored the file) by [gitlab] upload_timeout.
         timeout = httpx2.Timeout(self.timeout, read=self.upload_timeout)
-        response = await upstream.post(
-            self.client,
+        response = await self.upstream.post(
             self.name,
             self.base,
             content=body.chunks,

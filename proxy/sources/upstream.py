@@ -1,21 +1,24 @@
-"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins."""
+"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins.
+
+The transport knows nothing of routes or health pages: it counts each call in the metrics and
+reports its outcome (and its pools' stalls) to the `UpstreamObserver` it is given.
+"""
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import urljoin
 
 import httpx2
 from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
+from proxy import metrics
 from proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
-from proxy.http.health import observe_upstream
 from proxy.sources.upstream_pool import WatchedTransport
-
-log = logging.getLogger("proxy.upstream")
 
 CHUNK = 256 * 1024
 _MAX_REDIRECTS = 5
@@ -26,7 +29,36 @@ _MAX_RETRY_AFTER = 3600.0
 LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
 
 
-def make_client(timeout: float) -> httpx2.AsyncClient:
+class UpstreamObserver(Protocol):
+    """Who hears how upstream calls went (proxy.sources.upstream_health in the server)."""
+
+    def request_done(
+        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+    ) -> None:
+        """One call to `source` ended: an HTTP `status`, or None when it failed (`reason`)."""
+        ...
+
+    def pool_stalled(self, pool: str, reason: str | None) -> None:
+        """A connection pool gets no request out (`reason`), or does again (None)."""
+        ...
+
+
+class Unobserved:
+    """An observer that hears nothing: the command line's, and the tests'."""
+
+    def request_done(
+        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+    ) -> None:
+        pass
+
+    def pool_stalled(self, pool: str, reason: str | None) -> None:
+        pass
+
+
+UNOBSERVED = Unobserved()
+
+
+def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> httpx2.AsyncClient:
     """The one client every upstream request goes through (keep-alive, pooled, watched).
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
@@ -35,7 +67,10 @@ def make_client(timeout: float) -> httpx2.AsyncClient:
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:
         return WatchedTransport(
-            lambda: httpx2.AsyncHTTPTransport(limits=LIMITS, proxy=proxy), timeout, name=name
+            lambda: httpx2.AsyncHTTPTransport(limits=LIMITS, proxy=proxy),
+            timeout,
+            name=name,
+            observer=observer,
         )
 
     # a transport of our own turns httpx2's environment proxies off: they are mounted here
@@ -54,15 +89,6 @@ def make_client(timeout: float) -> httpx2.AsyncClient:
 
 def _same_origin(a: httpx2.URL, b: httpx2.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
-
-
-def _unavailable(source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
-    if isinstance(exc, httpx2.TimeoutException):
-        failure = SourceUnavailable(source, "timed out", timeout=True)
-    else:
-        failure = SourceUnavailable(source, type(exc).__name__)
-    observe_upstream(source, None, failure.reason, timeout=failure.timeout)
-    return failure
 
 
 def retry_after(value: str | None, now: float | None = None) -> float:
@@ -86,104 +112,129 @@ def _rate_limited(source: str, response: httpx2.Response) -> RateLimited | None:
     return RateLimited(source, f"HTTP 429 (its rate limit), retry after {wait:.0f} s", wait)
 
 
-async def get(
-    client: httpx2.AsyncClient,
-    source: str,
-    url: str,
-    *,
-    auth: httpx2.Auth | None = None,
-    headers: dict[str, str] | None = None,
-    params: dict[str, str | int] | None = None,
-) -> httpx2.Response:
-    """GET without following redirects; a 3xx comes back to the caller as it is.
+@dataclass(frozen=True)
+class Upstream:
+    """The shared client and the observer its calls are reported to. Every call names the
+    source it is for: that name is what errors, metrics and health speak of."""
 
-    Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
-    RateLimited.
-    """
-    try:
-        response = await client.get(url, auth=auth, headers=headers, params=params)
-    except httpx2.HTTPError as exc:
-        raise _unavailable(source, exc) from None
-    observe_upstream(source, response.status_code)
-    if response.status_code >= 500:
-        raise SourceUnavailable(source, f"HTTP {response.status_code}")
-    if (limited := _rate_limited(source, response)) is not None:
-        raise limited
-    return response
+    client: httpx2.AsyncClient
+    observer: UpstreamObserver = UNOBSERVED
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
-async def post(
-    client: httpx2.AsyncClient,
-    source: str,
-    url: str,
-    *,
-    content: AsyncIterator[bytes],
-    headers: dict[str, str],
-    auth: httpx2.Auth | None,
-    timeout: httpx2.Timeout,
-) -> httpx2.Response:
-    """POST a streamed body, never following a redirect (it would resend the credentials).
+    def _answered(self, source: str, status: int) -> None:
+        metrics.UPSTREAM.labels(source, metrics.upstream_outcome(status)).inc()
+        self.observer.request_done(source, status)
 
-    Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP answer,
-    5xx included, comes back to the caller.
-    """
-    try:
-        return await client.post(url, content=content, headers=headers, auth=auth, timeout=timeout)
-    except httpx2.HTTPError as exc:
-        raise _unavailable(source, exc) from None
+    def _failed(self, source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
+        if isinstance(exc, httpx2.TimeoutException):
+            failure = SourceUnavailable(source, "timed out", timeout=True)
+        else:
+            failure = SourceUnavailable(source, type(exc).__name__)
+        metrics.UPSTREAM.labels(source, metrics.upstream_outcome(None, failure.timeout)).inc()
+        self.observer.request_done(source, None, failure.reason, timeout=failure.timeout)
+        return failure
 
+    async def get(
+        self,
+        source: str,
+        url: str,
+        *,
+        auth: httpx2.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str | int] | None = None,
+    ) -> httpx2.Response:
+        """GET without following redirects; a 3xx comes back to the caller as it is.
 
-@asynccontextmanager
-async def stream(
-    client: httpx2.AsyncClient,
-    source: str,
-    url: str,
-    *,
-    auth: httpx2.Auth | None = None,
-    headers: dict[str, str] | None = None,
-    method: str = "GET",
-) -> AsyncIterator[httpx2.Response]:
-    """Stream a file, following redirects by hand so credentials never leave their origin.
-
-    GitLab answers a file with 302 to a signed object-storage URL on another host: that request
-    goes out with no credentials at all. A 206 comes back only to a caller that sent a Range.
-    `method="HEAD"` asks for the headers alone.
-    """
-    target = httpx2.URL(url)
-    origin = target
-    for _ in range(_MAX_REDIRECTS + 1):
-        request = client.build_request(
-            method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
-        )
+        Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
+        RateLimited.
+        """
         try:
-            response = await client.send(
-                request, auth=auth if _same_origin(target, origin) else None, stream=True
+            response = await self.client.get(url, auth=auth, headers=headers, params=params)
+        except httpx2.HTTPError as exc:
+            raise self._failed(source, exc) from None
+        self._answered(source, response.status_code)
+        if response.status_code >= 500:
+            raise SourceUnavailable(source, f"HTTP {response.status_code}")
+        if (limited := _rate_limited(source, response)) is not None:
+            raise limited
+        return response
+
+    async def post(
+        self,
+        source: str,
+        url: str,
+        *,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str],
+        auth: httpx2.Auth | None,
+        timeout: httpx2.Timeout,
+    ) -> httpx2.Response:
+        """POST a streamed body, never following a redirect (it would resend the credentials).
+
+        Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP
+        answer, 5xx included, comes back to the caller.
+        """
+        try:
+            return await self.client.post(
+                url, content=content, headers=headers, auth=auth, timeout=timeout
             )
         except httpx2.HTTPError as exc:
-            raise _unavailable(source, exc) from None
-        observe_upstream(source, response.status_code)
-        if response.is_redirect and "location" in response.headers:
-            await response.aclose()
-            target = httpx2.URL(urljoin(str(target), response.headers["location"]))
-            continue
+            raise self._failed(source, exc) from None
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        source: str,
+        url: str,
+        *,
+        auth: httpx2.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+    ) -> AsyncIterator[httpx2.Response]:
+        """Stream a file, following redirects by hand so credentials never leave their origin.
+
+        GitLab answers a file with 302 to a signed object-storage URL on another host: that
+        request goes out with no credentials at all. A 206 comes back only to a caller that sent
+        a Range. `method="HEAD"` asks for the headers alone.
+        """
+        client = self.client
+        target = httpx2.URL(url)
+        origin = target
+        for _ in range(_MAX_REDIRECTS + 1):
+            request = client.build_request(
+                method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
+            )
+            try:
+                response = await client.send(
+                    request, auth=auth if _same_origin(target, origin) else None, stream=True
+                )
+            except httpx2.HTTPError as exc:
+                raise self._failed(source, exc) from None
+            self._answered(source, response.status_code)
+            if response.is_redirect and "location" in response.headers:
+                await response.aclose()
+                target = httpx2.URL(urljoin(str(target), response.headers["location"]))
+                continue
+            try:
+                if response.status_code >= 500:
+                    raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                if (limited := _rate_limited(source, response)) is not None:
+                    raise limited
+                if response.status_code not in (200, 206):
+                    raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
+                yield response
+            finally:
+                await response.aclose()
+            return
+        raise SourceUnavailable(source, "too many redirects")
+
+    async def chunks(self, source: str, response: httpx2.Response) -> AsyncIterator[bytes]:
+        """The body of a streamed response, with transport errors turned into
+        SourceUnavailable."""
         try:
-            if response.status_code >= 500:
-                raise SourceUnavailable(source, f"HTTP {response.status_code}")
-            if (limited := _rate_limited(source, response)) is not None:
-                raise limited
-            if response.status_code not in (200, 206):
-                raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
-            yield response
-        finally:
-            await response.aclose()
-        return
-    raise SourceUnavailable(source, "too many redirects")
-
-
-async def iter_chunks(source: str, response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The body of a streamed response, with transport errors turned into SourceUnavailable."""
-    try:
-        async for chunk in response.aiter_bytes(CHUNK):
-            yield chunk
-    except httpx2.HTTPError as exc:
-        raise _unavailable(source, exc) from None
+            async for chunk in response.aiter_bytes(CHUNK):
+                yield chunk
+        except httpx2.HTTPError as exc:
+            raise self._failed(source, exc) from None

@@ -8,16 +8,16 @@ waited out its pool timeout and answered 504, GitLab received nothing, and only 
 httpcore2 fixes that leak. This module makes the next failure of that kind visible and short.
 
 `WatchedTransport` wraps the pool and knows, per request, whether it is waiting for a connection
-(until httpcore's first trace event on a connection) or holding one (until its response is
-closed), and when anything last moved: a request got a connection, an answer or a body chunk
-arrived, or the transport failed a request. A timeout or a refused connection is progress too:
-the pool works and the upstream does not, which `proxy.http.health` reports as that source being
-down.
-The pool has stalled when a request waited for a connection longer than the timeout while nothing
-moved: a pool timeout with no progress since that request began, or the watchdog (once a second)
-finding such a waiter. A stall is logged once, counted in the metrics, and makes `/readyz` answer
-"not ready" until something moves again, or until one timeout passed without a new sign of it
-(a pod taken out of rotation gets no traffic that could show it moving).
+(until httpcore's first trace event on a connection) or holding one (until its response is closed),
+and when anything last moved: a request got a connection, an answer or a body chunk arrived, or the
+transport failed a request. A timeout or a refused connection is progress too: the pool works and
+the upstream does not, which its observer (the health of the upstreams) reports as that source being
+down. The pool has stalled when a request waited for a connection longer than the timeout while
+nothing moved: a pool timeout with no progress since that request began, or the watchdog (once a
+second) finding such a waiter. A stall is logged once, counted in the metrics, and reported to the
+observer (in the server, `/readyz` then answers "not ready") until something moves again, or until
+one timeout passed without a new sign of it (a pod taken out of rotation gets no traffic that could
+show it moving).
 
 Recovery: the stalled pool is replaced at once by a new one, and closed once its last request has
 ended. The proxy does this by itself because a stall cannot come from a slow or unreachable
@@ -36,13 +36,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
 from proxy import metrics
 from proxy.aio import TaskSet
-from proxy.http import health
+
+if TYPE_CHECKING:
+    from proxy.sources.upstream import UpstreamObserver
 
 log = logging.getLogger("proxy.upstream")
 
@@ -103,8 +105,10 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         *,
         name: str = "direct",
         tick: float = _TICK,
+        observer: "UpstreamObserver | None" = None,
     ) -> None:
         self._factory, self.timeout, self.name = factory, timeout, name
+        self._observer = observer
         self._tick = min(tick, timeout / 4)
         self._pool = _Pool(factory())
         self._retired: list[_Pool] = []
@@ -219,7 +223,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         if first:
             log.error("upstream connection pool (%s) stalled: %s", self.name, reason)
             metrics.UPSTREAM_POOL_STALLED.set(1)
-            health.observe_pool(self.name, reason)
+            self._observe(reason)
         if pool is self._pool:
             self._replace()
 
@@ -227,7 +231,11 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         self.stalled_at, self.reason = None, ""
         log.warning("upstream connection pool (%s) no longer stalled: %s", self.name, how)
         metrics.UPSTREAM_POOL_STALLED.set(0)
-        health.observe_pool(self.name, None)
+        self._observe(None)
+
+    def _observe(self, stalled: str | None) -> None:
+        if self._observer is not None:
+            self._observer.pool_stalled(self.name, stalled)
 
     def _replace(self) -> None:
         old, self._pool = self._pool, _Pool(self._factory())
@@ -273,7 +281,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
             if now - self.stalled_at > self.timeout:
                 self._recovered(f"no request waited for a connection in {self.timeout:g}s")
             else:
-                health.observe_pool(self.name, self.reason)  # keeps the shared state fresh
+                self._observe(self.reason)  # keeps the shared state fresh
 
 
 async def _close_idle_expired(transport: httpx2.AsyncBaseTransport) -> None:

@@ -14,7 +14,7 @@ import httpx2
 from proxy.errors import FileNotFoundUpstream, SourceUnavailable, Unavailable
 from proxy.index.compose import Index
 from proxy.model import DistFile
-from proxy.sources import upstream
+from proxy.sources.upstream import Upstream
 
 log = logging.getLogger("proxy.upstream_size")
 
@@ -27,26 +27,24 @@ def _total(response: httpx2.Response) -> int | None:
     return int(total) if total.isascii() and total.isdigit() else None
 
 
-async def _ask(client: httpx2.AsyncClient, index: Index, file: DistFile) -> int | None:
+async def _ask(upstream: Upstream, index: Index, file: DistFile) -> int | None:
     source = index.by_name[file.source]
     auth = source.auth_for(file.url)
     try:
-        async with upstream.stream(
-            client, source.name, file.url, auth=auth, method="HEAD"
-        ) as response:
+        async with upstream.stream(source.name, file.url, auth=auth, method="HEAD") as response:
             size = _total(response)
     except FileNotFoundUpstream:
         size = None  # not there, or a HEAD refused on the way: the ranged GET tells which
     if size is not None:
         return size
     async with upstream.stream(
-        client, source.name, file.url, auth=auth, headers={"Range": "bytes=0-0"}
+        source.name, file.url, auth=auth, headers={"Range": "bytes=0-0"}
     ) as response:
         return _total(response)  # closed unread if the whole file is coming
 
 
 async def upstream_size(
-    client: httpx2.AsyncClient, index: Index, candidates: Sequence[DistFile]
+    upstream: Upstream, index: Index, candidates: Sequence[DistFile]
 ) -> int | None:
     """The size of the file from the first candidate that has it (None if it does not say).
 
@@ -59,7 +57,7 @@ async def upstream_size(
     failures: list[SourceUnavailable] = []
     for file in candidates:
         try:
-            return await _ask(client, index, file)
+            return await _ask(upstream, index, file)
         except FileNotFoundUpstream:
             continue
         except SourceUnavailable as exc:

@@ -11,6 +11,7 @@ from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
 from proxy.sources.gitlab import GitLabSource
 from proxy.sources.simple_index import SimpleIndexSource
+from proxy.sources.upstream import Upstream
 from proxy.storage.files import FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
@@ -28,7 +29,8 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     pages = PageCache(tmp_path, 300)
     files = FileStore(tmp_path, 2**30)
     index = Index([source], [], pages)
-    async with httpx2.AsyncClient() as client:
+    async with httpx2.AsyncClient() as http:
+        client = Upstream(http)
         service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
         first = await service.annotated(index.project_page("demo"))
         assert first.files[0].core_metadata_sha256 is None
@@ -63,7 +65,8 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
     )
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
     pages = PageCache(tmp_path, 300)
-    async with httpx2.AsyncClient() as client:
+    async with httpx2.AsyncClient() as http:
+        client = Upstream(http)
         config = SourceConfig("public", "url", "https://index.example.org/simple/")
         index = Index([], [SimpleIndexSource(config, client)], pages)
         service = CoreMetadata(
@@ -86,7 +89,8 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
     filename, data = make_wheel("demo", "1.0")
     double.add_package_file(11, "demo", "1.0", filename, data)
     with serve(double.app) as gitlab:
-        async with httpx2.AsyncClient() as client:
+        async with httpx2.AsyncClient() as http:
+            client = Upstream(http)
             config = SourceConfig("platform", "gitlab_project", "11")
             source = GitLabSource(config, GitLabConfig(url=gitlab.url, timeout=5), client)
             streamed: list[tuple[str, bool]] = []

@@ -11,6 +11,7 @@ import respx
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.upstream import Upstream
 from proxy.storage.details import DetailsStore
 from tests.unit.test_gitlab_source import API, client, page  # noqa: F401  (fixture)
 
@@ -29,7 +30,7 @@ def _link(filename: str, sha: str) -> str:
 def _source(client, store: DetailsStore | None = None, changed=None) -> GitLabSource:  # noqa: F811
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
     config = SourceConfig(name="platform", kind="gitlab_project", target="acme/platform")
-    return GitLabSource(config, gitlab, client, details=store, changed=changed)
+    return GitLabSource(config, gitlab, Upstream(client), details=store, changed=changed)
 
 
 class Registry:
@@ -284,7 +285,7 @@ async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F
         "platform", "gitlab_project", "acme/platform", yanked={"x": frozenset({"1.1"})}
     )
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="t", timeout=2)
-    result = await GitLabSource(config, gitlab, client).project_page("x")
+    result = await GitLabSource(config, gitlab, Upstream(client)).project_page("x")
     assert result is not None
     assert {f.filename: f.yanked for f in result.files} == {
         "x-1.0.tar.gz": False,

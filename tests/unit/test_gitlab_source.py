@@ -11,6 +11,7 @@ import respx
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 SHA = "a" * 64
@@ -24,7 +25,9 @@ async def client() -> AsyncIterator[httpx2.AsyncClient]:
 
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
-    return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
+    return GitLabSource(
+        SourceConfig(name="platform", kind=kind, target=target), gitlab, Upstream(client)
+    )
 
 
 def page(*links: str) -> str:

@@ -12,6 +12,7 @@ import respx
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import SourceUnavailable
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 UPLOAD = f"{API}/projects/11/packages/pypi"
@@ -25,7 +26,9 @@ async def client() -> AsyncIterator[httpx2.AsyncClient]:
 
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "11"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-reader", timeout=2)
-    return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
+    return GitLabSource(
+        SourceConfig(name="platform", kind=kind, target=target), gitlab, Upstream(client)
+    )
 
 
 def parts(request: httpx.Request) -> dict[str, tuple[str | None, bytes]]:

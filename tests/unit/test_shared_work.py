@@ -21,6 +21,7 @@ from proxy.config import AuthConfig
 from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile
+from proxy.sources.upstream import Upstream
 from proxy.storage.files import FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
@@ -153,7 +154,8 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
     )
     pages = PageCache(tmp_path, 300)
     index = Index([], [source], pages)
-    async with httpx2.AsyncClient() as client:
+    async with httpx2.AsyncClient() as http:
+        client = Upstream(http)
         service = CoreMetadata(
             MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
         )

@@ -16,6 +16,7 @@ from proxy.config import SourceConfig
 from proxy.errors import SourceUnavailable
 from proxy.model import DistFile
 from proxy.sources.simple_index import ACCEPT, SimpleIndexSource
+from proxy.sources.upstream import Upstream
 
 INDEX = "https://index.example.org/simple/"
 FILES = "https://files.example.net/packages"
@@ -32,7 +33,7 @@ async def client() -> AsyncIterator[httpx2.AsyncClient]:
 
 def source(client: httpx2.AsyncClient) -> SimpleIndexSource:
     config = SourceConfig("public", "url", INDEX, username="reader", password="s3cret")
-    return SimpleIndexSource(config, client)
+    return SimpleIndexSource(config, Upstream(client))
 
 
 @respx.mock

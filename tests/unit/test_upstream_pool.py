@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from tempfile import gettempdir
 from types import SimpleNamespace
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from proxy import metrics
 from proxy.http import health
 from proxy.sources.upstream import make_client
+from proxy.sources.upstream_health import UpstreamHealth
 from proxy.sources.upstream_pool import WatchedTransport
 from tests.waiting import wait_until
 
@@ -83,18 +84,14 @@ async def eventually(check: Callable[[], object], what: str) -> None:
     await asyncio.to_thread(wait_until, check, what, 10.0)
 
 
-@pytest.fixture(autouse=True)
-def no_stall_left() -> Iterator[None]:
-    yield
-    health._stalled.clear()
-
-
-async def readiness() -> tuple[int, dict]:
-    """/readyz of a proxy whose cache could serve (one cached page) and whose source is up."""
+async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
+    """/readyz of a proxy whose cache could serve (one cached page) and whose source is up, with
+    the health the transport reports to."""
     services = SimpleNamespace(
         config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
         index=SimpleNamespace(sources=[SimpleNamespace(name="platform")], public=[]),
         pages=[object()],
+        health=observer,
     )
     app = Starlette(routes=[Route("/readyz", health.readyz)])
     app.state.services = services
@@ -112,7 +109,8 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
     waiting = sample("upstream_requests_waiting")
     wedged = NeverAnswers()
     pools = Pools(wedged)
-    transport = WatchedTransport(pools, TIMEOUT)
+    observer = UpstreamHealth()
+    transport = WatchedTransport(pools, TIMEOUT, observer=observer)
     async with httpx2.AsyncClient(transport=transport) as client:
         stuck = asyncio.ensure_future(client.get("https://user:secret@gitlab.example/api/v4/x"))
         await eventually(lambda: transport.stalled, "the stall to be noticed")
@@ -120,7 +118,7 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
         assert sample("upstream_pool_stalled") == 1
         assert sample("upstream_pool_replacements_total") == replaced + 1
         assert len(pools.made) == 2 and not wedged.closed  # its request has not ended yet
-        status, body = await readiness()
+        status, body = await readiness(observer)
         assert status == 503 and body["ready"] is False
         assert body["mode"].startswith("not ready: cannot get requests out to the upstreams: ")
         assert body["upstream_pool"]["stalled"] is True
@@ -129,7 +127,7 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
         answered = await client.get("https://gitlab.example/api/v4/y")  # on the new pool
         assert answered.status_code == 200
         assert not transport.stalled and sample("upstream_pool_stalled") == 0
-        status, body = await readiness()
+        status, body = await readiness(observer)
         assert status == 200 and body["mode"] == "online"
 
         stuck.cancel()
@@ -237,7 +235,7 @@ def test_a_stall_shared_by_a_worker_that_is_gone_does_not_count(tmp_path: Path) 
         snapshot = {"written": written, "stalled": f"worker {pid} stalled", "sources": {}}
         (tmp_path / f"{pid}.json").write_text(json.dumps(snapshot))
     (tmp_path / f"{os.getpid()}.json").write_text(json.dumps(snapshot))  # this one: in memory
-    _, stalls = health._read_shared(tmp_path)
+    _, stalls = UpstreamHealth(tmp_path).read_shared()
     assert stalls == ["worker 1 stalled"]
 
 

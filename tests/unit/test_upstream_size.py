@@ -13,6 +13,7 @@ from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import FileNotFoundUpstream, Unavailable
 from proxy.index.compose import Index
 from proxy.sources.gitlab import GitLabSource
+from proxy.sources.upstream import Upstream
 from proxy.sources.upstream_size import upstream_size
 from proxy.storage.pages import PageCache
 
@@ -27,7 +28,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[httpx2.AsyncClient, Index
     pages = PageCache(tmp_path, 300)
     async with httpx2.AsyncClient(timeout=2) as client:
         gitlab = GitLabConfig(url="http://gitlab.internal", token="glpat-t0ken", timeout=2)
-        source = GitLabSource(SourceConfig("platform", "gitlab_project", "11"), gitlab, client)
+        source = GitLabSource(
+            SourceConfig("platform", "gitlab_project", "11"), gitlab, Upstream(client)
+        )
         yield client, Index([source], [], pages), source
     pages.close()
 
@@ -36,7 +39,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[httpx2.AsyncClient, Index
 async def test_the_listed_size_needs_no_request(world) -> None:
     client, index, source = world
     listed = replace(source.file_for(SHA, "acme-1.0.tar.gz"), size=4321)
-    assert await upstream_size(client, index, [listed]) == 4321
+    assert await upstream_size(Upstream(client), index, [listed]) == 4321
     assert not respx.calls
 
 
@@ -45,7 +48,10 @@ async def test_gitlabs_head_gives_the_size(world) -> None:
     client, index, source = world
     head = respx.head(FILE_URL).respond(200, headers={"content-length": "12345"})
     get = respx.get(FILE_URL).respond(200, content=b"x" * 12345)
-    assert await upstream_size(client, index, [source.file_for(SHA, "acme-1.0.tar.gz")]) == 12345
+    assert (
+        await upstream_size(Upstream(client), index, [source.file_for(SHA, "acme-1.0.tar.gz")])
+        == 12345
+    )
     assert head.called and not get.called
 
 
@@ -58,7 +64,10 @@ async def test_object_storage_refusing_a_head_falls_back_to_one_ranged_byte(worl
     ranged = respx.get(STORAGE).respond(
         206, headers={"content-range": "bytes 0-0/98765"}, content=b"x"
     )
-    assert await upstream_size(client, index, [source.file_for(SHA, "acme-1.0.tar.gz")]) == 98765
+    assert (
+        await upstream_size(Upstream(client), index, [source.file_for(SHA, "acme-1.0.tar.gz")])
+        == 98765
+    )
     request = ranged.calls.last.request
     assert request.headers["range"] == "bytes=0-0"
     assert "authorization" not in request.headers  # GitLab's token stays on GitLab's origin
@@ -70,7 +79,7 @@ async def test_a_file_no_candidate_has_and_an_upstream_that_is_down(world) -> No
     respx.head(FILE_URL).respond(404)
     respx.get(FILE_URL).respond(404)
     with pytest.raises(FileNotFoundUpstream):
-        await upstream_size(client, index, [source.file_for(SHA, "acme-1.0.tar.gz")])
+        await upstream_size(Upstream(client), index, [source.file_for(SHA, "acme-1.0.tar.gz")])
     respx.head(FILE_URL).respond(503)
     with pytest.raises(Unavailable, match="upstream platform unavailable: HTTP 503"):
-        await upstream_size(client, index, [source.file_for(SHA, "acme-1.0.tar.gz")])
+        await upstream_size(Upstream(client), index, [source.file_for(SHA, "acme-1.0.tar.gz")])
