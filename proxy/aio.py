@@ -122,9 +122,8 @@ class TaskSet:
         """Run `work` in the background; with a `key`, not while work of that key runs (then
         `work`, a coroutine, is closed unstarted and None returned)."""
         if key is not None and key in self._keys:
-            close = getattr(work, "close", None)  # a coroutine object never awaited
-            if close is not None:
-                close()
+            if asyncio.iscoroutine(work):
+                work.close()  # never awaited: no warning that it was not
             return None
         task = asyncio.ensure_future(work)
         self._tasks[task] = key

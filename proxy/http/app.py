@@ -4,7 +4,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,9 +34,8 @@ from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.names import file_project_name, is_sha256, validate, validate_filename
+from proxy.names import is_sha256, validate, validate_filename
 from proxy.services import Services
-from proxy.sources.upstream_size import upstream_size
 from proxy.storage.files import CacheUnwritable, verified
 
 log = logging.getLogger("proxy.app")
@@ -161,27 +159,11 @@ async def uncached_head(
 ) -> Response | FileBody:
     """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
     svc = services(request)
-    candidates = await _with_known_sizes(svc, sha256, filename, candidates)
     try:
-        size = await upstream_size(svc.upstream, svc.index, candidates)
+        size = await svc.index.file_size(candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
-
-
-async def _with_known_sizes(
-    svc: Services, sha256: str, filename: str, candidates: list[DistFile]
-) -> list[DistFile]:
-    """The candidates with the exact size GitLab's `package_files` gave for them, where the page
-    they were remembered from did not list it yet (details arrive in the background)."""
-    project = file_project_name(filename)
-    if project is None or any(f.size is not None for f in candidates):
-        return candidates
-    sized = []
-    for file in candidates:
-        known = (await svc.details.read(file.source, project)).files.get((filename, sha256))
-        sized.append(replace(file, size=known[0]) if known else file)
-    return sized
 
 
 def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:

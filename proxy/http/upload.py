@@ -41,7 +41,7 @@ from proxy.errors import (
 from proxy.http.access import identity_of
 from proxy.http.body_limit import check_declared, limited
 from proxy.names import normalize, validate, validate_filename
-from proxy.sources.gitlab import GitLabSource
+from proxy.sources.base import UploadTarget
 from proxy.storage.uploads import Upload
 
 log = logging.getLogger("proxy.upload")
@@ -66,14 +66,13 @@ def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
     return size, {k: h.hexdigest() for k, h in hashes.items()}
 
 
-def _target(request: Request) -> GitLabSource:
+def _target(request: Request) -> tuple[str, UploadTarget]:
     services = request.app.state.services
     name = request.path_params.get("source") or services.config.upload.default_source
     if not name:
         raise NotFound("no upload target: use /upload/<source>/ or set [upload] default_source")
-    config = services.config.source(name)
-    source = services.index.by_name.get(name)
-    if config is None or config.kind != "gitlab_project" or not isinstance(source, GitLabSource):
+    target = services.upload_target(name)
+    if target is None:
         raise NotFound(f"no gitlab_project source named {name!r} to upload to")
     identity = identity_of(request.scope)
     if name not in identity.uploadable:
@@ -81,30 +80,30 @@ def _target(request: Request) -> GitLabSource:
         raise Forbidden(f"{who} may not upload to {name}")
     if identity.upstream is None:
         raise Forbidden(f"user {identity.user} has no gitlab_token to upload with")
-    return source
+    return name, target
 
 
 async def upload(request: Request) -> Response:
-    source = _target(request)
+    name, target = _target(request)
     limit = request.app.state.services.config.upload.max_size
     try:
         check_declared(request.headers, limit)
         # starlette closes (and so deletes) the spooled files when reading fails
         request = Request(request.scope, limited(request.receive, limit))
         async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
-            return await _forward(request, source, form)
+            return await _forward(request, name, target, form)
     except TooLarge as exc:
-        log.info("upload to %s refused: %s", source.name, exc)
+        log.info("upload to %s refused: %s", name, exc)
         raise
     except MultiPartException as exc:
         raise BadRequest(f"not a valid upload form: {exc}") from None
     except ClientDisconnect:
-        log.info("upload to %s: the client hung up before the end of the form", source.name)
+        log.info("upload to %s: the client hung up before the end of the form", name)
         raise BadRequest("the upload ended before the end of its form") from None
     except asyncio.CancelledError:
         # uvicorn cancels what still runs when [server] graceful_shutdown has passed after a
         # SIGTERM: answer (the task ends right after) instead of its 500 and traceback.
-        log.warning("upload to %s cut by the shutdown: answered 503", source.name)
+        log.warning("upload to %s cut by the shutdown: answered 503", name)
         raise ShuttingDown(
             "the proxy is shutting down before this upload finished: retry it"
         ) from None
@@ -135,7 +134,7 @@ def form_problem(form: FormData, filename: str) -> str | None:
     return None
 
 
-async def _forward(request: Request, source: GitLabSource, form: FormData) -> Response:
+async def _forward(request: Request, source: str, target: UploadTarget, form: FormData) -> Response:
     content = form.get("content")
     if not isinstance(content, UploadFile) or not content.filename:
         raise BadRequest("the upload form has no file in its 'content' field")
@@ -155,25 +154,23 @@ async def _forward(request: Request, source: GitLabSource, form: FormData) -> Re
     fields |= digests
     identity = identity_of(request.scope)
     try:
-        answer = await source.upload(fields, filename, content.file, size, identity.upstream)
+        answer = await target.upload(fields, filename, content.file, size, identity.upstream)
     except SourceUnavailable as exc:
-        metrics.UPLOADS.labels(source.name, "timeout" if exc.timeout else "error").inc()
+        metrics.UPLOADS.labels(source, "timeout" if exc.timeout else "error").inc()
         raise UpstreamFailed(f"upload of {filename} failed: {exc}", timeout=exc.timeout) from None
-    metrics.UPLOADS.labels(source.name, str(answer.status)).inc()
+    metrics.UPLOADS.labels(source, str(answer.status)).inc()
     if 200 <= answer.status < 300:
-        log.info("uploaded %s (%d bytes) to %s", filename, size, source.name)
+        log.info("uploaded %s (%d bytes) to %s", filename, size, source)
         who = identity.user or ("passthrough" if identity.passthrough else "-")
         try:
             await _invalidate(request, name)
-            await request.app.state.services.uploads.record(Upload(filename, source.name, who))
+            await request.app.state.services.uploads.record(Upload(filename, source, who))
         except Exception as exc:  # GitLab has the file: a retry would only get a 409
             log.warning(
                 "uploaded %s, but its page or the upload list was not updated: %r", filename, exc
             )
-        return PlainTextResponse(
-            f"uploaded {filename} to {source.name}\n", status_code=answer.status
-        )
-    raise _refusal(answer.status, answer.message, filename, source.name, request)
+        return PlainTextResponse(f"uploaded {filename} to {source}\n", status_code=answer.status)
+    raise _refusal(answer.status, answer.message, filename, source, request)
 
 
 def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> ProxyError:
@@ -198,6 +195,7 @@ async def _invalidate(request: Request, name: str) -> None:
     """Read-your-writes: the next page of `name` through any source is asked for afresh."""
     services = request.app.state.services
     keys = []
-    for source in services.index.sources:
-        keys += [("page", source.name, normalize(name)), ("names", source.name)]
+    for parts in services.sources:
+        if parts.owns_names:
+            keys += [("page", parts.source.name, normalize(name)), ("names", parts.source.name)]
     await services.pages.invalidate(*keys)

@@ -9,7 +9,7 @@ negative TTL), so a name no GitLab source has costs one request per source per n
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
@@ -24,17 +24,31 @@ from proxy.errors import (
 )
 from proxy.index.shadows import ShadowCheck
 from proxy.model import DistFile, ProjectList, ProjectPage
-from proxy.sources.base import FileStream, Source
+from proxy.names import file_project_name, file_version
+from proxy.sources.base import Details, FileStream, Source
 from proxy.storage.pages import PageCache, Result
 
 log = logging.getLogger("proxy.index")
 
 
 class Index:
-    def __init__(self, sources: Sequence[Source], public: Sequence[Source], pages: PageCache):
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        public: Sequence[Source],
+        pages: PageCache,
+        *,
+        allow_public: Mapping[str, frozenset[str]] | None = None,
+        details: Mapping[str, Details] | None = None,
+        yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+    ) -> None:
         self.sources = list(sources)  # GitLab sources, in priority order
         self.public = list(public)  # url sources, asked only for names no GitLab source owns
         self.pages = pages
+        # per GitLab source: the names public sources may answer while it is down
+        self.allow_public = dict(allow_public or {})
+        self.details = dict(details or {})  # per GitLab source: its PEP 700 details
+        self.yanked = dict(yanked or {})  # per GitLab source: name → versions marked yanked
         self.by_name: dict[str, Source] = {s.name: s for s in [*self.sources, *self.public]}
         self.shadows = ShadowCheck(pages)
         self._tasks = TaskSet(log, "remembering where files are")
@@ -45,8 +59,7 @@ class Index:
         await self.shadows.tasks.close()
 
     def _allow_public(self, source: str) -> frozenset[str]:
-        config = getattr(self.by_name.get(source), "config", None)
-        return getattr(config, "allow_public", frozenset())
+        return self.allow_public.get(source, frozenset())
 
     def readable(self, allowed: frozenset[str] | None) -> tuple[list[Source], list[Source]]:
         def keep(sources: list[Source]) -> list[Source]:
@@ -124,13 +137,18 @@ class Index:
             return page
 
         result = await self.pages.fetch(("page", source.name, name), load)
+        if result.value is not None and (yanked := self.yanked.get(source.name, {}).get(name)):
+            result = replace(result, value=_yank(result.value, yanked))
         if fetched:  # a GitLab source finds a file by its digest meanwhile: off the client's time
             self._tasks.spawn(self.pages.remember_files(fetched[0].files))
             return result  # fetched just now, with every detail known
         # A GitLab source learns PEP 700 details in the background, after its page is cached.
-        refine = getattr(source, "with_details", None)
-        if refine is not None and result.value is not None:
-            result = replace(result, value=await refine(result.value))
+        details = self.details.get(source.name)
+        if details is not None and result.value is not None:
+            page = result.value
+            files = await details.refine(page.name, page.files)
+            if files is not None:
+                result = replace(result, value=replace(page, files=tuple(files)))
         return result
 
     def _merge(
@@ -216,6 +234,36 @@ class Index:
         ]
         return candidates
 
+    async def file_size(self, candidates: Sequence[DistFile]) -> int | None:
+        """The size of the file from the first candidate that has it, without downloading it:
+        the size a page listed (no request at all), or the exact size GitLab's `package_files`
+        gave since (details arrive in the background), else what its upstream says (None if it
+        does not say).
+
+        Raises FileNotFoundUpstream when none has it, Unavailable when one that might could not
+        be reached.
+        """
+        listed = next((f.size for f in candidates if f.size is not None), None)
+        if listed is not None:
+            return listed
+        for file in candidates:
+            details, project = self.details.get(file.source), file_project_name(file.filename)
+            if details is not None and project is not None:
+                known = await details.refine(project, [file])
+                if known and known[0].size is not None:
+                    return known[0].size
+        failures: list[SourceUnavailable] = []
+        for file in candidates:
+            try:
+                return await self.by_name[file.source].file_size(file)
+            except FileNotFoundUpstream:
+                continue
+            except SourceUnavailable as exc:
+                failures.append(exc)
+        if failures:
+            raise Unavailable(failures)
+        raise FileNotFoundUpstream("no source has this file")
+
     @asynccontextmanager
     async def open_first(self, candidates: Sequence[DistFile]) -> AsyncIterator[FileStream]:
         """Stream the file from the first candidate that has it.
@@ -241,3 +289,11 @@ class Index:
         if failures:
             raise Unavailable(failures)
         raise FileNotFoundUpstream("no source has this file")
+
+
+def _yank(page: ProjectPage, versions: frozenset[str]) -> ProjectPage:
+    """The page with the files of `versions` (configured, GitLab cannot yank) marked yanked."""
+    files = tuple(
+        replace(f, yanked=True) if file_version(f.filename) in versions else f for f in page.files
+    )
+    return replace(page, files=files)

@@ -12,28 +12,23 @@ at background priority unless a client is waiting for the sidecar.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import replace
 
-import httpx2
 from packaging.version import InvalidVersion, Version
 
 from proxy.aio import SingleFlight, TaskSet, TTLMemo
 from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
 from proxy.index.compose import Index
 from proxy.index.wheel_metadata import (
-    MAX_METADATA,
     NoMetadata,
-    RangeReader,
     RangesUnsupported,
     by_ranges,
     from_file,
 )
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version
-from proxy.sources.base import Source
-from proxy.sources.upstream import Upstream
+from proxy.sources.base import Sidecars, Source
 from proxy.storage.files import Download, FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
@@ -54,10 +49,12 @@ class CoreMetadata:
         files: FileStore,
         pages: PageCache,
         index: Index,
-        upstream: Upstream,
+        sources: Mapping[str, Source],
+        sidecars: Mapping[str, Sidecars] | None = None,
     ) -> None:
         self.store, self.files, self.pages, self.index = store, files, pages, index
-        self.upstream = upstream
+        self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
+        self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
         self._limit = asyncio.Semaphore(_CONCURRENCY)
         self._flights: SingleFlight[str, str | None] = SingleFlight()
         self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
@@ -139,45 +136,25 @@ class CoreMetadata:
         return None
 
     async def _extract(self, file: DistFile, background: bool) -> bytes:
-        source = self.index.by_name.get(file.source)
+        source = self.sources.get(file.source)
         online = source is not None and not self.pages.offline
-        if online and file.core_metadata_sha256 is not None and hasattr(source, "core_metadata"):
-            return await source.core_metadata(file)  # exactly what the upstream advertised
+        sidecars = self.sidecars.get(file.source)
+        if online and file.core_metadata_sha256 is not None and sidecars is not None:
+            return await sidecars.core_metadata(file)  # exactly what the upstream advertised
         cached = await self.files.open(file.sha256, count=False)
         if cached is not None:
             try:
                 return await asyncio.to_thread(from_file, cached.handle, file.filename)
             finally:
                 await asyncio.to_thread(cached.close)
-        if not online:
+        if source is None or not online:
             raise NoMetadata(f"{file.filename} is not cached")
         if not file.filename.endswith(".whl"):
             raise NoMetadata(f"{file.filename} is not a wheel")
-        return await by_ranges(self._range_reader(source, file, background), file.filename)
-
-    def _range_reader(self, source: Source, file: DistFile, background: bool) -> RangeReader:
-        auth = source.auth_for(file.url)  # type: ignore[attr-defined]
-        name = source.name  # type: ignore[attr-defined]
-        budgeted = getattr(source, "stream", None)  # GitLab's: spent from its request budget
-
-        def opened(headers: dict[str, str]) -> AbstractAsyncContextManager[httpx2.Response]:
-            if budgeted is not None:
-                return budgeted(file.url, headers=headers, background=background)
-            return self.upstream.stream(name, file.url, auth=auth, headers=headers)
-
-        async def read(spec: str) -> tuple[bytes, str | None]:
-            async with opened({"Range": spec}) as response:
-                if response.status_code != 206:
-                    return b"", None  # the whole file is coming: not read, closed at once
-                parts, total = [], 0
-                async for chunk in self.upstream.chunks(name, response):
-                    parts.append(chunk)
-                    total += len(chunk)
-                    if total > 2 * MAX_METADATA:
-                        raise NoMetadata(f"{file.filename}: range answer too large")
-                return b"".join(parts), response.headers.get("content-range")
-
-        return read
+        # GitLab's are spent from its request budget, at background priority unless a client
+        # waits for the sidecar
+        reader = source.range_reader(file, background=background)
+        return await by_ranges(reader, file.filename)
 
     # --- serving ------------------------------------------------------------------------------
 

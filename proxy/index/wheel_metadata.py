@@ -9,8 +9,9 @@ import asyncio
 import io
 import re
 import zipfile
-from collections.abc import Awaitable, Callable
 from typing import BinaryIO
+
+from proxy.sources.base import RangeReader
 
 MAX_METADATA = 16 * 2**20
 _TAIL = 64 * 2**10 + 22 + 1024  # EOCD, a maximal zip comment, and usually the central directory
@@ -108,10 +109,6 @@ def _from_sparse(sparse: SparseFile, filename: str) -> bytes:
             return archive.read(_member(archive, filename))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError) as exc:
         raise NoMetadata(f"{filename}: {exc}") from None
-
-
-RangeReader = Callable[[str], Awaitable[tuple[bytes, str | None]]]
-"""Fetch one `Range` header value: (body, Content-Range or None when the range was ignored)."""
 
 
 async def by_ranges(read: RangeReader, filename: str) -> bytes:

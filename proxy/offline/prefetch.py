@@ -88,14 +88,13 @@ def package_wanted(spec: str) -> Wanted:
 async def source_wanted(services: Services, name: str, latest: int | None) -> list[Wanted]:
     """Every package of GitLab source `name` (Packages API, all pages), the `latest` N versions
     of each name when given. Raises Refused when GitLab will not list them."""
-    source = services.index.by_name.get(name)
-    if source is None:
+    if services.config.source(name) is None:
         raise LockFileError(f"--source {name}: no source of that name in the configuration")
-    packages = getattr(source, "packages", None)
-    if packages is None:
+    listing = services.package_listing(name)
+    if listing is None:
         raise LockFileError(f"--source {name}: only GitLab sources can list all their packages")
     versions: dict[str, set[str]] = {}
-    async for package in packages():
+    async for package in listing.packages():
         versions.setdefault(normalize(package["name"]), set()).add(str(package["version"]))
     wanted = []
     for project, found in sorted(versions.items()):
@@ -263,8 +262,8 @@ async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> 
                 prefetch.fail(f"--source {name}", str(exc))
         report = await prefetch.run(wanted)
         # the exact sizes and upload times of the pages read, for an offline proxy to serve
-        for source in services.gitlab:
-            await source.details.settled()
+        for details in services.details():
+            await details.settled()
         return report
     finally:
         await services.stop()

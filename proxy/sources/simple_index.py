@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote, urljoin
 
 import httpx2
@@ -20,9 +21,9 @@ from proxy.config import SourceConfig
 from proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from proxy.model import DistFile, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
-from proxy.sources.base import FileStream
+from proxy.sources.base import Context, FileStream, Parts, RangeReader
 from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
-from proxy.sources.upstream import Upstream
+from proxy.sources.upstream import Request, Upstream
 
 log = logging.getLogger("proxy.sources.simple_index")
 
@@ -88,6 +89,11 @@ def _is_json(response: httpx2.Response) -> bool:
 
 class SimpleIndexSource:
     """One `url` source. Cannot be asked for a file by digest alone: only for files it listed."""
+
+    @classmethod
+    def build(cls, config: SourceConfig, context: Context) -> Parts:
+        source = cls(config, context.upstream)
+        return Parts(source, sidecars=source)
 
     def __init__(self, config: SourceConfig, upstream: Upstream) -> None:
         self.name = config.name
@@ -170,6 +176,26 @@ class SimpleIndexSource:
 
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         return None
+
+    def _request(self, file: DistFile) -> Request:
+        def request(headers: dict[str, str], method: str) -> Any:
+            auth = self.auth_for(file.url)
+            return self.upstream.stream(
+                self.name, file.url, auth=auth, headers=headers, method=method
+            )
+
+        return request
+
+    async def file_size(self, file: DistFile) -> int | None:
+        return await self.upstream.size_of(self._request(file))
+
+    def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
+        request = self._request(file)
+
+        async def read(spec: str) -> tuple[bytes, str | None]:
+            return await self.upstream.read_range(self.name, request, spec)
+
+        return read
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:

@@ -6,8 +6,8 @@ reports its outcome (and its pools' stalls) to the `UpstreamObserver` it is give
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -21,12 +21,17 @@ from proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
 from proxy.sources.upstream_pool import WatchedTransport
 
 CHUNK = 256 * 1024
+_MAX_RANGE = 32 * 2**20  # a ranged read's answer: twice the largest METADATA read
 _MAX_REDIRECTS = 5
 _RETRY_AFTER = 60.0  # a 429 without a usable Retry-After: GitLab's limits count per minute
 _MAX_RETRY_AFTER = 3600.0
 
 
 LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+
+Request = Callable[[dict[str, str], str], AbstractAsyncContextManager[httpx2.Response]]
+"""A source's request for one file it listed, with its credentials: (headers, method) → the
+streamed answer (`Upstream.stream`, through the GitLab budget where it applies)."""
 
 
 class UpstreamObserver(Protocol):
@@ -238,3 +243,42 @@ class Upstream:
                 yield chunk
         except httpx2.HTTPError as exc:
             raise self._failed(source, exc) from None
+
+    async def size_of(self, request: Request) -> int | None:
+        """The size of a file without downloading it: the upstream's HEAD; where that gives no
+        size (object storage signs its redirect for GET only, so a HEAD there is refused), a
+        one-byte ranged GET, whose Content-Range carries the size. None if neither says.
+        Raises FileNotFoundUpstream or SourceUnavailable."""
+        try:
+            async with request({}, "HEAD") as response:
+                size = _total(response)
+        except FileNotFoundUpstream:
+            size = None  # not there, or a HEAD refused on the way: the ranged GET tells which
+        if size is not None:
+            return size
+        async with request({"Range": "bytes=0-0"}, "GET") as response:
+            return _total(response)  # closed unread if the whole file is coming
+
+    async def read_range(
+        self, source: str, request: Request, spec: str
+    ) -> tuple[bytes, str | None]:
+        """One ranged read (`spec` is a Range header value): the bytes and the Content-Range,
+        or (b"", None) when the upstream ignores the range (the whole file is not read)."""
+        async with request({"Range": spec}, "GET") as response:
+            if response.status_code != 206:
+                return b"", None  # the whole file is coming: not read, closed at once
+            parts, total = [], 0
+            async for chunk in self.chunks(source, response):
+                parts.append(chunk)
+                total += len(chunk)
+                if total > _MAX_RANGE:
+                    raise SourceUnavailable(source, "range answer too large")
+            return b"".join(parts), response.headers.get("content-range")
+
+
+def _total(response: httpx2.Response) -> int | None:
+    if response.status_code == 206:  # "bytes 0-0/12345"
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+    else:
+        total = response.headers.get("content-length", "")
+    return int(total) if total.isascii() and total.isdigit() else None

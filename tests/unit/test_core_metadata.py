@@ -9,7 +9,7 @@ import respx
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
-from proxy.sources.gitlab import GitLabSource
+from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
 from proxy.storage.files import FileStore
@@ -29,28 +29,26 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     pages = PageCache(tmp_path, 300)
     files = FileStore(tmp_path, 2**30)
     index = Index([source], [], pages)
-    async with httpx2.AsyncClient() as http:
-        client = Upstream(http)
-        service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
-        first = await service.annotated(index.project_page("demo"))
-        assert first.files[0].core_metadata_sha256 is None
-        await service.tasks.settled()  # the background try: not cached, no ranges
-        assert (await service.annotated(index.project_page("demo"))).files[
-            0
-        ].core_metadata_sha256 is None
+    service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, {"platform": source})
+    first = await service.annotated(index.project_page("demo"))
+    assert first.files[0].core_metadata_sha256 is None
+    await service.tasks.settled()  # the background try: not cached, no ranges
+    assert (await service.annotated(index.project_page("demo"))).files[
+        0
+    ].core_metadata_sha256 is None
 
-        generation = pages.generation()
-        download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
-        service.after_download(download, sha, filename)
-        await download.wait()
-        await service.tasks.settled()
-        assert pages.generation() != generation  # the rendered-page memo is flushed
+    generation = pages.generation()
+    download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
+    service.after_download(download, sha, filename)
+    await download.wait()
+    await service.tasks.settled()
+    assert pages.generation() != generation  # the rendered-page memo is flushed
 
-        page = await service.annotated(index.project_page("demo"))
-        body = await service.sidecar(sha, filename, None)
-        assert body is not None and b"Requires-Dist: dep" in body
-        assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
-        assert await service.sidecar("0" * 64, "other-1.0-py3-none-any.whl", None) is None
+    page = await service.annotated(index.project_page("demo"))
+    body = await service.sidecar(sha, filename, None)
+    assert body is not None and b"Requires-Dist: dep" in body
+    assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
+    assert await service.sidecar("0" * 64, "other-1.0-py3-none-any.whl", None) is None
 
 
 @respx.mock
@@ -68,9 +66,15 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
     async with httpx2.AsyncClient() as http:
         client = Upstream(http)
         config = SourceConfig("public", "url", "https://index.example.org/simple/")
-        index = Index([], [SimpleIndexSource(config, client)], pages)
+        public = SimpleIndexSource(config, client)
+        index = Index([], [public], pages)
         service = CoreMetadata(
-            MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
+            MetadataStore(tmp_path),
+            FileStore(tmp_path, 2**30),
+            pages,
+            index,
+            {"public": public},
+            {"public": public},
         )
         page = await service.annotated(index.project_page("demo"))
         assert page.files[0].core_metadata_sha256 == digest  # the upstream's own claim
@@ -92,19 +96,23 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
         async with httpx2.AsyncClient() as http:
             client = Upstream(http)
             config = SourceConfig("platform", "gitlab_project", "11")
-            source = GitLabSource(config, GitLabConfig(url=gitlab.url, timeout=5), client)
+            source = GitLabProject(config, GitLabConfig(url=gitlab.url, timeout=5), client)
             streamed: list[tuple[str, bool]] = []
-            budgeted = source.stream
+            budgeted = source.api.stream
 
-            def recording(url: str, *, headers=None, background: bool = False):
+            def recording(url: str, *, headers=None, method="GET", background: bool = False):
                 streamed.append((url.rsplit("/", 1)[1], background))
-                return budgeted(url, headers=headers, background=background)
+                return budgeted(url, headers=headers, method=method, background=background)
 
-            source.stream = recording  # type: ignore[method-assign]
+            source.api.stream = recording  # type: ignore[method-assign]
             pages = PageCache(tmp_path, 300)
             index = Index([source], [], pages)
             service = CoreMetadata(
-                MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
+                MetadataStore(tmp_path),
+                FileStore(tmp_path, 2**30),
+                pages,
+                index,
+                {"platform": source},
             )
             await service.annotated(index.project_page("demo"))
             await service.tasks.settled()

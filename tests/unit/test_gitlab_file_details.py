@@ -2,6 +2,7 @@
 sizes and times from `package_files` in the background, kept for good, bounded in requests."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.gitlab import GitLabSource
+from proxy.index.compose import Index
+from proxy.model import ProjectPage
+from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.upstream import Upstream
 from proxy.storage.details import DetailsStore
+from proxy.storage.pages import PageCache
 from tests.unit.test_gitlab_source import API, client, page  # noqa: F401  (fixture)
 
 BASE = f"{API}/projects/acme%2Fplatform"
@@ -27,10 +31,17 @@ def _link(filename: str, sha: str) -> str:
     return f'<a href="https://g/files/{sha}/{filename}#sha256={sha}">{filename}</a>'
 
 
-def _source(client, store: DetailsStore | None = None, changed=None) -> GitLabSource:  # noqa: F811
+def _source(client, store: DetailsStore | None = None, changed=None) -> GitLabProject:  # noqa: F811
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
     config = SourceConfig(name="platform", kind="gitlab_project", target="acme/platform")
-    return GitLabSource(config, gitlab, Upstream(client), details=store, changed=changed)
+    return GitLabProject(config, gitlab, Upstream(client), details=store, changed=changed)
+
+
+async def with_details(source: GitLabProject, page: ProjectPage) -> ProjectPage:
+    """A cached page with the exact details learnt in the background since it was fetched, as
+    the index serves it."""
+    files = await source.details.refine(page.name, page.files)
+    return page if files is None else replace(page, files=tuple(files))
 
 
 class Registry:
@@ -139,12 +150,12 @@ async def test_times_from_the_listing_now_exact_details_in_the_background(client
     await source.details.settled()
     assert sorted(registry.files_asked) == [100, 101]  # one call per version, never x-extra's
     assert changes  # rendered pages are told to refresh
-    refined = await source.with_details(cold)
+    refined = await with_details(source, cold)
     assert [(f.size, f.upload_time) for f in refined.files] == [
         (1100, T0 + timedelta(minutes=5)),
         (1101, T0 + timedelta(hours=1, minutes=5)),
     ]
-    assert await source.with_details(refined) is refined  # all exact: nothing read
+    assert await with_details(source, refined) is refined  # all exact: nothing read
 
 
 @respx.mock
@@ -190,7 +201,7 @@ async def test_a_short_name_in_a_long_listing_is_bounded_on_the_clients_time(cli
     await source.details.settled()  # the background reads on, one page at a time
     assert sorted(registry.listed_pages) == list(range(1, 12))
     assert registry.listed_pages[4:] == list(range(5, 12))
-    refined = await source.with_details(result)
+    refined = await with_details(source, result)
     assert [f.size for f in refined.files] == [1100, 1101, 1102]
 
 
@@ -234,7 +245,7 @@ async def test_a_file_added_to_an_old_version_is_asked_for_that_version_only(cli
     await source.details.settled()
     assert len(registry.listed_pages) == listed  # its version was known: no listing
     assert sorted(registry.files_asked) == [100, 101, 101]
-    refined = await source.with_details(result)
+    refined = await with_details(source, result)
     assert all(f.size for f in refined.files)
 
 
@@ -276,7 +287,7 @@ async def test_packages_api_failure_still_serves_the_page(client, status: int, a
 
 
 @respx.mock
-async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F811
+async def test_configured_yanked_versions_are_marked(client, tmp_path: Path) -> None:  # noqa: F811
     respx.get(f"{BASE}/packages/pypi/simple/x").respond(
         200, text=page(_link("x-1.0.tar.gz", _sha(1)), _link("x-1.1.tar.gz", _sha(2)))
     )
@@ -285,7 +296,9 @@ async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F
         "platform", "gitlab_project", "acme/platform", yanked={"x": frozenset({"1.1"})}
     )
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="t", timeout=2)
-    result = await GitLabSource(config, gitlab, Upstream(client)).project_page("x")
+    source = GitLabProject(config, gitlab, Upstream(client))
+    index = Index([source], [], PageCache(tmp_path, 300), yanked={"platform": config.yanked})
+    result = await index.project_page("x")
     assert result is not None
     assert {f.filename: f.yanked for f in result.files} == {
         "x-1.0.tar.gz": False,

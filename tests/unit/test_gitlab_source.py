@@ -10,7 +10,8 @@ import respx
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
-from proxy.sources.gitlab import GitLabSource
+from proxy.sources.gitlab_group import GitLabGroup
+from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
@@ -25,7 +26,8 @@ async def client() -> AsyncIterator[httpx2.AsyncClient]:
 
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
-    return GitLabSource(
+    kinds = {"gitlab_project": GitLabProject, "gitlab_group": GitLabGroup}
+    return kinds[kind](
         SourceConfig(name="platform", kind=kind, target=target), gitlab, Upstream(client)
     )
 

@@ -22,8 +22,9 @@ class ConfiguredFake(FakeSource):
         self.config = SourceConfig(name, "gitlab_project", "1", allow_public=allow_public)
 
 
-def _index(tmp_path: Path, private: list[FakeSource], public: list[FakeSource]) -> Index:
-    return Index(private, public, PageCache(tmp_path, 300))
+def _index(tmp_path: Path, private: list[ConfiguredFake], public: list[FakeSource]) -> Index:
+    allow_public = {s.name: s.config.allow_public for s in private}  # as the services hand it
+    return Index(private, public, PageCache(tmp_path, 300), allow_public=allow_public)
 
 
 async def test_a_private_name_never_comes_from_public(

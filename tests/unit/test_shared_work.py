@@ -21,7 +21,6 @@ from proxy.config import AuthConfig
 from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile
-from proxy.sources.upstream import Upstream
 from proxy.storage.files import FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
@@ -154,19 +153,22 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
     )
     pages = PageCache(tmp_path, 300)
     index = Index([], [source], pages)
-    async with httpx2.AsyncClient() as http:
-        client = Upstream(http)
-        service = CoreMetadata(
-            MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
-        )
-        first = asyncio.ensure_future(service.ensure(file))
-        await source.asked.wait()
-        second = asyncio.ensure_future(service.ensure(file))
-        await _cancelled(first)
-        source.answer.set()
-        assert await second is not None
-        assert await service.store.get(file.sha256) is not None and source.calls == 1
-        await service.close()
+    service = CoreMetadata(
+        MetadataStore(tmp_path),
+        FileStore(tmp_path, 2**30),
+        pages,
+        index,
+        {"public": source},
+        {"public": source},
+    )
+    first = asyncio.ensure_future(service.ensure(file))
+    await source.asked.wait()
+    second = asyncio.ensure_future(service.ensure(file))
+    await _cancelled(first)
+    source.answer.set()
+    assert await second is not None
+    assert await service.store.get(file.sha256) is not None and source.calls == 1
+    await service.close()
 
 
 async def test_passthrough_credentials_are_checked_for_the_others_when_one_is_cancelled() -> None:
