@@ -17,9 +17,7 @@ from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
-    from proxy.storage.files import FileStore
-    from proxy.storage.leftovers import Orphans
-    from proxy.storage.pages import PageCache
+    from proxy.services import Leftovers, Stores
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
@@ -154,17 +152,13 @@ def _describe(config: Config) -> str:
     return "\n".join(lines)
 
 
-def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache", "FileStore"]:
-    """Open both caches, or fail with one line saying why (read-only, corrupt, ...)."""
-    from proxy.storage.files import FileStore
-    from proxy.storage.pages import PageCache
+def open_stores(config: Config, *, count_hits: bool = True) -> "Stores":
+    """Open the caches, or fail with one line saying why (read-only, corrupt, ...)."""
+    from proxy.services import Stores
 
     _check_cache_directory(config)
     try:
-        return (
-            PageCache(config.cache.directory, config.cache.index_ttl),
-            FileStore(config.cache.directory, config.cache.max_size, count_hits=count_hits),
-        )
+        return Stores.open(config, count_hits=count_hits)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             f"{config.path}: cache.directory: cannot open the cache in "
@@ -172,7 +166,7 @@ def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache"
         ) from None
 
 
-def _orphans_line(orphans: "Orphans") -> str:
+def _orphans_line(orphans: "Leftovers") -> str:
     return (
         f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
         " lock files left by stopped processes"
@@ -183,15 +177,15 @@ def _clean_orphans(config: Config) -> None:
     """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
     import logging
 
-    from proxy.storage.files import FileStore
+    from proxy.services import Stores
 
     log = logging.getLogger("proxy.cli")
     try:
-        files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+        stores = Stores.open(config, count_hits=False)
         try:
-            orphans = files.clean_orphans()
+            orphans = stores.clean()
         finally:
-            files.close()
+            stores.close()
     except (OSError, sqlite3.Error) as exc:  # a read-only cache: serving matters more
         log.warning("leftovers of stopped downloads not removed: %s", exc)
         return
@@ -202,20 +196,21 @@ def _clean_orphans(config: Config) -> None:
 def cache_command(config: Config, args: argparse.Namespace) -> int:
     from proxy.offline import bundle
     from proxy.offline.stats import stats_lines
+    from proxy.offline.verify import verify
 
     action = args.action
-    pages, files = open_caches(config, count_hits=False)
+    stores = open_stores(config, count_hits=False)
     try:
         if action == "stats":
-            print("\n".join(stats_lines(pages, files)))
+            print("\n".join(stats_lines(stores.pages, stores.blobs)))
             return 0
         try:
             if action == "export":
-                count, records = bundle.export(pages, files, Path(args.bundle))
+                count, records = bundle.export(stores, Path(args.bundle))
                 print(f"exported {count} files and {records} index records to {args.bundle}")
                 return 0
             if action == "import":
-                report = bundle.import_bundle(pages, files, Path(args.bundle))
+                report = bundle.import_bundle(stores, Path(args.bundle))
                 print(
                     f"imported {report.files} files ({report.bytes} bytes), "
                     f"{report.pages} index records"
@@ -232,15 +227,14 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
                 return 1 if report.bad or report.not_kept else 0
         except bundle.BundleError as exc:
             raise ConfigError(str(exc)) from None
-        print(_orphans_line(files.clean_orphans()))
-        checked, dropped = files.verify()
+        print(_orphans_line(stores.clean()))
+        checked, dropped = verify(stores.blobs)
         for sha256 in dropped:
             print(f"corrupt, dropped: {sha256}")
         print(f"verified {checked} files, dropped {len(dropped)}")
         return 1 if dropped else 0
     finally:
-        pages.close()
-        files.close()
+        stores.close()
 
 
 def prefetch_command(config: Config, args: argparse.Namespace) -> int:
@@ -251,8 +245,7 @@ def prefetch_command(config: Config, args: argparse.Namespace) -> int:
 
     if config.cache.offline:
         raise ConfigError(f"{config.path}: cache.offline: prefetch needs the upstreams")
-    for cache in open_caches(config):  # a cache directory it cannot use: one line, exit 2
-        cache.close()
+    open_stores(config).close()  # a cache directory it cannot use: one line, exit 2
     inputs = prefetch.Inputs(args.requirements, args.lock, args.package, args.source, args.latest)
     if not (inputs.requirements or inputs.locks or inputs.packages or inputs.sources):
         raise ConfigError("prefetch: nothing to do: give -r, --lock, --package or --source")
@@ -308,8 +301,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
 
     from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
 
-    for cache in open_caches(config):
-        cache.close()
+    open_stores(config).close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"

@@ -4,6 +4,7 @@ commands start from here; nothing else decides which implementation of anything 
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy import metrics, runtime_dir
 from proxy.auth import Authenticator
@@ -17,11 +18,77 @@ from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream, make_client
 from proxy.sources.upstream_health import UpstreamHealth
+from proxy.storage.blobs import BlobStore
+from proxy.storage.coordinator import Coordinator
 from proxy.storage.details import DetailsStore
-from proxy.storage.files import FileStore
+from proxy.storage.downloads import Downloads
+from proxy.storage.local_blobs import LocalBlobStore
+from proxy.storage.local_coordinator import LocalCoordinator
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
 from proxy.storage.uploads import RecentUploads
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What stopped processes left, removed at start: spools, their bytes, lock files."""
+
+    parts: int
+    bytes: int
+    locks: int
+
+
+@dataclass
+class Stores:
+    """Where the proxy keeps things, and how its workers coordinate. Which implementations run
+    is decided here, and nowhere else."""
+
+    coordinator: Coordinator
+    pages: PageCache
+    blobs: BlobStore
+    downloads: Downloads
+
+    @classmethod
+    def open(cls, config: Config, *, count_hits: bool = True) -> "Stores":
+        """`count_hits`: this process's file lookups count in the hit ratio (the server's)."""
+        cache = config.cache
+        return cls.local(
+            cache.directory,
+            cache.max_size,
+            index_ttl=cache.index_ttl,
+            negative_ttl=cache.negative_ttl,
+            offline=cache.offline,
+            count_hits=count_hits,
+        )
+
+    @classmethod
+    def local(
+        cls,
+        directory: Path,
+        max_size: int,
+        *,
+        index_ttl: float = 300,
+        negative_ttl: float | None = None,
+        offline: bool = False,
+        count_hits: bool = True,
+    ) -> "Stores":
+        """Everything in the cache `directory` of one machine."""
+        coordinator = LocalCoordinator(directory)
+        pages = PageCache(directory, index_ttl, offline=offline, negative_ttl=negative_ttl)
+        blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
+        return cls(coordinator, pages, blobs, Downloads(blobs, coordinator))
+
+    def clean(self) -> Leftovers:
+        """Remove what downloads killed midway left (blocking: at start); what downloads still
+        running (a prefetch beside) use stays."""
+        parts, size = self.blobs.clean()
+        return Leftovers(parts, size, self.coordinator.clean())
+
+    def close(self) -> None:
+        self.pages.close()
+        self.blobs.close()
+        self.coordinator.close()
+
 
 # Every kind of source, by its configuration key: a new kind is a module and a line here.
 KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
@@ -36,8 +103,7 @@ class Services:
     config: Config
     health: UpstreamHealth
     upstream: Upstream
-    pages: PageCache
-    files: FileStore
+    stores: Stores
     sources: list[Parts]  # in priority order
     index: Index
     auth: Authenticator
@@ -52,21 +118,18 @@ class Services:
         health = UpstreamHealth(runtime_dir.health_directory())
         upstream = Upstream(make_client(config.gitlab.timeout, health), health)
         directory = config.cache.directory
-        pages = PageCache(
-            directory,
-            config.cache.index_ttl,
-            offline=config.cache.offline,
-            negative_ttl=config.cache.negative_ttl,
-        )
+        stores = Stores.open(config)
+        pages = stores.pages
         budget = Budget(
-            config.gitlab.max_requests_per_minute, directory / "gitlab-budget", patient=patient
+            config.gitlab.max_requests_per_minute,
+            stores.coordinator.value("gitlab-budget"),
+            patient=patient,
         )
         details_store = DetailsStore(directory)
         context = Context(upstream, config.gitlab, budget, details_store, pages.invalidate)
         sources = [KINDS[s.kind](s, context) for s in config.sources]
         private = [p.source for p in sources if p.owns_names]
         public = [p.source for p in sources if not p.owns_names]
-        files = FileStore(config.cache.directory, config.cache.max_size)
         auth = Authenticator(
             config.auth,
             config.users,
@@ -85,7 +148,7 @@ class Services:
         )
         metadata = CoreMetadata(
             MetadataStore(config.cache.directory),
-            files,
+            stores.blobs,
             pages,
             index,
             {p.source.name: p.source for p in sources},
@@ -97,8 +160,7 @@ class Services:
             config,
             health,
             upstream,
-            pages,
-            files,
+            stores,
             sources,
             index,
             auth,
@@ -124,8 +186,7 @@ class Services:
         for details in self.details():
             await details.close()
         await self.upstream.aclose()
-        self.pages.close()
-        self.files.close()
+        self.stores.close()
         self.uploads.close()
         self.details_store.close()
         self.budget.close()

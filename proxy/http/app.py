@@ -36,7 +36,8 @@ from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import is_sha256, validate, validate_filename
 from proxy.services import Services
-from proxy.storage.files import CacheUnwritable, verified
+from proxy.storage.blobs import CacheUnwritable
+from proxy.storage.downloads import verified
 
 log = logging.getLogger("proxy.app")
 
@@ -81,7 +82,7 @@ async def index_response(
     media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if media is None:
         raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
-    pages = services(request).pages
+    pages = services(request).stores.pages
     allowed = allowed_sources(request)
     key = (what, media, allowed)
     generation = pages.generation()  # read before the inputs, so a racing invalidation wins
@@ -124,11 +125,11 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     wheel = filename.removesuffix(".metadata")
     # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
-    if not await may_read_file(svc.index, svc.pages, sha256, wheel, allowed):
+    if not await may_read_file(svc.index, svc.stores.pages, sha256, wheel, allowed):
         raise NotFound(f"no readable source offers {filename}")
     if wheel != filename:
         return await core_metadata_file(request, sha256, wheel)
-    cached = await svc.files.open(sha256)
+    cached = await svc.stores.blobs.open(sha256)
     if cached is not None:
         metrics.FILE_HIT.inc()
         return cached_response(cached, sha256, request.headers, request.method)
@@ -140,9 +141,9 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     metrics.FILE_MISS.inc()
     if request.method == "HEAD":
         return await uncached_head(request, sha256, filename, candidates)
-    if not svc.files.keeping:
+    if not svc.stores.blobs.keeping:
         return await unkept_file(request, sha256, filename, candidates)
-    download = svc.files.download(sha256, lambda: svc.index.open_first(candidates))
+    download = svc.stores.downloads.download(sha256, lambda: svc.index.open_first(candidates))
     try:
         await asyncio.shield(download.started)
     except CacheUnwritable:

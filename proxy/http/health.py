@@ -43,7 +43,7 @@ async def readyz(request: Request) -> Response:
     names = [s.name for s in services.index.sources + services.index.public]
     known, stalls = await asyncio.to_thread(services.health.read_shared)
     states = {name: known.get(name, SourceState()).as_json(time.time()) for name in names}
-    cached_pages = await asyncio.to_thread(len, services.pages)
+    cached_pages = await asyncio.to_thread(len, services.stores.pages)
     down = [name for name, s in states.items() if s["state"] == "down"]
     cache = await cache_state(request)
     can_serve_cached = cached_pages > 0

@@ -44,8 +44,7 @@ def _scrape(entries: int, volume: int, writable: bool) -> bytes:
 
 async def metrics_endpoint(request: Request) -> Response:
     services = request.app.state.services
-    files, writes = services.files.entries, writes_for(services.config.cache.directory)
-    entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
-    state = await asyncio.to_thread(writes.state)
-    body = await asyncio.to_thread(_scrape, entries, volume, state.writable)
+    files = await asyncio.to_thread(services.stores.blobs.stats)
+    state = await asyncio.to_thread(writes_for(services.config.cache.directory).state)
+    body = await asyncio.to_thread(_scrape, files.entries, files.bytes, state.writable)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

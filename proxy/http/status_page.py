@@ -143,12 +143,13 @@ async def status_page(request: Request) -> Response:
     kinds = {s.name: s.kind for s in services.config.sources}
     names = [s.name for s in services.index.sources + services.index.public]
     states = await services.health.source_states(names)
-    files = services.files.entries
-    entries, volume = await asyncio.to_thread(lambda: (len(files), files.volume()))
+    files = await asyncio.to_thread(services.stores.blobs.stats)
     counts = await asyncio.to_thread(metrics.cache_counts)
     writable = await cache_state(request)
     cache = {
-        "Files cached": f"{entries} ({_bytes(volume)} of {_bytes(services.config.cache.max_size)})",
+        "Files cached": (
+            f"{files.entries} ({_bytes(files.bytes)} of {_bytes(services.config.cache.max_size)})"
+        ),
         "File hit ratio": _ratio(counts, "file"),
         "Index page hit ratio": _ratio(counts, "page"),
         "Index pages fresh for": f"{services.config.cache.index_ttl} s",

@@ -198,4 +198,4 @@ async def _invalidate(request: Request, name: str) -> None:
     for parts in services.sources:
         if parts.owns_names:
             keys += [("page", parts.source.name, normalize(name)), ("names", parts.source.name)]
-    await services.pages.invalidate(*keys)
+    await services.stores.pages.invalidate(*keys)

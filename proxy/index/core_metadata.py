@@ -29,7 +29,8 @@ from proxy.index.wheel_metadata import (
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version
 from proxy.sources.base import Sidecars, Source
-from proxy.storage.files import Download, FileStore
+from proxy.storage.blobs import BlobStore
+from proxy.storage.downloads import Download
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
 
@@ -46,13 +47,13 @@ class CoreMetadata:
     def __init__(
         self,
         store: MetadataStore,
-        files: FileStore,
+        blobs: BlobStore,
         pages: PageCache,
         index: Index,
         sources: Mapping[str, Source],
         sidecars: Mapping[str, Sidecars] | None = None,
     ) -> None:
-        self.store, self.files, self.pages, self.index = store, files, pages, index
+        self.store, self.blobs, self.pages, self.index = store, blobs, pages, index
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
         self._limit = asyncio.Semaphore(_CONCURRENCY)
@@ -141,10 +142,10 @@ class CoreMetadata:
         sidecars = self.sidecars.get(file.source)
         if online and file.core_metadata_sha256 is not None and sidecars is not None:
             return await sidecars.core_metadata(file)  # exactly what the upstream advertised
-        cached = await self.files.open(file.sha256, count=False)
+        cached = await self.blobs.open(file.sha256, count=False)
         if cached is not None:
             try:
-                return await asyncio.to_thread(from_file, cached.handle, file.filename)
+                return await asyncio.to_thread(from_file, cached.reader(), file.filename)
             finally:
                 await asyncio.to_thread(cached.close)
         if source is None or not online:

@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 from proxy.errors import HashMismatch
 from proxy.model import DistFile, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
-from proxy.storage.files import FileStore
+from proxy.services import Stores
+from proxy.storage.downloads import Downloads
 from proxy.storage.pages import Entry, PageCache
 
 FORMAT = "gitlab-pypi-proxy-bundle"
@@ -116,11 +117,12 @@ def _apply(record: dict[str, Any], pages: PageCache) -> bool:
 # --- export -----------------------------------------------------------------------------------
 
 
-def export(pages: PageCache, files: FileStore, bundle: Path) -> tuple[int, int]:
+def export(stores: Stores, bundle: Path) -> tuple[int, int]:
     """Write every index record and every file to `bundle`. Returns (files, index records).
 
     Written to a temporary name first: a failed export never leaves a truncated bundle.
     """
+    pages, blobs = stores.pages, stores.blobs
     names: dict[str, str] = {}
     part = bundle.with_name(bundle.name + ".part")
     try:
@@ -144,14 +146,16 @@ def export(pages: PageCache, files: FileStore, bundle: Path) -> tuple[int, int]:
             index.seek(0)
             _add(tar, "index.jsonl", index, size, time.time())
             count = 0
-            for sha256 in list(files.entries.iterkeys()):
-                cached = files.read(sha256)
-                if cached is None:
+            for sha256 in blobs.digests():
+                blob = blobs.open_now(sha256)
+                if blob is None:
                     continue  # evicted meanwhile
-                with cached.handle:
+                try:
                     filename = names.get(sha256)
                     member = f"files/{sha256}/{filename}" if filename else f"files/{sha256}"
-                    _add(tar, member, cached.handle, cached.size, cached.mtime)
+                    _add(tar, member, blob.reader(), blob.size, blob.mtime)
+                finally:
+                    blob.close()
                 count += 1
         os.replace(part, bundle)
     except OSError as exc:
@@ -183,8 +187,9 @@ def _members(bundle: Path) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
         raise BundleError(f"cannot read {bundle}: {exc}") from None
 
 
-def import_bundle(pages: PageCache, files: FileStore, bundle: Path) -> ImportReport:
+def import_bundle(stores: Stores, bundle: Path) -> ImportReport:
     """Add a bundle's files (each verified again) and index records to the caches."""
+    pages = stores.pages
     report = ImportReport()
     imported: list[tuple[str, str, int]] = []  # (sha256, label, size)
     seen_format = False
@@ -202,14 +207,14 @@ def import_bundle(pages: PageCache, files: FileStore, bundle: Path) -> ImportRep
         elif member.name == "index.jsonl" and content is not None:
             _import_index(content, pages, report)
         elif member.name.startswith("files/") and content is not None:
-            imported += _import_file(member.name, content, files, report)
+            imported += _import_file(member.name, content, stores.downloads, report)
         else:
             report.bad.append(f"{member.name}: unexpected member, skipped")
     if not seen_format:
         raise BundleError(f"{bundle}: not a gitlab-pypi-proxy bundle (empty)")
     pages.announce()
     for sha256, label, size in imported:
-        if sha256 not in files:
+        if sha256 not in stores.blobs:
             report.not_kept.append(f"{label} ({size} bytes)")
             report.not_kept_bytes += size
     return report
@@ -224,7 +229,7 @@ def _import_index(content: BinaryIO, pages: PageCache, report: ImportReport) -> 
 
 
 def _import_file(
-    name: str, content: BinaryIO, files: FileStore, report: ImportReport
+    name: str, content: BinaryIO, downloads: Downloads, report: ImportReport
 ) -> list[tuple[str, str, int]]:
     """Add one file; the (sha256, label, size) it added, to look for once all are in."""
     parts = name.split("/")
@@ -234,7 +239,7 @@ def _import_file(
         report.bad.append(f"{name}: not named files/<sha256>/<filename>, skipped")
         return []
     try:
-        size = files.add(sha256, content)
+        size = downloads.add(sha256, content)
     except HashMismatch as exc:
         report.bad.append(f"{label}: sha256 mismatch ({exc}), not imported")
         return []

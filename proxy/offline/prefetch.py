@@ -197,15 +197,17 @@ class Prefetch:
         return found
 
     async def _fetch(self, file: DistFile) -> None:
-        files, index = self.services.files, self.services.index
+        stores, index = self.services.stores, self.services.index
         label = file.filename
-        if await asyncio.to_thread(files.__contains__, file.sha256):
+        if await asyncio.to_thread(stores.blobs.__contains__, file.sha256):
             outcome = Outcome(label, "cached", sha256=file.sha256)
         else:
             try:
                 others = await index.locate(file.sha256, file.filename)
                 candidates = [file, *(c for c in others if c.source != file.source)]
-                download = files.download(file.sha256, lambda: index.open_first(candidates))
+                download = stores.downloads.download(
+                    file.sha256, lambda: index.open_first(candidates)
+                )
                 await download.wait(self.progress.advance)
                 outcome = Outcome(label, "fetched", size=download.written, sha256=file.sha256)
             except Exception as exc:
@@ -221,7 +223,7 @@ class Prefetch:
     def _check_still_kept(self) -> None:
         """A cache smaller than the set evicts early files while later ones arrive."""
         for number, outcome in enumerate(self.report.outcomes):
-            if outcome.status != "failed" and outcome.sha256 not in self.services.files:
+            if outcome.status != "failed" and outcome.sha256 not in self.services.stores.blobs:
                 self.report.outcomes[number] = Outcome(
                     outcome.label, "failed", "evicted again: cache.max_size is too small"
                 )

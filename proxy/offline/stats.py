@@ -9,7 +9,7 @@ prefetch) do not count.
 
 from datetime import UTC, datetime
 
-from proxy.storage.files import FileStore
+from proxy.storage.blobs import BlobStore
 from proxy.storage.pages import Entry, PageCache
 
 
@@ -19,24 +19,21 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def stats_lines(pages: PageCache, files: FileStore) -> list[str]:
+def stats_lines(pages: PageCache, blobs: BlobStore) -> list[str]:
     """Blocking: reads every page entry and the file table once."""
-    entries = files.entries
-    ((count, oldest, newest),) = entries._sql(  # diskcache has no public query for this
-        "SELECT COUNT(*), MIN(store_time), MAX(store_time) FROM Cache"
-    ).fetchall()
+    files = blobs.stats()
     page_count, names_count, page_times = 0, 0, []
     for key, value in pages.items():
         if isinstance(key, tuple) and key and isinstance(value, Entry):
             page_count += key[0] == "page"
             names_count += key[0] == "names"
             page_times.append(value.fetched_at)
-    hits, misses = files.hits_and_misses()
+    hits, misses = files.hits, files.misses
     lookups = hits + misses
     ratio = f"{100 * hits / lookups:.1f}%" if lookups else "-"
     return [
-        f"files: {count} entries, {entries.volume()} bytes on disk",
-        f"files stored: oldest {_when(oldest)}, newest {_when(newest)}",
+        f"files: {files.entries} entries, {files.bytes} bytes on disk",
+        f"files stored: oldest {_when(files.oldest)}, newest {_when(files.newest)}",
         f"index pages: {page_count} project pages, {names_count} project lists",
         "index pages fetched: oldest "
         f"{_when(min(page_times, default=None))}, newest {_when(max(page_times, default=None))}",

@@ -3,9 +3,10 @@
 GitLab limits the requests of a token per minute (gitlab.com: 2,000 API requests a minute) and
 answers 429 with a Retry-After past that. Every GitLab source uses the one [gitlab] token, so they
 share one budget of `[gitlab] max_requests_per_minute`: a token bucket that holds a minute's worth
-and refills continuously. Its state lives in a small file under the cache directory, locked with
-flock, so that every worker and a `prefetch` running beside them spend from the same bucket, and a
-429 seen by one of them stops all of them until its Retry-After has passed.
+and refills continuously. Its state is a value the coordinator shares (proxy.storage.coordinator:
+today a small file under the cache directory, locked with flock), so that every worker and a
+`prefetch` running beside them spend from the same bucket, and a 429 seen by one of them stops
+all of them until its Retry-After has passed.
 
 Client requests may spend the whole bucket and wait briefly for a token, at most CLIENT_WAIT in
 all; when the wait would be longer, or while GitLab's Retry-After runs, they fail at once with
@@ -13,36 +14,37 @@ RateLimited (the page is served stale, or the client gets a 503 naming the limit
 process, requests queue for the bucket in arrival order (clients and background work apart), so
 a burst of clients neither starves the first of them nor spins on the bucket's lock: after a
 burst bigger than the budget, the queue drains within CLIENT_WAIT and a new request is answered.
-Background work (PEP 700 details, the metadata
-warm-up) and a patient budget (prefetch) spend only while the bucket is more than half full and
-wait as long as that takes: they yield to client traffic and never fail for want of budget.
+Background work (PEP 700 details, the metadata warm-up) and a patient budget (prefetch) spend only
+while the bucket is more than half full and wait as long as that takes: they yield to client
+traffic and never fail for want of budget.
 """
 
 import asyncio
-import contextlib
-import fcntl
 import logging
-import os
 import struct
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import TypeVar
 
 from proxy.errors import RateLimited
+from proxy.storage.coordinator import SharedValue
+from proxy.storage.local_coordinator import SharedFile
 
 log = logging.getLogger("proxy.budget")
 
 _STATE = struct.Struct("<3d")  # tokens, when they were counted, blocked until (Unix times)
 CLIENT_WAIT = 5.0  # seconds a client request may wait for a token before it is refused
 
+T = TypeVar("T")
+State = tuple[float, float, float]
+
 
 class Budget:
     def __init__(
         self,
         per_minute: int,
-        path: Path | None = None,
+        shared: SharedValue | None = None,
         *,
         patient: bool = False,
         clock: Callable[[], float] = time.time,
@@ -53,17 +55,13 @@ class Budget:
         self._rate = per_minute / 60.0
         self._reserve = min(self._capacity / 2, self._capacity - 1)  # left to client requests
         self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()  # flock does not exclude this process's other threads
-        self._memory = (self._capacity, clock(), 0.0)  # the state when there is no file
-        self._fd = _open(path)
+        # the bucket every process spends from (the coordinator's; else this process's own)
+        self._shared = shared or SharedFile(None)
         # In arrival order (asyncio's locks are fair): one waiter at a time asks the bucket.
         self._queues = {False: asyncio.Lock(), True: asyncio.Lock()}
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._shared.close()
 
     @asynccontextmanager
     async def request(self, source: str, *, background: bool = False) -> AsyncIterator[None]:
@@ -107,61 +105,40 @@ class Budget:
 
     def _take(self, patient: bool) -> tuple[float, bool]:
         """(0, False) when a request was taken, else (seconds to wait, blocked by a 429)."""
-        with self._state() as (tokens, now, until):
+
+        def take(tokens: float, now: float, until: float) -> tuple[State, tuple[float, bool]]:
             if now < until:
-                return self._put(tokens, now, until, until - now, True)
+                return (tokens, now, until), (until - now, True)
             floor = self._reserve if patient else 0.0
             if tokens >= floor + 1:
-                return self._put(tokens - 1, now, until, 0.0, False)
-            return self._put(tokens, now, until, (floor + 1 - tokens) / self._rate, False)
+                return (tokens - 1, now, until), (0.0, False)
+            return (tokens, now, until), ((floor + 1 - tokens) / self._rate, False)
+
+        return self._shared.update(self._change(take))
 
     def _block(self, seconds: float) -> None:
-        with self._state() as (tokens, now, until):
-            self._put(tokens, now, max(until, now + seconds), 0.0, True)
+        def block(tokens: float, now: float, until: float) -> tuple[State, None]:
+            return (tokens, now, max(until, now + seconds)), None
 
-    @contextlib.contextmanager
-    def _state(self) -> Iterator[tuple[float, float, float]]:
-        """The bucket refilled up to now, under both locks; `_put` writes it back."""
-        with self._lock:
-            fd = self._fd
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                now = self._clock()
-                data = os.pread(fd, _STATE.size, 0) if fd is not None else b""
-                tokens, counted, until = (
-                    _STATE.unpack(data) if len(data) == _STATE.size else self._memory
-                )
-                refilled = tokens + max(0.0, now - counted) * self._rate
-                yield min(self._capacity, refilled), now, until
-            finally:
-                if fd is not None and self._fd is not None:  # `_put` may have given it up
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+        self._shared.update(self._change(block))
 
-    def _put(
-        self, tokens: float, now: float, until: float, wait: float, blocked: bool
-    ) -> tuple[float, bool]:
-        self._memory = (tokens, now, until)
-        if self._fd is not None:
-            try:
-                os.pwrite(self._fd, _STATE.pack(tokens, now, until), 0)
-            except OSError as exc:  # a read-only or full disk: keep counting in this process
-                log.warning("request budget kept per process from now on: %s", exc.strerror)
-                os.close(self._fd)
-                self._fd = None
-        return wait, blocked
+    def _change(
+        self, step: Callable[[float, float, float], tuple[State, T]]
+    ) -> Callable[[bytes | None], tuple[bytes, T]]:
+        """`step` over the bucket refilled up to now, as an update of the shared value."""
+
+        def change(data: bytes | None) -> tuple[bytes, T]:
+            now = self._clock()
+            if data is not None and len(data) == _STATE.size:
+                tokens, counted, until = _STATE.unpack(data)
+            else:  # the first use: a full bucket
+                tokens, counted, until = self._capacity, now, 0.0
+            refilled = min(self._capacity, tokens + max(0.0, now - counted) * self._rate)
+            state, result = step(refilled, now, until)
+            return _STATE.pack(*state), result
+
+        return change
 
 
 def _gitlab_limit(wait: float) -> str:
     return f"GitLab's rate limit (HTTP 429 Too Many Requests), retry after {wait:.0f} s"
-
-
-def _open(path: Path | None) -> int | None:
-    if path is None:
-        return None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        log.warning("request budget kept per process: cannot open %s: %s", path, exc.strerror)
-        return None

@@ -14,6 +14,7 @@ while running) is found by the next process or `cache verify`.
 
 import asyncio
 import hashlib
+import io
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -45,6 +46,18 @@ class CachedFile:
     data: bytes | None = None  # a small file, read (and checked) at lookup
     check: Check | None = None  # set while this process has not seen these bytes hash right
     released: Callable[[], None] | None = None  # tells the store it is no longer served
+
+    @property
+    def holds_resources(self) -> bool:
+        """An open file to close (in a thread); a small file read whole at lookup holds none."""
+        return self.handle is not None or self.released is not None
+
+    def reader(self) -> BinaryIO:
+        """The bytes from the start, unchecked (blocking reads: export, verify)."""
+        if self.handle is None:
+            return io.BytesIO(self.data or b"")
+        self.handle.seek(0)
+        return self.handle
 
     def close(self) -> None:
         if self.handle is not None:

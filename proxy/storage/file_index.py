@@ -104,6 +104,13 @@ class FileIndex:
         if deleted:
             self.cache.disk.remove(filename)
 
+    def totals(self) -> tuple[int, int, float | None, float | None]:
+        """(entries, bytes, when the oldest was stored, when the newest was)."""
+        ((count, oldest, newest),) = self.cache._sql(
+            "SELECT COUNT(*), MIN(store_time), MAX(store_time) FROM Cache"
+        ).fetchall()
+        return count, self.cache.volume(), oldest, newest
+
     def counters(self) -> tuple[int, int]:
         """(hits, misses) as written by every process so far."""
         rows = dict(

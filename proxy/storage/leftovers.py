@@ -1,29 +1,24 @@
-"""What downloads leave in the file cache's `incoming/` and `locks/` while they run, and after a
-process running them died (SIGKILL, a grace time run out): measured, and removed at start-up.
+"""What downloads leave in the file cache's `incoming/` while they run, and after a process
+running them died (SIGKILL, a grace time run out): measured, and removed at start-up.
 
-A download holds an flock on `locks/<sha256>` from before its partial file `incoming/<first 16
-hex digits of the sha256>….part` exists until after it is kept or deleted. So a partial file whose
-digest's lock nobody holds is an orphan, and so is a lock file nobody holds.
+A download's spool is made as `incoming/<first 16 hex digits of the sha256>….new`, flocked, then
+renamed to `….part`, and its writer holds that flock until the spool is put into the cache or
+removed. So a `.part` nobody holds is an orphan; a `.new` is one only if its maker died between
+making and naming it, which leaves it old.
 """
 
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Orphans:
-    """What was removed: partial files, their bytes, lock files."""
-
-    parts: int = 0
-    bytes: int = 0
-    locks: int = 0
+PART, NEW = ".part", ".new"
+_NEW_GRACE = 600.0  # seconds after which a `.new` is surely a dead maker's
 
 
 def partial_bytes(incoming: Path) -> int:
-    """Bytes the partial files take now, running downloads' and orphans' alike (blocking)."""
+    """Bytes the spools take now, running downloads' and orphans' alike (blocking)."""
     total = 0
     for entry in os.scandir(incoming):
         with contextlib.suppress(FileNotFoundError):
@@ -31,31 +26,35 @@ def partial_bytes(incoming: Path) -> int:
     return total
 
 
-def remove_orphans(incoming: Path, locks: Path) -> Orphans:
-    """Remove the partial files and lock files of downloads no process runs (blocking)."""
-    parts = [entry for entry in os.scandir(incoming) if entry.is_file()]  # before the locks
-    held, freed = set(), 0
-    for entry in os.scandir(locks):
-        try:
-            fd = os.open(entry.path, os.O_RDWR)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.add(entry.name[:16])
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)  # while held, as a download's own unlock does
-            freed += 1
-        finally:
-            os.close(fd)
+def remove_orphans(incoming: Path) -> tuple[int, int]:
+    """Remove the spools of downloads no process runs (blocking): how many, and their bytes."""
     removed, size = 0, 0
-    for entry in parts:
-        if entry.name[:16] in held:
+    now = time.time()
+    for entry in os.scandir(incoming):
+        if not entry.is_file():
             continue
         with contextlib.suppress(FileNotFoundError):
             length = entry.stat().st_size
-            os.unlink(entry.path)
-            removed, size = removed + 1, size + length
-    return Orphans(removed, size, freed)
+            if entry.name.endswith(NEW):
+                orphan = now - entry.stat().st_mtime > _NEW_GRACE
+            else:
+                orphan = _unheld(entry.path)
+            if orphan:
+                os.unlink(entry.path)
+                removed, size = removed + 1, size + length
+    return removed, size
+
+
+def _unheld(path: str) -> bool:
+    """Does no process hold an flock on the file at `path`?"""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -13,6 +13,7 @@ import respx
 from proxy.errors import RateLimited
 from proxy.sources.budget import CLIENT_WAIT, Budget
 from proxy.sources.upstream import Upstream, retry_after
+from proxy.storage.local_coordinator import SharedFile
 
 
 class Clock:
@@ -29,7 +30,8 @@ class Clock:
 
 
 def _budget(clock: Clock, per_minute: int, path: Path | None = None, **kw) -> Budget:
-    return Budget(per_minute, path, clock=clock, sleep=clock.sleep, **kw)
+    shared = None if path is None else SharedFile(path)  # as the local coordinator hands it
+    return Budget(per_minute, shared, clock=clock, sleep=clock.sleep, **kw)
 
 
 async def test_client_requests_spend_the_whole_minute_then_wait_briefly_or_fail() -> None:

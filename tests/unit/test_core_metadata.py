@@ -9,10 +9,10 @@ import respx
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
+from proxy.services import Stores
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
-from proxy.storage.files import FileStore
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
 from tests.dists import make_wheel
@@ -27,9 +27,9 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     source = FakeSource("platform")
     source.add("demo", filename, sha, data)
     pages = PageCache(tmp_path, 300)
-    files = FileStore(tmp_path, 2**30)
+    files = Stores.local(tmp_path, 2**30)
     index = Index([source], [], pages)
-    service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, {"platform": source})
+    service = CoreMetadata(MetadataStore(tmp_path), files.blobs, pages, index, {"platform": source})
     first = await service.annotated(index.project_page("demo"))
     assert first.files[0].core_metadata_sha256 is None
     await service.tasks.settled()  # the background try: not cached, no ranges
@@ -38,7 +38,9 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     ].core_metadata_sha256 is None
 
     generation = pages.generation()
-    download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
+    download = files.downloads.download(
+        sha, lambda: source.open_file(source.file_for(sha, filename))
+    )
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
@@ -70,7 +72,7 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
         index = Index([], [public], pages)
         service = CoreMetadata(
             MetadataStore(tmp_path),
-            FileStore(tmp_path, 2**30),
+            Stores.local(tmp_path, 2**30).blobs,
             pages,
             index,
             {"public": public},
@@ -109,7 +111,7 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
             index = Index([source], [], pages)
             service = CoreMetadata(
                 MetadataStore(tmp_path),
-                FileStore(tmp_path, 2**30),
+                Stores.local(tmp_path, 2**30).blobs,
                 pages,
                 index,
                 {"platform": source},

@@ -20,7 +20,7 @@ from proxy.http.access_log import AccessLog, JsonFormatter
 from proxy.http.behind_proxy import BehindProxy
 from proxy.http.health import SourceState
 from proxy.http.status_page import render, snippets
-from proxy.storage.files import FileStore
+from proxy.services import Stores
 from proxy.storage.uploads import KEEP, RecentUploads, Upload
 from tests.unit.fakes import FakeSource
 from tests.unit.test_file_store import opener, read_all
@@ -206,17 +206,19 @@ def _sample(name: str, **labels: str) -> float:
 async def test_evictions_and_single_flight_joins_are_counted(tmp_path: Path) -> None:
     contents = [os.urandom(300_000) for _ in range(4)]
     source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
-    store = FileStore(tmp_path, 700_000)  # room for two of the four
+    store = Stores.local(tmp_path, 700_000)  # room for two of the four
     evictions, joins = (
         _sample("cache_evictions_total"),
         _sample("single_flight_joins_total", cache="file"),
     )
     for content in contents:
         sha = hashlib.sha256(content).hexdigest()
-        first = store.download(sha, opener(source, sha))
-        assert store.download(sha, opener(source, sha)) is first  # joins the running download
+        first = store.downloads.download(sha, opener(source, sha))
+        assert (
+            store.downloads.download(sha, opener(source, sha)) is first
+        )  # joins the running download
         await read_all(first)
-    kept = len(store.entries)
+    kept = store.blobs.stats().entries
     assert _sample("cache_evictions_total") - evictions == len(contents) - kept > 0
     assert _sample("single_flight_joins_total", cache="file") - joins == len(contents)
     store.close()

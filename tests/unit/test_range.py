@@ -7,7 +7,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from proxy.http.file_responses import cached_response, parse_range
-from proxy.storage.files import CachedFile
+from proxy.storage.cached_file import CachedFile
 
 SIZE = 1000
 HUGE = "9" * 5000  # past Python's int() limit of 4,300 digits

@@ -21,7 +21,7 @@ from proxy.config import AuthConfig
 from proxy.index.compose import Index
 from proxy.index.core_metadata import CoreMetadata
 from proxy.model import DistFile
-from proxy.storage.files import FileStore
+from proxy.services import Stores
 from proxy.storage.metadata import MetadataStore
 from proxy.storage.pages import PageCache
 from tests.dists import make_wheel
@@ -68,19 +68,23 @@ async def test_a_download_goes_on_for_the_others_when_a_follower_is_cancelled(
     sha = hashlib.sha256(content).hexdigest()
     gate = asyncio.Event()
     source = FakeSource("s", contents={sha: content}, gate=gate)
-    store = FileStore(tmp_path, 2**30)
+    store = Stores.local(tmp_path, 2**30)
 
     async def read_all(download) -> bytes:  # type: ignore[no-untyped-def]
         return b"".join([chunk async for chunk in download.follow()])
 
-    download = store.download(sha, lambda: source.open_file(source.file_for(sha, "x-1.0.tar.gz")))
+    download = store.downloads.download(
+        sha, lambda: source.open_file(source.file_for(sha, "x-1.0.tar.gz"))
+    )
     leaving = asyncio.ensure_future(read_all(download))
-    staying = asyncio.ensure_future(read_all(store.download(sha, lambda: None)))  # joins it
+    staying = asyncio.ensure_future(
+        read_all(store.downloads.download(sha, lambda: None))
+    )  # joins it
     await asyncio.to_thread(wait_until, lambda: download.written > 0, "the first bytes")
     await _cancelled(leaving)
     gate.set()
     assert await staying == content
-    cached = await store.open(sha)
+    cached = await store.blobs.open(sha)
     assert cached is not None and cached.size == len(content) and source.file_calls == 1
     cached.close()
     store.close()
@@ -94,7 +98,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
     content = os.urandom(5_000)
     sha = hashlib.sha256(content).hexdigest()
     source = FakeSource("s", contents={sha: content})
-    store = FileStore(tmp_path, 2**30)
+    store = Stores.local(tmp_path, 2**30)
     opened = asyncio.Event()
 
     def opener():  # type: ignore[no-untyped-def]
@@ -112,7 +116,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
     lock = os.open(tmp_path / "files" / "locks" / sha, os.O_CREAT | os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)  # "another worker" is downloading it
     try:
-        download = store.download(sha, opener)
+        download = store.downloads.download(sha, opener)
         leaving = asyncio.ensure_future(first_chunk(download))
         await following.wait()
         await _cancelled(leaving)
@@ -121,7 +125,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
         os.close(lock)
     await download.wait()  # raises the download's error if the cancellation reached it
     assert opened.is_set()
-    cached = await store.open(sha)
+    cached = await store.blobs.open(sha)
     assert cached is not None and cached.size == len(content)
     cached.close()
     store.close()
@@ -155,7 +159,7 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
     index = Index([], [source], pages)
     service = CoreMetadata(
         MetadataStore(tmp_path),
-        FileStore(tmp_path, 2**30),
+        Stores.local(tmp_path, 2**30).blobs,
         pages,
         index,
         {"public": source},

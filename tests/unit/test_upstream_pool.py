@@ -90,7 +90,7 @@ async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
     services = SimpleNamespace(
         config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
         index=SimpleNamespace(sources=[SimpleNamespace(name="platform")], public=[]),
-        pages=[object()],
+        stores=SimpleNamespace(pages=[object()]),
         health=observer,
     )
     app = Starlette(routes=[Route("/readyz", health.readyz)])
