@@ -21,6 +21,8 @@ from typing import Any
 
 import diskcache
 
+from proxy.storage import pickles
+
 log = logging.getLogger("proxy.cache.details")
 
 FileKey = tuple[str, str]  # (file name, sha256)
@@ -50,7 +52,9 @@ class DetailsStore:
         self._memory: dict[tuple[str, str, str], Any] = {}
         if directory is not None:
             try:
-                self._disk = diskcache.Cache(str(directory / "details"), eviction_policy="none")
+                self._disk = diskcache.Cache(
+                    str(directory / "details"), eviction_policy="none", disk=pickles.Disk
+                )
             except (OSError, sqlite3.Error) as exc:
                 log.warning("PEP 700 details kept in memory: cannot open the cache: %s", exc)
 

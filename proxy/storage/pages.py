@@ -32,6 +32,7 @@ from proxy import metrics
 from proxy.aio import SingleFlight, TTLMemo
 from proxy.errors import Offline, SourceUnavailable
 from proxy.model import DistFile
+from proxy.storage import pickles
 from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 log = logging.getLogger("proxy.cache.pages")
@@ -71,6 +72,7 @@ class PageCache:
             str(directory / "pages"),
             size_limit=_PAGES_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
+            disk=pickles.Disk,
         )
         self._flights: SingleFlight[Hashable, tuple[Any, float]] = SingleFlight(
             metrics.PAGE_JOIN.inc

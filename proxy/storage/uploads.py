@@ -14,6 +14,7 @@ from pathlib import Path
 import diskcache
 
 from proxy import metrics
+from proxy.storage import pickles
 from proxy.storage.writable import WRITE_ERRORS, writes_for
 
 KEEP = 20
@@ -34,7 +35,10 @@ def count_upload(source: str, outcome: str) -> None:
 
 class RecentUploads:
     def __init__(self, directory: Path) -> None:
-        self._deque = diskcache.Deque(directory=str(directory / "recent-uploads"), maxlen=KEEP)
+        cache = diskcache.Cache(
+            str(directory / "recent-uploads"), eviction_policy="none", disk=pickles.Disk
+        )
+        self._deque = diskcache.Deque.fromcache(cache, maxlen=KEEP)
         self._writes = writes_for(directory)
         self._unkept: collections.deque[Upload] = collections.deque(maxlen=KEEP)
 
