@@ -1,16 +1,31 @@
 """The composition root: configuration → the upstream transport, the sources, the stores and the
 index built over them, in one place. `serve` (each worker, at start), `prefetch` and the `cache`
-commands start from here; nothing else decides which implementation of anything runs."""
+commands start from here; nothing else decides which implementation of anything runs.
 
-from collections.abc import Callable
+    index = Yanked(Annotated(PrivateFirst(Merged([cached GitLab sources]), [cached public])))
+
+A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
+and a line in `compose`.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxy import metrics, runtime_dir
+from proxy.aio import TaskSet
 from proxy.auth import Authenticator
 from proxy.config import Config, SourceConfig
-from proxy.index.compose import Index
+from proxy.index.base import Index
+from proxy.index.cached import CachedSource, Freshness, forget
 from proxy.index.core_metadata import CoreMetadata
+from proxy.index.files import FileFinder
+from proxy.index.merged import Merged
+from proxy.index.metadata import Annotated
+from proxy.index.private_first import PrivateFirst
+from proxy.index.shadows import ShadowCheck
+from proxy.index.yanked import Yanked
 from proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_group import GitLabGroup
@@ -24,9 +39,17 @@ from proxy.storage.details import DetailsStore
 from proxy.storage.downloads import Downloads
 from proxy.storage.local_blobs import LocalBlobStore
 from proxy.storage.local_coordinator import LocalCoordinator
+from proxy.storage.locations import FileLocations
 from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageCache
+from proxy.storage.pages import PageStore
 from proxy.storage.uploads import RecentUploads
+
+# Every kind of source, by its configuration key: a new kind is a module and a line here.
+KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
+    "gitlab_project": GitLabProject.build,
+    "gitlab_group": GitLabGroup.build,
+    "url": SimpleIndexSource.build,
+}
 
 
 @dataclass(frozen=True)
@@ -44,39 +67,24 @@ class Stores:
     is decided here, and nowhere else."""
 
     coordinator: Coordinator
-    pages: PageCache
+    pages: PageStore
+    locations: FileLocations
     blobs: BlobStore
     downloads: Downloads
 
     @classmethod
     def open(cls, config: Config, *, count_hits: bool = True) -> "Stores":
         """`count_hits`: this process's file lookups count in the hit ratio (the server's)."""
-        cache = config.cache
-        return cls.local(
-            cache.directory,
-            cache.max_size,
-            index_ttl=cache.index_ttl,
-            negative_ttl=cache.negative_ttl,
-            offline=cache.offline,
-            count_hits=count_hits,
-        )
+        return cls.local(config.cache.directory, config.cache.max_size, count_hits=count_hits)
 
     @classmethod
-    def local(
-        cls,
-        directory: Path,
-        max_size: int,
-        *,
-        index_ttl: float = 300,
-        negative_ttl: float | None = None,
-        offline: bool = False,
-        count_hits: bool = True,
-    ) -> "Stores":
+    def local(cls, directory: Path, max_size: int, *, count_hits: bool = True) -> "Stores":
         """Everything in the cache `directory` of one machine."""
         coordinator = LocalCoordinator(directory)
-        pages = PageCache(directory, index_ttl, offline=offline, negative_ttl=negative_ttl)
+        pages = PageStore(directory, coordinator)
         blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
-        return cls(coordinator, pages, blobs, Downloads(blobs, coordinator))
+        downloads = Downloads(blobs, coordinator)
+        return cls(coordinator, pages, FileLocations(pages), blobs, downloads)
 
     def clean(self) -> Leftovers:
         """Remove what downloads killed midway left (blocking: at start); what downloads still
@@ -90,12 +98,61 @@ class Stores:
         self.coordinator.close()
 
 
-# Every kind of source, by its configuration key: a new kind is a module and a line here.
-KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
-    "gitlab_project": GitLabProject.build,
-    "gitlab_group": GitLabGroup.build,
-    "url": SimpleIndexSource.build,
-}
+@dataclass
+class Composed:
+    """The index over the sources, and what it is made of."""
+
+    index: Index  # what clients are served
+    plain: PrivateFirst  # the sources' pages and names, without what the proxy adds (prefetch)
+    files: FileFinder
+    metadata: CoreMetadata
+    tasks: TaskSet  # remembering where files are, in the background
+    shadows: ShadowCheck
+
+    async def close(self) -> None:
+        """Finish the background work (so the stores can be closed after it)."""
+        await self.tasks.settled()
+        await self.shadows.tasks.close()
+        await self.metadata.close()
+
+
+def compose(
+    sources: Sequence[Parts],
+    stores: Stores,
+    metadata: MetadataStore,
+    freshness: Freshness,
+    *,
+    allow_public: Mapping[str, frozenset[str]] | None = None,
+    yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+) -> Composed:
+    """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
+    tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
+    cached = [
+        CachedSource(p.source, stores.pages, stores.locations, freshness, tasks) for p in sources
+    ]
+    shadows = ShadowCheck(freshness.ttl)
+    plain = PrivateFirst(
+        Merged([c for c, p in zip(cached, sources, strict=True) if p.owns_names]),
+        [c for c, p in zip(cached, sources, strict=True) if not p.owns_names],
+        stores.locations,
+        shadows,
+        allow_public=allow_public,
+    )
+    details: dict[str, Details] = {
+        p.source.name: p.details for p in sources if p.details is not None
+    }
+    files = FileFinder([p.source for p in sources], stores.locations, details)
+    core_metadata = CoreMetadata(
+        metadata,
+        stores.blobs,
+        files,
+        {p.source.name: p.source for p in sources},
+        {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
+        changed=stores.coordinator.changed,
+        offline=freshness.offline,
+    )
+    index = Yanked(Annotated(plain, details, core_metadata), yanked or {})
+    return Composed(index, plain, files, core_metadata, tasks, shadows)
 
 
 @dataclass
@@ -105,9 +162,8 @@ class Services:
     upstream: Upstream
     stores: Stores
     sources: list[Parts]  # in priority order
-    index: Index
+    composed: Composed
     auth: Authenticator
-    metadata: CoreMetadata
     uploads: RecentUploads
     budget: Budget
     details_store: DetailsStore
@@ -119,42 +175,33 @@ class Services:
         upstream = Upstream(make_client(config.gitlab.timeout, health), health)
         directory = config.cache.directory
         stores = Stores.open(config)
-        pages = stores.pages
         budget = Budget(
             config.gitlab.max_requests_per_minute,
             stores.coordinator.value("gitlab-budget"),
             patient=patient,
         )
         details_store = DetailsStore(directory)
-        context = Context(upstream, config.gitlab, budget, details_store, pages.invalidate)
+        changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
+        context = Context(upstream, config.gitlab, budget, details_store, changed)
         sources = [KINDS[s.kind](s, context) for s in config.sources]
-        private = [p.source for p in sources if p.owns_names]
-        public = [p.source for p in sources if not p.owns_names]
+        owned = [s for s in config.sources if s.is_gitlab]
+        cache = config.cache
+        composed = compose(
+            sources,
+            stores,
+            MetadataStore(directory),
+            Freshness(cache.index_ttl, cache.negative_ttl, cache.offline),
+            allow_public={s.name: s.allow_public for s in owned},
+            yanked={s.name: s.yanked for s in owned},
+        )
         auth = Authenticator(
             config.auth,
             config.users,
             frozenset(p.source.name for p in sources if p.uploads is not None),
             {p.source.name: p.probe for p in sources if p.probe is not None},
-            frozenset(s.name for s in public),
+            frozenset(p.source.name for p in sources if not p.owns_names),
         )
-        owned = [s for s in config.sources if s.is_gitlab]
-        index = Index(
-            private,
-            public,
-            pages,
-            allow_public={s.name: s.allow_public for s in owned},
-            details={p.source.name: p.details for p in sources if p.details is not None},
-            yanked={s.name: s.yanked for s in owned},
-        )
-        metadata = CoreMetadata(
-            MetadataStore(config.cache.directory),
-            stores.blobs,
-            pages,
-            index,
-            {p.source.name: p.source for p in sources},
-            {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
-        )
-        uploads = RecentUploads(config.cache.directory)
+        uploads = RecentUploads(directory)
         metrics.forget_dead_workers()
         return cls(
             config,
@@ -162,13 +209,16 @@ class Services:
             upstream,
             stores,
             sources,
-            index,
+            composed,
             auth,
-            metadata,
             uploads,
             budget,
             details_store,
         )
+
+    @property
+    def source_names(self) -> list[str]:
+        return [p.source.name for p in self.sources]
 
     def upload_target(self, name: str) -> UploadTarget | None:
         return next((p.uploads for p in self.sources if p.source.name == name), None)
@@ -179,10 +229,14 @@ class Services:
     def details(self) -> list[Details]:
         return [p.details for p in self.sources if p.details is not None]
 
+    async def uploaded(self, name: str) -> None:
+        """Read-your-writes after an upload of `name`: every worker asks for its page anew."""
+        owners = [p.source.name for p in self.sources if p.owns_names]
+        await forget(self.stores.pages, owners, name)
+
     async def stop(self) -> None:
         self.auth.close()
-        await self.metadata.close()
-        await self.index.close()
+        await self.composed.close()
         for details in self.details():
             await details.close()
         await self.upstream.aclose()

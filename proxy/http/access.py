@@ -14,16 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from proxy.auth import ANONYMOUS, Authenticator, Identity
 from proxy.errors import (
     Forbidden,
-    NotFound,
-    Offline,
     ProxyError,
     Unauthorized,
-    Unavailable,
     response,
 )
-from proxy.index.compose import Index
-from proxy.names import file_project_name
-from proxy.storage.pages import PageCache
 
 log = logging.getLogger("proxy.access")
 
@@ -108,24 +102,3 @@ def _private(send: Send) -> Send:
         await send(message)
 
     return wrapped
-
-
-async def may_read_file(
-    index: Index, pages: PageCache, sha256: str, filename: str, readable: frozenset[str] | None
-) -> bool:
-    """May a reader of `readable` sources (None: every source) have this file, or anything
-    derived from it? A restricted reader only if a source it may read lists it."""
-    if readable is None:
-        return True
-    listed = await pages.file_locations(sha256)
-    if any(f.source in readable and f.filename == filename for f in listed):
-        return True
-    project = file_project_name(filename)
-    if project is None:
-        return False
-    try:
-        page = await index.project_page(project, readable)
-    except (NotFound, Unavailable, Offline) as exc:  # fail closed
-        log.debug("cannot check %s for a restricted reader: %s", filename, exc)
-        return False
-    return any(f.sha256 == sha256 and f.filename == filename for f in page.files)

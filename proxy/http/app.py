@@ -24,12 +24,13 @@ from proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from proxy.http.access import AccessControl, identity_of, may_read_file
+from proxy.http.access import AccessControl, identity_of
 from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
 from proxy.http.file_responses import FileBody, cached_response, file_headers
 from proxy.http.health import healthz, readyz
 from proxy.http.metrics_endpoint import metrics_endpoint
+from proxy.http.page_memo import PageMemo, memo_key
 from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
@@ -82,23 +83,23 @@ async def index_response(
     media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
     if media is None:
         raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
-    pages = services(request).stores.pages
+    memo: PageMemo = request.app.state.memo
     allowed = allowed_sources(request)
-    key = (what, media, allowed)
-    generation = pages.generation()  # read before the inputs, so a racing invalidation wins
-    rendered = pages.memo_get(key, generation)
+    key = memo_key(what, media, allowed)
+    generation = memo.generation()  # read before the inputs, so a racing change wins
+    rendered = memo.get(key, generation)
     if rendered is not None:
         metrics.PAGE_HIT.inc()
         return page_response(request, rendered, stale=False)
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
     rendered = await asyncio.to_thread(render, answer, media)
     if not answer.stale:
-        pages.memo_put(key, rendered, answer.fresh_until, generation)
+        memo.put(key, rendered, answer.fresh_until, generation)
     return page_response(request, rendered, answer.stale)
 
 
 async def simple_root(request: Request) -> Response:
-    return await index_response(request, "/", services(request).index.project_list)
+    return await index_response(request, "/", services(request).composed.index.project_list)
 
 
 async def project_page(request: Request) -> Response:
@@ -107,12 +108,8 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    svc = services(request)
-    return await index_response(
-        request,
-        name,
-        lambda allowed: svc.metadata.annotated(svc.index.project_page(name, allowed)),
-    )
+    index = services(request).composed.index
+    return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -125,8 +122,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     wheel = filename.removesuffix(".metadata")
     # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
-    if not await may_read_file(svc.index, svc.stores.pages, sha256, wheel, allowed):
-        raise NotFound(f"no readable source offers {filename}")
+    await svc.composed.index.check_file(sha256, filename, allowed)
     if wheel != filename:
         return await core_metadata_file(request, sha256, wheel)
     cached = await svc.stores.blobs.open(sha256)
@@ -135,7 +131,8 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
         raise Offline(f"the proxy is offline and has no cached copy of {filename}")
-    candidates = await svc.index.locate(sha256, filename, allowed)
+    files = svc.composed.files
+    candidates = await files.locate(sha256, filename, allowed)
     if not candidates:
         raise NotFound(f"no readable source offers {filename}")
     metrics.FILE_MISS.inc()
@@ -143,14 +140,14 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return await uncached_head(request, sha256, filename, candidates)
     if not svc.stores.blobs.keeping:
         return await unkept_file(request, sha256, filename, candidates)
-    download = svc.stores.downloads.download(sha256, lambda: svc.index.open_first(candidates))
+    download = svc.stores.downloads.download(sha256, lambda: files.open_first(candidates))
     try:
         await asyncio.shield(download.started)
     except CacheUnwritable:
         return await unkept_file(request, sha256, filename, candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
-    svc.metadata.after_download(download, sha256, filename)
+    svc.composed.metadata.after_download(download, sha256, filename)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
 
@@ -161,7 +158,7 @@ async def uncached_head(
     """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
     svc = services(request)
     try:
-        size = await svc.index.file_size(candidates)
+        size = await svc.composed.files.file_size(candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
@@ -183,7 +180,8 @@ async def unkept_file(
     """The cache cannot take files now: stream from upstream, verified, without keeping."""
     stack = AsyncExitStack()
     try:
-        stream = await stack.enter_async_context(services(request).index.open_first(candidates))
+        opening = services(request).composed.files.open_first(candidates)
+        stream = await stack.enter_async_context(opening)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     headers = file_headers(sha256, stream.size, None, "BYPASS")
@@ -199,7 +197,7 @@ async def unkept_file(
 async def core_metadata_file(request: Request, sha256: str, filename: str) -> Response:
     """PEP 658: `<file>.metadata`, the METADATA of the wheel with that digest."""
     svc = services(request)
-    body = await svc.metadata.sidecar(sha256, filename, allowed_sources(request))
+    body = await svc.composed.metadata.sidecar(sha256, filename, allowed_sources(request))
     if body is None:
         raise NotFound(f"no core metadata for {filename}")
     headers = {"etag": f'"{sha256}-metadata"', "cache-control": "public, max-age=31536000"}
@@ -216,7 +214,8 @@ async def redirect_root(request: Request) -> Response:
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.services = Services.start(config)
+        app.state.services = services = Services.start(config)
+        app.state.memo = PageMemo(services.stores.coordinator)
         try:
             yield
         finally:

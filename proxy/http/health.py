@@ -40,7 +40,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     services = request.app.state.services
     offline = services.config.cache.offline
-    names = [s.name for s in services.index.sources + services.index.public]
+    names = services.source_names
     known, stalls = await asyncio.to_thread(services.health.read_shared)
     states = {name: known.get(name, SourceState()).as_json(time.time()) for name in names}
     cached_pages = await asyncio.to_thread(len, services.stores.pages)

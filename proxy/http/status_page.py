@@ -141,7 +141,7 @@ def render(
 async def status_page(request: Request) -> Response:
     services = request.app.state.services
     kinds = {s.name: s.kind for s in services.config.sources}
-    names = [s.name for s in services.index.sources + services.index.public]
+    names = services.source_names
     states = await services.health.source_states(names)
     files = await asyncio.to_thread(services.stores.blobs.stats)
     counts = await asyncio.to_thread(metrics.cache_counts)

@@ -193,9 +193,4 @@ def _refusal(status: int, message: str, filename: str, source: str, request: Req
 
 async def _invalidate(request: Request, name: str) -> None:
     """Read-your-writes: the next page of `name` through any source is asked for afresh."""
-    services = request.app.state.services
-    keys = []
-    for parts in services.sources:
-        if parts.owns_names:
-            keys += [("page", parts.source.name, normalize(name)), ("names", parts.source.name)]
-    await services.stores.pages.invalidate(*keys)
+    await request.app.state.services.uploaded(normalize(name))

@@ -12,14 +12,14 @@ at background priority unless a client is waiting for the sidecar.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 from packaging.version import InvalidVersion, Version
 
 from proxy.aio import SingleFlight, TaskSet, TTLMemo
 from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
-from proxy.index.compose import Index
+from proxy.index.files import FileFinder
 from proxy.index.wheel_metadata import (
     NoMetadata,
     RangesUnsupported,
@@ -32,7 +32,6 @@ from proxy.sources.base import Sidecars, Source
 from proxy.storage.blobs import BlobStore
 from proxy.storage.downloads import Download
 from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageCache
 
 log = logging.getLogger("proxy.core_metadata")
 
@@ -48,12 +47,16 @@ class CoreMetadata:
         self,
         store: MetadataStore,
         blobs: BlobStore,
-        pages: PageCache,
-        index: Index,
+        files: FileFinder,
         sources: Mapping[str, Source],
         sidecars: Mapping[str, Sidecars] | None = None,
+        *,
+        changed: Callable[[], Awaitable[None]],
+        offline: bool = False,
     ) -> None:
-        self.store, self.blobs, self.pages, self.index = store, blobs, pages, index
+        self.store, self.blobs, self.files = store, blobs, files
+        self.changed = changed  # metadata stored: every worker's rendered pages are out of date
+        self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
         self._limit = asyncio.Semaphore(_CONCURRENCY)
@@ -69,11 +72,10 @@ class CoreMetadata:
 
     # --- pages ---------------------------------------------------------------------------------
 
-    async def annotated(self, loading: Awaitable[ProjectPage]) -> ProjectPage:
+    async def annotated(self, page: ProjectPage) -> ProjectPage:
         """The page advertising the metadata the proxy serves: the stored one where there is
         one (it wins over an upstream's claim), else the upstream's own; the missing ones are
         sought in the background."""
-        page = await loading
         wheels = [f for f in page.files if f.filename.endswith(".whl")]
         if not wheels:
             return page
@@ -99,7 +101,7 @@ class CoreMetadata:
     async def _batch(self, files: list[DistFile]) -> None:
         digests = await asyncio.gather(*(self.ensure(f, background=True) for f in files))
         if any(digests):
-            await self.pages.invalidate()  # one memo flush for the whole batch
+            await self.changed()  # one memo flush for the whole batch
 
     def after_download(self, download: Download, sha256: str, filename: str) -> None:
         """Once `download` is kept, read its metadata from the cache."""
@@ -112,7 +114,7 @@ class CoreMetadata:
         except Exception:
             return  # not kept: the download's own path logs why
         if not await self.store.digests([file.sha256]) and await self.ensure(file, background=True):
-            await self.pages.invalidate()
+            await self.changed()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         self.tasks.spawn(work)
@@ -138,7 +140,7 @@ class CoreMetadata:
 
     async def _extract(self, file: DistFile, background: bool) -> bytes:
         source = self.sources.get(file.source)
-        online = source is not None and not self.pages.offline
+        online = source is not None and not self.offline
         sidecars = self.sidecars.get(file.source)
         if online and file.core_metadata_sha256 is not None and sidecars is not None:
             return await sidecars.core_metadata(file)  # exactly what the upstream advertised
@@ -168,7 +170,7 @@ class CoreMetadata:
             return body
         if not filename.endswith(".whl"):
             return None
-        candidates = await self.index.locate(sha256, filename, allowed)
+        candidates = await self.files.locate(sha256, filename, allowed)
         for file in candidates or [DistFile(filename, sha256, source="", url="")]:
             if await self.ensure(file):
                 return await self.store.get(sha256)

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from proxy.errors import HashMismatch
+from proxy.index.cached import NamesKey, PageKey, parse_key
 from proxy.model import DistFile, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
 from proxy.services import Stores
 from proxy.storage.downloads import Downloads
-from proxy.storage.pages import Entry, PageCache
+from proxy.storage.locations import sha256_of
+from proxy.storage.pages import Entry
 
 FORMAT = "gitlab-pypi-proxy-bundle"
 VERSION = 1
@@ -66,32 +68,32 @@ def _file_from(data: dict[str, Any]) -> DistFile:
     return DistFile(**data)
 
 
-def _record(key: Any, value: Any) -> dict[str, Any] | None:
-    """A page cache entry as JSON, or None for kinds a bundle does not carry."""
-    if not isinstance(key, tuple) or not key:
-        return None
-    if key[0] == "page" and len(key) == 3 and isinstance(value, Entry):
+def _record(raw: Any, value: Any) -> dict[str, Any] | None:
+    """An index record as JSON, or None for kinds a bundle does not carry."""
+    key = parse_key(raw)
+    if isinstance(key, PageKey) and isinstance(value, Entry):
         page = value.value
         return {
             "kind": "page",
-            "source": key[1],
-            "name": key[2],
+            "source": key.source,
+            "name": key.name,
             "fetched_at": value.fetched_at,
             "files": None if page is None else [_file_json(f) for f in page.files],
         }
-    if key[0] == "names" and len(key) == 2 and isinstance(value, Entry):
+    if isinstance(key, NamesKey) and isinstance(value, Entry):
         return {
             "kind": "names",
-            "source": key[1],
+            "source": key.source,
             "fetched_at": value.fetched_at,
             "names": sorted(value.value),
         }
-    if key[0] == "file" and isinstance(value, dict):
-        return {"kind": "file", "sha256": key[1], "files": [_file_json(f) for f in value.values()]}
+    sha256 = sha256_of(raw)
+    if sha256 is not None and isinstance(value, dict):
+        return {"kind": "file", "sha256": sha256, "files": [_file_json(f) for f in value.values()]}
     return None
 
 
-def _apply(record: dict[str, Any], pages: PageCache) -> bool:
+def _apply(record: dict[str, Any], stores: Stores) -> bool:
     """Store one record; True if it changed the cache. Raises ValueError/KeyError/TypeError."""
     kind = record["kind"]
     if kind == "page":
@@ -102,14 +104,13 @@ def _apply(record: dict[str, Any], pages: PageCache) -> bool:
             parsed = tuple(_file_from(f) for f in files)
             page = ProjectPage(name=name, files=parsed, sources=(str(record["source"]),))
         entry = Entry(page, float(record["fetched_at"]))
-        return pages.keep(("page", str(record["source"]), name), entry)
+        return stores.pages.keep(PageKey(str(record["source"]), name).raw, entry)
     if kind == "names":
         names = frozenset(validate(n) for n in record["names"])
-        return pages.keep(
-            ("names", str(record["source"])), Entry(names, float(record["fetched_at"]))
-        )
+        entry = Entry(names, float(record["fetched_at"]))
+        return stores.pages.keep(NamesKey(str(record["source"])).raw, entry)
     if kind == "file":
-        pages.keep_files(_file_from(f) for f in record["files"])
+        stores.locations.remember_now(_file_from(f) for f in record["files"])
         return False
     raise ValueError(f"unknown kind {kind!r}")
 
@@ -205,7 +206,7 @@ def import_bundle(stores: Stores, bundle: Path) -> ImportReport:
         elif not seen_format:
             raise BundleError(f"{bundle}: not a gitlab-pypi-proxy bundle (no bundle.json first)")
         elif member.name == "index.jsonl" and content is not None:
-            _import_index(content, pages, report)
+            _import_index(content, stores, report)
         elif member.name.startswith("files/") and content is not None:
             imported += _import_file(member.name, content, stores.downloads, report)
         else:
@@ -220,10 +221,10 @@ def import_bundle(stores: Stores, bundle: Path) -> ImportReport:
     return report
 
 
-def _import_index(content: BinaryIO, pages: PageCache, report: ImportReport) -> None:
+def _import_index(content: BinaryIO, stores: Stores, report: ImportReport) -> None:
     for number, line in enumerate(content, 1):  # bytes lines: json reads UTF-8 itself
         try:
-            report.pages += _apply(json.loads(line), pages)
+            report.pages += _apply(json.loads(line), stores)
         except (ValueError, KeyError, TypeError, InvalidName) as exc:
             report.bad.append(f"index.jsonl line {number}: {type(exc).__name__}: {exc}")
 

@@ -143,7 +143,7 @@ class Prefetch:
 
         async def load(name: str) -> None:
             try:
-                pages[name] = await self.services.index.project_page(name)
+                pages[name] = await self.services.composed.plain.project_page(name)
             except (NotFound, Unavailable, Offline) as exc:
                 pages[name] = exc
 
@@ -181,7 +181,7 @@ class Prefetch:
             if not found and item.filename:
                 # Not listed (shadowed by an earlier source's file of that name, say): a GitLab
                 # source can still be asked for it by digest.
-                found = await self.services.index.locate(item.sha256, item.filename)
+                found = await self.services.composed.files.locate(item.sha256, item.filename)
             if not found:
                 self.fail(item.label, f"no source lists this sha256 for {item.name}{partial}")
             return found[:1]
@@ -197,16 +197,16 @@ class Prefetch:
         return found
 
     async def _fetch(self, file: DistFile) -> None:
-        stores, index = self.services.stores, self.services.index
+        stores, files = self.services.stores, self.services.composed.files
         label = file.filename
         if await asyncio.to_thread(stores.blobs.__contains__, file.sha256):
             outcome = Outcome(label, "cached", sha256=file.sha256)
         else:
             try:
-                others = await index.locate(file.sha256, file.filename)
+                others = await files.locate(file.sha256, file.filename)
                 candidates = [file, *(c for c in others if c.source != file.source)]
                 download = stores.downloads.download(
-                    file.sha256, lambda: index.open_first(candidates)
+                    file.sha256, lambda: files.open_first(candidates)
                 )
                 await download.wait(self.progress.advance)
                 outcome = Outcome(label, "fetched", size=download.written, sha256=file.sha256)
@@ -218,7 +218,7 @@ class Prefetch:
     async def _cache_project_list(self) -> None:
         """So that an offline proxy answers /simple/ too; a failure here costs no file."""
         with contextlib.suppress(Unavailable, Offline):
-            await self.services.index.project_list()
+            await self.services.composed.plain.project_list()
 
     def _check_still_kept(self) -> None:
         """A cache smaller than the set evicts early files while later ones arrive."""

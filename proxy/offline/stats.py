@@ -9,8 +9,9 @@ prefetch) do not count.
 
 from datetime import UTC, datetime
 
+from proxy.index.cached import NamesKey, PageKey, parse_key
 from proxy.storage.blobs import BlobStore
-from proxy.storage.pages import Entry, PageCache
+from proxy.storage.pages import Entry, PageStore
 
 
 def _when(timestamp: float | None) -> str:
@@ -19,14 +20,15 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def stats_lines(pages: PageCache, blobs: BlobStore) -> list[str]:
+def stats_lines(pages: PageStore, blobs: BlobStore) -> list[str]:
     """Blocking: reads every page entry and the file table once."""
     files = blobs.stats()
     page_count, names_count, page_times = 0, 0, []
-    for key, value in pages.items():
-        if isinstance(key, tuple) and key and isinstance(value, Entry):
-            page_count += key[0] == "page"
-            names_count += key[0] == "names"
+    for raw, value in pages.items():
+        key = parse_key(raw)
+        if key is not None and isinstance(value, Entry):
+            page_count += isinstance(key, PageKey)
+            names_count += isinstance(key, NamesKey)
             page_times.append(value.fetched_at)
     hits, misses = files.hits, files.misses
     lookups = hits + misses

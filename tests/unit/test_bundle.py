@@ -12,10 +12,10 @@ import pytest
 from proxy.model import DistFile, ProjectPage
 from proxy.offline.bundle import BundleError, export, import_bundle
 from proxy.services import Stores
-from proxy.storage.pages import Entry, PageCache
+from proxy.storage.pages import Entry, PageStore
 
 
-def _caches(directory: Path) -> tuple[PageCache, Stores]:
+def _caches(directory: Path) -> tuple[PageStore, Stores]:
     stores = Stores.local(directory, 2**30, count_hits=False)
     return stores.pages, stores
 
@@ -36,7 +36,7 @@ def test_round_trip_keeps_files_pages_lists_and_locations(tmp_path: Path) -> Non
     pages.keep(("page", "platform", "a"), Entry(page, 1000.0))
     pages.keep(("page", "tools", "a"), Entry(None, 1001.0))  # "not here" is an answer too
     pages.keep(("names", "platform"), Entry(frozenset({"a"}), 1002.0))
-    pages.keep_files(listed)
+    files.locations.remember_now(listed)
     bundle = tmp_path / "b.tar"
     assert export(files, bundle) == (2, 5)
     with tarfile.open(bundle) as tar:

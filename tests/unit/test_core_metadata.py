@@ -7,18 +7,16 @@ import httpx2
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.index.compose import Index
-from proxy.index.core_metadata import CoreMetadata
 from proxy.services import Stores
+from proxy.sources.base import Parts
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
-from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageCache
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 
 async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) -> None:
@@ -26,27 +24,26 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     sha = hashlib.sha256(data).hexdigest()
     source = FakeSource("platform")
     source.add("demo", filename, sha, data)
-    pages = PageCache(tmp_path, 300)
     files = Stores.local(tmp_path, 2**30)
-    index = Index([source], [], pages)
-    service = CoreMetadata(MetadataStore(tmp_path), files.blobs, pages, index, {"platform": source})
-    first = await service.annotated(index.project_page("demo"))
+    built = composed(tmp_path, [source], stores=files)
+    index, service = built.plain, built.metadata
+    first = await service.annotated(await index.project_page("demo"))
     assert first.files[0].core_metadata_sha256 is None
     await service.tasks.settled()  # the background try: not cached, no ranges
-    assert (await service.annotated(index.project_page("demo"))).files[
+    assert (await service.annotated(await index.project_page("demo"))).files[
         0
     ].core_metadata_sha256 is None
 
-    generation = pages.generation()
+    generation = files.coordinator.generation()
     download = files.downloads.download(
         sha, lambda: source.open_file(source.file_for(sha, filename))
     )
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
-    assert pages.generation() != generation  # the rendered-page memo is flushed
+    assert files.coordinator.generation() != generation  # the rendered-page memo is flushed
 
-    page = await service.annotated(index.project_page("demo"))
+    page = await service.annotated(await index.project_page("demo"))
     body = await service.sidecar(sha, filename, None)
     assert body is not None and b"Requires-Dist: dep" in body
     assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
@@ -64,21 +61,13 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
         headers={"content-type": "text/html"},
     )
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
-    pages = PageCache(tmp_path, 300)
     async with httpx2.AsyncClient() as http:
         client = Upstream(http)
         config = SourceConfig("public", "url", "https://index.example.org/simple/")
         public = SimpleIndexSource(config, client)
-        index = Index([], [public], pages)
-        service = CoreMetadata(
-            MetadataStore(tmp_path),
-            Stores.local(tmp_path, 2**30).blobs,
-            pages,
-            index,
-            {"public": public},
-            {"public": public},
-        )
-        page = await service.annotated(index.project_page("demo"))
+        built = composed(tmp_path, [], [Parts(public, sidecars=public)])
+        index, service = built.plain, built.metadata
+        page = await service.annotated(await index.project_page("demo"))
         assert page.files[0].core_metadata_sha256 == digest  # the upstream's own claim
         assert not service.tasks  # nothing to seek in the background
         filename = "demo-1.0-py3-none-any.whl"
@@ -107,18 +96,11 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
                 return budgeted(url, headers=headers, method=method, background=background)
 
             source.api.stream = recording  # type: ignore[method-assign]
-            pages = PageCache(tmp_path, 300)
-            index = Index([source], [], pages)
-            service = CoreMetadata(
-                MetadataStore(tmp_path),
-                Stores.local(tmp_path, 2**30).blobs,
-                pages,
-                index,
-                {"platform": source},
-            )
-            await service.annotated(index.project_page("demo"))
+            built = composed(tmp_path, [source])
+            index, service = built.plain, built.metadata
+            await service.annotated(await index.project_page("demo"))
             await service.tasks.settled()
             await source.details.settled()
             assert streamed and set(streamed) == {(filename, True)}
             assert await service.store.digests([hashlib.sha256(data).hexdigest()])
-            await index.close()
+            await built.close()

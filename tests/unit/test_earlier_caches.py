@@ -13,7 +13,8 @@ import diskcache
 from proxy.model import DistFile, ProjectPage
 from proxy.storage.details import DetailsStore
 from proxy.storage.details import Version as Listed
-from proxy.storage.pages import Entry, PageCache
+from proxy.storage.local_coordinator import LocalCoordinator
+from proxy.storage.pages import Entry, PageStore
 from proxy.storage.uploads import RecentUploads, Upload
 
 
@@ -50,8 +51,8 @@ async def test_pages_details_and_uploads_written_by_an_earlier_version_are_read(
         old_uploads.append(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
         old_uploads.cache.close()
 
-    pages = PageCache(tmp_path, 300)
-    entry = await pages.peek(("page", "platform", "a"))
+    pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    entry = await pages.get(("page", "platform", "a"))
     assert entry == Entry(page, 1000.0)
     pages.close()
     details = DetailsStore(tmp_path)

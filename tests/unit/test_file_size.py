@@ -11,10 +11,10 @@ import respx
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import FileNotFoundUpstream, Unavailable
-from proxy.index.compose import Index
+from proxy.index.files import FileFinder
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.upstream import Upstream
-from proxy.storage.pages import PageCache
+from tests.unit.indexes import composed
 
 API = "http://gitlab.internal/api/v4"
 SHA = "b" * 64
@@ -23,15 +23,13 @@ STORAGE = "http://storage.internal/bucket/acme-1.0.tar.gz?X-Amz-Signature=abc"
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Index, GitLabProject]]:
-    pages = PageCache(tmp_path, 300)
+async def world(tmp_path: Path) -> AsyncIterator[tuple[FileFinder, GitLabProject]]:
     async with httpx2.AsyncClient(timeout=2) as client:
         gitlab = GitLabConfig(url="http://gitlab.internal", token="glpat-t0ken", timeout=2)
         source = GitLabProject(
             SourceConfig("platform", "gitlab_project", "11"), gitlab, Upstream(client)
         )
-        yield Index([source], [], pages), source
-    pages.close()
+        yield composed(tmp_path, [source]).files, source
 
 
 @respx.mock

@@ -134,7 +134,8 @@ async def test_upstream_failure_before_first_byte_reaches_started(tmp_path: Path
 
 
 async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> None:
-    """Two FileStores on one directory stand for two worker processes: flock separates them."""
+    """Two stores on one directory stand for two worker processes: the coordinator's lock
+    separates them."""
     gate = asyncio.Event()
     source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
     first, second = Stores.local(tmp_path, 10 * 2**20), Stores.local(tmp_path, 10 * 2**20)

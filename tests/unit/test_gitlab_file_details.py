@@ -11,12 +11,11 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.index.compose import Index
 from proxy.model import ProjectPage
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.upstream import Upstream
 from proxy.storage.details import DetailsStore
-from proxy.storage.pages import PageCache
+from tests.unit.indexes import composed
 from tests.unit.test_gitlab_source import API, client, page  # noqa: F401  (fixture)
 
 BASE = f"{API}/projects/acme%2Fplatform"
@@ -297,7 +296,7 @@ async def test_configured_yanked_versions_are_marked(client, tmp_path: Path) -> 
     )
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="t", timeout=2)
     source = GitLabProject(config, gitlab, Upstream(client))
-    index = Index([source], [], PageCache(tmp_path, 300), yanked={"platform": config.yanked})
+    index = composed(tmp_path, [source], yanked={"platform": config.yanked}).index
     result = await index.project_page("x")
     assert result is not None
     assert {f.filename: f.yanked for f in result.files} == {

@@ -7,9 +7,9 @@ import pytest
 
 from proxy.config import SourceConfig
 from proxy.errors import FailClosed, NotFound
-from proxy.index.compose import Index
-from proxy.storage.pages import PageCache
+from proxy.index.private_first import PrivateFirst
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 A, B = "a" * 64, "b" * 64
 
@@ -22,9 +22,9 @@ class ConfiguredFake(FakeSource):
         self.config = SourceConfig(name, "gitlab_project", "1", allow_public=allow_public)
 
 
-def _index(tmp_path: Path, private: list[ConfiguredFake], public: list[FakeSource]) -> Index:
+def _index(tmp_path: Path, private: list[ConfiguredFake], public: list[FakeSource]) -> PrivateFirst:
     allow_public = {s.name: s.config.allow_public for s in private}  # as the services hand it
-    return Index(private, public, PageCache(tmp_path, 300), allow_public=allow_public)
+    return composed(tmp_path, private, public, allow_public=allow_public).plain
 
 
 async def test_a_private_name_never_comes_from_public(

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,16 +17,16 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from proxy.aio import TaskSet
 from proxy.auth import Authenticator
 from proxy.config import AuthConfig
-from proxy.index.compose import Index
-from proxy.index.core_metadata import CoreMetadata
+from proxy.index.cached import CachedSource, Freshness, PageKey
 from proxy.model import DistFile
 from proxy.services import Stores
-from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageCache
+from proxy.sources.base import Parts
 from tests.dists import make_wheel
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 from tests.waiting import wait_until
 
 
@@ -38,7 +39,9 @@ async def _cancelled(task: asyncio.Future[object]) -> None:
 async def test_a_page_fetch_finishes_for_the_others_when_one_waiter_is_cancelled(
     tmp_path: Path,
 ) -> None:
-    pages = PageCache(tmp_path, ttl=300)
+    stores = Stores.local(tmp_path, 2**30)
+    freshness, tasks = Freshness(300, 300), TaskSet(logging.getLogger("test"), "test")
+    cached = CachedSource(FakeSource("platform"), stores.pages, stores.locations, freshness, tasks)
     asked, answer = asyncio.Event(), asyncio.Event()
     calls = 0
 
@@ -49,16 +52,16 @@ async def test_a_page_fetch_finishes_for_the_others_when_one_waiter_is_cancelled
         await answer.wait()
         return "the page"
 
-    first = asyncio.ensure_future(pages.fetch(("page", "platform", "demo"), load))
+    first = asyncio.ensure_future(cached.fetch(PageKey("platform", "demo"), load))
     await asked.wait()
-    second = asyncio.ensure_future(pages.fetch(("page", "platform", "demo"), load))
+    second = asyncio.ensure_future(cached.fetch(PageKey("platform", "demo"), load))
     await _cancelled(first)  # the first client hung up mid-fetch
     answer.set()
     assert (await second).value == "the page"
     assert calls == 1
-    entry = await pages.peek(("page", "platform", "demo"))
+    entry = await stores.pages.get(PageKey("platform", "demo").raw)
     assert entry is not None and entry.value == "the page"  # kept for the next client too
-    pages.close()
+    stores.close()
 
 
 async def test_a_download_goes_on_for_the_others_when_a_follower_is_cancelled(
@@ -155,16 +158,7 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
         source.add("demo", filename, hashlib.sha256(data).hexdigest(), data),
         core_metadata_sha256="advertised",
     )
-    pages = PageCache(tmp_path, 300)
-    index = Index([], [source], pages)
-    service = CoreMetadata(
-        MetadataStore(tmp_path),
-        Stores.local(tmp_path, 2**30).blobs,
-        pages,
-        index,
-        {"public": source},
-        {"public": source},
-    )
+    service = composed(tmp_path, [], [Parts(source, sidecars=source)]).metadata
     first = asyncio.ensure_future(service.ensure(file))
     await source.asked.wait()
     second = asyncio.ensure_future(service.ensure(file))

@@ -89,7 +89,7 @@ async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
     the health the transport reports to."""
     services = SimpleNamespace(
         config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
-        index=SimpleNamespace(sources=[SimpleNamespace(name="platform")], public=[]),
+        source_names=["platform"],
         stores=SimpleNamespace(pages=[object()]),
         health=observer,
     )
