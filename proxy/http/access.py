@@ -5,7 +5,6 @@ Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route
 With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
 """
 
-import logging
 from typing import Any
 
 from starlette._utils import get_route_path
@@ -18,8 +17,6 @@ from proxy.errors import (
     Unauthorized,
     response,
 )
-
-log = logging.getLogger("proxy.access")
 
 _GUARDED = ("/simple", "/files/", "/upload")
 _OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do

@@ -100,8 +100,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.name == log.name and isinstance(record.args, tuple):
-            line.update(zip(_FIELDS, record.args, strict=False))
+        if record.msg == _LINE and isinstance(record.args, tuple):  # an access line, no other
+            line.update(zip(_FIELDS, record.args, strict=True))
             line["duration_ms"] = round(line["duration_ms"], 2)
         if record.exc_info:
             line["exception"] = record.exc_text or self.formatException(record.exc_info)

@@ -24,7 +24,7 @@ from proxy.model import ProjectList, ProjectPage
 from proxy.names import file_project_name
 from proxy.storage.locations import FileLocations
 
-log = logging.getLogger("proxy.access")
+log = logging.getLogger("proxy.index")
 
 
 class PrivateFirst:

@@ -1,7 +1,6 @@
 """Every failure a client can see: its status, its one-line reason, its headers, rendered by the
 one handler."""
 
-import httpx2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from proxy.errors import (
     UploadRefused,
     error_response,
 )
+from tests.unit.asgi import asgi_client
 
 
 def test_an_error_answer_is_never_a_success() -> None:
@@ -66,8 +66,7 @@ async def test_the_handler_renders_one_plain_line_with_the_errors_headers() -> N
         raise raised[int(request.path_params["n"])]
 
     app = Starlette(routes=[Route("/{n}", route)], exception_handlers={ProxyError: errors.handle})
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
+    async with asgi_client(app, "127.0.0.1") as client:
         answers = [await client.get(f"/{n}") for n in range(len(raised))]
     assert [a.status_code for a in answers] == [404, 401, 429, 500]
     assert answers[0].text == "no source has a project named x\n"

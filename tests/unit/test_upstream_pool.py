@@ -25,6 +25,7 @@ from proxy.http import health
 from proxy.sources.upstream import make_client
 from proxy.sources.upstream_health import UpstreamHealth
 from proxy.sources.upstream_pool import WatchedTransport
+from tests.unit.asgi import asgi_client
 from tests.waiting import wait_until
 
 TIMEOUT = 0.4  # the watchdog looks every TIMEOUT / 4
@@ -95,8 +96,7 @@ async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
     )
     app = Starlette(routes=[Route("/readyz", health.readyz)])
     app.state.services = services
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
+    async with asgi_client(app, "127.0.0.1") as client:
         response = await client.get("/readyz")
     return response.status_code, response.json()
 
