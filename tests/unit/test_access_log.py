@@ -23,3 +23,22 @@ async def test_access_log_line_has_user_cache_and_no_credentials(
     assert fields["method"] == "GET" and fields["path"] == "/files/abc/x.whl"
     assert fields["bytes"] > 0
     assert "hunter2" not in line and "querysecret" not in line and "Basic" not in line
+
+
+def test_another_record_of_the_access_logger_is_formatted_too() -> None:
+    """The read check once logged on `proxy.access` too, and the JSON formatter, taking its
+    record for an access line, failed on it (KeyError: 'duration_ms')."""
+    record = logging.LogRecord(
+        "proxy.access",
+        logging.DEBUG,
+        __file__,
+        1,
+        "cannot check %s for a restricted reader: %s",
+        ("x-1.0.tar.gz", "upstream platform unavailable"),
+        None,
+    )
+    fields = json.loads(JsonFormatter().format(record))
+    assert fields["message"] == (
+        "cannot check x-1.0.tar.gz for a restricted reader: upstream platform unavailable"
+    )
+    assert fields["logger"] == "proxy.access" and "duration_ms" not in fields

@@ -104,3 +104,16 @@ async def test_hidden_sources_are_not_asked_when_no_public_source_could_answer(
     with pytest.raises(NotFound):
         await index.project_page("anything", frozenset({"platform"}))
     assert hidden.page_calls == 0
+
+
+async def test_the_read_check_logs_as_the_index_not_as_the_access_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only access lines are `proxy.access`: log collectors parse that logger's lines."""
+    gitlab = ConfiguredFake("platform")
+    gitlab.down = True
+    index = _index(tmp_path, [gitlab], [])
+    with caplog.at_level(logging.DEBUG), pytest.raises(NotFound):
+        await index.check_file(A, "acme_utils-1.0-py3-none-any.whl", frozenset({"platform"}))
+    checks = [r.name for r in caplog.records if "cannot check" in r.getMessage()]
+    assert checks == ["proxy.index"]
