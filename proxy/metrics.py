@@ -57,7 +57,9 @@ LATENCY = Histogram(
 )
 CACHE = Counter(
     PREFIX + "cache_lookups",
-    "Cache lookups by cache (page, file) and outcome (hit, miss, stale)",
+    "Cache lookups by cache and outcome (hit, miss, stale): a file request's lookup of the "
+    "file; a source's record of a page or project list (a page rendered from the memo looks "
+    "up none)",
     ["cache", "outcome"],
 )
 SERVED_BYTES = Counter(
@@ -71,7 +73,10 @@ UPSTREAM = Counter(
     ["source", "outcome"],
 )
 UPLOADS = Counter(
-    PREFIX + "uploads", "Uploads forwarded, by target source and outcome", ["source", "outcome"]
+    PREFIX + "uploads",
+    "Uploads forwarded, by target source and outcome (GitLab's HTTP status; timeout or error "
+    "when it could not be reached)",
+    ["source", "outcome"],
 )
 UPSTREAM_WAITING = Gauge(
     PREFIX + "upstream_requests_waiting",

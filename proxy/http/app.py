@@ -88,8 +88,7 @@ async def index_response(
     key = memo_key(what, media, allowed)
     generation = memo.generation()  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
-    if rendered is not None:
-        metrics.PAGE_HIT.inc()
+    if rendered is not None:  # no page cache lookup: not counted in its hit ratio
         return page_response(request, rendered, stale=False)
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
     rendered = await asyncio.to_thread(render, answer, media)

@@ -1,8 +1,8 @@
 """The last uploads, for the status page: a short list on disk that every worker shares.
 
-The upload route calls `await services.uploads.record(Upload(...))` after GitLab accepted a file,
-and `count_upload(source, outcome)` for every attempt (the uploads metric). While the cache
-directory cannot be written, uploads are listed from this process's memory instead.
+The upload route calls `await services.uploads.record(Upload(...))` after GitLab accepted a file
+(it counts every attempt in the uploads metric itself). While the cache directory cannot be
+written, uploads are listed from this process's memory instead.
 """
 
 import asyncio
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import diskcache
 
-from proxy import metrics
 from proxy.storage import pickles
 from proxy.storage.writable import WRITE_ERRORS, writes_for
 
@@ -28,11 +27,6 @@ class Upload:
     at: float = field(default_factory=time.time)
 
 
-def count_upload(source: str, outcome: str) -> None:
-    """outcome: "ok", "conflict", "refused", "invalid", "upstream_error"."""
-    metrics.UPLOADS.labels(source, outcome).inc()
-
-
 class RecentUploads:
     def __init__(self, directory: Path) -> None:
         cache = diskcache.Cache(
@@ -43,7 +37,6 @@ class RecentUploads:
         self._unkept: collections.deque[Upload] = collections.deque(maxlen=KEEP)
 
     async def record(self, upload: Upload) -> None:
-        count_upload(upload.source, "ok")
         try:
             await asyncio.to_thread(self._deque.append, upload)
         except WRITE_ERRORS as exc:
