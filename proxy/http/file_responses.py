@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
-from proxy.storage.cached_file import CachedFile
+from proxy.storage.blobs import Blob
 
 log = logging.getLogger("proxy.files")
 
@@ -131,12 +131,12 @@ class FileBody:
                 await asyncio.to_thread(self.on_close)
 
 
-def cached_response(cached: CachedFile, sha256: str, request_headers: Any, method: str) -> FileBody:
+def cached_response(cached: Blob, sha256: str, request_headers: Any, method: str) -> FileBody:
     """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
     headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
     headers["accept-ranges"] = "bytes"
     # A small file was read whole at lookup: nothing left to close, no thread hop to do it.
-    close = cached.close if cached.handle is not None else None
+    close = cached.close if cached.holds_resources else None
     if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
         headers.pop("content-length")
         return FileBody(304, headers, None, label=sha256, on_close=close)

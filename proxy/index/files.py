@@ -11,9 +11,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from proxy.errors import FileNotFoundUpstream, SourceUnavailable, Unavailable
 from proxy.index.base import Readable
-from proxy.model import DistFile
+from proxy.model import DistFile, FileStream
 from proxy.names import file_project_name
-from proxy.sources.base import Details, FileStream, Source
+from proxy.sources.base import Details, Source
 from proxy.storage.locations import FileLocations
 
 

@@ -17,21 +17,13 @@ from typing import Any, BinaryIO, Protocol
 import httpx2
 
 from proxy.config import GitLabConfig
-from proxy.model import DistFile, ProjectPage
+from proxy.model import DistFile, FileStream, ProjectPage
 from proxy.sources.budget import Budget
 from proxy.sources.upstream import Upstream
 from proxy.storage.details import DetailsStore
 
 RangeReader = Callable[[str], Awaitable[tuple[bytes, str | None]]]
 """Fetch one `Range` header value: (body, Content-Range or None when the range was ignored)."""
-
-
-@dataclass
-class FileStream:
-    """An upstream file being downloaded: its announced size and its bytes."""
-
-    size: int | None
-    chunks: AsyncIterator[bytes]
 
 
 class Source(Protocol):

@@ -20,8 +20,8 @@ import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import RateLimited, Refused
-from proxy.model import DistFile, ProjectPage
-from proxy.sources.base import FileStream, RangeReader
+from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.sources.base import RangeReader
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.simple_html import parse_project_page

@@ -15,9 +15,9 @@ import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import Refused
-from proxy.model import DistFile, ProjectPage
+from proxy.model import DistFile, FileStream, ProjectPage
 from proxy.names import normalize
-from proxy.sources.base import Context, FileStream, Parts, RangeReader
+from proxy.sources.base import Context, Parts, RangeReader
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab import GitLabApi, GitLabPages
 from proxy.sources.upstream import Upstream

@@ -13,8 +13,8 @@ import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import SourceUnavailable
-from proxy.model import DistFile, ProjectPage
-from proxy.sources.base import Context, FileStream, Parts, RangeReader, UploadAnswer
+from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.sources.base import Context, Parts, RangeReader, UploadAnswer
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab import GitLabApi, GitLabPages
 from proxy.sources.multipart import multipart_body

@@ -19,9 +19,9 @@ import httpx2
 
 from proxy.config import SourceConfig
 from proxy.errors import FileNotFoundUpstream, SourceUnavailable
-from proxy.model import DistFile, ProjectPage, parse_time
+from proxy.model import DistFile, FileStream, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
-from proxy.sources.base import Context, FileStream, Parts, RangeReader
+from proxy.sources.base import Context, Parts, RangeReader
 from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
 from proxy.sources.upstream import Request, Upstream
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 from proxy import metrics
 from proxy.aio import SingleFlight
 from proxy.errors import HashMismatch
-from proxy.sources.base import FileStream
+from proxy.model import FileStream
 from proxy.storage.blobs import Blob, BlobStore, CacheUnwritable, Spool
 from proxy.storage.coordinator import Coordinator
 from proxy.storage.writable import WRITE_ERRORS

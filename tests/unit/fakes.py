@@ -6,8 +6,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from proxy.errors import FileNotFoundUpstream, SourceUnavailable
-from proxy.model import DistFile, ProjectPage
-from proxy.sources.base import FileStream, RangeReader
+from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.sources.base import RangeReader
 
 
 @dataclass
