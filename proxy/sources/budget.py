@@ -28,8 +28,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from proxy.errors import RateLimited
-from proxy.storage.coordinator import SharedValue
-from proxy.storage.local_coordinator import SharedFile
+from proxy.storage.coordinator import ProcessValue, SharedValue
 
 log = logging.getLogger("proxy.budget")
 
@@ -56,7 +55,7 @@ class Budget:
         self._reserve = min(self._capacity / 2, self._capacity - 1)  # left to client requests
         self._clock, self._sleep = clock, sleep
         # the bucket every process spends from (the coordinator's; else this process's own)
-        self._shared = shared or SharedFile(None)
+        self._shared = shared or ProcessValue()
         # In arrival order (asyncio's locks are fair): one waiter at a time asks the bucket.
         self._queues = {False: asyncio.Lock(), True: asyncio.Lock()}
 

@@ -7,6 +7,7 @@ lease, pub/sub, atomic updates) would let replicas share the same three without 
 changing. Nothing outside proxy.storage and the composition root knows which one runs.
 """
 
+import threading
 from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, TypeVar
@@ -24,6 +25,23 @@ class SharedValue(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ProcessValue:
+    """A shared value that only this process shares: one process needs no more (tests), and a
+    coordinator keeps a value here when it cannot share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: bytes | None = None
+
+    def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
+        with self._lock:
+            self._value, result = change(self._value)
+            return result
+
+    def close(self) -> None:
+        pass
 
 
 class Coordinator(Protocol):

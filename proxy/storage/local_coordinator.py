@@ -139,9 +139,9 @@ class LocalCoordinator:
 
 
 class SharedFile:
-    """A shared value in the file at `path` (None: in this process only)."""
+    """A shared value in the file at `path`."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._memory: bytes | None = None  # the value while there is no file
@@ -177,9 +177,7 @@ class SharedFile:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _open(path: Path | None) -> int | None:
-    if path is None:
-        return None
+def _open(path: Path) -> int | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
