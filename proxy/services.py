@@ -2,7 +2,10 @@
 index built over them, in one place. `serve` (each worker, at start), `prefetch` and the `cache`
 commands start from here; nothing else decides which implementation of anything runs.
 
-    index = Yanked(Annotated(PrivateFirst(Merged([cached GitLab sources]), [cached public])))
+    index = Yanked(Annotated(PrivateFirst(
+        Merged([WithDetails(CachedSource(GitLab source)), ...]),
+        [CachedSource(public source), ...],
+    )))
 
 A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
 and a line in `compose`.
@@ -17,12 +20,12 @@ from proxy import metrics, runtime_dir
 from proxy.aio import TaskSet
 from proxy.auth import Authenticator
 from proxy.config import Config, SourceConfig
-from proxy.index.base import Index
+from proxy.index.base import Index, SourceAnswers
 from proxy.index.cached import CachedSource, Freshness, forget
 from proxy.index.core_metadata import CoreMetadata
 from proxy.index.files import FileFinder
 from proxy.index.merged import Merged
-from proxy.index.metadata import Annotated
+from proxy.index.metadata import Annotated, WithDetails
 from proxy.index.private_first import PrivateFirst
 from proxy.index.shadows import ShadowCheck
 from proxy.index.yanked import Yanked
@@ -127,13 +130,18 @@ def compose(
 ) -> Composed:
     """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
     tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
-    cached = [
-        CachedSource(p.source, stores.pages, stores.locations, freshness, tasks) for p in sources
-    ]
+
+    def cached(parts: Parts) -> CachedSource:
+        return CachedSource(parts.source, stores.pages, stores.locations, freshness, tasks)
+
+    def owned(parts: Parts) -> SourceAnswers:
+        answers = cached(parts)
+        return answers if parts.details is None else WithDetails(answers, parts.details)
+
     shadows = ShadowCheck(freshness.ttl)
     plain = PrivateFirst(
-        Merged([c for c, p in zip(cached, sources, strict=True) if p.owns_names]),
-        [c for c, p in zip(cached, sources, strict=True) if not p.owns_names],
+        Merged([owned(p) for p in sources if p.owns_names]),
+        [cached(p) for p in sources if not p.owns_names],
         stores.locations,
         shadows,
         allow_public=allow_public,
@@ -151,7 +159,7 @@ def compose(
         changed=stores.coordinator.changed,
         offline=freshness.offline,
     )
-    index = Yanked(Annotated(plain, details, core_metadata), yanked or {})
+    index = Yanked(Annotated(plain, core_metadata), yanked or {})
     return Composed(index, plain, files, core_metadata, tasks, shadows)
 
 

@@ -3,7 +3,10 @@
 The index a client sees is a composition of wrappers, each a behaviour in its own module, built
 from the configuration in one place (proxy.services):
 
-    Yanked(Annotated(PrivateFirst(Merged(CachedSource(source), ...), [CachedSource(public)])))
+    Yanked(Annotated(PrivateFirst(
+        Merged([WithDetails(CachedSource(gitlab source)), ...]),
+        [CachedSource(public source), ...],
+    )))
 
 Every layer answers for the sources a reader may read (`allowed`: their names, None for all).
 """
@@ -26,6 +29,22 @@ class Answer(Generic[T]):
     value: T
     stale: bool  # the upstream could not be reached (or the proxy is offline) and the TTL passed
     fresh_until: float = 0.0  # until when the value may be reused without asking again
+    loaded: bool = False  # asked of the upstream for this very answer, not read from the records
+
+
+class SourceAnswers(Protocol):
+    """One source as the index asks it (proxy.index.cached, and what wraps it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def page(self, name: str) -> Answer[ProjectPage | None]:
+        """The source's page of normalized `name` (None: it does not have it)."""
+        ...
+
+    async def names(self) -> Answer[frozenset[str]]:
+        """Every name the source holds."""
+        ...
 
 
 class Index(Protocol):

@@ -175,7 +175,7 @@ class CachedSource:
             metrics.PAGE_STALE.inc()
             return Answer(entry.value, stale=True)
         metrics.PAGE_MISS.inc()
-        return Answer(value, stale=False, fresh_until=fetched_at + fresh.ttl_of(value))
+        return Answer(value, False, fetched_at + fresh.ttl_of(value), loaded=True)
 
     async def _load(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
         value = await loader()

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
-from proxy.index.base import Answer, Readable
-from proxy.index.cached import CachedSource
+from proxy.index.base import Answer, Readable, SourceAnswers
 from proxy.model import DistFile, ProjectList, ProjectPage
 
 log = logging.getLogger("proxy.index")
@@ -31,13 +30,13 @@ class Gathered:
 
 
 class Merged:
-    def __init__(self, sources: Sequence[CachedSource]) -> None:
+    def __init__(self, sources: Sequence[SourceAnswers]) -> None:
         self.sources = list(sources)  # in priority order
 
-    def readable(self, allowed: Readable) -> list[CachedSource]:
+    def readable(self, allowed: Readable) -> list[SourceAnswers]:
         return [s for s in self.sources if allowed is None or s.name in allowed]
 
-    async def gather(self, name: str, sources: Sequence[CachedSource]) -> Gathered:
+    async def gather(self, name: str, sources: Sequence[SourceAnswers]) -> Gathered:
         """What each of `sources` says about `name`, asked at once."""
         answers = await asyncio.gather(*(s.page(name) for s in sources), return_exceptions=True)
         gathered = Gathered()

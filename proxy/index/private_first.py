@@ -38,12 +38,14 @@ class PrivateFirst:
         allow_public: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.private, self.public = private, Merged(public)
+        self.public_sources = list(public)  # for the shadow check, which asks each
         self.locations, self.shadows = locations, shadows
         # per private source: the names public sources may answer while it is down
         self.allow_public = dict(allow_public or {})
 
     async def project_page(self, name: str, allowed: Readable = None) -> ProjectPage:
-        private, public = self.private.readable(allowed), self.public.readable(allowed)
+        private = self.private.readable(allowed)
+        public = [s for s in self.public_sources if allowed is None or s.name in allowed]
         mine = await self.private.gather(name, private)
         if mine.found:
             if public:

@@ -1,7 +1,6 @@
 """The GitLab source against GitLab's real answers, mocked with respx."""
 
 import base64
-from collections.abc import AsyncIterator
 
 import httpx
 import httpx2
@@ -16,12 +15,6 @@ from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 SHA = "a" * 64
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
 
 
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):

@@ -2,7 +2,6 @@
 
 import email
 import io
-from collections.abc import AsyncIterator
 
 import httpx
 import httpx2
@@ -17,12 +16,6 @@ from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 UPLOAD = f"{API}/projects/11/packages/pypi"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
 
 
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "11"):

@@ -2,6 +2,8 @@
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ import pytest
 from proxy.errors import NotFound, Offline, Unavailable
 from proxy.http.page_memo import PageMemo
 from proxy.index.private_first import PrivateFirst
+from proxy.model import DistFile
+from proxy.sources.base import Parts
 from proxy.storage.local_coordinator import LocalCoordinator
 from proxy.storage.pages import PageStore
 from tests.unit.fakes import FakeSource
@@ -198,3 +202,28 @@ async def test_where_a_gitlab_pages_files_are_is_remembered_behind_the_clients_b
     await built.plain.project_page("x")
     await built.close()  # the background work finishes before the caches close
     assert [f.source for f in await built.files.locations.of(A)] == ["platform"]
+
+
+class LearntSizes:
+    """PEP 700 details a GitLab source learnt in the background: every file is 7 bytes."""
+
+    async def refine(self, name: str, files: Sequence[DistFile]) -> list[DistFile] | None:
+        return [replace(f, size=7) for f in files]
+
+    async def settled(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_details_learnt_since_are_added_to_a_kept_page_not_to_a_fetched_one(
+    tmp_path: Path,
+) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = composed(tmp_path, [Parts(source, owns_names=True, details=LearntSizes())]).plain
+    fetched = await index.project_page("x")  # as the source gave it just now
+    assert [f.size for f in fetched.files] == [None]
+    kept = await index.project_page("x")  # from the records, with what was learnt since
+    assert [f.size for f in kept.files] == [7]

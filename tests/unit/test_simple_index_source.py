@@ -4,7 +4,6 @@ through, redirects, and credentials that never leave the index's origin."""
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -23,12 +22,6 @@ FILES = "https://files.example.net/packages"
 SHA, META = "a" * 64, "b" * 64
 AUTH = "Basic " + base64.b64encode(b"reader:s3cret").decode()
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
 
 
 def source(client: httpx2.AsyncClient) -> SimpleIndexSource:

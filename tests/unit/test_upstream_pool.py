@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from tempfile import gettempdir
 from types import SimpleNamespace
@@ -26,7 +26,7 @@ from proxy.sources.upstream import make_client
 from proxy.sources.upstream_health import UpstreamHealth
 from proxy.sources.upstream_pool import WatchedTransport
 from tests.unit.asgi import asgi_client
-from tests.waiting import wait_until
+from tests.waiting import async_wait_until
 
 TIMEOUT = 0.4  # the watchdog looks every TIMEOUT / 4
 _P = "gitlab_pypi_proxy_"
@@ -80,11 +80,6 @@ def sample(name: str) -> float:
     return REGISTRY.get_sample_value(_P + name) or 0.0
 
 
-async def eventually(check: Callable[[], object], what: str) -> None:
-    """tests.waiting.wait_until, in a thread: the event loop (and the watchdog) keeps running."""
-    await asyncio.to_thread(wait_until, check, what, 10.0)
-
-
 async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
     """/readyz of a proxy whose cache could serve (one cached page) and whose source is up, with
     the health the transport reports to."""
@@ -113,7 +108,7 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
     transport = WatchedTransport(pools, TIMEOUT, observer=observer)
     async with httpx2.AsyncClient(transport=transport) as client:
         stuck = asyncio.ensure_future(client.get("https://user:secret@gitlab.example/api/v4/x"))
-        await eventually(lambda: transport.stalled, "the stall to be noticed")
+        await async_wait_until(lambda: transport.stalled, "the stall to be noticed")
         assert transport.waiting == 1 and sample("upstream_requests_waiting") == waiting + 1
         assert sample("upstream_pool_stalled") == 1
         assert sample("upstream_pool_replacements_total") == replaced + 1
@@ -131,7 +126,9 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
         assert status == 200 and body["mode"] == "online"
 
         stuck.cancel()
-        await eventually(lambda: wedged.closed, "the old pool to close once its request ended")
+        await async_wait_until(
+            lambda: wedged.closed, "the old pool to close once its request ended"
+        )
         assert transport.waiting == 0 and sample("upstream_requests_waiting") == waiting
     stalls = [r for r in caplog.records if ") stalled:" in r.getMessage()]
     assert [r.levelname for r in stalls] == ["ERROR"]  # once per state change
@@ -223,7 +220,9 @@ async def test_idle_connections_the_upstream_closed_are_not_left_in_close_wait()
             assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
             assert _states_to(port) == ["ESTABLISHED"]  # idle in the pool, kept alive
             hang_up.set()
-            await eventually(lambda: not _states_to(port), "the half-closed socket to be closed")
+            await async_wait_until(
+                lambda: not _states_to(port), "the half-closed socket to be closed"
+            )
     finally:
         server.close()
         await server.wait_closed()
