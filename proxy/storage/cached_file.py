@@ -1,4 +1,5 @@
-"""An open cache entry and its bytes on the way out, checked against the sha256 it is kept under.
+"""An open entry of the local blob store (a Blob, proxy.storage.blobs) and its bytes on the way
+out, checked against the sha256 it is kept under.
 
 A stored file can change under the proxy (a flipped bit on disk, a stray write): size changes and
 deletions are caught at lookup, other damage only by hashing. Each worker process hashes an
