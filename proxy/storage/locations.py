@@ -14,6 +14,7 @@ from proxy.storage.pages import Entry, PageStore
 from proxy.storage.writable import WRITE_ERRORS
 
 _HELD_ENTRIES = 10_000
+_AT_ONCE = 200  # records per transaction: a page of 10,000 files must not hold up other writes
 
 
 def location_key(sha256: str) -> tuple[str, str]:
@@ -54,13 +55,12 @@ class FileLocations:
 
     def remember_now(self, files: Iterable[DistFile]) -> None:
         """`remember` for the command line (blocking)."""
-
-        def add(file: DistFile):  # type: ignore[no-untyped-def]
-            def change(known: dict[str, DistFile] | None) -> dict[str, DistFile] | None:
-                if known is not None and known.get(file.source) == file:
-                    return known  # unchanged: nothing written
-                return {**(known or {}), file.source: file}
-
-            return change
-
-        self.store.update_now([(location_key(f.sha256), add(f)) for f in files])
+        files = list(files)
+        store = self.store
+        for start in range(0, len(files), _AT_ONCE):
+            with store.transact():
+                for file in files[start : start + _AT_ONCE]:
+                    key = ("file", file.sha256)  # location_key, inline: 10,000 files a page
+                    known: dict[str, DistFile] = store.get_now(key) or {}
+                    if known.get(file.source) != file:
+                        store.set_now(key, {**known, file.source: file})

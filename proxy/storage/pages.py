@@ -15,7 +15,8 @@ see it once their copy is older than its freshness).
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ from proxy.storage.writable import WRITE_ERRORS, writes_for
 _PAGES_SIZE_LIMIT = 2**30
 _HELD_ENTRIES = 10_000
 _FORGOTTEN = object()  # the value of a record forgotten while the disk could not drop it
-_AT_ONCE = 200  # records changed per transaction: a big page must not hold up every other write
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +98,14 @@ class PageStore:
         """The stored value of `key` (blocking)."""
         return self._disk.get(key)
 
-    def update_now(self, changes: Sequence[tuple[Hashable, Callable[[Any], Any]]]) -> None:
-        """Replace each key's stored value (None when there is none) by what its function makes
-        of it, a few hundred keys per transaction (blocking). A function that gives its value
-        back unchanged writes nothing."""
-        for start in range(0, len(changes), _AT_ONCE):
-            with self._disk.transact():
-                for key, change in changes[start : start + _AT_ONCE]:
-                    current = self._disk.get(key)
-                    new = change(current)
-                    if new is not current:
-                        self._disk.set(key, new)
+    def set_now(self, key: Hashable, value: Any) -> None:
+        """Store `value` under `key` (blocking)."""
+        self._disk.set(key, value)
+
+    def transact(self) -> AbstractContextManager[Any]:
+        """Reads and writes made inside are one transaction (blocking): keep it short, a few
+        hundred records, so that a big change does not hold up every other write."""
+        return self._disk.transact()
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         """Every stored (key, value) (blocking: for the command line)."""
