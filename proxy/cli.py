@@ -17,7 +17,7 @@ from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
-    from proxy.services import Leftovers, Stores
+    from proxy.storage.stores import Leftovers, Stores
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
@@ -154,7 +154,7 @@ def _describe(config: Config) -> str:
 
 def open_stores(config: Config, *, count_hits: bool = True) -> "Stores":
     """Open the caches, or fail with one line saying why (read-only, corrupt, ...)."""
-    from proxy.services import Stores
+    from proxy.storage.stores import Stores
 
     _check_cache_directory(config)
     try:
@@ -177,7 +177,7 @@ def _clean_orphans(config: Config) -> None:
     """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
     import logging
 
-    from proxy.services import Stores
+    from proxy.storage.stores import Stores
 
     log = logging.getLogger("proxy.cli")
     try:

@@ -14,7 +14,6 @@ and a line in `compose`.
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from proxy import metrics, runtime_dir
 from proxy.aio import TaskSet
@@ -36,15 +35,9 @@ from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream, make_client
 from proxy.sources.upstream_health import UpstreamHealth
-from proxy.storage.blobs import BlobStore
-from proxy.storage.coordinator import Coordinator
 from proxy.storage.details import DetailsStore
-from proxy.storage.downloads import Downloads
-from proxy.storage.local_blobs import LocalBlobStore
-from proxy.storage.local_coordinator import LocalCoordinator
-from proxy.storage.locations import FileLocations
 from proxy.storage.metadata import MetadataStore
-from proxy.storage.pages import PageStore
+from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
 
 # Every kind of source, by its configuration key: a new kind is a module and a line here.
@@ -53,52 +46,6 @@ KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
     "gitlab_group": GitLabGroup.build,
     "url": SimpleIndexSource.build,
 }
-
-
-@dataclass(frozen=True)
-class Leftovers:
-    """What stopped processes left, removed at start: spools, their bytes, lock files."""
-
-    parts: int
-    bytes: int
-    locks: int
-
-
-@dataclass
-class Stores:
-    """Where the proxy keeps things, and how its workers coordinate. Which implementations run
-    is decided here, and nowhere else."""
-
-    coordinator: Coordinator
-    pages: PageStore
-    locations: FileLocations
-    blobs: BlobStore
-    downloads: Downloads
-
-    @classmethod
-    def open(cls, config: Config, *, count_hits: bool = True) -> "Stores":
-        """`count_hits`: this process's file lookups count in the hit ratio (the server's)."""
-        return cls.local(config.cache.directory, config.cache.max_size, count_hits=count_hits)
-
-    @classmethod
-    def local(cls, directory: Path, max_size: int, *, count_hits: bool = True) -> "Stores":
-        """Everything in the cache `directory` of one machine."""
-        coordinator = LocalCoordinator(directory)
-        pages = PageStore(directory, coordinator)
-        blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
-        downloads = Downloads(blobs, coordinator)
-        return cls(coordinator, pages, FileLocations(pages), blobs, downloads)
-
-    def clean(self) -> Leftovers:
-        """Remove what downloads killed midway left (blocking: at start); what downloads still
-        running (a prefetch beside) use stays."""
-        parts, size = self.blobs.clean()
-        return Leftovers(parts, size, self.coordinator.clean())
-
-    def close(self) -> None:
-        self.pages.close()
-        self.blobs.close()
-        self.coordinator.close()
 
 
 @dataclass

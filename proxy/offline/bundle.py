@@ -26,10 +26,10 @@ from proxy.errors import HashMismatch
 from proxy.index.cached import NamesKey, PageKey, parse_key
 from proxy.model import DistFile, ProjectPage
 from proxy.names import InvalidName, is_sha256, validate, validate_filename
-from proxy.services import Stores
 from proxy.storage.downloads import Downloads
 from proxy.storage.locations import sha256_of
 from proxy.storage.pages import Entry
+from proxy.storage.stores import Stores
 
 FORMAT = "gitlab-pypi-proxy-bundle"
 VERSION = 1

@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.services import Stores
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.e2e.test_prefetch import prefetch
 from tests.gitlab_double import GitLabDouble

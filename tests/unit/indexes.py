@@ -4,9 +4,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proxy.index.cached import Freshness
-from proxy.services import Composed, Stores, compose
+from proxy.services import Composed, compose
 from proxy.sources.base import Parts, Source
 from proxy.storage.metadata import MetadataStore
+from proxy.storage.stores import Stores
 
 
 def composed(

@@ -11,8 +11,8 @@ import pytest
 
 from proxy.model import DistFile, ProjectPage
 from proxy.offline.bundle import BundleError, export, import_bundle
-from proxy.services import Stores
 from proxy.storage.pages import Entry, PageStore
+from proxy.storage.stores import Stores
 
 
 def _caches(directory: Path) -> tuple[PageStore, Stores]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from proxy.offline.bundle import export
-from proxy.services import Stores
+from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 
 

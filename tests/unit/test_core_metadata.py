@@ -7,11 +7,11 @@ import httpx2
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.services import Stores
 from proxy.sources.base import Parts
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.servers import serve

@@ -11,13 +11,13 @@ import diskcache
 import pytest
 
 from proxy.errors import HashMismatch
-from proxy.services import Stores
 from proxy.storage import downloads as downloads_module
 from proxy.storage import local_blobs as blobs_module
 from proxy.storage import usage
 from proxy.storage.blobs import CacheUnwritable
 from proxy.storage.cached_file import CorruptEntry
 from proxy.storage.downloads import verified
+from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

@@ -17,8 +17,8 @@ from proxy.errors import ProxyError
 from proxy.http.app import project_page
 from proxy.http.page_memo import PageMemo
 from proxy.http.upload import upload
-from proxy.services import Stores
 from proxy.sources.base import UploadAnswer
+from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
 from tests.dists import make_wheel
 from tests.unit.asgi import asgi_client

@@ -22,8 +22,8 @@ from proxy.auth import Authenticator
 from proxy.config import AuthConfig
 from proxy.index.cached import CachedSource, Freshness, PageKey
 from proxy.model import DistFile
-from proxy.services import Stores
 from proxy.sources.base import Parts
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from proxy.index.cached import PageKey
-from proxy.services import Stores
 from proxy.storage import writable
 from proxy.storage.metadata import MetadataStore
+from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
