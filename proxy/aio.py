@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -55,7 +55,7 @@ class SingleFlight(Generic[K, V]):
         return [flight.handle for flight in self._flights.values()]
 
     def start(
-        self, key: K, work: Callable[[], Awaitable[V]], handle: Any = None
+        self, key: K, work: Callable[[], Coroutine[Any, Any, V]], handle: Any = None
     ) -> "asyncio.Future[V]":
         """The run of `key` under way, joined; else a new run of `work` (with `handle`)."""
         flight = self._flights.get(key)
@@ -64,29 +64,23 @@ class SingleFlight(Generic[K, V]):
                 self._joined()
             return flight.task
         flight = _Flight(handle)
-
-        async def flying() -> V:
-            try:
-                return await work()
-            finally:  # gone the moment the work ends: a later caller starts anew
-                self._forget(key, flight)
-
-        flight.task = asyncio.ensure_future(flying())
+        flight.task = asyncio.ensure_future(work())
         self._flights[key] = flight
-        # also when cancelled before it ran at all
         flight.task.add_done_callback(lambda task: self._landed(key, flight, task))
         return flight.task
 
-    async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+    async def run(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> V:
         """The result of the one run of `key`; this caller's cancellation does not reach it."""
         return await asyncio.shield(self.start(key, work))
 
-    def _forget(self, key: K, flight: "_Flight[V]") -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+    def finish(self, key: K) -> None:
+        """End the run of `key` for new callers now, from within its work, rather than once its
+        task is done (one turn of the loop later); those already in it are not affected."""
+        self._flights.pop(key, None)
 
     def _landed(self, key: K, flight: "_Flight[V]", task: "asyncio.Future[V]") -> None:
-        self._forget(key, flight)
+        if self._flights.get(key) is flight:
+            del self._flights[key]
         if not task.cancelled():
             task.exception()  # retrieved here: every caller may have gone
 

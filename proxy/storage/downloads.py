@@ -207,6 +207,7 @@ class Downloads:
                 raise
         finally:
             download.done = True
+            self._downloads.finish(download.sha256)  # a later caller downloads anew
             download.notify()
 
     async def _exclusive(self, sha256: str) -> AsyncExitStack:

@@ -216,6 +216,16 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
         empty = None
         try:
             assert httpx2.get(f"{proxy.url}/simple/app-main/").status_code == 200
+
+            def exact_details() -> bool:
+                page = httpx2.get(
+                    f"{proxy.url}/simple/app-main/",
+                    headers={"accept": "application/vnd.pypi.simple.v1+json"},
+                ).json()
+                return page["meta"]["api-version"] == "1.1"
+
+            # the sizes are filled in in the background: done before GitLab goes away
+            wait_until(exact_details, "app-main's exact PEP 700 details known")
             server.stop()
             assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 502
             ready = httpx2.get(f"{proxy.url}/readyz")
