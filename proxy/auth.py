@@ -21,17 +21,17 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx2
 
+from proxy.aio import SingleFlight, TTLMemo
 from proxy.config import AuthConfig, UserConfig
+from proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
 from proxy.login_limit import LoginLimit
 from proxy.passwords import dummy_hash, verify_hash, verify_plain
-from proxy.sources.base import SourceUnavailable
 
 log = logging.getLogger("proxy.auth")
 
@@ -42,6 +42,7 @@ TOKEN_USER = "__token__"  # twine's convention: the password alone says who it i
 # GitLab ignores the basic-auth user name except "gitlab-ci-token"; this one is only a label.
 GITLAB_USER = "gitlab-pypi-proxy"
 JOB_TOKEN_USER = "gitlab-ci-token"  # GitLab's name for a CI job token
+_UNKNOWN = object()  # credentials not checked lately
 HASH_THREADS = 2  # concurrent password hashes per process, each about 32 MiB and a core
 
 
@@ -59,26 +60,6 @@ class Identity:
 
 
 ANONYMOUS = Identity(user=None, readable=None, uploadable=frozenset(), upstream=None)
-
-
-class Unauthorized(Exception):
-    """Missing or wrong credentials: answer 401 with a Basic challenge."""
-
-
-class TooManyFailures(Exception):
-    """This client's credentials failed too often lately: answer 429, no hash spent on it."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins from this address: retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class CannotVerify(Exception):
-    """Passthrough credentials could not be checked because GitLab is unreachable."""
-
-    def __init__(self, failures: Sequence[SourceUnavailable]) -> None:
-        super().__init__("; ".join(str(f) for f in failures))
-        self.timeout = all(f.timeout for f in failures)
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -122,10 +103,14 @@ class Authenticator:
         self._decoy = httpx2.BasicAuth(GITLAB_USER, secrets.token_urlsafe(24))
         self._hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="password-hash")
         self.failures = LoginLimit(config.failed_logins_per_minute)
-        self._verified: dict[tuple[str, str], tuple[float, str | None]] = {}
-        self._checks: dict[tuple[str, str], asyncio.Task[UserConfig | None]] = {}
-        self._readable: dict[str, tuple[float, frozenset[str]]] = {}
-        self._flights: dict[str, asyncio.Task[frozenset[str]]] = {}
+        # what credentials proved lately: a proxy user's name (or None: no user)
+        self._verified: TTLMemo[tuple[str, str], str | None] = TTLMemo(
+            _MEMO_ENTRIES, VERIFIED_SECONDS
+        )
+        self._checks: SingleFlight[tuple[str, str], UserConfig | None] = SingleFlight()
+        # which sources passthrough credentials may read, as GitLab said lately
+        self._readable: TTLMemo[str, frozenset[str]] = TTLMemo(_MEMO_ENTRIES, PASSTHROUGH_SECONDS)
+        self._flights: SingleFlight[str, frozenset[str]] = SingleFlight()
 
     def close(self) -> None:
         self._hashing.shutdown(wait=False, cancel_futures=True)
@@ -161,19 +146,16 @@ class Authenticator:
 
     def _known(self, name: str, password: str, fingerprint: str, upload: bool) -> Identity | None:
         """The identity of credentials accepted lately, from memory alone; else None."""
-        now = time.monotonic()
-        verified = self._verified.get((name, fingerprint))
-        if verified is None or verified[0] <= now:
+        verified = self._verified.get((name, fingerprint), _UNKNOWN)
+        if verified is _UNKNOWN:
             return None
-        if verified[1] is not None:
-            user = self.users.get(verified[1])
+        if verified is not None:
+            user = self.users.get(verified)
             return self._user_identity(user) if user else None
         readable = self._readable.get(fingerprint)
-        if upload or readable is None or readable[0] <= now or name in self.users:
+        if upload or not readable or name in self.users:
             return None
-        if not readable[1]:
-            return None
-        return self._passthrough_identity(readable[1], httpx2.BasicAuth(name, password))
+        return self._passthrough_identity(readable, httpx2.BasicAuth(name, password))
 
     async def _identify(self, name: str, password: str, fingerprint: str, upload: bool) -> Identity:
         user = await self._user(name, password, fingerprint)
@@ -202,20 +184,10 @@ class Authenticator:
     async def _user(self, name: str, password: str, fingerprint: str) -> UserConfig | None:
         """The proxy user these credentials prove, or None; one check for concurrent callers."""
         key = (name, fingerprint)
-        known = self._verified.get(key)
-        if known is not None and known[0] > time.monotonic():
-            return self.users.get(known[1]) if known[1] else None
-        task = self._checks.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._check(name, password, key))
-            self._checks[key] = task
-            task.add_done_callback(lambda t: self._checked(key, t))
-        return await asyncio.shield(task)
-
-    def _checked(self, key: tuple[str, str], task: asyncio.Task[UserConfig | None]) -> None:
-        self._checks.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here: every waiter may have gone
+        known = self._verified.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return self.users.get(known) if known else None
+        return await self._checks.run(key, lambda: self._check(name, password, key))
 
     async def _check(self, name: str, password: str, key: tuple[str, str]) -> UserConfig | None:
         if name == TOKEN_USER:
@@ -238,9 +210,7 @@ class Authenticator:
         skip = self.config.passthrough and name == JOB_TOKEN_USER and name not in self.users
         if not hashed and not skip:
             await self._hash(password, self._dummy_hash)
-        self._remember(
-            self._verified, key, (time.monotonic() + VERIFIED_SECONDS, found and found.name)
-        )
+        self._verified.set(key, found.name if found else None)
         return found
 
     async def _hash(self, password: str, encoded: str) -> bool:
@@ -249,14 +219,9 @@ class Authenticator:
 
     async def _passthrough_readable(self, fingerprint: str, auth: httpx2.Auth) -> frozenset[str]:
         known = self._readable.get(fingerprint)
-        if known is not None and known[0] > time.monotonic():
-            return known[1]
-        task = self._flights.get(fingerprint)
-        if task is None:
-            task = asyncio.ensure_future(self._ask_gitlab(fingerprint, auth))
-            self._flights[fingerprint] = task
-            task.add_done_callback(lambda _: self._flights.pop(fingerprint, None))
-        return await asyncio.shield(task)
+        if known is not None:
+            return known
+        return await self._flights.run(fingerprint, lambda: self._ask_gitlab(fingerprint, auth))
 
     async def _ask_gitlab(self, fingerprint: str, auth: httpx2.Auth) -> frozenset[str]:
         names = list(self.probes)
@@ -277,12 +242,5 @@ class Authenticator:
             log.warning("passthrough credentials checked on part of the sources only")
             return frozenset(readable)  # not remembered: ask again once GitLab is back
         verdict = frozenset(readable)
-        until = time.monotonic() + PASSTHROUGH_SECONDS
-        self._remember(self._readable, fingerprint, (until, verdict))
+        self._readable.set(fingerprint, verdict)
         return verdict
-
-    @staticmethod
-    def _remember(memo: dict, key: object, value: object) -> None:
-        if len(memo) >= _MEMO_ENTRIES:
-            memo.pop(next(iter(memo)))
-        memo[key] = value

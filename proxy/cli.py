@@ -17,9 +17,7 @@ from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
 
 if TYPE_CHECKING:
-    from proxy.cache.files import FileStore
-    from proxy.cache.leftovers import Orphans
-    from proxy.cache.pages import PageCache
+    from proxy.storage.stores import Leftovers, Stores
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
@@ -96,7 +94,7 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 def app_factory():  # type: ignore[no-untyped-def]
     """The ASGI app for uvicorn's worker processes, configured from the environment."""
-    from proxy.app import create_app
+    from proxy.http.app import create_app
 
     return create_app(
         load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
@@ -154,17 +152,13 @@ def _describe(config: Config) -> str:
     return "\n".join(lines)
 
 
-def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache", "FileStore"]:
-    """Open both caches, or fail with one line saying why (read-only, corrupt, ...)."""
-    from proxy.cache.files import FileStore
-    from proxy.cache.pages import PageCache
+def open_stores(config: Config, *, count_hits: bool = True) -> "Stores":
+    """Open the caches, or fail with one line saying why (read-only, corrupt, ...)."""
+    from proxy.storage.stores import Stores
 
     _check_cache_directory(config)
     try:
-        return (
-            PageCache(config.cache.directory, config.cache.index_ttl),
-            FileStore(config.cache.directory, config.cache.max_size, count_hits=count_hits),
-        )
+        return Stores.open(config, count_hits=count_hits)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             f"{config.path}: cache.directory: cannot open the cache in "
@@ -172,7 +166,7 @@ def open_caches(config: Config, *, count_hits: bool = True) -> tuple["PageCache"
         ) from None
 
 
-def _orphans_line(orphans: "Orphans") -> str:
+def _orphans_line(orphans: "Leftovers") -> str:
     return (
         f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
         " lock files left by stopped processes"
@@ -183,15 +177,15 @@ def _clean_orphans(config: Config) -> None:
     """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
     import logging
 
-    from proxy.cache.files import FileStore
+    from proxy.storage.stores import Stores
 
     log = logging.getLogger("proxy.cli")
     try:
-        files = FileStore(config.cache.directory, config.cache.max_size, count_hits=False)
+        stores = Stores.open(config, count_hits=False)
         try:
-            orphans = files.clean_orphans()
+            orphans = stores.clean()
         finally:
-            files.close()
+            stores.close()
     except (OSError, sqlite3.Error) as exc:  # a read-only cache: serving matters more
         log.warning("leftovers of stopped downloads not removed: %s", exc)
         return
@@ -200,22 +194,23 @@ def _clean_orphans(config: Config) -> None:
 
 
 def cache_command(config: Config, args: argparse.Namespace) -> int:
-    from proxy import bundle
-    from proxy.cache_stats import stats_lines
+    from proxy.offline import bundle
+    from proxy.offline.stats import stats_lines
+    from proxy.offline.verify import verify
 
     action = args.action
-    pages, files = open_caches(config, count_hits=False)
+    stores = open_stores(config, count_hits=False)
     try:
         if action == "stats":
-            print("\n".join(stats_lines(pages, files)))
+            print("\n".join(stats_lines(stores.pages, stores.blobs)))
             return 0
         try:
             if action == "export":
-                count, records = bundle.export(pages, files, Path(args.bundle))
+                count, records = bundle.export(stores, Path(args.bundle))
                 print(f"exported {count} files and {records} index records to {args.bundle}")
                 return 0
             if action == "import":
-                report = bundle.import_bundle(pages, files, Path(args.bundle))
+                report = bundle.import_bundle(stores, Path(args.bundle))
                 print(
                     f"imported {report.files} files ({report.bytes} bytes), "
                     f"{report.pages} index records"
@@ -232,27 +227,25 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
                 return 1 if report.bad or report.not_kept else 0
         except bundle.BundleError as exc:
             raise ConfigError(str(exc)) from None
-        print(_orphans_line(files.clean_orphans()))
-        checked, dropped = files.verify()
+        print(_orphans_line(stores.clean()))
+        checked, dropped = verify(stores.blobs)
         for sha256 in dropped:
             print(f"corrupt, dropped: {sha256}")
         print(f"verified {checked} files, dropped {len(dropped)}")
         return 1 if dropped else 0
     finally:
-        pages.close()
-        files.close()
+        stores.close()
 
 
 def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     import asyncio
 
-    from proxy import prefetch
-    from proxy.progress import for_terminal
+    from proxy.offline import prefetch
+    from proxy.offline.progress import for_terminal
 
     if config.cache.offline:
         raise ConfigError(f"{config.path}: cache.offline: prefetch needs the upstreams")
-    for cache in open_caches(config):  # a cache directory it cannot use: one line, exit 2
-        cache.close()
+    open_stores(config).close()  # a cache directory it cannot use: one line, exit 2
     inputs = prefetch.Inputs(args.requirements, args.lock, args.package, args.source, args.latest)
     if not (inputs.requirements or inputs.locks or inputs.packages or inputs.sources):
         raise ConfigError("prefetch: nothing to do: give -r, --lock, --package or --source")
@@ -306,10 +299,9 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from proxy.access_log import logging_config  # imports prometheus_client: after the above
+    from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
 
-    for cache in open_caches(config):
-        cache.close()
+    open_stores(config).close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
@@ -325,8 +317,8 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         workers=args.workers or server.workers,
         log_config=log_config,
         log_level=server.log_level,
-        access_log=False,  # proxy.access_log writes one line per request instead
-        proxy_headers=False,  # proxy.behind_proxy honours [server] trusted_proxies
+        access_log=False,  # proxy.http.access_log writes one line per request instead
+        proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
         server_header=False,
         timeout_graceful_shutdown=server.graceful_shutdown,
     )

@@ -316,14 +316,16 @@ def _source(r: _Reader) -> SourceConfig:
         target = _http_url(r, kind, target) + "/"
     try:
         allow_public = frozenset(validate(n) for n in r.strings("allow_public", frozenset()))
-        yanked_table = r._get("yanked", dict, {}, "a table of name = [versions]")
-        yanked = {
-            validate(n): frozenset(map(str, v))
-            for n, v in yanked_table.items()
-            if isinstance(v, list)
-        }
     except InvalidName as exc:
         raise r.error("allow_public", str(exc)) from None
+    yanked_r = r.table_at("yanked")  # name = [versions]
+    yanked = {}
+    for project in yanked_r.table:
+        versions = yanked_r.strings(project, frozenset())
+        try:
+            yanked[validate(project)] = versions
+        except InvalidName as exc:
+            raise yanked_r.error(project, str(exc)) from None
     return SourceConfig(
         name=name,
         kind=kind,

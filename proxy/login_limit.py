@@ -10,6 +10,8 @@ import math
 import time
 from collections.abc import Callable
 
+from proxy.aio import TTLMemo
+
 _MAX_CLIENTS = 10_000  # buckets kept; the least recently failing go first
 
 
@@ -18,7 +20,8 @@ class LoginLimit:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0  # failures allowed back per second
         self.clock = clock
-        self._buckets: dict[str | None, tuple[float, float]] = {}  # client → (tokens, when)
+        # client → (tokens, when); set again on each failure, so the least recently failing go
+        self._buckets: TTLMemo[str | None, tuple[float, float]] = TTLMemo(_MAX_CLIENTS)
 
     def _tokens(self, client: str | None, now: float) -> float:
         tokens, when = self._buckets.get(client, (self.capacity, now))
@@ -34,7 +37,4 @@ class LoginLimit:
     def failed(self, client: str | None) -> None:
         now = self.clock()
         tokens = max(-self.capacity, self._tokens(client, now) - 1.0)  # at most two windows
-        self._buckets.pop(client, None)  # re-inserted last: the dict is in order of failures
-        if len(self._buckets) >= _MAX_CLIENTS:
-            self._buckets.pop(next(iter(self._buckets)))
-        self._buckets[client] = (tokens, now)
+        self._buckets.set(client, (tokens, now))

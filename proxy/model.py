@@ -1,5 +1,6 @@
 """What an index is made of: immutable, serialization-free records shared by every layer."""
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,6 +38,14 @@ class ProjectList:
     names: frozenset[str] = field(default_factory=frozenset)
     stale: bool = False
     fresh_until: float = 0.0
+
+
+@dataclass
+class FileStream:
+    """A file being downloaded from an upstream: its announced size and its bytes."""
+
+    size: int | None
+    chunks: AsyncIterator[bytes]
 
 
 def parse_time(value: object) -> datetime | None:

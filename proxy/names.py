@@ -10,13 +10,15 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from proxy.errors import BadRequest
+
 # PEP 508 / core metadata: the only shape a project name may have.
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_NAME = 200
 
 
-class InvalidName(ValueError):
+class InvalidName(BadRequest, ValueError):
     """A name that no index could hold; the message is a one-line reason for the client."""
 
 

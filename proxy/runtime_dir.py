@@ -1,5 +1,5 @@
 """The directory the processes of one `serve` share for state that ends with them: Prometheus's
-multiprocess files and each worker's view of the sources (proxy.health).
+multiprocess files and each worker's view of the sources (proxy.http.health).
 
 Never under the cache directory: prometheus_client memory-maps its files, and a write into a
 mapped page that a full disk cannot back kills the process with SIGBUS. It is made private

@@ -4,11 +4,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
+
+from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 30
 
@@ -110,14 +111,18 @@ def start_proxy(config: Path, *args: str, env: dict[str, str] | None = None) -> 
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, command)
-    deadline = time.monotonic() + _STARTUP_SECONDS
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"proxy exited with {process.returncode}:\n{proxy.log()}")
         try:
-            if httpx2.get(f"{proxy.url}/healthz", timeout=1).status_code == 200:
-                return proxy
+            return httpx2.get(f"{proxy.url}/healthz", timeout=1).status_code == 200
         except httpx2.TransportError:
-            time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
-    proxy.stop()
-    raise RuntimeError(f"proxy did not start in {_STARTUP_SECONDS}s:\n{proxy.log()}")
+            return False
+
+    try:
+        wait_until(answers, "the proxy answering /healthz", _STARTUP_SECONDS)
+    except AssertionError:
+        proxy.stop()
+        raise RuntimeError(f"proxy did not start in {_STARTUP_SECONDS}s:\n{proxy.log()}") from None
+    return proxy

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx2
 
 from tests.proxy_process import free_port
+from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 30
 
@@ -52,19 +52,20 @@ def pypiserver(directory: Path) -> Iterator[PublicIndex]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     index = PublicIndex(f"http://127.0.0.1:{port}/simple/", directory, log_path, process)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"pypiserver exited with {process.returncode}:\n{index.log()}")
+        try:
+            return httpx2.get(index.url, timeout=1).status_code == 200
+        except httpx2.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + _STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"pypiserver exited with {process.returncode}:\n{index.log()}")
-            try:
-                if httpx2.get(index.url, timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pypiserver did not start:\n{index.log()}")
-            time.sleep(0.05)  # polling a condition with a deadline, not synchronising by time
+        try:
+            wait_until(answers, "pypiserver answering", _STARTUP_SECONDS)
+        except AssertionError:
+            raise RuntimeError(f"pypiserver did not start:\n{index.log()}") from None
         yield index
     finally:
         index.stop()

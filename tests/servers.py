@@ -1,7 +1,6 @@
 """Serve an ASGI app with uvicorn on a loopback port in a background thread, for the tests."""
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from tests.proxy_process import free_port
+from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 10
 
@@ -35,11 +35,13 @@ def serve(app: object, *, host: str = "127.0.0.1") -> Iterator[Server]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + _STARTUP_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError(f"test server on port {port} did not start")
-        time.sleep(0.01)  # polling a condition with a deadline, not synchronising by time
+        return server.started
+
+    wait_until(started, f"the test server on port {port} to start", _STARTUP_SECONDS)
     running = Server(f"http://{host}:{port}", port, server, thread)
     try:
         yield running

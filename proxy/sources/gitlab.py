@@ -1,43 +1,36 @@
-"""A GitLab project's or group's PyPI registry as a source: pages, files, access probes, uploads."""
+"""What GitLab's two kinds of source share, by composition: `GitLabApi`, the calls to one project's
+or group's PyPI registry and Packages API with the proxy's credentials, spent from the request
+budget; and the pages and PEP 700 details built on them (`GitLabPages`). GitLabProject and
+GitLabGroup (their own modules) hold one of each and differ only where GitLab does.
+
+GitLab answers a name it lacks with a 302 to the public index: a page request never follows
+redirects, and any 3xx means "not here". File links come back on GitLab's external host, so they
+are rebuilt on the configured API URL, where the proxy's credentials belong. Every request sent
+with the proxy's credentials is spent from the shared GitLab `budget`.
+"""
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote
 
 import httpx2
 
-from proxy import upstream
-from proxy.budget import Budget
-from proxy.cache.details import DetailsStore
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.model import DistFile, ProjectPage
-from proxy.multipart import multipart_body
-from proxy.names import file_version, normalize
-from proxy.sources.base import FileStream, RateLimited, Refused, SourceUnavailable
+from proxy.errors import RateLimited, Refused
+from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.sources.base import RangeReader
+from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
-from proxy.sources.simple_html import parse_project_names, parse_project_page
+from proxy.sources.simple_html import parse_project_page
+from proxy.sources.upstream import Upstream
+from proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
 
-# The multipart fields GitLab's upload endpoint reads; it ignores the rest of what twine sends.
-UPLOAD_FIELDS = (
-    "name",
-    "version",
-    "requires_python",
-    "md5_digest",
-    "sha256_digest",
-    "metadata_version",
-    "author_email",
-    "description",
-    "description_content_type",
-    "summary",
-    "keywords",
-)
-_API_HINT = " (the token needs the read_api scope and read access to the project or group)"
+API_HINT = " (the token needs the read_api scope and read access to the project or group)"
 _PAGES_AT_ONCE = 8  # Packages API pages asked at once when listing everything
 
 
@@ -45,65 +38,39 @@ def _page_number(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@dataclass(frozen=True)
-class UploadAnswer:
-    status: int
-    message: str  # GitLab's own "message", e.g. "400 Bad request - ..."
-
-
-class GitLabSource:
-    """One `gitlab_project` or `gitlab_group` source.
-
-    GitLab answers a name it lacks with a 302 to the public index: a page request never follows
-    redirects, and any 3xx means "not here". File links come back on GitLab's external host, so
-    they are rebuilt on the configured API URL, where the proxy's credentials belong. Every
-    request sent with the proxy's credentials is spent from the shared GitLab `budget`.
-    """
+class GitLabApi:
+    """One project's or group's registry: `root` is its API path (…/projects/<id> or
+    …/groups/<id>), `pypi` its PyPI base, `packages_url` its Packages API listing."""
 
     def __init__(
         self,
         config: SourceConfig,
         gitlab: GitLabConfig,
-        client: httpx2.AsyncClient,
-        auth: httpx2.Auth | None = None,
+        upstream: Upstream,
         *,
+        root: str,
+        pypi: str,
+        packages_url: str,
         budget: Budget | None = None,
-        details: DetailsStore | None = None,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        auth: httpx2.Auth | None = None,
     ) -> None:
         self.name = config.name
-        self.config = config
-        self.client = client
+        self.upstream = upstream
         self.auth = auth or (
             httpx2.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
         )
-        encoded = quote(config.target, safe="")
-        self.api = gitlab.api_url
-        self.timeout = gitlab.timeout
-        self.upload_timeout = gitlab.upload_timeout
-        if config.kind == "gitlab_project":
-            self.base = f"{self.api}/projects/{encoded}/packages/pypi"
-            self.packages_url = f"{self.api}/projects/{encoded}/packages"
-        else:
-            self.base = f"{self.api}/groups/{encoded}/-/packages/pypi"
-            self.packages_url = f"{self.api}/groups/{encoded}/packages"
+        self.api, self.root, self.pypi, self.packages_url = gitlab.api_url, root, pypi, packages_url
+        self.timeout, self.upload_timeout = gitlab.timeout, gitlab.upload_timeout
         self.budget = budget or Budget(gitlab.max_requests_per_minute)
-        self.details = FileDetails(
-            self.name,
-            self._listing,
-            self._package_files,
-            details or DetailsStore(None),
-            changed,
-        )
 
-    def _file_url(self, sha256: str, filename: str) -> str:
-        return f"{self.base}/files/{sha256}/{quote(filename)}"
+    def file_url(self, sha256: str, filename: str) -> str:
+        return f"{self.pypi}/files/{sha256}/{quote(filename)}"
 
-    def _refused(self, what: str, response: httpx2.Response) -> None:
+    def refused(self, what: str, response: httpx2.Response) -> None:
         level = logging.DEBUG if response.status_code in (302, 404) else logging.WARNING
         log.log(level, "source %s: %s answered HTTP %s", self.name, what, response.status_code)
 
-    async def _get(
+    async def get(
         self, url: str, params: dict[str, str | int] | None = None, *, background: bool = False
     ) -> httpx2.Response:
         """GET with the proxy's credentials, spent from the budget. A client's request raises
@@ -112,25 +79,28 @@ class GitLabSource:
         while True:
             try:
                 async with self.budget.request(self.name, background=background):
-                    return await upstream.get(
-                        self.client, self.name, url, auth=self.auth, params=params
-                    )
+                    return await self.upstream.get(self.name, url, auth=self.auth, params=params)
             except RateLimited:
                 if not self.budget.waits(background):
                     raise
 
     @asynccontextmanager
     async def stream(
-        self, url: str, *, headers: dict[str, str] | None = None, background: bool = False
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        background: bool = False,
     ) -> AsyncIterator[httpx2.Response]:
-        """`upstream.stream` with the proxy's credentials, spent from the budget like `_get`."""
+        """`Upstream.stream` with the proxy's credentials, spent from the budget like `get`."""
         while True:
             answered = False
             try:
                 async with (
                     self.budget.request(self.name, background=background),
-                    upstream.stream(
-                        self.client, self.name, url, auth=self.auth, headers=headers
+                    self.upstream.stream(
+                        self.name, url, auth=self.auth, headers=headers, method=method
                     ) as response,
                 ):
                     answered = True
@@ -140,57 +110,14 @@ class GitLabSource:
                 if answered or not self.budget.waits(background):
                     raise
 
-    async def project_page(self, name: str) -> ProjectPage | None:
-        url = f"{self.base}/simple/{name}"
-        response = await self._get(url)
-        if response.status_code != 200:
-            self._refused(f"page {name}", response)
-            return None
-        links = await asyncio.to_thread(parse_project_page, response.text, url)
-        yanked_versions = self.config.yanked.get(name, frozenset())
-        files = []
-        for link in links:
-            if link.sha256 is None:
-                # GitLab stores no digest for an upload that sent none: pip cannot use the file.
-                log.warning("source %s: %s has no sha256, not listed", self.name, link.filename)
-                continue
-            version = file_version(link.filename) if yanked_versions else None
-            files.append(
-                DistFile(
-                    filename=link.filename,
-                    sha256=link.sha256,
-                    source=self.name,
-                    url=self._file_url(link.sha256, link.filename),
-                    requires_python=link.requires_python,
-                    yanked=version in yanked_versions if version else False,
-                )
-            )
-        # PEP 700 details: asked only now that the page has files, never beside a "not here"
-        files = await self.details.prepare(name, files)
-        return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
-
-    async def with_details(self, page: ProjectPage) -> ProjectPage:
-        """A cached page with the exact details learnt in the background since it was fetched."""
-        files = await self.details.refine(page.name, page.files)
-        return page if files is None else replace(page, files=tuple(files))
-
-    async def _listing(self, name: str, page: int, background: bool) -> Listing:
-        """One page of the Packages API's packages whose name contains `name`, newest first."""
-        params: dict[str, str | int] = {
-            "package_type": "pypi",
-            "package_name": name,
-            "order_by": "created_at",
-            "sort": "desc",
-        }
-        return await self._list(self.packages_url, params, page, background=background)
-
-    async def _list(
+    async def list_page(
         self, url: str, params: dict[str, str | int], page: int, *, background: bool = False
     ) -> Listing:
+        """One page of a Packages API listing. Raises Refused when GitLab will not list."""
         query = {**params, "per_page": PER_PAGE, "page": page}
-        response = await self._get(url, query, background=background)
+        response = await self.get(url, query, background=background)
         if response.status_code != 200:
-            raise Refused(self.name, "the Packages API", response.status_code, _API_HINT)
+            raise Refused(self.name, "the Packages API", response.status_code, API_HINT)
         items = response.json()
         return Listing(
             items if isinstance(items, list) else [],
@@ -198,50 +125,20 @@ class GitLabSource:
             _page_number(response.headers.get("x-next-page")),
         )
 
-    async def _package_files(self, package: tuple[int, int | None], background: bool) -> list:
-        package_id, project = package
-        base = (
-            f"{self.api}/projects/{project}" if project else self.packages_url[: -len("/packages")]
-        )
-        url = f"{base}/packages/{package_id}/package_files"
-        return [f async for f in self._paged(url, {}, background=background)]
-
-    async def project_names(self) -> frozenset[str]:
-        if self.config.kind == "gitlab_project":
-            response = await self._get(f"{self.base}/simple")
-            if response.status_code != 200:
-                self._refused("root index", response)
-                return frozenset()
-            return await asyncio.to_thread(parse_project_names, response.text)
-        try:
-            return frozenset([normalize(p["name"]) async for p in self.packages()])
-        except Refused as exc:
-            log.warning("%s; listing no names", exc)
-            return frozenset()
-
-    async def packages(self, **filters: str) -> AsyncIterator[dict]:
-        """Every PyPI package entity of the Packages API, all pages.
-
-        Raises Refused when GitLab will not list them (a token without read_api, say), rather
-        than end as if the source were empty.
-        """
-        async for package in self._paged(self.packages_url, {"package_type": "pypi", **filters}):
-            yield package
-
-    async def _paged(
+    async def paged(
         self, url: str, params: dict[str, str | int], *, background: bool = False
     ) -> AsyncIterator[Any]:
         """Every item of every page. Once the first page says how many pages there are, the
         others are asked several at once; past 10,000 items GitLab stops counting, and the pages
         are followed one by one."""
-        first = await self._list(url, params, 1, background=background)
+        first = await self.list_page(url, params, 1, background=background)
         for item in first.items:
             yield item
         if first.last_page is not None:
             for window in range(2, first.last_page + 1, _PAGES_AT_ONCE):
                 pages = range(window, min(window + _PAGES_AT_ONCE, first.last_page + 1))
                 listings = await asyncio.gather(
-                    *(self._list(url, params, p, background=background) for p in pages)
+                    *(self.list_page(url, params, p, background=background) for p in pages)
                 )
                 for listing in listings:
                     for item in listing.items:
@@ -249,18 +146,44 @@ class GitLabSource:
             return
         page = first.next_page
         while page:
-            listing = await self._list(url, params, page, background=background)
+            listing = await self.list_page(url, params, page, background=background)
             for item in listing.items:
                 yield item
             page = listing.next_page
 
-    def auth_for(self, url: str) -> httpx2.Auth | None:
-        """GitLab's credentials (upstream.stream drops them on a redirect to another host)."""
-        return self.auth
+    async def packages(self, **filters: str) -> AsyncIterator[dict[str, Any]]:
+        """Every PyPI package entity of the Packages API, all pages.
+
+        Raises Refused when GitLab will not list them (a token without read_api, say), rather
+        than end as if the source were empty.
+        """
+        async for package in self.paged(self.packages_url, {"package_type": "pypi", **filters}):
+            yield package
+
+    async def listing(self, name: str, page: int, background: bool) -> Listing:
+        """One page of the Packages API's packages whose name contains `name`, newest first."""
+        params: dict[str, str | int] = {
+            "package_type": "pypi",
+            "package_name": name,
+            "order_by": "created_at",
+            "sort": "desc",
+        }
+        return await self.list_page(self.packages_url, params, page, background=background)
+
+    async def package_files(
+        self, package: tuple[int, int | None], background: bool
+    ) -> list[dict[str, Any]]:
+        """The `package_files` of one package (by its project, when the listing says which)."""
+        package_id, project = package
+        base = f"{self.api}/projects/{project}" if project else self.root
+        url = f"{base}/packages/{package_id}/package_files"
+        return [f async for f in self.paged(url, {}, background=background)]
+
+    # --- files --------------------------------------------------------------------------------
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(
-            filename=filename, sha256=sha256, source=self.name, url=self._file_url(sha256, filename)
+            filename=filename, sha256=sha256, source=self.name, url=self.file_url(sha256, filename)
         )
 
     @asynccontextmanager
@@ -269,57 +192,61 @@ class GitLabSource:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
-                chunks=upstream.iter_chunks(self.name, response),
+                chunks=self.upstream.chunks(self.name, response),
             )
 
-    async def readable_with(self, auth: httpx2.Auth) -> bool:
-        """May these (passthrough) credentials read this source? Raises SourceUnavailable.
-
-        A project: its PyPI root index answers 200 (401 or 404 otherwise); job tokens work there.
-        A group shows each caller only the projects it may read, so the credentials must see as
-        many PyPI packages in it as the proxy does (fail closed: the proxy's view is shared).
-        """
-        if self.config.kind == "gitlab_project":
-            response = await upstream.get(self.client, self.name, f"{self.base}/simple", auth=auth)
-            return response.status_code == 200
-        params: dict[str, str | int] = {"package_type": "pypi", "per_page": 1}
-        theirs, ours = await asyncio.gather(
-            upstream.get(self.client, self.name, self.packages_url, auth=auth, params=params),
-            self._get(self.packages_url, params),
-        )
-        total = theirs.headers.get("x-total")
-        return (
-            theirs.status_code == ours.status_code == 200
-            and total is not None
-            and total == ours.headers.get("x-total")
+    async def file_size(self, file: DistFile) -> int | None:
+        return await self.upstream.size_of(
+            lambda headers, method: self.stream(file.url, headers=headers, method=method)
         )
 
-    async def upload(
-        self, fields: dict[str, str], filename: str, file: BinaryIO, size: int, auth: httpx2.Auth
-    ) -> UploadAnswer:
-        """POST a distribution to the project's registry with `auth`. Raises SourceUnavailable
-        when GitLab cannot be reached or fails (5xx)."""
-        if self.config.kind != "gitlab_project":
-            raise ValueError(f"source {self.name} is a group: GitLab uploads go to a project")
-        sent = {k: fields[k] for k in UPLOAD_FIELDS if fields.get(k) is not None}
-        body = multipart_body(sent, "content", filename, file, size)
-        headers = {"content-type": body.content_type, "content-length": str(body.length)}
-        # Connecting and sending are bounded by [gitlab] timeout, each wait for GitLab's answer
-        # (its first byte comes once it has stored the file) by [gitlab] upload_timeout.
-        timeout = httpx2.Timeout(self.timeout, read=self.upload_timeout)
-        response = await upstream.post(
-            self.client,
-            self.name,
-            self.base,
-            content=body.chunks,
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
+    def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
+        def request(headers: dict[str, str], method: str) -> Any:
+            return self.stream(file.url, headers=headers, method=method, background=background)
+
+        async def read(spec: str) -> tuple[bytes, str | None]:
+            return await self.upstream.read_range(self.name, request, spec)
+
+        return read
+
+
+class GitLabPages:
+    """A GitLab source's project pages: GitLab's simple page, its files' links rebuilt and their
+    PEP 700 details added (proxy.sources.gitlab_details)."""
+
+    def __init__(
+        self,
+        api: GitLabApi,
+        details: DetailsStore | None = None,
+        changed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.api = api
+        self.details = FileDetails(
+            api.name, api.listing, api.package_files, details or DetailsStore(None), changed
         )
-        if response.status_code >= 500:
-            raise SourceUnavailable(self.name, f"HTTP {response.status_code}")
-        try:
-            message = str(response.json().get("message", ""))
-        except (ValueError, AttributeError):
-            message = ""
-        return UploadAnswer(response.status_code, message.splitlines()[0][:300] if message else "")
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        url = f"{self.api.pypi}/simple/{name}"
+        response = await self.api.get(url)
+        if response.status_code != 200:
+            self.api.refused(f"page {name}", response)
+            return None
+        links = await asyncio.to_thread(parse_project_page, response.text, url)
+        files = []
+        for link in links:
+            if link.sha256 is None:
+                # GitLab stores no digest for an upload that sent none: pip cannot use the file.
+                log.warning("source %s: %s has no sha256, not listed", self.api.name, link.filename)
+                continue
+            files.append(
+                DistFile(
+                    filename=link.filename,
+                    sha256=link.sha256,
+                    source=self.api.name,
+                    url=self.api.file_url(link.sha256, link.filename),
+                    requires_python=link.requires_python,
+                )
+            )
+        # PEP 700 details: asked only now that the page has files, never beside a "not here"
+        files = await self.details.prepare(name, files)
+        return ProjectPage(name=name, files=tuple(files), sources=(self.api.name,))

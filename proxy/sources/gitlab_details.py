@@ -9,7 +9,7 @@ background. Until a file's exact details are known it carries its version's `cre
 listing as upload time and no size (so a JSON page says api-version 1.0; 1.1 once every size is
 known). The exact size and upload time of each file come from `package_files`, one call per
 version, in the background at background priority of the request budget, newest versions first;
-they are kept for good (`proxy.cache.details`) and every worker's rendered pages are refreshed
+they are kept for good (`proxy.storage.details`) and every worker's rendered pages are refreshed
 as they arrive. A version of a file the kept details lack (a wheel added to an old version) is
 asked again; a version the listing lacks is sought again after an hour.
 """
@@ -25,11 +25,12 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from proxy.cache.details import DetailsStore, Exact, FileKey, Known
-from proxy.cache.details import Version as Listed
+from proxy.aio import TaskSet, TTLMemo
+from proxy.errors import Refused, SourceUnavailable
 from proxy.model import DistFile, parse_time
 from proxy.names import file_version, normalize
-from proxy.sources.base import Refused, SourceUnavailable
+from proxy.storage.details import DetailsStore, Exact, FileKey, Known
+from proxy.storage.details import Version as Listed
 
 log = logging.getLogger("proxy.sources.gitlab")
 
@@ -116,20 +117,17 @@ class FileDetails:
         self.source, self.store = source, store
         self._list_page, self._package_files = list_page, package_files
         self._changed = changed  # called when exact details arrived: rendered pages go stale
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # background work, one per name
-        self._asked: dict[FileKey, float] = {}  # file → when its version's files were asked for
+        self._tasks = TaskSet(log, f"source {source}: details")  # one per name at a time
+        # files whose version's files were asked for lately
+        self._asked: TTLMemo[FileKey, None] = TTLMemo(100_000, _SEEK_AGAIN)
         self._refused_until = 0.0
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def settled(self) -> None:
         """Wait until the background work started so far has finished (prefetch, tests)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._tasks.settled()
 
     async def prepare(self, name: str, files: list[DistFile]) -> list[DistFile]:
         """`files` of a fresh page with what is known of them. Versions never seen are sought in
@@ -220,11 +218,8 @@ class FileDetails:
     def _later(
         self, name: str, lacking: set[FileKey], wanted: set[str], resume: int | None
     ) -> None:
-        if name in self._tasks:
-            return
-        task = asyncio.ensure_future(self._background(name, lacking, wanted, resume))
-        self._tasks[name] = task
-        task.add_done_callback(lambda _: self._tasks.pop(name, None))
+        if name not in self._tasks:
+            self._tasks.spawn(self._background(name, lacking, wanted, resume), key=name)
 
     async def _background(
         self, name: str, lacking: set[FileKey], wanted: set[str], resume: int | None
@@ -242,16 +237,11 @@ class FileDetails:
         """Ask `package_files` for the versions of the files that lack exact details, newest
         first; a file asked for in vain is not asked for again for a while."""
         known = await self.store.read(self.source, name)
-        now = time.monotonic()
         by_version: dict[str, list[FileKey]] = {}
         for key in lacking - known.files.keys():
             version = version_of(key[0])
             listed = known.versions.get(version or "")
-            if (
-                listed
-                and listed.packages
-                and now - self._asked.get(key, -_SEEK_AGAIN) >= _SEEK_AGAIN
-            ):
+            if listed and listed.packages and key not in self._asked:
                 by_version.setdefault(str(version), []).append(key)
         limit = asyncio.Semaphore(_FILLS_AT_ONCE)
         gone: set[str] = set()
@@ -263,17 +253,15 @@ class FileDetails:
                     try:
                         exact |= exact_details(await self._package_files(package, True))
                     except Refused as exc:
-                        if exc.status == 404:  # deleted, or re-created under another id
+                        if exc.upstream_status == 404:  # deleted, or re-created under another id
                             gone.add(version)
                     except SourceUnavailable:
                         return exact  # a 429 or an outage: asked again with the next fetch
             if version not in gone:  # else sought anew in the listing with the next fetch
-                asked = time.monotonic()
-                self._asked.update((key, asked) for key in by_version[version])
+                for key in by_version[version]:
+                    self._asked.set(key, None)
             return exact
 
-        if len(self._asked) > 100_000:
-            self._asked.clear()
         versions = sorted(by_version, key=_newest_first, reverse=True)
         for start in range(0, len(versions), _FLUSH_EVERY):
             learnt: Exact = {}

@@ -12,16 +12,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote, urljoin
 
 import httpx2
 
-from proxy import upstream
 from proxy.config import SourceConfig
-from proxy.model import DistFile, ProjectPage, parse_time
+from proxy.errors import FileNotFoundUpstream, SourceUnavailable
+from proxy.model import DistFile, FileStream, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
-from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+from proxy.sources.base import Context, Parts, RangeReader
 from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
+from proxy.sources.upstream import Request, Upstream
 
 log = logging.getLogger("proxy.sources.simple_index")
 
@@ -88,10 +90,15 @@ def _is_json(response: httpx2.Response) -> bool:
 class SimpleIndexSource:
     """One `url` source. Cannot be asked for a file by digest alone: only for files it listed."""
 
-    def __init__(self, config: SourceConfig, client: httpx2.AsyncClient) -> None:
+    @classmethod
+    def build(cls, config: SourceConfig, context: Context) -> Parts:
+        source = cls(config, context.upstream)
+        return Parts(source, sidecars=source)
+
+    def __init__(self, config: SourceConfig, upstream: Upstream) -> None:
         self.name = config.name
         self.config = config
-        self.client = client
+        self.upstream = upstream
         self.base = config.target  # ends with "/"
         self.auth = (
             httpx2.BasicAuth(config.username or "", config.password or "")
@@ -107,14 +114,12 @@ class SimpleIndexSource:
         """GET a page; one redirect on the index's own origin is followed (e.g. to the
         normalized name), never one to another host."""
         headers = {"Accept": ACCEPT}
-        response = await upstream.get(
-            self.client, self.name, url, auth=self.auth_for(url), headers=headers
-        )
+        response = await self.upstream.get(self.name, url, auth=self.auth_for(url), headers=headers)
         if response.is_redirect and "location" in response.headers:
             target = urljoin(url, response.headers["location"])
             if same_origin(target, self.base):
-                response = await upstream.get(
-                    self.client, self.name, target, auth=self.auth, headers=headers
+                response = await self.upstream.get(
+                    self.name, target, auth=self.auth, headers=headers
                 )
         return response
 
@@ -172,14 +177,34 @@ class SimpleIndexSource:
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         return None
 
+    def _request(self, file: DistFile) -> Request:
+        def request(headers: dict[str, str], method: str) -> Any:
+            auth = self.auth_for(file.url)
+            return self.upstream.stream(
+                self.name, file.url, auth=auth, headers=headers, method=method
+            )
+
+        return request
+
+    async def file_size(self, file: DistFile) -> int | None:
+        return await self.upstream.size_of(self._request(file))
+
+    def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
+        request = self._request(file)
+
+        async def read(spec: str) -> tuple[bytes, str | None]:
+            return await self.upstream.read_range(self.name, request, spec)
+
+        return read
+
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
         auth = self.auth_for(file.url)
-        async with upstream.stream(self.client, self.name, file.url, auth=auth) as response:
+        async with self.upstream.stream(self.name, file.url, auth=auth) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
-                chunks=upstream.iter_chunks(self.name, response),
+                chunks=self.upstream.chunks(self.name, response),
             )
 
     async def core_metadata(self, file: DistFile) -> bytes:
@@ -188,10 +213,8 @@ class SimpleIndexSource:
             raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
         url = file.url + ".metadata"
         parts: list[bytes] = []
-        async with upstream.stream(
-            self.client, self.name, url, auth=self.auth_for(url)
-        ) as response:
-            async for chunk in upstream.iter_chunks(self.name, response):
+        async with self.upstream.stream(self.name, url, auth=self.auth_for(url)) as response:
+            async for chunk in self.upstream.chunks(self.name, response):
                 parts.append(chunk)
                 if sum(map(len, parts)) > _MAX_METADATA:
                     raise SourceUnavailable(self.name, "metadata file too large")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.cache.files import FileStore
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.e2e.test_prefetch import prefetch
 from tests.gitlab_double import GitLabDouble
@@ -55,16 +55,16 @@ def test_prefetch_a_little_past_max_size_keeps_the_set_and_evicts_only_the_oldes
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fetched: 6 (" in result.stdout
     assert result.stdout.rstrip().endswith("offline-complete: yes")
-    files = FileStore(tmp_path / "cache", 10 * MIB, count_hits=False)
-    kept = [hashlib.sha256(data).hexdigest() in files for _, data in wheels]
+    files = Stores.local(tmp_path / "cache", 10 * MIB, count_hits=False)
+    kept = [hashlib.sha256(data).hexdigest() in files.blobs for _, data in wheels]
     assert kept == [False] + [True] * 6  # the least recently used went, nothing else
-    assert files.entries.volume() <= 10 * MIB
+    assert files.blobs.stats().bytes <= 10 * MIB
     files.close()
 
 
 def _flip_a_byte(cache: Path, data: bytes, offset: int) -> None:
-    files = FileStore(cache, 2**30, count_hits=False)
-    cached = files.read(hashlib.sha256(data).hexdigest())
+    files = Stores.local(cache, 2**30, count_hits=False)
+    cached = files.blobs.open_now(hashlib.sha256(data).hexdigest())
     assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()

@@ -17,7 +17,7 @@ import pytest
 from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.clients import pip_install
+from tests.clients import pip_install, twine_upload
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
@@ -26,6 +26,8 @@ from tests.waiting import wait_until
 from tests.worlds import app_with_dependency
 
 TOKEN = "glpat-production-reader"
+DEPLOY_TOKEN = "glpat-production-deployer"
+CI_PASSWORD = "ci-production-password"
 
 
 PROXY_SETTINGS = """
@@ -214,6 +216,16 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
         empty = None
         try:
             assert httpx2.get(f"{proxy.url}/simple/app-main/").status_code == 200
+
+            def exact_details() -> bool:
+                page = httpx2.get(
+                    f"{proxy.url}/simple/app-main/",
+                    headers={"accept": "application/vnd.pypi.simple.v1+json"},
+                ).json()
+                return page["meta"]["api-version"] == "1.1"
+
+            # the sizes are filled in in the background: done before GitLab goes away
+            wait_until(exact_details, "app-main's exact PEP 700 details known")
             server.stop()
             assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 502
             ready = httpx2.get(f"{proxy.url}/readyz")
@@ -275,8 +287,18 @@ def test_graceful_shutdown_lets_a_download_finish(tmp_path: Path) -> None:
             proxy.stop()
 
 
+REPLICA_USERS = f"""
+[[users]]
+name = "ci"
+password = "{CI_PASSWORD}"
+upload = ["platform"]
+gitlab_token = "{DEPLOY_TOKEN}"
+"""
+
+
 def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
     double = app_with_dependency(TOKEN)
+    double.add_token(DEPLOY_TOKEN, write={11})
     with serve(double.app) as server:
         replicas = []
         try:
@@ -288,6 +310,7 @@ def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
                     [{"name": "platform", "gitlab_project": 11}],
                     token=TOKEN,
                     index_ttl=0,
+                    extra=REPLICA_USERS,
                 )
                 replicas.append(start_proxy(config))
             a, b = (r.url for r in replicas)
@@ -302,11 +325,27 @@ def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
             from_b = httpx2.get(f"{b}/simple/app-main/{link.group(1)}")
             wanted = next(f for f in double.files if f.name == "app-main").content
             assert from_b.status_code == 200 and from_b.content == wanted
-            # an upload through one replica reaches GitLab; every replica sees it within index_ttl
+            # an upload through replica a reaches GitLab; every replica sees it within index_ttl
             filename, data = make_wheel("app-main", "1.1")
-            double.add_package_file(11, "app-main", "1.1", filename, data)
+            (tmp_path / "dist").mkdir()
+            (tmp_path / "dist" / filename).write_bytes(data)
+            uploaded = twine_upload(
+                f"{a}/upload/platform/",
+                [tmp_path / "dist" / filename],
+                user="ci",
+                password=CI_PASSWORD,
+                home=tmp_path / "home",
+            )
+            assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+            assert [f.filename for f in double.files].count(filename) == 1  # GitLab has it
             for url in (a, b):
                 assert filename in httpx2.get(f"{url}/simple/app-main/").text
+            link = re.search(
+                rf'href="([^"#]+{re.escape(filename)})', httpx2.get(f"{b}/simple/app-main/").text
+            )
+            assert link is not None
+            from_b = httpx2.get(f"{b}/simple/app-main/{link.group(1)}")
+            assert from_b.status_code == 200 and from_b.content == data
         finally:
             for replica in replicas:
                 replica.stop()

@@ -5,8 +5,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from proxy.model import DistFile, ProjectPage
-from proxy.sources.base import FileNotFoundUpstream, FileStream, SourceUnavailable
+from proxy.errors import FileNotFoundUpstream, SourceUnavailable
+from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.sources.base import RangeReader
 
 
 @dataclass
@@ -41,8 +42,18 @@ class FakeSource:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
 
-    def auth_for(self, url: str) -> None:
-        return None
+    async def file_size(self, file: DistFile) -> int | None:
+        if self.down:
+            raise SourceUnavailable(self.name, "ConnectError")
+        if file.sha256 not in self.contents:
+            raise FileNotFoundUpstream(file.filename)
+        return len(self.contents[file.sha256])
+
+    def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
+        async def read(spec: str) -> tuple[bytes, str | None]:
+            raise SourceUnavailable(self.name, "no ranged reads here")
+
+        return read
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:

@@ -7,10 +7,11 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.access import AccessControl
 from proxy.auth import Authenticator
-from proxy.behind_proxy import BehindProxy
 from proxy.config import AuthConfig, UserConfig
+from proxy.http.access import AccessControl
+from proxy.http.behind_proxy import BehindProxy
+from tests.unit.asgi import asgi_client
 
 USERS = (
     UserConfig("monitor", password="monitor-pw", read=frozenset()),
@@ -32,8 +33,7 @@ def _client(config: AuthConfig, peer: str = "192.0.2.1") -> httpx2.AsyncClient:
         scope["app"] = SimpleNamespace(state=services)  # as Starlette leaves it
         await guarded(scope, receive, send)
 
-    transport = httpx2.ASGITransport(app=app, client=(peer, 1234))
-    return httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal")
+    return asgi_client(app, peer)
 
 
 @pytest.mark.parametrize("path", ["/readyz", "/metrics"])
@@ -93,7 +93,6 @@ async def test_under_a_base_path_the_prefixed_paths_are_guarded_too(path: str) -
         await AccessControl(_ok)(scope, receive, send)
 
     app = BehindProxy(with_state, (), "/pypi")
-    transport = httpx2.ASGITransport(app=app, client=("192.0.2.1", 1234))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal") as client:
+    async with asgi_client(app, "192.0.2.1") as client:
         assert (await client.get(path)).status_code == 401
         assert (await client.get(path, auth=("reader", "reader-pw"))).status_code == 200

@@ -9,15 +9,9 @@ import httpx2
 import pytest
 
 from proxy import auth as auth_module
-from proxy.auth import (
-    ANONYMOUS,
-    Authenticator,
-    CannotVerify,
-    TooManyFailures,
-    Unauthorized,
-    basic_credentials,
-)
+from proxy.auth import ANONYMOUS, Authenticator, basic_credentials
 from proxy.config import AuthConfig, ConfigError, UserConfig, load
+from proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
 from proxy.login_limit import LoginLimit
 from proxy.passwords import (
     InvalidHash,
@@ -27,7 +21,6 @@ from proxy.passwords import (
     verify_hash,
     verify_plain,
 )
-from proxy.sources.base import SourceUnavailable
 from tests.waiting import async_wait_until
 
 TARGETS = frozenset({"platform", "tools"})
@@ -262,7 +255,7 @@ async def test_passthrough_when_gitlab_is_down_cannot_be_verified() -> None:
     with pytest.raises(CannotVerify, match="upstream platform unavailable") as caught:
         await auth.identify(header("x", "glpat-unknown"))
     assert caught.value.timeout
-    assert auth._readable == {}  # nothing remembered: asked again next time
+    assert len(auth._readable) == 0  # nothing remembered: asked again next time
 
 
 def _password_of(auth: httpx2.Auth) -> tuple[str, str]:

@@ -4,7 +4,8 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import Message
 
-from proxy.body_limit import BodyTooLarge, check_declared, format_size, limited
+from proxy.errors import TooLarge
+from proxy.http.body_limit import check_declared, format_size, limited
 
 
 def test_sizes_are_named_in_the_largest_whole_unit() -> None:
@@ -16,7 +17,7 @@ def test_sizes_are_named_in_the_largest_whole_unit() -> None:
 def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
     check_declared(Headers({"content-length": "1024"}), 1024)
     check_declared(Headers({}), 1024)  # chunked: only reading can tell
-    with pytest.raises(BodyTooLarge, match="larger than the limit of 1 KiB"):
+    with pytest.raises(TooLarge, match="larger than the limit of 1 KiB"):
         check_declared(Headers({"content-length": "1025"}), 1024)
 
 
@@ -31,6 +32,6 @@ async def test_reading_stops_at_the_first_chunk_past_the_limit() -> None:
     receive_within_limit = limited(receive, 1024)
     assert (await receive_within_limit())["body"] == b"a" * 600
     assert (await receive_within_limit())["body"] == b"b" * 424  # exactly at the limit
-    with pytest.raises(BodyTooLarge):
+    with pytest.raises(TooLarge):
         await receive_within_limit()
     assert len(asked) == 3  # the refusing call read one message, no more

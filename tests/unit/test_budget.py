@@ -10,10 +10,10 @@ import httpx2
 import pytest
 import respx
 
-from proxy import upstream
-from proxy.budget import CLIENT_WAIT, Budget
-from proxy.sources.base import RateLimited
-from proxy.upstream import retry_after
+from proxy.errors import RateLimited
+from proxy.sources.budget import CLIENT_WAIT, Budget
+from proxy.sources.upstream import Upstream, retry_after
+from proxy.storage.local_coordinator import SharedFile
 
 
 class Clock:
@@ -30,7 +30,8 @@ class Clock:
 
 
 def _budget(clock: Clock, per_minute: int, path: Path | None = None, **kw) -> Budget:
-    return Budget(per_minute, path, clock=clock, sleep=clock.sleep, **kw)
+    shared = None if path is None else SharedFile(path)  # as the local coordinator hands it
+    return Budget(per_minute, shared, clock=clock, sleep=clock.sleep, **kw)
 
 
 async def test_client_requests_spend_the_whole_minute_then_wait_briefly_or_fail() -> None:
@@ -120,16 +121,15 @@ async def test_any_upstream_answering_429_is_rate_limited_not_missing() -> None:
     page = respx.get("https://index.example/simple/x/").respond(429, headers={"Retry-After": "7"})
     respx.get("https://index.example/files/x-1.0.tar.gz").respond(429)
     async with httpx2.AsyncClient() as client:
+        upstream = Upstream(client)
         with pytest.raises(RateLimited) as caught:
-            await upstream.get(client, "public", "https://index.example/simple/x/")
+            await upstream.get("public", "https://index.example/simple/x/")
         assert caught.value.retry_after == 7
         assert str(caught.value) == (
             "upstream public unavailable: HTTP 429 (its rate limit), retry after 7 s"
         )
         with pytest.raises(RateLimited):  # a file: not "not found", so no other source is tried
-            async with upstream.stream(
-                client, "public", "https://index.example/files/x-1.0.tar.gz"
-            ):
+            async with upstream.stream("public", "https://index.example/files/x-1.0.tar.gz"):
                 pass
     assert page.call_count == 1
 

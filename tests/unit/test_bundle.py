@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from proxy.bundle import BundleError, export, import_bundle
-from proxy.cache.files import FileStore
-from proxy.cache.pages import Entry, PageCache
 from proxy.model import DistFile, ProjectPage
+from proxy.offline.bundle import BundleError, export, import_bundle
+from proxy.storage.pages import Entry, PageStore
+from proxy.storage.stores import Stores
 
 
-def _caches(directory: Path) -> tuple[PageCache, FileStore]:
-    return PageCache(directory, 300), FileStore(directory, 2**30, count_hits=False)
+def _caches(directory: Path) -> tuple[PageStore, Stores]:
+    stores = Stores.local(directory, 2**30, count_hits=False)
+    return stores.pages, stores
 
 
 def _file(data: bytes, filename: str) -> DistFile:
@@ -30,14 +31,14 @@ def test_round_trip_keeps_files_pages_lists_and_locations(tmp_path: Path) -> Non
     wheel, sdist = b"wheel bytes", b"sdist bytes"
     listed = (_file(wheel, "a-1.0-py3-none-any.whl"), _file(sdist, "a-1.0.tar.gz"))
     for data, file in zip((wheel, sdist), listed, strict=True):
-        files.add(file.sha256, io.BytesIO(data))
+        files.downloads.add(file.sha256, io.BytesIO(data))
     page = ProjectPage("a", listed, ("platform",))
     pages.keep(("page", "platform", "a"), Entry(page, 1000.0))
     pages.keep(("page", "tools", "a"), Entry(None, 1001.0))  # "not here" is an answer too
     pages.keep(("names", "platform"), Entry(frozenset({"a"}), 1002.0))
-    pages.keep_files(listed)
+    files.locations.remember_now(listed)
     bundle = tmp_path / "b.tar"
-    assert export(pages, files, bundle) == (2, 5)
+    assert export(files, bundle) == (2, 5)
     with tarfile.open(bundle) as tar:
         names = {m.name for m in tar}
     assert names == {
@@ -48,10 +49,10 @@ def test_round_trip_keeps_files_pages_lists_and_locations(tmp_path: Path) -> Non
     }
 
     pages2, files2 = _caches(tmp_path / "two")
-    report = import_bundle(pages2, files2, bundle)
+    report = import_bundle(files2, bundle)
     assert (report.files, report.bytes, report.pages, report.bad) == (2, 22, 3, [])
     assert dict(pages2.items()) == dict(pages.items())
-    cached = files2.read(listed[0].sha256)
+    cached = files2.blobs.open_now(listed[0].sha256)
     assert cached is not None and cached.handle.read() == wheel
     cached.close()
 
@@ -60,10 +61,10 @@ def test_an_older_page_in_the_bundle_does_not_replace_a_newer_one(tmp_path: Path
     pages, files = _caches(tmp_path / "one")
     pages.keep(("names", "platform"), Entry(frozenset({"old"}), 1000.0))
     bundle = tmp_path / "b.tar"
-    export(pages, files, bundle)
+    export(files, bundle)
     pages2, files2 = _caches(tmp_path / "two")
     pages2.keep(("names", "platform"), Entry(frozenset({"new"}), 2000.0))
-    assert import_bundle(pages2, files2, bundle).pages == 0
+    assert import_bundle(files2, bundle).pages == 0
     assert dict(pages2.items())[("names", "platform")].value == frozenset({"new"})
 
 
@@ -93,7 +94,7 @@ def test_hostile_members_and_records_are_reported_and_skipped(tmp_path: Path) ->
         },
     )
     pages, files = _caches(tmp_path / "c")
-    report = import_bundle(pages, files, bundle)
+    report = import_bundle(files, bundle)
     assert report.files == 1 and report.pages == 0
     assert [line.split(":")[0] for line in report.bad] == [
         "index.jsonl line 1",
@@ -103,7 +104,7 @@ def test_hostile_members_and_records_are_reported_and_skipped(tmp_path: Path) ->
     ]
     assert not (tmp_path / "escape").exists()
     assert list(pages.items()) == []
-    assert sha in files
+    assert sha in files.blobs
 
 
 @pytest.mark.parametrize(
@@ -119,22 +120,22 @@ def test_hostile_members_and_records_are_reported_and_skipped(tmp_path: Path) ->
 def test_a_tar_that_is_not_a_bundle_is_refused(tmp_path: Path, members: dict) -> None:
     bundle = tmp_path / "b.tar"
     _tar(bundle, members)
-    pages, files = _caches(tmp_path / "c")
+    _, files = _caches(tmp_path / "c")
     with pytest.raises(BundleError, match="not a gitlab-pypi-proxy bundle"):
-        import_bundle(pages, files, bundle)
+        import_bundle(files, bundle)
 
 
 def test_a_file_that_is_not_a_tar_is_a_bundle_error(tmp_path: Path) -> None:
     bundle = tmp_path / "b.tar"
     bundle.write_bytes(b"definitely not a tar archive" * 40)
-    pages, files = _caches(tmp_path / "c")
+    _, files = _caches(tmp_path / "c")
     with pytest.raises(BundleError, match="cannot read"):
-        import_bundle(pages, files, bundle)
+        import_bundle(files, bundle)
 
 
 def test_an_export_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path) -> None:
-    pages, files = _caches(tmp_path / "c")
+    _, files = _caches(tmp_path / "c")
     target = tmp_path / "no-such-directory" / "b.tar"
     with pytest.raises(BundleError, match="cannot write"):
-        export(pages, files, target)
+        export(files, target)
     assert not target.parent.exists()

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.bundle import export
-from proxy.cache.files import FileStore
-from proxy.cache.pages import PageCache
+from proxy.offline.bundle import export
+from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 
 
@@ -30,9 +29,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def _fill(directory: Path, count: int) -> list[str]:
     contents = [os.urandom(50_000) for _ in range(count)]
     source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
-    store = FileStore(directory, 2**30)
+    store = Stores.local(directory, 2**30)
     for sha in source.contents:
-        download = store.download(sha, lambda sha=sha: source.open_file(source.file_for(sha, "x")))
+        download = store.downloads.download(
+            sha, lambda sha=sha: source.open_file(source.file_for(sha, "x"))
+        )
         async for _ in download.follow():
             pass
     store.close()
@@ -42,8 +43,8 @@ async def _fill(directory: Path, count: int) -> list[str]:
 async def test_verify_drops_and_reports_a_corrupt_entry(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     good, bad = await _fill(directory, 2)
-    store = FileStore(directory, 2**30)
-    cached = store.read(bad)
+    store = Stores.local(directory, 2**30)
+    cached = store.blobs.open_now(bad)
     assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
@@ -54,9 +55,9 @@ async def test_verify_drops_and_reports_a_corrupt_entry(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"corrupt, dropped: {bad}" in result.stdout
     assert "verified 2 files, dropped 1" in result.stdout
-    store = FileStore(directory, 2**30)
-    assert await store.open(bad) is None
-    assert await store.open(good) is not None
+    store = Stores.local(directory, 2**30)
+    assert await store.blobs.open(bad) is None
+    assert await store.blobs.open(good) is not None
 
 
 async def test_stats(tmp_path: Path) -> None:
@@ -90,12 +91,11 @@ def test_corrupt_cache_database_is_a_clear_error(tmp_path: Path) -> None:
 def test_import_into_a_cache_too_small_names_what_it_could_not_keep(tmp_path: Path) -> None:
     """Seven 1.5 MiB files into 10 MiB: the first is evicted by the last, and said so."""
     contents = [os.urandom(3 * 2**19) for _ in range(7)]
-    pages, files = PageCache(tmp_path / "big", 300), FileStore(tmp_path / "big", 2**30)
+    files = Stores.local(tmp_path / "big", 2**30)
     for content in contents:
-        files.add(hashlib.sha256(content).hexdigest(), io.BytesIO(content))
+        files.downloads.add(hashlib.sha256(content).hexdigest(), io.BytesIO(content))
     bundle = tmp_path / "b.tar"
-    export(pages, files, bundle)
-    pages.close()
+    export(files, bundle)
     files.close()
     small = tmp_path / "small"
     config = _config(tmp_path, small, "10MiB")
@@ -108,24 +108,28 @@ def test_import_into_a_cache_too_small_names_what_it_could_not_keep(tmp_path: Pa
         f"not kept: 1 files ({3 * 2**19} bytes): cache.max_size (10485760 bytes) is too small",
         f"  files/{first} ({3 * 2**19} bytes)",
     ]
-    kept = FileStore(small, 10 * 2**20, count_hits=False)
-    assert [sha in kept for sha in (first, *rest)] == [False] + [True] * 6
+    kept = Stores.local(small, 10 * 2**20, count_hits=False)
+    assert [sha in kept.blobs for sha in (first, *rest)] == [False] + [True] * 6
 
 
 def test_orphans_are_removed_but_a_running_downloads_files_are_not(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
-    FileStore(directory, 2**30).close()
+    Stores.local(directory, 2**30).close()
     files = directory / "files"
     running, dead = "a" * 64, "b" * 64
-    (files / "incoming" / f"{running[:16]}x1.part").write_bytes(b"still arriving")
+    part, lock = files / "incoming" / f"{running[:16]}x1.part", files / "locks" / running
+    part.write_bytes(b"still arriving")
     (files / "incoming" / f"{dead[:16]}x2.part").write_bytes(b"left by a killed worker")
     (files / "locks" / dead).write_bytes(b"")
-    held = os.open(files / "locks" / running, os.O_CREAT | os.O_RDWR)
-    fcntl.flock(held, fcntl.LOCK_EX)  # as a prefetch running beside would hold it
+    # a prefetch running beside holds its digest's lock and its partial file
+    held = [os.open(path, os.O_CREAT | os.O_RDWR) for path in (lock, part)]
+    for fd in held:
+        fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         result = _cli("cache", "verify", "--config", str(_config(tmp_path, directory)))
     finally:
-        os.close(held)
+        for fd in held:
+            os.close(fd)
     assert result.returncode == 0, result.stderr
     assert "removed 1 partial downloads (23 bytes) and 1 lock files" in result.stdout
     assert sorted(p.name for p in (files / "incoming").iterdir()) == [f"{running[:16]}x1.part"]

@@ -1,24 +1,22 @@
 """Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
 
-import asyncio
 import hashlib
 from pathlib import Path
 
 import httpx2
 import respx
 
-from proxy.cache.files import FileStore
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.core_metadata import CoreMetadata
-from proxy.sources.compose import Index
-from proxy.sources.gitlab import GitLabSource
+from proxy.sources.base import Parts
+from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
+from proxy.sources.upstream import Upstream
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 
 async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) -> None:
@@ -26,30 +24,30 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     sha = hashlib.sha256(data).hexdigest()
     source = FakeSource("platform")
     source.add("demo", filename, sha, data)
-    pages = PageCache(tmp_path, 300)
-    files = FileStore(tmp_path, 2**30)
-    index = Index([source], [], pages)
-    async with httpx2.AsyncClient() as client:
-        service = CoreMetadata(MetadataStore(tmp_path), files, pages, index, client)
-        first = await service.annotated(index.project_page("demo"))
-        assert first.files[0].core_metadata_sha256 is None
-        await asyncio.gather(*service._tasks)  # the background try: not cached, no ranges
-        assert (await service.annotated(index.project_page("demo"))).files[
-            0
-        ].core_metadata_sha256 is None
+    files = Stores.local(tmp_path, 2**30)
+    built = composed(tmp_path, [source], stores=files)
+    index, service = built.plain, built.metadata
+    first = await service.annotated(await index.project_page("demo"))
+    assert first.files[0].core_metadata_sha256 is None
+    await service.tasks.settled()  # the background try: not cached, no ranges
+    assert (await service.annotated(await index.project_page("demo"))).files[
+        0
+    ].core_metadata_sha256 is None
 
-        generation = pages.generation()
-        download = files.download(sha, lambda: source.open_file(source.file_for(sha, filename)))
-        service.after_download(download, sha, filename)
-        await download.wait()
-        await asyncio.gather(*service._tasks)
-        assert pages.generation() != generation  # the rendered-page memo is flushed
+    generation = files.coordinator.generation()
+    download = files.downloads.download(
+        sha, lambda: source.open_file(source.file_for(sha, filename))
+    )
+    service.after_download(download, sha, filename)
+    await download.wait()
+    await service.tasks.settled()
+    assert files.coordinator.generation() != generation  # the rendered-page memo is flushed
 
-        page = await service.annotated(index.project_page("demo"))
-        body = await service.sidecar(sha, filename, None)
-        assert body is not None and b"Requires-Dist: dep" in body
-        assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
-        assert await service.sidecar("0" * 64, "other-1.0-py3-none-any.whl", None) is None
+    page = await service.annotated(await index.project_page("demo"))
+    body = await service.sidecar(sha, filename, None)
+    assert body is not None and b"Requires-Dist: dep" in body
+    assert page.files[0].core_metadata_sha256 == hashlib.sha256(body).hexdigest()
+    assert await service.sidecar("0" * 64, "other-1.0-py3-none-any.whl", None) is None
 
 
 @respx.mock
@@ -63,16 +61,15 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
         headers={"content-type": "text/html"},
     )
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
-    pages = PageCache(tmp_path, 300)
-    async with httpx2.AsyncClient() as client:
+    async with httpx2.AsyncClient() as http:
+        client = Upstream(http)
         config = SourceConfig("public", "url", "https://index.example.org/simple/")
-        index = Index([], [SimpleIndexSource(config, client)], pages)
-        service = CoreMetadata(
-            MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
-        )
-        page = await service.annotated(index.project_page("demo"))
+        public = SimpleIndexSource(config, client)
+        built = composed(tmp_path, [], [Parts(public, sidecars=public)])
+        index, service = built.plain, built.metadata
+        page = await service.annotated(await index.project_page("demo"))
         assert page.files[0].core_metadata_sha256 == digest  # the upstream's own claim
-        assert not service._tasks  # nothing to seek in the background
+        assert not service.tasks  # nothing to seek in the background
         filename = "demo-1.0-py3-none-any.whl"
         assert await service.sidecar("a" * 64, filename, None) == body
         assert await service.sidecar("a" * 64, filename, None) == body
@@ -87,25 +84,23 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
     filename, data = make_wheel("demo", "1.0")
     double.add_package_file(11, "demo", "1.0", filename, data)
     with serve(double.app) as gitlab:
-        async with httpx2.AsyncClient() as client:
+        async with httpx2.AsyncClient() as http:
+            client = Upstream(http)
             config = SourceConfig("platform", "gitlab_project", "11")
-            source = GitLabSource(config, GitLabConfig(url=gitlab.url, timeout=5), client)
+            source = GitLabProject(config, GitLabConfig(url=gitlab.url, timeout=5), client)
             streamed: list[tuple[str, bool]] = []
-            budgeted = source.stream
+            budgeted = source.api.stream
 
-            def recording(url: str, *, headers=None, background: bool = False):
+            def recording(url: str, *, headers=None, method="GET", background: bool = False):
                 streamed.append((url.rsplit("/", 1)[1], background))
-                return budgeted(url, headers=headers, background=background)
+                return budgeted(url, headers=headers, method=method, background=background)
 
-            source.stream = recording  # type: ignore[method-assign]
-            pages = PageCache(tmp_path, 300)
-            index = Index([source], [], pages)
-            service = CoreMetadata(
-                MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
-            )
-            await service.annotated(index.project_page("demo"))
-            await asyncio.gather(*service._tasks)
+            source.api.stream = recording  # type: ignore[method-assign]
+            built = composed(tmp_path, [source])
+            index, service = built.plain, built.metadata
+            await service.annotated(await index.project_page("demo"))
+            await service.tasks.settled()
             await source.details.settled()
             assert streamed and set(streamed) == {(filename, True)}
             assert await service.store.digests([hashlib.sha256(data).hexdigest()])
-            await index.close()
+            await built.close()

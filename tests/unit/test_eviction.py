@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import usage
-from proxy.cache.files import FileStore
+from proxy.storage import usage
+from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 
@@ -29,39 +29,41 @@ def _sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-async def _download(store: FileStore, source: FakeSource, content: bytes) -> None:
+async def _download(store: Stores, source: FakeSource, content: bytes) -> None:
     sha = _sha(content)
-    download = store.download(sha, lambda: source.open_file(source.file_for(sha, "x.whl")))
+    download = store.downloads.download(
+        sha, lambda: source.open_file(source.file_for(sha, "x.whl"))
+    )
     await download.wait()
 
 
-def _kept(store: FileStore, contents: list[bytes]) -> list[bool]:
-    return [_sha(c) in store for c in contents]
+def _kept(store: Stores, contents: list[bytes]) -> list[bool]:
+    return [_sha(c) in store.blobs for c in contents]
 
 
 async def test_six_more_wheels_past_a_little_over_the_limit_evict_only_the_oldest(
     tmp_path: Path,
 ) -> None:
     """100 MiB holding one 15 MiB wheel, six more prefetched: it used to end empty."""
-    store = FileStore(tmp_path, 10 * MIB)
+    store = Stores.local(tmp_path, 10 * MIB)
     old, *new = _contents(7)
-    store.add(_sha(old), io.BytesIO(old))
+    store.downloads.add(_sha(old), io.BytesIO(old))
     source = FakeSource("s", contents={_sha(c): c for c in new})
     await asyncio.gather(*(_download(store, source, c) for c in new))
     assert _kept(store, new) == [True] * 6
-    assert _sha(old) not in store
-    assert store.entries.volume() <= 10 * MIB
+    assert _sha(old) not in store.blobs
+    assert store.blobs.stats().bytes <= 10 * MIB
     store.close()
 
 
 def test_the_fourteenth_file_evicts_one_not_ten(tmp_path: Path) -> None:
     """200 MiB: the fourteenth 15 MiB file used to drop the cache from 195 to 60 MiB."""
-    store = FileStore(tmp_path, 20 * MIB)
+    store = Stores.local(tmp_path, 20 * MIB)
     contents = _contents(14)
     for content in contents:
-        store.add(_sha(content), io.BytesIO(content))
+        store.downloads.add(_sha(content), io.BytesIO(content))
     assert _kept(store, contents) == [False] + [True] * 13
-    assert 19 * MIB < store.entries.volume() <= 20 * MIB
+    assert 19 * MIB < store.blobs.stats().bytes <= 20 * MIB
     store.close()
 
 
@@ -69,26 +71,26 @@ async def test_least_recently_used_goes_first_not_least_recently_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(usage, "STAMP_SECONDS", 0.0)  # every use counts at once
-    store = FileStore(tmp_path, 5 * MIB)
+    store = Stores.local(tmp_path, 5 * MIB)
     first, second, third, fourth = _contents(4)
     for content in (first, second, third):
-        store.add(_sha(content), io.BytesIO(content))
-    used = await store.open(_sha(first))  # a client's hit
+        store.downloads.add(_sha(content), io.BytesIO(content))
+    used = await store.blobs.open(_sha(first))  # a client's hit
     assert used is not None
     used.close()
-    store.add(_sha(fourth), io.BytesIO(fourth))
+    store.downloads.add(_sha(fourth), io.BytesIO(fourth))
     assert _kept(store, [first, second, third, fourth]) == [True, False, True, True]
     store.close()
 
 
 async def test_an_entry_being_served_is_never_evicted(tmp_path: Path) -> None:
-    store = FileStore(tmp_path, 5 * MIB)
+    store = Stores.local(tmp_path, 5 * MIB)
     first, second, third, fourth = _contents(4)
     for content in (first, second, third):
-        store.add(_sha(content), io.BytesIO(content))
-    served = await store.open(_sha(first))  # the least recently used, open for a client
+        store.downloads.add(_sha(content), io.BytesIO(content))
+    served = await store.blobs.open(_sha(first))  # the least recently used, open for a client
     assert served is not None
-    store.add(_sha(fourth), io.BytesIO(fourth))
+    store.downloads.add(_sha(fourth), io.BytesIO(fourth))
     assert _kept(store, [first, second, third, fourth]) == [True, False, True, True]
     served.close()
     store.close()
@@ -96,18 +98,18 @@ async def test_an_entry_being_served_is_never_evicted(tmp_path: Path) -> None:
 
 async def test_a_download_in_progress_counts_against_the_limit(tmp_path: Path) -> None:
     """Its announced size is made room for when it starts, before its bytes are on disk."""
-    store = FileStore(tmp_path, 5 * MIB)
+    store = Stores.local(tmp_path, 5 * MIB)
     first, second, third, coming = _contents(4)
     for content in (first, second, third):
-        store.add(_sha(content), io.BytesIO(content))
+        store.downloads.add(_sha(content), io.BytesIO(content))
     gate = asyncio.Event()
     source = FakeSource("s", contents={_sha(coming): coming}, gate=gate)
-    download = store.download(
+    download = store.downloads.download(
         _sha(coming), lambda: source.open_file(source.file_for(_sha(coming), "x.whl"))
     )
     await download.started
     await asyncio.to_thread(
-        wait_until, lambda: _sha(first) not in store, "room made for the download", 10
+        wait_until, lambda: _sha(first) not in store.blobs, "room made for the download", 10
     )
     assert _kept(store, [second, third]) == [True, True]
     gate.set()
@@ -118,26 +120,26 @@ async def test_a_download_in_progress_counts_against_the_limit(tmp_path: Path) -
 
 def test_partial_downloads_on_disk_count_against_the_limit(tmp_path: Path) -> None:
     """Another worker's download (or an orphan from a killed one) takes room too."""
-    store = FileStore(tmp_path, 5 * MIB)
+    store = Stores.local(tmp_path, 5 * MIB)
     first, second, third = _contents(3)
     for content in (first, second):
-        store.add(_sha(content), io.BytesIO(content))
+        store.downloads.add(_sha(content), io.BytesIO(content))
     (tmp_path / "files" / "incoming" / "0123456789abcdefxyz.part").write_bytes(bytes(WHEEL))
-    store.add(_sha(third), io.BytesIO(third))
+    store.downloads.add(_sha(third), io.BytesIO(third))
     assert _kept(store, [first, second, third]) == [False, True, True]
     store.close()
 
 
 async def test_a_file_larger_than_the_cache_is_served_but_not_kept(tmp_path: Path) -> None:
-    store = FileStore(tmp_path, 2 * MIB)
+    store = Stores.local(tmp_path, 2 * MIB)
     small, huge = os.urandom(MIB // 2), os.urandom(3 * MIB)
-    store.add(_sha(small), io.BytesIO(small))
+    store.downloads.add(_sha(small), io.BytesIO(small))
     source = FakeSource("s", contents={_sha(huge): huge})
-    download = store.download(
+    download = store.downloads.download(
         _sha(huge), lambda: source.open_file(source.file_for(_sha(huge), "x.whl"))
     )
     body = b"".join([chunk async for chunk in download.follow()])
     assert body == huge
-    assert _sha(huge) not in store
-    assert _sha(small) in store  # nothing was evicted for a file that cannot stay
+    assert _sha(huge) not in store.blobs
+    assert _sha(small) in store.blobs  # nothing was evicted for a file that cannot stay
     store.close()

@@ -10,10 +10,14 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from proxy.cache import files as files_module
-from proxy.cache import usage
-from proxy.cache.cached_file import CorruptEntry
-from proxy.cache.files import CacheUnwritable, FileStore, HashMismatch, verified
+from proxy.errors import HashMismatch
+from proxy.storage import downloads as downloads_module
+from proxy.storage import local_blobs as blobs_module
+from proxy.storage import usage
+from proxy.storage.blobs import CacheUnwritable
+from proxy.storage.cached_file import CorruptEntry
+from proxy.storage.downloads import verified
+from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 
@@ -29,6 +33,12 @@ async def read_all(download) -> bytes:
     return b"".join([chunk async for chunk in download.follow()])
 
 
+def counts(stores: Stores) -> tuple[int, int]:
+    """(hits, misses) as `cache stats` reads them."""
+    stats = stores.blobs.stats()
+    return stats.hits, stats.misses
+
+
 async def served(cached) -> bytes:
     """What a client gets for the whole of a kept file."""
     return b"".join([chunk async for chunk in cached.chunks(0, cached.size - 1)])
@@ -36,12 +46,12 @@ async def served(cached) -> bytes:
 
 async def test_download_is_verified_kept_and_served_from_cache(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     await download.started
     assert download.size == len(CONTENT)
     assert await read_all(download) == CONTENT
-    cached = await store.open(SHA)
+    cached = await store.blobs.open(SHA)
     assert cached is not None and cached.size == len(CONTENT)
     assert await served(cached) == CONTENT
     cached.close()
@@ -52,22 +62,22 @@ async def test_wrong_bytes_are_never_kept_and_never_served_whole(tmp_path: Path)
     wrong = bytearray(CONTENT)
     wrong[-1] ^= 1
     source = FakeSource("s", contents={SHA: bytes(wrong)})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     received = bytearray()
     with pytest.raises(HashMismatch):
         async for chunk in download.follow():
             received += chunk
     assert len(received) < len(CONTENT)  # the client never had a whole (wrong) file
-    assert await store.open(SHA) is None
+    assert await store.blobs.open(SHA) is None
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
 
 async def test_concurrent_requests_download_once_and_all_get_everything(tmp_path: Path) -> None:
     gate = asyncio.Event()
     source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
-    store = FileStore(tmp_path, 10 * 2**20)
-    downloads = [store.download(SHA, opener(source)) for _ in range(20)]
+    store = Stores.local(tmp_path, 10 * 2**20)
+    downloads = [store.downloads.download(SHA, opener(source)) for _ in range(20)]
     readers = [asyncio.ensure_future(read_all(d)) for d in downloads]
     await downloads[0].started
     gate.set()
@@ -78,59 +88,60 @@ async def test_concurrent_requests_download_once_and_all_get_everything(tmp_path
 
 async def test_a_reader_keeps_an_evicted_file(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(source)))
-    cached = await store.open(SHA, count=False)
+    store = Stores.local(tmp_path, 10 * 2**20)
+    await read_all(store.downloads.download(SHA, opener(source)))
+    cached = await store.blobs.open(SHA, count=False)
     assert cached is not None and cached.handle is not None
-    store.entries.delete(SHA)  # what eviction does
-    assert await store.open(SHA) is None
+    store.blobs.delete(SHA)  # what eviction does
+    assert await store.blobs.open(SHA) is None
     assert cached.handle.read() == CONTENT
     cached.close()
 
 
 async def test_eviction_keeps_the_store_under_its_size(tmp_path: Path) -> None:
-    store = FileStore(tmp_path, 700_000)
+    store = Stores.local(tmp_path, 700_000)
     contents = [os.urandom(300_000) for _ in range(4)]
     source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
     for content in contents:
         sha = hashlib.sha256(content).hexdigest()
-        await read_all(store.download(sha, opener(source, sha)))
-    assert store.entries.volume() <= 700_000
+        await read_all(store.downloads.download(sha, opener(source, sha)))
+    assert store.blobs.stats().bytes <= 700_000
     newest = hashlib.sha256(contents[-1]).hexdigest()
-    assert await store.open(newest) is not None
+    assert await store.blobs.open(newest) is not None
 
 
 async def test_truncated_size_is_dropped_on_read(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(source)))
-    cached = store.read(SHA)
+    store = Stores.local(tmp_path, 10 * 2**20)
+    await read_all(store.downloads.download(SHA, opener(source)))
+    cached = store.blobs.open_now(SHA)
     assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
     with open(path, "r+b") as handle:
         handle.truncate(100)
-    assert await store.open(SHA) is None
-    assert SHA not in store.entries
+    assert await store.blobs.open(SHA) is None
+    assert SHA not in store.blobs
 
 
 async def test_upstream_failure_before_first_byte_reaches_started(tmp_path: Path) -> None:
     source = FakeSource("s", contents={})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     with pytest.raises(Exception, match=r"x-1\.0\.tar\.gz"):
         await download.started
-    assert await store.open(SHA) is None
+    assert await store.blobs.open(SHA) is None
 
 
 async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> None:
-    """Two FileStores on one directory stand for two worker processes: flock separates them."""
+    """Two stores on one directory stand for two worker processes: the coordinator's lock
+    separates them."""
     gate = asyncio.Event()
     source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
-    first, second = FileStore(tmp_path, 10 * 2**20), FileStore(tmp_path, 10 * 2**20)
-    one = first.download(SHA, opener(source))
+    first, second = Stores.local(tmp_path, 10 * 2**20), Stores.local(tmp_path, 10 * 2**20)
+    one = first.downloads.download(SHA, opener(source))
     await one.started
-    two = second.download(SHA, opener(source))
+    two = second.downloads.download(SHA, opener(source))
     readers = [asyncio.ensure_future(read_all(d)) for d in (one, two)]
     gate.set()
     assert await asyncio.gather(*readers) == [CONTENT, CONTENT]
@@ -144,21 +155,21 @@ async def test_a_cache_that_cannot_take_a_file_degrades_to_serving_unkept(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(files_module.tempfile, "mkstemp", full)
+    monkeypatch.setattr(blobs_module.tempfile, "mkstemp", full)
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     with pytest.raises(CacheUnwritable):
         await download.started
-    assert not store.keeping
+    assert not store.blobs.keeping
     assert source.file_calls == 0  # the upstream is left to the unkept path
-    assert await store.open(SHA) is None
+    assert await store.blobs.open(SHA) is None
 
 
 def fail_writes_after(monkeypatch: pytest.MonkeyPatch, good: int, errno_: int) -> None:
     """The cache's file writes fail after `good` chunks, as on a disk that fills or turns
     read-only during a download."""
-    writes, write = [], files_module._write
+    writes, write = [], downloads_module._write
 
     def failing(handle, digest, chunk: bytes) -> None:
         writes.append(len(chunk))
@@ -166,7 +177,7 @@ def fail_writes_after(monkeypatch: pytest.MonkeyPatch, good: int, errno_: int) -
             raise OSError(errno_, os.strerror(errno_))
         write(handle, digest, chunk)
 
-    monkeypatch.setattr(files_module, "_write", failing)
+    monkeypatch.setattr(downloads_module, "_write", failing)
 
 
 @pytest.mark.parametrize("errno_", [errno.ENOSPC, errno.EROFS])
@@ -176,18 +187,21 @@ async def test_a_write_failing_midway_keeps_nothing_and_every_follower_gets_the_
     fail_writes_after(monkeypatch, 100, errno_)  # 100 chunks of 1,000 bytes are out
     gate = asyncio.Event()
     source = FakeSource("s", contents={SHA: CONTENT}, gate=gate)
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     first = asyncio.ensure_future(read_all(download))
     await download.started
-    later = [asyncio.ensure_future(read_all(store.download(SHA, opener(source)))) for _ in range(3)]
+    later = [
+        asyncio.ensure_future(read_all(store.downloads.download(SHA, opener(source))))
+        for _ in range(3)
+    ]
     gate.set()
     assert await asyncio.gather(first, *later) == [CONTENT] * 4
     with pytest.raises(CacheUnwritable):
         await download.wait()
-    assert not store.keeping
+    assert not store.blobs.keeping
     assert source.file_calls == 5  # the download, then each follower for the rest
-    assert await store.open(SHA) is None
+    assert await store.blobs.open(SHA) is None
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
 
@@ -196,8 +210,8 @@ async def test_the_rest_from_upstream_must_continue_the_bytes_already_sent(
 ) -> None:
     fail_writes_after(monkeypatch, 100, errno.EROFS)
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     await download.started
     other = bytearray(CONTENT)
     other[10] ^= 1  # within the part already sent: the second answer is another file
@@ -216,14 +230,14 @@ async def test_a_disk_too_full_for_the_file_is_found_before_a_byte_goes_out(
         assert length == len(CONTENT)  # the whole announced size, reserved at once
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(files_module.os, "posix_fallocate", no_space)
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT})))
+    monkeypatch.setattr(blobs_module.os, "posix_fallocate", no_space)
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(FakeSource("s", contents={SHA: CONTENT})))
     with pytest.raises(CacheUnwritable):
         await download.started  # the route streams it unkept instead
     with pytest.raises(CacheUnwritable):
         await download.wait()
-    assert download.written == 0 and not store.keeping
+    assert download.written == 0 and not store.blobs.keeping
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
 
@@ -235,13 +249,13 @@ async def test_a_verified_file_the_index_cannot_record_is_served_whole_and_left_
 
     monkeypatch.setattr(diskcache.Cache, "_row_insert", full)  # after the file was moved in
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    download = store.download(SHA, opener(source))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    download = store.downloads.download(SHA, opener(source))
     assert await read_all(download) == CONTENT
     assert await read_all(download) == CONTENT  # a reader arriving after the end too
     with pytest.raises(CacheUnwritable):
         await download.wait()
-    assert not store.keeping and await store.open(SHA) is None
+    assert not store.blobs.keeping and await store.blobs.open(SHA) is None
     assert list((tmp_path / "files").rglob("*.val")) == []
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
@@ -260,9 +274,9 @@ async def test_verified_passes_the_right_bytes_and_never_completes_wrong_ones() 
     assert len(received) < len(CONTENT)
 
 
-def _flip_a_byte(store: FileStore, sha: str, offset: int) -> None:
+def _flip_a_byte(store: Stores, sha: str, offset: int) -> None:
     """Same size, one bit other: only hashing finds it (a write, so the file's ctime moves)."""
-    cached = store.read(sha)
+    cached = store.blobs.open_now(sha)
     assert cached is not None and cached.handle is not None
     path = cached.handle.name
     cached.close()
@@ -275,13 +289,13 @@ def _flip_a_byte(store: FileStore, sha: str, offset: int) -> None:
 
 async def test_a_corrupt_small_entry_is_a_miss_and_dropped(tmp_path: Path, caplog) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(source)))
-    first = await store.open(SHA)
+    store = Stores.local(tmp_path, 10 * 2**20)
+    await read_all(store.downloads.download(SHA, opener(source)))
+    first = await store.blobs.open(SHA)
     assert first is not None and await served(first) == CONTENT
     _flip_a_byte(store, SHA, 1234)
-    assert await store.open(SHA) is None  # the caller fetches it again
-    assert SHA not in store
+    assert await store.blobs.open(SHA) is None  # the caller fetches it again
+    assert SHA not in store.blobs
     assert f"cache entry {SHA} is corrupt" in caplog.text
 
 
@@ -289,10 +303,10 @@ BIG = os.urandom(3 * 2**20 + 5)  # more than one read: checked while it is sent
 BIG_SHA = hashlib.sha256(BIG).hexdigest()
 
 
-async def _big_store(tmp_path: Path) -> FileStore:
+async def _big_store(tmp_path: Path) -> Stores:
     source = FakeSource("s", contents={BIG_SHA: BIG})
-    store = FileStore(tmp_path, 100 * 2**20)
-    await read_all(store.download(BIG_SHA, opener(source, BIG_SHA)))
+    store = Stores.local(tmp_path, 100 * 2**20)
+    await read_all(store.downloads.download(BIG_SHA, opener(source, BIG_SHA)))
     return store
 
 
@@ -301,7 +315,7 @@ async def test_a_corrupt_large_entry_is_cut_before_its_end_and_dropped(
 ) -> None:
     store = await _big_store(tmp_path)
     _flip_a_byte(store, BIG_SHA, 2**20 + 7)
-    cached = await store.open(BIG_SHA)
+    cached = await store.blobs.open(BIG_SHA)
     assert cached is not None and cached.check is not None  # changed since it was checked
     received = bytearray()
     with pytest.raises(CorruptEntry):
@@ -309,33 +323,33 @@ async def test_a_corrupt_large_entry_is_cut_before_its_end_and_dropped(
             received += chunk
     cached.close()
     assert len(received) < len(BIG)  # never the whole (wrong) file
-    assert BIG_SHA not in store
+    assert BIG_SHA not in store.blobs
     assert f"cache entry {BIG_SHA} is corrupt" in caplog.text
 
 
 async def test_a_range_of_an_unchecked_corrupt_entry_is_refused(tmp_path: Path) -> None:
     store = await _big_store(tmp_path)
     _flip_a_byte(store, BIG_SHA, 5)
-    cached = await store.open(BIG_SHA)
+    cached = await store.blobs.open(BIG_SHA)
     assert cached is not None
     with pytest.raises(CorruptEntry):
         async for _ in cached.chunks(len(BIG) - 100, len(BIG) - 1):  # the tail is intact
             pytest.fail("no byte of a corrupt entry is sent")
     cached.close()
-    assert BIG_SHA not in store
+    assert BIG_SHA not in store.blobs
 
 
 async def test_an_entry_is_hashed_once_per_process_until_it_changes(tmp_path: Path) -> None:
     store = await _big_store(tmp_path)
-    fresh = await store.open(BIG_SHA)
+    fresh = await store.blobs.open(BIG_SHA)
     assert fresh is not None and fresh.check is None  # the download hashed these very bytes
     fresh.close()
-    other = FileStore(tmp_path, 100 * 2**20)  # another process: checks on its first serve
-    first = await other.open(BIG_SHA)
+    other = Stores.local(tmp_path, 100 * 2**20)  # another process: checks on its first serve
+    first = await other.blobs.open(BIG_SHA)
     assert first is not None and first.check is not None
     assert await served(first) == BIG
     first.close()
-    again = await other.open(BIG_SHA)
+    again = await other.blobs.open(BIG_SHA)
     assert again is not None and again.check is None
     assert await served(again) == BIG
     again.close()
@@ -346,16 +360,14 @@ async def test_hits_and_misses_reach_the_shared_counters_without_another_lookup(
 ) -> None:
     monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.2)
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(source)))
+    store = Stores.local(tmp_path, 10 * 2**20)
+    await read_all(store.downloads.download(SHA, opener(source)))
     for sha in (SHA, SHA, SHA, "0" * 64):  # three hits, one miss, all within one interval
-        cached = await store.open(sha)
+        cached = await store.blobs.open(sha)
         if cached is not None:
             cached.close()
-    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)  # `cache stats`, meanwhile
-    await asyncio.to_thread(
-        wait_until, lambda: stats.hits_and_misses() == (3, 1), "the counts written", 10
-    )
+    stats = Stores.local(tmp_path, 10 * 2**20, count_hits=False)  # `cache stats`, meanwhile
+    await asyncio.to_thread(wait_until, lambda: counts(stats) == (3, 1), "the counts written", 10)
     store.close()
     stats.close()
 
@@ -365,9 +377,9 @@ async def test_hits_on_a_disk_that_cannot_take_writes_are_served_and_counted_lat
 ) -> None:
     monkeypatch.setattr(usage, "FLUSH_SECONDS", 0.05)
     source = FakeSource("s", contents={SHA: CONTENT})
-    store = FileStore(tmp_path, 10 * 2**20)
-    await read_all(store.download(SHA, opener(source)))
-    index, attempts = store._index, []
+    store = Stores.local(tmp_path, 10 * 2**20)
+    await read_all(store.downloads.download(SHA, opener(source)))
+    index, attempts = store.blobs._index, []
     write = index.write_usage
 
     def full(pending) -> None:
@@ -376,16 +388,16 @@ async def test_hits_on_a_disk_that_cannot_take_writes_are_served_and_counted_lat
 
     monkeypatch.setattr(index, "write_usage", full)
     for _ in range(5):
-        cached = await store.open(SHA)
+        cached = await store.blobs.open(SHA)
         assert cached is not None and await served(cached) == CONTENT
         cached.close()
         tried = len(attempts)
         await asyncio.to_thread(wait_until, lambda: len(attempts) > tried, "a try")  # noqa: B023
     assert caplog.text.count("cache upkeep (access times, counters, room) failing") == 1
     monkeypatch.setattr(index, "write_usage", write)
-    await store.open(SHA)
-    stats = FileStore(tmp_path, 10 * 2**20, count_hits=False)
-    await asyncio.to_thread(wait_until, lambda: stats.hits_and_misses()[0] == 6, "counts kept")
+    await store.blobs.open(SHA)
+    stats = Stores.local(tmp_path, 10 * 2**20, count_hits=False)
+    await asyncio.to_thread(wait_until, lambda: counts(stats)[0] == 6, "counts kept")
     assert "cache upkeep works again" in caplog.text
     store.close()
     stats.close()

@@ -2,6 +2,7 @@
 sizes and times from `package_files` in the background, kept for good, bounded in requests."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import httpx
 import pytest
 import respx
 
-from proxy.cache.details import DetailsStore
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.gitlab import GitLabSource
-from tests.unit.test_gitlab_source import API, client, page  # noqa: F401  (fixture)
+from proxy.model import ProjectPage
+from proxy.sources.gitlab_project import GitLabProject
+from proxy.sources.upstream import Upstream
+from proxy.storage.details import DetailsStore
+from tests.unit.indexes import composed
+from tests.unit.test_gitlab_source import API, page
 
 BASE = f"{API}/projects/acme%2Fplatform"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -26,10 +30,17 @@ def _link(filename: str, sha: str) -> str:
     return f'<a href="https://g/files/{sha}/{filename}#sha256={sha}">{filename}</a>'
 
 
-def _source(client, store: DetailsStore | None = None, changed=None) -> GitLabSource:  # noqa: F811
+def _source(client, store: DetailsStore | None = None, changed=None) -> GitLabProject:
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
     config = SourceConfig(name="platform", kind="gitlab_project", target="acme/platform")
-    return GitLabSource(config, gitlab, client, details=store, changed=changed)
+    return GitLabProject(config, gitlab, Upstream(client), details=store, changed=changed)
+
+
+async def with_details(source: GitLabProject, page: ProjectPage) -> ProjectPage:
+    """A cached page with the exact details learnt in the background since it was fetched, as
+    the index serves it."""
+    files = await source.details.refine(page.name, page.files)
+    return page if files is None else replace(page, files=tuple(files))
 
 
 class Registry:
@@ -105,7 +116,7 @@ def _versions(registry: Registry, name: str, count: int, first: datetime = T0) -
 
 
 @respx.mock
-async def test_a_page_without_files_never_asks_the_packages_api(client) -> None:  # noqa: F811
+async def test_a_page_without_files_never_asks_the_packages_api(client) -> None:
     async def far_away(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.05)  # GitLab's latency: a request sent beside the page goes out
         return httpx.Response(302, headers={"Location": "https://pypi.org/simple/requests/"})
@@ -117,7 +128,7 @@ async def test_a_page_without_files_never_asks_the_packages_api(client) -> None:
 
 
 @respx.mock
-async def test_times_from_the_listing_now_exact_details_in_the_background(client) -> None:  # noqa: F811
+async def test_times_from_the_listing_now_exact_details_in_the_background(client) -> None:
     registry = Registry()
     links = _versions(registry, "x", 2)
     registry.add("x-extra", "9.0", T0 + timedelta(days=9))  # the substring match: filtered out
@@ -138,16 +149,16 @@ async def test_times_from_the_listing_now_exact_details_in_the_background(client
     await source.details.settled()
     assert sorted(registry.files_asked) == [100, 101]  # one call per version, never x-extra's
     assert changes  # rendered pages are told to refresh
-    refined = await source.with_details(cold)
+    refined = await with_details(source, cold)
     assert [(f.size, f.upload_time) for f in refined.files] == [
         (1100, T0 + timedelta(minutes=5)),
         (1101, T0 + timedelta(hours=1, minutes=5)),
     ]
-    assert await source.with_details(refined) is refined  # all exact: nothing read
+    assert await with_details(source, refined) is refined  # all exact: nothing read
 
 
 @respx.mock
-async def test_listing_pages_after_the_first_are_asked_at_once_and_no_more(client) -> None:  # noqa: F811
+async def test_listing_pages_after_the_first_are_asked_at_once_and_no_more(client) -> None:
     registry = Registry()
     links = _versions(registry, "big", 250)
     registry.mock(links, "big")
@@ -174,7 +185,7 @@ async def test_listing_pages_after_the_first_are_asked_at_once_and_no_more(clien
 
 
 @respx.mock
-async def test_a_short_name_in_a_long_listing_is_bounded_on_the_clients_time(client) -> None:  # noqa: F811
+async def test_a_short_name_in_a_long_listing_is_bounded_on_the_clients_time(client) -> None:
     registry = Registry(counted=100)  # no totals: GitLab stops counting
     links = _versions(registry, "core", 3)
     for n in range(1000):  # ten pages of newer packages whose names contain "core"
@@ -189,12 +200,12 @@ async def test_a_short_name_in_a_long_listing_is_bounded_on_the_clients_time(cli
     await source.details.settled()  # the background reads on, one page at a time
     assert sorted(registry.listed_pages) == list(range(1, 12))
     assert registry.listed_pages[4:] == list(range(5, 12))
-    refined = await source.with_details(result)
+    refined = await with_details(source, result)
     assert [f.size for f in refined.files] == [1100, 1101, 1102]
 
 
 @respx.mock
-async def test_exact_details_are_kept_for_good_on_disk(client, tmp_path: Path) -> None:  # noqa: F811
+async def test_exact_details_are_kept_for_good_on_disk(client, tmp_path: Path) -> None:
     registry = Registry()
     links = _versions(registry, "x", 3)
     simple = registry.mock(links)
@@ -212,7 +223,7 @@ async def test_exact_details_are_kept_for_good_on_disk(client, tmp_path: Path) -
 
 
 @respx.mock
-async def test_a_file_added_to_an_old_version_is_asked_for_that_version_only(client) -> None:  # noqa: F811
+async def test_a_file_added_to_an_old_version_is_asked_for_that_version_only(client) -> None:
     registry = Registry()
     links = _versions(registry, "x", 2)
     simple = registry.mock(links)
@@ -233,12 +244,12 @@ async def test_a_file_added_to_an_old_version_is_asked_for_that_version_only(cli
     await source.details.settled()
     assert len(registry.listed_pages) == listed  # its version was known: no listing
     assert sorted(registry.files_asked) == [100, 101, 101]
-    refined = await source.with_details(result)
+    refined = await with_details(source, result)
     assert all(f.size for f in refined.files)
 
 
 @respx.mock
-async def test_a_version_the_listing_lacks_is_not_sought_on_every_fetch(client) -> None:  # noqa: F811
+async def test_a_version_the_listing_lacks_is_not_sought_on_every_fetch(client) -> None:
     registry = Registry()
     links = _versions(registry, "x", 1)
     hidden = _link("x-2.0-py3-none-any.whl", _sha(50))  # listed on the page, not by the API
@@ -254,7 +265,7 @@ async def test_a_version_the_listing_lacks_is_not_sought_on_every_fetch(client) 
 
 @pytest.mark.parametrize(("status", "asked"), [(500, 2), (403, 1)])
 @respx.mock
-async def test_packages_api_failure_still_serves_the_page(client, status: int, asked: int) -> None:  # noqa: F811
+async def test_packages_api_failure_still_serves_the_page(client, status: int, asked: int) -> None:
     respx.get(f"{BASE}/packages/pypi/simple/x").respond(
         200, text=page(_link("x-1.0.tar.gz", _sha(1)))
     )
@@ -275,7 +286,7 @@ async def test_packages_api_failure_still_serves_the_page(client, status: int, a
 
 
 @respx.mock
-async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F811
+async def test_configured_yanked_versions_are_marked(client, tmp_path: Path) -> None:
     respx.get(f"{BASE}/packages/pypi/simple/x").respond(
         200, text=page(_link("x-1.0.tar.gz", _sha(1)), _link("x-1.1.tar.gz", _sha(2)))
     )
@@ -284,7 +295,9 @@ async def test_configured_yanked_versions_are_marked(client) -> None:  # noqa: F
         "platform", "gitlab_project", "acme/platform", yanked={"x": frozenset({"1.1"})}
     )
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="t", timeout=2)
-    result = await GitLabSource(config, gitlab, client).project_page("x")
+    source = GitLabProject(config, gitlab, Upstream(client))
+    index = composed(tmp_path, [source], yanked={"platform": config.yanked}).index
+    result = await index.project_page("x")
     assert result is not None
     assert {f.filename: f.yanked for f in result.files} == {
         "x-1.0.tar.gz": False,

@@ -1,7 +1,6 @@
 """The GitLab source against GitLab's real answers, mocked with respx."""
 
 import base64
-from collections.abc import AsyncIterator
 
 import httpx
 import httpx2
@@ -9,22 +8,21 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
-from proxy.sources.gitlab import GitLabSource
+from proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
+from proxy.sources.gitlab_group import GitLabGroup
+from proxy.sources.gitlab_project import GitLabProject
+from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 SHA = "a" * 64
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
-
-
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "acme/platform"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-t0ken", timeout=2)
-    return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
+    kinds = {"gitlab_project": GitLabProject, "gitlab_group": GitLabGroup}
+    return kinds[kind](
+        SourceConfig(name="platform", kind=kind, target=target), gitlab, Upstream(client)
+    )
 
 
 def page(*links: str) -> str:

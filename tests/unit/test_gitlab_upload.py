@@ -2,7 +2,6 @@
 
 import email
 import io
-from collections.abc import AsyncIterator
 
 import httpx
 import httpx2
@@ -10,22 +9,21 @@ import pytest
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.sources.base import SourceUnavailable
-from proxy.sources.gitlab import GitLabSource
+from proxy.errors import SourceUnavailable
+from proxy.sources.gitlab_group import GitLabGroup
+from proxy.sources.gitlab_project import GitLabProject
+from proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 UPLOAD = f"{API}/projects/11/packages/pypi"
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
-
-
 def source(client: httpx2.AsyncClient, kind: str = "gitlab_project", target: str = "11"):
     gitlab = GitLabConfig(url="http://gitlab.internal:8080", token="glpat-reader", timeout=2)
-    return GitLabSource(SourceConfig(name="platform", kind=kind, target=target), gitlab, client)
+    kinds = {"gitlab_project": GitLabProject, "gitlab_group": GitLabGroup}
+    return kinds[kind](
+        SourceConfig(name="platform", kind=kind, target=target), gitlab, Upstream(client)
+    )
 
 
 def parts(request: httpx.Request) -> dict[str, tuple[str | None, bytes]]:

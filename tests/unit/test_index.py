@@ -2,19 +2,27 @@
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from proxy.cache.pages import Offline, PageCache
-from proxy.sources.compose import Index, NotFound, Unavailable
+from proxy.errors import NotFound, Offline, Unavailable
+from proxy.http.page_memo import PageMemo
+from proxy.index.private_first import PrivateFirst
+from proxy.model import DistFile
+from proxy.sources.base import Parts
+from proxy.storage.local_coordinator import LocalCoordinator
+from proxy.storage.pages import PageStore
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
-def make_index(tmp_path: Path, *sources: FakeSource, ttl: float = 300, public=()) -> Index:
-    return Index(list(sources), list(public), PageCache(tmp_path, ttl))
+def make_index(tmp_path: Path, *sources: FakeSource, ttl: float = 300) -> PrivateFirst:
+    return composed(tmp_path, sources, ttl=ttl).plain
 
 
 async def test_merge_in_priority_order_dedupes_and_keeps_first_on_conflict(
@@ -99,7 +107,7 @@ async def test_offline_serves_cache_and_refuses_the_rest(tmp_path: Path) -> None
     source = FakeSource("platform")
     source.add("x", "x-1.0.tar.gz", A)
     await make_index(tmp_path, source, ttl=0).project_page("x")
-    offline = Index([source], [], PageCache(tmp_path, 0, offline=True))
+    offline = composed(tmp_path, [source], ttl=0, offline=True).plain
     calls = source.page_calls
     assert [f.filename for f in (await offline.project_page("x")).files] == ["x-1.0.tar.gz"]
     with pytest.raises(Offline):
@@ -121,12 +129,13 @@ async def test_sources_outside_the_allowed_set_are_invisible(tmp_path: Path) -> 
 async def test_locate_prefers_listing_source_then_asks_every_gitlab_source(tmp_path: Path) -> None:
     first, second = FakeSource("platform"), FakeSource("acme")
     second.add("x", "x-1.0.tar.gz", A)
-    index = make_index(tmp_path, first, second)
-    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["platform", "acme"]
+    built = composed(tmp_path, [first, second])
+    index, files = built.plain, built.files
+    assert [f.source for f in await files.locate(A, "x-1.0.tar.gz")] == ["platform", "acme"]
     await index.project_page("x")
-    await index.close()  # where the page's files are is remembered in the background
-    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz")] == ["acme", "platform"]
-    assert [f.source for f in await index.locate(A, "x-1.0.tar.gz", frozenset({"platform"}))] == [
+    await built.close()  # where the page's files are is remembered in the background
+    assert [f.source for f in await files.locate(A, "x-1.0.tar.gz")] == ["acme", "platform"]
+    assert [f.source for f in await files.locate(A, "x-1.0.tar.gz", frozenset({"platform"}))] == [
         "platform"
     ]
 
@@ -140,18 +149,21 @@ async def test_project_list_is_the_union(tmp_path: Path) -> None:
 
 
 async def test_memo_is_dropped_by_an_invalidation_in_another_worker(tmp_path: Path) -> None:
-    worker_a, worker_b = PageCache(tmp_path, 300), PageCache(tmp_path, 300)
-    generation = worker_b.generation()
-    worker_b.memo_put("k", "rendered", fresh_until=time.time() + 300, generation=generation)
-    assert worker_b.memo_get("k", worker_b.generation()) == "rendered"
-    await worker_a.invalidate(("page", "platform", "x"))
-    assert worker_b.memo_get("k", worker_b.generation()) is None
+    worker_a = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    memo_b = PageMemo(LocalCoordinator(tmp_path))
+    key = ("x", "text/html", None)
+    generation = memo_b.generation()
+    memo_b.put(key, "rendered", fresh_until=time.time() + 300, generation=generation)
+    assert memo_b.get(key, memo_b.generation()) == "rendered"
+    await worker_a.forget(("page", "platform", "x"))
+    assert memo_b.get(key, memo_b.generation()) is None
 
 
 async def test_memo_expires_with_its_inputs(tmp_path: Path) -> None:
-    pages = PageCache(tmp_path, 300)
-    pages.memo_put("k", "old", fresh_until=time.time() - 1, generation=pages.generation())
-    assert pages.memo_get("k", pages.generation()) is None
+    memo = PageMemo(LocalCoordinator(tmp_path))
+    key = ("x", "text/html", None)
+    memo.put(key, "old", fresh_until=time.time() - 1, generation=memo.generation())
+    assert memo.get(key, memo.generation()) is None
 
 
 async def test_merged_page_is_fresh_until_its_oldest_input(tmp_path: Path) -> None:
@@ -171,7 +183,7 @@ async def test_not_here_is_kept_for_its_own_ttl(
 ) -> None:
     source = FakeSource("platform")
     source.add("x", "x-1.0.tar.gz", A)
-    index = Index([source], [], PageCache(tmp_path, ttl, negative_ttl=negative_ttl))
+    index = composed(tmp_path, [source], ttl=ttl, negative_ttl=negative_ttl).plain
     for _ in range(3):
         with pytest.raises(NotFound):
             await index.project_page("nope")
@@ -186,7 +198,32 @@ async def test_where_a_gitlab_pages_files_are_is_remembered_behind_the_clients_b
 ) -> None:
     source = FakeSource("platform")  # found by digest alone, like a GitLab source
     source.add("x", "x-1.0.tar.gz", A)
-    index = make_index(tmp_path, source)
-    await index.project_page("x")
-    await index.close()  # the background work finishes before the caches close
-    assert [f.source for f in await index.pages.file_locations(A)] == ["platform"]
+    built = composed(tmp_path, [source])
+    await built.plain.project_page("x")
+    await built.close()  # the background work finishes before the caches close
+    assert [f.source for f in await built.files.locations.of(A)] == ["platform"]
+
+
+class LearntSizes:
+    """PEP 700 details a GitLab source learnt in the background: every file is 7 bytes."""
+
+    async def refine(self, name: str, files: Sequence[DistFile]) -> list[DistFile] | None:
+        return [replace(f, size=7) for f in files]
+
+    async def settled(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_details_learnt_since_are_added_to_a_kept_page_not_to_a_fetched_one(
+    tmp_path: Path,
+) -> None:
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = composed(tmp_path, [Parts(source, owns_names=True, details=LearntSizes())]).plain
+    fetched = await index.project_page("x")  # as the source gave it just now
+    assert [f.size for f in fetched.files] == [None]
+    kept = await index.project_page("x")  # from the records, with what was learnt since
+    assert [f.size for f in kept.files] == [7]

@@ -1,5 +1,6 @@
 """Name validation and configuration errors: one line, naming file and key, never a secret."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,28 @@ def test_cli_check_config_lists_sources(tmp_path: Path) -> None:
     assert "source 1: platform = gitlab_project acme/platform" in result.stdout
     assert "source 2: acme = gitlab_group 7" in result.stdout
     assert "glpat-secret" not in result.stdout
+
+
+_SOURCE = "[gitlab]\nurl = 'https://g'\n[[sources]]\nname = 'platform'\ngitlab_project = 'a/b'\n"
+
+
+@pytest.mark.parametrize(
+    ("yanked", "message"),
+    [
+        ("'1.0'", "sources[0].yanked: expected a table"),
+        ("{ 'bad name!' = ['1.0'] }", "sources[0].yanked.bad name!: not a valid project name"),
+        ("{ acme = '1.0' }", "sources[0].yanked.acme: expected a list of strings"),
+        ("{ acme = [1.0] }", "sources[0].yanked.acme: expected a list of strings"),
+    ],
+)
+def test_a_bad_yanked_entry_is_named_under_its_own_key(
+    tmp_path: Path, yanked: str, message: str
+) -> None:
+    """A bad name was reported under `allow_public`, and a value that is no list was dropped."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(_write(tmp_path, f"{_SOURCE}yanked = {yanked}\n"))
+
+
+def test_yanked_versions_are_read_by_normalized_name(tmp_path: Path) -> None:
+    config = load(_write(tmp_path, f"{_SOURCE}yanked = {{ 'Acme.Utils' = ['1.0', '1.1'] }}\n"))
+    assert config.sources[0].yanked == {"acme-utils": frozenset({"1.0", "1.1"})}

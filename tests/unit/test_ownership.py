@@ -1,15 +1,15 @@
 """Private-first ownership: public sources answer only names no GitLab source has (issue 5)."""
 
-import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 
-from proxy.cache.pages import PageCache
 from proxy.config import SourceConfig
-from proxy.sources.compose import FailClosed, Index, NotFound
+from proxy.errors import FailClosed, NotFound
+from proxy.index.private_first import PrivateFirst
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 A, B = "a" * 64, "b" * 64
 
@@ -22,8 +22,9 @@ class ConfiguredFake(FakeSource):
         self.config = SourceConfig(name, "gitlab_project", "1", allow_public=allow_public)
 
 
-def _index(tmp_path: Path, private: list[FakeSource], public: list[FakeSource]) -> Index:
-    return Index(private, public, PageCache(tmp_path, 300))
+def _index(tmp_path: Path, private: list[ConfiguredFake], public: list[FakeSource]) -> PrivateFirst:
+    allow_public = {s.name: s.config.allow_public for s in private}  # as the services hand it
+    return composed(tmp_path, private, public, allow_public=allow_public).plain
 
 
 async def test_a_private_name_never_comes_from_public(
@@ -35,7 +36,7 @@ async def test_a_private_name_never_comes_from_public(
     index = _index(tmp_path, [gitlab], [public])
     with caplog.at_level(logging.WARNING):
         page = await index.project_page("acme-utils")
-        await asyncio.gather(*index.shadows._tasks)
+        await index.shadows.tasks.settled()
     assert [f.source for f in page.files] == ["platform"]
     assert page.sources == ("platform",)
     assert "private name acme-utils also exists on public source public" in caplog.text
@@ -103,3 +104,16 @@ async def test_hidden_sources_are_not_asked_when_no_public_source_could_answer(
     with pytest.raises(NotFound):
         await index.project_page("anything", frozenset({"platform"}))
     assert hidden.page_calls == 0
+
+
+async def test_the_read_check_logs_as_the_index_not_as_the_access_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only access lines are `proxy.access`: log collectors parse that logger's lines."""
+    gitlab = ConfiguredFake("platform")
+    gitlab.down = True
+    index = _index(tmp_path, [gitlab], [])
+    with caplog.at_level(logging.DEBUG), pytest.raises(NotFound):
+        await index.check_file(A, "acme_utils-1.0-py3-none-any.whl", frozenset({"platform"}))
+    checks = [r.name for r in caplog.records if "cannot check" in r.getMessage()]
+    assert checks == ["proxy.index"]

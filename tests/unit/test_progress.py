@@ -4,8 +4,8 @@ import io
 
 from rich.console import Console
 
-from proxy.prefetch import Outcome, Report
-from proxy.progress import BarProgress, PlainProgress, for_terminal
+from proxy.offline.prefetch import Outcome, Report
+from proxy.offline.progress import BarProgress, PlainProgress, for_terminal
 
 
 def test_plain_lines_when_not_a_terminal() -> None:

@@ -6,8 +6,8 @@ import io
 import pytest
 from starlette.datastructures import Headers
 
-from proxy.cache.files import CachedFile
-from proxy.file_responses import cached_response, parse_range
+from proxy.http.file_responses import cached_response, parse_range
+from proxy.storage.cached_file import CachedFile
 
 SIZE = 1000
 HUGE = "9" * 5000  # past Python's int() limit of 4,300 digits

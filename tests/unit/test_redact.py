@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.access_log import JsonFormatter, logging_config
 from proxy.cli import main
 from proxy.config import ConfigError, load
+from proxy.errors import error_response
+from proxy.http.access_log import JsonFormatter, logging_config
+from proxy.http.status_page import render
 from proxy.redact import MaskUserinfo, mask_userinfo
-from proxy.replies import error
-from proxy.status_page import render
 
 SECRET = "glpat-s3cr3t-in-url"
 
@@ -115,7 +115,7 @@ def test_log_lines_and_tracebacks_are_masked() -> None:
 
 
 def test_error_bodies_are_masked() -> None:
-    response = error(502, f"upstream https://oauth2:{SECRET}@gitlab.example.com failed")
+    response = error_response(502, f"upstream https://oauth2:{SECRET}@gitlab.example.com failed")
     assert SECRET.encode() not in response.body
     assert response.body == b"upstream https://***@gitlab.example.com failed\n"
 

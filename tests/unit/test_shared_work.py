@@ -9,6 +9,7 @@ import asyncio
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,16 +17,16 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from proxy.aio import TaskSet
 from proxy.auth import Authenticator
-from proxy.cache.files import FileStore
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
 from proxy.config import AuthConfig
-from proxy.core_metadata import CoreMetadata
+from proxy.index.cached import CachedSource, Freshness, PageKey
 from proxy.model import DistFile
-from proxy.sources.compose import Index
+from proxy.sources.base import Parts
+from proxy.storage.stores import Stores
 from tests.dists import make_wheel
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 from tests.waiting import wait_until
 
 
@@ -38,7 +39,9 @@ async def _cancelled(task: asyncio.Future[object]) -> None:
 async def test_a_page_fetch_finishes_for_the_others_when_one_waiter_is_cancelled(
     tmp_path: Path,
 ) -> None:
-    pages = PageCache(tmp_path, ttl=300)
+    stores = Stores.local(tmp_path, 2**30)
+    freshness, tasks = Freshness(300, 300), TaskSet(logging.getLogger("test"), "test")
+    cached = CachedSource(FakeSource("platform"), stores.pages, stores.locations, freshness, tasks)
     asked, answer = asyncio.Event(), asyncio.Event()
     calls = 0
 
@@ -49,16 +52,16 @@ async def test_a_page_fetch_finishes_for_the_others_when_one_waiter_is_cancelled
         await answer.wait()
         return "the page"
 
-    first = asyncio.ensure_future(pages.fetch(("page", "platform", "demo"), load))
+    first = asyncio.ensure_future(cached.fetch(PageKey("platform", "demo"), load))
     await asked.wait()
-    second = asyncio.ensure_future(pages.fetch(("page", "platform", "demo"), load))
+    second = asyncio.ensure_future(cached.fetch(PageKey("platform", "demo"), load))
     await _cancelled(first)  # the first client hung up mid-fetch
     answer.set()
     assert (await second).value == "the page"
     assert calls == 1
-    entry = await pages.peek(("page", "platform", "demo"))
+    entry = await stores.pages.get(PageKey("platform", "demo").raw)
     assert entry is not None and entry.value == "the page"  # kept for the next client too
-    pages.close()
+    stores.close()
 
 
 async def test_a_download_goes_on_for_the_others_when_a_follower_is_cancelled(
@@ -68,19 +71,23 @@ async def test_a_download_goes_on_for_the_others_when_a_follower_is_cancelled(
     sha = hashlib.sha256(content).hexdigest()
     gate = asyncio.Event()
     source = FakeSource("s", contents={sha: content}, gate=gate)
-    store = FileStore(tmp_path, 2**30)
+    store = Stores.local(tmp_path, 2**30)
 
     async def read_all(download) -> bytes:  # type: ignore[no-untyped-def]
         return b"".join([chunk async for chunk in download.follow()])
 
-    download = store.download(sha, lambda: source.open_file(source.file_for(sha, "x-1.0.tar.gz")))
+    download = store.downloads.download(
+        sha, lambda: source.open_file(source.file_for(sha, "x-1.0.tar.gz"))
+    )
     leaving = asyncio.ensure_future(read_all(download))
-    staying = asyncio.ensure_future(read_all(store.download(sha, lambda: None)))  # joins it
+    staying = asyncio.ensure_future(
+        read_all(store.downloads.download(sha, lambda: None))
+    )  # joins it
     await asyncio.to_thread(wait_until, lambda: download.written > 0, "the first bytes")
     await _cancelled(leaving)
     gate.set()
     assert await staying == content
-    cached = await store.open(sha)
+    cached = await store.blobs.open(sha)
     assert cached is not None and cached.size == len(content) and source.file_calls == 1
     cached.close()
     store.close()
@@ -94,7 +101,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
     content = os.urandom(5_000)
     sha = hashlib.sha256(content).hexdigest()
     source = FakeSource("s", contents={sha: content})
-    store = FileStore(tmp_path, 2**30)
+    store = Stores.local(tmp_path, 2**30)
     opened = asyncio.Event()
 
     def opener():  # type: ignore[no-untyped-def]
@@ -112,7 +119,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
     lock = os.open(tmp_path / "files" / "locks" / sha, os.O_CREAT | os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)  # "another worker" is downloading it
     try:
-        download = store.download(sha, opener)
+        download = store.downloads.download(sha, opener)
         leaving = asyncio.ensure_future(first_chunk(download))
         await following.wait()
         await _cancelled(leaving)
@@ -121,7 +128,7 @@ async def test_a_download_still_starts_when_a_follower_is_cancelled_before_it_do
         os.close(lock)
     await download.wait()  # raises the download's error if the cancellation reached it
     assert opened.is_set()
-    cached = await store.open(sha)
+    cached = await store.blobs.open(sha)
     assert cached is not None and cached.size == len(content)
     cached.close()
     store.close()
@@ -151,20 +158,15 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
         source.add("demo", filename, hashlib.sha256(data).hexdigest(), data),
         core_metadata_sha256="advertised",
     )
-    pages = PageCache(tmp_path, 300)
-    index = Index([], [source], pages)
-    async with httpx2.AsyncClient() as client:
-        service = CoreMetadata(
-            MetadataStore(tmp_path), FileStore(tmp_path, 2**30), pages, index, client
-        )
-        first = asyncio.ensure_future(service.ensure(file))
-        await source.asked.wait()
-        second = asyncio.ensure_future(service.ensure(file))
-        await _cancelled(first)
-        source.answer.set()
-        assert await second is not None
-        assert await service.store.get(file.sha256) is not None and source.calls == 1
-        await service.close()
+    service = composed(tmp_path, [], [Parts(source, sidecars=source)]).metadata
+    first = asyncio.ensure_future(service.ensure(file))
+    await source.asked.wait()
+    second = asyncio.ensure_future(service.ensure(file))
+    await _cancelled(first)
+    source.answer.set()
+    assert await second is not None
+    assert await service.store.get(file.sha256) is not None and source.calls == 1
+    await service.close()
 
 
 async def test_passthrough_credentials_are_checked_for_the_others_when_one_is_cancelled() -> None:

@@ -4,7 +4,6 @@ through, redirects, and credentials that never leave the index's origin."""
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -13,9 +12,10 @@ import pytest
 import respx
 
 from proxy.config import SourceConfig
+from proxy.errors import SourceUnavailable
 from proxy.model import DistFile
-from proxy.sources.base import SourceUnavailable
 from proxy.sources.simple_index import ACCEPT, SimpleIndexSource
+from proxy.sources.upstream import Upstream
 
 INDEX = "https://index.example.org/simple/"
 FILES = "https://files.example.net/packages"
@@ -24,15 +24,9 @@ AUTH = "Basic " + base64.b64encode(b"reader:s3cret").decode()
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
-
-
 def source(client: httpx2.AsyncClient) -> SimpleIndexSource:
     config = SourceConfig("public", "url", INDEX, username="reader", password="s3cret")
-    return SimpleIndexSource(config, client)
+    return SimpleIndexSource(config, Upstream(client))
 
 
 @respx.mock

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cache import writable
-from proxy.cache.metadata import MetadataStore
-from proxy.cache.pages import PageCache
-from proxy.recent_uploads import RecentUploads, Upload
-from proxy.sources.compose import Index
+from proxy.index.cached import PageKey
+from proxy.storage import writable
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.stores import Stores
+from proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
 
 A, B = "a" * 64, "b" * 64
 
@@ -31,23 +32,23 @@ async def test_pages_locations_and_invalidations_are_held_in_memory(
 ) -> None:
     source = FakeSource("platform")
     source.add("x", "x-1.0.tar.gz", A)
-    pages = PageCache(tmp_path, 300)
-    index = Index([source], [], pages)
+    stores = Stores.local(tmp_path, 2**30)
+    index = composed(tmp_path, [source], stores=stores).plain
     await index.project_page("x")  # kept on disk while it still could be
-    refuse_writes(monkeypatch, pages._disk, "set", "delete", "transact")
+    refuse_writes(monkeypatch, stores.pages._disk, "set", "delete", "transact")
     source.add("y", "y-1.0.tar.gz", B)
     with caplog.at_level(logging.WARNING):
         assert [f.filename for f in (await index.project_page("y")).files] == ["y-1.0.tar.gz"]
         assert [f.filename for f in (await index.project_page("y")).files] == ["y-1.0.tar.gz"]
     assert source.page_calls == 2  # x, then y once: the second y came from memory
-    assert [f.source for f in await pages.file_locations(B)] == ["platform"]
+    assert [f.source for f in await stores.locations.of(B)] == ["platform"]
     assert caplog.text.count("cache directory cannot be written") == 1
 
     source.add("x", "x-2.0.tar.gz", B)  # an upload, then its page is invalidated
-    await pages.invalidate(("page", "platform", "x"))
+    await stores.pages.forget(PageKey("platform", "x").raw)
     page = await index.project_page("x")
     assert [f.filename for f in page.files] == ["x-1.0.tar.gz", "x-2.0.tar.gz"]
-    assert not pages._writes.keeping
+    assert not stores.pages.writes.keeping
 
 
 async def test_metadata_and_uploads_are_held_in_memory(

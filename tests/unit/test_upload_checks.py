@@ -10,8 +10,9 @@ import respx
 from starlette.datastructures import FormData
 
 from proxy.config import ConfigError, GitLabConfig, SourceConfig, load
-from proxy.sources.gitlab import GitLabSource
-from proxy.upload import form_problem
+from proxy.http.upload import form_problem
+from proxy.sources.gitlab_project import GitLabProject
+from proxy.sources.upstream import Upstream
 
 WHEEL = "acme_tool-1.0.0-py3-none-any.whl"
 
@@ -91,7 +92,9 @@ async def test_the_wait_for_gitlabs_answer_to_an_upload_is_bounded_by_upload_tim
     respx.post("http://gitlab.internal/api/v4/projects/11/packages/pypi").mock(side_effect=answer)
     gitlab = GitLabConfig(url="http://gitlab.internal", token="t", timeout=4, upload_timeout=7)
     async with httpx2.AsyncClient() as client:
-        source = GitLabSource(SourceConfig("platform", "gitlab_project", "11"), gitlab, client)
+        source = GitLabProject(
+            SourceConfig("platform", "gitlab_project", "11"), gitlab, Upstream(client)
+        )
         data = b"x" * 100
         auth = httpx2.BasicAuth("u", "p")
         sent = await source.upload({"name": "a"}, "a-1.0.tar.gz", io.BytesIO(data), 100, auth)

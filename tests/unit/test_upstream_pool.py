@@ -1,6 +1,6 @@
-"""proxy.upstream_pool: a pool that stops getting requests out is noticed, reported by /readyz,
-replaced; a busy pool that keeps moving is left alone; idle connections the upstream closed are
-closed rather than left in CLOSE-WAIT."""
+"""proxy.sources.upstream_pool: a pool that stops getting requests out is noticed, reported by
+/readyz, replaced; a busy pool that keeps moving is left alone; idle connections the upstream
+closed are closed rather than left in CLOSE-WAIT."""
 
 import asyncio
 import json
@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from tempfile import gettempdir
 from types import SimpleNamespace
@@ -20,10 +20,13 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import health, metrics
-from proxy.upstream import make_client
-from proxy.upstream_pool import WatchedTransport
-from tests.waiting import wait_until
+from proxy import metrics
+from proxy.http import health
+from proxy.sources.upstream import make_client
+from proxy.sources.upstream_health import UpstreamHealth
+from proxy.sources.upstream_pool import WatchedTransport
+from tests.unit.asgi import asgi_client
+from tests.waiting import async_wait_until
 
 TIMEOUT = 0.4  # the watchdog looks every TIMEOUT / 4
 _P = "gitlab_pypi_proxy_"
@@ -77,28 +80,18 @@ def sample(name: str) -> float:
     return REGISTRY.get_sample_value(_P + name) or 0.0
 
 
-async def eventually(check: Callable[[], object], what: str) -> None:
-    """tests.waiting.wait_until, in a thread: the event loop (and the watchdog) keeps running."""
-    await asyncio.to_thread(wait_until, check, what, 10.0)
-
-
-@pytest.fixture(autouse=True)
-def no_stall_left() -> Iterator[None]:
-    yield
-    health._stalled.clear()
-
-
-async def readiness() -> tuple[int, dict]:
-    """/readyz of a proxy whose cache could serve (one cached page) and whose source is up."""
+async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
+    """/readyz of a proxy whose cache could serve (one cached page) and whose source is up, with
+    the health the transport reports to."""
     services = SimpleNamespace(
         config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
-        index=SimpleNamespace(sources=[SimpleNamespace(name="platform")], public=[]),
-        pages=[object()],
+        source_names=["platform"],
+        stores=SimpleNamespace(pages=[object()]),
+        health=observer,
     )
     app = Starlette(routes=[Route("/readyz", health.readyz)])
     app.state.services = services
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
+    async with asgi_client(app, "127.0.0.1") as client:
         response = await client.get("/readyz")
     return response.status_code, response.json()
 
@@ -111,15 +104,16 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
     waiting = sample("upstream_requests_waiting")
     wedged = NeverAnswers()
     pools = Pools(wedged)
-    transport = WatchedTransport(pools, TIMEOUT)
+    observer = UpstreamHealth()
+    transport = WatchedTransport(pools, TIMEOUT, observer=observer)
     async with httpx2.AsyncClient(transport=transport) as client:
         stuck = asyncio.ensure_future(client.get("https://user:secret@gitlab.example/api/v4/x"))
-        await eventually(lambda: transport.stalled, "the stall to be noticed")
+        await async_wait_until(lambda: transport.stalled, "the stall to be noticed")
         assert transport.waiting == 1 and sample("upstream_requests_waiting") == waiting + 1
         assert sample("upstream_pool_stalled") == 1
         assert sample("upstream_pool_replacements_total") == replaced + 1
         assert len(pools.made) == 2 and not wedged.closed  # its request has not ended yet
-        status, body = await readiness()
+        status, body = await readiness(observer)
         assert status == 503 and body["ready"] is False
         assert body["mode"].startswith("not ready: cannot get requests out to the upstreams: ")
         assert body["upstream_pool"]["stalled"] is True
@@ -128,11 +122,13 @@ async def test_a_pool_that_never_answers_is_reported_stalled_and_replaced(
         answered = await client.get("https://gitlab.example/api/v4/y")  # on the new pool
         assert answered.status_code == 200
         assert not transport.stalled and sample("upstream_pool_stalled") == 0
-        status, body = await readiness()
+        status, body = await readiness(observer)
         assert status == 200 and body["mode"] == "online"
 
         stuck.cancel()
-        await eventually(lambda: wedged.closed, "the old pool to close once its request ended")
+        await async_wait_until(
+            lambda: wedged.closed, "the old pool to close once its request ended"
+        )
         assert transport.waiting == 0 and sample("upstream_requests_waiting") == waiting
     stalls = [r for r in caplog.records if ") stalled:" in r.getMessage()]
     assert [r.levelname for r in stalls] == ["ERROR"]  # once per state change
@@ -224,7 +220,9 @@ async def test_idle_connections_the_upstream_closed_are_not_left_in_close_wait()
             assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
             assert _states_to(port) == ["ESTABLISHED"]  # idle in the pool, kept alive
             hang_up.set()
-            await eventually(lambda: not _states_to(port), "the half-closed socket to be closed")
+            await async_wait_until(
+                lambda: not _states_to(port), "the half-closed socket to be closed"
+            )
     finally:
         server.close()
         await server.wait_closed()
@@ -236,7 +234,7 @@ def test_a_stall_shared_by_a_worker_that_is_gone_does_not_count(tmp_path: Path) 
         snapshot = {"written": written, "stalled": f"worker {pid} stalled", "sources": {}}
         (tmp_path / f"{pid}.json").write_text(json.dumps(snapshot))
     (tmp_path / f"{os.getpid()}.json").write_text(json.dumps(snapshot))  # this one: in memory
-    _, stalls = health._read_shared(tmp_path)
+    _, stalls = UpstreamHealth(tmp_path).read_shared()
     assert stalls == ["worker 1 stalled"]
 
 

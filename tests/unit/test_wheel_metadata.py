@@ -2,23 +2,16 @@
 
 import io
 import zipfile
-from collections.abc import AsyncIterator
 
 import httpx
 import httpx2
 import pytest
 import respx
 
-from proxy.wheel_metadata import NoMetadata, RangesUnsupported, by_ranges, from_file
+from proxy.index.wheel_metadata import NoMetadata, RangesUnsupported, by_ranges, from_file
 from tests.dists import make_wheel
 
 URL = "https://gitlab.internal/files/big_one-1.0-py3-none-any.whl"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=2) as client:
-        yield client
 
 
 def serve_ranges(data: bytes, served: list[int]):

@@ -1,0 +1,201 @@
+"""The asyncio building blocks every part of the proxy uses, one copy of each.
+
+- `SingleFlight`: concurrent callers for one key share one run of the work. The run is a task of
+  its own, awaited through a shield: a caller that goes away (its client hung up, a timeout)
+  never cancels the work the others wait for. A run may carry a handle its callers share (the
+  download that followers read as it grows).
+- `TaskSet`: background work, kept referenced until done, its failures logged (never a "Task
+  exception was never retrieved"), waited for or cancelled when the owner closes.
+- `TTLMemo`: a bounded in-memory map whose entries may expire; when full, the entry set longest
+  ago goes first (setting a key again makes it the newest).
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+H = TypeVar("H")
+
+
+@dataclass(eq=False)
+class _Flight(Generic[V]):
+    handle: Any
+    task: "asyncio.Future[V]" = field(init=False)
+
+
+class SingleFlight(Generic[K, V]):
+    """At most one run of the work per key at a time, in this process.
+
+    `joined` is called each time a caller joins a run under way (a metric, say).
+    """
+
+    def __init__(self, joined: Callable[[], None] | None = None) -> None:
+        self._flights: dict[K, _Flight[V]] = {}
+        self._joined = joined
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._flights
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def handle(self, key: K) -> Any:
+        """The handle of the run of `key` under way (None if none runs or it has none)."""
+        flight = self._flights.get(key)
+        return None if flight is None else flight.handle
+
+    def handles(self) -> list[Any]:
+        """The handles of the runs under way."""
+        return [flight.handle for flight in self._flights.values()]
+
+    def start(
+        self, key: K, work: Callable[[], Coroutine[Any, Any, V]], handle: Any = None
+    ) -> "asyncio.Future[V]":
+        """The run of `key` under way, joined; else a new run of `work` (with `handle`)."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            if self._joined is not None:
+                self._joined()
+            return flight.task
+        flight = _Flight(handle)
+        flight.task = asyncio.ensure_future(work())
+        self._flights[key] = flight
+        flight.task.add_done_callback(lambda task: self._landed(key, flight, task))
+        return flight.task
+
+    async def run(self, key: K, work: Callable[[], Coroutine[Any, Any, V]]) -> V:
+        """The result of the one run of `key`; this caller's cancellation does not reach it."""
+        return await asyncio.shield(self.start(key, work))
+
+    def finish(self, key: K) -> None:
+        """End the run of `key` for new callers now, from within its work, rather than once its
+        task is done (one turn of the loop later); those already in it are not affected."""
+        self._flights.pop(key, None)
+
+    def _landed(self, key: K, flight: "_Flight[V]", task: "asyncio.Future[V]") -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have gone
+
+    async def close(self) -> None:
+        """Cancel every run under way and wait for them to end."""
+        tasks = [flight.task for flight in self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class TaskSet:
+    """Background work of one owner. A failure is logged as `<what> failed: <why>`."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log, self._what = log, what
+        self._tasks: dict[asyncio.Future[Any], Hashable] = {}
+        self._keys: set[Hashable] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator["asyncio.Future[Any]"]:
+        return iter(list(self._tasks))
+
+    def __contains__(self, key: object) -> bool:
+        """Is work started with this `key` still running?"""
+        return key in self._keys
+
+    def spawn(
+        self, work: Awaitable[Any], *, key: Hashable | None = None
+    ) -> "asyncio.Future[Any] | None":
+        """Run `work` in the background; with a `key`, not while work of that key runs (then
+        `work`, a coroutine, is closed unstarted and None returned)."""
+        if key is not None and key in self._keys:
+            if asyncio.iscoroutine(work):
+                work.close()  # never awaited: no warning that it was not
+            return None
+        task = asyncio.ensure_future(work)
+        self._tasks[task] = key
+        if key is not None:
+            self._keys.add(key)
+        task.add_done_callback(self._landed)
+        return task
+
+    def _landed(self, task: "asyncio.Future[Any]") -> None:
+        key = self._tasks.pop(task, None)
+        if key is not None:
+            self._keys.discard(key)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._log.warning("%s failed: %s", self._what, exc)
+
+    async def settled(self) -> None:
+        """Wait until the work started so far, and any it started meanwhile, has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel the work under way and wait for it to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_MISSING = object()
+
+
+class TTLMemo(Generic[K, V]):
+    """At most `capacity` entries, each kept until its time passes (`ttl` seconds after it is
+    set unless `set` says otherwise; by default never). Times are `clock`'s."""
+
+    def __init__(
+        self, capacity: int, ttl: float = math.inf, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.capacity, self.ttl, self.clock = capacity, ttl, clock
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"TTLMemo({ {key: value for key, (_, value) in self._entries.items()}!r})"
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _MISSING) is not _MISSING  # type: ignore[arg-type]
+
+    def get(self, key: K, default: Any = None) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return default
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return default
+        return entry[1]
+
+    def set(self, key: K, value: V, *, until: float | None = None) -> None:
+        """Keep `value` until `until` (a time of the clock), or for the memo's `ttl`."""
+        expires = self.clock() + self.ttl if until is None else until
+        self._entries.pop(key, None)
+        if len(self._entries) >= self.capacity:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (expires, value)
+
+    def pop(self, key: K, default: Any = None) -> Any:
+        entry = self._entries.pop(key, None)
+        return default if entry is None else entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def values(self) -> list[V]:
+        """The values not expired, oldest first."""
+        now = self.clock()
+        return [value for expires, value in self._entries.values() if expires > now]

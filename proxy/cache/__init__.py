@@ -1,1 +1,0 @@
-"""On-disk caches: index pages (TTL, stale-if-error) and distribution files (verified)."""

@@ -1,0 +1,136 @@
+"""One access log line and the request metrics per HTTP request, as a small ASGI middleware.
+
+It replaces uvicorn's access log: it also knows the cache outcome (the X-Cache header), the body
+bytes actually sent, the time to the last byte, and the user name an authenticating layer left in
+`scope["state"]` ("-" if none). No header, query string or credential is ever logged.
+Also here: the logging set-up for `serve` (text for people, JSON lines for machines).
+"""
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from proxy import metrics
+
+Scope = dict[str, Any]
+log = logging.getLogger("proxy.access")
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LINE = '%s %s "%s %s" %d %d %.2fms cache=%s'
+_FIELDS = ("client", "user", "method", "path", "status", "bytes", "duration_ms", "cache")
+
+
+@lru_cache(maxsize=512)
+def _children(route: str, status: int) -> tuple[Any, Any]:
+    """The metric children of one route and status, looked up once (labels() takes a lock)."""
+    return metrics.REQUESTS.labels(route, str(status)), metrics.LATENCY.labels(route)
+
+
+def _user(scope: Scope) -> str:
+    identity = scope.get("identity")  # left by proxy.http.access, inside this middleware
+    if identity is None or identity.anonymous:
+        return "-"
+    name = identity.user or "passthrough"
+    return "".join(c for c in name if c.isprintable() and not c.isspace())[:64] or "-"
+
+
+class AccessLog:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status, sent, cache = 0, 0, "-"
+
+        async def observe(message: dict[str, Any]) -> None:
+            nonlocal status, sent, cache
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key == b"x-cache":  # header names from Starlette and FileBody: lowercase
+                        cache = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            self._record(scope, status or 500, sent, time.perf_counter() - start, cache)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, sent: int, duration: float, cache: str) -> None:
+        endpoint = scope.get("endpoint")
+        route = getattr(endpoint, "__name__", "unmatched")
+        counter, latency = _children(route, status)
+        counter.inc()
+        latency.observe(duration)
+        if route == "distribution_file" and sent:
+            metrics.SERVED_BYTES.labels("cache" if cache == "HIT" else "upstream").inc(sent)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client")
+        log.info(
+            _LINE,
+            client[0] if client else "-",
+            _user(scope),
+            scope["method"],
+            # the raw, still percent-encoded path: nothing in it can break a log line
+            (scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+            status,
+            sent,
+            duration * 1000,
+            cache,
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; access lines carry their fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.msg == _LINE and isinstance(record.args, tuple):  # an access line, no other
+            line.update(zip(_FIELDS, record.args, strict=True))
+            line["duration_ms"] = round(line["duration_ms"], 2)
+        if record.exc_info:
+            line["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """A logging.config.dictConfig for uvicorn to apply in every worker process."""
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"} if log_format == "json" else {"format": _TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": {"userinfo": {"()": "proxy.redact.MaskUserinfo"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["userinfo"],  # no credentials of a URL in any line
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False},
+            "httpx2": {"level": "WARNING"},  # one line per upstream call is noise
+        },
+    }

@@ -1,0 +1,189 @@
+"""PEP 658/714 core metadata for every wheel the proxy lists, GitLab's included (GitLab has none).
+
+Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
+`.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
+reads of the upstream wheel's end. It is obtained after a wheel is cached, in the background for
+the wheels of every page served (bounded, single-flight, a failure not retried for a while), and
+on demand for a sidecar request. A page advertises metadata only once it is stored, since pip and
+uv fail hard on an advertised sidecar that 404s; storing any invalidates the rendered-page memo so
+the next render advertises it. Range reads from a GitLab source are spent from its request budget,
+at background priority unless a client is waiting for the sidecar.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
+
+from packaging.version import InvalidVersion, Version
+
+from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
+from proxy.index.files import FileFinder
+from proxy.index.wheel_metadata import (
+    NoMetadata,
+    RangesUnsupported,
+    by_ranges,
+    from_file,
+)
+from proxy.model import DistFile, ProjectPage
+from proxy.names import file_version
+from proxy.sources.base import Sidecars, Source
+from proxy.storage.blobs import BlobStore
+from proxy.storage.downloads import Download
+from proxy.storage.metadata import MetadataStore
+
+log = logging.getLogger("proxy.core_metadata")
+
+_CONCURRENCY = 4
+_RETRY_AFTER = 300.0
+_MAX_REMEMBERED = 100_000
+_BACKGROUND_PER_PAGE = 4  # resolvers mostly read the newest versions; older ones on demand
+_EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
+
+
+class CoreMetadata:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        files: FileFinder,
+        sources: Mapping[str, Source],
+        sidecars: Mapping[str, Sidecars] | None = None,
+        *,
+        changed: Callable[[], Awaitable[None]],
+        offline: bool = False,
+    ) -> None:
+        self.store, self.blobs, self.files = store, blobs, files
+        self.changed = changed  # metadata stored: every worker's rendered pages are out of date
+        self.offline = offline
+        self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
+        self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
+        self._limit = asyncio.Semaphore(_CONCURRENCY)
+        self._flights: SingleFlight[str, str | None] = SingleFlight()
+        self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
+        self.tasks = TaskSet(log, "obtaining core metadata")
+
+    async def close(self) -> None:
+        """Stop background work, then close the store."""
+        await self.tasks.close()
+        await self._flights.close()
+        self.store.close()
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def annotated(self, page: ProjectPage) -> ProjectPage:
+        """The page advertising the metadata the proxy serves: the stored one where there is
+        one (it wins over an upstream's claim), else the upstream's own; the missing ones are
+        sought in the background."""
+        wheels = [f for f in page.files if f.filename.endswith(".whl")]
+        if not wheels:
+            return page
+        known = await self.store.digests(f.sha256 for f in wheels)
+        self._in_background(
+            # the newest wheels, not the newest of those still lacking metadata: a page rendered
+            # again must not walk back through every old version of a long history
+            [f for f in _newest(wheels) if f.sha256 not in known and not f.core_metadata_sha256]
+        )
+        if not known:
+            return page
+        files = tuple(
+            replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
+            for f in page.files
+        )
+        return replace(page, files=files)
+
+    def _in_background(self, files: Iterable[DistFile]) -> None:
+        todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
+        if todo:
+            self._spawn(self._batch(todo))
+
+    async def _batch(self, files: list[DistFile]) -> None:
+        digests = await asyncio.gather(*(self.ensure(f, background=True) for f in files))
+        if any(digests):
+            await self.changed()  # one memo flush for the whole batch
+
+    def after_download(self, download: Download, sha256: str, filename: str) -> None:
+        """Once `download` is kept, read its metadata from the cache."""
+        if filename.endswith(".whl"):
+            self._spawn(self._after(download, DistFile(filename, sha256, source="", url="")))
+
+    async def _after(self, download: Download, file: DistFile) -> None:
+        try:
+            await download.wait()
+        except Exception:
+            return  # not kept: the download's own path logs why
+        if not await self.store.digests([file.sha256]) and await self.ensure(file, background=True):
+            await self.changed()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        self.tasks.spawn(work)
+
+    # --- obtaining ----------------------------------------------------------------------------
+
+    async def ensure(self, file: DistFile, *, background: bool = False) -> str | None:
+        """Obtain and store the metadata of `file`; its digest, or None if it cannot be had."""
+        return await self._flights.run(file.sha256, lambda: self._obtain(file, background))
+
+    async def _obtain(self, file: DistFile, background: bool) -> str | None:
+        async with self._limit:
+            try:
+                data = await self._extract(file, background)
+            except _EXPECTED as exc:
+                log.info("no core metadata for %s: %s", file.filename, exc)
+            except Exception as exc:  # a background task must not die with a traceback
+                log.warning("core metadata of %s failed: %s", file.filename, exc)
+            else:
+                return await self.store.put(file.sha256, data)
+        self._failed.set(file.sha256, None)
+        return None
+
+    async def _extract(self, file: DistFile, background: bool) -> bytes:
+        source = self.sources.get(file.source)
+        online = source is not None and not self.offline
+        sidecars = self.sidecars.get(file.source)
+        if online and file.core_metadata_sha256 is not None and sidecars is not None:
+            return await sidecars.core_metadata(file)  # exactly what the upstream advertised
+        cached = await self.blobs.open(file.sha256, count=False)
+        if cached is not None:
+            try:
+                return await asyncio.to_thread(from_file, cached.reader(), file.filename)
+            finally:
+                await asyncio.to_thread(cached.close)
+        if source is None or not online:
+            raise NoMetadata(f"{file.filename} is not cached")
+        if not file.filename.endswith(".whl"):
+            raise NoMetadata(f"{file.filename} is not a wheel")
+        # GitLab's are spent from its request budget, at background priority unless a client
+        # waits for the sidecar
+        reader = source.range_reader(file, background=background)
+        return await by_ranges(reader, file.filename)
+
+    # --- serving ------------------------------------------------------------------------------
+
+    async def sidecar(
+        self, sha256: str, filename: str, allowed: frozenset[str] | None
+    ) -> bytes | None:
+        """The `<file>.metadata` body, obtained now if need be; None when there is none."""
+        body = await self.store.get(sha256)
+        if body is not None:
+            return body
+        if not filename.endswith(".whl"):
+            return None
+        candidates = await self.files.locate(sha256, filename, allowed)
+        for file in candidates or [DistFile(filename, sha256, source="", url="")]:
+            if await self.ensure(file):
+                return await self.store.get(sha256)
+        return None
+
+
+def _newest(files: list[DistFile]) -> list[DistFile]:
+    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
+
+    def key(file: DistFile) -> Version:
+        try:
+            return Version(file_version(file.filename) or "0")
+        except InvalidVersion:
+            return Version("0")
+
+    return sorted(files, key=key, reverse=True)[:_BACKGROUND_PER_PAGE]

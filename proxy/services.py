@@ -1,0 +1,201 @@
+"""The composition root: configuration → the upstream transport, the sources, the stores and the
+index built over them, in one place. `serve` (each worker, at start), `prefetch` and the `cache`
+commands start from here; nothing else decides which implementation of anything runs.
+
+    index = Yanked(Annotated(PrivateFirst(
+        Merged([WithDetails(CachedSource(GitLab source)), ...]),
+        [CachedSource(public source), ...],
+    )))
+
+A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
+and a line in `compose`.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from proxy import metrics, runtime_dir
+from proxy.aio import TaskSet
+from proxy.auth import Authenticator
+from proxy.config import Config, SourceConfig
+from proxy.index.base import Index, SourceAnswers
+from proxy.index.cached import CachedSource, Freshness, forget
+from proxy.index.core_metadata import CoreMetadata
+from proxy.index.files import FileFinder
+from proxy.index.merged import Merged
+from proxy.index.metadata import Annotated, WithDetails
+from proxy.index.private_first import PrivateFirst
+from proxy.index.shadows import ShadowCheck
+from proxy.index.yanked import Yanked
+from proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
+from proxy.sources.budget import Budget
+from proxy.sources.gitlab_group import GitLabGroup
+from proxy.sources.gitlab_project import GitLabProject
+from proxy.sources.simple_index import SimpleIndexSource
+from proxy.sources.upstream import Upstream, make_client
+from proxy.sources.upstream_health import UpstreamHealth
+from proxy.storage.details import DetailsStore
+from proxy.storage.metadata import MetadataStore
+from proxy.storage.stores import Stores
+from proxy.storage.uploads import RecentUploads
+
+# Every kind of source, by its configuration key: a new kind is a module and a line here.
+KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
+    "gitlab_project": GitLabProject.build,
+    "gitlab_group": GitLabGroup.build,
+    "url": SimpleIndexSource.build,
+}
+
+
+@dataclass
+class Composed:
+    """The index over the sources, and what it is made of."""
+
+    index: Index  # what clients are served
+    plain: PrivateFirst  # the sources' pages and names, without what the proxy adds (prefetch)
+    files: FileFinder
+    metadata: CoreMetadata
+    tasks: TaskSet  # remembering where files are, in the background
+    shadows: ShadowCheck
+
+    async def close(self) -> None:
+        """Finish the background work (so the stores can be closed after it)."""
+        await self.tasks.settled()
+        await self.shadows.tasks.close()
+        await self.metadata.close()
+
+
+def compose(
+    sources: Sequence[Parts],
+    stores: Stores,
+    metadata: MetadataStore,
+    freshness: Freshness,
+    *,
+    allow_public: Mapping[str, frozenset[str]] | None = None,
+    yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+) -> Composed:
+    """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
+    tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
+
+    def cached(parts: Parts) -> CachedSource:
+        return CachedSource(parts.source, stores.pages, stores.locations, freshness, tasks)
+
+    def owned(parts: Parts) -> SourceAnswers:
+        answers = cached(parts)
+        return answers if parts.details is None else WithDetails(answers, parts.details)
+
+    shadows = ShadowCheck(freshness.ttl)
+    plain = PrivateFirst(
+        Merged([owned(p) for p in sources if p.owns_names]),
+        [cached(p) for p in sources if not p.owns_names],
+        stores.locations,
+        shadows,
+        allow_public=allow_public,
+    )
+    details: dict[str, Details] = {
+        p.source.name: p.details for p in sources if p.details is not None
+    }
+    files = FileFinder([p.source for p in sources], stores.locations, details)
+    core_metadata = CoreMetadata(
+        metadata,
+        stores.blobs,
+        files,
+        {p.source.name: p.source for p in sources},
+        {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
+        changed=stores.coordinator.changed,
+        offline=freshness.offline,
+    )
+    index = Yanked(Annotated(plain, core_metadata), yanked or {})
+    return Composed(index, plain, files, core_metadata, tasks, shadows)
+
+
+@dataclass
+class Services:
+    config: Config
+    health: UpstreamHealth
+    upstream: Upstream
+    stores: Stores
+    sources: list[Parts]  # in priority order
+    composed: Composed
+    auth: Authenticator
+    uploads: RecentUploads
+    budget: Budget
+    details_store: DetailsStore
+
+    @classmethod
+    def start(cls, config: Config, *, patient: bool = False) -> "Services":
+        """`patient`: GitLab requests wait for the budget instead of failing (prefetch)."""
+        health = UpstreamHealth(runtime_dir.health_directory())
+        upstream = Upstream(make_client(config.gitlab.timeout, health), health)
+        directory = config.cache.directory
+        stores = Stores.open(config)
+        budget = Budget(
+            config.gitlab.max_requests_per_minute,
+            stores.coordinator.value("gitlab-budget"),
+            patient=patient,
+        )
+        details_store = DetailsStore(directory)
+        changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
+        context = Context(upstream, config.gitlab, budget, details_store, changed)
+        sources = [KINDS[s.kind](s, context) for s in config.sources]
+        owned = [s for s in config.sources if s.is_gitlab]
+        cache = config.cache
+        composed = compose(
+            sources,
+            stores,
+            MetadataStore(directory),
+            Freshness(cache.index_ttl, cache.negative_ttl, cache.offline),
+            allow_public={s.name: s.allow_public for s in owned},
+            yanked={s.name: s.yanked for s in owned},
+        )
+        auth = Authenticator(
+            config.auth,
+            config.users,
+            frozenset(p.source.name for p in sources if p.uploads is not None),
+            {p.source.name: p.probe for p in sources if p.probe is not None},
+            frozenset(p.source.name for p in sources if not p.owns_names),
+        )
+        uploads = RecentUploads(directory)
+        metrics.forget_dead_workers()
+        return cls(
+            config,
+            health,
+            upstream,
+            stores,
+            sources,
+            composed,
+            auth,
+            uploads,
+            budget,
+            details_store,
+        )
+
+    @property
+    def source_names(self) -> list[str]:
+        return [p.source.name for p in self.sources]
+
+    def upload_target(self, name: str) -> UploadTarget | None:
+        return next((p.uploads for p in self.sources if p.source.name == name), None)
+
+    def package_listing(self, name: str) -> PackageListing | None:
+        return next((p.packages for p in self.sources if p.source.name == name), None)
+
+    def details(self) -> list[Details]:
+        return [p.details for p in self.sources if p.details is not None]
+
+    async def uploaded(self, name: str) -> None:
+        """Read-your-writes after an upload of `name`: every worker asks for its page anew."""
+        owners = [p.source.name for p in self.sources if p.owns_names]
+        await forget(self.stores.pages, owners, name)
+
+    async def stop(self) -> None:
+        self.auth.close()
+        await self.composed.close()
+        for details in self.details():
+            await details.close()
+        await self.upstream.aclose()
+        self.stores.close()
+        self.uploads.close()
+        self.details_store.close()
+        self.budget.close()

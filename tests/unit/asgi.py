@@ -1,0 +1,29 @@
+"""Small ASGI pieces for testing the middlewares without a server."""
+
+import json
+from typing import Any
+
+import httpx2
+
+from proxy.auth import Identity
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that answers with what it was given."""
+    headers = dict(scope["headers"])
+    body = json.dumps(
+        {
+            "scheme": scope["scheme"],
+            "host": headers.get(b"host", b"").decode(),
+            "client": scope["client"][0],
+            "root_path": scope.get("root_path", ""),
+        }
+    ).encode()
+    scope["identity"] = Identity("alice", None, frozenset(), None)  # as proxy.http.access leaves it
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-cache", b"HIT")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def asgi_client(app: Any, peer: str) -> httpx2.AsyncClient:
+    transport = httpx2.ASGITransport(app=app, client=(peer, 1234))
+    return httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal")

@@ -1,0 +1,82 @@
+"""The one copy of each asyncio building block: single-flight, background task sets, TTL memos."""
+
+import asyncio
+import logging
+
+import pytest
+
+from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from tests.waiting import async_wait_until
+
+
+async def test_single_flight_shares_one_run_that_a_cancelled_caller_does_not_stop() -> None:
+    joins: list[int] = []
+    flights: SingleFlight[str, str] = SingleFlight(lambda: joins.append(1))
+    started, release = asyncio.Event(), asyncio.Event()
+    runs = 0
+
+    async def work() -> str:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+        return "done"
+
+    first = asyncio.ensure_future(flights.run("k", work))
+    await started.wait()
+    second = asyncio.ensure_future(flights.run("k", work))
+    await async_wait_until(lambda: joins, "the second caller joined the run")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    release.set()
+    assert await second == "done"
+    assert (runs, len(joins), "k" in flights) == (1, 1, False)
+    assert await flights.run("k", work) == "done"  # over: the next caller runs it anew
+    assert runs == 2
+
+
+async def test_single_flight_hands_out_the_runs_handle_and_forgets_it_when_done() -> None:
+    flights: SingleFlight[str, None] = SingleFlight()
+    release = asyncio.Event()
+    task = flights.start("k", release.wait, handle="the download")  # type: ignore[arg-type]
+    assert flights.handle("k") == "the download" and flights.handles() == ["the download"]
+    assert flights.start("k", release.wait) is task  # joined, not started again
+    release.set()
+    await task
+    assert flights.handle("k") is None and len(flights) == 0
+
+
+async def test_a_task_set_logs_failures_runs_one_per_key_and_cancels_on_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = TaskSet(logging.getLogger("test.aio"), "background work")
+
+    async def fail() -> None:
+        raise RuntimeError("it broke")
+
+    with caplog.at_level(logging.WARNING, logger="test.aio"):
+        tasks.spawn(fail())
+        await tasks.settled()
+    assert "background work failed: it broke" in caplog.text
+    forever = asyncio.Event()
+    assert tasks.spawn(forever.wait(), key="name") is not None
+    assert tasks.spawn(forever.wait(), key="name") is None  # one per key at a time
+    assert "name" in tasks and len(tasks) == 1
+    await tasks.close()
+    assert len(tasks) == 0 and "name" not in tasks
+
+
+def test_a_ttl_memo_expires_entries_and_drops_the_oldest_set_when_full() -> None:
+    now = [100.0]
+    memo: TTLMemo[str, int] = TTLMemo(2, ttl=10.0, clock=lambda: now[0])
+    memo.set("a", 1)
+    memo.set("b", 2)
+    memo.set("a", 3)  # set again: now the newest
+    memo.set("c", 4)  # full: "b", set longest ago, goes
+    assert (memo.get("a"), memo.get("b"), memo.get("c")) == (3, None, 4)
+    now[0] += 10.0
+    assert "a" not in memo and memo.get("c", "gone") == "gone"
+    memo.set("d", None, until=now[0] + 1)  # type: ignore[arg-type]
+    assert "d" in memo and memo.get("d", "missing") is None
+    assert repr(memo) == "TTLMemo({'d': None})"

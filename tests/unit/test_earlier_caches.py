@@ -1,0 +1,63 @@
+"""A cache directory written by an earlier version is read as it is, though the classes of what it
+pickled have moved since (proxy.cache.pages → proxy.storage.pages, ...)."""
+
+import contextlib
+import sys
+import types
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import diskcache
+
+from proxy.model import DistFile, ProjectPage
+from proxy.storage.details import DetailsStore
+from proxy.storage.details import Version as Listed
+from proxy.storage.local_coordinator import LocalCoordinator
+from proxy.storage.pages import Entry, PageStore
+from proxy.storage.uploads import RecentUploads, Upload
+
+
+@contextlib.contextmanager
+def living_at(cls: type, module: str) -> Iterator[None]:
+    """While it runs, `cls` is pickled as the class `module`.<name>, as earlier versions did."""
+    moved, fake = cls.__module__, types.ModuleType(module)
+    setattr(fake, cls.__qualname__, cls)
+    sys.modules[module] = fake
+    cls.__module__ = module
+    try:
+        yield
+    finally:
+        cls.__module__ = moved
+        del sys.modules[module]
+
+
+async def test_pages_details_and_uploads_written_by_an_earlier_version_are_read(
+    tmp_path: Path,
+) -> None:
+    file = DistFile("a-1.0.tar.gz", "a" * 64, "platform", "https://g/a-1.0.tar.gz")
+    page = ProjectPage("a", (file,), ("platform",))
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    with living_at(Entry, "proxy.cache.pages"):
+        old = diskcache.Cache(str(tmp_path / "pages"))
+        old.set(("page", "platform", "a"), Entry(page, 1000.0))
+        old.close()
+    with living_at(Listed, "proxy.cache.details"):
+        old = diskcache.Cache(str(tmp_path / "details"))
+        old.set(("versions", "platform", "a"), {"1.0": Listed(when, ((7, 11),))})
+        old.close()
+    with living_at(Upload, "proxy.recent_uploads"):
+        old_uploads = diskcache.Deque(directory=str(tmp_path / "recent-uploads"))
+        old_uploads.append(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
+        old_uploads.cache.close()
+
+    pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    entry = await pages.get(("page", "platform", "a"))
+    assert entry == Entry(page, 1000.0)
+    pages.close()
+    details = DetailsStore(tmp_path)
+    assert (await details.read("platform", "a")).versions == {"1.0": Listed(when, ((7, 11),))}
+    details.close()
+    uploads = RecentUploads(tmp_path)
+    assert [u.filename for u in await uploads.latest()] == ["a-1.0.tar.gz"]
+    uploads.close()
