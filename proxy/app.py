@@ -33,6 +33,7 @@ from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import InvalidName, file_project_name, is_sha256, validate, validate_filename
 from proxy.recent_uploads import RecentUploads
 from proxy.replies import error
+from proxy.request_id import RequestId
 from proxy.serialize import CONTENT_TYPES, Rendered, negotiate, render
 from proxy.sources.base import FileNotFoundUpstream, Source
 from proxy.sources.compose import FailClosed, Index, NotFound, Unavailable
@@ -349,6 +350,7 @@ def create_app(config: Config) -> Starlette:
     middleware = [Middleware(AccessLog), Middleware(AccessControl)]
     if server.trusted_proxies or server.base_path:
         middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
+    middleware.insert(0, Middleware(RequestId))  # outermost: every answer carries its id
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.router.redirect_slashes = False
     return app

@@ -40,6 +40,7 @@ from typing import Any
 import httpx2
 
 from proxy import health, metrics
+from proxy.request_id import detached
 
 log = logging.getLogger("proxy.upstream")
 
@@ -126,7 +127,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._watchdog is None:
-            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog = detached(self._watch())  # started by a request, for all of them
         pool = self._pool
         ticket = _Ticket(pool, time.monotonic())
         pool.waiting[ticket] = None
