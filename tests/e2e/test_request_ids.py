@@ -9,37 +9,23 @@ import httpx2
 import pytest
 
 from proxy.request_id import accepted
-from tests.dists import make_wheel
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until
-from tests.worlds import app_with_dependency
+from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, upload_wheel
 
 TOKEN = "glpat-request-ids-reader"
-DEPLOY_TOKEN = "gldt-request-ids-deploy"
-PASSWORD = "request-ids-ci-password"
-UPLOADS = f"""
-[upload]
-default_source = "platform"
-
-[[users]]
-name = "ci"
-password = "{PASSWORD}"
-upload = ["platform"]
-gitlab_token = "{DEPLOY_TOKEN}"
-"""
 
 
 @pytest.fixture(scope="module", params=["text", "json"])
 def proxy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
-    double = app_with_dependency(TOKEN)
-    double.add_token(DEPLOY_TOKEN, write={11})
+    double = app_taking_uploads(TOKEN)
     directory = tmp_path_factory.mktemp(f"request-ids-{request.param}")
     with serve(double.app) as server:
         sources = [{"name": "platform", "gitlab_project": 11}]
-        config = write_config(directory, server.url, sources, token=TOKEN, extra=UPLOADS)
+        config = write_config(directory, server.url, sources, token=TOKEN, extra=UPLOADER_CONFIG)
         process = start_proxy(config, "--log-format", request.param)
         try:
             yield process
@@ -86,14 +72,8 @@ def test_a_clients_id_comes_back_and_is_on_the_access_line(proxy: ProxyProcess) 
 
 def test_every_line_of_an_upload_carries_its_id(proxy: ProxyProcess) -> None:
     request_id = "upload/ci-job:4711"
-    filename, data = make_wheel("traced-pkg", "1.0")
-    answer = httpx2.post(
-        f"{proxy.url}/upload/",
-        auth=("ci", PASSWORD),
-        data={"name": "traced-pkg", "version": "1.0", ":action": "file_upload"},
-        files={"content": (filename, data)},
-        headers={"X-Request-ID": request_id},
-        timeout=60,
+    filename, answer = upload_wheel(
+        proxy.url, "traced-pkg", "1.0", headers={"X-Request-ID": request_id}
     )
     assert answer.status_code == 201, answer.text
     assert answer.headers["x-request-id"] == request_id
