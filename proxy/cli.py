@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy import __version__
 from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
 
@@ -21,11 +22,24 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
+DESCRIPTION = (
+    "A PyPI proxy and offline cache in front of GitLab's package registry: one index URL for "
+    "pip, uv, poetry and pdm, and an upload URL for twine and uv publish."
+)
+EPILOG = (
+    "Check a configuration with `gitlab-pypi-proxy check-config --config FILE`, then run "
+    "`gitlab-pypi-proxy serve --config FILE`. Each command has its own --help."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gitlab-pypi-proxy", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="gitlab-pypi-proxy", description=DESCRIPTION, epilog=EPILOG
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND"
+    )
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")

@@ -1,7 +1,23 @@
 """Small GitLab data sets that several end-to-end suites install from."""
 
+import httpx2
+
 from tests.dists import make_wheel
 from tests.gitlab_double import GitLabDouble
+
+UPLOADER_PASSWORD = "worlds-ci-password"
+UPLOADER_GITLAB_TOKEN = "gldt-worlds-deploy"
+# Proxy configuration: user `ci` uploads to the source named "platform" with the token above.
+UPLOADER_CONFIG = f"""
+[upload]
+default_source = "platform"
+
+[[users]]
+name = "ci"
+password = "{UPLOADER_PASSWORD}"
+upload = ["platform"]
+gitlab_token = "{UPLOADER_GITLAB_TOKEN}"
+"""
 
 
 def app_with_dependency(token: str, *extra: tuple[str, str, bytes]) -> GitLabDouble:
@@ -16,3 +32,26 @@ def app_with_dependency(token: str, *extra: tuple[str, str, bytes]) -> GitLabDou
     for name, filename, data in extra:
         double.add_package_file(11, name, "1.0", filename, data)
     return double
+
+
+def app_taking_uploads(token: str) -> GitLabDouble:
+    """`app_with_dependency`, and project 11 takes uploads from the user of UPLOADER_CONFIG."""
+    double = app_with_dependency(token)
+    double.add_token(UPLOADER_GITLAB_TOKEN, write={11})
+    return double
+
+
+def upload_wheel(
+    proxy_url: str, name: str, version: str, headers: dict[str, str] | None = None
+) -> tuple[str, httpx2.Response]:
+    """Upload a new wheel as UPLOADER_CONFIG's user, the form twine sends: (file name, answer)."""
+    filename, data = make_wheel(name, version)
+    answer = httpx2.post(
+        f"{proxy_url}/upload/",
+        auth=("ci", UPLOADER_PASSWORD),
+        data={"name": name, "version": version, ":action": "file_upload"},
+        files={"content": (filename, data)},
+        headers=headers,
+        timeout=60,
+    )
+    return filename, answer

@@ -18,7 +18,7 @@ from proxy import metrics
 Scope = dict[str, Any]
 log = logging.getLogger("proxy.access")
 
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 _LINE = '%s %s "%s %s" %d %d %.2fms cache=%s'
 _FIELDS = ("client", "user", "method", "path", "status", "bytes", "duration_ms", "cache")
 
@@ -98,6 +98,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),  # proxy.request_id's filter
             "message": record.getMessage(),
         }
         if record.msg == _LINE and isinstance(record.args, tuple):  # an access line, no other
@@ -117,12 +118,15 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "filters": {"userinfo": {"()": "proxy.redact.MaskUserinfo"}},
+        "filters": {
+            "userinfo": {"()": "proxy.redact.MaskUserinfo"},
+            "request_id": {"()": "proxy.request_id.RequestIdFilter"},
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["userinfo"],  # no credentials of a URL in any line
+                "filters": ["userinfo", "request_id"],  # no URL credentials; the request's id
                 "stream": "ext://sys.stderr",
             }
         },

@@ -36,6 +36,7 @@ from proxy.http.status_page import status_page
 from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import is_sha256, validate, validate_filename
+from proxy.request_id import RequestId
 from proxy.services import Services
 from proxy.storage.blobs import CacheUnwritable
 from proxy.storage.downloads import verified
@@ -239,6 +240,7 @@ def create_app(config: Config) -> Starlette:
     middleware = [Middleware(AccessLog), Middleware(AccessControl)]
     if server.trusted_proxies or server.base_path:
         middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
+    middleware.insert(0, Middleware(RequestId))  # outermost: every answer carries its id
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -42,6 +42,7 @@ import httpx2
 
 from proxy import metrics
 from proxy.aio import TaskSet
+from proxy.request_id import detached
 
 if TYPE_CHECKING:
     from proxy.sources.upstream import UpstreamObserver
@@ -133,7 +134,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._watchdog is None:
-            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog = detached(self._watch())  # started by a request, for all of them
         pool = self._pool
         ticket = _Ticket(pool, time.monotonic())
         pool.waiting[ticket] = None
