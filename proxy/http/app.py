@@ -2,8 +2,9 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from proxy import errors, metrics
+from proxy.aio import TaskSet
 from proxy.config import Config
 from proxy.errors import (
     BadRequest,
@@ -24,6 +26,7 @@ from proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
+from proxy.http import audit
 from proxy.http.access import AccessControl, identity_of
 from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
@@ -128,6 +131,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     cached = await svc.stores.blobs.open(sha256)
     if cached is not None:
         metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, "hit")
         return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
         raise Offline(f"the proxy is offline and has no cached copy of {filename}")
@@ -148,6 +152,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     svc.composed.metadata.after_download(download, sha256, filename)
+    await audit.served(request, sha256, filename, "miss", candidates[0].source)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
 
@@ -185,6 +190,7 @@ async def unkept_file(
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     headers = file_headers(sha256, stream.size, None, "BYPASS")
+    await audit.served(request, sha256, filename, "bypass", candidates[0].source)
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:
@@ -211,13 +217,28 @@ async def redirect_root(request: Request) -> Response:
     return redirect("simple/")
 
 
+@contextmanager
+def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """SIGHUP to this worker reads the OSV export again (uvicorn's supervisor, with several
+    workers, answers SIGHUP by replacing each worker, which reads it at start)."""
+    loop = asyncio.get_running_loop()
+    tasks = TaskSet(log, "reading the vulnerabilities again")
+    loop.add_signal_handler(signal.SIGHUP, lambda: tasks.spawn(reload()))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
         try:
-            yield
+            await services.start_guard()
+            with reload_on_sighup(services.reload_advisories):
+                yield
         finally:
             await app.state.services.stop()
 
