@@ -28,6 +28,7 @@ from proxy.index.merged import Merged
 from proxy.index.metadata import Annotated, WithDetails
 from proxy.index.policy import Guarded, NameRules
 from proxy.index.private_first import PrivateFirst
+from proxy.index.provenance import Provenances
 from proxy.index.shadows import ShadowCheck
 from proxy.index.yanked import Yanked
 from proxy.policy.advisories import Advisories
@@ -42,6 +43,7 @@ from proxy.sources.upstream import Upstream, make_client
 from proxy.sources.upstream_health import UpstreamHealth
 from proxy.storage.details import DetailsStore
 from proxy.storage.metadata import MetadataStore
+from proxy.storage.provenance import ProvenanceStore
 from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
 
@@ -63,6 +65,7 @@ class Composed:
     metadata: CoreMetadata
     tasks: TaskSet  # remembering where files are, in the background
     shadows: ShadowCheck
+    provenances: Provenances | None = None  # PEP 740, from the public sources
 
     async def close(self) -> None:
         """Finish the background work (so the stores can be closed after it)."""
@@ -81,6 +84,7 @@ def compose(
     yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
     policy: PolicySettings | None = None,
     advisories: Advisories | None = None,
+    provenance: ProvenanceStore | None = None,
 ) -> Composed:
     """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
     tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
@@ -121,7 +125,11 @@ def compose(
     url_sources = frozenset(p.source.name for p in sources if not p.owns_names)
     guarded = Guarded(plain, policy, advisories or Advisories(None), stores.locations, url_sources)
     index = Yanked(Annotated(guarded, core_metadata), yanked or {})
-    return Composed(index, plain, files, core_metadata, tasks, shadows)
+    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
+    provenances = (
+        None if provenance is None else Provenances(provenance, stores.locations, sidecars)
+    )
+    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances)
 
 
 def audit_trail(settings: AuditSettings) -> AuditTrail | None:
@@ -173,6 +181,7 @@ class Services:
             yanked={s.name: s.yanked for s in owned},
             policy=config.guard.policy,
             advisories=advisories,
+            provenance=ProvenanceStore(directory),
         )
         auth = Authenticator(
             config.auth,
@@ -236,6 +245,8 @@ class Services:
         for details in self.details():
             await details.close()
         await self.upstream.aclose()
+        if self.composed.provenances is not None:
+            self.composed.provenances.store.close()
         self.stores.close()
         self.uploads.close()
         self.details_store.close()

@@ -122,12 +122,13 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     validate_filename(filename)
     svc = services(request)
     allowed = allowed_sources(request)
-    wheel = filename.removesuffix(".metadata")
-    # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
+    # Every byte derived from a file (the file, its sidecars) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
     await svc.composed.index.check_file(sha256, filename, allowed)
-    if wheel != filename:
-        return await core_metadata_file(request, sha256, wheel)
+    if filename.endswith(".metadata"):
+        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
+    if filename.endswith(".provenance"):
+        return await provenance_file(request, sha256, filename.removesuffix(".provenance"))
     cached = await svc.stores.blobs.open(sha256)
     if cached is not None:
         metrics.FILE_HIT.inc()
@@ -211,6 +212,19 @@ async def core_metadata_file(request: Request, sha256: str, filename: str) -> Re
         headers["content-length"] = str(len(body))
         body = b""
     return Response(body, headers=headers, media_type="application/octet-stream")
+
+
+async def provenance_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 740: `<file>.provenance`, as the public index that listed the file serves it."""
+    provenances = services(request).composed.provenances
+    if provenances is None:
+        raise NotFound(f"no provenance for {filename}")
+    kept = await provenances.get(sha256, filename, allowed_sources(request))
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    body = b"" if request.method == "HEAD" else kept.body
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(kept.body))
+    return Response(body, headers=headers, media_type="application/json")
 
 
 async def redirect_root(request: Request) -> Response:

@@ -232,18 +232,26 @@ class SimpleIndexSource:
                 chunks=self.upstream.chunks(self.name, response),
             )
 
-    async def core_metadata(self, file: DistFile) -> bytes:
-        """The PEP 658 sidecar the upstream advertised for `file`, checked against its digest."""
-        if file.core_metadata_sha256 is None:
-            raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
-        url = file.url + ".metadata"
+    async def _small(self, url: str, what: str) -> bytes:
         parts: list[bytes] = []
         async with self.upstream.stream(self.name, url, auth=self.auth_for(url)) as response:
             async for chunk in self.upstream.chunks(self.name, response):
                 parts.append(chunk)
                 if sum(map(len, parts)) > _MAX_METADATA:
-                    raise SourceUnavailable(self.name, "metadata file too large")
-        body = b"".join(parts)
+                    raise SourceUnavailable(self.name, f"{what} too large")
+        return b"".join(parts)
+
+    async def provenance(self, file: DistFile) -> bytes:
+        """The PEP 740 provenance object the upstream advertised for `file`."""
+        if file.provenance is None:
+            raise FileNotFoundUpstream(f"{self.name} advertises no provenance for {file.filename}")
+        return await self._small(file.provenance, f"provenance of {file.filename}")
+
+    async def core_metadata(self, file: DistFile) -> bytes:
+        """The PEP 658 sidecar the upstream advertised for `file`, checked against its digest."""
+        if file.core_metadata_sha256 is None:
+            raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
+        body = await self._small(file.url + ".metadata", "metadata file")
         if hashlib.sha256(body).hexdigest() != file.core_metadata_sha256:
             raise SourceUnavailable(self.name, f"metadata of {file.filename} fails its sha256")
         return body
