@@ -14,6 +14,7 @@ from tests.clients import pip_install, uv_install
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
+from tests.sigstore_double import SigstoreDouble
 from tests.static_index import StaticFile, StaticIndex, provenance_document
 
 NOW = datetime.now(UTC)
@@ -33,12 +34,17 @@ def _installed(target: Path) -> set[str]:
 
 @contextmanager
 def _proxy(
-    tmp_path: Path, public: Server, extra: str, *args: str, source: str = ""
+    tmp_path: Path,
+    public: Server,
+    extra: str,
+    *args: str,
+    source: str = "",
+    env: dict[str, str] | None = None,
 ) -> Iterator[ProxyProcess]:
     """The proxy in front of `public` (its one source, `public`, with `source` lines added)."""
     sources = [{"name": "public", "url": public.url + "/simple/"}]
     config = write_config(tmp_path, "http://127.0.0.1:9", sources, extra=source + extra)
-    proxy = start_proxy(config, *args)
+    proxy = start_proxy(config, *args, env=env)
     try:
         yield proxy
     finally:
@@ -156,10 +162,15 @@ def test_an_excluded_public_name_is_a_404_with_the_rule(tmp_path: Path) -> None:
 def test_provenance_and_project_status_pass_through(tmp_path: Path) -> None:
     index = StaticIndex()
     attested = index.add_wheel("attested", "1.0", OLD, provenance_document("attested-1.0"))
+    signed = index.add_wheel("signed", "1.0", OLD)
+    sigstore = SigstoreDouble()
+    sigstore.install(tmp_path / "xdg")  # the trust root the proxy verifies against, offline
+    signed.provenance = json.dumps(sigstore.provenance(signed.filename, signed.sha256)).encode()
     doomed = index.add_wheel("doomed", "1.0", OLD)
     index.status["doomed"] = ("quarantined", "malware reported")
     index.status["attested"] = ("archived", None)
-    with serve(index.app) as public, _proxy(tmp_path, public, "") as proxy:
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    with serve(index.app) as public, _proxy(tmp_path, public, "", env=env) as proxy:
         simple = f"{proxy.url}/simple/"
         page = httpx2.get(f"{simple}attested/", headers=JSON).json()
         assert page["meta"]["project-status"] == {"status": "archived"}
@@ -177,6 +188,13 @@ def test_provenance_and_project_status_pass_through(tmp_path: Path) -> None:
             assert served.headers["x-provenance"].startswith("not verified: ")
         asked = [p for p in index.requests if p.startswith("/provenance/")]
         assert asked == [f"/provenance/{attested.filename}"]  # fetched once, then kept
+
+        httpx2.get(f"{simple}signed/")  # the page lists it: the proxy knows where it is
+        verified = httpx2.get(f"{proxy.url}/files/{signed.sha256}/{signed.filename}.provenance")
+        assert verified.content == signed.provenance
+        assert verified.headers["x-provenance"] == (
+            "verified: 1 attestation (publish) by Google release@acme.iam.gserviceaccount.com"
+        )
 
         quarantined = httpx2.get(f"{simple}doomed/", headers=JSON).json()
         assert quarantined["files"] == []
