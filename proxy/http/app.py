@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
 
 from proxy import errors, metrics
 from proxy.aio import TaskSet
@@ -39,6 +41,7 @@ from proxy.http.status_page import status_page
 from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import is_sha256, validate, validate_filename
+from proxy.policy.osv import OsvError
 from proxy.request_id import RequestId
 from proxy.services import Services
 from proxy.storage.blobs import CacheUnwritable
@@ -231,6 +234,18 @@ async def redirect_root(request: Request) -> Response:
     return redirect("simple/")
 
 
+async def start_guard(services: Services) -> None:
+    """The advisories and the audit trail, or one line and the end of this worker: serving
+    without them would lift the protection silently (uvicorn's supervisor keeps the workers it
+    had when a replacement ends so; a Starlette lifespan error would log a traceback)."""
+    try:
+        await services.start_guard()
+    except (OsvError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+
+
 @contextmanager
 def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
     """SIGHUP to this worker reads the OSV export again (uvicorn's supervisor, with several
@@ -250,7 +265,7 @@ def create_app(config: Config) -> Starlette:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
         try:
-            await services.start_guard()
+            await start_guard(services)
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:

@@ -2,7 +2,12 @@
 PEP 691 index (upload times, provenance, project status) served on loopback."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +21,7 @@ from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.sigstore_double import SigstoreDouble
 from tests.static_index import StaticFile, StaticIndex, provenance_document
+from tests.waiting import wait_until
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=30)
@@ -205,3 +211,94 @@ def test_provenance_and_project_status_pass_through(tmp_path: Path) -> None:
         file = httpx2.get(f"{proxy.url}/files/{doomed.sha256}/{doomed.filename}")
         assert file.status_code == 404
         assert "quarantined" in file.text and "malware reported" in file.text
+
+
+USERS = """
+[auth]
+anonymous_read = false
+[[users]]
+name = "alice"
+password = "alice-secret-pw"
+[[users]]
+name = "bob"
+password = "bob-secret-pw"
+"""
+
+
+def test_the_audit_trail_has_one_line_per_download_across_two_workers(tmp_path: Path) -> None:
+    index = StaticIndex()
+    files = [index.add_wheel(f"pkg-{n}", "1.0", OLD) for n in ("a", "b", "c")]
+    with (
+        serve(index.app) as public,
+        _proxy(tmp_path, public, USERS, "--workers", "2") as proxy,
+    ):
+        alice = httpx2.BasicAuth("alice", "alice-secret-pw")
+        bob = httpx2.BasicAuth("bob", "bob-secret-pw")
+        for file in files:  # the pages tell the proxy where each file is
+            project = file.filename.split("-")[0].replace("_", "-")
+            assert httpx2.get(f"{proxy.url}/simple/{project}/", auth=bob).status_code == 200
+        expected: list[tuple[str, str]] = []
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = []
+            for round in range(6):
+                for file in files:
+                    auth, who = (alice, "alice") if round % 2 else (bob, "bob")
+                    url = f"{proxy.url}/files/{file.sha256}/{file.filename}"
+                    answers.append(pool.submit(httpx2.get, url, auth=auth, timeout=30))
+                    expected.append((file.filename, who))
+            assert all(a.result().status_code == 200 for a in answers)
+        assert httpx2.head(url, auth=bob).status_code == 200  # a HEAD sends no file: no line
+        wait_until(lambda: len(_trail(tmp_path)) >= len(expected), "every download audited")
+        lines = _trail(tmp_path)
+        assert sorted((line["file"], line["identity"]) for line in lines) == sorted(expected)
+        assert {line["client"] for line in lines} == {"127.0.0.1"}
+        assert {line["source"] for line in lines} == {"public"}
+        assert {line["cache"] for line in lines} <= {"hit", "miss"}
+        trail = (tmp_path / "cache" / "audit.jsonl").read_text()
+        assert "secret-pw" not in trail
+
+        command = [sys.executable, "-m", "proxy", "audit", "--config", str(tmp_path / "proxy.toml")]
+        asked = subprocess.run(
+            [*command, "--package", "pkg-a==1.0"], capture_output=True, text=True, timeout=60
+        )
+        assert asked.returncode == 0, asked.stderr
+        rows = asked.stdout.splitlines()
+        assert len(rows) == 7 and rows[-1].startswith("6 deliveries of pkg-a==1.0")
+        assert all(files[0].sha256 in row for row in rows[:-1])
+        by_digest = subprocess.run(
+            [*command, "--sha256", files[1].sha256], capture_output=True, text=True, timeout=60
+        )
+        assert by_digest.stdout.splitlines()[-1].startswith("6 deliveries of")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_reads_the_advisories_again_and_a_bad_export_keeps_them(
+    tmp_path: Path, workers: str
+) -> None:
+    index = StaticIndex()
+    first, second = index.add_wheel("lib", "1.0", OLD), index.add_wheel("lib", "1.1", OLD)
+    export = tmp_path / "osv.zip"
+    write_export(export, [advisory("GHSA-1111-1111-1111", "lib", versions=["1.1"])])
+    extra = '[policy]\nvulnerabilities = "osv.zip"\n'
+    with (
+        serve(index.app) as public,
+        _proxy(tmp_path, public, extra, "--workers", workers) as proxy,
+    ):
+
+        def yanked() -> dict[str, object]:
+            page = httpx2.get(f"{proxy.url}/simple/lib/", headers=JSON).json()
+            return {f["filename"]: f.get("yanked", False) for f in page["files"]}
+
+        assert yanked() == {first.filename: False, second.filename: "GHSA-1111-1111-1111"}
+        write_export(export, [advisory("GHSA-2222-2222-2222", "lib", versions=["1.0"])])
+        os.kill(proxy.process.pid, signal.SIGHUP)
+        now = {first.filename: "GHSA-2222-2222-2222", second.filename: False}
+        # every worker: several answers in a row, whichever worker gives each
+        wait_until(lambda: all(yanked() == now for _ in range(6)), "the new advisories", 60)
+
+        export.write_bytes(b"this is no zip")
+        os.kill(proxy.process.pid, signal.SIGHUP)
+        wait_until(lambda: "not a readable zip file" in proxy.log(), "the bad export logged", 60)
+        assert all(yanked() == now for _ in range(6))
+        assert proxy.process.poll() is None
+        assert "Traceback" not in proxy.log()
