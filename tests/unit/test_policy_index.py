@@ -150,3 +150,25 @@ def test_the_trail_names_passthrough_callers_by_a_hash_of_their_token() -> None:
     assert who(Request({**scope, "identity": ANONYMOUS})) == "anonymous"
     user = Identity("alice", None, frozenset(), None)
     assert who(Request({**scope, "identity": user})) == "alice"
+
+
+async def test_the_status_page_shows_the_policy_and_what_it_did(tmp_path: Path) -> None:
+    from proxy.http.policy_status import policy_rows, render_section
+
+    path = write_export(tmp_path / "osv.zip", [advisory("GHSA-1", "lib", versions=["1.0"])])
+    advisories = Advisories(path)
+    await advisories.load()
+    policy = _policy(
+        {"min_age": "7d", "exempt": ["certifi"]},
+        [{"name": "public", "url": "u", "exclude": ["acme-*"]}],
+    )
+    rows = policy_rows(policy, advisories, {"held": 3, "yanked": 2, "refused": 1})
+    assert rows["Cooldown (min_age)"] == "1w on public; files of unknown age: allow"
+    assert rows["Exempt"] == "certifi"
+    assert rows["Names from public"] == "never acme-*"
+    assert rows["Vulnerabilities"].startswith("yank: 1 advisories on 1 projects")
+    assert (rows["Files held back (listings)"], rows["File requests refused"]) == ("3", "1")
+    assert "<h2>Supply-chain policy</h2>" in render_section(rows)
+    off = policy_rows(_policy({}), Advisories(None), {})
+    assert off["Cooldown (min_age)"] == "off"
+    assert off["Vulnerabilities"] == "no OSV export configured"
