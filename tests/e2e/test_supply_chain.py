@@ -1,6 +1,7 @@
 """Issue 16 end to end: the supply-chain guard with real pip and uv in front of a small static
 PEP 691 index (upload times, provenance, project status) served on loopback."""
 
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ import httpx2
 import pytest
 
 from tests.clients import pip_install, uv_install
+from tests.dists import make_wheel
+from tests.gitlab_double import GitLabDouble
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
@@ -302,3 +305,30 @@ def test_sighup_reads_the_advisories_again_and_a_bad_export_keeps_them(
         assert all(yanked() == now for _ in range(6))
         assert proxy.process.poll() is None
         assert "Traceback" not in proxy.log()
+
+
+def test_gitlab_upload_times_hold_a_fresh_private_release_when_asked_to(tmp_path: Path) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform")
+    double.add_token("glpat-guard", read={11})
+    for version, created in (("1.0", OLD), ("1.1", NOW - timedelta(hours=1))):
+        filename, data = make_wheel("inhouse", version)
+        double.add_package_file(11, "inhouse", version, filename, data, created_at=created)
+    fresh = hashlib.sha256(make_wheel("inhouse", "1.1")[1]).hexdigest()
+    extra = '[policy]\nmin_age = "1d"\nmin_age_sources = ["platform"]\n'
+    with serve(double.app) as gitlab:
+        sources = [{"name": "platform", "gitlab_project": 11}]
+        config = write_config(tmp_path, gitlab.url, sources, token="glpat-guard", extra=extra)
+        proxy = start_proxy(config)
+        try:
+            simple = f"{proxy.url}/simple/"
+            page = httpx2.get(f"{simple}inhouse/", headers=JSON).json()
+            assert page["versions"] == ["1.0"]
+            held = httpx2.get(f"{proxy.url}/files/{fresh}/inhouse-1.1-py3-none-any.whl")
+            assert held.status_code == 404 and "held by [policy] min_age" in held.text
+            target = tmp_path / "t"
+            done = pip_install(simple, target, "inhouse", home=tmp_path / "home")
+            assert done.returncode == 0, done.stderr
+            assert _installed(target) == {"inhouse-1.0.dist-info"}
+        finally:
+            proxy.stop()
