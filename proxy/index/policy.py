@@ -102,7 +102,8 @@ def judge(
             if policy.vulnerable == "hide":
                 continue
             yanked += 1
-            file = replace(file, yanked=reason)
+            said = file.yanked if isinstance(file.yanked, str) and file.yanked else None
+            file = replace(file, yanked=f"{said}; {reason}" if said else reason)
         files.append(file)
     return Judged(replace(page, files=tuple(files), fresh_until=until), held, yanked)
 

@@ -172,3 +172,13 @@ async def test_the_status_page_shows_the_policy_and_what_it_did(tmp_path: Path) 
     off = policy_rows(_policy({}), Advisories(None), {})
     assert off["Cooldown (min_age)"] == "off"
     assert off["Vulnerabilities"] == "no OSV export configured"
+
+
+async def test_an_upstream_yank_reason_is_kept_beside_the_advisories(tmp_path: Path) -> None:
+    file = DistFile("lib-1.0.tar.gz", SHA["1.0"], "public", "u", yanked="broken build")
+    page = ProjectPage("lib", (file,), ("public",), fresh_until=time.time())
+    path = write_export(tmp_path / "osv.zip", [advisory("GHSA-1", "lib", versions=["1.0"])])
+    advisories = Advisories(path)
+    await advisories.load()
+    judged = judge(page, _policy({}), advisories, NOW)
+    assert judged.page.files[0].yanked == "broken build; GHSA-1"
