@@ -122,6 +122,10 @@ class Guarded:
         self.locations = locations
         self.url_sources = url_sources  # where a project status (PEP 792) can come from
         self.clock = clock
+        named = any(r.include is not None or r.exclude for r in policy.sources.values())
+        # Can the cooldown or a name rule refuse a file? Else a file's page is looked up only
+        # for a quarantine, and only for files a public index listed.
+        self.holds = bool(policy.min_age and policy.min_age_sources) or named
 
     def refusal(self, name: str) -> str | None:
         """Why some source refuses `name`, if one does (for the 404's line)."""
@@ -150,13 +154,6 @@ class Guarded:
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
         return await self.inner.project_list(allowed)
-
-    @property
-    def holds(self) -> bool:
-        """Does the cooldown or a name rule apply to anything?"""
-        policy = self.policy
-        named = any(r.include is not None or r.exclude for r in policy.sources.values())
-        return bool(policy.min_age and policy.min_age_sources) or named
 
     async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
         await self.inner.check_file(sha256, filename, allowed)
