@@ -140,7 +140,13 @@ class Guarded:
             if refused:
                 raise NotFound(refused) from None
             raise
-        if len(page.files) > _IN_A_THREAD or name in self.advisories.index.by_name:
+        advised = self.policy.vulnerable != "off" and name in self.advisories.index.by_name
+        cooled = bool(self.policy.min_age) and any(
+            s in self.policy.min_age_sources for s in page.sources
+        )
+        if not (advised or cooled or page.status == "quarantined"):
+            return page  # nothing to judge: no page pays for a policy that cannot touch it
+        if len(page.files) > _IN_A_THREAD or advised:
             judged = await asyncio.to_thread(
                 judge, page, self.policy, self.advisories, self.clock()
             )
