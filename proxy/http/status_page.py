@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, Response
 
 from proxy import metrics
 from proxy.http.health import cache_state
+from proxy.http.policy_status import policy_rows, render_section
 from proxy.redact import mask_userinfo
 from proxy.storage.uploads import Upload
 
@@ -89,6 +90,7 @@ def render(
     sources: list[tuple[str, str, dict[str, Any]]],
     cache: dict[str, str],
     uploads: list[Upload],
+    policy: str = "",  # the policy section (proxy.http.policy_status), rendered
 ) -> str:
     e = escape
     base = mask_userinfo(base)  # built from the client's Host header
@@ -129,7 +131,7 @@ def render(
 <p>State learnt from this proxy's own requests to each source in the last 10 minutes.</p>
 <h2>Cache</h2>
 <table>{cache_rows}</table>
-<h2>Recent uploads</h2>
+{policy}<h2>Recent uploads</h2>
 {recent}
 <h2>Use this proxy</h2>
 {blocks}
@@ -158,5 +160,9 @@ async def status_page(request: Request) -> Response:
     }
     uploads = await services.uploads.latest()
     base = str(request.base_url)
-    html = render(base, [(n, kinds.get(n, "?"), states[n]) for n in names], cache, uploads)
+    verdicts = await asyncio.to_thread(metrics.policy_counts)
+    policy = render_section(
+        policy_rows(services.config.guard.policy, services.advisories, verdicts)
+    )
+    html = render(base, [(n, kinds.get(n, "?"), states[n]) for n in names], cache, uploads, policy)
     return HTMLResponse(html, headers={"cache-control": "no-store"})

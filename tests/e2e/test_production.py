@@ -106,7 +106,13 @@ def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path
     seen = page.get_text(" ", strip=True)
     assert page.title is not None and page.title.get_text() == "gitlab-pypi-proxy"
     headings = [h.get_text() for h in page.find_all("h2")]
-    assert headings == ["Sources", "Cache", "Recent uploads", "Use this proxy"]
+    assert headings == [
+        "Sources",
+        "Cache",
+        "Supply-chain policy",
+        "Recent uploads",
+        "Use this proxy",
+    ]
     rows = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]
     platform = next(row for row in rows if row and row[0] == "platform")
     assert platform[1] == "gitlab_project" and platform[2] in ("up", "unknown")
