@@ -163,6 +163,17 @@ def _describe(config: Config) -> str:
         f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
         f"{', offline' if cache.offline else ''})"
     )
+    storage = config.storage
+    if storage.backend == "s3":
+        where = mask_userinfo(storage.endpoint_url or "AWS S3")
+        keys = "access key set" if storage.access_key_id else "credentials from the environment"
+        redirect = ", downloads redirected to presigned URLs" if storage.redirect else ""
+        lines.append(
+            f"storage: s3 bucket {storage.bucket!r} prefix {storage.prefix!r} at {where} "
+            f"({storage.region}, {keys}{redirect})"
+        )
+    if config.cluster.redis_url:
+        lines.append(f"cluster: redis {mask_userinfo(config.cluster.redis_url)}")
     return "\n".join(lines)
 
 
