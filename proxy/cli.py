@@ -218,6 +218,29 @@ def _clean_orphans(config: Config) -> None:
         log.warning(_orphans_line(orphans))
 
 
+def _check_shared(config: Config) -> None:
+    """The bucket exists and takes writes, Redis answers: says plainly which is missing. One
+    that is missing or refuses the credentials stops the start (a configuration to fix); one
+    that cannot be reached now is an outage: the replica starts and serves without it."""
+    import logging
+
+    log = logging.getLogger("proxy.cli")
+    stores = open_stores(config, count_hits=False)
+    try:
+        problems = [(part.kind, part.problem()) for part in stores.shared]
+    finally:
+        stores.close()
+    for kind, problem in problems:
+        if problem is None:
+            log.info("%s answers", "S3 bucket" if kind == "s3" else "Redis")
+            continue
+        fatal, message = problem
+        if fatal:
+            key = "storage.bucket" if kind == "s3" else "cluster.redis_url"
+            raise ConfigError(f"{config.path}: {key}: {message}")
+        log.warning("%s: starting without it", message)
+
+
 def cache_command(config: Config, args: argparse.Namespace) -> int:
     from proxy.offline import bundle
     from proxy.offline.stats import stats_lines
@@ -333,6 +356,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _check_shared(config)
     _clean_orphans(config)
     uvicorn.run(
         "proxy.cli:app_factory",

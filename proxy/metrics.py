@@ -105,6 +105,18 @@ JOINS = Counter(
     "Requests that joined an upstream fetch already running instead of starting one",
     ["cache"],
 )
+SHARED_FAILURES = Counter(
+    PREFIX + "shared_store_failures",
+    "Calls to a shared store (s3: the bucket, redis: the cluster's Redis) that failed; the"
+    " replica carried on without it",
+    ["store"],
+)
+SHARED_DOWN = Gauge(
+    PREFIX + "shared_store_down",
+    "1 while a worker finds a shared store (s3, redis) unreachable and carries on alone",
+    ["store"],
+    multiprocess_mode="livemax",
+)
 
 # Children resolved once: the warm page path pays one increment, not a label lookup.
 PAGE_HIT = CACHE.labels("page", "hit")

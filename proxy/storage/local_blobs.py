@@ -112,6 +112,9 @@ class LocalBlobStore:
     def open_now(self, sha256: str) -> CachedFile | None:
         return self._open(sha256, count=False)
 
+    async def redirect_url(self, sha256: str) -> None:
+        return None  # the cache directory is this machine's: the proxy serves it
+
     def _open(self, sha256: str, count: bool = True) -> CachedFile | None:
         row = self._index.find(sha256)
         cached = None if row is None else self._open_row(sha256, row.filename, row.size, count)
