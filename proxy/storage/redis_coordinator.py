@@ -115,7 +115,9 @@ class RedisCoordinator:
             metrics.SHARED_DOWN.labels("redis").set(0)
 
     def reachable(self) -> tuple[bool, str]:
-        """As this process saw Redis last: (answering, why not)."""
+        """As this process saw Redis last: (answering, why not). On the event loop, it starts
+        the listener too, which finds out within a second."""
+        self._listen()
         return not self._reason, self._reason
 
     def problem(self) -> tuple[bool, str] | None:

@@ -60,6 +60,12 @@ _PART_CONCURRENCY = 2  # multipart parts in flight: +30 MiB at any size (docs/s3
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VERIFIED_MEMORY = 100_000
 PRESIGN_SECONDS = 300
+STATS_SECONDS = 60.0
+# obstore raises its own classes and, for some, Python's built-in ones
+_MISSING = (NotFoundError, FileNotFoundError)
+_EXISTS = (AlreadyExistsError, FileExistsError)
+_DENIED = (PermissionDeniedError, UnauthenticatedError, PermissionError)
+_FAILED = (BaseError, OSError)
 
 
 def describe(exc: BaseException) -> str:
@@ -89,7 +95,7 @@ def open_bucket(storage: StorageConfig) -> S3Store:
             "connect_timeout": "3s",
             "timeout": "3600s",
         },
-        retry_config={"max_retries": 1, "retry_timeout": "5s"},
+        retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=5)},
         **settings,
     )
 
@@ -191,6 +197,7 @@ class S3BlobStore:
         self._reason = ""
         self._lock = threading.Lock()
         self._verified: TTLMemo[str, str] = TTLMemo(_VERIFIED_MEMORY)  # sha256 → e_tag
+        self._stats: tuple[float, BlobStats] | None = None
 
     def key(self, sha256: str) -> str:
         return f"{self._prefix}{sha256}"
@@ -232,11 +239,11 @@ class S3BlobStore:
         try:
             obstore.put(self.bucket, probe, b"probe")
             obstore.delete(self.bucket, probe)
-        except NotFoundError:
+        except _MISSING:
             return True, f"{where} does not exist (create it first)"
-        except (PermissionDeniedError, UnauthenticatedError) as exc:
+        except _DENIED as exc:
             return True, f"{where} refuses this key's writes: {describe(exc)}"
-        except BaseError as exc:
+        except _FAILED as exc:
             self.failed(exc, "checking the bucket at start")
             return False, f"{where} cannot be reached: {describe(exc)}"
         return None
@@ -266,9 +273,9 @@ class S3BlobStore:
                     self, sha256, size, mtime, meta["e_tag"], unchecked=unchecked, _first=result
                 )
             data = bytes(await result.bytes_async())
-        except NotFoundError:
+        except _MISSING:
             return None
-        except BaseError as exc:
+        except _FAILED as exc:
             self.failed(exc, "looking a file up")
             return None
         if len(data) != size:
@@ -292,14 +299,14 @@ class S3BlobStore:
         self._verified.pop(sha256, None)
         try:
             self.delete(sha256)
-        except BaseError as exc:
+        except _FAILED as exc:
             log.warning("corrupt S3 object %s not deleted: %s", sha256, describe(exc))
         raise CorruptEntry(f"S3 object {sha256} is corrupt: its bytes hash to {found}")
 
     def open_now(self, sha256: str) -> S3Blob | None:
         try:
             meta = obstore.head(self.bucket, self.key(sha256))
-        except NotFoundError:
+        except _MISSING:
             return None
         return S3Blob(self, sha256, meta["size"], meta["last_modified"].timestamp(), meta["e_tag"])
 
@@ -310,9 +317,9 @@ class S3BlobStore:
             return None
         try:
             await obstore.head_async(self.bucket, self.key(sha256))
-        except NotFoundError:
+        except _MISSING:
             return None
-        except BaseError as exc:
+        except _FAILED as exc:
             self.failed(exc, "looking a file up")
             return None
         return await obstore.sign_async(
@@ -333,6 +340,16 @@ class S3BlobStore:
         return (name for name, _ in self._objects())
 
     def stats(self) -> BlobStats:
+        """Listing the bucket: kept for STATS_SECONDS (the status page and /metrics ask)."""
+        now = time.monotonic()
+        if self._stats is None or now - self._stats[0] > STATS_SECONDS:
+            self._stats = now, self._list_stats()
+        listed = self._stats[1]
+        return BlobStats(
+            listed.entries, listed.bytes, listed.oldest, listed.newest, self._hits, self._misses
+        )
+
+    def _list_stats(self) -> BlobStats:
         entries = volume = 0
         oldest: float | None = None
         newest: float | None = None
@@ -341,7 +358,7 @@ class S3BlobStore:
             stored = meta["last_modified"].timestamp()
             oldest = stored if oldest is None else min(oldest, stored)
             newest = stored if newest is None else max(newest, stored)
-        return BlobStats(entries, volume, oldest, newest, self._hits, self._misses)
+        return BlobStats(entries, volume, oldest, newest)
 
     def delete(self, sha256: str) -> None:
         self._verified.pop(sha256, None)
@@ -364,9 +381,9 @@ class S3BlobStore:
                 obstore.put(self.bucket, key, data, mode="create")
             else:
                 self._put_staged(spool, key)
-        except AlreadyExistsError:
+        except _EXISTS:
             pass  # another replica stored the same verified bytes first
-        except BaseError as exc:
+        except _FAILED as exc:
             raise OSError(f"S3 bucket {self.config.bucket!r}: {describe(exc)}") from None
         self._verified.pop(spool.sha256, None)
         return True
@@ -379,7 +396,7 @@ class S3BlobStore:
         finally:
             try:
                 obstore.delete(self.bucket, staging)
-            except BaseError as exc:  # the lifecycle rule removes it
+            except _FAILED as exc:  # the lifecycle rule removes it
                 log.warning("S3 staging object not deleted: %s", describe(exc))
 
     def discard(self, spool: Spool) -> None:
