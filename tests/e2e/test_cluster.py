@@ -92,7 +92,8 @@ def running_cluster(tmp_path: Path, gitlab: GitLabDouble, extra: str = "") -> It
 
 def whole_downloads(gitlab: GitLabDouble) -> int:
     """GETs of a file from GitLab, not counting ranged reads of a wheel's METADATA."""
-    return sum(1 for r in gitlab.matching(r"/api/v4/projects/11/packages/pypi/files/.*") if "range" not in r.headers)
+    files = gitlab.matching(r"/api/v4/projects/11/packages/pypi/files/.*")
+    return sum(1 for r in files if "range" not in r.headers)
 
 
 def files_of(replica: ProxyProcess, name: str) -> list[dict]:
