@@ -4,6 +4,9 @@ started here; every wait is bounded."""
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -35,6 +38,7 @@ class Cluster:
     gitlab_server: Server
     redis: RedisServer
     s3: S3Server
+    replica_dirs: dict[str, Path]
 
     @property
     def replicas(self) -> list[ProxyProcess]:
@@ -83,11 +87,24 @@ def running_cluster(tmp_path: Path, gitlab: GitLabDouble, extra: str = "") -> It
             replica = start_replica(tmp_path / name, server.url, s3, redis, extra=extra)
             stack.callback(replica.stop)
             replicas.append(replica)
-        yield Cluster(replicas[0], replicas[1], gitlab, server, redis, s3)
+        dirs = {"a": tmp_path / "a", "b": tmp_path / "b"}
+        yield Cluster(replicas[0], replicas[1], gitlab, server, redis, s3, dirs)
         for replica in replicas:  # no credential in any log line
             log = replica.log()
             assert s3.secret_access_key not in log and s3.access_key_id not in log
             assert "Traceback" not in log, log
+
+
+def cli(cluster: Cluster, replica: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command line tool with `replica`'s configuration."""
+    config = cluster.replica_dirs[replica] / "proxy.toml"
+    env = {
+        **os.environ,
+        "S3_ACCESS_KEY_ID": cluster.s3.access_key_id,
+        "S3_SECRET_ACCESS_KEY": cluster.s3.secret_access_key,
+    }
+    command = [sys.executable, "-m", "proxy", *args, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 def whole_downloads(gitlab: GitLabDouble) -> int:
@@ -151,6 +168,17 @@ def test_what_a_cached_is_served_by_b_with_gitlab_stopped(tmp_path: Path) -> Non
         entry = files_of(cluster.b, "app-dep")[0]
         answer = httpx2.get(file_url(cluster.b, "app-dep", entry))
         assert answer.status_code == 200 and answer.headers["x-cache"] == "HIT"
+
+        # the cache commands work on the bucket, from either replica's configuration
+        stats = cli(cluster, "b", "cache", "stats")
+        assert "files: 2 entries" in stats.stdout, stats.stdout + stats.stderr
+        verified = cli(cluster, "b", "cache", "verify")
+        assert "verified 2 files, dropped 0" in verified.stdout, verified.stderr
+        bundle = tmp_path / "bundle.tar"
+        exported = cli(cluster, "a", "cache", "export", str(bundle))
+        assert "exported 2 files" in exported.stdout, exported.stderr
+        for output in (stats, verified, exported):
+            assert cluster.s3.secret_access_key not in output.stdout + output.stderr
 
 
 def test_an_upload_through_a_is_installable_through_b_at_once(tmp_path: Path) -> None:
