@@ -197,6 +197,13 @@ def test_an_upload_through_a_is_installable_through_b_at_once(tmp_path: Path) ->
         result = pip_install(f"{cluster.b.url}/simple/", tmp_path / "t", "app-dep==2.1", home=home)
         assert result.returncode == 0, result.stderr
 
+        # prefetch fills the bucket too
+        prefetched = cli(cluster, "a", "prefetch", "--package", "app-main")
+        assert prefetched.returncode == 0, prefetched.stdout + prefetched.stderr
+        assert "fetched: 1 (" in prefetched.stdout, prefetched.stdout
+        digest = files_of(cluster.b, "app-main")[0]["hashes"]["sha256"]
+        assert obstore.head(cluster.s3.store(), f"files/{digest}")["size"] > 0
+
 
 def test_with_redis_stopped_both_keep_serving_warm_pages_and_files(tmp_path: Path) -> None:
     with running_cluster(tmp_path, app_taking_uploads(TOKEN)) as cluster:
