@@ -177,7 +177,13 @@ def test_what_a_cached_is_served_by_b_with_gitlab_stopped(tmp_path: Path) -> Non
         bundle = tmp_path / "bundle.tar"
         exported = cli(cluster, "a", "cache", "export", str(bundle))
         assert "exported 2 files" in exported.stdout, exported.stderr
-        for output in (stats, verified, exported):
+        key = f"files/{entry['hashes']['sha256']}"
+        obstore.delete(cluster.s3.store(), key)  # lost from the bucket: the bundle restores it
+        imported = cli(cluster, "b", "cache", "import", str(bundle))
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        assert "imported 2 files" in imported.stdout, imported.stdout
+        assert obstore.head(cluster.s3.store(), key)["size"] == len(answer.content)
+        for output in (stats, verified, exported, imported):
             assert cluster.s3.secret_access_key not in output.stdout + output.stderr
 
 
