@@ -45,7 +45,7 @@ class Cluster:
         return [self.a, self.b]
 
 
-def cluster_config(s3: S3Server, redis_url: str) -> str:
+def cluster_config(s3: S3Server, redis_url: str, *, redirect: bool = False) -> str:
     return f"""
 [storage]
 backend = "s3"
@@ -55,6 +55,7 @@ prefix = "files/"
 region = "{s3.region}"
 access_key_id = "${{S3_ACCESS_KEY_ID}}"
 secret_access_key = "${{S3_SECRET_ACCESS_KEY}}"
+redirect = {"true" if redirect else "false"}
 
 [cluster]
 redis_url = "{redis_url}"
@@ -62,29 +63,51 @@ redis_url = "{redis_url}"
 
 
 def start_replica(
-    directory: Path, gitlab_url: str, s3: S3Server, redis: RedisServer, *, extra: str = ""
+    directory: Path,
+    gitlab_url: str,
+    s3: S3Server,
+    redis: RedisServer,
+    *,
+    extra: str = "",
+    redirect: bool = False,
+    sources: list[dict[str, object]] | None = None,
 ) -> ProxyProcess:
     directory.mkdir(parents=True, exist_ok=True)
     config = write_config(
         directory,
         gitlab_url,
-        [{"name": "platform", "gitlab_project": 11}],
+        sources or [{"name": "platform", "gitlab_project": 11}],
         token=TOKEN,
-        extra=cluster_config(s3, redis.url) + extra,
+        extra=cluster_config(s3, redis.url, redirect=redirect) + extra,
     )
     env = {"S3_ACCESS_KEY_ID": s3.access_key_id, "S3_SECRET_ACCESS_KEY": s3.secret_access_key}
     return start_proxy(config, env=env)
 
 
 @contextmanager
-def running_cluster(tmp_path: Path, gitlab: GitLabDouble, extra: str = "") -> Iterator[Cluster]:
+def running_cluster(
+    tmp_path: Path,
+    gitlab: GitLabDouble,
+    extra: str = "",
+    *,
+    redirect: bool = False,
+    sources: list[dict[str, object]] | None = None,
+) -> Iterator[Cluster]:
     with ExitStack() as stack:
         redis = stack.enter_context(running_redis(tmp_path / "redis"))
         s3 = stack.enter_context(running_seaweedfs(tmp_path / "seaweedfs"))
         server = stack.enter_context(serve(gitlab.app))
         replicas = []
         for name in ("a", "b"):
-            replica = start_replica(tmp_path / name, server.url, s3, redis, extra=extra)
+            replica = start_replica(
+                tmp_path / name,
+                server.url,
+                s3,
+                redis,
+                extra=extra,
+                redirect=redirect,
+                sources=sources,
+            )
             stack.callback(replica.stop)
             replicas.append(replica)
         dirs = {"a": tmp_path / "a", "b": tmp_path / "b"}
@@ -277,3 +300,49 @@ def test_a_replica_starts_without_redis_and_says_so(tmp_path: Path) -> None:
             assert "Redis" in body["mode"]
         finally:
             replica.stop()
+
+
+def test_redirect_hands_out_presigned_urls_only_after_the_read_check(tmp_path: Path) -> None:
+    users = """
+[auth]
+anonymous_read = false
+
+[[users]]
+name = "reader"
+password = "reader-password"
+
+[[users]]
+name = "outsider"
+password = "outsider-password"
+read = ["other"]
+"""
+    gitlab = app_taking_uploads(TOKEN)
+    gitlab.add_project(12, "acme/other")
+    gitlab.add_token(TOKEN, read={11, 12})
+    sources = [
+        {"name": "platform", "gitlab_project": 11},
+        {"name": "other", "gitlab_project": 12},
+    ]
+    with running_cluster(tmp_path, gitlab, users, redirect=True, sources=sources) as cluster:
+        reader = ("reader", "reader-password")
+        page = httpx2.get(f"{cluster.a.url}/simple/app-dep/", headers=JSON, auth=reader)
+        url = file_url(cluster.a, "app-dep", page.json()["files"][0])
+        first = httpx2.get(url, auth=reader, timeout=60)  # not in the bucket yet: the proxy
+        assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+        for replica_url in (cluster.a.url, cluster.b.url):
+            there = url.replace(cluster.a.url, replica_url)
+            anonymous = httpx2.get(there)
+            assert anonymous.status_code == 401 and "location" not in anonymous.headers
+            outsider = httpx2.get(there, auth=("outsider", "outsider-password"))
+            assert outsider.status_code == 404 and "location" not in outsider.headers
+            redirected = httpx2.get(there, auth=reader)
+            assert redirected.status_code == 307, redirected.text
+            location = redirected.headers["location"]
+            assert location.startswith(cluster.s3.endpoint_url)
+            assert cluster.s3.secret_access_key not in location
+            assert redirected.headers["cache-control"] == "private, no-store"
+            assert httpx2.get(location, timeout=60).content == first.content
+        home = tmp_path / "home"
+        index = cluster.b.url.replace("http://", "http://reader:reader-password@") + "/simple/"
+        result = pip_install(index, tmp_path / "t", "app-dep", home=home)
+        assert result.returncode == 0, result.stderr
