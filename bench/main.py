@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import dataset, scenarios, servers
+from bench import dataset, s3_backend, scenarios, servers
 from bench.processes import Processes
 from bench.report import check, table, value, verdict
 
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
         deadline=started + (240 if quick else 660),
         work=work,
     )
-    only = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 8))
+    only = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 9))
     data = RESULTS / "data"
     print("data set ...", file=sys.stderr)
     files = dataset.build(data)
@@ -226,6 +226,18 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> str:
             f"- peak RSS under 150 MiB (all processes): "
             f"{verdict(check(max(measured) < 150))} (download {max(peaks[:2]):.0f} MiB, "
             f"upload {upload})"
+        )
+    if step(8, "S3 backend"):
+        s3 = s3_backend.run(procs, work, up, files, settings, LATENCY)
+        sections.append(
+            "### 8. S3 backend (SeaweedFS and Redis on the same machine) against local disk: a "
+            "warm 100 MiB file (4 curl processes at once, twice each), and 50 concurrent downloads "
+            f"of one uncached 50 MiB file ({LATENCY * 1000:.0f} ms upstream latency)\n\n"
+            + table(s3, s3_backend.LOCAL)
+        )
+        downloads = value(s3, "upstream downloads", s3_backend.S3)
+        verdicts.append(
+            f"- S3 herd: 1 upstream download: {verdict(check(downloads == 1))} ({downloads:g})"
         )
     elapsed = time.monotonic() - started
     return "\n".join(

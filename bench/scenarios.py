@@ -33,7 +33,7 @@ class Settings:
     work: Path = field(default_factory=Path)
 
 
-def _add(samples: Samples, metric: str, server: str, value: float) -> None:
+def add(samples: Samples, metric: str, server: str, value: float) -> None:
     samples.setdefault(metric, {}).setdefault(server, []).append(value)
 
 
@@ -65,17 +65,17 @@ def warm_pages(targets: list[Target], settings: Settings) -> Samples:
             load.wrk(url, connections=64, seconds=1, accept=accept)  # warm every worker
             for _ in range(settings.repeats):
                 result = load.wrk(url, connections=64, seconds=settings.seconds, accept=accept)
-                _add(samples, f"{label} page, req/s", target.name, result.requests_per_s)
-                _add(samples, f"{label} page, p50 ms", target.name, result.p50 * 1000)
-                _add(samples, f"{label} page, p99 ms", target.name, result.p99 * 1000)
-                _add(samples, f"{label} page, errors", target.name, result.errors)
+                add(samples, f"{label} page, req/s", target.name, result.requests_per_s)
+                add(samples, f"{label} page, p50 ms", target.name, result.p50 * 1000)
+                add(samples, f"{label} page, p99 ms", target.name, result.p99 * 1000)
+                add(samples, f"{label} page, errors", target.name, result.errors)
     return samples
 
 
 # --- 2. warm cached file -----------------------------------------------------------------------
 
 
-def _warm_file(url: str) -> None:
+def warm_file(url: str) -> None:
     """Download until the server answers from its cache (proxpi redirects until it has the file)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -94,11 +94,11 @@ def warm_files(targets: list[Target], files: list[dataset.File], settings: Setti
         file = dataset.find(files, package)
         for target in targets:
             url = load.file_url(target.index_url, package, file.filename)
-            _warm_file(url)
+            warm_file(url)
             for _ in range(settings.repeats):
                 rate, failed = load.curl_rate(url, processes=4, each=each)
-                _add(samples, f"{label} file, MiB/s", target.name, rate / MIB)
-                _add(samples, f"{label} file, failed", target.name, failed)
+                add(samples, f"{label} file, MiB/s", target.name, rate / MIB)
+                add(samples, f"{label} file, failed", target.name, failed)
     return samples
 
 
@@ -132,12 +132,12 @@ def cold_pages(
             _get_seconds(f"{target.index_url}{name.format(last)}/")  # start-up, not measured
             for rep in range(reps):
                 seconds = _get_seconds(f"{target.index_url}{name.format(rep)}/")
-                _add(samples, "cold page, ms", target.name, seconds * 1000)
+                add(samples, "cold page, ms", target.name, seconds * 1000)
         for rep in range(reps):
             direct = up.project_simple(dataset.MAIN_PROJECT) + f"bench-pkg-18{rep}"
-            _add(samples, "cold page, ms", "one round trip", _get_seconds(direct) * 1000)
+            add(samples, "cold page, ms", "one round trip", _get_seconds(direct) * 1000)
             ten = [up.project_simple(p) + f"spread-{rep}" for p in dataset.SPREAD_PROJECTS]
-            _add(samples, "cold page, ms", "10 round trips at once", _get_seconds(*ten) * 1000)
+            add(samples, "cold page, ms", "10 round trips at once", _get_seconds(*ten) * 1000)
     finally:
         set_latency(up, 0)
     return samples
@@ -155,22 +155,34 @@ def herd(
     clients: int = 50,
 ) -> Samples:
     samples: Samples = {}
+    for rep in range(settings.herd_repeats):
+        if rep and not _time_left(settings):
+            break
+        file = dataset.find(files, f"bench-herd-{rep}")
+        for metric, by_server in herd_of(up, targets, file, latency, clients).items():
+            for server, values in by_server.items():
+                for value in values:
+                    add(samples, metric, server, value)
+    return samples
+
+
+def herd_of(
+    up: Upstream, targets: list[Target], file: dataset.File, latency: float, clients: int = 50
+) -> Samples:
+    """`clients` concurrent downloads of `file`, uncached, from each target in turn."""
+    samples: Samples = {}
     set_latency(up, latency)
     try:
-        for rep in range(settings.herd_repeats):
-            if rep and not _time_left(settings):
-                break
-            file = dataset.find(files, f"bench-herd-{rep}")
-            prefix = f"/api/v4/projects/{file.project}/packages/pypi/files/{file.sha256}/"
-            for target in targets:
-                url = load.file_url(target.index_url, file.name, file.filename)
-                before = upstream_count(up, prefix, whole=True)
-                results, seconds = load.curl_many(url, clients, timeout=180)
-                complete = sum(1 for r in results if r.status == 200 and r.size == file.size)
-                after = upstream_count(up, prefix, whole=True)
-                _add(samples, "upstream downloads", target.name, after - before)
-                _add(samples, f"complete of {clients}", target.name, complete)
-                _add(samples, "time to last byte, s", target.name, seconds)
+        prefix = f"/api/v4/projects/{file.project}/packages/pypi/files/{file.sha256}/"
+        for target in targets:
+            url = load.file_url(target.index_url, file.name, file.filename)
+            before = upstream_count(up, prefix, whole=True)
+            results, seconds = load.curl_many(url, clients, timeout=180)
+            complete = sum(1 for r in results if r.status == 200 and r.size == file.size)
+            after = upstream_count(up, prefix, whole=True)
+            add(samples, "upstream downloads", target.name, after - before)
+            add(samples, f"complete of {clients}", target.name, complete)
+            add(samples, "time to last byte, s", target.name, seconds)
     finally:
         set_latency(up, 0)
     return samples
@@ -241,17 +253,17 @@ def memory(
     for target in [proxy, *peers]:
         pid = target.running.pid
         idle_total, idle_largest = tree_rss(pid)
-        _add(samples, "idle, MiB (all)", target.name, idle_total / MIB)
-        _add(samples, "idle, MiB (largest)", target.name, idle_largest / MIB)
+        add(samples, "idle, MiB (all)", target.name, idle_total / MIB)
+        add(samples, "idle, MiB (largest)", target.name, idle_largest / MIB)
         url = load.file_url(target.index_url, huge.name, huge.filename)
         for label in ("cold", "warm"):
             total, largest = _peak_rss(pid, lambda url=url: _curl("-L", url))
-            _add(samples, f"1 GiB download {label}, MiB (all)", target.name, total / MIB)
-            _add(samples, f"1 GiB download {label}, MiB (largest)", target.name, largest / MIB)
+            add(samples, f"1 GiB download {label}, MiB (all)", target.name, total / MIB)
+            add(samples, f"1 GiB download {label}, MiB (largest)", target.name, largest / MIB)
     upload_url = proxy.index_url.replace("/simple/", f"/upload/p{dataset.MAIN_PROJECT}/")
     probe = _curl("-X", "POST", "-u", "bench:bench", "-F", "x=y", upload_url)
     if probe in ("404", "405"):
-        _add(samples, "1 GiB upload, MiB (all)", proxy.name, float("nan"))
+        add(samples, "1 GiB upload, MiB (all)", proxy.name, float("nan"))
         return samples
     with tempfile.TemporaryDirectory(dir=settings.work) as directory:
         path, sha256, md5 = _big_wheel(Path(directory), 1024 * MIB)
@@ -274,10 +286,10 @@ def memory(
         total, largest = _peak_rss(proxy.running.pid, lambda: status.append(_curl(*args)))
         print(f"  upload answered HTTP {status[0]}", file=sys.stderr)
         if status[0].startswith("2"):
-            _add(samples, "1 GiB upload, MiB (all)", proxy.name, total / MIB)
-            _add(samples, "1 GiB upload, MiB (largest)", proxy.name, largest / MIB)
+            add(samples, "1 GiB upload, MiB (all)", proxy.name, total / MIB)
+            add(samples, "1 GiB upload, MiB (largest)", proxy.name, largest / MIB)
         else:
-            _add(samples, "1 GiB upload, MiB (all)", proxy.name, float("nan"))
+            add(samples, "1 GiB upload, MiB (all)", proxy.name, float("nan"))
     return samples
 
 
@@ -326,7 +338,7 @@ def _installs(targets: list[Target], settings: Settings, count: int, samples: Sa
                 for label in ("cold", "warm"):
                     with tempfile.TemporaryDirectory(dir=settings.work) as home:
                         seconds = _install(client, target.index_url, packages, Path(home))
-                    _add(samples, f"{client} install 30, {label}, s", target.name, seconds)
+                    add(samples, f"{client} install 30, {label}, s", target.name, seconds)
 
 
 def median(values: list[float]) -> float:
@@ -383,18 +395,18 @@ def _details_exact(up: Upstream, target: Target, samples: Samples, settings: Set
         newest = max(files, key=lambda f: int(f["filename"].split("-")[1].rsplit(".", 1)[1]))
         return "size" in newest
 
-    _add(samples, "newest version's size known, s", target.name, _seconds_until(newest_exact, 60))
+    add(samples, "newest version's size known, s", target.name, _seconds_until(newest_exact, 60))
     every = float("nan")
     if _time_left(settings):
         limit = max(0.0, min(150.0, settings.deadline - time.monotonic()))
         every = _seconds_until(
             lambda: _json_page(target, name)["meta"]["api-version"] == "1.1", limit
         )
-    _add(samples, "every version's size known, s", target.name, every)
+    add(samples, "every version's size known, s", target.name, every)
     calls = _gitlab_count(
         up, rf"/api/v4/projects/{dataset.VERSIONS_PROJECT}/packages/\d+/package_files"
     )
-    _add(samples, "package_files calls by then (background)", target.name, calls)
+    add(samples, "package_files calls by then (background)", target.name, calls)
 
 
 def long_histories(
@@ -410,16 +422,16 @@ def long_histories(
                 before = _page_requests(up)
                 seconds = _get_seconds(f"{target.index_url}{name}/")
                 answered = time.monotonic()  # background requests after this are not counted
-                _add(samples, f"cold page, {label}, ms", target.name, seconds * 1000)
+                add(samples, f"cold page, {label}, ms", target.name, seconds * 1000)
                 asked = _page_requests(up, answered) - before
-                _add(samples, f"cold page, {label}, GitLab requests", target.name, asked)
+                add(samples, f"cold page, {label}, GitLab requests", target.name, asked)
                 if number == 0 and target is proxy:
                     _details_exact(up, target, samples, settings)
                 if number == 0:
                     url = f"{target.index_url}{name}/"
                     load.wrk(url, connections=16, seconds=1)  # every worker has it
                     warm = load.wrk(url, connections=16, seconds=settings.seconds)
-                    _add(
+                    add(
                         samples,
                         "warm page, 2,000 versions, req/s",
                         target.name,
@@ -427,7 +439,7 @@ def long_histories(
                     )
             with tempfile.TemporaryDirectory(dir=settings.work) as home:
                 seconds = _install("pip", target.index_url, ["bench-first"], Path(home))
-            _add(samples, "first pip install, 2,000 versions, s", target.name, seconds)
+            add(samples, "first pip install, 2,000 versions, s", target.name, seconds)
     finally:
         set_latency(up, 0)
     return samples

@@ -43,8 +43,13 @@ def start_upstream(procs: Processes, data: Path) -> Upstream:
 
 
 def write_proxy_config(
-    directory: Path, up: Upstream, projects: tuple[int, ...], index_ttl: int = 3600
+    directory: Path,
+    up: Upstream,
+    projects: tuple[int, ...],
+    index_ttl: int = 3600,
+    extra: str = "",
 ) -> Path:
+    """`extra`: more tables (the S3 scenario's [storage] and [cluster])."""
     directory.mkdir(parents=True, exist_ok=True)
     sources = "".join(f'[[sources]]\nname = "p{p}"\ngitlab_project = "{p}"\n' for p in projects)
     text = f"""[server]
@@ -71,7 +76,7 @@ name = "bench"
 password = "bench"
 upload = ["*"]
 gitlab_token = "{upstream.TOKEN}"
-"""
+{extra}"""
     path = directory / "proxy.toml"
     path.write_text(text)
     return path
@@ -84,12 +89,14 @@ def start_proxy(
     projects: tuple[int, ...],
     label: str = "proxy",
     index_ttl: int = 3600,
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Target:
-    config = write_proxy_config(work / label, up, projects, index_ttl)
+    config = write_proxy_config(work / label, up, projects, index_ttl, extra)
     port = free_port()
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
     command += ["--port", str(port), "--workers", str(WORKERS)]
-    running = procs.start(label, command, cwd=PROXY_SRC)
+    running = procs.start(label, command, cwd=PROXY_SRC, env=env)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/healthz")
     return Target(label, f"{url}/simple/", running)

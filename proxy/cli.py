@@ -168,6 +168,17 @@ def _describe(config: Config) -> str:
         f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
         f"{', offline' if cache.offline else ''})"
     )
+    storage = config.storage
+    if storage.backend == "s3":
+        where = mask_userinfo(storage.endpoint_url or "AWS S3")
+        keys = "access key set" if storage.access_key_id else "credentials from the environment"
+        redirect = ", downloads redirected to presigned URLs" if storage.redirect else ""
+        lines.append(
+            f"storage: s3 bucket {storage.bucket!r} prefix {storage.prefix!r} at {where} "
+            f"({storage.region}, {keys}{redirect})"
+        )
+    if config.cluster.redis_url:
+        lines.append(f"cluster: redis {mask_userinfo(config.cluster.redis_url)}")
     return "\n".join(lines)
 
 
@@ -210,6 +221,29 @@ def _clean_orphans(config: Config) -> None:
         return
     if orphans.parts or orphans.locks:
         log.warning(_orphans_line(orphans))
+
+
+def _check_shared(config: Config) -> None:
+    """The bucket exists and takes writes, Redis answers: says plainly which is missing. One
+    that is missing or refuses the credentials stops the start (a configuration to fix); one
+    that cannot be reached now is an outage: the replica starts and serves without it."""
+    import logging
+
+    log = logging.getLogger("proxy.cli")
+    stores = open_stores(config, count_hits=False)
+    try:
+        problems = [(part.kind, part.problem()) for part in stores.shared]
+    finally:
+        stores.close()
+    for kind, problem in problems:
+        if problem is None:
+            log.info("%s answers", "S3 bucket" if kind == "s3" else "Redis")
+            continue
+        fatal, message = problem
+        if fatal:
+            key = "storage.bucket" if kind == "s3" else "cluster.redis_url"
+            raise ConfigError(f"{config.path}: {key}: {message}")
+        log.warning("%s: starting without it", message)
 
 
 def cache_command(config: Config, args: argparse.Namespace) -> int:
@@ -372,6 +406,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _check_shared(config)
     _clean_orphans(config)
     uvicorn.run(
         "proxy.cli:app_factory",

@@ -107,6 +107,27 @@ class UploadConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Where distribution files live: "local" (under [cache] directory) or an S3 bucket."""
+
+    backend: str = "local"  # or "s3"
+    endpoint_url: str | None = None  # None: AWS S3
+    bucket: str = ""
+    prefix: str = "files/"  # objects are <prefix><sha256>
+    region: str = "us-east-1"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    redirect: bool = False  # answer a download with a presigned URL, after the read check
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What replicas share beyond the bucket: locks, index records, news of changes, values."""
+
+    redis_url: str | None = field(default=None, repr=False)  # None: one machine, no Redis
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -120,6 +141,8 @@ class Config:
     guard: rules.GuardSettings = field(
         default_factory=lambda: rules.GuardSettings(rules.PolicySettings(), rules.AuditSettings())
     )
+    storage: StorageConfig = StorageConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -301,6 +324,68 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
     )
 
 
+def _storage(r: _Reader) -> StorageConfig:
+    r.check_keys(
+        {
+            "backend",
+            "endpoint_url",
+            "bucket",
+            "prefix",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "redirect",
+        }
+    )
+    backend = r.string("backend", "local")
+    if backend not in ("local", "s3"):
+        raise r.error("backend", f'expected "local" or "s3", got {backend!r}')
+    if backend == "local":
+        extra = sorted(set(r.table) - {"backend"})
+        if extra:
+            raise r.error(extra[0], 'only with backend = "s3"')
+        return StorageConfig()
+    endpoint = r.string("endpoint_url")
+    bucket = r.string("bucket")
+    if not bucket:
+        raise r.error("bucket", 'required with backend = "s3"')
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise r.error("bucket", f"not an S3 bucket name: {bucket!r}")
+    prefix = r.string("prefix", "files/")
+    if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
+        raise r.error("prefix", f'expected a key prefix such as "files/", got {prefix!r}')
+    key_id = r.string("access_key_id", secret=True) or None
+    secret = r.string("secret_access_key", secret=True) or None
+    if (key_id is None) != (secret is None):
+        raise r.error("access_key_id", "set both access_key_id and secret_access_key, or neither")
+    return StorageConfig(
+        backend=backend,
+        endpoint_url=None if endpoint is None else _http_url(r, "endpoint_url", endpoint),
+        bucket=bucket,
+        prefix=prefix,
+        region=r.string("region", "us-east-1"),
+        access_key_id=key_id,
+        secret_access_key=secret,
+        redirect=r.boolean("redirect", False),
+    )
+
+
+def _cluster(r: _Reader) -> ClusterConfig:
+    r.check_keys({"redis_url"})
+    url = r.string("redis_url")
+    if url is None:
+        if r.table:
+            raise r.error("redis_url", "required in [cluster]")
+        return ClusterConfig()
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+        raise r.error(
+            "redis_url",
+            f"expected a redis://, rediss:// or unix:// URL, got {mask_userinfo(url)!r}",
+        )
+    return ClusterConfig(redis_url=url)
+
+
 def _source(r: _Reader) -> SourceConfig:
     r.check_keys(
         {"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked"}
@@ -387,6 +472,7 @@ def load(path: str | Path) -> Config:
     root = _Reader(path, document, "")
     root.check_keys(
         {"server", "cache", "gitlab", "sources", "auth", "users", "upload", "policy", "audit"}
+        | {"storage", "cluster"}
     )
     sources = tuple(_source(r) for r in root.tables_at("sources"))
     names = [s.name for s in sources]
@@ -437,4 +523,6 @@ def load(path: str | Path) -> Config:
             default_source=default, max_size=upload_r.size("max_size", "3GiB", minimum=1024)
         ),
         guard=guard,
+        storage=_storage(root.table_at("storage")),
+        cluster=_cluster(root.table_at("cluster")),
     )

@@ -111,6 +111,18 @@ POLICY = Counter(
     "for an advisory (yanked) on the pages it built, file requests it refused (refused)",
     ["verdict"],
 )
+SHARED_FAILURES = Counter(
+    PREFIX + "shared_store_failures",
+    "Calls to a shared store (s3: the bucket, redis: the cluster's Redis) that failed; the"
+    " replica carried on without it",
+    ["store"],
+)
+SHARED_DOWN = Gauge(
+    PREFIX + "shared_store_down",
+    "1 while a worker finds a shared store (s3, redis) unreachable and carries on alone",
+    ["store"],
+    multiprocess_mode="livemax",
+)
 
 # Children resolved once: the warm page path pays one increment, not a label lookup.
 PAGE_HIT = CACHE.labels("page", "hit")

@@ -64,6 +64,13 @@ def redirect(location: str) -> Response:
     return Response(status_code=301, headers={"location": location})
 
 
+def redirect_to_store(url: str) -> Response:
+    """A download answered by the blob store itself: a presigned URL, for this reader only and
+    for a few minutes (never kept by a shared cache)."""
+    headers = {"location": url, "cache-control": "private, no-store", "x-cache": "REDIRECT"}
+    return Response(status_code=307, headers=headers)
+
+
 def page_response(request: Request, page: Rendered, stale: bool) -> Response:
     headers = {"vary": "Accept, Accept-Encoding", "etag": page.etag}
     headers["x-cache"] = "STALE" if stale else "OK"
@@ -132,6 +139,12 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     if filename.endswith(".provenance"):
         return await provenance_file(request, sha256, filename.removesuffix(".provenance"))
+    if svc.config.storage.redirect and request.method == "GET":
+        url = await svc.stores.blobs.redirect_url(sha256)  # after the read check above
+        if url is not None:
+            metrics.FILE_HIT.inc()
+            await audit.served(request, sha256, filename, "redirect")
+            return redirect_to_store(url)
     cached = await svc.stores.blobs.open(sha256)
     if cached is not None:
         metrics.FILE_HIT.inc()

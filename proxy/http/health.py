@@ -21,6 +21,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from proxy.http.shared_state import shared_problems, shared_state
 from proxy.sources.upstream_health import SourceState
 from proxy.storage.writable import CacheState, writes_for
 
@@ -64,6 +65,10 @@ async def readyz(request: Request) -> Response:
     if not cache.writable:  # still ready: it serves all the same, only keeps nothing new
         mode = "degraded: " if mode == "online" else f"{mode}; "
         mode += cache.describe()
+    shared = shared_state(services.stores)
+    for problem in shared_problems(shared):  # still ready, as for the cache directory
+        mode = "degraded: " if mode == "online" else f"{mode}; "
+        mode += problem
     body = {
         "ready": ready,
         "mode": mode,
@@ -71,6 +76,7 @@ async def readyz(request: Request) -> Response:
         "offline_serving_possible": can_serve_cached,
         "cached_index_entries": cached_pages,
         "cache": cache.as_json(),
+        "shared": shared,
         "upstream_pool": {"stalled": bool(stalls), "reason": stalls[0] if stalls else None},
         "pid": os.getpid(),
         "sources": states,

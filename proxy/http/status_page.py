@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from proxy import metrics
 from proxy.http.health import cache_state
 from proxy.http.policy_status import policy_rows, render_section
+from proxy.http.shared_state import shared_rows
 from proxy.redact import mask_userinfo
 from proxy.storage.uploads import Upload
 
@@ -157,6 +158,7 @@ async def status_page(request: Request) -> Response:
         "Index pages fresh for": f"{services.config.cache.index_ttl} s",
         "Cache directory": writable.describe(),
         "Mode": "offline (cache only)" if services.config.cache.offline else "online",
+        **shared_rows(services.stores),
     }
     uploads = await services.uploads.latest()
     base = str(request.base_url)

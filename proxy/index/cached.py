@@ -26,7 +26,8 @@ from proxy.index.base import Answer
 from proxy.model import ProjectPage
 from proxy.sources.base import Source
 from proxy.storage.locations import FileLocations
-from proxy.storage.pages import Entry, PageStore
+from proxy.storage.pages import Entry
+from proxy.storage.records import RecordStore
 
 log = logging.getLogger("proxy.cache.pages")
 
@@ -99,7 +100,7 @@ class CachedSource:
     def __init__(
         self,
         source: Source,
-        store: PageStore,
+        store: RecordStore,
         locations: FileLocations,
         freshness: Freshness,
         tasks: TaskSet,
@@ -189,7 +190,7 @@ class CachedSource:
         return value, entry.fetched_at
 
 
-async def forget(store: PageStore, sources: Sequence[str], name: str) -> None:
+async def forget(store: RecordStore, sources: Sequence[str], name: str) -> None:
     """Read-your-writes: the next page of `name` and the next project list, through any of
     `sources`, are asked for afresh, by every worker."""
     keys: list[Hashable] = []

@@ -92,6 +92,11 @@ class BlobStore(Protocol):
         """`open(count=False)` for the command line (blocking)."""
         ...
 
+    async def redirect_url(self, sha256: str) -> str | None:
+        """A short-lived URL the client may fetch the blob from itself, or None (not held, or
+        a store that has none). Only after the caller's read check."""
+        ...
+
     def __contains__(self, sha256: object) -> bool:
         """Blocking."""
         ...

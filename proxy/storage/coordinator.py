@@ -12,7 +12,14 @@ from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, TypeVar
 
+from proxy.storage.blobs import CacheUnwritable
+
 T = TypeVar("T")
+
+
+class HeldElsewhere(CacheUnwritable):
+    """Another replica has held a download's lock past the bound a follower waits: the file is
+    streamed from upstream, verified, without keeping."""
 
 
 class SharedValue(Protocol):
@@ -62,7 +69,8 @@ class Coordinator(Protocol):
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """Hold `key` exclusively among every worker, waiting for another holder without
         blocking the event loop (a download of one digest runs once). Raises OSError when the
-        lock cannot be had at all: the caller then goes on without what it guards."""
+        lock cannot be had at all: the caller then goes on without what it guards; HeldElsewhere
+        when another replica holds it past a bound."""
         ...
 
     def lock_now(self, key: str) -> AbstractContextManager[None]:

@@ -10,11 +10,39 @@ making and naming it, which leaves it old.
 import contextlib
 import fcntl
 import os
+import tempfile
 import time
 from pathlib import Path
 
+from proxy.storage.blobs import Spool
+
 PART, NEW = ".part", ".new"
 _NEW_GRACE = 600.0  # seconds after which a `.new` is surely a dead maker's
+
+
+def new_spool(incoming: Path, sha256: str) -> Spool:
+    """A new spool in `incoming` (blocking). It is made under a name clean-up ignores and
+    flocked before it is named `.part`: a `.part` nobody holds is a leftover."""
+    fd, new = tempfile.mkstemp(dir=incoming, prefix=sha256[:16], suffix=NEW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = new.removesuffix(NEW) + PART
+        os.rename(new, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(new)
+        raise
+    # Unbuffered: `written` must only count bytes that followers can already read.
+    return Spool(sha256, path, os.fdopen(fd, "wb", buffering=0))
+
+
+def discard_spool(spool: Spool) -> None:
+    """Close and remove a spool (blocking); never raises: what stays is a leftover."""
+    with contextlib.suppress(OSError):  # after the fsync: nothing is left to lose
+        spool.handle.close()
+    with contextlib.suppress(OSError):  # gone (put), or a read-only disk: a leftover then
+        os.unlink(spool.path)
 
 
 def partial_bytes(incoming: Path) -> int:

@@ -24,11 +24,9 @@ index; nothing else in the proxy touches diskcache's internals.
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -46,7 +44,7 @@ from proxy.storage import usage
 from proxy.storage.blobs import BlobStats, CacheUnwritable, Spool
 from proxy.storage.cached_file import SERVE_CHUNK, CachedFile, Check, CorruptEntry, read_whole
 from proxy.storage.file_index import FileIndex
-from proxy.storage.leftovers import NEW, PART, partial_bytes, remove_orphans
+from proxy.storage.leftovers import discard_spool, new_spool, partial_bytes, remove_orphans
 from proxy.storage.writable import writes_for
 
 log = logging.getLogger("proxy.cache.files")
@@ -113,6 +111,9 @@ class LocalBlobStore:
 
     def open_now(self, sha256: str) -> CachedFile | None:
         return self._open(sha256, count=False)
+
+    async def redirect_url(self, sha256: str) -> None:
+        return None  # the cache directory is this machine's: the proxy serves it
 
     def _open(self, sha256: str, count: bool = True) -> CachedFile | None:
         row = self._index.find(sha256)
@@ -216,21 +217,8 @@ class LocalBlobStore:
     # --- spools -----------------------------------------------------------------------------
 
     def spool(self, sha256: str) -> Spool:
-        """A new spool in `incoming/`, on the entries' file system (putting it is a rename).
-        It is made under a name clean-up ignores and flocked before it is named `.part`: a
-        `.part` nobody holds is a leftover."""
-        fd, new = tempfile.mkstemp(dir=self._tmp, prefix=sha256[:16], suffix=NEW)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path = new.removesuffix(NEW) + PART
-            os.rename(new, path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(new)
-            raise
-        # Unbuffered: `written` must only count bytes that followers can already read.
-        spool = Spool(sha256, path, os.fdopen(fd, "wb", buffering=0))
+        """A new spool in `incoming/`, on the entries' file system (putting it is a rename)."""
+        spool = new_spool(self._tmp, sha256)
         with self._spools_lock:
             self._spools[id(spool)] = spool
         return spool
@@ -258,10 +246,7 @@ class LocalBlobStore:
     def discard(self, spool: Spool) -> None:
         with self._spools_lock:
             self._spools.pop(id(spool), None)
-        with contextlib.suppress(OSError):  # after the fsync: nothing is left to lose
-            spool.handle.close()
-        with contextlib.suppress(OSError):  # gone (put), or a read-only disk: a leftover then
-            os.unlink(spool.path)  # not put, or not kept (larger than max_size)
+        discard_spool(spool)  # not put, or not kept (larger than max_size)
 
     def failed(self, exc: BaseException, what: str) -> CacheUnwritable:
         self._writes.failed(exc, what)

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 
 from proxy.aio import TTLMemo
 from proxy.model import DistFile
-from proxy.storage.pages import Entry, PageStore
+from proxy.storage.pages import Entry
+from proxy.storage.records import RecordStore
 from proxy.storage.writable import WRITE_ERRORS
 
 _HELD_ENTRIES = 10_000
@@ -30,7 +31,7 @@ def sha256_of(key: object) -> str | None:
 
 
 class FileLocations:
-    def __init__(self, store: PageStore) -> None:
+    def __init__(self, store: RecordStore) -> None:
         self.store = store
         self._held: TTLMemo[str, Entry] = TTLMemo(_HELD_ENTRIES)
 

@@ -92,6 +92,11 @@ class PageStore:
         for key in keys:
             self._disk.delete(key)
 
+    def delete_now(self, *keys: Hashable) -> None:
+        """Delete records here only, without news (blocking): another worker or replica
+        forgot them and tells the rest itself."""
+        self._delete(keys)
+
     # --- blocking, for the command line and the locations -------------------------------------
 
     def get_now(self, key: Hashable) -> Any:

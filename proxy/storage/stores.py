@@ -4,6 +4,7 @@ else. The command line opens the stores without the rest of the proxy (a `serve`
 process stays small); the services open them for the index.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from proxy.storage.local_blobs import LocalBlobStore
 from proxy.storage.local_coordinator import LocalCoordinator
 from proxy.storage.locations import FileLocations
 from proxy.storage.pages import PageStore
+from proxy.storage.records import RecordStore
 
 
 @dataclass(frozen=True)
@@ -26,21 +28,58 @@ class Leftovers:
     locks: int
 
 
+@dataclass(frozen=True)
+class SharedPart:
+    """A service replicas share (the bucket, Redis): checked at start, its state shown."""
+
+    kind: str  # "s3" or "redis"
+    problem: Callable[[], tuple[bool, str] | None]  # blocking: None, or (fatal, what is wrong)
+    reachable: Callable[[], tuple[bool, str]]  # as this process saw it last: (yes, reason)
+
+
 @dataclass
 class Stores:
     """Where the proxy keeps things, and how its workers coordinate. Which implementations run
     is decided here, and nowhere else."""
 
     coordinator: Coordinator
-    pages: PageStore
+    pages: RecordStore
     locations: FileLocations
     blobs: BlobStore
     downloads: Downloads
+    shared: tuple[SharedPart, ...] = ()
 
     @classmethod
     def open(cls, config: Config, *, count_hits: bool = True) -> "Stores":
-        """`count_hits`: this process's file lookups count in the hit ratio (the server's)."""
-        return cls.local(config.cache.directory, config.cache.max_size, count_hits=count_hits)
+        """`count_hits`: this process's file lookups count in the hit ratio (the server's).
+
+        `[storage] backend = "s3"` puts the files in a bucket, `[cluster] redis_url` shares
+        locks, records and news through Redis; their modules (and obstore, redis-py) are
+        imported only then: the one-machine default loads neither."""
+        directory = config.cache.directory
+        if config.storage.backend == "local" and config.cluster.redis_url is None:
+            return cls.local(directory, config.cache.max_size, count_hits=count_hits)
+        local = LocalCoordinator(directory)
+        coordinator: Coordinator = local
+        pages: RecordStore = PageStore(directory, local)
+        shared: list[SharedPart] = []
+        blobs: BlobStore
+        if config.storage.backend == "s3":
+            from proxy.storage.s3_blobs import S3BlobStore
+
+            blobs = bucket = S3BlobStore(config.storage, directory, count_hits=count_hits)
+            shared.append(SharedPart("s3", bucket.problem, bucket.reachable))
+        else:
+            blobs = LocalBlobStore(directory, config.cache.max_size, count_hits=count_hits)
+        if config.cluster.redis_url is not None:
+            from proxy.storage.redis_coordinator import RedisCoordinator
+            from proxy.storage.shared_records import SharedRecords
+
+            coordinator = redis = RedisCoordinator(config.cluster.redis_url, local)
+            pages = SharedRecords(PageStore(directory, local), redis)
+            shared.append(SharedPart("redis", redis.problem, redis.reachable))
+        downloads = Downloads(blobs, coordinator)
+        return cls(coordinator, pages, FileLocations(pages), blobs, downloads, tuple(shared))
 
     @classmethod
     def local(cls, directory: Path, max_size: int, *, count_hits: bool = True) -> "Stores":

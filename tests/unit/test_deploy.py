@@ -90,16 +90,15 @@ def _config_loads(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert re.fullmatch(r"\$\{[A-Z0-9_]+\}", storage[key]), key
     assert re.fullmatch(r"\$\{[A-Z0-9_]+\}", document["gitlab"]["token"])
 
-    # config.py does not know [storage] and [cluster] yet (issue 15 adds them): until it does,
-    # the rest of the file must load as it is
-    rest = re.sub(r"(?ms)^\[(storage|cluster)\]\n.*?(?=^\[|\Z)", "", text)
-    assert "[storage]" not in rest and "[cluster]" not in rest and "[[sources]]" in rest
     for name in _variables(text):
-        monkeypatch.setenv(name, "https://gitlab.example.com" if name.endswith("URL") else "x")
+        value = "https://gitlab.example.com" if name.endswith("URL") else "x"
+        monkeypatch.setenv(name, "redis://redis.example:6379/0" if name == "REDIS_URL" else value)
     path = tmp_path / "config.toml"
-    path.write_text(rest)
+    path.write_text(text)
     loaded = config.load(path)
     assert loaded.sources and loaded.server.host == "0.0.0.0"
+    assert loaded.storage.backend == "s3" and loaded.storage.bucket == storage["bucket"]
+    assert loaded.storage.access_key_id == "x" and loaded.cluster.redis_url
     return document
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from proxy.errors import HashMismatch
 from proxy.storage import downloads as downloads_module
+from proxy.storage import leftovers, usage
 from proxy.storage import local_blobs as blobs_module
-from proxy.storage import usage
 from proxy.storage.blobs import CacheUnwritable
 from proxy.storage.cached_file import CorruptEntry
 from proxy.storage.downloads import verified
@@ -155,7 +155,7 @@ async def test_a_cache_that_cannot_take_a_file_degrades_to_serving_unkept(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(blobs_module.tempfile, "mkstemp", full)
+    monkeypatch.setattr(leftovers.tempfile, "mkstemp", full)
     source = FakeSource("s", contents={SHA: CONTENT})
     store = Stores.local(tmp_path, 10 * 2**20)
     download = store.downloads.download(SHA, opener(source))

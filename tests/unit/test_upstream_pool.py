@@ -86,7 +86,7 @@ async def readiness(observer: UpstreamHealth) -> tuple[int, dict]:
     services = SimpleNamespace(
         config=SimpleNamespace(cache=SimpleNamespace(offline=False, directory=Path(gettempdir()))),
         source_names=["platform"],
-        stores=SimpleNamespace(pages=[object()]),
+        stores=SimpleNamespace(pages=[object()], shared=()),
         health=observer,
     )
     app = Starlette(routes=[Route("/readyz", health.readyz)])

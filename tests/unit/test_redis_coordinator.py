@@ -1,0 +1,113 @@
+"""The Redis coordinator against a real Redis: one lock holder across replicas, a dead holder's
+lease taken over, a follower that stops waiting past its bound, news heard by every replica,
+shared values updated atomically, and Redis down costing nothing but sharing."""
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.storage.coordinator import HeldElsewhere
+from proxy.storage.local_coordinator import LocalCoordinator
+from proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
+from tests.backing_services import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.waiting import async_wait_until
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[RedisCoordinator]]:  # noqa: F811
+    """Two replicas' coordinators: each its own directory, one Redis."""
+    made = [
+        RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / name), lease=1, wait=2)
+        for name in ("a", "b")
+    ]
+    yield made
+    for coordinator in made:
+        coordinator.close()
+
+
+async def test_one_holder_at_a_time_across_replicas(replicas: list[RedisCoordinator]) -> None:
+    inside, most = 0, 0
+
+    async def hold(coordinator: RedisCoordinator) -> None:
+        nonlocal inside, most
+        async with coordinator.lock("digest"):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.05)
+            inside -= 1
+
+    await asyncio.gather(*(hold(replicas[n % 2]) for n in range(6)))
+    assert most == 1
+
+
+async def test_a_dead_holder_s_lock_is_taken_over_after_its_lease(
+    replicas: list[RedisCoordinator],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    client = redis_server.client()
+    # a replica that took the lock and died: nobody renews it
+    assert client.set(LOCKS + "digest", "dead-replica", nx=True, px=1000)
+    async with replicas[0].lock("digest"):
+        assert client.get(LOCKS + "digest") != b"dead-replica"
+    assert client.get(LOCKS + "digest") is None  # released by its token
+
+
+async def test_a_follower_stops_waiting_past_its_bound(replicas: list[RedisCoordinator]) -> None:
+    a, b = replicas
+    async with a.lock("digest"):  # a live holder renews its lease past b's wait
+        with pytest.raises(HeldElsewhere, match="another replica has held"):
+            async with b.lock("digest"):
+                pass
+
+
+async def test_news_reach_the_other_replica(replicas: list[RedisCoordinator]) -> None:
+    a, b = replicas
+    forgotten: list[object] = []
+
+    async def forget(keys: list[object]) -> None:
+        forgotten.extend(keys)
+
+    b.on_forget(forget)
+    before = b.generation()
+    await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+    before = b.generation()
+    await a.broadcast([("page", "platform", "acme-utils")])
+    await async_wait_until(lambda: b.generation() != before, "b to hear the news", 20)
+    assert forgotten == [("page", "platform", "acme-utils")]
+
+
+def test_shared_values_update_atomically(replicas: list[RedisCoordinator]) -> None:
+    values = [c.value("gitlab-budget") for c in replicas]
+
+    def add_one(current: bytes | None) -> tuple[bytes, None]:
+        return str(int(current or b"0") + 1).encode(), None
+
+    def work(n: int) -> None:
+        for _ in range(50):
+            values[n % 2].update(add_one)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert values[0].update(lambda current: (current or b"", current)) == b"200"
+
+
+async def test_redis_down_costs_sharing_only(
+    replicas: list[RedisCoordinator],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, _ = replicas
+    redis_server.stop()
+    async with a.lock("digest"):  # the machine's lock only
+        pass
+    before = a.generation()
+    await a.changed()  # never fails; this machine's workers hear it
+    assert a.generation() != before
+    assert a.value("budget").update(lambda current: (b"1", current)) is None  # kept locally
+    reachable, reason = a.reachable()
+    assert not reachable and reason
