@@ -334,6 +334,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         access_log=False,  # proxy.http.access_log writes one line per request instead
         proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
         server_header=False,
+        ws="none",  # no websocket routes: no websockets library in every worker
         timeout_graceful_shutdown=server.graceful_shutdown,
     )
 
