@@ -317,6 +317,9 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
 
     open_stores(config).close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
+    # glibc gives each thread that allocates an arena of its own, and freed memory stays in it:
+    # the workers' threads (disk, hashing, parsing) held MiBs each. Read when a worker starts.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
     server = config.server
