@@ -89,9 +89,7 @@ class MemoHits:
         media = negotiate(_header(scope, b"accept"), None)
         if media is None:
             return None  # the route's 406
-        memo: PageMemo | None = getattr(scope["app"].state, "memo", None)
-        if memo is None:  # before the lifespan made it: the route says what is wrong
-            return None
+        memo: PageMemo = scope["app"].state.memo  # made by create_app's lifespan
         key = memo_key(what, media, identity_of(scope).readable)
         rendered = memo.get(key, memo.generation())
         if rendered is None:
