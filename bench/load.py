@@ -3,6 +3,7 @@ downloads), and a link lookup on each server's own page."""
 
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -131,3 +132,37 @@ def file_url(index_url: str, name: str, filename: str) -> str:
         if href.split("#")[0].rsplit("/", 1)[-1] == filename:
             return urljoin(str(response.url), href.split("#")[0])
     raise RuntimeError(f"{page_url} does not list {filename}")
+
+
+class LoopLag:
+    """A loop-lag probe from outside: while in use, a thread asks `url` (a trivial route) over
+    `connections` keep-alive connections in turn, one request at a time, and keeps the longest
+    answer. A connection stays with the worker that accepted it, so each worker is probed; a
+    request that arrives while a worker's event loop is busy with one long step waits for it."""
+
+    def __init__(self, url: str, connections: int = 8) -> None:
+        self.url, self.connections = url, connections
+        self.longest = 0.0  # seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def __enter__(self) -> "LoopLag":
+        self._clients = [httpx2.Client(timeout=30) for _ in range(self.connections)]
+        for client in self._clients:
+            client.get(self.url)  # connected before the work starts
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        for client in self._clients:
+            client.close()
+
+    def _probe(self) -> None:
+        while not self._stop.is_set():
+            for client in self._clients:
+                started = time.monotonic()
+                client.get(self.url)
+                self.longest = max(self.longest, time.monotonic() - started)
+            self._stop.wait(0.002)

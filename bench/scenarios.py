@@ -409,6 +409,52 @@ def _details_exact(up: Upstream, target: Target, samples: Samples, settings: Set
     add(samples, "package_files calls by then (background)", target.name, calls)
 
 
+class _Probe:
+    """load.LoopLag for this proxy (its /healthz), nothing for a peer; the longest wait in ms."""
+
+    def __init__(self, target: Target) -> None:
+        base = target.index_url.removesuffix("simple/")
+        self.lag = load.LoopLag(f"{base}healthz")
+        self.ms = float("nan")
+
+    def __enter__(self) -> "_Probe":
+        self.lag.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lag.__exit__(*exc)
+        self.ms = self.lag.longest * 1000
+
+
+class _NoProbe:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _lag_probe(target: Target, proxy: Target, name: str) -> "_Probe | _NoProbe":
+    return _Probe(target) if target is proxy and name == "bench-wide" else _NoProbe()
+
+
+def _warm_big_page(target: Target, proxy: Target, name: str, label: str, samples: Samples) -> None:
+    """The big project's page again and again (HTML, then JSON), one request at a time: the
+    median time, and for this proxy the longest its event loop was blocked meanwhile."""
+    url = f"{target.index_url}{name}/"
+    probe = _lag_probe(target, proxy, name)
+    times = []
+    with probe:
+        for n in range(10):
+            accept = load.JSON_ACCEPT if n % 2 else "text/html"
+            started = time.monotonic()
+            httpx2.get(url, headers={"Accept": accept}, timeout=60).raise_for_status()
+            times.append(time.monotonic() - started)
+    add(samples, f"warm page, {label}, ms", target.name, statistics.median(times) * 1000)
+    if isinstance(probe, _Probe):
+        add(samples, f"event loop blocked, warm {label}, max ms", target.name, probe.ms)
+
+
 def long_histories(
     up: Upstream, proxy: Target, peers: list[Target], settings: Settings, latency: float
 ) -> Samples:
@@ -420,13 +466,20 @@ def long_histories(
         for target in [proxy, *peers]:
             for number, (label, name) in enumerate(_HISTORIES):
                 before = _page_requests(up)
-                seconds = _get_seconds(f"{target.index_url}{name}/")
+                probe = _lag_probe(target, proxy, name)
+                with probe:
+                    seconds = _get_seconds(f"{target.index_url}{name}/")
                 answered = time.monotonic()  # background requests after this are not counted
+                if isinstance(probe, _Probe):
+                    blocked = f"event loop blocked, cold {label}, max ms"
+                    add(samples, blocked, target.name, probe.ms)
                 add(samples, f"cold page, {label}, ms", target.name, seconds * 1000)
                 asked = _page_requests(up, answered) - before
                 add(samples, f"cold page, {label}, GitLab requests", target.name, asked)
                 if number == 0 and target is proxy:
                     _details_exact(up, target, samples, settings)
+                if number == 1:  # the big project: warm, one client after another
+                    _warm_big_page(target, proxy, name, label, samples)
                 if number == 0:
                     url = f"{target.index_url}{name}/"
                     load.wrk(url, connections=16, seconds=1)  # every worker has it

@@ -8,6 +8,9 @@
   exception was never retrieved"), waited for or cancelled when the owner closes.
 - `TTLMemo`: a bounded in-memory map whose entries may expire; when full, the entry set longest
   ago goes first (setting a key again makes it the newest).
+- `off_loop`: work linear in a page's files, in a thread once the page is big enough for it to
+  block the event loop (a project of 10,000 files), inline below that (a thread hop costs more
+  than a small page's work).
 """
 
 import asyncio
@@ -19,8 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 V = TypeVar("V")
 H = TypeVar("H")
+
+
+BIG = 500  # items from which per-item Python work (~3-10 µs each) goes to a thread
+
+
+async def off_loop(items: int, work: Callable[..., R], *args: Any) -> R:
+    """`work(*args)`, in a thread when it handles `items` >= BIG things."""
+    if items >= BIG:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 @dataclass(eq=False)

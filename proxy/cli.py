@@ -401,6 +401,9 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     open_stores(config).close()
     _check_vulnerabilities(config)
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
+    # glibc gives each thread that allocates an arena of its own, and freed memory stays in it:
+    # the workers' threads (disk, hashing, parsing) held MiBs each. Read when a worker starts.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
     server = config.server
@@ -419,6 +422,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         access_log=False,  # proxy.http.access_log writes one line per request instead
         proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
         server_header=False,
+        ws="none",  # no websocket routes: no websockets library in every worker
         timeout_graceful_shutdown=server.graceful_shutdown,
     )
 

@@ -34,9 +34,10 @@ from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
 from proxy.http.file_responses import FileBody, cached_response, file_headers
 from proxy.http.health import healthz, readyz
+from proxy.http.memo_hits import MemoHits, page_answer
 from proxy.http.metrics_endpoint import metrics_endpoint
 from proxy.http.page_memo import PageMemo, memo_key
-from proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate, render
+from proxy.http.serialize import Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
@@ -72,20 +73,13 @@ def redirect_to_store(url: str) -> Response:
 
 
 def page_response(request: Request, page: Rendered, stale: bool) -> Response:
-    headers = {"vary": "Accept, Accept-Encoding", "etag": page.etag}
-    headers["x-cache"] = "STALE" if stale else "OK"
-    if stale:
-        headers["warning"] = '110 gitlab-pypi-proxy "Response is Stale"'
-    if request.headers.get("if-none-match") == page.etag:
-        return Response(status_code=304, headers=headers)
-    body = page.body
-    if page.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-        body = page.gzipped
-        headers["content-encoding"] = "gzip"
-    if request.method == "HEAD":
-        headers["content-length"] = str(len(body))
-        body = b""
-    return Response(body, headers=headers, media_type=CONTENT_TYPES[page.media])
+    headers = request.headers
+    status, raw, body = page_answer(
+        page, stale, request.method, headers.get("if-none-match"), headers.get("accept-encoding")
+    )
+    response = Response(body, status_code=status)
+    response.raw_headers = raw  # as built, the same bytes a memo hit gets (proxy.http.memo_hits)
+    return response
 
 
 async def index_response(
@@ -300,7 +294,12 @@ def create_app(config: Config) -> Starlette:
         routes.append(Route(path, upload, methods=["POST", "PUT"]))
     server = config.server
     # Outermost first: the real client and path, then the log (it sees 401s too), then access.
-    middleware = [Middleware(AccessLog), Middleware(AccessControl)]
+    # Innermost, memo hits answered before the router (the same answer the route gives).
+    middleware = [
+        Middleware(AccessLog),
+        Middleware(AccessControl),
+        Middleware(MemoHits, root=simple_root, page=project_page),
+    ]
     if server.trusted_proxies or server.base_path:
         middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
     middleware.insert(0, Middleware(RequestId))  # outermost: every answer carries its id

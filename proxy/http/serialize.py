@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 from urllib.parse import quote
 
@@ -66,6 +67,7 @@ def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
     return (best[1], best[0]) if best else (0.0, -1)
 
 
+@lru_cache(maxsize=256)  # a few Accept headers, asked on every request
 def negotiate(accept: str | None, format: str | None = None) -> str | None:
     """The media type to answer with, or None when nothing acceptable (406)."""
     if format:

@@ -11,13 +11,15 @@ at background priority unless a client is waiting for the sidecar.
 """
 
 import asyncio
+import functools
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 
 from packaging.version import InvalidVersion, Version
 
-from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from proxy.aio import SingleFlight, TaskSet, TTLMemo, off_loop
 from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
 from proxy.index.files import FileFinder
 from proxy.index.wheel_metadata import (
@@ -80,18 +82,15 @@ class CoreMetadata:
         if not wheels:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
+        # the newest wheels, not the newest of those still lacking metadata: a page rendered
+        # again must not walk back through every old version of a long history
+        newest = await off_loop(len(wheels), _newest, wheels)
         self._in_background(
-            # the newest wheels, not the newest of those still lacking metadata: a page rendered
-            # again must not walk back through every old version of a long history
-            [f for f in _newest(wheels) if f.sha256 not in known and not f.core_metadata_sha256]
+            [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256]
         )
         if not known:
             return page
-        files = tuple(
-            replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
-            for f in page.files
-        )
-        return replace(page, files=files)
+        return await off_loop(len(page.files), _with_metadata, page, known)
 
     def _in_background(self, files: Iterable[DistFile]) -> None:
         todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
@@ -177,13 +176,22 @@ class CoreMetadata:
         return None
 
 
+def _with_metadata(page: ProjectPage, known: Mapping[str, str]) -> ProjectPage:
+    files = tuple(
+        replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
+        for f in page.files
+    )
+    return replace(page, files=files)
+
+
+@functools.lru_cache(maxsize=65536)
+def _version_key(filename: str) -> Version:
+    try:
+        return Version(file_version(filename) or "0")
+    except InvalidVersion:
+        return Version("0")
+
+
 def _newest(files: list[DistFile]) -> list[DistFile]:
     """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
-
-    def key(file: DistFile) -> Version:
-        try:
-            return Version(file_version(file.filename) or "0")
-        except InvalidVersion:
-            return Version("0")
-
-    return sorted(files, key=key, reverse=True)[:_BACKGROUND_PER_PAGE]
+    return heapq.nlargest(_BACKGROUND_PER_PAGE, files, key=lambda f: _version_key(f.filename))

@@ -225,15 +225,10 @@ class GitLabPages:
             api.name, api.listing, api.package_files, details or DetailsStore(None), changed
         )
 
-    async def project_page(self, name: str) -> ProjectPage | None:
-        url = f"{self.api.pypi}/simple/{name}"
-        response = await self.api.get(url)
-        if response.status_code != 200:
-            self.api.refused(f"page {name}", response)
-            return None
-        links = await asyncio.to_thread(parse_project_page, response.text, url)
+    def _files(self, html: str, url: str) -> list[DistFile]:
+        """The page's files (in a thread: a long history lists 10,000)."""
         files = []
-        for link in links:
+        for link in parse_project_page(html, url):
             if link.sha256 is None:
                 # GitLab stores no digest for an upload that sent none: pip cannot use the file.
                 log.warning("source %s: %s has no sha256, not listed", self.api.name, link.filename)
@@ -247,6 +242,15 @@ class GitLabPages:
                     requires_python=link.requires_python,
                 )
             )
+        return files
+
+    async def project_page(self, name: str) -> ProjectPage | None:
+        url = f"{self.api.pypi}/simple/{name}"
+        response = await self.api.get(url)
+        if response.status_code != 200:
+            self.api.refused(f"page {name}", response)
+            return None
+        files = await asyncio.to_thread(self._files, response.text, url)
         # PEP 700 details: asked only now that the page has files, never beside a "not here"
         files = await self.details.prepare(name, files)
         return ProjectPage(name=name, files=tuple(files), sources=(self.api.name,))

@@ -25,7 +25,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from proxy.aio import TaskSet, TTLMemo
+from proxy.aio import TaskSet, TTLMemo, off_loop
 from proxy.errors import Refused, SourceUnavailable
 from proxy.model import DistFile, parse_time
 from proxy.names import file_version, normalize
@@ -133,27 +133,22 @@ class FileDetails:
         """`files` of a fresh page with what is known of them. Versions never seen are sought in
         the listing first (bounded); exact details are asked for later, in the background."""
         known = await self.store.read(self.source, name)
-        lacking = {(f.filename, f.sha256) for f in files} - known.files.keys()
+        lacking, wanted = await off_loop(len(files), _to_seek, files, known, time.time())
         if not lacking:
-            return with_known(files, known)
-        now = time.time()
-        wanted = {
-            v
-            for filename, _ in lacking
-            if (v := version_of(filename)) is not None and _unseen(known.versions.get(v), now)
-        }
+            return await off_loop(len(files), with_known, files, known)
         resume = None
         if wanted and time.monotonic() >= self._refused_until:
             found, resume = await self._search(name, wanted, start=1, background=False)
             known = Known(known.files, {**known.versions, **found})
         self._later(name, lacking, wanted, resume)
-        return with_known(files, known)
+        return await off_loop(len(files), with_known, files, known)
 
     async def refine(self, name: str, files: Sequence[DistFile]) -> list[DistFile] | None:
         """`files` (of a cached page) with the details learnt since; None when none are new."""
         if all(f.size is not None for f in files):
             return None
-        refined = with_known(files, await self.store.read(self.source, name))
+        known = await self.store.read(self.source, name)
+        refined = await off_loop(len(files), with_known, files, known)
         return refined if any(a is not b for a, b in zip(files, refined, strict=True)) else None
 
     # --- the listing --------------------------------------------------------------------------
@@ -272,6 +267,17 @@ class FileDetails:
             if learnt and self._changed is not None:
                 await self._changed()
         await self.store.drop_versions(self.source, name, gone)
+
+
+def _to_seek(files: Sequence[DistFile], known: Known, now: float) -> tuple[set[FileKey], set[str]]:
+    """The files that lack exact details, and the versions to seek in the listing for them."""
+    lacking = {(f.filename, f.sha256) for f in files} - known.files.keys()
+    wanted = {
+        v
+        for filename, _ in lacking
+        if (v := version_of(filename)) is not None and _unseen(known.versions.get(v), now)
+    }
+    return lacking, wanted
 
 
 def _unseen(listed: Listed | None, now: float) -> bool:

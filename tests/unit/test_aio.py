@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
+import threading
 
 import pytest
 
-from proxy.aio import SingleFlight, TaskSet, TTLMemo
+from proxy.aio import BIG, SingleFlight, TaskSet, TTLMemo, off_loop
 from tests.waiting import async_wait_until
 
 
@@ -80,3 +81,12 @@ def test_a_ttl_memo_expires_entries_and_drops_the_oldest_set_when_full() -> None
     memo.set("d", None, until=now[0] + 1)  # type: ignore[arg-type]
     assert "d" in memo and memo.get("d", "missing") is None
     assert repr(memo) == "TTLMemo({'d': None})"
+
+
+async def test_work_on_a_big_page_runs_in_a_thread_on_a_small_one_inline() -> None:
+    """A long history's 10,000 files once blocked the event loop for ~100 ms (`_newest` parsed
+    every version on it)."""
+    loop_thread = threading.get_ident()
+    assert await off_loop(BIG - 1, threading.get_ident) == loop_thread
+    assert await off_loop(BIG, threading.get_ident) != loop_thread
+    assert await off_loop(BIG, lambda a, b: a + b, 2, 3) == 5
