@@ -1,0 +1,67 @@
+"""A GitLab project's PyPI root index (GitLab 15.1+), kept in memory as a set of normalized names:
+a hint that decides what may be asked of GitLab at once, never what a page says.
+
+A name in the set is one the project listed lately: its page very likely has files, so the
+Packages API listing for its upload times may go out beside the page (one round trip where two
+were); a name not in it, or any name while the set is not known, is asked as before (the listing
+only once the page has files). The set is read at background priority of the request budget when
+a serving worker starts (`start`), and again when it is consulted after `ttl` ([cache] index_ttl);
+a failure to read it leaves the set as it was and is tried again after `ttl`. The proxy's own
+uploads add their name at once. Until started (prefetch, the `cache` commands) it knows nothing.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from proxy.aio import TaskSet
+
+log = logging.getLogger("proxy.sources.gitlab")
+
+Fetch = Callable[[], Awaitable[frozenset[str] | None]]  # None: GitLab did not list them now
+
+
+class RootIndex:
+    def __init__(
+        self, source: str, fetch: Fetch, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._fetch, self._ttl, self._clock = fetch, ttl, clock
+        self._names: frozenset[str] = frozenset()
+        self._added: set[str] = set()  # uploaded while a read was under way: kept over its answer
+        self._read_at = -math.inf
+        self._started = False
+        self._tasks = TaskSet(log, f"source {source}: root index")
+
+    def start(self) -> None:
+        """Read the root index in the background now, and keep it fresh while it is consulted."""
+        self._started = True
+        self._refresh_if_due()
+
+    def lists(self, name: str) -> bool:
+        """Did the root index list normalized `name` when last read (or was it uploaded since)?"""
+        self._refresh_if_due()
+        return name in self._names
+
+    def add(self, name: str) -> None:
+        """`name` was uploaded through the proxy."""
+        self._names |= {name}
+        self._added.add(name)
+
+    async def settled(self) -> None:
+        """Wait until a read under way has ended (tests)."""
+        await self._tasks.settled()
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    def _refresh_if_due(self) -> None:
+        if self._started and self._clock() - self._read_at >= self._ttl:
+            self._read_at = self._clock()  # a failed read is tried again after the TTL only
+            self._tasks.spawn(self._refresh(), key="read")
+
+    async def _refresh(self) -> None:
+        self._added.clear()
+        names = await self._fetch()
+        if names is not None:
+            self._names = names | self._added
