@@ -6,8 +6,10 @@ Packages API listing for its upload times may go out beside the page (one round 
 were); a name not in it, or any name while the set is not known, is asked as before (the listing
 only once the page has files). The set is read at background priority of the request budget when
 a serving worker starts (`start`), and again when it is consulted after `ttl` ([cache] index_ttl);
-a failure to read it leaves the set as it was and is tried again after `ttl`. The proxy's own
-uploads add their name at once. Until started (prefetch, the `cache` commands) it knows nothing.
+a failure to read it leaves the set as it was and is tried again after `ttl`. Being a hint, it is
+read at most once a minute even where pages revalidate on every request (`index_ttl = 0`). The
+proxy's own uploads add their name at once. Until started (prefetch, the `cache` commands) it
+knows nothing.
 """
 
 import logging
@@ -19,6 +21,8 @@ from proxy.aio import TaskSet
 
 log = logging.getLogger("proxy.sources.gitlab")
 
+MIN_TTL = 60.0  # seconds: the least time between two reads
+
 Fetch = Callable[[], Awaitable[frozenset[str] | None]]  # None: GitLab did not list them now
 
 
@@ -26,7 +30,8 @@ class RootIndex:
     def __init__(
         self, source: str, fetch: Fetch, ttl: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._fetch, self._ttl, self._clock = fetch, ttl, clock
+        self._source, self._fetch, self._clock = source, fetch, clock
+        self._ttl = max(ttl, MIN_TTL)
         self._names: frozenset[str] = frozenset()
         self._added: set[str] = set()  # uploaded while a read was under way: kept over its answer
         self._read_at = -math.inf
@@ -65,3 +70,4 @@ class RootIndex:
         names = await self._fetch()
         if names is not None:
             self._names = names | self._added
+            log.debug("source %s: root index read, %d names", self._source, len(names))

@@ -178,6 +178,28 @@ async def test_the_root_index_is_read_again_once_its_ttl_has_passed() -> None:
     await index.close()
 
 
+async def test_pages_revalidated_on_every_request_read_it_at_most_once_a_minute() -> None:
+    now = [0.0]
+    reads: list[int] = []
+
+    async def fetch() -> frozenset[str] | None:
+        reads.append(1)
+        return frozenset({"a"})
+
+    index = RootIndex("platform", fetch, 0, clock=lambda: now[0])  # index_ttl = 0
+    index.start()
+    await index.settled()
+    for second in (1.0, 30.0, 59.0):
+        now[0] = second
+        assert index.lists("a")
+        await index.settled()
+    assert len(reads) == 1
+    now[0] = 60.0
+    index.lists("a")
+    await index.settled()
+    assert len(reads) == 2
+
+
 async def test_an_upload_during_a_read_stays_in_the_set() -> None:
     release = asyncio.Event()
 
