@@ -228,7 +228,10 @@ class Services:
         await forget(self.stores.pages, owners, name)
 
     def warm(self) -> None:
-        """Start what the sources keep warm while this worker serves (their root indexes)."""
+        """Start what the sources keep warm while this worker serves (their root indexes);
+        nothing offline, which never contacts an upstream."""
+        if self.config.cache.offline:
+            return
         for parts in self.sources:
             if parts.warm is not None:
                 parts.warm.start()
