@@ -21,8 +21,8 @@ import httpx2
 import pytest
 
 from tests.clients import isolated_env, run, uv_binary
-from tests.dists import make_sdist, make_wheel
-from tests.gitlab_double import GitLabDouble
+from proxy.demo.dists import make_sdist, make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
 from tests.public_index import pypiserver
 from tests.servers import serve

@@ -12,8 +12,8 @@ from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
 from proxy.storage.stores import Stores
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

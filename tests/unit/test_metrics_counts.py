@@ -20,7 +20,7 @@ from proxy.http.upload import upload
 from proxy.sources.base import UploadAnswer
 from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
-from tests.dists import make_wheel
+from proxy.demo.dists import make_wheel
 from tests.unit.asgi import asgi_client
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

@@ -24,7 +24,7 @@ from proxy.index.cached import CachedSource, Freshness, PageKey
 from proxy.model import DistFile
 from proxy.sources.base import Parts
 from proxy.storage.stores import Stores
-from tests.dists import make_wheel
+from proxy.demo.dists import make_wheel
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 from tests.waiting import wait_until
