@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from proxy.demo.dists import make_wheel
-from tests.e2e.test_production import _metrics
 from proxy.demo.gitlab_double import GitLabDouble
+from tests.e2e.test_production import _metrics
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until

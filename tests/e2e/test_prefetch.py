@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.clients import isolated_env, run, uv_binary
 from proxy.demo.dists import make_sdist, make_wheel
 from proxy.demo.gitlab_double import GitLabDouble
+from tests.clients import isolated_env, run, uv_binary
 from tests.proxy_process import start_proxy, write_config
 from tests.public_index import pypiserver
 from tests.servers import serve

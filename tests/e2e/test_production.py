@@ -17,9 +17,9 @@ import pytest
 from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.clients import pip_install, twine_upload
 from proxy.demo.dists import make_wheel
 from proxy.demo.gitlab_double import GitLabDouble
+from tests.clients import pip_install, twine_upload
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until
