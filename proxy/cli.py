@@ -27,6 +27,7 @@ DESCRIPTION = (
     "pip, uv, poetry and pdm, and an upload URL for twine and uv publish."
 )
 EPILOG = (
+    "Try it without a GitLab: `gitlab-pypi-proxy demo`. "
     "Check a configuration with `gitlab-pypi-proxy check-config --config FILE`, then run "
     "`gitlab-pypi-proxy serve --config FILE`. Each command has its own --help."
 )
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         bundle.add_argument("bundle", help="the bundle, a .tar file")
         bundle.add_argument("--config", required=True)
     _prefetch_arguments(commands.add_parser("prefetch", help="fill the cache for offline builds"))
+    demo = commands.add_parser(
+        "demo", help="try the proxy without a GitLab: a GitLab double with sample packages"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
+    demo.add_argument("--directory", help="keep the demo's config and cache here (default: temp)")
     commands.add_parser(
         "hash-password",
         help="print a password_hash for [[users]] (the password is read from stdin or a prompt)",
@@ -343,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _private()
     if args.command == "hash-password":
         return hash_password_command()
+    if args.command == "demo":
+        from proxy.demo.run import run
+
+        return run(args.port, Path(args.directory) if args.directory else None)
     try:
         config = load_config(args.config, offline=getattr(args, "offline", False))
         if args.command == "check-config":

@@ -1,7 +1,6 @@
 """Run the proxy as users do (`python -m proxy serve`) on a loopback port, for end-to-end tests."""
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -9,15 +8,10 @@ from pathlib import Path
 
 import httpx2
 
+from proxy.demo.server import free_port
 from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(
