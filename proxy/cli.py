@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
+    serve.add_argument(
+        "--workers",
+        type=_workers_argument,
+        help='worker processes, or "auto" (default: [server] workers)',
+    )
     serve.add_argument("--offline", action="store_true", help="never contact an upstream")
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log lines (default: [server] log_format)"
@@ -83,6 +87,14 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
     add("--source", action="append", default=[], help="every package of this GitLab source")
     add("--latest", type=int, help="with --source: only the N newest versions of each name")
     add("--jobs", type=int, default=4, help="files fetched at once (default 4)")
+
+
+def _workers_argument(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError('expected "auto" or a number of at least 1')
+    return int(text)
 
 
 def hash_password_command() -> int:
@@ -320,6 +332,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     import uvicorn
 
     from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
+    from proxy.workers import workers
 
     open_stores(config).close()
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
@@ -334,7 +347,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         factory=True,
         host=args.host or server.host,
         port=args.port if args.port is not None else server.port,
-        workers=args.workers or server.workers,
+        workers=workers(args.workers or server.workers),
         log_config=log_config,
         log_level=server.log_level,
         access_log=False,  # proxy.http.access_log writes one line per request instead

@@ -94,11 +94,17 @@ class ProxyProcess:
                 self.process.wait()
 
 
-def start_proxy(config: Path, *args: str, env: dict[str, str] | None = None) -> ProxyProcess:
-    """Start the proxy and wait (bounded) until it answers its own /healthz."""
+def start_proxy(
+    config: Path, *args: str, env: dict[str, str] | None = None, config_workers: bool = False
+) -> ProxyProcess:
+    """Start the proxy and wait (bounded) until it answers its own /healthz: with one worker,
+    unless `args` say otherwise or `config_workers` leaves it to the configuration."""
     port = free_port()
     log_path = config.parent / f"proxy-{port}.log"
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
+    if "--workers" not in args and not config_workers:
+        # one worker, as these tests were written for; the default ("auto") is tested on its own
+        command += ["--workers", "1"]
     command += list(args)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
