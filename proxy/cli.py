@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from proxy import __version__
 from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
+from proxy.sizes import human
 
 if TYPE_CHECKING:
     from proxy.storage.stores import Leftovers, Stores
@@ -163,10 +164,18 @@ def _check_cache_directory(config: Config) -> None:
 
 
 def _describe(config: Config) -> str:
+    from proxy.workers import workers
+
     lines = [f"config {config.path}: OK"]
+    server = config.server
+    count = workers(server.workers)
+    lines.append(
+        f"server http://{server.host}:{server.port}{server.base_path}/, "
+        + (f"workers auto ({count} here)" if server.workers == "auto" else f"workers {count}")
+    )
     if config.gitlab.url:
         auth = "token set" if config.gitlab.token else "no token (anonymous)"
-        lines.append(f"gitlab {mask_userinfo(config.gitlab.url)} ({auth})")
+        lines.append(f"gitlab {mask_userinfo(config.gitlab.url)}, {auth}")
     for number, source in enumerate(config.sources, 1):
         target = mask_userinfo(source.target)
         lines.append(f"source {number}: {source.name} = {source.kind} {target}")
@@ -175,13 +184,27 @@ def _describe(config: Config) -> str:
     lines.append(
         f"auth: {reads}, passthrough {'on' if auth.passthrough else 'off'}, "
         f"{len(config.users)} users, uploads default to {config.upload.default_source or 'none'}"
+        f" (at most {human(config.upload.max_size)} each)"
     )
     cache = config.cache
     lines.append(
-        f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
+        f"cache {cache.directory} (max {human(cache.max_size)}, index_ttl {cache.index_ttl} s"
         f"{', offline' if cache.offline else ''})"
     )
     return "\n".join(lines)
+
+
+def check_config_command(config: Config) -> int:
+    """The configuration as the proxy reads it, then each problem on a line of its own: exit 2
+    when one of them means nothing can work."""
+    from proxy.config_checks import problems
+
+    found = problems(config)
+    if not any(p.error for p in found):
+        print(_describe(config))
+    for problem in found:
+        print(f"gitlab-pypi-proxy: {mask_userinfo(str(problem))}", file=sys.stderr)
+    return 2 if any(p.error for p in found) else 0
 
 
 def open_stores(config: Config, *, count_hits: bool = True) -> "Stores":
@@ -203,6 +226,16 @@ def _orphans_line(orphans: "Leftovers") -> str:
         f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
         " lock files left by stopped processes"
     )
+
+
+def _log_problems(config: Config) -> None:
+    """What check-config would say, as warnings: `serve` still starts (a health check waits)."""
+    import logging
+
+    from proxy.config_checks import problems
+
+    for problem in problems(config):
+        logging.getLogger("proxy.cli").warning("%s", problem)
 
 
 def _clean_orphans(config: Config) -> None:
@@ -341,6 +374,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _log_problems(config)
     _clean_orphans(config)
     uvicorn.run(
         "proxy.cli:app_factory",
@@ -369,8 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, offline=getattr(args, "offline", False))
         if args.command == "check-config":
-            print(_describe(config))
-            return 0
+            return check_config_command(config)
         if args.command == "cache":
             return cache_command(config, args)
         if args.command == "prefetch":

@@ -413,7 +413,13 @@ def load(path: str | Path) -> Config:
     default = upload_r.string("default_source")
     if default is not None:
         target = next((s for s in sources if s.name == default), None)
-        if target is None or target.kind != "gitlab_project":
+        if target is not None and target.kind != "gitlab_project":
+            raise upload_r.error(
+                "default_source",
+                f"{default!r} is a {target.kind} source: GitLab takes uploads into a project "
+                "only; name a gitlab_project source",
+            )
+        if target is None:
             raise upload_r.error("default_source", f"no gitlab_project source named {default!r}")
     return Config(
         path=path,

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, Response
 from proxy import metrics
 from proxy.http.health import cache_state
 from proxy.redact import mask_userinfo
+from proxy.sizes import human
 from proxy.storage.uploads import Upload
 
 _STYLE = """
@@ -24,14 +25,6 @@ td,th{padding:.25rem .75rem;text-align:left;border-bottom:1px solid #eee}
 pre{background:#f5f5f5;padding:.75rem;overflow-x:auto}code{background:#f5f5f5}
 .up{color:#176f2c}.down{color:#b00020}.unknown{color:#666}
 """
-
-
-def _bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def _when(stamp: float | None) -> str:
@@ -148,7 +141,7 @@ async def status_page(request: Request) -> Response:
     writable = await cache_state(request)
     cache = {
         "Files cached": (
-            f"{files.entries} ({_bytes(files.bytes)} of {_bytes(services.config.cache.max_size)})"
+            f"{files.entries} ({human(files.bytes)} of {human(services.config.cache.max_size)})"
         ),
         "File hit ratio": _ratio(counts, "file"),
         "Index page hit ratio": _ratio(counts, "page"),
