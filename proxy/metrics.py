@@ -72,6 +72,12 @@ UPSTREAM = Counter(
     "Upstream HTTP requests by source and outcome (2xx..5xx, timeout, error)",
     ["source", "outcome"],
 )
+UPSTREAM_LATENCY = Histogram(
+    PREFIX + "upstream_request_duration_seconds",
+    "Time from an upstream request to its answer's headers, by source",
+    ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 UPLOADS = Counter(
     PREFIX + "uploads",
     "Uploads forwarded, by target source and outcome (GitLab's HTTP status; timeout or error "

@@ -59,6 +59,12 @@ class GitLabApi:
         self.auth = auth or (
             httpx2.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
         )
+        # what GitLab's 401 to the proxy's own requests means: the source is down until fixed
+        self.refused_means = (
+            "GitLab refused the proxy's [gitlab] token (wrong, expired or revoked)"
+            if gitlab.token
+            else "no [gitlab] token is set and GitLab asks for one"
+        )
         self.api, self.root, self.pypi, self.packages_url = gitlab.api_url, root, pypi, packages_url
         self.timeout, self.upload_timeout = gitlab.timeout, gitlab.upload_timeout
         self.budget = budget or Budget(gitlab.max_requests_per_minute)
@@ -79,7 +85,9 @@ class GitLabApi:
         while True:
             try:
                 async with self.budget.request(self.name, background=background):
-                    return await self.upstream.get(self.name, url, auth=self.auth, params=params)
+                    return await self.upstream.get(
+                        self.name, url, auth=self.auth, params=params, refused=self.refused_means
+                    )
             except RateLimited:
                 if not self.budget.waits(background):
                     raise
@@ -100,7 +108,12 @@ class GitLabApi:
                 async with (
                     self.budget.request(self.name, background=background),
                     self.upstream.stream(
-                        self.name, url, auth=self.auth, headers=headers, method=method
+                        self.name,
+                        url,
+                        auth=self.auth,
+                        headers=headers,
+                        method=method,
+                        refused=self.refused_means,
                     ) as response,
                 ):
                     answered = True

@@ -12,11 +12,14 @@ every few seconds; a stall older than that is a worker that is gone.
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("proxy.upstream")
 
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
@@ -29,6 +32,7 @@ class SourceState:
     last_ok: float | None = None
     last_failure: float | None = None
     reason: str = ""
+    upstream: str = ""  # host:port it was last asked at
 
     def state(self, now: float) -> str:
         latest = max(self.last_ok or 0.0, self.last_failure or 0.0)
@@ -42,6 +46,7 @@ class SourceState:
             last_ok=max(self.last_ok or 0.0, other.last_ok or 0.0) or None,
             last_failure=failure,
             reason=self.reason if failure == self.last_failure else other.reason,
+            upstream=self.upstream or other.upstream,
         )
 
     def as_json(self, now: float) -> dict[str, Any]:
@@ -50,6 +55,7 @@ class SourceState:
             "last_ok": self.last_ok,
             "last_failure": self.last_failure,
             "reason": self.reason or None,
+            "upstream": self.upstream or None,
         }
 
 
@@ -61,6 +67,7 @@ class UpstreamHealth:
             directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.sources: dict[str, SourceState] = {}
+        self._announced: dict[str, str] = {}  # source → the state last logged
         self._stalled: dict[str, str] = {}  # pool → why it gets no request out
         self._written = 0.0
         self._written_states: tuple[dict[str, str], str | None] | None = None
@@ -68,19 +75,45 @@ class UpstreamHealth:
     # --- the transport's observer -------------------------------------------------------------
 
     def request_done(
-        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
     ) -> None:
-        """One upstream call: an HTTP answer below 500 means the source is reachable."""
+        """One upstream call: an HTTP answer below 500 means the source is reachable, unless
+        it comes with a reason (the proxy's own token refused)."""
         state = self.sources.get(source)
         if state is None:
             state = self.sources[source] = SourceState()
         now = time.time()
-        if status is not None and status < 500:
+        if upstream:
+            state.upstream = upstream
+        if status is not None and status < 500 and not reason:
             state.last_ok = now
+            self._announce(source, "up", state)
         else:
             state.last_failure = now
-            state.reason = reason or f"HTTP {status}"
+            state.reason = reason or f"HTTP {status} from {upstream or source}"
+            self._announce(source, "down", state)
         self._share(now)
+
+    def _announce(self, source: str, now_is: str, state: SourceState) -> None:
+        """One log line per change of a source's state in this worker: down (a warning naming
+        the reason), up again (a warning: the outage is over), up at first (info)."""
+        before = self._announced.get(source)
+        if before == now_is:
+            return
+        self._announced[source] = now_is
+        where = state.upstream or "?"
+        if now_is == "down":
+            log.warning("source %s is down: %s", source, state.reason)
+        elif before == "down":
+            log.warning("source %s is up again: %s answers", source, where)
+        else:
+            log.info("source %s is up: %s answers", source, where)
 
     def pool_stalled(self, pool: str, reason: str | None) -> None:
         """Whether one of this worker's upstream pools is stalled (and why), or None if not."""
