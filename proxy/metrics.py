@@ -164,3 +164,13 @@ def cache_counts() -> dict[tuple[str, str], float]:
                 key = (sample.labels["cache"], sample.labels["outcome"])
                 counts[key] = counts.get(key, 0.0) + sample.value
     return counts
+
+
+def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample, summed over the workers, by sample name (`..._total`, `..._sum`, ...):
+    (labels, value) pairs (blocking: reads the workers' files, in a thread)."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in registry().collect():
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found

@@ -64,7 +64,11 @@ def test_each_change_of_a_sources_state_is_one_warning_with_host_and_reason(
             assert ready["state"] == "down"
             assert ready["reason"] == f"connection refused by {host}"
             assert ready["upstream"] == host
-            assert f"connection refused by {host}" in httpx2.get(f"{proxy.url}/").text
+            page = httpx2.get(f"{proxy.url}/").text
+            assert f"connection refused by {host}" in page
+            # app-main's page is cached: what readyz answers, the page says
+            mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
+            assert mode.startswith("degraded") and 'State: <strong class="degraded">' in page
         finally:
             proxy.stop()
 
@@ -87,6 +91,9 @@ def test_a_token_gitlab_refuses_is_named_and_never_shown(tmp_path: Path) -> None
             ready = httpx2.get(f"{proxy.url}/readyz").json()["sources"]["platform"]
             assert (ready["state"], ready["reason"]) == ("down", reason)
             page = httpx2.get(f"{proxy.url}/").text
+            mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
+            assert mode == "degraded: platform unreachable, serving from the cache"
+            assert f'State: <strong class="degraded">degraded</strong> ({mode})' in page
             assert "GitLab refused the proxy&#x27;s [gitlab] token" in page
             assert wrong not in proxy.log() and wrong not in page
         finally:
