@@ -193,9 +193,10 @@ def snippets(base: str, usage: Usage = Usage()) -> list[tuple[str, str]]:
 
 async def _samples(request: Request) -> dict[str, list[tuple[dict[str, str], float]]]:
     """The metrics, read once per page (a thread: it reads every worker's files)."""
-    if not hasattr(request.state, "samples"):
-        request.state.samples = await asyncio.to_thread(metrics.samples)
-    return request.state.samples
+    found = request.scope.get("status_page.samples")
+    if found is None:
+        found = request.scope["status_page.samples"] = await asyncio.to_thread(metrics.samples)
+    return found
 
 
 def _auth_mode(config: Config) -> str:

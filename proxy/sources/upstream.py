@@ -138,7 +138,7 @@ def failure_reason(exc: httpx2.HTTPError, host: str) -> str:
         if isinstance(cause, socket.gaierror):
             return f"DNS: cannot resolve {host.rsplit(':', 1)[0]} ({cause.strerror})"
         if isinstance(cause, ssl.SSLCertVerificationError):
-            why = getattr(cause, "verify_message", None) or "verification failed"
+            why = vars(cause).get("verify_message") or "verification failed"
             return f"TLS: the certificate of {host} is not trusted ({why})"
         if isinstance(cause, ssl.SSLError):
             return f"TLS handshake with {host} failed ({cause.reason or cause})"
