@@ -154,8 +154,7 @@ def snippets(base: str, usage: Usage = Usage()) -> list[tuple[str, str]]:
                 "uv publish",
                 f"uv publish --publish-url {upload} --check-url {index} \\\n"
                 "  --username <your proxy user name> --password <your proxy password> dist/*\n"
-                "# --check-url skips the files the index has already (twine's --skip-existing "
-                "cannot here)\n",
+                "# --check-url: files the index has already are skipped, not refused\n",
             ),
         ]
     publisher = (
