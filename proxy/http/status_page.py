@@ -202,7 +202,8 @@ def _auth_mode(config: Config) -> str:
     auth = config.auth
     modes = ["anonymous read" if auth.anonymous_read else "reads need credentials"]
     if config.users:
-        modes.append(f"{len(config.users)} users")
+        count = len(config.users)
+        modes.append(f"{count} user{'s' if count > 1 else ''}")
     if auth.passthrough:
         modes.append("passthrough (GitLab credentials)")
     return ", ".join(modes)

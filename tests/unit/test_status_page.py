@@ -57,7 +57,7 @@ async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
     }
     assert rows["Version"] == __version__
     assert rows["Configuration"] == str((tmp_path / "proxy.toml").resolve())
-    assert rows["Access"] == "anonymous read, 1 users"
+    assert rows["Access"] == "anonymous read, 1 user"
     assert rows["Up for"].endswith("min")
     # this process's count: other tests evict too
     evicted = metrics.registry().get_sample_value(metrics.PREFIX + "cache_evictions_total")
