@@ -11,6 +11,7 @@ every few seconds; a stall older than that is a worker that is gone.
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -101,19 +102,25 @@ class UpstreamHealth:
         self._share(now)
 
     def _announce(self, source: str, now_is: str, state: SourceState) -> None:
-        """One log line per change of a source's state in this worker: down (a warning naming
-        the reason), up again (a warning: the outage is over), up at first (info)."""
+        """One log line per change of a source's state, whichever worker sees it first: down (a
+        warning naming the reason), up again (a warning: the outage is over), up at first
+        (info). Each worker notes what it last saw; the workers of one `serve` agree on what was
+        last logged through a small file beside their views (in a thread: it takes a lock)."""
         before = self._announced.get(source)
         if before == now_is:
             return
         self._announced[source] = now_is
-        where = state.upstream or "?"
-        if now_is == "down":
-            log.warning("source %s is down: %s", source, state.reason)
-        elif before == "down":
-            log.warning("source %s is up again: %s answers", source, where)
-        else:
-            log.info("source %s is up: %s answers", source, where)
+        line = (source, now_is, state.reason, state.upstream or "?")
+        if self.directory is None:
+            _log_change(before, *line)
+            return
+        path = self.directory / _ANNOUNCED
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nobody to keep waiting
+            _log_change(_shared_change(path, source, now_is), *line)
+            return
+        loop.run_in_executor(None, lambda: _log_change(_shared_change(path, source, now_is), *line))
 
     def pool_stalled(self, pool: str, reason: str | None) -> None:
         """Whether one of this worker's upstream pools is stalled (and why), or None if not."""
@@ -168,6 +175,45 @@ class UpstreamHealth:
         known, _ = await asyncio.to_thread(self.read_shared)
         now = time.time()
         return {name: known.get(name, SourceState()).as_json(now) for name in names}
+
+
+_ANNOUNCED = "announced.state"  # source → the state last logged by any worker
+
+
+def _shared_change(path: Path, source: str, now_is: str) -> str | bool | None:
+    """Note `now_is` as the source's logged state in the file at `path`: the state noted
+    before, or False when it was `now_is` already (another worker logged this change)."""
+    try:
+        with path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            handle.seek(0)
+            try:
+                states = json.loads(handle.read() or b"{}")
+            except ValueError:
+                states = {}
+            previous = states.get(source)
+            if previous == now_is:
+                return False
+            states[source] = now_is
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(states).encode())
+            return previous
+    except OSError:
+        return None  # cannot share: this worker logs what it saw
+
+
+def _log_change(
+    previous: str | bool | None, source: str, now_is: str, reason: str, where: str
+) -> None:
+    if previous is False:
+        return
+    if now_is == "down":
+        log.warning("source %s is down: %s", source, reason)
+    elif previous == "down":
+        log.warning("source %s is up again: %s answers", source, where)
+    else:
+        log.info("source %s is up: %s answers", source, where)
 
 
 def _write(path: Path, text: str) -> None:

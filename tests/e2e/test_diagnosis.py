@@ -16,9 +16,9 @@ from tests.worlds import app_with_dependency
 TOKEN = "glpat-diagnosis-reader"
 
 
-def _proxy(tmp_path: Path, url: str, token: str) -> ProxyProcess:
+def _proxy(tmp_path: Path, url: str, token: str, *args: str) -> ProxyProcess:
     sources = [{"name": "platform", "gitlab_project": 11}]
-    return start_proxy(write_config(tmp_path, url, sources, token=token))
+    return start_proxy(write_config(tmp_path, url, sources, token=token), *args)
 
 
 def _lines(proxy: ProxyProcess, pattern: str) -> list[str]:
@@ -31,25 +31,29 @@ def test_each_change_of_a_sources_state_is_one_warning_with_host_and_reason(
     double: GitLabDouble = app_with_dependency(TOKEN)
     with serve(double.app) as server:
         host = f"127.0.0.1:{server.port}"
-        proxy = _proxy(tmp_path, server.url, TOKEN)
+        # two workers: whichever sees a change first logs it, the other one stays quiet
+        proxy = _proxy(tmp_path, server.url, TOKEN, "--workers", "2")
+
+        def changes() -> list[str]:
+            return _lines(proxy, r"source platform is (down|up)")
+
         try:
             assert httpx2.get(f"{proxy.url}/simple/app-main/").status_code == 200
+            wait_until(lambda: len(changes()) == 1, "the first answer logged")
             double.down_status = 503
-            for name in ("first-missing", "second-missing", "third-missing"):
+            for name in ("first-missing", "second-missing", "third-missing", "more-missing"):
                 answer = httpx2.get(f"{proxy.url}/simple/{name}/")
                 assert answer.status_code == 502 and "platform" in answer.text
+            wait_until(lambda: len(changes()) == 2, "the outage logged")
             double.down_status = None
-            assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 200
-            assert httpx2.get(f"{proxy.url}/simple/fourth-missing/").status_code == 404
+            for name in ("app-dep", "fourth-missing", "app-main"):
+                assert httpx2.get(f"{proxy.url}/simple/{name}/").status_code in (200, 404)
+            wait_until(lambda: len(changes()) == 3, "the return logged")
             server.stop()
-            for name in ("fifth-missing", "sixth-missing"):
+            for name in ("fifth-missing", "sixth-missing", "seventh-missing"):
                 answer = httpx2.get(f"{proxy.url}/simple/{name}/")
                 assert answer.status_code == 502
                 assert f"connection refused by {host}" in answer.text
-
-            def changes() -> list[str]:
-                return _lines(proxy, r"source platform is (down|up)")
-
             wait_until(lambda: len(changes()) >= 4, "four state changes logged")
             lines = changes()
             assert len(lines) == 4, lines
