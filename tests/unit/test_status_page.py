@@ -21,7 +21,7 @@ def _config(tmp_path: Path, extra: str) -> Path:
     path.write_text(
         f'[cache]\ndirectory = "{tmp_path / "cache"}"\n'
         f'[gitlab]\nurl = "https://gitlab.example.com"\ntoken = "{TOKEN}"\n'
-        '[[sources]]\nname = "platform"\ngitlab_project = "acme/<script>x</script>"\n' + extra
+        '[[sources]]\nname = "status-only"\ngitlab_project = "acme/<script>x</script>"\n' + extra
     )
     return path
 
@@ -37,7 +37,9 @@ async def _page(path: Path) -> tuple[str, dict]:
 
 
 async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
-    users = '[[users]]\nname = "ci"\npassword = "pw"\nupload = ["platform"]\ngitlab_token = "t"\n'
+    users = (
+        '[[users]]\nname = "ci"\npassword = "pw"\nupload = ["status-only"]\ngitlab_token = "t"\n'
+    )
     html, ready = await _page(_config(tmp_path, users))
     page = BeautifulSoup(html, "html.parser")
     text = page.get_text(" ", strip=True)
@@ -63,7 +65,7 @@ async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
     evicted = metrics.registry().get_sample_value(metrics.PREFIX + "cache_evictions_total")
     assert rows["Evictions"] == f"{evicted:.0f} files since start"
     cells = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]
-    platform = next(row for row in cells if row and row[0] == "platform")
+    platform = next(row for row in cells if row and row[0] == "status-only")
     assert platform[1:5] == [
         "gitlab_project",
         "https://gitlab.example.com project acme/<script>x</script>",
