@@ -19,13 +19,13 @@ from urllib.parse import quote
 import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.errors import RateLimited, Refused
+from proxy.errors import RateLimited, Refused, SourceUnavailable
 from proxy.model import DistFile, FileStream, ProjectPage
 from proxy.sources.base import RangeReader
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.simple_html import parse_project_page
-from proxy.sources.upstream import Upstream
+from proxy.sources.upstream import Upstream, host_port
 from proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -241,6 +241,12 @@ class GitLabPages:
     async def project_page(self, name: str) -> ProjectPage | None:
         url = f"{self.api.pypi}/simple/{name}"
         response = await self.api.get(url)
+        if response.status_code == 401:
+            # the proxy's own credentials refused: the source cannot say whether it has the name
+            # (answering "not here" would hand the name to a public index)
+            host = host_port(response.request.url)
+            reason = f"HTTP 401 from {host}: {self.api.refused_means}"
+            raise SourceUnavailable(self.api.name, reason)
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None

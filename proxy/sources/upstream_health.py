@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ class UpstreamHealth:
             directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.sources: dict[str, SourceState] = {}
-        self._announced: dict[str, str] = {}  # source → the state last logged
+        self._announced: dict[str, str] = {}  # source → the state last logged (not shared)
+        self._announcer: ThreadPoolExecutor | None = None
         self._stalled: dict[str, str] = {}  # pool → why it gets no request out
         self._written = 0.0
         self._written_states: tuple[dict[str, str], str | None] | None = None
@@ -102,17 +104,17 @@ class UpstreamHealth:
         self._share(now)
 
     def _announce(self, source: str, now_is: str, state: SourceState) -> None:
-        """One log line per change of a source's state, whichever worker sees it first: down (a
-        warning naming the reason), up again (a warning: the outage is over), up at first
-        (info). Each worker notes what it last saw; the workers of one `serve` agree on what was
-        last logged through a small file beside their views (in a thread: it takes a lock)."""
-        before = self._announced.get(source)
-        if before == now_is:
-            return
-        self._announced[source] = now_is
+        """One log line per change of a source's state: down (a warning naming the reason), up
+        again (a warning: the outage is over), up at first (info). The workers of one `serve`
+        log each change once, whichever sees it: every call's outcome is compared with the state
+        last logged, kept in a small locked file beside their views, in this worker's one
+        announcing thread (in order, off the event loop)."""
         line = (source, now_is, state.reason, state.upstream or "?")
         if self.directory is None:
-            _log_change(before, *line)
+            before = self._announced.get(source)
+            self._announced[source] = now_is
+            if before != now_is:
+                _log_change(before, *line)
             return
         path = self.directory / _ANNOUNCED
         try:
@@ -120,7 +122,11 @@ class UpstreamHealth:
         except RuntimeError:  # no loop: nobody to keep waiting
             _log_change(_shared_change(path, source, now_is), *line)
             return
-        loop.run_in_executor(None, lambda: _log_change(_shared_change(path, source, now_is), *line))
+        if self._announcer is None:
+            self._announcer = ThreadPoolExecutor(1, thread_name_prefix="source-states")
+        loop.run_in_executor(
+            self._announcer, lambda: _log_change(_shared_change(path, source, now_is), *line)
+        )
 
     def pool_stalled(self, pool: str, reason: str | None) -> None:
         """Whether one of this worker's upstream pools is stalled (and why), or None if not."""

@@ -83,21 +83,25 @@ def test_a_token_gitlab_refuses_is_named_and_never_shown(tmp_path: Path) -> None
         host = f"127.0.0.1:{server.port}"
         proxy = _proxy(tmp_path, server.url, wrong)
         try:
-            for _ in range(3):
-                httpx2.get(f"{proxy.url}/simple/app-main/")
             reason = (
                 f"HTTP 401 from {host}: GitLab refused the proxy's [gitlab] token "
                 "(wrong, expired or revoked)"
             )
+            for _ in range(3):  # the client is told why, never "no such project"
+                answer = httpx2.get(f"{proxy.url}/simple/app-main/")
+                assert answer.status_code == 502
+                assert answer.text == f"upstream platform unavailable: {reason}\n"
             wait_until(lambda: _lines(proxy, "source platform is down"), "the warning")
             lines = _lines(proxy, "source platform is")
             assert len(lines) == 1 and lines[0].endswith(f"source platform is down: {reason}")
             ready = httpx2.get(f"{proxy.url}/readyz").json()["sources"]["platform"]
             assert (ready["state"], ready["reason"]) == ("down", reason)
             page = httpx2.get(f"{proxy.url}/").text
-            mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
-            assert mode == "degraded: platform unreachable, serving from the cache"
-            assert f'State: <strong class="degraded">degraded</strong> ({mode})' in page
+            readyz = httpx2.get(f"{proxy.url}/readyz")
+            mode = readyz.json()["mode"]
+            assert readyz.status_code == 503
+            assert mode == "not ready: platform unreachable and nothing is cached"
+            assert f'State: <strong class="not-ready">not ready</strong> ({mode})' in page
             assert "GitLab refused the proxy&#x27;s [gitlab] token" in page
             assert wrong not in proxy.log() and wrong not in page
         finally:
