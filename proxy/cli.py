@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
     demo.add_argument("--directory", help="keep the demo's config and cache here (default: temp)")
+    audit = commands.add_parser("audit", help="who received which files, when (the [audit] trail)")
+    audit.add_argument("--config", required=True, help="TOML configuration file")
+    audit.add_argument("--package", help="NAME or NAME==VERSION")
+    audit.add_argument("--sha256", help="the sha256 of one file")
     commands.add_parser(
         "hash-password",
         help="print a password_hash for [[users]] (the password is read from stdin or a prompt)",
@@ -302,6 +307,34 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
         stores.close()
 
 
+def audit_command(config: Config, args: argparse.Namespace) -> int:
+    """Every delivery of the package (or file) in the trail, oldest first, one line each."""
+    from proxy.policy import audit
+
+    path = config.guard.audit.path
+    if path is None:
+        raise ConfigError(f"{config.path}: audit.path: the audit trail is off")
+    if not args.package and not args.sha256:
+        raise ConfigError("audit: give --package NAME[==VERSION] or --sha256 DIGEST")
+    package = version = None
+    if args.package:
+        try:
+            package, version = audit.parse_package(args.package)
+        except ValueError as exc:
+            raise ConfigError(f"audit: --package: {exc}") from None
+    sha256 = args.sha256.strip().lower() if args.sha256 else None
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ConfigError("audit: --sha256: expected 64 hex digits")
+    result = audit.query(path, package=package, version=version, sha256=sha256)
+    for delivery in result.deliveries:
+        print(delivery.describe())
+    what = args.package or sha256
+    print(f"{len(result.deliveries)} deliveries of {what} in {len(result.files)} files of {path}")
+    if result.unreadable_lines:
+        print(f"{result.unreadable_lines} lines could not be read", file=sys.stderr)
+    return 0
+
+
 def prefetch_command(config: Config, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -359,6 +392,22 @@ def serve(config: Config, args: argparse.Namespace) -> None:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def _check_vulnerabilities(config: Config) -> None:
+    """An OSV export that is no zip at all: one line and exit 2, before any worker starts (each
+    worker reads it in full at start, and on SIGHUP keeps what it had if it cannot)."""
+    import zipfile
+
+    path = config.guard.policy.vulnerabilities
+    if path is None:
+        return
+    try:
+        zipfile.ZipFile(path).close()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ConfigError(
+            f"{config.path}: policy.vulnerabilities: {path} is not a readable zip file: {exc}"
+        ) from None
+
+
 def _serve(config: Config, args: argparse.Namespace) -> None:
     import logging.config
 
@@ -368,6 +417,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     from proxy.workers import workers
 
     open_stores(config).close()
+    _check_vulnerabilities(config)
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
@@ -408,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cache_command(config, args)
         if args.command == "prefetch":
             return prefetch_command(config, args)
+        if args.command == "audit":
+            return audit_command(config, args)
         serve(config, args)
         return 0
     except ConfigError as exc:

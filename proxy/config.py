@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from proxy.names import InvalidName, validate
 from proxy.passwords import InvalidHash, parse_hash
+from proxy.policy import rules
 from proxy.redact import mask_userinfo
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -115,6 +116,10 @@ class Config:
     auth: AuthConfig = AuthConfig()
     users: tuple[UserConfig, ...] = ()
     upload: UploadConfig = UploadConfig()
+    # [policy], [audit] and the sources' include/exclude (proxy.policy.rules)
+    guard: rules.GuardSettings = field(
+        default_factory=lambda: rules.GuardSettings(rules.PolicySettings(), rules.AuditSettings())
+    )
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -306,7 +311,10 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
 
 
 def _source(r: _Reader) -> SourceConfig:
-    r.check_keys({"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked"})
+    r.check_keys(
+        {"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked"}
+        | {"include", "exclude"}  # read by proxy.policy.rules
+    )
     name = r.string("name")
     if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise r.error("name", "required: letters, digits, '.', '_' or '-'")
@@ -386,7 +394,9 @@ def load(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = _Reader(path, document, "")
-    root.check_keys({"server", "cache", "gitlab", "sources", "auth", "users", "upload"})
+    root.check_keys(
+        {"server", "cache", "gitlab", "sources", "auth", "users", "upload", "policy", "audit"}
+    )
     sources = tuple(_source(r) for r in root.tables_at("sources"))
     names = [s.name for s in sources]
     duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -421,10 +431,19 @@ def load(path: str | Path) -> Config:
             )
         if target is None:
             raise upload_r.error("default_source", f"no gitlab_project source named {default!r}")
+    cache = _cache(root.table_at("cache"), path.parent)
+    guard = rules.parse(
+        root.table_at("policy").table,
+        [r.table for r in root.tables_at("sources")],
+        root.table_at("audit").table,
+        base=path.parent,
+        cache_directory=cache.directory,
+        error=lambda key, message: ConfigError(f"{path}: {key}: {message}"),
+    )
     return Config(
         path=path,
         server=_server(root.table_at("server")),
-        cache=_cache(root.table_at("cache"), path.parent),
+        cache=cache,
         gitlab=_gitlab(root.table_at("gitlab"), any(s.is_gitlab for s in sources)),
         sources=sources,
         auth=auth,
@@ -432,4 +451,5 @@ def load(path: str | Path) -> Config:
         upload=UploadConfig(
             default_source=default, max_size=upload_r.size("max_size", "3GiB", minimum=1024)
         ),
+        guard=guard,
     )

@@ -111,6 +111,12 @@ JOINS = Counter(
     "Requests that joined an upstream fetch already running instead of starting one",
     ["cache"],
 )
+POLICY = Counter(
+    PREFIX + "policy_files",
+    "What the supply-chain guard did: file listings held back by the cooldown (held) or yanked "
+    "for an advisory (yanked) on the pages it built, file requests it refused (refused)",
+    ["verdict"],
+)
 
 # Children resolved once: the warm page path pays one increment, not a label lookup.
 PAGE_HIT = CACHE.labels("page", "hit")
@@ -120,6 +126,9 @@ FILE_HIT = CACHE.labels("file", "hit")
 FILE_MISS = CACHE.labels("file", "miss")
 PAGE_JOIN = JOINS.labels("page")
 FILE_JOIN = JOINS.labels("file")
+POLICY_HELD = POLICY.labels("held")
+POLICY_YANKED = POLICY.labels("yanked")
+POLICY_REFUSED = POLICY.labels("refused")
 
 
 def forget_dead_workers() -> None:
@@ -151,6 +160,18 @@ def registry() -> CollectorRegistry:
     target = CollectorRegistry()
     multiprocess.MultiProcessCollector(target)
     return target
+
+
+def policy_counts() -> dict[str, float]:
+    """The guard's counts per verdict, summed over every worker (blocking: a thread)."""
+    counts: dict[str, float] = {}
+    for family in registry().collect():
+        if family.name == PREFIX + "policy_files":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    verdict = sample.labels["verdict"]
+                    counts[verdict] = counts.get(verdict, 0.0) + sample.value
+    return counts
 
 
 def cache_counts() -> dict[tuple[str, str], float]:

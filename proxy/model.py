@@ -1,8 +1,18 @@
 """What an index is made of: immutable, serialization-free records shared by every layer."""
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
+
+
+def _setstate(self: Any, state: list[Any]) -> None:
+    """Unpickle what an earlier version wrote: fields added since take their defaults."""
+    for f, value in zip(fields(self), state, strict=False):
+        object.__setattr__(self, f.name, value)
+    for f in fields(self)[len(state) :]:
+        value = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +28,12 @@ class DistFile:
     size: int | None = None
     upload_time: datetime | None = None
     core_metadata_sha256: str | None = None
+    provenance: str | None = None  # PEP 740: where the source serves its provenance (absolute)
+
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    __setstate__ = _setstate
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +45,13 @@ class ProjectPage:
     sources: tuple[str, ...] = ()  # the sources that answered for this name, in priority order
     stale: bool = False  # served from cache because an upstream could not be reached
     fresh_until: float = 0.0  # the earliest expiry of the cached answers it was merged from
+    status: str | None = None  # PEP 792 project status as the source says (None: not said)
+    status_reason: str | None = None
+
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    __setstate__ = _setstate
 
 
 @dataclass(frozen=True, slots=True)

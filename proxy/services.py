@@ -2,15 +2,16 @@
 index built over them, in one place. `serve` (each worker, at start), `prefetch` and the `cache`
 commands start from here; nothing else decides which implementation of anything runs.
 
-    index = Yanked(Annotated(PrivateFirst(
-        Merged([WithDetails(CachedSource(GitLab source)), ...]),
-        [CachedSource(public source), ...],
-    )))
+    index = Yanked(Annotated(Guarded(PrivateFirst(
+        Merged([NameRules(WithDetails(CachedSource(GitLab source))), ...]),
+        [NameRules(CachedSource(public source)), ...],
+    ))))
 
 A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
 and a line in `compose`.
 """
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,14 @@ from proxy.index.core_metadata import CoreMetadata
 from proxy.index.files import FileFinder
 from proxy.index.merged import Merged
 from proxy.index.metadata import Annotated, WithDetails
+from proxy.index.policy import Guarded, NameRules
 from proxy.index.private_first import PrivateFirst
+from proxy.index.provenance import Provenances
 from proxy.index.shadows import ShadowCheck
 from proxy.index.yanked import Yanked
+from proxy.policy.advisories import Advisories
+from proxy.policy.audit import AuditTrail
+from proxy.policy.rules import AuditSettings, PolicySettings, SourceRules
 from proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_group import GitLabGroup
@@ -37,6 +43,7 @@ from proxy.sources.upstream import Upstream, make_client
 from proxy.sources.upstream_health import UpstreamHealth
 from proxy.storage.details import DetailsStore
 from proxy.storage.metadata import MetadataStore
+from proxy.storage.provenance import ProvenanceStore
 from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
 
@@ -58,6 +65,7 @@ class Composed:
     metadata: CoreMetadata
     tasks: TaskSet  # remembering where files are, in the background
     shadows: ShadowCheck
+    provenances: Provenances | None = None  # PEP 740, from the public sources
 
     async def close(self) -> None:
         """Finish the background work (so the stores can be closed after it)."""
@@ -74,21 +82,29 @@ def compose(
     *,
     allow_public: Mapping[str, frozenset[str]] | None = None,
     yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+    policy: PolicySettings | None = None,
+    advisories: Advisories | None = None,
+    provenance: ProvenanceStore | None = None,
 ) -> Composed:
     """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
     tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
+    policy = policy or PolicySettings()
 
     def cached(parts: Parts) -> CachedSource:
         return CachedSource(parts.source, stores.pages, stores.locations, freshness, tasks)
 
+    def ruled(answers: SourceAnswers) -> SourceAnswers:
+        named = policy.sources.get(answers.name)
+        return answers if named is None or named == SourceRules() else NameRules(answers, policy)
+
     def owned(parts: Parts) -> SourceAnswers:
         answers = cached(parts)
-        return answers if parts.details is None else WithDetails(answers, parts.details)
+        return ruled(answers if parts.details is None else WithDetails(answers, parts.details))
 
     shadows = ShadowCheck(freshness.ttl)
     plain = PrivateFirst(
         Merged([owned(p) for p in sources if p.owns_names]),
-        [cached(p) for p in sources if not p.owns_names],
+        [ruled(cached(p)) for p in sources if not p.owns_names],
         stores.locations,
         shadows,
         allow_public=allow_public,
@@ -106,8 +122,20 @@ def compose(
         changed=stores.coordinator.changed,
         offline=freshness.offline,
     )
-    index = Yanked(Annotated(plain, core_metadata), yanked or {})
-    return Composed(index, plain, files, core_metadata, tasks, shadows)
+    url_sources = frozenset(p.source.name for p in sources if not p.owns_names)
+    guarded = Guarded(plain, policy, advisories or Advisories(None), stores.locations, url_sources)
+    index = Yanked(Annotated(guarded, core_metadata), yanked or {})
+    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
+    provenances = (
+        None if provenance is None else Provenances(provenance, stores.locations, sidecars)
+    )
+    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances)
+
+
+def audit_trail(settings: AuditSettings) -> AuditTrail | None:
+    if settings.path is None:
+        return None
+    return AuditTrail(settings.path, max_size=settings.max_size, keep=settings.keep)
 
 
 @dataclass
@@ -122,6 +150,8 @@ class Services:
     uploads: RecentUploads
     budget: Budget
     details_store: DetailsStore
+    advisories: Advisories
+    audit: AuditTrail | None
 
     @classmethod
     def start(cls, config: Config, *, patient: bool = False) -> "Services":
@@ -141,6 +171,7 @@ class Services:
         sources = [KINDS[s.kind](s, context) for s in config.sources]
         owned = [s for s in config.sources if s.is_gitlab]
         cache = config.cache
+        advisories = Advisories(config.guard.policy.vulnerabilities)
         composed = compose(
             sources,
             stores,
@@ -148,6 +179,9 @@ class Services:
             Freshness(cache.index_ttl, cache.negative_ttl, cache.offline),
             allow_public={s.name: s.allow_public for s in owned},
             yanked={s.name: s.yanked for s in owned},
+            policy=config.guard.policy,
+            advisories=advisories,
+            provenance=ProvenanceStore(directory),
         )
         auth = Authenticator(
             config.auth,
@@ -169,6 +203,8 @@ class Services:
             uploads,
             budget,
             details_store,
+            advisories,
+            audit_trail(config.guard.audit),
         )
 
     @property
@@ -189,12 +225,28 @@ class Services:
         owners = [p.source.name for p in self.sources if p.owns_names]
         await forget(self.stores.pages, owners, name)
 
+    async def start_guard(self) -> None:
+        """Read the OSV export (raises OsvError when it cannot be read) and open the audit
+        trail (raises OSError saying why it cannot be written)."""
+        await self.advisories.load()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.start)
+
+    async def reload_advisories(self) -> None:
+        """SIGHUP: the OSV export again; pages built before show the old advisories no more."""
+        if await self.advisories.reload():
+            await self.stores.coordinator.changed()
+
     async def stop(self) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
         self.auth.close()
         await self.composed.close()
         for details in self.details():
             await details.close()
         await self.upstream.aclose()
+        if self.composed.provenances is not None:
+            self.composed.provenances.store.close()
         self.stores.close()
         self.uploads.close()
         self.details_store.close()

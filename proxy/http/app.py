@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -11,8 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
 
 from proxy import errors, metrics
+from proxy.aio import TaskSet
 from proxy.config import Config
 from proxy.errors import (
     BadRequest,
@@ -24,6 +28,7 @@ from proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
+from proxy.http import audit
 from proxy.http.access import AccessControl, identity_of
 from proxy.http.access_log import AccessLog
 from proxy.http.behind_proxy import BehindProxy
@@ -36,6 +41,7 @@ from proxy.http.status_page import status_page
 from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import is_sha256, validate, validate_filename
+from proxy.policy.osv import OsvError
 from proxy.request_id import RequestId
 from proxy.services import Services
 from proxy.storage.blobs import CacheUnwritable
@@ -119,15 +125,17 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     validate_filename(filename)
     svc = services(request)
     allowed = allowed_sources(request)
-    wheel = filename.removesuffix(".metadata")
-    # Every byte derived from a file (the file, its sidecar) passes the file's read check, first:
+    # Every byte derived from a file (the file, its sidecars) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
     await svc.composed.index.check_file(sha256, filename, allowed)
-    if wheel != filename:
-        return await core_metadata_file(request, sha256, wheel)
+    if filename.endswith(".metadata"):
+        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
+    if filename.endswith(".provenance"):
+        return await provenance_file(request, sha256, filename.removesuffix(".provenance"))
     cached = await svc.stores.blobs.open(sha256)
     if cached is not None:
         metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, "hit")
         return cached_response(cached, sha256, request.headers, request.method)
     if svc.config.cache.offline:
         raise Offline(f"the proxy is offline and has no cached copy of {filename}")
@@ -148,6 +156,7 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     svc.composed.metadata.after_download(download, sha256, filename)
+    await audit.served(request, sha256, filename, "miss", candidates[0].source)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
 
@@ -185,6 +194,7 @@ async def unkept_file(
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     headers = file_headers(sha256, stream.size, None, "BYPASS")
+    await audit.served(request, sha256, filename, "bypass", candidates[0].source)
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:
@@ -207,8 +217,46 @@ async def core_metadata_file(request: Request, sha256: str, filename: str) -> Re
     return Response(body, headers=headers, media_type="application/octet-stream")
 
 
+async def provenance_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 740: `<file>.provenance`, as the public index that listed the file serves it."""
+    provenances = services(request).composed.provenances
+    if provenances is None:
+        raise NotFound(f"no provenance for {filename}")
+    kept = await provenances.get(sha256, filename, allowed_sources(request))
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    body = b"" if request.method == "HEAD" else kept.body
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(kept.body))
+    return Response(body, headers=headers, media_type="application/json")
+
+
 async def redirect_root(request: Request) -> Response:
     return redirect("simple/")
+
+
+async def start_guard(services: Services) -> None:
+    """The advisories and the audit trail, or one line and the end of this worker: serving
+    without them would lift the protection silently (uvicorn's supervisor keeps the workers it
+    had when a replacement ends so; a Starlette lifespan error would log a traceback)."""
+    try:
+        await services.start_guard()
+    except (OsvError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+
+
+@contextmanager
+def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """SIGHUP to this worker reads the OSV export again (uvicorn's supervisor, with several
+    workers, answers SIGHUP by replacing each worker, which reads it at start)."""
+    loop = asyncio.get_running_loop()
+    tasks = TaskSet(log, "reading the vulnerabilities again")
+    loop.add_signal_handler(signal.SIGHUP, lambda: tasks.spawn(reload()))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def create_app(config: Config) -> Starlette:
@@ -217,7 +265,9 @@ def create_app(config: Config) -> Starlette:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
         try:
-            yield
+            await start_guard(services)
+            with reload_on_sighup(services.reload_advisories):
+                yield
         finally:
             await app.state.services.stop()
 

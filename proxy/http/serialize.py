@@ -92,11 +92,18 @@ def render_page(page: ProjectPage, media: str) -> bytes:
     if media == JSON:
         return _page_json(page)
     version = _api_version(page.files)
+    status = []
+    if page.status:
+        status.append(f'    <meta name="pypi:project-status" content="{escape(page.status)}">')
+    if page.status and page.status_reason:
+        reason = escape(page.status_reason)
+        status.append(f'    <meta name="pypi:project-status-reason" content="{reason}">')
     lines = [
         "<!DOCTYPE html>",
         "<html>",
         "  <head>",
         f'    <meta name="pypi:repository-version" content="{version}">',
+        *status,
         f"    <title>Links for {escape(page.name)}</title>",
         "  </head>",
         "  <body>",
@@ -113,6 +120,8 @@ def render_page(page: ProjectPage, media: str) -> bytes:
         if file.core_metadata_sha256:
             value = f"sha256={file.core_metadata_sha256}"
             attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
+        if file.provenance:
+            attrs.append(f'data-provenance="../../{file_path(file)}.provenance"')
         lines.append(f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br>")
     lines += ["  </body>", "</html>", ""]
     return "\n".join(lines).encode()
@@ -133,14 +142,22 @@ def _page_json(page: ProjectPage) -> bytes:
         if file.core_metadata_sha256:
             entry["core-metadata"] = {"sha256": file.core_metadata_sha256}
             entry["dist-info-metadata"] = entry["core-metadata"]
+        if file.provenance:
+            entry["provenance"] = f"../../{file_path(file)}.provenance"
         if file.size is not None:
             entry["size"] = file.size
         if file.upload_time is not None:
             entry["upload-time"] = file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         files.append(entry)
     versions = sorted({v for f in page.files if (v := file_version(f.filename))}, key=Version)
+    meta: dict[str, object] = {"api-version": _api_version(page.files)}
+    if page.status:
+        said = {"status": page.status}
+        meta["project-status"] = said | (
+            {"reason": page.status_reason} if page.status_reason else {}
+        )
     document = {
-        "meta": {"api-version": _api_version(page.files)},
+        "meta": meta,
         "name": page.name,
         "versions": versions,
         "files": files,

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from proxy import __version__, metrics
 from proxy.config import Config, SourceConfig
 from proxy.http.health import cache_state, readiness
+from proxy.http.policy_status import policy_rows
 from proxy.redact import mask_userinfo
 from proxy.sizes import human
 from proxy.storage.uploads import Upload
@@ -352,6 +353,13 @@ async def uploads(request: Request) -> Section:
     return Section("Recent uploads", _uploads_html(await services.uploads.latest(), failed))
 
 
+async def policy(request: Request) -> Section:
+    services = request.app.state.services
+    verdicts = await asyncio.to_thread(metrics.policy_counts)
+    rows = policy_rows(services.config.guard.policy, services.advisories, verdicts)
+    return Section("Supply-chain policy", _table(rows))
+
+
 async def use(request: Request) -> Section:
     base = mask_userinfo(str(request.base_url))  # built from the client's Host header
     usage = Usage.of(request.app.state.services.config)
@@ -367,6 +375,7 @@ SECTIONS: list[Callable[[Request], Awaitable[Section]]] = [
     overview,
     sources,
     cache,
+    policy,
     uploads,
     use,
 ]

@@ -38,6 +38,7 @@ from proxy.errors import (
     UploadRefused,
     UpstreamFailed,
 )
+from proxy.http import audit
 from proxy.http.access import identity_of
 from proxy.http.body_limit import check_declared, limited
 from proxy.names import normalize, validate, validate_filename
@@ -161,6 +162,7 @@ async def _forward(request: Request, source: str, target: UploadTarget, form: Fo
     metrics.UPLOADS.labels(source, str(answer.status)).inc()
     if 200 <= answer.status < 300:
         log.info("uploaded %s (%d bytes) to %s", filename, size, source)
+        audit.uploaded(request, digests["sha256_digest"], filename, source)
         who = identity.user or ("passthrough" if identity.passthrough else "-")
         try:
             await _invalidate(request, name)

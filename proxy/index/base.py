@@ -3,10 +3,10 @@
 The index a client sees is a composition of wrappers, each a behaviour in its own module, built
 from the configuration in one place (proxy.services):
 
-    Yanked(Annotated(PrivateFirst(
-        Merged([WithDetails(CachedSource(gitlab source)), ...]),
-        [CachedSource(public source), ...],
-    )))
+    Yanked(Annotated(Guarded(PrivateFirst(
+        Merged([NameRules(WithDetails(CachedSource(gitlab source))), ...]),
+        [NameRules(CachedSource(public source)), ...],
+    ))))
 
 Every layer answers for the sources a reader may read (`allowed`: their names, None for all).
 """

@@ -178,6 +178,11 @@ class CachedSource:
         return Answer(value, False, fetched_at + fresh.ttl_of(value), loaded=True)
 
     async def _load(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+        # A lookup (a thread) can answer "miss" after another caller's load has landed and its
+        # flight ended: look once more before asking the upstream again.
+        landed = await self.store.get(key.raw)
+        if landed is not None and not self.freshness.expired(landed):
+            return landed.value, landed.fetched_at
         value = await loader()
         entry = Entry(value, time.time())
         await self.store.put(key.raw, entry)

@@ -116,10 +116,14 @@ def merge(
     sources = tuple(s for page in pages for s in page.sources)
     stale = partial or any(a.stale for a in found)
     fresh_until = 0.0 if stale else min(a.fresh_until for a in asked)
+    # PEP 792: the first source that quarantines the project, else the first that says a status
+    said = sorted((p for p in pages if p.status), key=lambda p: p.status != "quarantined")
     return ProjectPage(
         name=name,
         files=tuple(files.values()),
         sources=sources,
         stale=stale,
         fresh_until=fresh_until,
+        status=said[0].status if said else None,
+        status_reason=said[0].status_reason if said else None,
     )

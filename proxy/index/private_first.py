@@ -86,7 +86,8 @@ class PrivateFirst:
         return await self.private.project_list(allowed)
 
     async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
-        if not await self._may_read(sha256, filename.removesuffix(".metadata"), allowed):
+        derived = filename.removesuffix(".metadata").removesuffix(".provenance")
+        if not await self._may_read(sha256, derived, allowed):
             raise NotFound(f"no readable source offers {filename}")
 
     async def _may_read(self, sha256: str, filename: str, readable: Readable) -> bool:

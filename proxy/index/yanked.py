@@ -21,7 +21,7 @@ class Yanked:
         if not any(marked.values()):
             return page
         files = tuple(
-            replace(f, yanked=True)
+            replace(f, yanked=f.yanked or True)  # an advisory's reason, if any, stays
             if (versions := marked.get(f.source)) and file_version(f.filename) in versions
             else f
             for f in page.files

@@ -9,9 +9,11 @@ wrapper asks for.
 Defaults: they protect, and a locked build never breaks silently (a held file's 404 names the
 rule and the time it becomes available; a vulnerable file is yanked, which an exact pin still
 installs):
-- `min_age = "7d"` on every `url` source (`min_age_sources`): most poisoned releases are found
-  and removed within days; GitLab sources hold the company's own releases and are not delayed
-  unless named. `"off"` (or `"0d"`) turns the cooldown off.
+- `min_age` off unless set: a cooldown that silently started holding every public release
+  younger than a week would break configurations that never asked for one. `"7d"` is the
+  recommended value (most poisoned releases are found and removed within days). Once set, it
+  applies to every `url` source (`min_age_sources`); GitLab sources hold the company's own
+  releases and are not delayed unless named. `"off"` (or `"0d"`) turns it off.
 - `unknown_age = "allow"`: a PEP 503 HTML index gives no upload times; holding all of its files
   would break every build through it. `"hold"` is the strict choice, opted into.
 - `vulnerable = "yank"`, with no `vulnerabilities` file by default (nothing is known vulnerable
@@ -36,7 +38,8 @@ from proxy.names import InvalidName, normalize, validate
 
 ErrorFor = Callable[[str, str], Exception]  # (key, message) → the config error to raise
 
-DEFAULT_MIN_AGE = "7d"
+DEFAULT_MIN_AGE = "off"
+RECOMMENDED_MIN_AGE = "7d"  # what the docs recommend; not a default (see above)
 OFF = "off"
 _DURATION = re.compile(r"^(\d{1,6})([wdhm])$")
 _UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1), "h": timedelta(hours=1)}

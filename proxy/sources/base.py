@@ -74,10 +74,14 @@ class PackageListing(Protocol):
 
 
 class Sidecars(Protocol):
-    """A public index's own PEP 658 sidecars."""
+    """A public index's own sidecars: PEP 658 core metadata, PEP 740 provenance."""
 
     async def core_metadata(self, file: DistFile) -> bytes:
         """The sidecar the upstream advertised for `file`, checked against its digest."""
+        ...
+
+    async def provenance(self, file: DistFile) -> bytes:
+        """The provenance object the upstream advertised for `file` (JSON, unchecked)."""
         ...
 
 

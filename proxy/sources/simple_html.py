@@ -17,6 +17,26 @@ class Link:
     requires_python: str | None
     yanked: str | bool
     core_metadata_sha256: str | None
+    provenance: str | None = None  # PEP 740 `data-provenance`: absolute URL
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """PEP 792 project status as a page says it (`pypi:project-status`, JSON `project-status`)."""
+
+    status: str | None = None
+    reason: str | None = None
+
+
+STATUSES = ("active", "archived", "quarantined", "deprecated")
+
+
+def status_of(status: object, reason: object) -> Status:
+    """A status the PEP names (others are kept as said, lower case); a reason of one line."""
+    if not isinstance(status, str) or not status.strip():
+        return Status()
+    text = reason if isinstance(reason, str) and reason.strip() else None
+    return Status(status.strip().lower()[:32], " ".join(text.split())[:300] if text else None)
 
 
 def _hash_from(value: str | None) -> str | None:
@@ -35,17 +55,30 @@ class _Anchors(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[dict[str, str | None]] = []
+        self.meta: dict[str, str] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self.anchors.append(dict(attrs))
+        elif tag == "meta":
+            found = dict(attrs)
+            if found.get("name") and found.get("content") is not None:
+                self.meta.setdefault(str(found["name"]).lower(), str(found["content"]))
 
 
 def parse_project_page(html: str, page_url: str) -> list[Link]:
     """Every file link of a project page. Tolerates <br> or not, extra attributes, whitespace."""
+    return parse_project_document(html, page_url)[0]
+
+
+def parse_project_document(html: str, page_url: str) -> tuple[list[Link], Status]:
+    """A project page's file links and its PEP 792 status."""
     parser = _Anchors()
     parser.feed(html)
     parser.close()
+    status = status_of(
+        parser.meta.get("pypi:project-status"), parser.meta.get("pypi:project-status-reason")
+    )
     links = []
     for anchor in parser.anchors:
         href = anchor.get("href")
@@ -62,6 +95,7 @@ def parse_project_page(html: str, page_url: str) -> list[Link]:
         # an attribute without a value (`data-yanked`) is there, and empty
         yanked = (anchor["data-yanked"] or True) if "data-yanked" in anchor else False
         metadata = anchor.get("data-core-metadata") or anchor.get("data-dist-info-metadata")
+        provenance = anchor.get("data-provenance")
         links.append(
             Link(
                 filename=filename,
@@ -70,9 +104,10 @@ def parse_project_page(html: str, page_url: str) -> list[Link]:
                 requires_python=requires_python.strip() or None if requires_python else None,
                 yanked=yanked,
                 core_metadata_sha256=_hash_from(metadata) if metadata else None,
+                provenance=urljoin(url, provenance.strip()) if provenance else None,
             )
         )
-    return links
+    return links, status
 
 
 def parse_project_names(html: str) -> frozenset[str]:

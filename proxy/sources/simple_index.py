@@ -22,7 +22,13 @@ from proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from proxy.model import DistFile, FileStream, ProjectPage, parse_time
 from proxy.names import is_sha256, normalize
 from proxy.sources.base import Context, Parts, RangeReader
-from proxy.sources.simple_html import Link, parse_project_names, parse_project_page
+from proxy.sources.simple_html import (
+    Link,
+    Status,
+    parse_project_document,
+    parse_project_names,
+    status_of,
+)
 from proxy.sources.upstream import Request, Upstream
 
 log = logging.getLogger("proxy.sources.simple_index")
@@ -48,9 +54,17 @@ def _metadata_hash(value: object) -> str | None:
     return None
 
 
-def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, datetime | None]]:
-    """The files of a PEP 691 project page, each with its PEP 700 size and upload time."""
+Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status]
+
+
+def parse_json_page(text: str, page_url: str) -> Parsed:
+    """The files of a PEP 691 project page, each with its PEP 700 size and upload time, and the
+    project's PEP 792 status."""
     document = json.loads(text)
+    meta = document.get("meta") or {}
+    raw = meta.get("project-status") if isinstance(meta, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
+    status = status_of(raw.get("status"), raw.get("reason"))
     files = []
     for entry in document.get("files", []):
         if not isinstance(entry, dict) or "url" not in entry or "filename" not in entry:
@@ -58,6 +72,7 @@ def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, da
         digest = str((entry.get("hashes") or {}).get("sha256", "")).lower()
         yanked = entry.get("yanked", False)
         size = entry.get("size")
+        provenance = entry.get("provenance")
         link = Link(
             filename=str(entry["filename"]),
             url=urljoin(page_url, str(entry["url"])).split("#", 1)[0],
@@ -67,6 +82,7 @@ def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, da
             core_metadata_sha256=_metadata_hash(
                 entry.get("core-metadata", entry.get("dist-info-metadata"))
             ),
+            provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
         )
         files.append(
             (
@@ -75,7 +91,12 @@ def parse_json_page(text: str, page_url: str) -> list[tuple[Link, int | None, da
                 parse_time(entry.get("upload-time")),
             )
         )
-    return files
+    return files, status
+
+
+def _parse_html(text: str, page_url: str) -> Parsed:
+    links, status = parse_project_document(text, page_url)
+    return [(link, None, None) for link in links], status
 
 
 def parse_json_names(text: str) -> frozenset[str]:
@@ -139,11 +160,8 @@ class SimpleIndexSource:
             return None
         page_url = str(response.url)
         try:
-            if _is_json(response):
-                parsed = await asyncio.to_thread(parse_json_page, response.text, page_url)
-            else:
-                links = await asyncio.to_thread(parse_project_page, response.text, page_url)
-                parsed = [(link, None, None) for link in links]
+            parse = parse_json_page if _is_json(response) else _parse_html
+            parsed, status = await asyncio.to_thread(parse, response.text, page_url)
         except (ValueError, AttributeError, TypeError) as exc:
             raise SourceUnavailable(self.name, f"unreadable page ({type(exc).__name__})") from None
         files = []
@@ -162,9 +180,16 @@ class SimpleIndexSource:
                     size=size,
                     upload_time=uploaded,
                     core_metadata_sha256=link.core_metadata_sha256,
+                    provenance=link.provenance,
                 )
             )
-        return ProjectPage(name=name, files=tuple(files), sources=(self.name,))
+        return ProjectPage(
+            name=name,
+            files=tuple(files),
+            sources=(self.name,),
+            status=status.status,
+            status_reason=status.reason,
+        )
 
     async def project_names(self) -> frozenset[str]:
         response = await self._get(self.base)
@@ -207,18 +232,26 @@ class SimpleIndexSource:
                 chunks=self.upstream.chunks(self.name, response),
             )
 
-    async def core_metadata(self, file: DistFile) -> bytes:
-        """The PEP 658 sidecar the upstream advertised for `file`, checked against its digest."""
-        if file.core_metadata_sha256 is None:
-            raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
-        url = file.url + ".metadata"
+    async def _small(self, url: str, what: str) -> bytes:
         parts: list[bytes] = []
         async with self.upstream.stream(self.name, url, auth=self.auth_for(url)) as response:
             async for chunk in self.upstream.chunks(self.name, response):
                 parts.append(chunk)
                 if sum(map(len, parts)) > _MAX_METADATA:
-                    raise SourceUnavailable(self.name, "metadata file too large")
-        body = b"".join(parts)
+                    raise SourceUnavailable(self.name, f"{what} too large")
+        return b"".join(parts)
+
+    async def provenance(self, file: DistFile) -> bytes:
+        """The PEP 740 provenance object the upstream advertised for `file`."""
+        if file.provenance is None:
+            raise FileNotFoundUpstream(f"{self.name} advertises no provenance for {file.filename}")
+        return await self._small(file.provenance, f"provenance of {file.filename}")
+
+    async def core_metadata(self, file: DistFile) -> bytes:
+        """The PEP 658 sidecar the upstream advertised for `file`, checked against its digest."""
+        if file.core_metadata_sha256 is None:
+            raise FileNotFoundUpstream(f"{self.name} advertises no metadata for {file.filename}")
+        body = await self._small(file.url + ".metadata", "metadata file")
         if hashlib.sha256(body).hexdigest() != file.core_metadata_sha256:
             raise SourceUnavailable(self.name, f"metadata of {file.filename} fails its sha256")
         return body

@@ -106,7 +106,14 @@ def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path
     seen = page.get_text(" ", strip=True)
     assert page.title is not None and page.title.get_text() == "gitlab-pypi-proxy"
     headings = [h.get_text() for h in page.find_all("h2")]
-    assert headings == ["State", "Sources", "Cache", "Recent uploads", "Use this proxy"]
+    assert headings == [
+        "State",
+        "Sources",
+        "Cache",
+        "Supply-chain policy",
+        "Recent uploads",
+        "Use this proxy",
+    ]
     ready = httpx2.get(f"{deployment.root}readyz").json()
     assert ready["ready"] is True and "State: ready" in seen  # what readyz answers
     rows = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]

@@ -4,6 +4,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proxy.index.cached import Freshness
+from proxy.policy.advisories import Advisories
+from proxy.policy.rules import PolicySettings
 from proxy.services import Composed, compose
 from proxy.sources.base import Parts, Source
 from proxy.storage.metadata import MetadataStore
@@ -21,6 +23,8 @@ def composed(
     allow_public: Mapping[str, frozenset[str]] | None = None,
     yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
     stores: Stores | None = None,
+    policy: PolicySettings | None = None,
+    advisories: Advisories | None = None,
 ) -> Composed:
     """`private` sources own their names (GitLab's), `public` ones answer for the rest; a Parts
     brings its capabilities too. Every store lives in `tmp_path` (or is `stores`)."""
@@ -35,4 +39,6 @@ def composed(
         Freshness(ttl, ttl if negative_ttl is None else negative_ttl, offline),
         allow_public=allow_public,
         yanked=yanked,
+        policy=policy,
+        advisories=advisories,
     )

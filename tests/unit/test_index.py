@@ -103,6 +103,38 @@ async def test_concurrent_misses_fetch_once(tmp_path: Path) -> None:
     assert all(p.files == pages[0].files for p in pages)
 
 
+async def test_a_lookup_that_missed_before_a_load_landed_does_not_load_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller whose cache lookup (a thread) answers "miss" only after another caller's load of
+    the same page has landed joins nothing: it must still not ask the upstream again."""
+    import asyncio
+
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    index = make_index(tmp_path, source)
+    first_landed = asyncio.Event()
+    lookups = 0
+    original = PageStore.get
+
+    async def late_second_lookup(self: PageStore, key: object) -> object:
+        nonlocal lookups
+        entry = await original(self, key)
+        if isinstance(key, tuple) and key[0] == "page":
+            lookups += 1
+            if lookups == 2:  # read before the first load landed, answered after it
+                await first_landed.wait()
+        return entry
+
+    monkeypatch.setattr(PageStore, "get", late_second_lookup)
+    first = asyncio.create_task(index.project_page("x"))
+    second = asyncio.create_task(index.project_page("x"))
+    await first
+    first_landed.set()
+    assert (await second).files == (await first).files
+    assert source.page_calls == 1
+
+
 async def test_offline_serves_cache_and_refuses_the_rest(tmp_path: Path) -> None:
     source = FakeSource("platform")
     source.add("x", "x-1.0.tar.gz", A)

@@ -83,6 +83,7 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
     assert {name for name, _ in calls} <= {
         "cli.py",  # argparse namespaces
         "http/access_log.py",  # the route's endpoint
+        "model.py",  # a record's own fields, pickled (what earlier versions wrote reads too)
         "policy/provenance.py",  # an attestation's publisher (issue 16's groundwork, on main)
         "sources/upstream_pool.py",  # httpx2's pool
         "storage/local_blobs.py",  # an OSError's strerror

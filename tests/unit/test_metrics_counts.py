@@ -82,6 +82,7 @@ async def test_an_upload_is_counted_once(tmp_path: Path) -> None:
         upload_target=lambda name: Accepting() if name == "platform" else None,
         uploads=uploads,
         uploaded=uploaded,
+        audit=None,
     )
     routes = Starlette(
         routes=[Route("/upload/", upload, methods=["POST"])],

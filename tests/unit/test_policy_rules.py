@@ -62,11 +62,12 @@ def test_durations_are_shown_in_the_largest_unit_that_fits() -> None:
     assert rules.format_duration(timedelta(minutes=90)) == "90m"
 
 
-def test_defaults_protect_public_sources_and_keep_an_audit_trail() -> None:
+def test_defaults_hold_nothing_back_and_keep_an_audit_trail() -> None:
     settings = _parse()
     policy = settings.policy
-    assert policy.min_age == timedelta(days=7)
-    assert policy.min_age_sources == {"public"}  # every url source, no GitLab source
+    assert policy.min_age == timedelta(0)  # off unless asked for: existing setups keep working
+    assert rules.hold(policy, _file(NOW - timedelta(minutes=5)), NOW) is None
+    assert policy.min_age_sources == {"public"}  # once set: every url source, no GitLab source
     assert policy.unknown_age == "allow"
     assert policy.vulnerable == "yank"
     assert policy.vulnerabilities is None
@@ -198,10 +199,10 @@ def test_a_naive_upload_time_is_read_as_utc() -> None:
 
 def test_only_the_min_age_sources_are_delayed() -> None:
     fresh = NOW - timedelta(minutes=5)
-    default = _parse().policy
+    default = _parse({"min_age": "7d"}).policy
     assert rules.hold(default, _file(fresh, source="private"), NOW) is None
     assert rules.hold(default, _file(fresh, source="public"), NOW) is not None
-    private_too = _parse({"min_age_sources": ["private", "public"]}).policy
+    private_too = _parse({"min_age": "7d", "min_age_sources": ["private", "public"]}).policy
     assert rules.hold(private_too, _file(fresh, source="private"), NOW) is not None
     off = _parse({"min_age": "off"}).policy
     assert rules.hold(off, _file(fresh), NOW) is None
@@ -209,7 +210,7 @@ def test_only_the_min_age_sources_are_delayed() -> None:
 
 def test_exempt_names_globs_and_single_versions_are_never_held() -> None:
     policy = _parse(
-        {"exempt": ["certifi", "acme_*", "urllib3==2.5.1"], "unknown_age": "hold"}
+        {"min_age": "7d", "exempt": ["certifi", "acme_*", "urllib3==2.5.1"], "unknown_age": "hold"}
     ).policy
     fresh = NOW - timedelta(minutes=5)
     assert rules.hold(policy, _file(fresh, name="Certifi"), NOW) is None
@@ -221,8 +222,10 @@ def test_exempt_names_globs_and_single_versions_are_never_held() -> None:
 
 
 def test_a_file_of_unknown_age_is_served_or_held_as_unknown_age_says() -> None:
-    assert rules.hold(_parse().policy, _file(None), NOW) is None
-    held = rules.hold(_parse({"unknown_age": "hold"}).policy, _file(None), NOW)
+    assert rules.hold(_parse({"min_age": "7d"}).policy, _file(None), NOW) is None
+    # unknown_age only says what the cooldown does with such files: no cooldown, no hold
+    assert rules.hold(_parse({"unknown_age": "hold"}).policy, _file(None), NOW) is None
+    held = rules.hold(_parse({"min_age": "7d", "unknown_age": "hold"}).policy, _file(None), NOW)
     assert held is not None
     assert held.rule == "unknown_age" and held.until is None
     assert held.reason == (

@@ -47,6 +47,7 @@ async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
         "State",
         "Sources",
         "Cache",
+        "Supply-chain policy",
         "Recent uploads",
         "Use this proxy",
     ]
