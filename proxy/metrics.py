@@ -141,6 +141,9 @@ FILE_JOIN = JOINS.labels("file")
 POLICY_HELD = POLICY.labels("held")
 POLICY_YANKED = POLICY.labels("yanked")
 POLICY_REFUSED = POLICY.labels("refused")
+for _store in ("s3", "redis"):  # exposed at 0 on one machine too: the dashboard's panels
+    SHARED_FAILURES.labels(_store)
+    SHARED_DOWN.labels(_store)
 
 
 def forget_dead_workers() -> None:
