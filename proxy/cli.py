@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from proxy import __version__
 from proxy.config import Config, ConfigError, load
 from proxy.redact import mask_userinfo
+from proxy.sizes import human
 
 if TYPE_CHECKING:
     from proxy.storage.stores import Leftovers, Stores
@@ -28,6 +29,7 @@ DESCRIPTION = (
     "pip, uv, poetry and pdm, and an upload URL for twine and uv publish."
 )
 EPILOG = (
+    "Try it without a GitLab: `gitlab-pypi-proxy demo`. "
     "Check a configuration with `gitlab-pypi-proxy check-config --config FILE`, then run "
     "`gitlab-pypi-proxy serve --config FILE`. Each command has its own --help."
 )
@@ -45,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: [server] workers)")
+    serve.add_argument(
+        "--workers",
+        type=_workers_argument,
+        help='worker processes, or "auto" (default: [server] workers)',
+    )
     serve.add_argument("--offline", action="store_true", help="never contact an upstream")
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log lines (default: [server] log_format)"
@@ -62,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         bundle.add_argument("bundle", help="the bundle, a .tar file")
         bundle.add_argument("--config", required=True)
     _prefetch_arguments(commands.add_parser("prefetch", help="fill the cache for offline builds"))
+    demo = commands.add_parser(
+        "demo", help="try the proxy without a GitLab: a GitLab double with sample packages"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
+    demo.add_argument("--directory", help="keep the demo's config and cache here (default: temp)")
     audit = commands.add_parser("audit", help="who received which files, when (the [audit] trail)")
     audit.add_argument("--config", required=True, help="TOML configuration file")
     audit.add_argument("--package", help="NAME or NAME==VERSION")
@@ -82,6 +93,14 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
     add("--source", action="append", default=[], help="every package of this GitLab source")
     add("--latest", type=int, help="with --source: only the N newest versions of each name")
     add("--jobs", type=int, default=4, help="files fetched at once (default 4)")
+
+
+def _workers_argument(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError('expected "auto" or a number of at least 1')
+    return int(text)
 
 
 def hash_password_command() -> int:
@@ -150,10 +169,18 @@ def _check_cache_directory(config: Config) -> None:
 
 
 def _describe(config: Config) -> str:
+    from proxy.workers import workers
+
     lines = [f"config {config.path}: OK"]
+    server = config.server
+    count = workers(server.workers)
+    lines.append(
+        f"server http://{server.host}:{server.port}{server.base_path}/, "
+        + (f"workers auto ({count} here)" if server.workers == "auto" else f"workers {count}")
+    )
     if config.gitlab.url:
         auth = "token set" if config.gitlab.token else "no token (anonymous)"
-        lines.append(f"gitlab {mask_userinfo(config.gitlab.url)} ({auth})")
+        lines.append(f"gitlab {mask_userinfo(config.gitlab.url)}, {auth}")
     for number, source in enumerate(config.sources, 1):
         target = mask_userinfo(source.target)
         lines.append(f"source {number}: {source.name} = {source.kind} {target}")
@@ -162,10 +189,11 @@ def _describe(config: Config) -> str:
     lines.append(
         f"auth: {reads}, passthrough {'on' if auth.passthrough else 'off'}, "
         f"{len(config.users)} users, uploads default to {config.upload.default_source or 'none'}"
+        f" (at most {human(config.upload.max_size)} each)"
     )
     cache = config.cache
     lines.append(
-        f"cache {cache.directory} (max {cache.max_size} bytes, index_ttl {cache.index_ttl}s"
+        f"cache {cache.directory} (max {human(cache.max_size)}, index_ttl {cache.index_ttl} s"
         f"{', offline' if cache.offline else ''})"
     )
     storage = config.storage
@@ -180,6 +208,19 @@ def _describe(config: Config) -> str:
     if config.cluster.redis_url:
         lines.append(f"cluster: redis {mask_userinfo(config.cluster.redis_url)}")
     return "\n".join(lines)
+
+
+def check_config_command(config: Config) -> int:
+    """The configuration as the proxy reads it, then each problem on a line of its own: exit 2
+    when one of them means nothing can work."""
+    from proxy.config_checks import problems
+
+    found = problems(config)
+    if not any(p.error for p in found):
+        print(_describe(config))
+    for problem in found:
+        print(f"gitlab-pypi-proxy: {mask_userinfo(str(problem))}", file=sys.stderr)
+    return 2 if any(p.error for p in found) else 0
 
 
 def open_stores(config: Config, *, count_hits: bool = True) -> "Stores":
@@ -201,6 +242,16 @@ def _orphans_line(orphans: "Leftovers") -> str:
         f"removed {orphans.parts} partial downloads ({orphans.bytes} bytes) and {orphans.locks}"
         " lock files left by stopped processes"
     )
+
+
+def _log_problems(config: Config) -> None:
+    """What check-config would say, as warnings: `serve` still starts (a health check waits)."""
+    import logging
+
+    from proxy.config_checks import problems
+
+    for problem in problems(config):
+        logging.getLogger("proxy.cli").warning("%s", problem)
 
 
 def _clean_orphans(config: Config) -> None:
@@ -397,6 +448,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     import uvicorn
 
     from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
+    from proxy.workers import workers
 
     open_stores(config).close()
     _check_vulnerabilities(config)
@@ -409,6 +461,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _log_problems(config)
     _check_shared(config)
     _clean_orphans(config)
     uvicorn.run(
@@ -416,7 +469,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         factory=True,
         host=args.host or server.host,
         port=args.port if args.port is not None else server.port,
-        workers=args.workers or server.workers,
+        workers=workers(args.workers or server.workers),
         log_config=log_config,
         log_level=server.log_level,
         access_log=False,  # proxy.http.access_log writes one line per request instead
@@ -432,11 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _private()
     if args.command == "hash-password":
         return hash_password_command()
+    if args.command == "demo":
+        from proxy.demo.run import run
+
+        return run(args.port, Path(args.directory) if args.directory else None)
     try:
         config = load_config(args.config, offline=getattr(args, "offline", False))
         if args.command == "check-config":
-            print(_describe(config))
-            return 0
+            return check_config_command(config)
         if args.command == "cache":
             return cache_command(config, args)
         if args.command == "prefetch":

@@ -30,7 +30,7 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 1
+    workers: int | str = "auto"  # a number, or "auto": proxy.workers decides at start
     log_level: str = "info"
     log_format: str = "text"  # or "json"
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-* count
@@ -283,13 +283,22 @@ def _server(r: _Reader) -> ServerConfig:
     return ServerConfig(
         host=r.string("host", "127.0.0.1"),
         port=port,
-        workers=r.integer("workers", 1, minimum=1),
+        workers=_workers(r),
         log_level=level,
         log_format=log_format,
         trusted_proxies=tuple(sorted(trusted)),
         base_path=base_path.rstrip("/"),
         graceful_shutdown=r.number("graceful_shutdown", 30.0),
     )
+
+
+def _workers(r: _Reader) -> int | str:
+    value = r.table.get("workers", "auto")
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise r.error("workers", f'expected "auto" or a number, got {value!r}')
+    return r.integer("workers", 1, minimum=1)
 
 
 def _cache(r: _Reader, base: Path) -> CacheConfig:
@@ -500,7 +509,13 @@ def load(path: str | Path) -> Config:
     default = upload_r.string("default_source")
     if default is not None:
         target = next((s for s in sources if s.name == default), None)
-        if target is None or target.kind != "gitlab_project":
+        if target is not None and target.kind != "gitlab_project":
+            raise upload_r.error(
+                "default_source",
+                f"{default!r} is a {target.kind} source: GitLab takes uploads into a project "
+                "only; name a gitlab_project source",
+            )
+        if target is None:
             raise upload_r.error("default_source", f"no gitlab_project source named {default!r}")
     cache = _cache(root.table_at("cache"), path.parent)
     guard = rules.parse(

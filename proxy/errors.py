@@ -185,9 +185,15 @@ class FailClosed(Unavailable):
 
 
 class Offline(ProxyError):
-    """The proxy is offline and holds no copy of what was asked for."""
+    """The proxy is offline and holds no copy of what was asked for: a definite answer (404, at
+    once), since no retry can help while it stays offline; clients then say "not found" instead
+    of retrying a 503."""
 
-    status = 503
+    status = 404
+    HINT = "; fill the cache while online (gitlab-pypi-proxy prefetch) to have it offline"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason + self.HINT)
 
 
 class CannotVerify(ProxyError):

@@ -72,6 +72,12 @@ UPSTREAM = Counter(
     "Upstream HTTP requests by source and outcome (2xx..5xx, timeout, error)",
     ["source", "outcome"],
 )
+UPSTREAM_LATENCY = Histogram(
+    PREFIX + "upstream_request_duration_seconds",
+    "Time from an upstream request to its answer's headers, by source",
+    ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 UPLOADS = Counter(
     PREFIX + "uploads",
     "Uploads forwarded, by target source and outcome (GitLab's HTTP status; timeout or error "
@@ -135,6 +141,9 @@ FILE_JOIN = JOINS.labels("file")
 POLICY_HELD = POLICY.labels("held")
 POLICY_YANKED = POLICY.labels("yanked")
 POLICY_REFUSED = POLICY.labels("refused")
+for _store in ("s3", "redis"):  # exposed at 0 on one machine too: the dashboard's panels
+    SHARED_FAILURES.labels(_store)
+    SHARED_DOWN.labels(_store)
 
 
 def forget_dead_workers() -> None:
@@ -191,3 +200,13 @@ def cache_counts() -> dict[tuple[str, str], float]:
                 key = (sample.labels["cache"], sample.labels["outcome"])
                 counts[key] = counts.get(key, 0.0) + sample.value
     return counts
+
+
+def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample, summed over the workers, by sample name (`..._total`, `..._sum`, ...):
+    (labels, value) pairs (blocking: reads the workers' files, in a thread)."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in registry().collect():
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found

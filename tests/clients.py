@@ -67,11 +67,17 @@ def clear_client_caches(home: Path) -> None:
 
 
 def twine_upload(
-    repository_url: str, files: list[Path], *, user: str, password: str, home: Path
+    repository_url: str,
+    files: list[Path],
+    *,
+    user: str,
+    password: str,
+    home: Path,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "twine", "upload", "--repository-url", repository_url]
     command += ["--username", user, "--password", password, "--non-interactive"]
-    command += ["--disable-progress-bar", *map(str, files)]
+    command += ["--disable-progress-bar", *extra, *map(str, files)]
     return run(command, isolated_env(home))
 
 

@@ -1,7 +1,6 @@
 """Run the proxy as users do (`python -m proxy serve`) on a loopback port, for end-to-end tests."""
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -9,15 +8,10 @@ from pathlib import Path
 
 import httpx2
 
+from proxy.demo.server import free_port
 from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(
@@ -100,11 +94,17 @@ class ProxyProcess:
                 self.process.wait()
 
 
-def start_proxy(config: Path, *args: str, env: dict[str, str] | None = None) -> ProxyProcess:
-    """Start the proxy and wait (bounded) until it answers its own /healthz."""
+def start_proxy(
+    config: Path, *args: str, env: dict[str, str] | None = None, config_workers: bool = False
+) -> ProxyProcess:
+    """Start the proxy and wait (bounded) until it answers its own /healthz: with one worker,
+    unless `args` say otherwise or `config_workers` leaves it to the configuration."""
     port = free_port()
     log_path = config.parent / f"proxy-{port}.log"
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
+    if "--workers" not in args and not config_workers:
+        # one worker, as these tests were written for; the default ("auto") is tested on its own
+        command += ["--workers", "1"]
     command += list(args)
     with log_path.open("wb") as log:
         process = subprocess.Popen(

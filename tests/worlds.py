@@ -2,8 +2,8 @@
 
 import httpx2
 
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 
 UPLOADER_PASSWORD = "worlds-ci-password"
 UPLOADER_GITLAB_TOKEN = "gldt-worlds-deploy"

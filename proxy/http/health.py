@@ -17,6 +17,8 @@ disk, fail to start again). Both say it instead, as do the status page and
 import asyncio
 import os
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -38,7 +40,23 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok\n" if cache.writable else f"ok, {cache.describe()}\n")
 
 
-async def readyz(request: Request) -> Response:
+@dataclass(frozen=True)
+class Readiness:
+    """What `/readyz` answers, and the status page shows."""
+
+    ready: bool
+    mode: str  # the one line: "online", "degraded: ...", "not ready: ...", "offline: ..."
+    body: dict[str, Any]
+
+    @property
+    def state(self) -> str:
+        """ready, degraded (serving, not all of it), or not ready."""
+        if not self.ready:
+            return "not ready"
+        return "ready" if self.mode == "online" else "degraded"
+
+
+async def readiness(request: Request) -> Readiness:
     services = request.app.state.services
     offline = services.config.cache.offline
     names = services.source_names
@@ -81,4 +99,9 @@ async def readyz(request: Request) -> Response:
         "pid": os.getpid(),
         "sources": states,
     }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return Readiness(ready, mode, body)
+
+
+async def readyz(request: Request) -> Response:
+    answer = await readiness(request)
+    return JSONResponse(answer.body, status_code=200 if answer.ready else 503)

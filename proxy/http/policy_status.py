@@ -1,8 +1,6 @@
 """The status page's section on the supply-chain guard: the policy in force and what it did
 (files held, yanked and refused, summed over every worker since they started)."""
 
-from html import escape
-
 from proxy.policy.advisories import Advisories
 from proxy.policy.rules import PolicySettings, format_duration
 
@@ -40,8 +38,3 @@ def policy_rows(
     rows["Files yanked for advisories (listings)"] = f"{counts.get('yanked', 0):.0f}"
     rows["File requests refused"] = f"{counts.get('refused', 0):.0f}"
     return rows
-
-
-def render_section(rows: dict[str, str]) -> str:
-    cells = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows.items())
-    return f"<h2>Supply-chain policy</h2>\n<table>{cells}</table>\n"

@@ -175,21 +175,27 @@ async def _forward(request: Request, source: str, target: UploadTarget, form: Fo
     raise _refusal(answer.status, answer.message, filename, source, request)
 
 
+def _detail(status: int, message: str) -> str:
+    """`HTTP 400: Bad request - ...`: GitLab's message without the status it starts with."""
+    text = message.removeprefix(f"{status} ").strip()
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
 def _refusal(status: int, message: str, filename: str, source: str, request: Request) -> ProxyError:
     """What the client is told when GitLab answered the upload with `status`, not a 2xx."""
-    log.info("GitLab refused %s for %s: HTTP %s %s", filename, source, status, message)
+    detail = _detail(status, message)
+    log.info("GitLab refused %s for %s: %s", filename, source, detail)
     if status == 400 and "has already been taken" in message:
         return Conflict(f"File already exists: {filename}")
     if status == 401:
         # Passthrough credentials are the client's own: let it ask for others.
         realm = request.app.state.services.config.auth.realm
         return Unauthorized(
-            f"GitLab refused the credentials for {source}: {message or '401 Unauthorized'}",
+            f"GitLab refused the credentials for {source}: {detail}",
             realm if identity_of(request.scope).passthrough else None,
         )
     if status in (400, 403, 404, 413):
-        reason = message or f"HTTP {status}"
-        return UploadRefused(status, f"GitLab refused {filename} for {source}: {reason}")
+        return UploadRefused(status, f"GitLab refused {filename} for {source}: {detail}")
     return UpstreamFailed(f"upstream {source} answered the upload with HTTP {status}")
 
 

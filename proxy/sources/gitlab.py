@@ -19,13 +19,13 @@ from urllib.parse import quote
 import httpx2
 
 from proxy.config import GitLabConfig, SourceConfig
-from proxy.errors import RateLimited, Refused
+from proxy.errors import RateLimited, Refused, SourceUnavailable
 from proxy.model import DistFile, FileStream, ProjectPage
 from proxy.sources.base import RangeReader
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from proxy.sources.simple_html import parse_project_page
-from proxy.sources.upstream import Upstream
+from proxy.sources.upstream import Upstream, host_port
 from proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -59,6 +59,12 @@ class GitLabApi:
         self.auth = auth or (
             httpx2.BasicAuth(gitlab.username, gitlab.token) if gitlab.token else None
         )
+        # what GitLab's 401 to the proxy's own requests means: the source is down until fixed
+        self.refused_means = (
+            "GitLab refused the proxy's [gitlab] token (wrong, expired or revoked)"
+            if gitlab.token
+            else "no [gitlab] token is set and GitLab asks for one"
+        )
         self.api, self.root, self.pypi, self.packages_url = gitlab.api_url, root, pypi, packages_url
         self.timeout, self.upload_timeout = gitlab.timeout, gitlab.upload_timeout
         self.budget = budget or Budget(gitlab.max_requests_per_minute)
@@ -79,7 +85,9 @@ class GitLabApi:
         while True:
             try:
                 async with self.budget.request(self.name, background=background):
-                    return await self.upstream.get(self.name, url, auth=self.auth, params=params)
+                    return await self.upstream.get(
+                        self.name, url, auth=self.auth, params=params, refused=self.refused_means
+                    )
             except RateLimited:
                 if not self.budget.waits(background):
                     raise
@@ -100,7 +108,12 @@ class GitLabApi:
                 async with (
                     self.budget.request(self.name, background=background),
                     self.upstream.stream(
-                        self.name, url, auth=self.auth, headers=headers, method=method
+                        self.name,
+                        url,
+                        auth=self.auth,
+                        headers=headers,
+                        method=method,
+                        refused=self.refused_means,
                     ) as response,
                 ):
                     answered = True
@@ -255,6 +268,12 @@ class GitLabPages:
             if early is not None:
                 early.cancel()
             raise
+        if response.status_code == 401:
+            # the proxy's own credentials refused: the source cannot say whether it has the name
+            # (answering "not here" would hand the name to a public index)
+            host = host_port(response.request.url)
+            reason = f"HTTP 401 from {host}: {self.api.refused_means}"
+            raise SourceUnavailable(self.api.name, reason)
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None  # a listing asked early is dropped

@@ -5,6 +5,8 @@ reports its outcome (and its pools' stalls) to the `UpstreamObserver` it is give
 """
 
 import contextlib
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,9 +40,17 @@ class UpstreamObserver(Protocol):
     """Who hears how upstream calls went (proxy.sources.upstream_health in the server)."""
 
     def request_done(
-        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
     ) -> None:
-        """One call to `source` ended: an HTTP `status`, or None when it failed (`reason`)."""
+        """One call to `source` (at `upstream`, its host:port) ended: an HTTP `status`, or None
+        when it failed. A `reason` marks a failure, also with a status (401 to the proxy's own
+        token); a 5xx is one too."""
         ...
 
     def pool_stalled(self, pool: str, reason: str | None) -> None:
@@ -52,7 +62,13 @@ class Unobserved:
     """An observer that hears nothing: the command line's, and the tests'."""
 
     def request_done(
-        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
     ) -> None:
         pass
 
@@ -92,6 +108,49 @@ def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> http
     )
 
 
+def host_port(url: httpx2.URL) -> str:
+    """`host:port` of a URL, the port spelt out (never its userinfo)."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{port}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def failure_reason(exc: httpx2.HTTPError, host: str) -> str:
+    """Why a request to `host` got no answer, as an operator needs it: refused, DNS, TLS,
+    timeout, reset (from the exceptions under httpx2's)."""
+    chain = _chain(exc)
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return f"connecting to {host} timed out"
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"{host} timed out"
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}"
+        if isinstance(cause, socket.gaierror):
+            return f"DNS: cannot resolve {host.rsplit(':', 1)[0]} ({cause.strerror})"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = vars(cause).get("verify_message") or "verification failed"
+            return f"TLS: the certificate of {host} is not trusted ({why})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {host} failed ({cause.reason or cause})"
+        if isinstance(cause, ConnectionResetError):
+            return f"connection reset by {host}"
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot connect to {host}: {cause.strerror}"
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return f"{host} closed the connection before answering in full"
+    return f"{type(exc).__name__} from {host}"
+
+
 def _same_origin(a: httpx2.URL, b: httpx2.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
@@ -128,17 +187,29 @@ class Upstream:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def _answered(self, source: str, status: int) -> None:
+    def _answered(
+        self, source: str, response: httpx2.Response, started: float, refused: str | None = None
+    ) -> None:
+        status = response.status_code
         metrics.UPSTREAM.labels(source, metrics.upstream_outcome(status)).inc()
-        self.observer.request_done(source, status)
+        metrics.UPSTREAM_LATENCY.labels(source).observe(time.monotonic() - started)
+        host = host_port(response.request.url)
+        reason = ""
+        if refused and status == 401:
+            reason = f"HTTP {status} from {host}: {refused}"
+        self.observer.request_done(source, status, reason, upstream=host)
 
     def _failed(self, source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
-        if isinstance(exc, httpx2.TimeoutException):
-            failure = SourceUnavailable(source, "timed out", timeout=True)
-        else:
-            failure = SourceUnavailable(source, type(exc).__name__)
+        try:
+            host = host_port(exc.request.url)
+        except RuntimeError:  # an error raised before any request was made
+            host = source
+        timeout = isinstance(exc, httpx2.TimeoutException)
+        failure = SourceUnavailable(source, failure_reason(exc, host), timeout=timeout)
         metrics.UPSTREAM.labels(source, metrics.upstream_outcome(None, failure.timeout)).inc()
-        self.observer.request_done(source, None, failure.reason, timeout=failure.timeout)
+        self.observer.request_done(
+            source, None, failure.reason, timeout=failure.timeout, upstream=host
+        )
         return failure
 
     async def get(
@@ -149,17 +220,20 @@ class Upstream:
         auth: httpx2.Auth | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str | int] | None = None,
+        refused: str | None = None,
     ) -> httpx2.Response:
         """GET without following redirects; a 3xx comes back to the caller as it is.
 
         Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
-        RateLimited.
+        RateLimited. `refused`: what a 401 means (the proxy's own credentials refused): the
+        source is then reported down for that reason.
         """
+        started = time.monotonic()
         try:
             response = await self.client.get(url, auth=auth, headers=headers, params=params)
         except httpx2.HTTPError as exc:
             raise self._failed(source, exc) from None
-        self._answered(source, response.status_code)
+        self._answered(source, response, started, refused)
         if response.status_code >= 500:
             raise SourceUnavailable(source, f"HTTP {response.status_code}")
         if (limited := _rate_limited(source, response)) is not None:
@@ -197,6 +271,7 @@ class Upstream:
         auth: httpx2.Auth | None = None,
         headers: dict[str, str] | None = None,
         method: str = "GET",
+        refused: str | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """Stream a file, following redirects by hand so credentials never leave their origin.
 
@@ -211,13 +286,14 @@ class Upstream:
             request = client.build_request(
                 method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
             )
+            started = time.monotonic()
             try:
                 response = await client.send(
                     request, auth=auth if _same_origin(target, origin) else None, stream=True
                 )
             except httpx2.HTTPError as exc:
                 raise self._failed(source, exc) from None
-            self._answered(source, response.status_code)
+            self._answered(source, response, started, refused if target == origin else None)
             if response.is_redirect and "location" in response.headers:
                 await response.aclose()
                 target = httpx2.URL(urljoin(str(target), response.headers["location"]))

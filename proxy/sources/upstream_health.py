@@ -11,12 +11,17 @@ every few seconds; a stall older than that is a worker that is gone.
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("proxy.upstream")
 
 # A source is "up" or "down" by its latest answer while that answer is this recent.
 RECENT_SECONDS = 600.0
@@ -29,6 +34,7 @@ class SourceState:
     last_ok: float | None = None
     last_failure: float | None = None
     reason: str = ""
+    upstream: str = ""  # host:port it was last asked at
 
     def state(self, now: float) -> str:
         latest = max(self.last_ok or 0.0, self.last_failure or 0.0)
@@ -42,6 +48,7 @@ class SourceState:
             last_ok=max(self.last_ok or 0.0, other.last_ok or 0.0) or None,
             last_failure=failure,
             reason=self.reason if failure == self.last_failure else other.reason,
+            upstream=self.upstream or other.upstream,
         )
 
     def as_json(self, now: float) -> dict[str, Any]:
@@ -50,6 +57,7 @@ class SourceState:
             "last_ok": self.last_ok,
             "last_failure": self.last_failure,
             "reason": self.reason or None,
+            "upstream": self.upstream or None,
         }
 
 
@@ -61,6 +69,8 @@ class UpstreamHealth:
             directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.sources: dict[str, SourceState] = {}
+        self._announced: dict[str, str] = {}  # source → the state last logged (not shared)
+        self._announcer: ThreadPoolExecutor | None = None
         self._stalled: dict[str, str] = {}  # pool → why it gets no request out
         self._written = 0.0
         self._written_states: tuple[dict[str, str], str | None] | None = None
@@ -68,19 +78,55 @@ class UpstreamHealth:
     # --- the transport's observer -------------------------------------------------------------
 
     def request_done(
-        self, source: str, status: int | None, reason: str = "", *, timeout: bool = False
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
     ) -> None:
-        """One upstream call: an HTTP answer below 500 means the source is reachable."""
+        """One upstream call: an HTTP answer below 500 means the source is reachable, unless
+        it comes with a reason (the proxy's own token refused)."""
         state = self.sources.get(source)
         if state is None:
             state = self.sources[source] = SourceState()
         now = time.time()
-        if status is not None and status < 500:
+        if upstream:
+            state.upstream = upstream
+        if status is not None and status < 500 and not reason:
             state.last_ok = now
+            self._announce(source, "up", state)
         else:
             state.last_failure = now
-            state.reason = reason or f"HTTP {status}"
+            state.reason = reason or f"HTTP {status} from {upstream or source}"
+            self._announce(source, "down", state)
         self._share(now)
+
+    def _announce(self, source: str, now_is: str, state: SourceState) -> None:
+        """One log line per change of a source's state: down (a warning naming the reason), up
+        again (a warning: the outage is over), up at first (info). The workers of one `serve`
+        log each change once, whichever sees it: every call's outcome is compared with the state
+        last logged, kept in a small locked file beside their views, in this worker's one
+        announcing thread (in order, off the event loop)."""
+        line = (source, now_is, state.reason, state.upstream or "?")
+        if self.directory is None:
+            before = self._announced.get(source)
+            self._announced[source] = now_is
+            if before != now_is:
+                _log_change(before, *line)
+            return
+        path = self.directory / _ANNOUNCED
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nobody to keep waiting
+            _log_change(_shared_change(path, source, now_is), *line)
+            return
+        if self._announcer is None:
+            self._announcer = ThreadPoolExecutor(1, thread_name_prefix="source-states")
+        loop.run_in_executor(
+            self._announcer, lambda: _log_change(_shared_change(path, source, now_is), *line)
+        )
 
     def pool_stalled(self, pool: str, reason: str | None) -> None:
         """Whether one of this worker's upstream pools is stalled (and why), or None if not."""
@@ -135,6 +181,45 @@ class UpstreamHealth:
         known, _ = await asyncio.to_thread(self.read_shared)
         now = time.time()
         return {name: known.get(name, SourceState()).as_json(now) for name in names}
+
+
+_ANNOUNCED = "announced.state"  # source → the state last logged by any worker
+
+
+def _shared_change(path: Path, source: str, now_is: str) -> str | bool | None:
+    """Note `now_is` as the source's logged state in the file at `path`: the state noted
+    before, or False when it was `now_is` already (another worker logged this change)."""
+    try:
+        with path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+            handle.seek(0)
+            try:
+                states = json.loads(handle.read() or b"{}")
+            except ValueError:
+                states = {}
+            previous = states.get(source)
+            if previous == now_is:
+                return False
+            states[source] = now_is
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(states).encode())
+            return previous
+    except OSError:
+        return None  # cannot share: this worker logs what it saw
+
+
+def _log_change(
+    previous: str | bool | None, source: str, now_is: str, reason: str, where: str
+) -> None:
+    if previous is False:
+        return
+    if now_is == "down":
+        log.warning("source %s is down: %s", source, reason)
+    elif previous == "down":
+        log.warning("source %s is up again: %s answers", source, where)
+    else:
+        log.info("source %s is up: %s answers", source, where)
 
 
 def _write(path: Path, text: str) -> None:

@@ -25,9 +25,9 @@ import httpx2
 import psutil
 import pytest
 
-from tests.dists import make_wheel
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.e2e.test_production import _metrics
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until

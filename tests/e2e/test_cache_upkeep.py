@@ -14,10 +14,10 @@ from typing import Any
 import httpx2
 import pytest
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from proxy.storage.stores import Stores
-from tests.dists import make_wheel
 from tests.e2e.test_prefetch import prefetch
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until

@@ -17,10 +17,10 @@ import httpx2
 import obstore
 import pytest
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.backing_services import RedisServer, S3Server, running_redis, running_seaweedfs
 from tests.clients import clear_client_caches, pip_install
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx2
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import clear_client_caches, pip_install, twine_upload
-from tests.dists import make_wheel
 from tests.e2e.test_prefetch import GITLAB_SOURCES, prefetch
 from tests.e2e.test_prefetch import TOKEN as PREFETCH_TOKEN
 from tests.e2e.test_prefetch import _double as prefetch_double
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import start_proxy, write_config
 from tests.public_index import pypiserver
 from tests.servers import serve

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import clear_client_caches, pip_install, uv_install
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.worlds import app_with_dependency
@@ -70,8 +70,17 @@ def test_offline_mode_serves_the_cache_and_never_calls_gitlab(tmp_path: Path) ->
             result = pip_install(f"{offline.url}/simple/", tmp_path / "two", "app-main", home=home)
             assert result.returncode == 0, result.stderr
             missing = httpx2.get(f"{offline.url}/simple/never-seen/")
-            assert missing.status_code == 503
-            assert "offline" in missing.text
+            assert missing.status_code == 404  # definite: no client retries it
+            assert missing.text == (
+                "the proxy is offline and has no cached copy of never-seen; fill the cache while "
+                "online (gitlab-pypi-proxy prefetch) to have it offline\n"
+            )
+            asked = pip_install(
+                f"{offline.url}/simple/", tmp_path / "three", "other-never-seen", home=home
+            )
+            assert asked.returncode != 0 and "other-never-seen" in asked.stderr
+            # pip asked once and took the answer (a 503 it retries, five times more)
+            assert offline.log().count('"GET /simple/other-never-seen/"') == 1
         finally:
             offline.stop()
         assert len(double.requests) == calls

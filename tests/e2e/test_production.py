@@ -17,9 +17,9 @@ import pytest
 from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import pip_install, twine_upload
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until
@@ -107,25 +107,32 @@ def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path
     assert page.title is not None and page.title.get_text() == "gitlab-pypi-proxy"
     headings = [h.get_text() for h in page.find_all("h2")]
     assert headings == [
+        "State",
         "Sources",
         "Cache",
         "Supply-chain policy",
         "Recent uploads",
         "Use this proxy",
     ]
+    ready = httpx2.get(f"{deployment.root}readyz").json()
+    assert ready["ready"] is True and "State: ready" in seen  # what readyz answers
     rows = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]
     platform = next(row for row in rows if row and row[0] == "platform")
-    assert platform[1] == "gitlab_project" and platform[2] in ("up", "unknown")
-    assert "File hit ratio" in seen and "Index page hit ratio" in seen
-    assert "none yet" in seen
-    index, upload = f"{deployment.root}simple/", f"{deployment.root}upload/"
+    assert platform[1] == "gitlab_project" and platform[4] in ("up", "unknown")
+    assert platform[2] == f"{deployment.server.url} project 11" and platform[3] == "token set"
+    assert "Version" in seen and "Up for" in seen and "proxy.toml" in seen
+    assert "File hit ratio" in seen and "Index page hit ratio" in seen and "Evictions" in seen
+    assert "none yet" in seen and "Failed uploads since start" in seen
+    index = f"{deployment.root}simple/"
     snippets = {h3.get_text(): h3.find_next("pre").get_text() for h3 in page.find_all("h3")}
     assert f"index-url = {index}" in snippets["pip.conf (or PIP_INDEX_URL)"]
     assert f'url = "{index}"' in snippets["uv.toml (or [tool.uv] in pyproject.toml)"]
     assert f"poetry source add --priority=primary proxy {index}" in snippets["poetry"]
-    assert f"repository = {upload}" in snippets["twine (~/.pypirc)"]
+    assert f'url = "{index}"' in snippets["pdm (pyproject.toml)"]
+    # no [[users]] and no passthrough here: nobody can publish, so no snippet says how
+    assert "twine (~/.pypirc)" not in snippets and "uv publish" not in snippets
     ci = snippets["GitLab CI (.gitlab-ci.yml)"]
-    assert f"PIP_INDEX_URL: {index}" in ci and f"--repository-url {upload}" in ci
+    assert f"PIP_INDEX_URL: {index}" in ci and "CI_JOB_TOKEN" not in ci
     assert TOKEN not in result.stdout
 
 
@@ -240,7 +247,10 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
             assert body["sources"]["platform"]["state"] == "down"
             assert body["offline_serving_possible"] is True
             assert "serving from the cache" in body["mode"]
-            assert body["sources"]["platform"]["reason"] == "ConnectError"
+            assert (
+                body["sources"]["platform"]["reason"]
+                == f"connection refused by 127.0.0.1:{server.port}"
+            )
             # one worker counts into the multiprocess files too, and its scrape reads them
             counted = _metrics(proxy.url)
             failed = ("gitlab_pypi_proxy_upstream_requests_total", "error", "platform")

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import pip_install, uv_install
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
@@ -293,10 +293,18 @@ def test_sighup_reads_the_advisories_again_and_a_bad_export_keeps_them(
             return {f["filename"]: f.get("yanked", False) for f in page["files"]}
 
         assert yanked() == {first.filename: False, second.filename: "GHSA-1111-1111-1111"}
+
+        def loads() -> int:  # one line per worker that read an export
+            return proxy.log().count(": 1 advisories for 1 projects")
+
+        loaded = wait_until(lambda: loads() >= int(workers) and loads(), "every worker up", 60)
         write_export(export, [advisory("GHSA-2222-2222-2222", "lib", versions=["1.0"])])
         os.kill(proxy.process.pid, signal.SIGHUP)
         now = {first.filename: "GHSA-2222-2222-2222", second.filename: False}
-        # every worker: several answers in a row, whichever worker gives each
+        # every worker read it (in place, or a replacement at its start) before the export
+        # breaks: a replacement still starting would read the broken one and not replace
+        wanted = loaded + int(workers)
+        wait_until(lambda: loads() >= wanted, "every worker to read the new advisories", 60)
         wait_until(lambda: all(yanked() == now for _ in range(6)), "the new advisories", 60)
 
         export.write_bytes(b"this is no zip")

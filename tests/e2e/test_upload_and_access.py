@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from proxy.demo.dists import make_sdist, make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from proxy.passwords import hash_password
 from tests.clients import pip_install, twine_upload, uv_publish
-from tests.dists import make_sdist, make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 

@@ -13,8 +13,8 @@ import httpx2
 import pytest
 from starlette.responses import Response
 
-from tests.dists import make_sdist, make_wheel
-from tests.gitlab_double import GitLabDouble
+from proxy.demo.dists import make_sdist, make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until
@@ -159,7 +159,10 @@ def test_a_gitlab_that_never_answers_an_upload_gets_504_within_upload_timeout(
     finally:
         world.hanging.on = False
     assert response.status_code == 504
-    assert response.text == f"upload of {name} failed: upstream platform unavailable: timed out\n"
+    host = world.server.url.removeprefix("http://")
+    assert response.text == (
+        f"upload of {name} failed: upstream platform unavailable: {host} timed out\n"
+    )
     assert "Traceback" not in proxy.log()
 
 

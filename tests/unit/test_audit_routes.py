@@ -13,11 +13,11 @@ from starlette.routing import Route
 from proxy import errors
 from proxy.auth import Identity
 from proxy.config import AuthConfig, UploadConfig
+from proxy.demo.dists import make_wheel
 from proxy.errors import ProxyError
 from proxy.http.upload import upload
 from proxy.policy.audit import AuditTrail
 from proxy.storage.uploads import RecentUploads
-from tests.dists import make_wheel
 from tests.unit.asgi import asgi_client
 from tests.unit.test_metrics_counts import Accepting
 

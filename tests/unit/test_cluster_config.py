@@ -54,7 +54,8 @@ def test_check_config_describes_both_without_secrets(
     monkeypatch.setenv("S3_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("S3_SECRET_ACCESS_KEY", "very-secret-key")
     text = S3 + '[cluster]\nredis_url = "redis://:hunter2@127.0.0.1:6379/0"\n'
-    path = _config(tmp_path, text)
+    public = '[[sources]]\nname = "public"\nurl = "https://pypi.org/simple/"\n'
+    path = _config(tmp_path, text + public)  # check-config fails a configuration with no source
     checked = subprocess.run(
         [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
         capture_output=True,

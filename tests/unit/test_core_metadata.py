@@ -7,13 +7,13 @@ import httpx2
 import respx
 
 from proxy.config import GitLabConfig, SourceConfig
+from proxy.demo.dists import make_wheel
+from proxy.demo.gitlab_double import GitLabDouble
 from proxy.sources.base import Parts
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
 from proxy.sources.upstream import Upstream
 from proxy.storage.stores import Stores
-from tests.dists import make_wheel
-from tests.gitlab_double import GitLabDouble
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

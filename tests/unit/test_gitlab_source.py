@@ -62,11 +62,23 @@ async def test_redirect_to_public_index_means_not_here(client) -> None:
     assert not public.called
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest.mark.parametrize("status", [403, 404])
 @respx.mock
 async def test_refusals_mean_not_here(client, status: int) -> None:
     respx.get(f"{API}/groups/acme/-/packages/pypi/simple/x").respond(status, json={})
     assert await source(client, "gitlab_group", "acme").project_page("x") is None
+
+
+@pytest.mark.parametrize("kind", ["gitlab_project", "gitlab_group"])
+@respx.mock
+async def test_the_proxys_credentials_refused_is_unavailable_not_absent(client, kind: str) -> None:
+    """401: GitLab wants other credentials than the proxy's; it has said nothing of the name (a
+    "not here" would let the public index answer for a private name)."""
+    respx.get(url__regex=r".*/packages/pypi/simple/x$").respond(401, json={})
+    with pytest.raises(SourceUnavailable) as caught:
+        await source(client, kind, "acme").project_page("x")
+    assert caught.value.source == "platform" and caught.value.status == 502
+    assert caught.value.reason.startswith("HTTP 401 from ")
 
 
 @respx.mock

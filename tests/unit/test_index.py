@@ -119,11 +119,13 @@ async def test_a_lookup_that_missed_before_a_load_landed_does_not_load_again(
 
     async def late_second_lookup(self: PageStore, key: object) -> object:
         nonlocal lookups
-        entry = await original(self, key)
+        number = 0
         if isinstance(key, tuple) and key[0] == "page":
             lookups += 1
-            if lookups == 2:  # read before the first load landed, answered after it
-                await first_landed.wait()
+            number = lookups
+        entry = await original(self, key)
+        if number == 2:  # the second caller's: read before the first load landed, answered after
+            await first_landed.wait()
         return entry
 
     monkeypatch.setattr(PageStore, "get", late_second_lookup)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from proxy import errors
 from proxy.auth import Identity
 from proxy.config import AuthConfig, UploadConfig
+from proxy.demo.dists import make_wheel
 from proxy.errors import ProxyError
 from proxy.http.app import project_page
 from proxy.http.page_memo import PageMemo
@@ -20,7 +21,6 @@ from proxy.http.upload import upload
 from proxy.sources.base import UploadAnswer
 from proxy.storage.stores import Stores
 from proxy.storage.uploads import RecentUploads
-from tests.dists import make_wheel
 from tests.unit.asgi import asgi_client
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

@@ -14,11 +14,11 @@ import obstore
 import pytest
 
 from proxy.config import StorageConfig
+from proxy.demo.dists import make_wheel
 from proxy.storage import s3_blobs
 from proxy.storage.cached_file import CorruptEntry
 from proxy.storage.s3_blobs import S3BlobStore
 from tests.backing_services import S3Server, running_seaweedfs, s3_server  # noqa: F401
-from tests.dists import make_wheel
 
 
 def storage_of(server: S3Server, prefix: str = "files/", **more: object) -> StorageConfig:

@@ -1,10 +1,13 @@
 """The [server] keys: the reverse proxy in front, the path prefix, shutdown, log format."""
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from proxy.config import ConfigError, load
+from proxy.workers import MAX_AUTO, MEMORY_PER_WORKER, auto_workers, workers
 
 
 def _config(tmp_path: Path, server: str) -> Path:
@@ -40,3 +43,42 @@ def test_server_keys(tmp_path: Path) -> None:
 def test_bad_server_keys(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(_config(tmp_path, line))
+
+
+def test_workers_default_to_auto_and_take_a_number(tmp_path: Path) -> None:
+    assert load(_config(tmp_path, "")).server.workers == "auto"
+    assert load(_config(tmp_path, 'workers = "auto"')).server.workers == "auto"
+    assert load(_config(tmp_path, "workers = 3")).server.workers == 3
+    for line, message in [
+        ("workers = 0", "server.workers: must be at least 1"),
+        ('workers = "many"', "server.workers: expected \"auto\" or a number, got 'many'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load(_config(tmp_path, line))
+
+
+def _cgroup(tmp_path: Path, cpu: str | None, memory: str | None) -> Path:
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir(exist_ok=True)
+    if cpu is not None:
+        (cgroup / "cpu.max").write_text(cpu + "\n")
+    if memory is not None:
+        (cgroup / "memory.max").write_text(memory + "\n")
+    return cgroup
+
+
+def test_auto_workers_follow_cores_cpu_quota_and_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    gib = 2**30
+    assert auto_workers(_cgroup(tmp_path, "max 100000", "max")) == min(
+        MAX_AUTO,
+        os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (2 * MEMORY_PER_WORKER),
+    )
+    assert auto_workers(_cgroup(tmp_path, "150000 100000", "max")) == 2  # 1.5 CPUs: 2 workers
+    assert auto_workers(_cgroup(tmp_path, "max 100000", str(gib))) == 2  # 1 GiB: two
+    assert auto_workers(_cgroup(tmp_path, "max 100000", str(100 * 2**20))) == 1  # at least one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert auto_workers(_cgroup(tmp_path, "max 100000", "max")) == min(3, MAX_AUTO)
+    assert workers(5) == 5

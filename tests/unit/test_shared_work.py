@@ -20,11 +20,11 @@ import pytest
 from proxy.aio import TaskSet
 from proxy.auth import Authenticator
 from proxy.config import AuthConfig
+from proxy.demo.dists import make_wheel
 from proxy.index.cached import CachedSource, Freshness, PageKey
 from proxy.model import DistFile
 from proxy.sources.base import Parts
 from proxy.storage.stores import Stores
-from tests.dists import make_wheel
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 from tests.waiting import wait_until

@@ -1,25 +1,124 @@
-"""The status page: every value escaped, client settings filled in, recent uploads listed."""
+"""The status page: the state /readyz answers, what the proxy runs with, each source's target and
+figures, every value escaped, and client settings that follow the configuration."""
 
+import re
 from pathlib import Path
 
-from proxy.http.status_page import render, snippets
-from proxy.sources.upstream_health import SourceState
+import httpx2
+from bs4 import BeautifulSoup
+
+from proxy import __version__, metrics
+from proxy.config import load
+from proxy.http.app import create_app
+from proxy.http.status_page import Section, Usage, render, snippets
 from proxy.storage.uploads import KEEP, RecentUploads, Upload
 
+TOKEN = "glpat-status-page-token"
 
-def test_status_page_escapes_and_fills_in_the_url() -> None:
-    html = render(
-        "https://pypi.example.com/pypi/",
-        [("<script>x</script>", "gitlab_project", SourceState().as_json(0.0))],
-        {"Files cached": "0"},
-        [],
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        f'[cache]\ndirectory = "{tmp_path / "cache"}"\n'
+        f'[gitlab]\nurl = "https://gitlab.example.com"\ntoken = "{TOKEN}"\n'
+        '[[sources]]\nname = "status-only"\ngitlab_project = "acme/<script>x</script>"\n' + extra
     )
+    return path
+
+
+async def _page(path: Path) -> tuple[str, dict]:
+    app = create_app(load(path))
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            page = (await client.get("/")).text
+            ready = (await client.get("/readyz")).json()
+    return page, ready
+
+
+async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
+    users = (
+        '[[users]]\nname = "ci"\npassword = "pw"\nupload = ["status-only"]\ngitlab_token = "t"\n'
+    )
+    html, ready = await _page(_config(tmp_path, users))
+    page = BeautifulSoup(html, "html.parser")
+    text = page.get_text(" ", strip=True)
+    assert [h.get_text() for h in page.find_all("h2")] == [
+        "State",
+        "Sources",
+        "Cache",
+        "Supply-chain policy",
+        "Recent uploads",
+        "Use this proxy",
+    ]
+    assert ready["ready"] is True and ready["mode"] == "online"
+    assert "State: ready (online)" in text
+    rows = {
+        tr.find("th").get_text(): tr.find("td").get_text()
+        for tr in page.find_all("tr")
+        if tr.find("th") and tr.find("td")
+    }
+    assert rows["Version"] == __version__
+    assert rows["Configuration"] == str((tmp_path / "proxy.toml").resolve())
+    assert rows["Access"] == "anonymous read, 1 user"
+    assert rows["Up for"].endswith("min")
+    # this process's count: other tests evict too
+    evicted = metrics.registry().get_sample_value(metrics.PREFIX + "cache_evictions_total")
+    assert rows["Evictions"] == f"{evicted:.0f} files since start"
+    cells = [[td.get_text() for td in tr.find_all("td")] for tr in page.find_all("tr")]
+    platform = next(row for row in cells if row and row[0] == "status-only")
+    assert platform[1:5] == [
+        "gitlab_project",
+        "https://gitlab.example.com project acme/<script>x</script>",
+        "token set",
+        "unknown",
+    ]
+    assert platform[7:] == ["no calls yet", "0"]
     assert "<script>x" not in html and "&lt;script&gt;x" in html
-    assert "index-url = https://pypi.example.com/pypi/simple/" in html
-    assert "none yet" in html
-    titles = [title for title, _ in snippets("http://10.0.0.5:8080/")]
-    assert len(titles) == 5
-    assert "trusted-host = 10.0.0.5" in snippets("http://10.0.0.5:8080/")[0][1]
+    assert re.search(r"Failed uploads since start: \d+", text)
+    assert TOKEN not in html
+    titles = [h.get_text() for h in page.find_all("h3")]
+    assert "twine (~/.pypirc)" in titles and "uv publish" in titles
+    ci = page.find("h3", string="GitLab CI (.gitlab-ci.yml)").find_next("pre").get_text()
+    assert "CI_JOB_TOKEN" not in ci and "gitlab-ci-token" not in ci  # passthrough is off
+    assert "TWINE_PASSWORD: $PYPI_PROXY_PASSWORD" in ci
+
+
+async def test_the_state_is_the_one_readyz_answers(tmp_path: Path) -> None:
+    offline = _config(tmp_path, "").read_text().replace("[gitlab]", "offline = true\n[gitlab]")
+    (tmp_path / "proxy.toml").write_text(offline)
+    html, ready = await _page(tmp_path / "proxy.toml")
+    assert ready["ready"] is False  # offline with nothing cached
+    text = BeautifulSoup(html, "html.parser").get_text(" ", strip=True)
+    assert f"State: not ready ({ready['mode']})" in text
+
+
+def test_snippets_follow_the_configuration() -> None:
+    base = "http://10.0.0.5:8080/"
+    reading = dict(snippets(base, Usage(uploads=False)))
+    assert "twine (~/.pypirc)" not in reading and "uv publish" not in reading
+    assert "publish" not in reading["GitLab CI (.gitlab-ci.yml)"]
+    assert "publish-url" not in reading["uv.toml (or [tool.uv] in pyproject.toml)"]
+    assert "trusted-host = 10.0.0.5" in reading["pip.conf (or PIP_INDEX_URL)"]
+    assert 'url = "http://10.0.0.5:8080/simple/"' in reading["pdm (pyproject.toml)"]
+    passthrough = dict(snippets(base, Usage(passthrough=True)))
+    assert "TWINE_PASSWORD: $CI_JOB_TOKEN" in passthrough["GitLab CI (.gitlab-ci.yml)"]
+    assert (
+        "uv publish --publish-url http://10.0.0.5:8080/upload/ --check-url "
+        in (passthrough["uv publish"])
+    )
+    assert (
+        "pdm publish --repository http://10.0.0.5:8080/upload/"
+        in (passthrough["pdm (pyproject.toml)"])
+    )
+    private = dict(snippets(base, Usage(private_reads=True)))
+    assert "machine 10.0.0.5 login" in private["pip.conf (or PIP_INDEX_URL)"]
+
+
+def test_render_escapes_titles_and_masks_the_base() -> None:
+    html = render("http://u:pw@proxy.example/", [Section("<b>", "<p>ok</p>")])
+    assert "&lt;b&gt;" in html and "<p>ok</p>" in html
+    assert "pw@" not in html and "http://***@proxy.example/simple/" in html
 
 
 async def test_recent_uploads_keep_the_newest_for_the_status_page(tmp_path: Path) -> None:
@@ -30,7 +129,5 @@ async def test_recent_uploads_keep_the_newest_for_the_status_page(tmp_path: Path
     latest = await again.latest()
     assert [u.filename for u in latest[:2]] == [f"pkg-{KEEP + 4}.whl", f"pkg-{KEEP + 3}.whl"]
     assert len(latest) == KEEP
-    html = render("http://proxy/", [], {}, latest)
-    assert f"pkg-{KEEP + 4}.whl" in html and "none yet" not in html
     uploads.close()
     again.close()

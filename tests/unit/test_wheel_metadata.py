@@ -8,8 +8,8 @@ import httpx2
 import pytest
 import respx
 
+from proxy.demo.dists import make_wheel
 from proxy.index.wheel_metadata import NoMetadata, RangesUnsupported, by_ranges, from_file
-from tests.dists import make_wheel
 
 URL = "https://gitlab.internal/files/big_one-1.0-py3-none-any.whl"
 

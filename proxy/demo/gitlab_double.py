@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.dists import make_wheel
+from proxy.demo.dists import make_wheel
 
 PUBLIC_INDEX = "https://pypi.org/simple"
 EXTERNAL_URL = "https://gitlab.example.com"

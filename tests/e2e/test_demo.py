@@ -1,0 +1,59 @@
+"""`gitlab-pypi-proxy demo` as a newcomer runs it: it prints the lines to try, pip installs through
+it, and Ctrl-C stops the proxy and the GitLab double."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import psutil
+
+from proxy.demo.server import free_port
+from tests.clients import pip_install
+from tests.waiting import wait_until
+
+
+def test_demo_serves_its_samples_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    output = tmp_path / "demo.log"
+    command = [sys.executable, "-m", "proxy", "demo", "--port", str(port)]
+    command += ["--directory", str(tmp_path / "demo")]
+    with output.open("wb") as log:
+        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops both" in output.read_text() or demo.poll() is not None,
+            "the demo to print what to try",
+            60,
+        )
+        printed = output.read_text()
+        index = f"http://127.0.0.1:{port}/simple/"
+        assert f"pip install --index-url {index} demo-greeting" in printed
+        assert f"uv publish --publish-url http://127.0.0.1:{port}/upload/" in printed
+        assert "twine upload" in printed
+        config = tmp_path / "demo" / "proxy.toml"
+        gitlab_url = next(
+            line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("url")
+        )
+        proxy = psutil.Process(demo.pid).children()
+        assert len(proxy) == 1 and "serve" in proxy[0].cmdline()
+
+        installed = pip_install(index, tmp_path / "target", "demo-greeting", home=tmp_path / "h")
+        assert installed.returncode == 0, installed.stderr
+        assert (tmp_path / "target" / "demo_greeting").is_dir()
+        assert (tmp_path / "target" / "demo_words").is_dir()  # its dependency, from the same GitLab
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+        assert not proxy[0].is_running() or proxy[0].status() == psutil.STATUS_ZOMBIE
+        for url in (f"http://127.0.0.1:{port}/healthz", gitlab_url):
+            try:
+                httpx2.get(url, timeout=2)
+                raise AssertionError(f"{url} still answers after Ctrl-C")
+            except httpx2.TransportError:
+                pass
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
