@@ -123,7 +123,7 @@ class KeptWarm(Protocol):
     GitLab project's root index)."""
 
     def start(self) -> None:
-        """Read it now, in the background (each serving worker, at its start)."""
+        """Keep it from now on, read in the background (each serving worker, at its start)."""
         ...
 
     async def close(self) -> None:

@@ -4,12 +4,13 @@ a hint that decides what may be asked of GitLab at once, never what a page says.
 A name in the set is one the project listed lately: its page very likely has files, so the
 Packages API listing for its upload times may go out beside the page (one round trip where two
 were); a name not in it, or any name while the set is not known, is asked as before (the listing
-only once the page has files). The set is read at background priority of the request budget when
-a serving worker starts (`start`), and again when it is consulted after `ttl` ([cache] index_ttl);
-a failure to read it leaves the set as it was and is tried again after `ttl`. Being a hint, it is
-read at most once a minute even where pages revalidate on every request (`index_ttl = 0`). The
-proxy's own uploads add their name at once. Until started (prefetch, the `cache` commands) it
-knows nothing.
+only once the page has files). Once a serving worker has started it (`start`), the set is read in
+the background, at background priority of the request budget, when the worker first consults it
+(its first page: a worker that served nothing has asked GitLab nothing, as the status page says)
+and again when consulted after `ttl` ([cache] index_ttl); a failure to read it leaves the set as
+it was and is tried again after `ttl`. Being a hint, it is read at most once a minute even where
+pages revalidate on every request (`index_ttl = 0`). The proxy's own uploads add their name at
+once. Until started (prefetch, the `cache` commands) it is never read.
 """
 
 import logging
@@ -39,9 +40,8 @@ class RootIndex:
         self._tasks = TaskSet(log, f"source {source}: root index")
 
     def start(self) -> None:
-        """Read the root index in the background now, and keep it fresh while it is consulted."""
+        """Keep the root index from now on: read when first consulted, fresh while consulted."""
         self._started = True
-        self._refresh_if_due()
 
     def lists(self, name: str) -> bool:
         """Did the root index list normalized `name` when last read (or was it uploaded since)?"""

@@ -25,7 +25,9 @@ def _root_index(*names: str) -> respx.Route:
 
 
 async def _started(source) -> None:
+    """A serving worker's root index, read (as its first page has it read)."""
     source.root_index.start()
+    source.root_index.lists("first-page")
     await source.root_index.settled()
 
 
@@ -164,7 +166,9 @@ async def test_the_root_index_is_read_again_once_its_ttl_has_passed() -> None:
 
     index = RootIndex("platform", fetch, 300, clock=lambda: now[0])
     index.start()
-    index.start()  # a second start while fresh reads nothing
+    await index.settled()
+    assert not reads  # a worker that served nothing asked GitLab nothing
+    assert not index.lists("a")  # the first consultation reads it, in the background
     await index.settled()
     assert index.lists("a") and not index.lists("b")
     now[0] = 299.0
@@ -188,6 +192,7 @@ async def test_pages_revalidated_on_every_request_read_it_at_most_once_a_minute(
 
     index = RootIndex("platform", fetch, 0, clock=lambda: now[0])  # index_ttl = 0
     index.start()
+    index.lists("a")
     await index.settled()
     for second in (1.0, 30.0, 59.0):
         now[0] = second
@@ -209,6 +214,7 @@ async def test_an_upload_during_a_read_stays_in_the_set() -> None:
 
     index = RootIndex("platform", fetch, 300)
     index.start()
+    index.lists("a")
     await asyncio.sleep(0)  # the read is under way
     index.add("new-tool")
     release.set()
