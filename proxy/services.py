@@ -167,7 +167,9 @@ class Services:
         )
         details_store = DetailsStore(directory)
         changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
-        context = Context(upstream, config.gitlab, budget, details_store, changed)
+        context = Context(
+            upstream, config.gitlab, budget, details_store, changed, config.cache.index_ttl
+        )
         sources = [KINDS[s.kind](s, context) for s in config.sources]
         owned = [s for s in config.sources if s.is_gitlab]
         cache = config.cache
@@ -225,6 +227,15 @@ class Services:
         owners = [p.source.name for p in self.sources if p.owns_names]
         await forget(self.stores.pages, owners, name)
 
+    def warm(self) -> None:
+        """Start what the sources keep warm while this worker serves (their root indexes);
+        nothing offline, which never contacts an upstream."""
+        if self.config.cache.offline:
+            return
+        for parts in self.sources:
+            if parts.warm is not None:
+                parts.warm.start()
+
     async def start_guard(self) -> None:
         """Read the OSV export (raises OsvError when it cannot be read) and open the audit
         trail (raises OSError saying why it cannot be written)."""
@@ -244,6 +255,9 @@ class Services:
         await self.composed.close()
         for details in self.details():
             await details.close()
+        for parts in self.sources:
+            if parts.warm is not None:
+                await parts.warm.close()
         await self.upstream.aclose()
         if self.composed.provenances is not None:
             self.composed.provenances.store.close()

@@ -273,6 +273,7 @@ def create_app(config: Config) -> Starlette:
         app.state.memo = PageMemo(services.stores.coordinator)
         try:
             await start_guard(services)
+            services.warm()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:

@@ -118,6 +118,19 @@ class Details(Protocol):
         ...
 
 
+class KeptWarm(Protocol):
+    """What a source keeps in memory and refreshes in the background while a worker serves (a
+    GitLab project's root index)."""
+
+    def start(self) -> None:
+        """Keep it from now on, read in the background (each serving worker, at its start)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the background work."""
+        ...
+
+
 Probe = Callable[[httpx2.Auth], Awaitable[bool]]
 """May these (passthrough) credentials read the source? Raises SourceUnavailable."""
 
@@ -137,6 +150,7 @@ class Parts:
     sidecars: Sidecars | None = None
     uploads: UploadTarget | None = None
     details: Details | None = None
+    warm: KeptWarm | None = None
 
 
 @dataclass(frozen=True)
@@ -148,3 +162,4 @@ class Context:
     budget: Budget  # GitLab's request budget, shared by every GitLab source
     details: DetailsStore  # PEP 700 details of GitLab files, kept for good
     changed: Callable[[], Awaitable[None]]  # details arrived: rendered pages are out of date
+    index_ttl: float = 300.0  # [cache] index_ttl: how long what a source keeps warm is fresh

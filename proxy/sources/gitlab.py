@@ -257,9 +257,17 @@ class GitLabPages:
             )
         return files
 
-    async def project_page(self, name: str) -> ProjectPage | None:
+    async def project_page(self, name: str, *, listed: bool = False) -> ProjectPage | None:
+        """`listed`: the project's root index lists `name`, so its page very likely has files:
+        the Packages API listing for its upload times may go out beside the page."""
         url = f"{self.api.pypi}/simple/{name}"
-        response = await self.api.get(url)
+        early = self.details.ask_early(name) if listed else None
+        try:
+            response = await self.api.get(url)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
         if response.status_code == 401:
             # the proxy's own credentials refused: the source cannot say whether it has the name
             # (answering "not here" would hand the name to a public index)
@@ -268,8 +276,9 @@ class GitLabPages:
             raise SourceUnavailable(self.api.name, reason)
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
-            return None
+            return None  # a listing asked early is dropped
         files = await asyncio.to_thread(self._files, response.text, url)
-        # PEP 700 details: asked only now that the page has files, never beside a "not here"
-        files = await self.details.prepare(name, files)
+        # PEP 700 details: else asked only now that the page has files, never beside a name
+        # the project did not list (a public dependency's "not here")
+        files = await self.details.prepare(name, files, early)
         return ProjectPage(name=name, files=tuple(files), sources=(self.api.name,))

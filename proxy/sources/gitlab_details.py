@@ -12,6 +12,11 @@ version, in the background at background priority of the request budget, newest 
 they are kept for good (`proxy.storage.details`) and every worker's rendered pages are refreshed
 as they arrive. A version of a file the kept details lack (a wheel added to an old version) is
 asked again; a version the listing lacks is sought again after an hour.
+
+A name the project's root index lists (proxy.sources.gitlab_root_index) and whose versions were
+never seen has its listing's first page asked beside its simple page (`ask_early`): one round trip
+where two were. The page still decides: if it has no files, or its versions turn out known, that
+answer is dropped unread. A name seen before (its package ids kept for good) never asks early.
 """
 
 import asyncio
@@ -54,6 +59,10 @@ class Listing:
 
 ListPage = Callable[[str, int, bool], Awaitable[Listing]]  # (name, page, background)
 PackageFiles = Callable[[tuple[int, int | None], bool], Awaitable[list[dict[str, Any]]]]
+
+# The listing's first page asked beside the simple page: None when it was not asked after all
+# (the name's versions are known), the exception when asking failed (raised where it is read).
+Early = asyncio.Future[Listing | Exception | None]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -129,16 +138,35 @@ class FileDetails:
         """Wait until the background work started so far has finished (prefetch, tests)."""
         await self._tasks.settled()
 
-    async def prepare(self, name: str, files: list[DistFile]) -> list[DistFile]:
+    def ask_early(self, name: str) -> Early | None:
+        """Ask the listing's first page for `name` now, beside its simple page, unless its
+        versions are known; the answer is for `prepare`, which may drop it."""
+        if time.monotonic() < self._refused_until:
+            return None
+
+        async def first() -> Listing | Exception | None:
+            if (await self.store.read(self.source, name)).versions:
+                return None  # seen before: the page alone is one round trip
+            try:
+                return await self._list_page(name, 1, False)
+            except Exception as exc:  # raised by `_search` if read, else dropped
+                return exc
+
+        return self._tasks.spawn(first())
+
+    async def prepare(
+        self, name: str, files: list[DistFile], early: Early | None = None
+    ) -> list[DistFile]:
         """`files` of a fresh page with what is known of them. Versions never seen are sought in
-        the listing first (bounded); exact details are asked for later, in the background."""
+        the listing first (bounded; its first page may have been asked `early`); exact details
+        are asked for later, in the background."""
         known = await self.store.read(self.source, name)
         lacking, wanted = await off_loop(len(files), _to_seek, files, known, time.time())
         if not lacking:
             return await off_loop(len(files), with_known, files, known)
         resume = None
         if wanted and time.monotonic() >= self._refused_until:
-            found, resume = await self._search(name, wanted, start=1, background=False)
+            found, resume = await self._search(name, wanted, start=1, background=False, early=early)
             known = Known(known.files, {**known.versions, **found})
         self._later(name, lacking, wanted, resume)
         return await off_loop(len(files), with_known, files, known)
@@ -154,7 +182,13 @@ class FileDetails:
     # --- the listing --------------------------------------------------------------------------
 
     async def _search(
-        self, name: str, wanted: set[str], *, start: int, background: bool
+        self,
+        name: str,
+        wanted: set[str],
+        *,
+        start: int,
+        background: bool,
+        early: Early | None = None,
     ) -> tuple[dict[str, Listed], int | None]:
         """Seek `wanted` versions in the listing from page `start`, newest first; keep what is
         found. On a client's time the pages read are bounded by what the versions need; in the
@@ -166,7 +200,7 @@ class FileDetails:
         found: dict[str, Listed] = {}
         after: int | None = None
         try:
-            first = await self._list_page(name, start, background)
+            first = await self._first(name, start, background, early)
             _collect(name, first.items, found)
             after = first.next_page
             if background:
@@ -190,6 +224,12 @@ class FileDetails:
             found |= {v: Listed(None, (), now) for v in wanted - found.keys()}
         await self.store.add_versions(self.source, name, found)
         return found, after
+
+    async def _first(self, name: str, start: int, background: bool, early: Early | None) -> Listing:
+        answer = await early if early is not None and start == 1 else None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer if answer is not None else await self._list_page(name, start, background)
 
     async def _read_at_once(
         self, name: str, wanted: set[str], found: dict[str, Listed], start: int, first: Listing

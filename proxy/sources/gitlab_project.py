@@ -1,6 +1,8 @@
 """A `gitlab_project` source: one GitLab project's PyPI registry. The one kind that takes uploads.
 
-What it shares with a group (the API calls, pages, PEP 700 details) is proxy.sources.gitlab.
+What it shares with a group (the API calls, pages, PEP 700 details) is proxy.sources.gitlab. Its
+root index, kept in memory by each serving worker (proxy.sources.gitlab_root_index), lets a name
+it lists be asked in one round trip; a group has no root index.
 """
 
 import asyncio
@@ -14,9 +16,11 @@ import httpx2
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.errors import SourceUnavailable
 from proxy.model import DistFile, FileStream, ProjectPage
+from proxy.names import normalize
 from proxy.sources.base import Context, Parts, RangeReader, UploadAnswer
 from proxy.sources.budget import Budget
 from proxy.sources.gitlab import GitLabApi, GitLabPages
+from proxy.sources.gitlab_root_index import RootIndex
 from proxy.sources.multipart import multipart_body
 from proxy.sources.simple_html import parse_project_names
 from proxy.sources.upstream import Upstream
@@ -49,6 +53,7 @@ class GitLabProject:
         details: DetailsStore | None = None,
         changed: Callable[[], Awaitable[None]] | None = None,
         auth: httpx2.Auth | None = None,
+        index_ttl: float = 300.0,
     ) -> None:
         root = f"{gitlab.api_url}/projects/{quote(config.target, safe='')}"
         self.api = GitLabApi(
@@ -63,6 +68,7 @@ class GitLabProject:
         )
         self.pages = GitLabPages(self.api, details, changed)
         self.details = self.pages.details
+        self.root_index = RootIndex(self.name, self._listed_names, index_ttl)
 
     @classmethod
     def build(cls, config: SourceConfig, context: Context) -> Parts:
@@ -73,6 +79,7 @@ class GitLabProject:
             budget=context.budget,
             details=context.details,
             changed=context.changed,
+            index_ttl=context.index_ttl,
         )
         return Parts(
             source,
@@ -81,6 +88,7 @@ class GitLabProject:
             packages=source,
             uploads=source,
             details=source.details,
+            warm=source.root_index,
         )
 
     @property
@@ -88,14 +96,21 @@ class GitLabProject:
         return self.api.name
 
     async def project_page(self, name: str) -> ProjectPage | None:
-        return await self.pages.project_page(name)
+        return await self.pages.project_page(name, listed=self.root_index.lists(name))
 
     async def project_names(self) -> frozenset[str]:
         """The names of the project's PyPI root index (one link per version)."""
-        response = await self.api.get(f"{self.api.pypi}/simple")
+        return await self._root_names(background=False) or frozenset()
+
+    async def _listed_names(self) -> frozenset[str] | None:
+        return await self._root_names(background=True)
+
+    async def _root_names(self, *, background: bool) -> frozenset[str] | None:
+        """The root index's names; None when GitLab did not answer with it (before 15.1: 404)."""
+        response = await self.api.get(f"{self.api.pypi}/simple", background=background)
         if response.status_code != 200:
             self.api.refused("root index", response)
-            return frozenset()
+            return None
         return await asyncio.to_thread(parse_project_names, response.text)
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
@@ -140,6 +155,8 @@ class GitLabProject:
         )
         if response.status_code >= 500:
             raise SourceUnavailable(self.name, f"HTTP {response.status_code}")
+        if response.status_code < 300 and fields.get("name"):
+            self.root_index.add(normalize(fields["name"]))
         try:
             message = str(response.json().get("message", ""))
         except (ValueError, AttributeError):

@@ -147,3 +147,46 @@ def test_prefetch_waits_out_gitlabs_429(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "fetched: 3 (" in result.stdout  # tool-x 1.0 and 1.1, unrelated 3.0
         assert _throttled(double) == 1
+
+
+def test_a_cold_name_the_root_index_lists_asks_its_page_and_listing_at_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a worker reads the project's root index with its first page; then a never-seen
+    name it lists has the Packages API listing sent while its simple page is still on its way
+    (one round trip), a name it does not list has its simple page only."""
+    hold = 3.0  # seconds GitLab holds the page: the listing must arrive meanwhile
+    double = GitLabDouble()
+    double.add_project(11, "acme/p11")
+    double.add_token(TOKEN, read={11})
+    filename, data = make_wheel("app-held", "1.0")
+    double.add_package_file(11, "app-held", "1.0", filename, data)
+    with serve(double.app) as gitlab:
+        config = write_config(
+            tmp_path,
+            gitlab.url,
+            [{"name": "p11", "gitlab_project": 11}],
+            token=TOKEN,
+            extra='[server]\nlog_level = "debug"\n',
+        )
+        proxy = start_proxy(config, "--workers", "1")
+        try:
+            assert not double.matching(r"/api/v4/projects/11/packages/pypi/simple")  # not yet
+            assert httpx2.get(f"{proxy.url}/simple/not-listed/").status_code == 404
+            wait_until(
+                lambda: "source p11: root index read, 1 names" in proxy.log(),
+                "the root index read with the worker's first page",
+            )
+            page = "/api/v4/projects/11/packages/pypi/simple/app-held"
+            double.latency_for[page] = hold
+            answer = httpx2.get(f"{proxy.url}/simple/app-held/", headers=JSON, timeout=60)
+            assert answer.status_code == 200
+            assert answer.json()["files"][0]["upload-time"]
+            (asked,) = double.matching(page)
+            listings = double.matching(r"/api/v4/projects/11/packages")
+            assert len(listings) == 1 and listings[0].at < asked.at + hold
+            assert httpx2.get(f"{proxy.url}/simple/not-listed-either/").status_code == 404
+            assert len(double.matching(r"/api/v4/projects/11/packages")) == 1
+            assert "Traceback" not in proxy.log()
+        finally:
+            proxy.stop()
