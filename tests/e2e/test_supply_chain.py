@@ -305,6 +305,7 @@ def test_sighup_reads_the_advisories_again_and_a_bad_export_keeps_them(
         # breaks: a replacement still starting would read the broken one and not replace
         wanted = loaded + int(workers)
         wait_until(lambda: loads() >= wanted, "every worker to read the new advisories", 60)
+
         def every_worker_says_now() -> bool:
             try:
                 return all(yanked() == now for _ in range(6))
