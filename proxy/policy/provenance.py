@@ -28,9 +28,10 @@ thread, once, when the file and its provenance are cached, and keep the result.
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from pypi_attestations import Distribution, Provenance
+if TYPE_CHECKING:
+    from pypi_attestations import Provenance
 
 # sigstore-python warns on every offline verification that it will not update its trust root;
 # offline is this module's choice, said once in the docstring above, not news for each file.
@@ -56,8 +57,13 @@ class Verification:
     publishers: tuple[str, ...]  # as publisher_label names them
 
 
-def parse(raw: bytes | str) -> Provenance:
+def parse(raw: bytes | str) -> "Provenance":
     """A provenance object from its JSON. Raises ProvenanceError saying what is wrong."""
+    # pypi-attestations brings sigstore, pydantic and cryptography (~40 MiB in every process
+    # that imports them): loaded with the first provenance a public index offers, not at start.
+    from pydantic import ValidationError
+    from pypi_attestations import Provenance
+
     try:
         return Provenance.model_validate_json(raw)
     except ValidationError as exc:
@@ -85,10 +91,13 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-def verify(provenance: Provenance, filename: str, sha256: str) -> Verification:
+def verify(provenance: "Provenance", filename: str, sha256: str) -> Verification:
     """Check every attestation of `provenance` against the file `filename` whose digest is
     `sha256`, each against the Trusted Publisher its bundle names; offline (see the module
     docstring). Verified only when there is at least one attestation and all of them verify."""
+    from pydantic import ValidationError
+    from pypi_attestations import Distribution
+
     publishers = tuple(publisher_label(b.publisher) for b in provenance.attestation_bundles)
     try:
         distribution = Distribution(name=filename, digest=sha256.lower())

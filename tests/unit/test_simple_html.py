@@ -1,8 +1,5 @@
 """The PEP 503 parser against GitLab's real page shapes (old and new) and other indexes."""
 
-import subprocess
-import sys
-
 from proxy.sources.simple_html import parse_project_names, parse_project_page
 
 SHA = "a" * 64
@@ -80,10 +77,3 @@ def test_root_index_names_from_nested_text_and_character_references() -> None:
     assert parse_project_names(html) == frozenset(
         {"acme-utils", "other-pkg", "foo-bar", "unclosed"}
     )
-
-
-def test_no_worker_loads_beautifulsoup() -> None:
-    """8 MiB of every process's memory (peak RSS target: 150 MiB for all of them)."""
-    code = "import sys, proxy.cli, proxy.http.app; print('bs4' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
