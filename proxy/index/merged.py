@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
 from proxy.index.base import Answer, Readable, SourceAnswers
@@ -27,6 +28,19 @@ class Gathered:
     @property
     def found(self) -> list[Answer[ProjectPage | None]]:
         return [a for a in self.answers if a.value is not None]
+
+    def nothing_found(self, name: str) -> NoReturn:
+        """Why none of the sources gave `name`: some could not say, some may not be asked
+        offline, or none has it."""
+        if self.failures:
+            raise Unavailable(self.failures)
+        if self.offline:
+            raise not_cached(name)
+        raise NotFound(f"no source has a project named {name}")
+
+
+def not_cached(name: str) -> Offline:
+    return Offline(f"the proxy is offline and has no cached copy of {name}")
 
 
 class Merged:
@@ -57,11 +71,7 @@ class Merged:
         if gathered.found:
             partial = bool(gathered.failures or gathered.offline)
             return merge(name, gathered.found, gathered.answers, partial=partial)
-        if gathered.failures:
-            raise Unavailable(gathered.failures)
-        if gathered.offline:
-            raise Offline(f"the proxy is offline and has no cached copy of {name}")
-        raise NotFound(f"no source has a project named {name}")
+        gathered.nothing_found(name)
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
         """The union of the names of every readable source (stale if some could not answer)."""

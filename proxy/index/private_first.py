@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from proxy.errors import FailClosed, NotFound, Offline, Unavailable
 from proxy.index.base import Readable
 from proxy.index.cached import CachedSource
-from proxy.index.merged import Merged, merge
+from proxy.index.merged import Merged, merge, not_cached
 from proxy.index.shadows import ShadowCheck
 from proxy.model import ProjectList, ProjectPage
 from proxy.names import file_project_name
@@ -69,15 +69,11 @@ class PrivateFirst:
         elif failures:
             raise Unavailable(failures)
         if offline:
-            raise Offline(f"the proxy is offline and has no cached copy of {name}")
+            raise not_cached(name)
         others = await self.public.gather(name, public)
         if others.found:
             return merge(name, others.found[:1], mine.answers + others.answers, partial=False)
-        if others.failures:
-            raise Unavailable(others.failures)
-        if others.offline:
-            raise Offline(f"the proxy is offline and has no cached copy of {name}")
-        raise NotFound(f"no source has a project named {name}")
+        others.nothing_found(name)
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
         """The names of the readable private sources. Public sources are left out: a public
