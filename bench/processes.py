@@ -3,7 +3,6 @@ read the resident memory of a process and its descendants from /proc."""
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from contextlib import suppress
@@ -11,12 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

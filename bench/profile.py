@@ -13,8 +13,9 @@ import httpx2
 
 from bench import dataset, load, servers
 from bench.main import RESULTS
-from bench.processes import Processes, free_port
+from bench.processes import Processes
 from bench.scenarios import set_latency
+from proxy.demo.server import free_port
 
 SECONDS = 6
 

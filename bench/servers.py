@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import dataset, upstream
-from bench.processes import Processes, Running, free_port
+from bench.processes import Processes, Running
+from proxy.demo.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The proxy's code is imported from here (`python -m proxy` puts the working directory first):
