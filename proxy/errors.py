@@ -10,7 +10,9 @@ are raised by the transport and the sources; the index turns them into what the 
 (`Unavailable`, `FailClosed`, `NotFound`), but any that reaches the handler still renders right.
 """
 
+import http
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from starlette.requests import Request
@@ -224,13 +226,33 @@ class ShuttingDown(ProxyError):
 
 # --- rendering ------------------------------------------------------------------------------
 
+_NOT_PHRASE = re.compile(r"[^\x20-\x7e]+")  # RFC 9110 allows HTAB, SP, VCHAR; ASCII to be safe
+MAX_PHRASE = 300
+
+
+class Status(int):
+    """An HTTP status with its own reason phrase (one line of printable ASCII), which the
+    server writes in the status line (`proxy.http.reason_phrase`)."""
+
+    phrase: str
+
+    def __new__(cls, code: int, phrase: str) -> "Status":
+        status = super().__new__(cls, code)
+        # uv prints double quotes escaped; single quotes read the same and print as they are
+        text = " ".join(_NOT_PHRASE.sub(" ", phrase).replace('"', "'").split())
+        status.phrase = text[:MAX_PHRASE] or http.HTTPStatus(code).phrase
+        return status
+
 
 def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
-    """The one shape of an error answer: the reason as one line of plain text, masked."""
+    """The one shape of an error answer: the reason as one line of plain text, masked, and as
+    the status line's reason phrase (what pip and uv print of a failed download)."""
     if not 400 <= status < 600:
         raise ValueError(f"HTTP {status} is not an error status")
     line = mask_userinfo(" ".join(reason.splitlines()))
-    return PlainTextResponse(line + "\n", status_code=status, headers=dict(headers or {}))
+    return PlainTextResponse(
+        line + "\n", status_code=Status(status, line), headers=dict(headers or {})
+    )
 
 
 def response(exc: ProxyError) -> Response:

@@ -47,6 +47,7 @@ class ProjectPage:
     fresh_until: float = 0.0  # the earliest expiry of the cached answers it was merged from
     status: str | None = None  # PEP 792 project status as the source says (None: not said)
     status_reason: str | None = None
+    held_versions: frozenset[str] = frozenset()  # every file held by the policy: not in `versions`
 
     def __getstate__(self) -> list[Any]:
         return [getattr(self, f.name) for f in fields(self)]

@@ -33,10 +33,16 @@ class Server:
 
 
 @contextmanager
-def serve(app: object, *, host: str = "127.0.0.1") -> Iterator[Server]:
+def serve(app: object, *, host: str = "127.0.0.1", http: str = "auto") -> Iterator[Server]:
     port = free_port()
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        app,
+        host=host,
+        port=port,
+        http=http,  # type: ignore[arg-type]
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

@@ -37,6 +37,7 @@ from proxy.http.health import healthz, readyz
 from proxy.http.memo_hits import MemoHits, page_answer
 from proxy.http.metrics_endpoint import metrics_endpoint
 from proxy.http.page_memo import PageMemo, memo_key
+from proxy.http.reason_phrase import install as install_reason_phrases
 from proxy.http.serialize import Rendered, negotiate, render
 from proxy.http.status_page import status_page
 from proxy.http.upload import upload
@@ -267,6 +268,8 @@ def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
 
 
 def create_app(config: Config) -> Starlette:
+    install_reason_phrases()  # the server writes each error's reason in its status line
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)

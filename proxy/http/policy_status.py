@@ -13,6 +13,9 @@ def policy_rows(
         sources = ", ".join(sorted(policy.min_age_sources)) or "no source"
         cooldown = f"{format_duration(policy.min_age)} on {sources}"
         cooldown += f"; files of unknown age: {policy.unknown_age}"
+        cooldown += (
+            "; held files listed as yanked" if policy.held == "yank" else "; held files hidden"
+        )
     else:
         cooldown = "off"
     rows = {"Cooldown (min_age)": cooldown}

@@ -151,7 +151,8 @@ def _page_json(page: ProjectPage) -> bytes:
         if file.upload_time is not None:
             entry["upload-time"] = file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         files.append(entry)
-    versions = sorted({v for f in page.files if (v := file_version(f.filename))}, key=Version)
+    listed = {v for f in page.files if (v := file_version(f.filename))} - page.held_versions
+    versions = sorted(listed, key=Version)
     meta: dict[str, object] = {"api-version": _api_version(page.files)}
     if page.status:
         said = {"status": page.status}

@@ -87,25 +87,34 @@ def judge(
     files: list[DistFile] = []
     held = yanked = 0
     until = page.fresh_until
+    held_versions: set[str] = set()
+    served_versions: set[str] = set()
     for file in page.files:
         version = versions[file.filename] or ""
         verdict = rules.hold(
             policy, rules.FileFacts(page.name, version, file.upload_time, file.source), now
         )
+        advisory = reasons.get(version)
         if verdict is not None:
             held += 1
             if verdict.until is not None:
                 until = min(until, verdict.until.timestamp())
+        if (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide"):
             continue
-        reason = reasons.get(version)
-        if reason is not None:
-            if policy.vulnerable == "hide":
-                continue
-            yanked += 1
+        (held_versions if verdict else served_versions).add(version)
+        yanked += advisory is not None
+        notes = [n for n in (verdict and verdict.reason, advisory) if n]
+        if notes:
             said = file.yanked if isinstance(file.yanked, str) and file.yanked else None
-            file = replace(file, yanked=f"{said}; {reason}" if said else reason)
+            file = replace(file, yanked="; ".join(([said] if said else []) + notes))
         files.append(file)
-    return Judged(replace(page, files=tuple(files), fresh_until=until), held, yanked)
+    judged = replace(
+        page,
+        files=tuple(files),
+        fresh_until=until,
+        held_versions=frozenset(held_versions - served_versions),
+    )
+    return Judged(judged, held, yanked)
 
 
 class Guarded:

@@ -14,6 +14,11 @@ installs):
   recommended value (most poisoned releases are found and removed within days). Once set, it
   applies to every `url` source (`min_age_sources`); GitLab sources hold the company's own
   releases and are not delayed unless named. `"off"` (or `"0d"`) turns it off.
+- `held = "yank"`: a held file is listed as yanked (PEP 592) with the hold as the reason, so
+  resolvers pass it by, and an exact pin (`==`, with or without its hash) reaches the file's 404
+  and prints the rule, where an unlisted file gives only "no matching distribution". Nothing held
+  is ever served: the file's URL refuses it whatever a client does with the listing. `"hide"`
+  leaves held files out of the page.
 - `unknown_age = "allow"`: a PEP 503 HTML index gives no upload times; holding all of its files
   would break every build through it. `"hold"` is the strict choice, opted into.
 - `vulnerable = "yank"`, with no `vulnerabilities` file by default (nothing is known vulnerable
@@ -52,6 +57,7 @@ _POLICY_KEYS = {
     "unknown_age",
     "vulnerabilities",
     "vulnerable",
+    "held",
 }
 _AUDIT_KEYS = {"path", "max_size", "keep"}
 
@@ -159,6 +165,7 @@ class PolicySettings:
     unknown_age: Literal["allow", "hold"] = "allow"
     vulnerabilities: Path | None = None  # an OSV export (all.zip)
     vulnerable: Literal["yank", "hide", "off"] = "yank"
+    held: Literal["yank", "hide"] = "yank"  # how a held file is listed
     sources: Mapping[str, SourceRules] = field(default_factory=dict)  # by source name
 
     def rules_for(self, source: str) -> SourceRules:
@@ -363,6 +370,7 @@ def parse(
             unknown_age=p.choice("unknown_age", "allow", ("allow", "hold")),
             vulnerabilities=vulnerabilities,
             vulnerable=p.choice("vulnerable", "yank", ("yank", "hide", "off")),
+            held=p.choice("held", "yank", ("yank", "hide")),
             sources=rules,
         ),
         audit=AuditSettings(

@@ -34,6 +34,7 @@ def test_the_issues_names_are_read(tmp_path: Path) -> None:
             + 'include = ["numpy", "django*"]\nexclude = ["acme-*"]\n'
             + '[policy]\nmin_age = "7d"\nmin_age_sources = ["public"]\nexempt = ["certifi"]\n'
             + 'unknown_age = "hold"\nvulnerabilities = "./osv-PyPI.zip"\nvulnerable = "hide"\n'
+            + 'held = "hide"\n'
             + '[audit]\npath = "./audit.jsonl"\n',
         )
     )
@@ -41,6 +42,7 @@ def test_the_issues_names_are_read(tmp_path: Path) -> None:
     assert policy.min_age == timedelta(days=7)
     assert policy.min_age_sources == {"public"}
     assert policy.unknown_age == "hold" and policy.vulnerable == "hide"
+    assert policy.held == "hide"
     assert policy.vulnerabilities == tmp_path / "osv-PyPI.zip"
     assert [g.pattern for g in policy.rules_for("public").exclude] == ["acme-*"]
     assert config.guard.audit.path == tmp_path / "audit.jsonl"
@@ -52,6 +54,7 @@ def test_without_a_policy_table_nothing_is_held_and_the_trail_is_in_the_cache(
     config = load(_write(tmp_path, SOURCES))
     assert config.guard.policy.min_age == timedelta(0)
     assert config.guard.policy.vulnerable == "yank"
+    assert config.guard.policy.held == "yank"
     assert config.guard.policy.unknown_age == "allow"
     assert config.guard.audit.path == tmp_path / "cache" / "audit.jsonl"
 
@@ -64,6 +67,7 @@ def test_without_a_policy_table_nothing_is_held_and_the_trail_is_in_the_cache(
         ('[policy]\nmin_age_sources = ["pypi"]\n', "policy.min_age_sources: no source named"),
         ("[audit]\nkeep = 0\n", "audit.keep: must be at least 1"),
         ('[policy]\nvulnerable = "panic"\n', "policy.vulnerable: expected one of"),
+        ('[policy]\nheld = "drop"\n', "policy.held: expected one of"),
     ],
 )
 def test_a_bad_policy_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

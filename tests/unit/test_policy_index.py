@@ -38,11 +38,21 @@ def _public(ages: dict[str, timedelta | None]) -> FakeSource:
     return source
 
 
-async def test_held_files_are_not_listed_and_their_url_names_the_rule(tmp_path: Path) -> None:
+async def test_held_files_are_listed_yanked_with_the_rule_and_their_url_refuses_them(
+    tmp_path: Path,
+) -> None:
     public = _public({"1.0": timedelta(days=30), "1.1": timedelta(hours=1)})
     built = composed(tmp_path, [], [public], policy=_policy({"min_age": "1d"}))
     page = await built.index.project_page("lib")
-    assert [f.filename for f in page.files] == ["lib-1.0-py3-none-any.whl"]
+    assert [f.filename for f in page.files] == [
+        "lib-1.0-py3-none-any.whl",
+        "lib-1.1-py3-none-any.whl",
+    ]
+    kept, held = page.files
+    assert kept.yanked is False
+    assert isinstance(held.yanked, str)
+    assert held.yanked.startswith('held by [policy] min_age = "1d": uploaded ')
+    assert page.held_versions == {"1.1"}
     # the page is not kept past the moment the held file becomes available
     assert page.fresh_until <= (NOW - timedelta(hours=1) + timedelta(days=1)).timestamp()
     await built.index.check_file(SHA["1.0"], "lib-1.0-py3-none-any.whl")
@@ -52,14 +62,46 @@ async def test_held_files_are_not_listed_and_their_url_names_the_rule(tmp_path: 
         await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl.metadata")
 
 
+async def test_held_hide_leaves_held_files_out_of_the_page(tmp_path: Path) -> None:
+    public = _public({"1.0": timedelta(days=30), "1.1": timedelta(hours=1)})
+    policy = _policy({"min_age": "1d", "held": "hide"})
+    built = composed(tmp_path, [], [public], policy=policy)
+    page = await built.index.project_page("lib")
+    assert [f.filename for f in page.files] == ["lib-1.0-py3-none-any.whl"]
+    assert page.files[0].yanked is False
+    with pytest.raises(NotFound, match="held by"):
+        await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl")
+
+
+async def test_a_held_vulnerable_file_gives_both_reasons(tmp_path: Path) -> None:
+    public = _public({"1.0": timedelta(days=30), "1.1": timedelta(hours=1)})
+    found = advisory("GHSA-aaaa-bbbb-cccc", "lib", versions=["1.1"])
+    advisories = Advisories(write_export(tmp_path / "osv.zip", [found]))
+    await advisories.load()
+    policy = _policy({"min_age": "1d"})
+    page = await composed(
+        tmp_path, [], [public], policy=policy, advisories=advisories
+    ).index.project_page("lib")
+    yanked = page.files[1].yanked
+    assert isinstance(yanked, str)
+    assert yanked.startswith("held by [policy] min_age") and yanked.endswith(
+        "; GHSA-aaaa-bbbb-cccc"
+    )
+
+
 async def test_exempt_files_and_files_of_unknown_age_are_served(tmp_path: Path) -> None:
     public = _public({"1.0": None, "1.1": timedelta(hours=1)})
     policy = _policy({"min_age": "1d", "exempt": ["lib==1.1"]})
     page = await composed(tmp_path, [], [public], policy=policy).index.project_page("lib")
     assert len(page.files) == 2
+    assert [f.yanked for f in page.files] == [False, False], page.files
     strict = _policy({"min_age": "1d", "unknown_age": "hold"})
     page = await composed(tmp_path / "b", [], [public], policy=strict).index.project_page("lib")
-    assert page.files == ()
+    assert [str(f.yanked).split(" =")[0] for f in page.files] == [
+        "held by [policy] unknown_age",
+        "held by [policy] min_age",
+    ]
+    assert page.held_versions == {"1.0", "1.1"}
 
 
 async def test_vulnerable_versions_are_yanked_with_their_ids_or_hidden(tmp_path: Path) -> None:
@@ -163,7 +205,9 @@ async def test_the_status_page_shows_the_policy_and_what_it_did(tmp_path: Path) 
         [{"name": "public", "url": "u", "exclude": ["acme-*"]}],
     )
     rows = policy_rows(policy, advisories, {"held": 3, "yanked": 2, "refused": 1})
-    assert rows["Cooldown (min_age)"] == "1w on public; files of unknown age: allow"
+    assert rows["Cooldown (min_age)"] == (
+        "1w on public; files of unknown age: allow; held files listed as yanked"
+    )
     assert rows["Exempt"] == "certifi"
     assert rows["Names from public"] == "never acme-*"
     assert rows["Vulnerabilities"].startswith("yank: 1 advisories on 1 projects")
