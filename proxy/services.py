@@ -120,6 +120,7 @@ def compose(
         {p.source.name: p.source for p in sources},
         {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
         changed=stores.coordinator.changed,
+        downloads=stores.downloads,
         offline=freshness.offline,
     )
     url_sources = frozenset(p.source.name for p in sources if not p.owns_names)

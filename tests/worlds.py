@@ -55,3 +55,10 @@ def upload_wheel(
         timeout=60,
     )
     return filename, answer
+
+
+def pinned_url(proxy_url: str, double: GitLabDouble, name: str) -> str:
+    """The proxy's URL of `name`'s first file as a lockfile pins it: asked without its page, so
+    no look-ahead of the page has fetched it before (its first download is the client's own)."""
+    file = next(f for f in double.files if f.name == name)
+    return f"{proxy_url}/files/{file.sha256}/{file.filename}"

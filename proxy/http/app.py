@@ -156,9 +156,8 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return await uncached_head(request, sha256, filename, candidates)
     if not svc.stores.blobs.keeping:
         return await unkept_file(request, sha256, filename, candidates)
-    download = svc.stores.downloads.download(sha256, lambda: files.open_first(candidates))
     try:
-        await asyncio.shield(download.started)
+        download = await svc.stores.downloads.started(sha256, lambda: files.open_first(candidates))
     except CacheUnwritable:
         return await unkept_file(request, sha256, filename, candidates)
     except Exception as exc:

@@ -2,12 +2,19 @@
 
 Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
 `.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
-reads of the upstream wheel's end. It is obtained after a wheel is cached, in the background for
-the wheels of every page served (bounded, single-flight, a failure not retried for a while), and
-on demand for a sidecar request. A page advertises metadata only once it is stored, since pip and
-uv fail hard on an advertised sidecar that 404s; storing any invalidates the rendered-page memo so
-the next render advertises it. Range reads from a GitLab source are spent from its request budget,
-at background priority unless a client is waiting for the sidecar.
+reads of the upstream wheel's end. A wheel no larger than the first range read is whole after
+it: that read runs as a download (`whole_or_tail`), so the wheel is verified and kept, and the
+client that asks for it next (pip and uv do, right after the page) joins the download or finds
+it cached, one upstream round trip earlier; a larger wheel declines, and its metadata is read on
+from the tail with no request more than before.
+
+It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
+served (bounded, single-flight, a failure not retried for a while; never a file the policy
+holds, which is listed yanked), and on demand for a sidecar request. A page advertises metadata
+only once it is stored, since pip and uv fail hard on an advertised sidecar that 404s; storing
+any invalidates the rendered-page memo so the next render advertises it. Range reads from a
+GitLab source are spent from its request budget, at background priority unless a client is
+waiting for the sidecar.
 """
 
 import asyncio
@@ -23,16 +30,19 @@ from proxy.aio import SingleFlight, TaskSet, TTLMemo, off_loop
 from proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
 from proxy.index.files import FileFinder
 from proxy.index.wheel_metadata import (
+    TAIL,
     NoMetadata,
+    NotWhole,
     RangesUnsupported,
     by_ranges,
     from_file,
+    whole_or_tail,
 )
 from proxy.model import DistFile, ProjectPage
 from proxy.names import file_version
 from proxy.sources.base import Sidecars, Source
 from proxy.storage.blobs import BlobStore
-from proxy.storage.downloads import Download
+from proxy.storage.downloads import Declined, Download, Downloads
 from proxy.storage.metadata import MetadataStore
 
 log = logging.getLogger("proxy.core_metadata")
@@ -54,9 +64,11 @@ class CoreMetadata:
         sidecars: Mapping[str, Sidecars] | None = None,
         *,
         changed: Callable[[], Awaitable[None]],
+        downloads: Downloads | None = None,
         offline: bool = False,
     ) -> None:
         self.store, self.blobs, self.files = store, blobs, files
+        self.downloads = downloads  # small wheels are kept whole through it
         self.changed = changed  # metadata stored: every worker's rendered pages are out of date
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
@@ -83,8 +95,10 @@ class CoreMetadata:
             return page
         known = await self.store.digests(f.sha256 for f in wheels)
         # the newest wheels, not the newest of those still lacking metadata: a page rendered
-        # again must not walk back through every old version of a long history
-        newest = await off_loop(len(wheels), _newest, wheels)
+        # again must not walk back through every old version of a long history. Not yanked
+        # ones: resolvers pass them by, and the policy lists the files it holds as yanked.
+        offered = [f for f in wheels if f.yanked is False]
+        newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
             [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256]
         )
@@ -143,20 +157,49 @@ class CoreMetadata:
         sidecars = self.sidecars.get(file.source)
         if online and file.core_metadata_sha256 is not None and sidecars is not None:
             return await sidecars.core_metadata(file)  # exactly what the upstream advertised
-        cached = await self.blobs.open(file.sha256, count=False)
+        wheel = file.filename.endswith(".whl")
+        small = file.size is None or file.size <= TAIL
+        downloads = self.downloads if self.blobs.keeping else None
+        if source is not None and online and wheel and small and downloads is not None:
+            return await self._whole_or_by_ranges(source, file, background, downloads)
+        cached = await self._from_cache(file)
         if cached is not None:
-            try:
-                return await asyncio.to_thread(from_file, cached.reader(), file.filename)
-            finally:
-                await asyncio.to_thread(cached.close)
+            return cached
         if source is None or not online:
             raise NoMetadata(f"{file.filename} is not cached")
-        if not file.filename.endswith(".whl"):
+        if not wheel:
             raise NoMetadata(f"{file.filename} is not a wheel")
         # GitLab's are spent from its request budget, at background priority unless a client
         # waits for the sidecar
+        return await by_ranges(source.range_reader(file, background=background), file.filename)
+
+    async def _whole_or_by_ranges(
+        self, source: Source, file: DistFile, background: bool, downloads: Downloads
+    ) -> bytes:
+        """The first range read as a download the client can join (started before anything
+        else is awaited: the client asks for the wheel right after the page); the download
+        finds the file cached by itself."""
         reader = source.range_reader(file, background=background)
-        return await by_ranges(reader, file.filename)
+        download = downloads.download(file.sha256, lambda: whole_or_tail(reader, file.filename))
+        try:
+            await download.wait()
+        except NotWhole as larger:
+            return await by_ranges(reader, file.filename, larger.tail)
+        except Declined as declined:
+            raise declined.__cause__ or declined from None  # the tail read's own failure
+        kept = await self._from_cache(file)
+        if kept is None:
+            raise NoMetadata(f"{file.filename} was downloaded but not kept")
+        return kept
+
+    async def _from_cache(self, file: DistFile) -> bytes | None:
+        cached = await self.blobs.open(file.sha256, count=False)
+        if cached is None:
+            return None
+        try:
+            return await asyncio.to_thread(from_file, cached.reader(), file.filename)
+        finally:
+            await asyncio.to_thread(cached.close)
 
     # --- serving ------------------------------------------------------------------------------
 

@@ -3,18 +3,27 @@
 Range reads fetch the zip's tail (end of central directory and, usually, the directory itself),
 then only the METADATA member, so a multi-GB wheel is never downloaded for a few KB. zipfile does
 the parsing, over a sparse file that holds only the fetched ranges and names what it lacks.
+
+A wheel no larger than the tail read is whole after it: `whole_or_tail` offers it as a file
+stream (to be verified and kept like any download), else declines with the tail it read, which
+`by_ranges` goes on from.
 """
 
 import asyncio
 import io
 import re
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
+from proxy.model import FileStream
 from proxy.sources.base import RangeReader
+from proxy.storage.downloads import Declined
 
 MAX_METADATA = 16 * 2**20
-_TAIL = 64 * 2**10 + 22 + 1024  # EOCD, a maximal zip comment, and usually the central directory
+TAIL = 64 * 2**10 + 22 + 1024  # EOCD, a maximal zip comment, and usually the central directory
 _MIN_FETCH = 64 * 2**10
 _MAX_ROUNDS = 6
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -52,6 +61,49 @@ def from_file(handle: BinaryIO, filename: str) -> bytes:
             return archive.read(_member(archive, filename))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError) as exc:
         raise NoMetadata(f"{filename}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of a remote wheel: its bytes from `start` on, and the wheel's size."""
+
+    start: int
+    body: bytes
+    size: int
+
+
+class NotWhole(Declined):
+    """The wheel is larger than the tail read: here is what was read of it."""
+
+    def __init__(self, tail: Tail) -> None:
+        super().__init__(f"{tail.size} bytes: more than one tail read")
+        self.tail = tail
+
+
+async def _tail(read: RangeReader, filename: str) -> Tail:
+    body, content_range = await read(f"bytes=-{TAIL}")
+    match = _CONTENT_RANGE.fullmatch(content_range or "")
+    if match is None:
+        raise RangesUnsupported(filename)
+    return Tail(int(match.group(1)), body, int(match.group(3)))
+
+
+@asynccontextmanager
+async def whole_or_tail(read: RangeReader, filename: str) -> AsyncIterator[FileStream]:
+    """A download opener: the wheel as a stream when one tail read holds all of it, else
+    NotWhole with the tail. Any failure of the read declines too (the read's error its cause):
+    a client that joined then downloads the file its own way, from every source it may use."""
+    try:
+        tail = await _tail(read, filename)
+    except Exception as exc:
+        raise Declined(f"{filename}: {exc}") from exc
+    if tail.start != 0 or len(tail.body) != tail.size:
+        raise NotWhole(tail)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield tail.body
+
+    yield FileStream(size=tail.size, chunks=chunks())
 
 
 class _Missing(Exception):  # deliberately not an OSError: zipfile must not swallow it
@@ -111,24 +163,22 @@ def _from_sparse(sparse: SparseFile, filename: str) -> bytes:
         raise NoMetadata(f"{filename}: {exc}") from None
 
 
-async def by_ranges(read: RangeReader, filename: str) -> bytes:
-    """METADATA of a remote wheel, fetching only the ranges zipfile asks for.
+async def by_ranges(read: RangeReader, filename: str, tail: Tail | None = None) -> bytes:
+    """METADATA of a remote wheel, fetching only the ranges zipfile asks for (from `tail` on,
+    when the tail was read already).
 
     Raises RangesUnsupported when the upstream ignores Range, NoMetadata when there is none.
     """
-    body, content_range = await read(f"bytes=-{_TAIL}")
-    match = _CONTENT_RANGE.fullmatch(content_range or "")
-    if match is None:
-        raise RangesUnsupported(filename)
-    sparse = SparseFile(int(match.group(3)))
-    sparse.add(int(match.group(1)), body)
+    tail = tail or await _tail(read, filename)
+    sparse = SparseFile(tail.size)
+    sparse.add(tail.start, tail.body)
     for _ in range(_MAX_ROUNDS):
         try:
             return await asyncio.to_thread(_from_sparse, sparse, filename)
         except _Missing as missing:
             start = missing.offset
             end = min(sparse.size, start + max(missing.length, _MIN_FETCH)) - 1
-            if end - start + 1 > MAX_METADATA + _TAIL:
+            if end - start + 1 > MAX_METADATA + TAIL:
                 raise NoMetadata(f"{filename}: central directory too large to read") from None
             body, content_range = await read(f"bytes={start}-{end}")
             got = _CONTENT_RANGE.fullmatch(content_range or "")

@@ -37,6 +37,11 @@ CHUNK = 256 * 1024
 Opener = Callable[[], AbstractAsyncContextManager[FileStream]]
 
 
+class Declined(Exception):
+    """An opener that only takes some files (a look-ahead) did not take this one, before its
+    first byte: whoever joined the download starts one of its own (`Downloads.started`)."""
+
+
 class Download:
     """One upstream download, followed by any number of readers."""
 
@@ -162,6 +167,18 @@ class Downloads:
         if download is None:
             download = Download(sha256, lambda: self.blobs.open_now(sha256), opener)
         self._downloads.start(sha256, lambda: self._run(download, opener), download)
+        return download
+
+    async def started(self, sha256: str, opener: Opener) -> Download:
+        """The download of `sha256` once its size is known, started with `opener` if none runs.
+        Raises what its start raised; a look-ahead that declined is followed by one with
+        `opener`, which the look-ahead's end has made room for."""
+        download = self.download(sha256, opener)
+        try:
+            await asyncio.shield(download.started)
+        except Declined:
+            download = self.download(sha256, opener)
+            await asyncio.shield(download.started)
         return download
 
     async def _run(self, download: Download, opener: Opener) -> None:

@@ -24,7 +24,7 @@ from tests.clients import clear_client_caches, pip_install
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until
-from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, upload_wheel
+from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, pinned_url, upload_wheel
 
 TOKEN = "glpat-cluster-reader"
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -325,8 +325,7 @@ read = ["other"]
     ]
     with running_cluster(tmp_path, gitlab, users, redirect=True, sources=sources) as cluster:
         reader = ("reader", "reader-password")
-        page = httpx2.get(f"{cluster.a.url}/simple/app-dep/", headers=JSON, auth=reader)
-        url = file_url(cluster.a, "app-dep", page.json()["files"][0])
+        url = pinned_url(cluster.a.url, gitlab, "app-dep")  # no page: no look-ahead
         first = httpx2.get(url, auth=reader, timeout=60)  # not in the bucket yet: the proxy
         assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
         for replica_url in (cluster.a.url, cluster.b.url):

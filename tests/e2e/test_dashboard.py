@@ -16,7 +16,7 @@ from tests.dashboards import exposed, problems, queries, wants
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until
-from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, upload_wheel
+from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, pinned_url, upload_wheel
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "gitlab-pypi-proxy.json"
 TOKEN = "glpat-dashboard-reader"
@@ -40,9 +40,7 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert httpx2.get(f"{proxy.url}/simple/").status_code == 200
             page = httpx2.get(f"{proxy.url}/simple/app-main/")
             assert page.status_code == 200
-            link = re.search(r'href="([^"#]+)', page.text)
-            assert link is not None
-            file_url = f"{proxy.url}/simple/app-main/{link.group(1)}"
+            file_url = pinned_url(proxy.url, double, "app-dep")  # a page not yet looked at
             caches = [httpx2.get(file_url).headers["x-cache"] for _ in range(2)]
             assert caches == ["MISS", "HIT"]
             _, answer = upload_wheel(proxy.url, "dashboard-pkg", "1.0")

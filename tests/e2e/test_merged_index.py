@@ -155,11 +155,13 @@ def test_root_index_is_the_union_of_all_sources(proxy) -> None:
 
 def test_files_follow_object_storage_without_leaking_credentials(gitlab, proxy, tmp_path) -> None:
     double, _ = gitlab
+    name, data = make_wheel("stored", "1.0")  # never asked before: fetched while redirected
+    double.add_package_file(11, "stored", "1.0", name, data)
     with serve(double.app) as storage:
         double.object_storage_url = storage.url
         try:
             result = pip_install(
-                f"{proxy.url}/simple/", tmp_path / "site", "shared==1.0", home=tmp_path / "home"
+                f"{proxy.url}/simple/", tmp_path / "site", "stored==1.0", home=tmp_path / "home"
             )
         finally:
             double.object_storage_url = None

@@ -19,6 +19,7 @@ class FakeSource:
     page_calls: int = 0
     file_calls: int = 0
     gate: asyncio.Event | None = None  # when set, file bodies wait for it after the first chunk
+    ranged: list[str] = field(default_factory=list)  # the file names ranged reads were tried on
 
     def add(self, project: str, filename: str, sha256: str, content: bytes = b"") -> DistFile:
         file = DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
@@ -51,6 +52,7 @@ class FakeSource:
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         async def read(spec: str) -> tuple[bytes, str | None]:
+            self.ranged.append(file.filename)
             raise SourceUnavailable(self.name, "no ranged reads here")
 
         return read

@@ -1,6 +1,7 @@
 """Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -9,6 +10,7 @@ import respx
 from proxy.config import GitLabConfig, SourceConfig
 from proxy.demo.dists import make_wheel
 from proxy.demo.gitlab_double import GitLabDouble
+from proxy.index.wheel_metadata import TAIL
 from proxy.sources.base import Parts
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
@@ -104,3 +106,70 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
             assert streamed and set(streamed) == {(filename, True)}
             assert await service.store.digests([hashlib.sha256(data).hexdigest()])
             await built.close()
+
+
+def _gitlab_source(gitlab_url: str, http: httpx2.AsyncClient) -> GitLabProject:
+    config = SourceConfig("platform", "gitlab_project", "11")
+    return GitLabProject(config, GitLabConfig(url=gitlab_url, timeout=5), Upstream(http))
+
+
+def _file_reads(double: GitLabDouble, filename: str) -> list[str]:
+    """The Range header of each request for `filename` (empty: the whole file)."""
+    return [r.headers.get("range", "") for r in double.requests if r.path.endswith(filename)]
+
+
+async def test_a_small_wheel_is_kept_whole_by_its_one_metadata_read(tmp_path: Path) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform", public=True)
+    filename, data = make_wheel("demo", "1.0")
+    sha = hashlib.sha256(data).hexdigest()
+    double.add_package_file(11, "demo", "1.0", filename, data)
+    with serve(double.app) as gitlab:
+        async with httpx2.AsyncClient() as http:
+            stores = Stores.local(tmp_path, 2**30)
+            built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
+            await built.metadata.annotated(await built.plain.project_page("demo"))
+            await built.metadata.tasks.settled()
+            assert sha in stores.blobs  # verified and kept: the next client's is a hit
+            assert await built.metadata.store.digests([sha])
+            assert _file_reads(double, filename) == [f"bytes=-{TAIL}"]
+            await built.close()
+
+
+async def test_a_larger_wheel_declines_and_its_metadata_goes_on_from_the_tail(
+    tmp_path: Path,
+) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform", public=True)
+    filename, data = make_wheel("demo", "1.0", pad_bytes=4 * TAIL)
+    sha = hashlib.sha256(data).hexdigest()
+    double.add_package_file(11, "demo", "1.0", filename, data)
+    with serve(double.app) as gitlab:
+        async with httpx2.AsyncClient() as http:
+            stores = Stores.local(tmp_path, 2**30)
+            built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
+            await built.metadata.annotated(await built.plain.project_page("demo"))
+            await built.metadata.tasks.settled()
+            assert sha not in stores.blobs  # never downloaded whole
+            body = await built.metadata.store.get(sha)
+            assert body is not None and b"Name: demo" in body
+            reads = _file_reads(double, filename)
+            assert reads[0] == f"bytes=-{TAIL}" and reads.count(f"bytes=-{TAIL}") == 1
+            assert all(r.startswith("bytes=") for r in reads)  # ranges only, never the whole
+            await built.close()
+
+
+async def test_the_newest_wheel_held_by_the_policy_is_not_read(tmp_path: Path) -> None:
+    source = FakeSource("platform")
+    old_name, old = make_wheel("demo", "1.0")
+    new_name, new = make_wheel("demo", "2.0")
+    source.add("demo", old_name, hashlib.sha256(old).hexdigest(), old)
+    held = source.add("demo", new_name, hashlib.sha256(new).hexdigest(), new)
+    source.pages["demo"][-1] = replace(held, yanked="held by [policy] min_age")
+    stores = Stores.local(tmp_path, 2**30)
+    built = composed(tmp_path, [source], stores=stores)
+    await built.metadata.annotated(await built.plain.project_page("demo"))
+    await built.metadata.tasks.settled()
+    assert source.ranged == [old_name]  # the older one was tried; the held one never
+    assert source.file_calls == 0
+    await built.close()

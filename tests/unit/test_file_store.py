@@ -1,6 +1,7 @@
 """The verified file store: single-flight, verification, eviction safety, no partial entries."""
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -16,7 +17,7 @@ from proxy.storage import leftovers, usage
 from proxy.storage import local_blobs as blobs_module
 from proxy.storage.blobs import CacheUnwritable
 from proxy.storage.cached_file import CorruptEntry
-from proxy.storage.downloads import verified
+from proxy.storage.downloads import Declined, verified
 from proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
@@ -131,6 +132,33 @@ async def test_upstream_failure_before_first_byte_reaches_started(tmp_path: Path
     with pytest.raises(Exception, match=r"x-1\.0\.tar\.gz"):
         await download.started
     assert await store.blobs.open(SHA) is None
+
+
+async def test_a_client_that_joined_a_declining_look_ahead_downloads_itself(
+    tmp_path: Path,
+) -> None:
+    stores = Stores.local(tmp_path, 2**30)
+    source = FakeSource("platform", contents={SHA: CONTENT})
+    asked, decide = asyncio.Event(), asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def look_ahead():
+        asked.set()
+        await decide.wait()
+        raise Declined("larger than one read")
+        yield  # an async generator: the context manager's body is never reached
+
+    ahead = stores.downloads.download(SHA, look_ahead)
+    await asyncio.wait_for(asked.wait(), 10)
+    client = asyncio.create_task(stores.downloads.started(SHA, opener(source)))
+    await asyncio.sleep(0)
+    decide.set()
+    download = await asyncio.wait_for(client, 10)
+    assert download is not ahead
+    assert await read_all(download) == CONTENT
+    assert source.file_calls == 1
+    with pytest.raises(Declined):
+        await ahead.wait()
 
 
 async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> None:
