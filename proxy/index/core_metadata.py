@@ -2,11 +2,12 @@
 
 Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
 `.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
-reads of the upstream wheel's end. A wheel no larger than the first range read is whole after
-it: that read runs as a download (`whole_or_tail`), so the wheel is verified and kept, and the
-client that asks for it next (pip and uv do, right after the page) joins the download or finds
-it cached, one upstream round trip earlier; a larger wheel declines, and its metadata is read on
-from the tail with no request more than before.
+reads of the upstream wheel's end. For the wheel a client is about to download (the newest
+version's, when it has just one; or one whose sidecar a client asks for), the first range read
+runs as a download (`whole_or_tail`) at a client's priority: a wheel no larger than it is whole
+after it, verified and kept, and the client that asks for it next (pip and uv do, right after the
+page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
+declines, and its metadata is read on from the tail with no request more than before.
 
 It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
 served (bounded, single-flight, a failure not retried for a while; never a file the policy
@@ -18,6 +19,7 @@ waiting for the sidecar.
 """
 
 import asyncio
+import contextlib
 import functools
 import heapq
 import logging
@@ -100,19 +102,22 @@ class CoreMetadata:
         offered = [f for f in wheels if f.yanked is False]
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
-            [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256]
+            [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256],
+            _the_next_download(newest),
         )
         if not known:
             return page
         return await off_loop(len(page.files), _with_metadata, page, known)
 
-    def _in_background(self, files: Iterable[DistFile]) -> None:
+    def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
         todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
         if todo:
-            self._spawn(self._batch(todo))
+            self._spawn(self._batch(todo, ahead))
 
-    async def _batch(self, files: list[DistFile]) -> None:
-        digests = await asyncio.gather(*(self.ensure(f, background=True) for f in files))
+    async def _batch(self, files: list[DistFile], ahead: DistFile | None) -> None:
+        digests = await asyncio.gather(
+            *(self.ensure(f, background=True, ahead=f is ahead) for f in files)
+        )
         if any(digests):
             await self.changed()  # one memo flush for the whole batch
 
@@ -134,14 +139,18 @@ class CoreMetadata:
 
     # --- obtaining ----------------------------------------------------------------------------
 
-    async def ensure(self, file: DistFile, *, background: bool = False) -> str | None:
-        """Obtain and store the metadata of `file`; its digest, or None if it cannot be had."""
-        return await self._flights.run(file.sha256, lambda: self._obtain(file, background))
+    async def ensure(
+        self, file: DistFile, *, background: bool = False, ahead: bool = False
+    ) -> str | None:
+        """Obtain and store the metadata of `file`; its digest, or None if it cannot be had.
+        `ahead`: a client is about to download the wheel: a small one is read whole for it."""
+        return await self._flights.run(file.sha256, lambda: self._obtain(file, background, ahead))
 
-    async def _obtain(self, file: DistFile, background: bool) -> str | None:
-        async with self._limit:
+    async def _obtain(self, file: DistFile, background: bool, ahead: bool) -> str | None:
+        # what a client is about to join never queues behind background reads
+        async with contextlib.nullcontext() if ahead else self._limit:
             try:
-                data = await self._extract(file, background)
+                data = await self._extract(file, background, ahead)
             except _EXPECTED as exc:
                 log.info("no core metadata for %s: %s", file.filename, exc)
             except Exception as exc:  # a background task must not die with a traceback
@@ -151,7 +160,7 @@ class CoreMetadata:
         self._failed.set(file.sha256, None)
         return None
 
-    async def _extract(self, file: DistFile, background: bool) -> bytes:
+    async def _extract(self, file: DistFile, background: bool, ahead: bool) -> bytes:
         source = self.sources.get(file.source)
         online = source is not None and not self.offline
         sidecars = self.sidecars.get(file.source)
@@ -160,7 +169,7 @@ class CoreMetadata:
         wheel = file.filename.endswith(".whl")
         small = file.size is None or file.size <= TAIL
         downloads = self.downloads if self.blobs.keeping else None
-        if source is not None and online and wheel and small and downloads is not None:
+        if ahead and source is not None and online and wheel and small and downloads is not None:
             return await self._whole_or_by_ranges(source, file, background, downloads)
         cached = await self._from_cache(file)
         if cached is not None:
@@ -176,11 +185,13 @@ class CoreMetadata:
     async def _whole_or_by_ranges(
         self, source: Source, file: DistFile, background: bool, downloads: Downloads
     ) -> bytes:
-        """The first range read as a download the client can join (started before anything
-        else is awaited: the client asks for the wheel right after the page); the download
-        finds the file cached by itself."""
+        """The first range read as a download the client can join: started before anything
+        else is awaited (the client asks for the wheel right after the page), at a client's
+        priority in GitLab's budget (a client waits for it); the download finds the file cached
+        by itself. A larger wheel's further reads keep the priority asked for."""
+        first = source.range_reader(file, background=False)
+        download = downloads.download(file.sha256, lambda: whole_or_tail(first, file.filename))
         reader = source.range_reader(file, background=background)
-        download = downloads.download(file.sha256, lambda: whole_or_tail(reader, file.filename))
         try:
             await download.wait()
         except NotWhole as larger:
@@ -214,7 +225,7 @@ class CoreMetadata:
             return None
         candidates = await self.files.locate(sha256, filename, allowed)
         for file in candidates or [DistFile(filename, sha256, source="", url="")]:
-            if await self.ensure(file):
+            if await self.ensure(file, ahead=True):  # the wheel is likely asked next
                 return await self.store.get(sha256)
         return None
 
@@ -233,6 +244,16 @@ def _version_key(filename: str) -> Version:
         return Version(file_version(filename) or "0")
     except InvalidVersion:
         return Version("0")
+
+
+def _the_next_download(newest: list[DistFile]) -> DistFile | None:
+    """The wheel a client is about to download after this page: the newest version's, when it
+    has just one (pure Python); with several (one per platform) which one is not known."""
+    if not newest:
+        return None
+    if len(newest) > 1 and _version_key(newest[1].filename) == _version_key(newest[0].filename):
+        return None
+    return newest[0]
 
 
 def _newest(files: list[DistFile]) -> list[DistFile]:

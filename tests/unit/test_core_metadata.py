@@ -81,10 +81,14 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
 async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_background(
     tmp_path: Path,
 ) -> None:
+    """The older versions' wheels at background priority; the newest's, which the client is
+    about to download, at a client's (it may join that read)."""
     double = GitLabDouble()
     double.add_project(11, "acme/platform", public=True)
     filename, data = make_wheel("demo", "1.0")
     double.add_package_file(11, "demo", "1.0", filename, data)
+    newest, _ = make_wheel("demo", "2.0")
+    double.add_package_file(11, "demo", "2.0", newest, _)
     with serve(double.app) as gitlab:
         async with httpx2.AsyncClient() as http:
             client = Upstream(http)
@@ -103,7 +107,7 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
             await service.annotated(await index.project_page("demo"))
             await service.tasks.settled()
             await source.details.settled()
-            assert streamed and set(streamed) == {(filename, True)}
+            assert set(streamed) == {(filename, True), (newest, False)}
             assert await service.store.digests([hashlib.sha256(data).hexdigest()])
             await built.close()
 
@@ -156,6 +160,27 @@ async def test_a_larger_wheel_declines_and_its_metadata_goes_on_from_the_tail(
             reads = _file_reads(double, filename)
             assert reads[0] == f"bytes=-{TAIL}" and reads.count(f"bytes=-{TAIL}") == 1
             assert all(r.startswith("bytes=") for r in reads)  # ranges only, never the whole
+            await built.close()
+
+
+async def test_no_look_ahead_when_the_newest_version_has_a_wheel_per_platform(
+    tmp_path: Path,
+) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform", public=True)
+    shas = []
+    for tag in ("cp311-cp311-manylinux_2_17_x86_64", "cp311-cp311-win_amd64"):
+        name, data = make_wheel("demo", "1.0")
+        name = name.replace("py3-none-any", tag)
+        double.add_package_file(11, "demo", "1.0", name, data + tag.encode())
+        shas.append(hashlib.sha256(data + tag.encode()).hexdigest())
+    with serve(double.app) as gitlab:
+        async with httpx2.AsyncClient() as http:
+            stores = Stores.local(tmp_path, 2**30)
+            built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
+            await built.metadata.annotated(await built.plain.project_page("demo"))
+            await built.metadata.tasks.settled()
+            assert not any(sha in stores.blobs for sha in shas)  # which one is wanted: unknown
             await built.close()
 
 
