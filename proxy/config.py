@@ -45,6 +45,7 @@ class CacheConfig:
     index_ttl: int = 300
     offline: bool = False
     negative_ttl: int = 300  # seconds a "not here" answer is kept; [cache] index_ttl if unset
+    warm_dependencies: bool = True  # the pages of what a wheel being installed requires
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,9 @@ def _workers(r: _Reader) -> int | str:
 
 
 def _cache(r: _Reader, base: Path) -> CacheConfig:
-    r.check_keys({"directory", "max_size", "index_ttl", "negative_ttl", "offline"})
+    r.check_keys(
+        {"directory", "max_size", "index_ttl", "negative_ttl", "offline", "warm_dependencies"}
+    )
     directory = Path(r.string("directory", "./cache")).expanduser()
     index_ttl = r.integer("index_ttl", 300)
     return CacheConfig(
@@ -311,6 +314,7 @@ def _cache(r: _Reader, base: Path) -> CacheConfig:
         index_ttl=index_ttl,
         offline=r.boolean("offline", False),
         negative_ttl=r.integer("negative_ttl", index_ttl),
+        warm_dependencies=r.boolean("warm_dependencies", True),
     )
 
 

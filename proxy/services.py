@@ -30,6 +30,7 @@ from proxy.index.policy import Guarded, NameRules
 from proxy.index.private_first import PrivateFirst
 from proxy.index.provenance import Provenances
 from proxy.index.shadows import ShadowCheck
+from proxy.index.warming import Warmer
 from proxy.index.yanked import Yanked
 from proxy.policy.advisories import Advisories
 from proxy.policy.audit import AuditTrail
@@ -66,9 +67,12 @@ class Composed:
     tasks: TaskSet  # remembering where files are, in the background
     shadows: ShadowCheck
     provenances: Provenances | None = None  # PEP 740, from the public sources
+    warmer: Warmer | None = None  # the pages of what a wheel being installed requires
 
     async def close(self) -> None:
         """Finish the background work (so the stores can be closed after it)."""
+        if self.warmer is not None:
+            await self.warmer.close()
         await self.tasks.settled()
         await self.shadows.tasks.close()
         await self.metadata.close()
@@ -85,6 +89,7 @@ def compose(
     policy: PolicySettings | None = None,
     advisories: Advisories | None = None,
     provenance: ProvenanceStore | None = None,
+    warm_dependencies: bool = False,
 ) -> Composed:
     """The index over `sources` (in priority order), built from the wrappers of proxy.index."""
     tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
@@ -130,7 +135,11 @@ def compose(
     provenances = (
         None if provenance is None else Provenances(provenance, stores.locations, sidecars)
     )
-    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances)
+    warmer = None
+    if warm_dependencies and not freshness.offline:
+        warmer = Warmer(index.project_page)
+        core_metadata.warm = warmer.warm
+    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances, warmer)
 
 
 def audit_trail(settings: AuditSettings) -> AuditTrail | None:
@@ -185,6 +194,7 @@ class Services:
             policy=config.guard.policy,
             advisories=advisories,
             provenance=ProvenanceStore(directory),
+            warm_dependencies=cache.warm_dependencies,
         )
         auth = Authenticator(
             config.auth,

@@ -71,6 +71,8 @@ class CoreMetadata:
     ) -> None:
         self.store, self.blobs, self.files = store, blobs, files
         self.downloads = downloads  # small wheels are kept whole through it
+        # told the METADATA of each wheel a client is about to install (proxy.index.warming)
+        self.warm: Callable[[bytes], None] | None = None
         self.changed = changed  # metadata stored: every worker's rendered pages are out of date
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
@@ -156,6 +158,8 @@ class CoreMetadata:
             except Exception as exc:  # a background task must not die with a traceback
                 log.warning("core metadata of %s failed: %s", file.filename, exc)
             else:
+                if ahead and self.warm is not None:
+                    self.warm(data)
                 return await self.store.put(file.sha256, data)
         self._failed.set(file.sha256, None)
         return None
@@ -220,6 +224,8 @@ class CoreMetadata:
         """The `<file>.metadata` body, obtained now if need be; None when there is none."""
         body = await self.store.get(sha256)
         if body is not None:
+            if self.warm is not None:
+                self.warm(body)  # the client installs this wheel: its requirements come next
             return body
         if not filename.endswith(".whl"):
             return None

@@ -5,12 +5,14 @@ Packages API call beside it), until an upload through the proxy claims the name,
 public index no longer answers it. GitLab's 429 is honoured by the server's two workers and by
 prefetch: nothing is asked again before its Retry-After, stale pages are served meanwhile, and a
 name not cached gets a 503 naming GitLab's limit. A small wheel a cold install needs is asked
-of GitLab once: the read for its metadata is the download the client joins.
+of GitLab once: the read for its metadata is the download the client joins; the pages of what it
+requires are asked before the client asks for them.
 """
 
 from pathlib import Path
 
 import httpx2
+import pytest
 
 from proxy.demo.dists import make_wheel
 from proxy.demo.gitlab_double import GitLabDouble
@@ -222,5 +224,35 @@ def test_a_cold_install_asks_gitlab_for_each_small_wheel_once(tmp_path: Path) ->
                 for a in asked.values()
                 for r in a
             )
+        finally:
+            proxy.stop()
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_page_of_a_dependency_is_asked_before_the_client_asks(
+    tmp_path: Path, warm: bool
+) -> None:
+    dep_page = "/api/v4/projects/11/packages/pypi/simple/app-dep"
+    double = app_with_dependency(TOKEN)
+    with serve(double.app) as gitlab:
+        sources = [{"name": "platform", "gitlab_project": 11}]
+        config = write_config(
+            tmp_path, gitlab.url, sources, token=TOKEN, cache={"warm_dependencies": warm}
+        )
+        proxy = start_proxy(config)
+        try:
+            page = f"{proxy.url}/simple/app-main/"
+            assert httpx2.get(page).status_code == 200  # nobody asks for app-dep
+            # app-main's wheel was read for its metadata (`Requires-Dist: app-dep`)
+            wait_until(
+                lambda: "core-metadata" in httpx2.get(page, headers=JSON).json()["files"][0],
+                "app-main's metadata",
+            )
+            if warm:
+                wait_until(lambda: double.count("GET", dep_page), "app-dep's page warmed")
+                assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 200
+                assert double.count("GET", dep_page) == 1  # the client's came from the cache
+            else:
+                assert double.count("GET", dep_page) == 0
         finally:
             proxy.stop()

@@ -1,0 +1,57 @@
+"""Dependency-aware warming (proxy.index.warming): which names, how often, failures harmless."""
+
+import asyncio
+
+from proxy.index.warming import MAX_PER_WHEEL, Warmer, dependencies
+
+METADATA = b"""Metadata-Version: 2.1
+Name: demo
+Version: 1.0
+Requires-Dist: Requests>=2
+Requires-Dist: requests[socks]
+Requires-Dist: typing_extensions; python_version < "3.11"
+Requires-Dist: pytest; extra == "test"
+Requires-Dist: not a requirement !!
+Requires-Dist: Zope.Interface
+
+A description.
+Requires-Dist: not-a-header
+"""
+
+
+def test_dependencies_are_the_names_every_install_needs() -> None:
+    assert dependencies(METADATA) == ["requests", "typing-extensions", "zope-interface"]
+    assert dependencies(b"Metadata-Version: 2.1\nName: leaf\n") == []
+
+
+async def test_each_name_is_asked_once_and_a_failure_is_harmless() -> None:
+    asked: list[str] = []
+
+    async def page(name: str) -> None:
+        asked.append(name)
+        if name == "requests":
+            raise LookupError("not here")
+
+    warmer = Warmer(page)
+    warmer.warm(METADATA)
+    warmer.warm(METADATA)  # again at once: nothing more
+    await warmer.tasks.settled()
+    assert sorted(asked) == ["requests", "typing-extensions", "zope-interface"]
+    await warmer.close()
+
+
+async def test_one_wheel_warms_a_bounded_number_of_names() -> None:
+    started = asyncio.Event()
+
+    async def page(name: str) -> None:
+        started.set()
+
+    warmer = Warmer(page)
+    many = b"Metadata-Version: 2.1\nName: big\n" + b"".join(
+        f"Requires-Dist: dep{n}\n".encode() for n in range(3 * MAX_PER_WHEEL)
+    )
+    warmer.warm(many)
+    assert len(warmer.tasks) == MAX_PER_WHEEL
+    await warmer.tasks.settled()
+    assert started.is_set()
+    await warmer.close()
