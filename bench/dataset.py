@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.demo.dists import make_wheel
 
-VERSION = 3  # bump when the layout below changes: a stale data set is rebuilt
+VERSION = 4  # bump when the layout below changes: a stale data set is rebuilt
 MAIN_PROJECT = 1
 SPREAD_PROJECTS = tuple(range(2, 12))
 VERSIONS_PROJECT = 20
@@ -29,6 +29,9 @@ SHORT_NAME_OTHERS = 2500
 PACKAGES = 200
 VERSIONS = 10
 SPREAD_NAMES = 10
+TREES = 4  # dependency trees: a top package, 5 it requires, 2 each of those require (16)
+TREE_WIDTH, TREE_LEAVES = 5, 2
+TREE_SIZE = 1 + TREE_WIDTH * (1 + TREE_LEAVES)
 HERD_FILES = 3  # one uncached 50 MiB file per repetition of the herd
 MIB = 2**20
 LARGE = {  # package name -> padding bytes of its one wheel
@@ -53,12 +56,35 @@ def package_name(index: int) -> str:
     return f"bench-pkg-{index:03d}"
 
 
+def tree_top(tree: int) -> str:
+    """The package that requires the rest of dependency tree `tree`."""
+    return f"bench-tree-{tree}-top"
+
+
+def _tree(tree: int) -> dict[str, list[str]]:
+    """Package name -> the names it requires, for dependency tree `tree`."""
+    middle = [f"bench-tree-{tree}-a{i}" for i in range(TREE_WIDTH)]
+    packages = {tree_top(tree): middle}
+    for i, name in enumerate(middle):
+        leaves = [f"bench-tree-{tree}-b{i}{j}" for j in range(TREE_LEAVES)]
+        packages[name] = leaves
+        packages.update((leaf, []) for leaf in leaves)
+    return packages
+
+
 def file_path(root: Path, file: File) -> Path:
     return root / "files" / file.sha256 / file.filename
 
 
-def _store(root: Path, project: int, name: str, version: str, pad: int = 0) -> File:
-    filename, content = make_wheel(name, version, pad_bytes=pad)
+def _store(
+    root: Path,
+    project: int,
+    name: str,
+    version: str,
+    pad: int = 0,
+    requires: list[str] | None = None,
+) -> File:
+    filename, content = make_wheel(name, version, pad_bytes=pad, requires_dist=requires)
     digest = hashlib.sha256(content).hexdigest()
     file = File(project, name, version, filename, digest, len(content))
     path = file_path(root, file)
@@ -125,6 +151,9 @@ def build(root: Path) -> list[File]:
             files.append(_store(root, MAIN_PROJECT, package_name(index), f"1.0.{minor}"))
     for name, pad in LARGE.items():
         files.append(_store(root, MAIN_PROJECT, name, "1.0.0", pad))
+    for tree in range(TREES):
+        for name, requires in _tree(tree).items():
+            files.append(_store(root, MAIN_PROJECT, name, "1.0.0", requires=requires))
     for index in range(SPREAD_NAMES):
         for project in SPREAD_PROJECTS:
             files.append(_store(root, project, f"spread-{index}", f"1.{project}.0"))

@@ -326,19 +326,26 @@ def installs(
     return samples
 
 
+TREE = f"install a tree of {dataset.TREE_SIZE}"
+
+
 def _installs(targets: list[Target], settings: Settings, count: int, samples: Samples) -> None:
-    group = 0
+    group = tree = 0
     for client in ("uv", "pip"):
         for rep in range(settings.install_repeats):
             if rep and not _time_left(settings):
                 break
             packages = [dataset.package_name(group * count + i) for i in range(count)]
             group += 1
-            for target in targets:
-                for label in ("cold", "warm"):
-                    with tempfile.TemporaryDirectory(dir=settings.work) as home:
-                        seconds = _install(client, target.index_url, packages, Path(home))
-                    add(samples, f"{client} install 30, {label}, s", target.name, seconds)
+            # a dependency tree the client discovers level by level (a fresh one each time)
+            top = dataset.tree_top(tree % dataset.TREES)
+            tree += 1
+            for what, asked in ((f"install {count}", packages), (TREE, [top])):
+                for target in targets:
+                    for label in ("cold", "warm"):
+                        with tempfile.TemporaryDirectory(dir=settings.work) as home:
+                            seconds = _install(client, target.index_url, asked, Path(home))
+                        add(samples, f"{client} {what}, {label}, s", target.name, seconds)
 
 
 def median(values: list[float]) -> float:

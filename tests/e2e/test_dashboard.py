@@ -37,12 +37,13 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         config = write_config(directory, server.url, sources, token=TOKEN, extra=UPLOADER_CONFIG)
         proxy = start_proxy(config)
         try:
+            # first: app-main's page warms its dependency app-dep, whose wheel is then read
+            file_url = pinned_url(proxy.url, double, "app-dep")
+            caches = [httpx2.get(file_url).headers["x-cache"] for _ in range(2)]
+            assert caches == ["MISS", "HIT"]
             assert httpx2.get(f"{proxy.url}/simple/").status_code == 200
             page = httpx2.get(f"{proxy.url}/simple/app-main/")
             assert page.status_code == 200
-            file_url = pinned_url(proxy.url, double, "app-dep")  # a page not yet looked at
-            caches = [httpx2.get(file_url).headers["x-cache"] for _ in range(2)]
-            assert caches == ["MISS", "HIT"]
             _, answer = upload_wheel(proxy.url, "dashboard-pkg", "1.0")
             assert answer.status_code == 201, answer.text
 

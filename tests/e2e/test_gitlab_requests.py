@@ -109,6 +109,7 @@ def test_gitlabs_429_is_honoured_by_every_worker_and_never_hammered(tmp_path: Pa
             [{"name": "platform", "gitlab_project": 11}],
             token=TOKEN,
             index_ttl=0,
+            cache={"warm_dependencies": False},  # app-dep stays uncached until asked for
         )
         proxy = start_proxy(config, "--workers", "2")
         try:

@@ -156,10 +156,14 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
         return _delta(before, after, name, **labels)
 
     prefix = "gitlab_pypi_proxy_"
-    assert delta(prefix + "cache_lookups_total", cache="file", outcome="miss") == 2
-    assert delta(prefix + "cache_lookups_total", cache="file", outcome="hit") == 1
-    assert delta(prefix + "served_file_bytes_total", origin="upstream") == sum(sizes)
-    assert delta(prefix + "served_file_bytes_total", origin="cache") == len(again.content)
+    # pip's two wheels are misses, or hits when the look-ahead of their pages (app-dep's page is
+    # warmed as app-main's dependency) kept them before pip asked; the last GET is a hit
+    misses = delta(prefix + "cache_lookups_total", cache="file", outcome="miss")
+    hits = delta(prefix + "cache_lookups_total", cache="file", outcome="hit")
+    assert misses + hits == 3 and hits >= 1
+    upstream = delta(prefix + "served_file_bytes_total", origin="upstream")
+    cached = delta(prefix + "served_file_bytes_total", origin="cache")
+    assert upstream + cached == sum(sizes) + len(again.content) and cached >= len(again.content)
     assert delta(prefix + "http_requests_total", route="distribution_file", status="200") == 3
     assert delta(prefix + "http_request_duration_seconds_count", route="distribution_file") == 3
     assert delta(prefix + "http_requests_total", route="project_page", status="200") >= 3
@@ -218,7 +222,11 @@ def test_health_readiness_and_forwarded_host(deployment: Deployment) -> None:
 def _readiness_of(tmp_path: Path, gitlab_url: str) -> tuple[ProxyProcess, Path]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = write_config(
-        tmp_path, gitlab_url, [{"name": "platform", "gitlab_project": 11}], token=TOKEN
+        tmp_path,
+        gitlab_url,
+        [{"name": "platform", "gitlab_project": 11}],
+        token=TOKEN,
+        cache={"warm_dependencies": False},  # counts GitLab calls: none but the ones it makes
     )
     return start_proxy(config), config
 
@@ -240,7 +248,8 @@ def test_ready_when_gitlab_is_down_only_if_the_cache_can_serve(tmp_path: Path) -
             # the sizes are filled in in the background: done before GitLab goes away
             wait_until(exact_details, "app-main's exact PEP 700 details known")
             server.stop()
-            assert httpx2.get(f"{proxy.url}/simple/app-dep/").status_code == 502
+            # a name nothing warmed (app-dep, app-main's dependency, may have been)
+            assert httpx2.get(f"{proxy.url}/simple/app-unseen/").status_code == 502
             ready = httpx2.get(f"{proxy.url}/readyz")
             body = ready.json()
             assert ready.status_code == 200 and body["ready"] is True
