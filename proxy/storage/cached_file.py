@@ -79,7 +79,7 @@ class CachedFile:
 
     @property
     def holds_resources(self) -> bool:
-        """An open file to close (in a thread); a small file read whole at lookup holds none."""
+        """An open file to close; a small file read whole at lookup holds none."""
         return self.handle is not None or self.released is not None
 
     def reader(self) -> BinaryIO:

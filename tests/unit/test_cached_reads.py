@@ -1,14 +1,18 @@
 """A checked cache entry's pieces are read on the event loop when the page cache holds them
 (RWF_NOWAIT), in a thread when it does not or the system cannot tell: the same bytes either way."""
 
+import asyncio
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.datastructures import Headers
 
+from proxy.http.file_responses import cached_response
 from proxy.storage import cached_file
 from proxy.storage.cached_file import SERVE_CHUNK, TAIL_BYTES, CachedFile
 from proxy.storage.stores import Stores
@@ -154,3 +158,32 @@ async def test_an_unchecked_entry_is_hashed_in_a_thread_never_on_the_loop(
     assert await _served(cached) == DATA
     assert reads.nowait == 0 and len(reads.threaded) == 3
     cached.close()
+
+
+async def test_a_served_entry_is_closed_on_the_loop_once_its_answer_is_sent(
+    tmp_path: Path,
+) -> None:
+    store, cached = await _checked_entry(tmp_path)
+    closed_in: list[threading.Thread] = []
+    real_close = cached.close
+
+    def close() -> None:
+        closed_in.append(threading.current_thread())
+        real_close()
+
+    cached.close = close  # type: ignore[method-assign]
+    response = cached_response(cached, SHA, Headers(raw=[]), "GET")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client never leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await response({"type": "http"}, receive, send)
+    assert b"".join(bytes(m.get("body", b"")) for m in sent[1:]) == DATA
+    assert closed_in == [threading.current_thread()]  # no thread hop for a descriptor's close
+    assert cached.handle is not None and cached.handle.closed
+    assert SHA not in store.blobs._serving  # no longer protected from eviction
