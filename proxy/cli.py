@@ -448,6 +448,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     import uvicorn
 
     from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
+    from proxy.http.coalesced_writes import CoalescingHttpTools
     from proxy.workers import workers
 
     open_stores(config).close()
@@ -476,6 +477,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
         server_header=False,
         ws="none",  # no websocket routes: no websockets library in every worker
+        http=CoalescingHttpTools,  # a small answer's headers and body in one system call
         timeout_graceful_shutdown=server.graceful_shutdown,
     )
 

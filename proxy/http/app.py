@@ -44,7 +44,6 @@ from proxy.http.upload import upload
 from proxy.model import DistFile, ProjectList, ProjectPage
 from proxy.names import is_sha256, validate, validate_filename
 from proxy.policy.osv import OsvError
-from proxy.request_id import RequestId
 from proxy.services import Services
 from proxy.storage.blobs import CacheUnwritable
 from proxy.storage.downloads import verified
@@ -296,16 +295,16 @@ def create_app(config: Config) -> Starlette:
     for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
         routes.append(Route(path, upload, methods=["POST", "PUT"]))
     server = config.server
-    # Outermost first: the real client and path, then the log (it sees 401s too), then access.
-    # Innermost, memo hits answered before the router (the same answer the route gives).
+    # Outermost first: the request's id and its log line (every answer carries the id, the log
+    # sees 401s too), the real client and path, then access. Innermost, memo hits answered
+    # before the router (the same answer the route gives).
     middleware = [
         Middleware(AccessLog),
         Middleware(AccessControl),
         Middleware(MemoHits, root=simple_root, page=project_page),
     ]
     if server.trusted_proxies or server.base_path:
-        middleware.insert(0, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
-    middleware.insert(0, Middleware(RequestId))  # outermost: every answer carries its id
+        middleware.insert(1, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

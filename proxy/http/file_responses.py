@@ -128,14 +128,14 @@ class FileBody:
                 with contextlib.suppress(Exception):
                     await self.chunks.aclose()  # type: ignore[attr-defined]
             if self.on_close is not None:
-                await asyncio.to_thread(self.on_close)
+                self.on_close()  # a descriptor closed, a note dropped: no thread hop for that
 
 
 def cached_response(cached: Blob, sha256: str, request_headers: Any, method: str) -> FileBody:
     """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
     headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
     headers["accept-ranges"] = "bytes"
-    # A small file was read whole at lookup: nothing left to close, no thread hop to do it.
+    # A small file was read whole at lookup: nothing left to close.
     close = cached.close if cached.holds_resources else None
     if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
         headers.pop("content-length")

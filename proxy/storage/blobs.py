@@ -57,7 +57,7 @@ class Blob(Protocol):
 
     @property
     def holds_resources(self) -> bool:
-        """Must be closed (in a thread); False for a small blob read whole at lookup."""
+        """Must be closed; False for a small blob read whole at lookup."""
         ...
 
     def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
@@ -72,7 +72,8 @@ class Blob(Protocol):
         ...
 
     def close(self) -> None:
-        """Blocking: call it in a thread when `holds_resources`."""
+        """Releases what it holds without waiting for a disk or a network (an open local file's
+        descriptor, the store's note that it is being served): called on the event loop."""
         ...
 
 

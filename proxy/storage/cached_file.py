@@ -11,9 +11,15 @@ failure logged, so no client ever gets a whole wrong file. A range of an entry n
 reads the whole file once first. Small files (up to one read) are read and hashed at lookup, so a
 corrupt one is a miss (fetched again) rather than a cut. Damage after the first check (bit rot
 while running) is found by the next process or `cache verify`.
+
+Once hashed, a piece the page cache holds is read on the event loop with `RWF_NOWAIT` (Linux
+4.14+: the read fails with EAGAIN instead of waiting for the disk), a memory copy and no thread
+hop; a piece it does not hold, or a system without it, is read in a thread as before. A piece
+that would leave a tail shorter than `TAIL_BYTES` takes the tail along: one read, not two.
 """
 
 import asyncio
+import errno
 import hashlib
 import io
 import os
@@ -21,7 +27,30 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-SERVE_CHUNK = 1024 * 1024  # one thread hop each; files up to this size are read at lookup
+SERVE_CHUNK = 1024 * 1024  # one read each; files up to this size are read at lookup
+TAIL_BYTES = 64 * 1024  # a tail up to this size is read with the piece before it
+_NOWAIT_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+_nowait = getattr(os, "RWF_NOWAIT", 0)  # 0 once the system has said it cannot
+
+
+def read_if_cached(fd: int, position: int, length: int) -> bytes | bytearray:
+    """As much of `length` bytes at `position` as the page cache holds, without ever waiting for
+    the disk (safe on the event loop): fewer bytes, or none, when the rest is not in memory."""
+    global _nowait
+    if not _nowait:
+        return b""
+    buffer = bytearray(length)
+    try:
+        got = os.preadv(fd, [buffer], position, _nowait)
+    except BlockingIOError:
+        return b""
+    except OSError as exc:
+        if exc.errno in _NOWAIT_UNSUPPORTED:  # this kernel or file system: threads from now on
+            _nowait = 0
+        return b""
+    if got < length:
+        del buffer[got:]
+    return buffer
 
 
 class CorruptEntry(Exception):
@@ -50,7 +79,7 @@ class CachedFile:
 
     @property
     def holds_resources(self) -> bool:
-        """An open file to close (in a thread); a small file read whole at lookup holds none."""
+        """An open file to close; a small file read whole at lookup holds none."""
         return self.handle is not None or self.released is not None
 
     def reader(self) -> BinaryIO:
@@ -86,8 +115,14 @@ class CachedFile:
         digest = hashlib.sha256() if check is not None else None
         position = start
         while position <= end:
-            length = min(SERVE_CHUNK, end - position + 1)
-            chunk = await asyncio.to_thread(self._read, position, length, digest, check)
+            left = end - position + 1
+            length = left if left <= SERVE_CHUNK + TAIL_BYTES else SERVE_CHUNK
+            chunk: bytes | bytearray = b""
+            if digest is None:  # hashing is for a thread; a memory copy is not
+                assert self.handle is not None
+                chunk = read_if_cached(self.handle.fileno(), position, length)
+            if len(chunk) != length:
+                chunk = await asyncio.to_thread(self._read, position, length, digest, check)
             position += len(chunk)
             yield chunk
 

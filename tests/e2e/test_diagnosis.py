@@ -68,8 +68,13 @@ def test_each_change_of_a_sources_state_is_one_warning_with_host_and_reason(
             assert ready["state"] == "down"
             assert ready["reason"] == f"connection refused by {host}"
             assert ready["upstream"] == host
-            page = httpx2.get(f"{proxy.url}/").text
-            assert f"connection refused by {host}" in page
+
+            def page_naming_the_outage() -> str | None:
+                # the other worker may answer: it reads this one's view, written in the background
+                text = httpx2.get(f"{proxy.url}/").text
+                return text if f"connection refused by {host}" in text else None
+
+            page = wait_until(page_naming_the_outage, "the status page to name the outage")
             # app-main's page is cached: what readyz answers, the page says
             mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
             assert mode.startswith("degraded") and 'State: <strong class="degraded">' in page

@@ -1,6 +1,7 @@
 """The merged index: priority, conflicts, partial answers, stale pages, offline."""
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,10 +14,12 @@ from proxy.http.page_memo import PageMemo
 from proxy.index.private_first import PrivateFirst
 from proxy.model import DistFile
 from proxy.sources.base import Parts
+from proxy.storage import local_coordinator
 from proxy.storage.local_coordinator import LocalCoordinator
 from proxy.storage.pages import PageStore
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
+from tests.waiting import async_wait_until
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -190,7 +193,44 @@ async def test_memo_is_dropped_by_an_invalidation_in_another_worker(tmp_path: Pa
     memo_b.put(key, "rendered", fresh_until=time.time() + 300, generation=generation)
     assert memo_b.get(key, memo_b.generation()) == "rendered"
     await worker_a.forget(("page", "platform", "x"))
-    assert memo_b.get(key, memo_b.generation()) is None
+    # within GENERATION_SECONDS: a worker reads the generation file at most that often
+    await async_wait_until(
+        lambda: memo_b.get(key, memo_b.generation()) is None, "worker b to hear the news"
+    )
+
+
+async def test_a_workers_own_change_is_seen_at_once(tmp_path: Path) -> None:
+    coordinator = LocalCoordinator(tmp_path)
+    memo = PageMemo(coordinator)
+    key = ("x", "text/html", None)
+    memo.put(key, "rendered", fresh_until=time.time() + 300, generation=memo.generation())
+    assert memo.get(key, memo.generation()) == "rendered"
+    await coordinator.changed()
+    assert memo.get(key, memo.generation()) is None
+
+
+def test_the_generation_file_is_read_at_most_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coordinator = LocalCoordinator(tmp_path)
+    coordinator.changed_now()
+    stats: list[object] = []
+    real_stat = os.stat
+
+    def counted(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(path)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_coordinator, "_clock", lambda: 1000.0)
+    monkeypatch.setattr(local_coordinator.os, "stat", counted)
+    first = coordinator.generation()
+    assert [coordinator.generation() for _ in range(100)] == [first] * 100
+    assert len(stats) == 1
+    monkeypatch.setattr(
+        local_coordinator, "_clock", lambda: 1000.0 + local_coordinator.GENERATION_SECONDS
+    )
+    coordinator.generation()
+    assert len(stats) == 2
 
 
 async def test_memo_expires_with_its_inputs(tmp_path: Path) -> None:

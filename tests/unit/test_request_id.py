@@ -4,13 +4,14 @@ the log formats that show the id."""
 import asyncio
 import json
 import logging
+import os
 from typing import Any
 
 import httpx2
 import pytest
 
-from proxy.http.access_log import JsonFormatter, logging_config
-from proxy.request_id import MAX_LENGTH, REQUEST_ID, RequestId, RequestIdFilter, accepted
+from proxy.http.access_log import AccessLog, JsonFormatter, logging_config
+from proxy.request_id import MAX_LENGTH, REQUEST_ID, RequestIdFilter, accepted, made
 from proxy.sources.upstream_pool import WatchedTransport
 from tests.unit.test_upstream_pool import TIMEOUT, NeverAnswers, Pools
 from tests.waiting import async_wait_until
@@ -62,7 +63,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def _client() -> httpx2.AsyncClient:
-    transport = httpx2.ASGITransport(app=RequestId(_app))
+    transport = httpx2.ASGITransport(app=AccessLog(_app))
     return httpx2.AsyncClient(transport=transport, base_url="http://proxy.internal")
 
 
@@ -94,7 +95,7 @@ async def test_the_id_stays_for_the_servers_traceback_line_when_the_app_raises()
 
     async def one_request() -> str:  # as uvicorn runs each request: a task of its own
         try:
-            await RequestId(broken)(scope, None, None)
+            await AccessLog(broken)(scope, None, None)
         except RuntimeError:
             return REQUEST_ID.get()  # where uvicorn logs "Exception in ASGI application"
         return "no exception"
@@ -156,3 +157,20 @@ async def test_the_pool_watchdog_a_request_starts_names_no_request(
         await async_wait_until(lambda: wedged.closed, "the wedged pool to close")
     stalls = [r for r in caplog.records if ") stalled:" in r.getMessage()]
     assert [getattr(r, "request_id", None) for r in stalls] == ["-"]
+
+
+def test_made_ids_are_distinct_hex_and_a_forked_child_draws_its_own_prefix() -> None:
+    ids = [made() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and accepted(i.encode()) == i for i in ids)
+    assert all(int(i, 16) >= 0 for i in ids[:10])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out without pytest's teardown
+        os.write(write, made().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child[:16] != ids[0][:16]  # not this process's prefix

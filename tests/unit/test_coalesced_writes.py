@@ -1,0 +1,116 @@
+"""A response's small writes go out together, in order, and nothing waits past one loop pass."""
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+from proxy.http.coalesced_writes import HELD_BYTES, CoalescedTransport, CoalescingHttpTools
+from tests.servers import serve
+from tests.waiting import async_wait_until
+
+
+class RecordingTransport:
+    """The calls a transport got, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+
+    def writelines(self, lines: list[bytes]) -> None:
+        self.calls.append(("writelines", list(lines)))
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+
+async def test_headers_and_body_go_out_in_one_write() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedTransport(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    coalesced.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+    coalesced.write(b"body")
+    assert transport.calls == []  # held until the response is complete or the pass ends
+    coalesced.flush()
+    expected = [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n", b"body"]
+    assert transport.calls == [("writelines", expected)]
+
+
+async def test_what_is_held_goes_out_when_the_loop_pass_ends() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedTransport(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    coalesced.write(b"headers of a body still to come")
+    await async_wait_until(lambda: transport.calls, "the held headers written")
+    assert transport.calls == [("writelines", [b"headers of a body still to come"])]
+
+
+async def test_a_large_write_is_neither_held_nor_copied_and_keeps_its_order() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedTransport(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    big = bytes(HELD_BYTES + 1)
+    coalesced.write(big)
+    assert transport.calls == [("write", big)] and transport.calls[0][1] is big
+    coalesced.write(b"headers")
+    coalesced.write(big)  # the held headers first, then the body, in one call
+    assert transport.calls[1] == ("writelines", [b"headers", big])
+    assert transport.calls[1][1][1] is big
+
+
+async def test_closing_sends_what_was_held_first() -> None:
+    transport = RecordingTransport()
+    coalesced = CoalescedTransport(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    coalesced.write(b"last words")
+    coalesced.close()
+    assert transport.calls == [("writelines", [b"last words"]), ("close", None)]
+
+
+def _read_until(sock: socket.socket, marker: bytes, have: bytes = b"") -> bytes:
+    while marker not in have:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before {marker!r}; got {have!r}"
+        have += chunk
+    return have
+
+
+def test_a_real_server_streams_headers_before_a_late_body_and_answers_in_order() -> None:
+    """Through uvicorn: headers reach the client while the body is still awaited (nothing held
+    past a loop pass), and keep-alive answers arrive whole and in order."""
+    release = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/late":
+            await asyncio.to_thread(release.wait, 20)
+        await send({"type": "http.response.body", "body": body})
+
+    with (
+        serve(app, http=CoalescingHttpTools) as server,  # type: ignore[arg-type]
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock,
+    ):
+        sock.sendall(b"GET /late HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = _read_until(sock, b"\r\n\r\n")  # would time out if the headers were held
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5" in head
+        assert head.endswith(b"\r\n\r\n")
+        release.set()
+        assert _read_until(sock, b"/late", head).endswith(b"\r\n\r\n/late")
+        sock.sendall(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /bb HTTP/1.1\r\nhost: x\r\n\r\n")
+        both = _read_until(sock, b"/bb")
+        assert both.count(b"HTTP/1.1 200 OK") == 2
+        assert both.index(b"\r\n\r\n/a") < both.index(b"\r\n\r\n/bb")
