@@ -168,12 +168,22 @@ _MISSING = object()
 
 class TTLMemo(Generic[K, V]):
     """At most `capacity` entries, each kept until its time passes (`ttl` seconds after it is
-    set unless `set` says otherwise; by default never). Times are `clock`'s."""
+    set unless `set` says otherwise; by default never). Times are `clock`'s. With `weigh`, also
+    at most `max_weight` in all (bytes, say): the oldest entries go first, and a value heavier
+    than that on its own is not kept."""
 
     def __init__(
-        self, capacity: int, ttl: float = math.inf, clock: Callable[[], float] = time.monotonic
+        self,
+        capacity: int,
+        ttl: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: float = math.inf,
     ) -> None:
         self.capacity, self.ttl, self.clock = capacity, ttl, clock
+        self.weigh, self.max_weight = weigh, max_weight
+        self.weight = 0  # of the entries held, expired ones included until they are dropped
         self._entries: dict[K, tuple[float, V]] = {}
 
     def __len__(self) -> int:
@@ -190,24 +200,35 @@ class TTLMemo(Generic[K, V]):
         if entry is None:
             return default
         if entry[0] <= self.clock():
-            del self._entries[key]
+            self.pop(key)
             return default
         return entry[1]
 
     def set(self, key: K, value: V, *, until: float | None = None) -> None:
         """Keep `value` until `until` (a time of the clock), or for the memo's `ttl`."""
         expires = self.clock() + self.ttl if until is None else until
-        self._entries.pop(key, None)
-        if len(self._entries) >= self.capacity:
-            del self._entries[next(iter(self._entries))]
+        self.pop(key)
+        weight = self.weigh(value) if self.weigh is not None else 0
+        if weight > self.max_weight:
+            return
+        while self._entries and (
+            len(self._entries) >= self.capacity or self.weight + weight > self.max_weight
+        ):
+            self.pop(next(iter(self._entries)))
         self._entries[key] = (expires, value)
+        self.weight += weight
 
     def pop(self, key: K, default: Any = None) -> Any:
         entry = self._entries.pop(key, None)
-        return default if entry is None else entry[1]
+        if entry is None:
+            return default
+        if self.weigh is not None:
+            self.weight -= self.weigh(entry[1])
+        return entry[1]
 
     def clear(self) -> None:
         self._entries.clear()
+        self.weight = 0
 
     def values(self) -> list[V]:
         """The values not expired, oldest first."""

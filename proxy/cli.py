@@ -5,7 +5,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import stat
 import sys
@@ -408,21 +407,14 @@ def _runtime_directory(config: Config) -> Path:
 
 
 def serve(config: Config, args: argparse.Namespace) -> None:
+    from proxy.supervisor import remove_on_stop
+
     _check_cache_directory(config)
     runtime = _runtime_directory(config)
-
-    def remove_and_die(signum: int, frame: object) -> None:
-        shutil.rmtree(runtime, ignore_errors=True)
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    # A single uvicorn worker ends by raising the signal that stopped it again, once these
-    # handlers are back: the directory goes before the process does.
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, remove_and_die)
+    remove_on_stop(runtime)
     try:
-        _serve(config, args)
-    finally:
+        _serve(config, args, runtime)
+    finally:  # a check that failed: the supervisor, once it runs, removes it itself
         shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -442,13 +434,11 @@ def _check_vulnerabilities(config: Config) -> None:
         ) from None
 
 
-def _serve(config: Config, args: argparse.Namespace) -> None:
+def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     import logging.config
 
-    import uvicorn
-
+    from proxy import supervisor
     from proxy.http.access_log import logging_config  # imports prometheus_client: after the above
-    from proxy.http.coalesced_writes import CoalescingHttpTools
     from proxy.workers import workers
 
     open_stores(config).close()
@@ -465,20 +455,22 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     _log_problems(config)
     _check_shared(config)
     _clean_orphans(config)
-    uvicorn.run(
-        "proxy.cli:app_factory",
-        factory=True,
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
-        workers=workers(args.workers or server.workers),
-        log_config=log_config,
-        log_level=server.log_level,
-        access_log=False,  # proxy.http.access_log writes one line per request instead
-        proxy_headers=False,  # proxy.http.behind_proxy honours [server] trusted_proxies
-        server_header=False,
-        ws="none",  # no websocket routes: no websockets library in every worker
-        http=CoalescingHttpTools,  # a small answer's headers and body in one system call
-        timeout_graceful_shutdown=server.graceful_shutdown,
+    supervisor.become(
+        runtime,
+        {
+            "host": args.host or server.host,
+            "port": args.port if args.port is not None else server.port,
+            "workers": workers(args.workers or server.workers),
+            "log_config": log_config,
+            "log_level": server.log_level,
+            "access_log": False,  # proxy.http.access_log writes one line per request instead
+            "proxy_headers": False,  # proxy.http.behind_proxy honours [server] trusted_proxies
+            "server_header": False,
+            "ws": "none",  # no websocket routes: no websockets library in every worker
+            # a small answer's headers and body in one system call
+            "http": "proxy.http.coalesced_writes:CoalescingHttpTools",
+            "timeout_graceful_shutdown": server.graceful_shutdown,
+        },
     )
 
 

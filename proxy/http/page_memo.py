@@ -2,6 +2,10 @@
 behind it is fresh and no worker has announced a change since (the coordinator's generation,
 compared on every lookup). Keyed by what the route answers: the page (or "/"), the media type,
 and the sources the reader may read.
+
+Bounded by count and by bytes (the bodies and their gzip copies): the oldest pages go first. The
+largest public projects render to a few MiB per media type, so MAX_BYTES holds several of them
+while a worker's memory stays bounded however many names are asked.
 """
 
 import time
@@ -12,6 +16,7 @@ from proxy.aio import TTLMemo
 from proxy.storage.coordinator import Coordinator
 
 _ENTRIES = 10_000
+MAX_BYTES = 32 * 2**20
 
 Key = tuple[str, str, frozenset[str] | None]
 
@@ -22,11 +27,18 @@ def memo_key(what: str, media: str, allowed: frozenset[str] | None) -> Key:
     return (what, media, allowed)
 
 
+def _bytes(entry: tuple[Hashable, Any]) -> int:
+    page = entry[1]  # a proxy.http.serialize.Rendered
+    return len(page.body) + len(page.gzipped or b"")
+
+
 class PageMemo:
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
         # (generation, rendered page) until its inputs expire (wall-clock times)
-        self._pages: TTLMemo[Key, tuple[Hashable, Any]] = TTLMemo(_ENTRIES, clock=time.time)
+        self._pages: TTLMemo[Key, tuple[Hashable, Any]] = TTLMemo(
+            _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
+        )
 
     def generation(self) -> Hashable:
         """Read it before the inputs of a page are, so that a racing change wins."""

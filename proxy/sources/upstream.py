@@ -20,6 +20,7 @@ from httpx2._utils import get_environment_proxies  # what httpx2 itself reads fo
 
 from proxy import metrics
 from proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
+from proxy.sources import read_ahead
 from proxy.sources.upstream_pool import WatchedTransport
 
 CHUNK = 256 * 1024
@@ -84,7 +85,9 @@ def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> http
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
     honoured, as httpx2 itself does), is a WatchedTransport: see proxy.sources.upstream_pool.
+    Its connections read at most one chunk ahead of their reader (proxy.sources.read_ahead).
     """
+    read_ahead.install()
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:
         return WatchedTransport(

@@ -83,6 +83,31 @@ def test_a_ttl_memo_expires_entries_and_drops_the_oldest_set_when_full() -> None
     assert repr(memo) == "TTLMemo({'d': None})"
 
 
+def test_a_weighed_ttl_memo_holds_at_most_its_weight_dropping_the_oldest_first() -> None:
+    memo: TTLMemo[str, bytes] = TTLMemo(100, weigh=len, max_weight=10)
+    memo.set("a", b"1234")
+    memo.set("b", b"1234")
+    memo.set("c", b"1234")  # 12 > 10: "a", set longest ago, goes
+    assert ("a" in memo, "b" in memo, "c" in memo) == (False, True, True)
+    assert memo.weight == 8
+    memo.set("too heavy", b"12345678901")  # heavier than the whole memo: not kept, none dropped
+    assert "too heavy" not in memo and memo.weight == 8 and len(memo) == 2
+    memo.set("b", b"1")  # set again: its old weight no longer counts
+    assert memo.weight == 5
+    memo.pop("c")
+    assert memo.weight == 1
+    memo.clear()
+    assert memo.weight == 0 and len(memo) == 0
+
+
+def test_an_expired_entry_no_longer_weighs() -> None:
+    now = [0.0]
+    memo: TTLMemo[str, bytes] = TTLMemo(100, ttl=5.0, clock=lambda: now[0], weigh=len)
+    memo.set("a", b"1234")
+    now[0] += 5.0
+    assert memo.get("a") is None and memo.weight == 0
+
+
 async def test_work_on_a_big_page_runs_in_a_thread_on_a_small_one_inline() -> None:
     """A long history's 10,000 files once blocked the event loop for ~100 ms (`_newest` parsed
     every version on it)."""

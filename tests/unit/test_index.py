@@ -11,6 +11,7 @@ import pytest
 
 from proxy.errors import NotFound, Offline, Unavailable
 from proxy.http.page_memo import PageMemo
+from proxy.http.serialize import Rendered
 from proxy.index.private_first import PrivateFirst
 from proxy.model import DistFile
 from proxy.sources.base import Parts
@@ -190,8 +191,9 @@ async def test_memo_is_dropped_by_an_invalidation_in_another_worker(tmp_path: Pa
     memo_b = PageMemo(LocalCoordinator(tmp_path))
     key = ("x", "text/html", None)
     generation = memo_b.generation()
-    memo_b.put(key, "rendered", fresh_until=time.time() + 300, generation=generation)
-    assert memo_b.get(key, memo_b.generation()) == "rendered"
+    page = Rendered(b"<html>", "text/html", '"e"', None)
+    memo_b.put(key, page, fresh_until=time.time() + 300, generation=generation)
+    assert memo_b.get(key, memo_b.generation()) == page
     await worker_a.forget(("page", "platform", "x"))
     # within GENERATION_SECONDS: a worker reads the generation file at most that often
     await async_wait_until(
@@ -236,7 +238,8 @@ def test_the_generation_file_is_read_at_most_once_per_interval(
 async def test_memo_expires_with_its_inputs(tmp_path: Path) -> None:
     memo = PageMemo(LocalCoordinator(tmp_path))
     key = ("x", "text/html", None)
-    memo.put(key, "old", fresh_until=time.time() - 1, generation=memo.generation())
+    old = Rendered(b"<html>", "text/html", '"e"', None)
+    memo.put(key, old, fresh_until=time.time() - 1, generation=memo.generation())
     assert memo.get(key, memo.generation()) is None
 
 
