@@ -61,10 +61,12 @@ def without_resource_tracker() -> None:
     workers it starts inherit the same descriptor."""
     from multiprocessing import resource_tracker
 
-    tracker = getattr(resource_tracker, "_resource_tracker", None)
-    # private API (CPython 3.8-3.14): without it, spawn starts its tracker as usual
-    if tracker is not None and getattr(tracker, "_fd", 0) is None:
-        tracker._fd = os.open(os.devnull, os.O_WRONLY)
+    try:  # private API (CPython 3.8-3.14): without it, spawn starts its tracker as usual
+        tracker = resource_tracker._resource_tracker
+        if tracker._fd is None:
+            tracker._fd = os.open(os.devnull, os.O_WRONLY)
+    except AttributeError:
+        pass
 
 
 def main() -> None:

@@ -15,10 +15,13 @@ import logging
 from anyio._backends import _asyncio as anyio_asyncio
 
 log = logging.getLogger("proxy.upstream")
-_BASE = getattr(anyio_asyncio, "StreamProtocol", asyncio.Protocol)  # anyio's private class
+try:
+    from anyio._backends._asyncio import StreamProtocol as _Base  # private: see install()
+except ImportError:  # an anyio without it: install() leaves its reads as they are
+    _Base = None
 
 
-class BoundedStreamProtocol(_BASE):  # type: ignore[valid-type,misc]
+class BoundedStreamProtocol(_Base or asyncio.Protocol):  # type: ignore[misc]
     transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -36,7 +39,7 @@ def install() -> None:
     """Every anyio TCP connection made from now on in this process (only httpx2's are) uses the
     bounded protocol. Idempotent. An anyio without that private class keeps its own (logged):
     downloads then read ahead as they did, correct but larger in memory."""
-    if _BASE is asyncio.Protocol:
+    if _Base is None:
         log.info("anyio has no StreamProtocol: upstream reads are not bounded (read_ahead)")
         return
     anyio_asyncio.StreamProtocol = BoundedStreamProtocol  # type: ignore[misc]

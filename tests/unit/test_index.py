@@ -205,8 +205,9 @@ async def test_a_workers_own_change_is_seen_at_once(tmp_path: Path) -> None:
     coordinator = LocalCoordinator(tmp_path)
     memo = PageMemo(coordinator)
     key = ("x", "text/html", None)
-    memo.put(key, "rendered", fresh_until=time.time() + 300, generation=memo.generation())
-    assert memo.get(key, memo.generation()) == "rendered"
+    page = Rendered(b"<html>", "text/html", '"e"', None)
+    memo.put(key, page, fresh_until=time.time() + 300, generation=memo.generation())
+    assert memo.get(key, memo.generation()) == page
     await coordinator.changed()
     assert memo.get(key, memo.generation()) is None
 
