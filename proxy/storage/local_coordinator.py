@@ -1,9 +1,11 @@
 """The workers of one machine, coordinated through the cache directory (proxy.storage.coordinator).
 
 - Locks: an flock on `files/locks/<key>` (the file is made for the lock and unlinked, still
-  held, on release: a worker still waiting on the old file finds the work done once it gets the
-  lock, because every holder looks before it works). A lock file nobody holds was left by a
-  holder that died: `clean` removes it.
+  held, on release). A worker that was waiting on a file since unlinked holds a lock nobody
+  else sees once it gets it: it lets go and locks the file now at that path, so there is one
+  holder at a time even when a holder lets go without doing the work (a look-ahead that
+  declined, a download that failed). A lock file nobody holds was left by a holder that died:
+  `clean` removes it.
 - News of changed index records: the `pages/generation` file's mtime, which every worker
   reads at most once every `GENERATION_SECONDS` (a stat() per request was 5% of a memo hit), and
   at once after a change of its own: another worker's change is seen within a few
@@ -85,17 +87,22 @@ class LocalCoordinator:
 
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
-        fd = await asyncio.to_thread(os.open, self._locks / key, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never blocks the loop
+        path = self._locks / key
+        while True:
+            fd = await asyncio.to_thread(os.open, path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never blocks the loop
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(_LOCK_POLL)
+                if await asyncio.to_thread(_still_at, fd, path):
                     break
-                except BlockingIOError:
-                    await asyncio.sleep(_LOCK_POLL)
-        except BaseException:
-            os.close(fd)
-            raise
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # a released file: lock the one at the path now
         try:
             yield
         finally:
@@ -103,12 +110,17 @@ class LocalCoordinator:
 
     @contextmanager
     def lock_now(self, key: str) -> Iterator[None]:
-        fd = os.open(self._locks / key, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
+        path = self._locks / key
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _still_at(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
             os.close(fd)
-            raise
         try:
             yield
         finally:
@@ -194,3 +206,11 @@ def _open(path: Path) -> int | None:
     except OSError as exc:
         log.warning("%s kept per process: cannot open it: %s", path, exc.strerror)
         return None
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Is the file `fd` locks still the one at `path` (not unlinked by a holder since)?"""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

@@ -129,8 +129,13 @@ async def _fetch_all(url: str, count: int) -> list[bytes]:
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
-def test_concurrent_requests_for_one_file_reach_gitlab_once(tmp_path: Path) -> None:
-    double = GitLabDouble()
+@pytest.mark.parametrize("page_first", [False, True])
+def test_concurrent_requests_for_one_file_reach_gitlab_once(
+    tmp_path: Path, page_first: bool
+) -> None:
+    """With its page asked first, the page's look-ahead reads the wheel's tail and declines (the
+    wheel is large): the lock it let go of once had two holders, one per worker (2 downloads)."""
+    double = GitLabDouble(latency=0.05 if page_first else 0.0)
     double.add_project(11, "acme/platform", public=True)
     filename, data = make_wheel("big-one", "1.0", pad_bytes=8 * 2**20)
     sha = double.add_package_file(11, "big-one", "1.0", filename, data)
@@ -138,12 +143,16 @@ def test_concurrent_requests_for_one_file_reach_gitlab_once(tmp_path: Path) -> N
         config = write_config(tmp_path, server.url, [{"name": "p", "gitlab_project": 11}])
         proxy = start_proxy(config, "--workers", "2")  # as the README recommends on 2 cores
         try:
+            if page_first:
+                assert httpx2.get(f"{proxy.url}/simple/big-one/").status_code == 200
             bodies = asyncio.run(_fetch_all(f"{proxy.url}/files/{sha}/{filename}", 20))
         finally:
             proxy.stop()
     assert len(bodies) == 20
     assert all(body == data for body in bodies)
-    assert double.count("GET", f"/api/v4/projects/11/packages/pypi/files/{sha}") == 1
+    asked = double.matching(rf"/api/v4/projects/11/packages/pypi/files/{sha}/.*")
+    assert len([r for r in asked if "range" not in r.headers]) == 1  # whole: once
+    assert len(asked) <= (3 if page_first else 1)  # and at most the look-ahead's two ranged reads
 
 
 def test_a_large_file_streams_through_and_is_kept(tmp_path: Path) -> None:
