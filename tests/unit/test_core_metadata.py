@@ -1,6 +1,8 @@
 """Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from proxy.config import GitLabConfig, SourceConfig
 from proxy.demo.dists import make_wheel
 from proxy.demo.gitlab_double import GitLabDouble
 from proxy.index.wheel_metadata import TAIL
+from proxy.services import Composed
 from proxy.sources.base import Parts
 from proxy.sources.gitlab_project import GitLabProject
 from proxy.sources.simple_index import SimpleIndexSource
@@ -122,22 +125,32 @@ def _file_reads(double: GitLabDouble, filename: str) -> list[str]:
     return [r.headers.get("range", "") for r in double.requests if r.path.endswith(filename)]
 
 
-async def test_a_small_wheel_is_kept_whole_by_its_one_metadata_read(tmp_path: Path) -> None:
-    double = GitLabDouble()
-    double.add_project(11, "acme/platform", public=True)
-    filename, data = make_wheel("demo", "1.0")
-    sha = hashlib.sha256(data).hexdigest()
-    double.add_package_file(11, "demo", "1.0", filename, data)
+@asynccontextmanager
+async def _page_looked_at(tmp_path: Path, double: GitLabDouble) -> AsyncIterator[Composed]:
+    """The index over project 11 of `double`, once the page of `demo` was served and the
+    metadata work it started has ended."""
     with serve(double.app) as gitlab:
         async with httpx2.AsyncClient() as http:
             stores = Stores.local(tmp_path, 2**30)
             built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
             await built.metadata.annotated(await built.plain.project_page("demo"))
             await built.metadata.tasks.settled()
-            assert sha in stores.blobs  # verified and kept: the next client's is a hit
-            assert await built.metadata.store.digests([sha])
-            assert _file_reads(double, filename) == [f"bytes=-{TAIL}"]
-            await built.close()
+            try:
+                yield built
+            finally:
+                await built.close()
+
+
+async def test_a_small_wheel_is_kept_whole_by_its_one_metadata_read(tmp_path: Path) -> None:
+    double = GitLabDouble()
+    double.add_project(11, "acme/platform", public=True)
+    filename, data = make_wheel("demo", "1.0")
+    sha = hashlib.sha256(data).hexdigest()
+    double.add_package_file(11, "demo", "1.0", filename, data)
+    async with _page_looked_at(tmp_path, double) as built:
+        assert await built.metadata.blobs.open(sha, count=False) is not None  # kept: a hit next
+        assert await built.metadata.store.digests([sha])
+        assert _file_reads(double, filename) == [f"bytes=-{TAIL}"]
 
 
 async def test_a_larger_wheel_declines_and_its_metadata_goes_on_from_the_tail(
@@ -148,19 +161,13 @@ async def test_a_larger_wheel_declines_and_its_metadata_goes_on_from_the_tail(
     filename, data = make_wheel("demo", "1.0", pad_bytes=4 * TAIL)
     sha = hashlib.sha256(data).hexdigest()
     double.add_package_file(11, "demo", "1.0", filename, data)
-    with serve(double.app) as gitlab:
-        async with httpx2.AsyncClient() as http:
-            stores = Stores.local(tmp_path, 2**30)
-            built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
-            await built.metadata.annotated(await built.plain.project_page("demo"))
-            await built.metadata.tasks.settled()
-            assert sha not in stores.blobs  # never downloaded whole
-            body = await built.metadata.store.get(sha)
-            assert body is not None and b"Name: demo" in body
-            reads = _file_reads(double, filename)
-            assert reads[0] == f"bytes=-{TAIL}" and reads.count(f"bytes=-{TAIL}") == 1
-            assert all(r.startswith("bytes=") for r in reads)  # ranges only, never the whole
-            await built.close()
+    async with _page_looked_at(tmp_path, double) as built:
+        assert await built.metadata.blobs.open(sha, count=False) is None  # never whole
+        body = await built.metadata.store.get(sha)
+        assert body is not None and b"Name: demo" in body
+        reads = _file_reads(double, filename)
+        assert reads[0] == f"bytes=-{TAIL}" and reads.count(f"bytes=-{TAIL}") == 1
+        assert all(r.startswith("bytes=") for r in reads)  # ranges only, never the whole
 
 
 async def test_no_look_ahead_when_the_newest_version_has_a_wheel_per_platform(
@@ -174,14 +181,9 @@ async def test_no_look_ahead_when_the_newest_version_has_a_wheel_per_platform(
         name = name.replace("py3-none-any", tag)
         double.add_package_file(11, "demo", "1.0", name, data + tag.encode())
         shas.append(hashlib.sha256(data + tag.encode()).hexdigest())
-    with serve(double.app) as gitlab:
-        async with httpx2.AsyncClient() as http:
-            stores = Stores.local(tmp_path, 2**30)
-            built = composed(tmp_path, [_gitlab_source(gitlab.url, http)], stores=stores)
-            await built.metadata.annotated(await built.plain.project_page("demo"))
-            await built.metadata.tasks.settled()
-            assert not any(sha in stores.blobs for sha in shas)  # which one is wanted: unknown
-            await built.close()
+    async with _page_looked_at(tmp_path, double) as built:
+        for sha in shas:  # which one a client wants is not known: neither is fetched whole
+            assert await built.metadata.blobs.open(sha, count=False) is None
 
 
 async def test_the_newest_wheel_held_by_the_policy_is_not_read(tmp_path: Path) -> None:
