@@ -4,8 +4,10 @@
   leaves out or its `exclude` names is "not here" in that source, so another source's rules
   decide, and no name falls through to a source that refuses it.
 - `Guarded` (around the merged index): a project a public index quarantines (PEP 792) lists no
-  files; files the cooldown holds (`min_age`, `unknown_age`) are not listed, so the PEP 700
-  `versions` leave out versions whose every file is held; versions with a known advisory are
+  files; files the cooldown holds (`min_age`, `unknown_age`) are listed yanked with the rule as
+  the reason (`held = "yank"`: resolvers pass them by, an exact pin reaches the 404 and prints
+  the rule) or not at all (`"hide"`), and the PEP 700 `versions` leave out versions whose every
+  file is held; versions with a known advisory are
   yanked with the advisory ids as the reason, or not listed (`vulnerable`). Its `check_file`
   answers a held or quarantined file's URL with a 404 whose one line names the rule and when the
   file becomes available, and a refused name's with the rule that refuses it.
