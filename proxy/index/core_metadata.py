@@ -72,7 +72,7 @@ class CoreMetadata:
         self.store, self.blobs, self.files = store, blobs, files
         self.downloads = downloads  # small wheels are kept whole through it
         # told the METADATA of each wheel a client is about to install (proxy.index.warming)
-        self.warm: Callable[[bytes], None] | None = None
+        self.warm: Callable[[str, bytes], None] | None = None
         self.changed = changed  # metadata stored: every worker's rendered pages are out of date
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
@@ -159,7 +159,7 @@ class CoreMetadata:
                 log.warning("core metadata of %s failed: %s", file.filename, exc)
             else:
                 if ahead and self.warm is not None:
-                    self.warm(data)
+                    self.warm(file.sha256, data)
                 return await self.store.put(file.sha256, data)
         self._failed.set(file.sha256, None)
         return None
@@ -225,7 +225,7 @@ class CoreMetadata:
         body = await self.store.get(sha256)
         if body is not None:
             if self.warm is not None:
-                self.warm(body)  # the client installs this wheel: its requirements come next
+                self.warm(sha256, body)  # the client installs it: its requirements come next
             return body
         if not filename.endswith(".whl"):
             return None

@@ -7,10 +7,10 @@
   files; files the cooldown holds (`min_age`, `unknown_age`) are listed yanked with the rule as
   the reason (`held = "yank"`: resolvers pass them by, an exact pin reaches the 404 and prints
   the rule) or not at all (`"hide"`), and the PEP 700 `versions` leave out versions whose every
-  file is held; versions with a known advisory are
-  yanked with the advisory ids as the reason, or not listed (`vulnerable`). Its `check_file`
-  answers a held or quarantined file's URL with a 404 whose one line names the rule and when the
-  file becomes available, and a refused name's with the rule that refuses it.
+  file is held; versions with a known advisory are yanked with the advisory ids as the reason,
+  or not listed (`vulnerable`). Its `check_file` answers a held or quarantined file's URL with a
+  404 whose one line names the rule and when the file becomes available, and a refused name's
+  with the rule that refuses it.
 
 Pages are judged when they are built (the page memo keeps the result no longer than the first
 held file's release); a page of many files or of a project with advisories is judged in a

@@ -54,12 +54,18 @@ class Warmer:
 
     def __init__(self, page: Callable[[str], Awaitable[object]]) -> None:
         self.page = page
-        self._recent: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)
+        self._recent: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # names warmed
+        self._wheels: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # METADATA read
         self._limit = asyncio.Semaphore(WARMING)
         self.tasks = TaskSet(log, "warming a dependency's page")
 
-    def warm(self, metadata: bytes) -> None:
-        """Warm the pages of what this METADATA requires (returns at once)."""
+    def warm(self, sha256: str, metadata: bytes) -> None:
+        """Warm the pages of what the METADATA of wheel `sha256` requires (returns at once). A
+        wheel's METADATA is parsed once per REWARM: its sidecar is served on the event loop to
+        every client that installs it."""
+        if sha256 in self._wheels:
+            return
+        self._wheels.set(sha256, None)
         try:
             names = dependencies(metadata)[:MAX_PER_WHEEL]
         except Exception as exc:  # a METADATA that does not parse warms nothing

@@ -2,6 +2,9 @@
 
 import asyncio
 
+import pytest
+
+from proxy.index import warming
 from proxy.index.warming import MAX_PER_WHEEL, Warmer, dependencies
 
 METADATA = b"""Metadata-Version: 2.1
@@ -24,8 +27,14 @@ def test_dependencies_are_the_names_every_install_needs() -> None:
     assert dependencies(b"Metadata-Version: 2.1\nName: leaf\n") == []
 
 
-async def test_each_name_is_asked_once_and_a_failure_is_harmless() -> None:
+async def test_each_name_is_asked_once_and_a_failure_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     asked: list[str] = []
+    parsed: list[bytes] = []
+    monkeypatch.setattr(
+        warming, "dependencies", lambda metadata: parsed.append(metadata) or dependencies(metadata)
+    )
 
     async def page(name: str) -> None:
         asked.append(name)
@@ -33,10 +42,12 @@ async def test_each_name_is_asked_once_and_a_failure_is_harmless() -> None:
             raise LookupError("not here")
 
     warmer = Warmer(page)
-    warmer.warm(METADATA)
-    warmer.warm(METADATA)  # again at once: nothing more
+    warmer.warm("a" * 64, METADATA)
+    warmer.warm("a" * 64, METADATA)  # the same wheel again: not even parsed
+    warmer.warm("b" * 64, METADATA)  # another wheel with the same requirements: nothing more
     await warmer.tasks.settled()
     assert sorted(asked) == ["requests", "typing-extensions", "zope-interface"]
+    assert len(parsed) == 2  # once per wheel
     await warmer.close()
 
 
@@ -50,7 +61,7 @@ async def test_one_wheel_warms_a_bounded_number_of_names() -> None:
     many = b"Metadata-Version: 2.1\nName: big\n" + b"".join(
         f"Requires-Dist: dep{n}\n".encode() for n in range(3 * MAX_PER_WHEEL)
     )
-    warmer.warm(many)
+    warmer.warm("c" * 64, many)
     assert len(warmer.tasks) == MAX_PER_WHEEL
     await warmer.tasks.settled()
     assert started.is_set()
