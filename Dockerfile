@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY proxy ./proxy
+COPY gitlab_pypi_proxy ./gitlab_pypi_proxy
 RUN pip install --no-cache-dir . \
     && groupadd --system --gid 10001 proxy \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin proxy \

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.dists import make_wheel
 
 VERSION = 4  # bump when the layout below changes: a stale data set is rebuilt
 MAIN_PROJECT = 1

@@ -1,7 +1,7 @@
 """What loading an OSV export of the real all.zip's size costs: time, memory, query speed.
 
 `python -m bench.osv_load [--malicious N]` writes tests/osv_export.py's realistic export to a
-temporary directory and prints the figures quoted in proxy/policy/osv.py's docstring.
+temporary directory and prints the figures quoted in gitlab_pypi_proxy/policy/osv.py's docstring.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 
-from proxy.policy import osv
+from gitlab_pypi_proxy.policy import osv
 from tests.osv_export import realistic_export
 
 

@@ -15,7 +15,7 @@ from bench import dataset, load, servers
 from bench.main import RESULTS
 from bench.processes import Processes
 from bench.scenarios import set_latency
-from proxy.demo.server import free_port
+from gitlab_pypi_proxy.demo.server import free_port
 
 SECONDS = 6
 
@@ -47,8 +47,11 @@ def summary(raw: Path, top: int = 15) -> str:
             under[frame] += n
     lines = [f"{total} samples", "", "own time:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    lines += ["", "inclusive (frames of proxy/, starlette, uvicorn, httpx2, diskcache):"]
-    keep = ("proxy/", "starlette", "uvicorn", "httpx2", "diskcache", "anyio")
+    lines += [
+        "",
+        "inclusive (frames of gitlab_pypi_proxy/, starlette, uvicorn, httpx2, diskcache):",
+    ]
+    keep = ("gitlab_pypi_proxy/", "starlette", "uvicorn", "httpx2", "diskcache", "anyio")
     ranked = [(f, n) for f, n in under.most_common() if any(k in f for k in keep)]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in ranked[:top]]
     return "\n".join(lines)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from bench import dataset, upstream
 from bench.processes import Processes, Running
-from proxy.demo.server import free_port
+from gitlab_pypi_proxy.demo.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-# The proxy's code is imported from here (`python -m proxy` puts the working directory first):
-# BENCH_PROXY_SRC=/some/checkout benchmarks another branch with this harness.
+# The proxy's code is imported from here (`python -m gitlab_pypi_proxy` puts the working directory
+# first): BENCH_PROXY_SRC=/some/checkout benchmarks another branch with this harness.
 PROXY_SRC = Path(os.environ.get("BENCH_PROXY_SRC", ROOT)).resolve()
 PEERS_BIN = ROOT / "bench" / ".venv" / "bin"
 WORKERS = 2  # what the README recommends on 2 cores
@@ -95,7 +95,7 @@ def start_proxy(
 ) -> Target:
     config = write_proxy_config(work / label, up, projects, index_ttl, extra)
     port = free_port()
-    command = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "gitlab_pypi_proxy", "serve", "--config", str(config)]
     command += ["--port", str(port), "--workers", str(WORKERS)]
     running = procs.start(label, command, cwd=PROXY_SRC, env=env)
     url = f"http://127.0.0.1:{port}"

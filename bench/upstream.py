@@ -18,8 +18,8 @@ import uvicorn
 from starlette.responses import JSONResponse
 
 from bench import dataset
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 
 TOKEN = "bench-token"  # read and write on every project; the projects are public as well
 _SIMPLE_SLASH = re.compile(r"(/packages/pypi/simple(?:/[^/]+)?)/$")

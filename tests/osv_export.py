@@ -1,5 +1,5 @@
 """OSV exports made by tests: small ones written advisory by advisory, and a large one shaped
-like the PyPI ecosystem's real `all.zip` (for measuring proxy.policy.osv's load)."""
+like the PyPI ecosystem's real `all.zip` (for measuring gitlab_pypi_proxy.policy.osv's load)."""
 
 import json
 import random

@@ -1,4 +1,5 @@
-"""Run the proxy as users do (`python -m proxy serve`) on a loopback port, for end-to-end tests."""
+"""Run the proxy as users do (`python -m gitlab_pypi_proxy serve`) on a loopback port, for
+end-to-end tests."""
 
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 
-from proxy.demo.server import free_port
+from gitlab_pypi_proxy.demo.server import free_port
 from tests.waiting import wait_until
 
 _STARTUP_SECONDS = 30
@@ -101,7 +102,16 @@ def start_proxy(
     unless `args` say otherwise or `config_workers` leaves it to the configuration."""
     port = free_port()
     log_path = config.parent / f"proxy-{port}.log"
-    command = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "gitlab_pypi_proxy",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+    ]
     if "--workers" not in args and not config_workers:
         # one worker, as these tests were written for; the default ("auto") is tested on its own
         command += ["--workers", "1"]

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.dists import make_wheel
 
 JSON = "application/vnd.pypi.simple.v1+json"
 

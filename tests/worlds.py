@@ -2,8 +2,8 @@
 
 import httpx2
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 
 UPLOADER_PASSWORD = "worlds-ci-password"
 UPLOADER_GITLAB_TOKEN = "gldt-worlds-deploy"

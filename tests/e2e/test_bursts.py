@@ -25,8 +25,8 @@ import httpx2
 import psutil
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.e2e.test_production import _metrics
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
@@ -38,7 +38,7 @@ JOB_TOKEN = "glcbt-bursts-job"
 LATER_JOB_TOKEN = "glcbt-bursts-later-job"
 DEPLOY_TOKEN = "gldt-bursts-deploy"
 TIMEOUT = 10  # [gitlab] timeout, as tests.proxy_process.write_config sets it
-KEEPALIVE = 50  # proxy.sources.upstream.LIMITS.max_keepalive_connections, per worker
+KEEPALIVE = 50  # gitlab_pypi_proxy.sources.upstream.LIMITS.max_keepalive_connections, per worker
 ROUNDS = 3
 ROUND_SECONDS = 4.0
 CONCURRENT = 200  # clients at a time; each cold name costs two upstream requests

@@ -14,9 +14,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.e2e.test_prefetch import prefetch
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import serve

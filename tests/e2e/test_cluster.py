@@ -17,8 +17,8 @@ import httpx2
 import obstore
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.backing_services import RedisServer, S3Server, running_redis, running_seaweedfs
 from tests.clients import clear_client_caches, pip_install
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
@@ -126,7 +126,7 @@ def cli(cluster: Cluster, replica: str, *args: str) -> subprocess.CompletedProce
         "S3_ACCESS_KEY_ID": cluster.s3.access_key_id,
         "S3_SECRET_ACCESS_KEY": cluster.s3.secret_access_key,
     }
-    command = [sys.executable, "-m", "proxy", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "gitlab_pypi_proxy", *args, "--config", str(config)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 

@@ -67,7 +67,7 @@ def test_every_query_asks_for_what_metrics_exposes(scrape: str) -> None:
 
 
 def test_every_exposed_metric_has_a_panel(scrape: str) -> None:
-    """A metric added to proxy/metrics.py without a panel fails here: add one."""
+    """A metric added to gitlab_pypi_proxy/metrics.py without a panel fails here: add one."""
     queried = set().union(*(wants(q).metrics for q in queries(_dashboard())))
     families = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in exposed(scrape)}
     unshown = {

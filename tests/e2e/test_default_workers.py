@@ -3,7 +3,7 @@ core (within memory), and every one of them answers."""
 
 from pathlib import Path
 
-from proxy.workers import auto_workers
+from gitlab_pypi_proxy.workers import auto_workers
 from tests.proxy_process import start_proxy, write_config
 from tests.waiting import wait_until
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import psutil
 
-from proxy.demo.server import free_port
+from gitlab_pypi_proxy.demo.server import free_port
 from tests.clients import pip_install
 from tests.waiting import wait_until
 
@@ -17,7 +17,7 @@ from tests.waiting import wait_until
 def test_demo_serves_its_samples_and_stops_both_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     output = tmp_path / "demo.log"
-    command = [sys.executable, "-m", "proxy", "demo", "--port", str(port)]
+    command = [sys.executable, "-m", "gitlab_pypi_proxy", "demo", "--port", str(port)]
     command += ["--directory", str(tmp_path / "demo")]
     with output.open("wb") as log:
         demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

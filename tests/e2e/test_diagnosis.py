@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx2
 
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx2
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.mounts import ext4_image, fill, tmpfs, turn_read_only
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
-from proxy.index.wheel_metadata import TAIL
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.index.wheel_metadata import TAIL
 from tests.clients import clear_client_caches, pip_install, twine_upload
 from tests.e2e.test_prefetch import GITLAB_SOURCES, prefetch
 from tests.e2e.test_prefetch import TOKEN as PREFETCH_TOKEN

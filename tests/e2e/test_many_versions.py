@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import pip_install, uv_install
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve

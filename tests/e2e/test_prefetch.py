@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_sdist, make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_sdist, make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import isolated_env, run, uv_binary
 from tests.proxy_process import start_proxy, write_config
 from tests.public_index import pypiserver
@@ -66,12 +66,20 @@ def _double() -> GitLabDouble:
 
 
 def prefetch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "proxy", "prefetch", "--config", str(config), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "gitlab_pypi_proxy",
+        "prefetch",
+        "--config",
+        str(config),
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 def cache_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "proxy", "cache", *args, "--config", str(config)]
+    command = [sys.executable, "-m", "gitlab_pypi_proxy", "cache", *args, "--config", str(config)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 

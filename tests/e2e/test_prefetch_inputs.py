@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.e2e.test_prefetch import GITLAB_SOURCES, TOKEN, _double, cache_cli, prefetch
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import Server, serve

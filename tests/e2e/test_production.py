@@ -17,8 +17,8 @@ import pytest
 from bs4 import BeautifulSoup
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import pip_install, twine_upload
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve

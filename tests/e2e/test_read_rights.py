@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_sdist, make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_sdist, make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until

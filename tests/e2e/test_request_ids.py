@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from proxy.request_id import accepted
+from gitlab_pypi_proxy.request_id import accepted
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.waiting import wait_until

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.clients import pip_install, uv_install
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
@@ -266,7 +266,14 @@ def test_the_audit_trail_has_one_line_per_download_across_two_workers(tmp_path: 
         trail = (tmp_path / "cache" / "audit.jsonl").read_text()
         assert "secret-pw" not in trail
 
-        command = [sys.executable, "-m", "proxy", "audit", "--config", str(tmp_path / "proxy.toml")]
+        command = [
+            sys.executable,
+            "-m",
+            "gitlab_pypi_proxy",
+            "audit",
+            "--config",
+            str(tmp_path / "proxy.toml"),
+        ]
         asked = subprocess.run(
             [*command, "--package", "pkg-a==1.0"], capture_output=True, text=True, timeout=60
         )

@@ -13,8 +13,8 @@ import httpx2
 import pytest
 from starlette.responses import Response
 
-from proxy.demo.dists import make_sdist, make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.demo.dists import make_sdist, make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until

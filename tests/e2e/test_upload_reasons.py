@@ -1,13 +1,14 @@
 """Issue 17: what an uploader sees when GitLab refuses an upload. The proxy's log says GitLab's
 status once; uv publish shows the proxy's one-line reason; twine prints the status line's
-reason phrase, which is that reason (proxy.http.reason_phrase), and the body with --verbose."""
+reason phrase, which is that reason (gitlab_pypi_proxy.http.reason_phrase), and the body with
+--verbose."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.dists import make_wheel
 from tests.clients import twine_upload, uv_publish
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve

@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx2
 
-from proxy.auth import Identity
+from gitlab_pypi_proxy.auth import Identity
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -19,7 +19,9 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "root_path": scope.get("root_path", ""),
         }
     ).encode()
-    scope["identity"] = Identity("alice", None, frozenset(), None)  # as proxy.http.access leaves it
+    scope["identity"] = Identity(
+        "alice", None, frozenset(), None
+    )  # as gitlab_pypi_proxy.http.access leaves it
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-cache", b"HIT")]})
     await send({"type": "http.response.body", "body": body})
 

@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from proxy.errors import FileNotFoundUpstream, SourceUnavailable
-from proxy.model import DistFile, FileStream, ProjectPage
-from proxy.sources.base import RangeReader
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
+from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
+from gitlab_pypi_proxy.sources.base import RangeReader
 
 
 @dataclass

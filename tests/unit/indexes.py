@@ -3,13 +3,13 @@
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from proxy.index.cached import Freshness
-from proxy.policy.advisories import Advisories
-from proxy.policy.rules import PolicySettings
-from proxy.services import Composed, compose
-from proxy.sources.base import Parts, Source
-from proxy.storage.metadata import MetadataStore
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.index.cached import Freshness
+from gitlab_pypi_proxy.policy.advisories import Advisories
+from gitlab_pypi_proxy.policy.rules import PolicySettings
+from gitlab_pypi_proxy.services import Composed, compose
+from gitlab_pypi_proxy.sources.base import Parts, Source
+from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.stores import Stores
 
 
 def composed(

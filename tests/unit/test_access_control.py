@@ -7,10 +7,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.auth import Authenticator
-from proxy.config import AuthConfig, UserConfig
-from proxy.http.access import AccessControl
-from proxy.http.behind_proxy import BehindProxy
+from gitlab_pypi_proxy.auth import Authenticator
+from gitlab_pypi_proxy.config import AuthConfig, UserConfig
+from gitlab_pypi_proxy.http.access import AccessControl
+from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
 from tests.unit.asgi import asgi_client
 
 USERS = (

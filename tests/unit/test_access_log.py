@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from proxy.http.access_log import AccessLog, JsonFormatter
+from gitlab_pypi_proxy.http.access_log import AccessLog, JsonFormatter
 from tests.unit.asgi import asgi_client, echo_app
 
 

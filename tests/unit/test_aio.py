@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from proxy.aio import BIG, SingleFlight, TaskSet, TTLMemo, off_loop
+from gitlab_pypi_proxy.aio import BIG, SingleFlight, TaskSet, TTLMemo, off_loop
 from tests.waiting import async_wait_until
 
 

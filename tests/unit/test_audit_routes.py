@@ -1,5 +1,5 @@
-"""The routes' lines in the audit trail (proxy.http.audit): an upload is one line, with who sent
-which file to which source, and nothing of the credentials."""
+"""The routes' lines in the audit trail (gitlab_pypi_proxy.http.audit): an upload is one line, with
+who sent which file to which source, and nothing of the credentials."""
 
 import hashlib
 import json
@@ -10,14 +10,14 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import errors
-from proxy.auth import Identity
-from proxy.config import AuthConfig, UploadConfig
-from proxy.demo.dists import make_wheel
-from proxy.errors import ProxyError
-from proxy.http.upload import upload
-from proxy.policy.audit import AuditTrail
-from proxy.storage.uploads import RecentUploads
+from gitlab_pypi_proxy import errors
+from gitlab_pypi_proxy.auth import Identity
+from gitlab_pypi_proxy.config import AuthConfig, UploadConfig
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http.upload import upload
+from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.storage.uploads import RecentUploads
 from tests.unit.asgi import asgi_client
 from tests.unit.test_metrics_counts import Accepting
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy import auth as auth_module
-from proxy.auth import ANONYMOUS, Authenticator, basic_credentials
-from proxy.config import AuthConfig, ConfigError, UserConfig, load
-from proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
-from proxy.login_limit import LoginLimit
-from proxy.passwords import (
+from gitlab_pypi_proxy import auth as auth_module
+from gitlab_pypi_proxy.auth import ANONYMOUS, Authenticator, basic_credentials
+from gitlab_pypi_proxy.config import AuthConfig, ConfigError, UserConfig, load
+from gitlab_pypi_proxy.errors import CannotVerify, SourceUnavailable, TooManyFailures, Unauthorized
+from gitlab_pypi_proxy.login_limit import LoginLimit
+from gitlab_pypi_proxy.passwords import (
     InvalidHash,
     dummy_hash,
     hash_password,

@@ -1,6 +1,6 @@
 """What a reverse proxy in front changes: X-Forwarded-* from trusted peers only, a path prefix."""
 
-from proxy.http.behind_proxy import BehindProxy
+from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
 from tests.unit.asgi import asgi_client, echo_app
 
 FORWARDED = {

@@ -4,8 +4,8 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import Message
 
-from proxy.errors import TooLarge
-from proxy.http.body_limit import check_declared, format_size, limited
+from gitlab_pypi_proxy.errors import TooLarge
+from gitlab_pypi_proxy.http.body_limit import check_declared, format_size, limited
 
 
 def test_sizes_are_named_in_the_largest_whole_unit() -> None:

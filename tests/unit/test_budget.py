@@ -10,10 +10,10 @@ import httpx2
 import pytest
 import respx
 
-from proxy.errors import RateLimited
-from proxy.sources.budget import CLIENT_WAIT, Budget
-from proxy.sources.upstream import Upstream, retry_after
-from proxy.storage.local_coordinator import SharedFile
+from gitlab_pypi_proxy.errors import RateLimited
+from gitlab_pypi_proxy.sources.budget import CLIENT_WAIT, Budget
+from gitlab_pypi_proxy.sources.upstream import Upstream, retry_after
+from gitlab_pypi_proxy.storage.local_coordinator import SharedFile
 
 
 class Clock:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.model import DistFile, ProjectPage
-from proxy.offline.bundle import BundleError, export, import_bundle
-from proxy.storage.pages import Entry, PageStore
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.offline.bundle import BundleError, export, import_bundle
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+from gitlab_pypi_proxy.storage.stores import Stores
 
 
 def _caches(directory: Path) -> tuple[PageStore, Stores]:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from proxy.http.file_responses import cached_response
-from proxy.storage import cached_file
-from proxy.storage.cached_file import SERVE_CHUNK, TAIL_BYTES, CachedFile
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.http.file_responses import cached_response
+from gitlab_pypi_proxy.storage import cached_file
+from gitlab_pypi_proxy.storage.cached_file import SERVE_CHUNK, TAIL_BYTES, CachedFile
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.unit.test_file_store import opener, read_all
 

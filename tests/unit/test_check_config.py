@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from gitlab_pypi_proxy.cli import main
 
 _GITLAB = '[gitlab]\nurl = "https://gitlab.example.com"\n'
 _PROJECT = '[[sources]]\nname = "platform"\ngitlab_project = "acme/platform"\n'

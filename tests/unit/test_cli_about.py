@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import cli
+from gitlab_pypi_proxy import cli
 
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:

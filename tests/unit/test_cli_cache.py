@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.offline.bundle import export
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.offline.bundle import export
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 
 
@@ -22,7 +22,10 @@ def _config(tmp_path: Path, directory: Path, max_size: str = "20GiB") -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "gitlab_pypi_proxy", *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 

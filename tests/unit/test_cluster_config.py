@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ClusterConfig, ConfigError, StorageConfig, load
+from gitlab_pypi_proxy.config import ClusterConfig, ConfigError, StorageConfig, load
 
 S3 = """[storage]
 backend = "s3"
@@ -57,7 +57,7 @@ def test_check_config_describes_both_without_secrets(
     public = '[[sources]]\nname = "public"\nurl = "https://pypi.org/simple/"\n'
     path = _config(tmp_path, text + public)  # check-config fails a configuration with no source
     checked = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "gitlab_pypi_proxy", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

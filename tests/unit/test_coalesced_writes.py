@@ -5,7 +5,11 @@ import socket
 import threading
 from typing import Any
 
-from proxy.http.coalesced_writes import HELD_BYTES, CoalescedTransport, CoalescingHttpTools
+from gitlab_pypi_proxy.http.coalesced_writes import (
+    HELD_BYTES,
+    CoalescedTransport,
+    CoalescingHttpTools,
+)
 from tests.servers import serve
 from tests.waiting import async_wait_until
 

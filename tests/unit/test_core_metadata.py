@@ -9,16 +9,16 @@ from pathlib import Path
 import httpx2
 import respx
 
-from proxy.config import GitLabConfig, SourceConfig
-from proxy.demo.dists import make_wheel
-from proxy.demo.gitlab_double import GitLabDouble
-from proxy.index.wheel_metadata import TAIL
-from proxy.services import Composed
-from proxy.sources.base import Parts
-from proxy.sources.gitlab_project import GitLabProject
-from proxy.sources.simple_index import SimpleIndexSource
-from proxy.sources.upstream import Upstream
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
+from gitlab_pypi_proxy.index.wheel_metadata import TAIL
+from gitlab_pypi_proxy.services import Composed
+from gitlab_pypi_proxy.sources.base import Parts
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource
+from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

@@ -17,7 +17,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from proxy import config
+from gitlab_pypi_proxy import config
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -45,4 +45,4 @@ def test_dockerfile_has_what_a_platform_team_needs() -> None:
     assert entry[entry.index("--config") + 1].startswith("/etc/")
     assert not any(kind == "ENV" and "TOKEN" in text for kind, text in steps)  # secrets: env
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert "*" in ignored and "!proxy/" in ignored  # .venv, .git and caches stay out
+    assert "*" in ignored and "!gitlab_pypi_proxy/" in ignored  # .venv, .git and caches stay out

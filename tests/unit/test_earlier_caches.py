@@ -1,5 +1,5 @@
 """A cache directory written by an earlier version is read as it is, though the classes of what it
-pickled have moved since (proxy.cache.pages → proxy.storage.pages, ...)."""
+pickled have moved since (proxy.cache.pages → gitlab_pypi_proxy.storage.pages, ...)."""
 
 import contextlib
 import sys
@@ -10,26 +10,33 @@ from pathlib import Path
 
 import diskcache
 
-from proxy.model import DistFile, ProjectPage
-from proxy.storage.details import DetailsStore
-from proxy.storage.details import Version as Listed
-from proxy.storage.local_coordinator import LocalCoordinator
-from proxy.storage.pages import Entry, PageStore
-from proxy.storage.uploads import RecentUploads, Upload
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.storage.details import DetailsStore
+from gitlab_pypi_proxy.storage.details import Version as Listed
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 
 
 @contextlib.contextmanager
 def living_at(cls: type, module: str) -> Iterator[None]:
     """While it runs, `cls` is pickled as the class `module`.<name>, as earlier versions did."""
-    moved, fake = cls.__module__, types.ModuleType(module)
-    setattr(fake, cls.__qualname__, cls)
-    sys.modules[module] = fake
+    moved = cls.__module__
+    parts = module.split(".")
+    # the module and its packages, as pickle imports them; those another class made are shared
+    made = [
+        m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m not in sys.modules
+    ]
+    for name in made:
+        sys.modules[name] = types.ModuleType(name)
+    setattr(sys.modules[module], cls.__qualname__, cls)
     cls.__module__ = module
     try:
         yield
     finally:
         cls.__module__ = moved
-        del sys.modules[module]
+        for name in made:
+            del sys.modules[name]
 
 
 async def test_pages_details_and_uploads_written_by_an_earlier_version_are_read(
@@ -61,3 +68,19 @@ async def test_pages_details_and_uploads_written_by_an_earlier_version_are_read(
     uploads = RecentUploads(tmp_path)
     assert [u.filename for u in await uploads.latest()] == ["a-1.0.tar.gz"]
     uploads.close()
+
+
+async def test_records_written_when_the_package_was_named_proxy_are_read(tmp_path: Path) -> None:
+    file = DistFile("a-1.0.tar.gz", "a" * 64, "platform", "https://g/a-1.0.tar.gz")
+    page = ProjectPage("a", (file,), ("platform",))
+    with (
+        living_at(Entry, "proxy.storage.pages"),
+        living_at(ProjectPage, "proxy.model"),
+        living_at(DistFile, "proxy.model"),
+    ):
+        old = diskcache.Cache(str(tmp_path / "pages"))
+        old.set(("page", "platform", "a"), Entry(page, 1000.0))
+        old.close()
+    pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    assert await pages.get(("page", "platform", "a")) == Entry(page, 1000.0)
+    pages.close()

@@ -6,8 +6,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from proxy import errors
-from proxy.errors import (
+from gitlab_pypi_proxy import errors
+from gitlab_pypi_proxy.errors import (
     FailClosed,
     NotFound,
     ProxyError,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.storage import usage
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.storage import usage
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

@@ -9,11 +9,11 @@ import httpx2
 import pytest
 import respx
 
-from proxy.config import GitLabConfig, SourceConfig
-from proxy.errors import FileNotFoundUpstream, Unavailable
-from proxy.index.files import FileFinder
-from proxy.sources.gitlab_project import GitLabProject
-from proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, Unavailable
+from gitlab_pypi_proxy.index.files import FileFinder
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.upstream import Upstream
 from tests.unit.indexes import composed
 
 API = "http://gitlab.internal/api/v4"

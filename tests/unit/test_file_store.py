@@ -11,14 +11,14 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from proxy.errors import HashMismatch
-from proxy.storage import downloads as downloads_module
-from proxy.storage import leftovers, usage
-from proxy.storage import local_blobs as blobs_module
-from proxy.storage.blobs import CacheUnwritable
-from proxy.storage.cached_file import CorruptEntry
-from proxy.storage.downloads import Declined, verified
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.errors import HashMismatch
+from gitlab_pypi_proxy.storage import downloads as downloads_module
+from gitlab_pypi_proxy.storage import leftovers, usage
+from gitlab_pypi_proxy.storage import local_blobs as blobs_module
+from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
+from gitlab_pypi_proxy.storage.cached_file import CorruptEntry
+from gitlab_pypi_proxy.storage.downloads import Declined, verified
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import respx
 
-from proxy.config import GitLabConfig, SourceConfig
-from proxy.model import ProjectPage
-from proxy.sources.gitlab_project import GitLabProject
-from proxy.sources.upstream import Upstream
-from proxy.storage.details import DetailsStore
+from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
+from gitlab_pypi_proxy.model import ProjectPage
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.storage.details import DetailsStore
 from tests.unit.indexes import composed
 from tests.unit.test_gitlab_source import API, page
 

@@ -11,7 +11,7 @@ import httpx2
 import pytest
 import respx
 
-from proxy.sources.gitlab_root_index import RootIndex
+from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from tests.unit.test_gitlab_file_details import BASE, T0, Registry, _source, _versions
 from tests.unit.test_gitlab_source import page
 

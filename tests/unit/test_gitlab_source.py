@@ -7,11 +7,11 @@ import httpx2
 import pytest
 import respx
 
-from proxy.config import GitLabConfig, SourceConfig
-from proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
-from proxy.sources.gitlab_group import GitLabGroup
-from proxy.sources.gitlab_project import GitLabProject
-from proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, RateLimited, Refused, SourceUnavailable
+from gitlab_pypi_proxy.sources.gitlab_group import GitLabGroup
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.upstream import Upstream
 
 API = "http://gitlab.internal:8080/api/v4"
 SHA = "a" * 64

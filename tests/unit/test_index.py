@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from proxy.errors import NotFound, Offline, Unavailable
-from proxy.http.page_memo import PageMemo
-from proxy.http.serialize import Rendered
-from proxy.index.private_first import PrivateFirst
-from proxy.model import DistFile
-from proxy.sources.base import Parts
-from proxy.storage import local_coordinator
-from proxy.storage.local_coordinator import LocalCoordinator
-from proxy.storage.pages import PageStore
+from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
+from gitlab_pypi_proxy.http.page_memo import PageMemo
+from gitlab_pypi_proxy.http.serialize import Rendered
+from gitlab_pypi_proxy.index.private_first import PrivateFirst
+from gitlab_pypi_proxy.model import DistFile
+from gitlab_pypi_proxy.sources.base import Parts
+from gitlab_pypi_proxy.storage import local_coordinator
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.pages import PageStore
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 from tests.waiting import async_wait_until

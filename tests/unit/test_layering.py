@@ -6,15 +6,26 @@ from pathlib import Path
 
 import pytest
 
-PROXY = Path(__file__).resolve().parents[2] / "proxy"
+PROXY = Path(__file__).resolve().parents[2] / "gitlab_pypi_proxy"
 
 # package → the packages of the proxy it must not import (the layers above it)
 ABOVE = {
-    "storage": ("proxy.sources", "proxy.index", "proxy.http", "proxy.offline", "proxy.services"),
-    "sources": ("proxy.index", "proxy.http", "proxy.offline", "proxy.services"),
-    "index": ("proxy.http", "proxy.offline", "proxy.services"),
-    "http": ("proxy.offline",),
-    "offline": ("proxy.http",),
+    "storage": (
+        "gitlab_pypi_proxy.sources",
+        "gitlab_pypi_proxy.index",
+        "gitlab_pypi_proxy.http",
+        "gitlab_pypi_proxy.offline",
+        "gitlab_pypi_proxy.services",
+    ),
+    "sources": (
+        "gitlab_pypi_proxy.index",
+        "gitlab_pypi_proxy.http",
+        "gitlab_pypi_proxy.offline",
+        "gitlab_pypi_proxy.services",
+    ),
+    "index": ("gitlab_pypi_proxy.http", "gitlab_pypi_proxy.offline", "gitlab_pypi_proxy.services"),
+    "http": ("gitlab_pypi_proxy.offline",),
+    "offline": ("gitlab_pypi_proxy.http",),
 }
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 PROBE = """
 import json, sys
-from proxy.config import load
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.config import load
+from gitlab_pypi_proxy.storage.stores import Stores
 stores = Stores.open(load(sys.argv[1]))
 kinds = [part.kind for part in stores.shared]
 stores.close()

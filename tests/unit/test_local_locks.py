@@ -1,6 +1,6 @@
-"""The workers' lock on one machine (proxy.storage.local_coordinator): one holder at a time,
-also when a holder lets go without doing the work (a look-ahead that declined) while one worker
-waits on the released lock file and another makes a new one."""
+"""The workers' lock on one machine (gitlab_pypi_proxy.storage.local_coordinator): one holder at a
+time, also when a holder lets go without doing the work (a look-ahead that declined) while one
+worker waits on the released lock file and another makes a new one."""
 
 import asyncio
 from pathlib import Path
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from proxy.storage import local_coordinator
-from proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage import local_coordinator
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from tests.waiting import async_wait_until
 
 

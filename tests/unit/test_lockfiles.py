@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from proxy.offline.lockfiles import LockFileError, Wanted, parse_lock, parse_requirements
+from gitlab_pypi_proxy.offline.lockfiles import (
+    LockFileError,
+    Wanted,
+    parse_lock,
+    parse_requirements,
+)
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 

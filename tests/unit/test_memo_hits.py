@@ -9,14 +9,14 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import errors
-from proxy.auth import Identity
-from proxy.errors import ProxyError
-from proxy.http.access_log import AccessLog
-from proxy.http.app import project_page, simple_root
-from proxy.http.memo_hits import MemoHits
-from proxy.http.page_memo import PageMemo
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy import errors
+from gitlab_pypi_proxy.auth import Identity
+from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http.access_log import AccessLog
+from gitlab_pypi_proxy.http.app import project_page, simple_root
+from gitlab_pypi_proxy.http.memo_hits import MemoHits
+from gitlab_pypi_proxy.http.page_memo import PageMemo
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.asgi import asgi_client
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
@@ -58,7 +58,7 @@ class Apps:
         async def fast(scope: dict, receive: Any, send: Any) -> None:
             scope["app"] = self.routes  # as Starlette sets it, outside its middleware
             if self.identity is not None:
-                scope["identity"] = self.identity  # as proxy.http.access leaves it
+                scope["identity"] = self.identity  # as gitlab_pypi_proxy.http.access leaves it
             await hits(scope, receive, send)
 
         self.fast = AccessLog(fast)

@@ -10,17 +10,17 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import errors
-from proxy.auth import Identity
-from proxy.config import AuthConfig, UploadConfig
-from proxy.demo.dists import make_wheel
-from proxy.errors import ProxyError
-from proxy.http.app import project_page
-from proxy.http.page_memo import PageMemo
-from proxy.http.upload import upload
-from proxy.sources.base import UploadAnswer
-from proxy.storage.stores import Stores
-from proxy.storage.uploads import RecentUploads
+from gitlab_pypi_proxy import errors
+from gitlab_pypi_proxy.auth import Identity
+from gitlab_pypi_proxy.config import AuthConfig, UploadConfig
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http.app import project_page
+from gitlab_pypi_proxy.http.page_memo import PageMemo
+from gitlab_pypi_proxy.http.upload import upload
+from gitlab_pypi_proxy.sources.base import UploadAnswer
+from gitlab_pypi_proxy.storage.stores import Stores
+from gitlab_pypi_proxy.storage.uploads import RecentUploads
 from tests.unit.asgi import asgi_client
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load, parse_size
-from proxy.names import InvalidName, validate, validate_filename
+from gitlab_pypi_proxy.config import ConfigError, load, parse_size
+from gitlab_pypi_proxy.names import InvalidName, validate, validate_filename
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_cli_bad_config_exits_2_with_one_line_and_no_secret(tmp_path: Path) -> N
         "[gitlab]\nurl='https://g'\ntoken='glpat-very-secret'\n[[sources]]\nname='x'\n",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "gitlab_pypi_proxy", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -150,7 +150,7 @@ def test_cli_bad_config_exits_2_with_one_line_and_no_secret(tmp_path: Path) -> N
 def test_cli_check_config_lists_sources(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD)
     result = subprocess.run(
-        [sys.executable, "-m", "proxy", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "gitlab_pypi_proxy", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         check=True,

@@ -1,4 +1,4 @@
-"""proxy.policy.osv: an OSV export → which advisories affect name==version."""
+"""gitlab_pypi_proxy.policy.osv: an OSV export → which advisories affect name==version."""
 
 import json
 import random
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from proxy.policy import osv
+from gitlab_pypi_proxy.policy import osv
 from tests.osv_export import advisory, ecosystem_range, write_export
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import SourceConfig
-from proxy.errors import FailClosed, NotFound
-from proxy.index.private_first import PrivateFirst
+from gitlab_pypi_proxy.config import SourceConfig
+from gitlab_pypi_proxy.errors import FailClosed, NotFound
+from gitlab_pypi_proxy.index.private_first import PrivateFirst
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 

@@ -4,10 +4,10 @@ public projects render to MiBs) never hold more than page_memo.MAX_BYTES."""
 import time
 from pathlib import Path
 
-from proxy.http import page_memo
-from proxy.http.page_memo import PageMemo, memo_key
-from proxy.http.serialize import Rendered
-from proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.http import page_memo
+from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
+from gitlab_pypi_proxy.http.serialize import Rendered
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 
 MIB = 2**20
 

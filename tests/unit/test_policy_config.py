@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load
+from gitlab_pypi_proxy.config import ConfigError, load
 
 SOURCES = """
 [gitlab]

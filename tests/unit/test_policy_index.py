@@ -1,4 +1,5 @@
-"""The guard in the index (proxy.index.policy): cooldown, advisories, quarantine, name rules."""
+"""The guard in the index (gitlab_pypi_proxy.index.policy): cooldown, advisories, quarantine, name
+rules."""
 
 import time
 from dataclasses import replace
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.errors import NotFound
-from proxy.index.policy import Guarded, judge
-from proxy.model import DistFile, ProjectPage
-from proxy.policy import rules
-from proxy.policy.advisories import Advisories
+from gitlab_pypi_proxy.errors import NotFound
+from gitlab_pypi_proxy.index.policy import Guarded, judge
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.policy import rules
+from gitlab_pypi_proxy.policy.advisories import Advisories
 from tests.osv_export import advisory, write_export
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
@@ -180,8 +181,8 @@ def test_the_trail_names_passthrough_callers_by_a_hash_of_their_token() -> None:
 
     from starlette.requests import Request
 
-    from proxy.auth import ANONYMOUS, Identity
-    from proxy.http.audit import who
+    from gitlab_pypi_proxy.auth import ANONYMOUS, Identity
+    from gitlab_pypi_proxy.http.audit import who
 
     token = "glpat-very-secret"
     header = b"Basic " + base64.b64encode(f"ci:{token}".encode())
@@ -195,7 +196,7 @@ def test_the_trail_names_passthrough_callers_by_a_hash_of_their_token() -> None:
 
 
 async def test_the_status_page_shows_the_policy_and_what_it_did(tmp_path: Path) -> None:
-    from proxy.http.policy_status import policy_rows
+    from gitlab_pypi_proxy.http.policy_status import policy_rows
 
     path = write_export(tmp_path / "osv.zip", [advisory("GHSA-1", "lib", versions=["1.0"])])
     advisories = Advisories(path)

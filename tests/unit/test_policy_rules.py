@@ -1,4 +1,5 @@
-"""proxy.policy.rules: the guard's settings from TOML tables, cooldown, exemptions, name rules."""
+"""gitlab_pypi_proxy.policy.rules: the guard's settings from TOML tables, cooldown, exemptions, name
+rules."""
 
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError
-from proxy.policy import rules
-from proxy.policy.rules import FileFacts, parse_duration
+from gitlab_pypi_proxy.config import ConfigError
+from gitlab_pypi_proxy.policy import rules
+from gitlab_pypi_proxy.policy.rules import FileFacts, parse_duration
 
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 SOURCES = [
@@ -78,7 +79,7 @@ def test_defaults_hold_nothing_back_and_keep_an_audit_trail() -> None:
 
 
 def test_the_issues_example_configuration(tmp_path: Path) -> None:
-    (tmp_path / "osv-PyPI.zip").write_bytes(b"read later, by proxy.policy.osv")
+    (tmp_path / "osv-PyPI.zip").write_bytes(b"read later, by gitlab_pypi_proxy.policy.osv")
     document = tomllib.loads(
         """
         [policy]

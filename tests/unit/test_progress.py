@@ -4,8 +4,8 @@ import io
 
 from rich.console import Console
 
-from proxy.offline.prefetch import Outcome, Report
-from proxy.offline.progress import BarProgress, PlainProgress, for_terminal
+from gitlab_pypi_proxy.offline.prefetch import Outcome, Report
+from gitlab_pypi_proxy.offline.progress import BarProgress, PlainProgress, for_terminal
 
 
 def test_plain_lines_when_not_a_terminal() -> None:

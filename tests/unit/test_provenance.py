@@ -1,5 +1,5 @@
-"""proxy.policy.provenance: PEP 740 provenance parsed and verified offline against a file's
-digest, with provenance signed by a Sigstore the test makes (tests/sigstore_double.py)."""
+"""gitlab_pypi_proxy.policy.provenance: PEP 740 provenance parsed and verified offline against a
+file's digest, with provenance signed by a Sigstore the test makes (tests/sigstore_double.py)."""
 
 import base64
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policy import provenance
+from gitlab_pypi_proxy.policy import provenance
 from tests.sigstore_double import PRODUCTION_TUF, SigstoreDouble
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"

@@ -6,8 +6,8 @@ import io
 import pytest
 from starlette.datastructures import Headers
 
-from proxy.http.file_responses import cached_response, parse_range
-from proxy.storage.cached_file import CachedFile
+from gitlab_pypi_proxy.http.file_responses import cached_response, parse_range
+from gitlab_pypi_proxy.storage.cached_file import CachedFile
 
 SIZE = 1000
 HUGE = "9" * 5000  # past Python's int() limit of 4,300 digits

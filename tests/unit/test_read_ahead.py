@@ -10,7 +10,7 @@ import pytest
 import uvloop
 from anyio._backends import _asyncio as anyio_asyncio
 
-from proxy.sources.upstream import make_client
+from gitlab_pypi_proxy.sources.upstream import make_client
 from tests.servers import serve
 from tests.waiting import async_wait_until
 

@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from proxy.demo.server import serve
-from proxy.errors import MAX_PHRASE, NotFound, Status, error_response
-from proxy.http import reason_phrase
+from gitlab_pypi_proxy.demo.server import serve
+from gitlab_pypi_proxy.errors import MAX_PHRASE, NotFound, Status, error_response
+from gitlab_pypi_proxy.http import reason_phrase
 
 HELD = 'x-1.0-py3-none-any.whl is held by [policy] min_age = "1d": available from 2026-11-26'
 PHRASE = HELD.replace('"', "'")  # uv would print double quotes escaped

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
-from proxy.config import ConfigError, load
-from proxy.errors import error_response
-from proxy.http.access_log import JsonFormatter, logging_config
-from proxy.http.status_page import render
-from proxy.redact import MaskUserinfo, mask_userinfo
+from gitlab_pypi_proxy.cli import main
+from gitlab_pypi_proxy.config import ConfigError, load
+from gitlab_pypi_proxy.errors import error_response
+from gitlab_pypi_proxy.http.access_log import JsonFormatter, logging_config
+from gitlab_pypi_proxy.http.status_page import render
+from gitlab_pypi_proxy.redact import MaskUserinfo, mask_userinfo
 
 SECRET = "glpat-s3cr3t-in-url"
 
@@ -88,7 +88,7 @@ url = "https://reader:{SECRET}@pypi.internal/simple/"
 def test_log_lines_and_tracebacks_are_masked() -> None:
     config = logging_config("info", "text")
     assert "userinfo" in config["handlers"]["stderr"]["filters"]
-    assert config["filters"]["userinfo"]["()"] == "proxy.redact.MaskUserinfo"
+    assert config["filters"]["userinfo"]["()"] == "gitlab_pypi_proxy.redact.MaskUserinfo"
     try:
         raise ValueError(f"cannot reach https://oauth2:{SECRET}@gitlab.example.com")
     except ValueError as exc:

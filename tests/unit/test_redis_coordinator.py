@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.storage.coordinator import HeldElsewhere
-from proxy.storage.local_coordinator import LocalCoordinator
-from proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
+from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
 from tests.backing_services import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.waiting import async_wait_until
 

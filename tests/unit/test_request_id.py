@@ -10,9 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from proxy.http.access_log import AccessLog, JsonFormatter, logging_config
-from proxy.request_id import MAX_LENGTH, REQUEST_ID, RequestIdFilter, accepted, made
-from proxy.sources.upstream_pool import WatchedTransport
+from gitlab_pypi_proxy.http.access_log import AccessLog, JsonFormatter, logging_config
+from gitlab_pypi_proxy.request_id import MAX_LENGTH, REQUEST_ID, RequestIdFilter, accepted, made
+from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
 from tests.unit.test_upstream_pool import TIMEOUT, NeverAnswers, Pools
 from tests.waiting import async_wait_until
 
@@ -114,7 +114,7 @@ def _formatted(log_format: str, request_id: str | None) -> str:
         else logging.Formatter(formatter_config["format"])
     )
     assert "request_id" in config["handlers"]["stderr"]["filters"]
-    assert config["filters"]["request_id"]["()"] == "proxy.request_id.RequestIdFilter"
+    assert config["filters"]["request_id"]["()"] == "gitlab_pypi_proxy.request_id.RequestIdFilter"
     record = logging.LogRecord(
         "proxy.upload", logging.INFO, __file__, 1, "uploaded %s", ("x",), None
     )

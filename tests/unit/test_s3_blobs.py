@@ -13,11 +13,11 @@ import httpx2
 import obstore
 import pytest
 
-from proxy.config import StorageConfig
-from proxy.demo.dists import make_wheel
-from proxy.storage import s3_blobs
-from proxy.storage.cached_file import CorruptEntry
-from proxy.storage.s3_blobs import S3BlobStore
+from gitlab_pypi_proxy.config import StorageConfig
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.storage import s3_blobs
+from gitlab_pypi_proxy.storage.cached_file import CorruptEntry
+from gitlab_pypi_proxy.storage.s3_blobs import S3BlobStore
 from tests.backing_services import S3Server, running_seaweedfs, s3_server  # noqa: F401
 
 

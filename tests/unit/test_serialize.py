@@ -5,8 +5,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxy.http.serialize import HTML, JSON, TEXT_HTML, negotiate, render_list, render_page
-from proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.http.serialize import (
+    HTML,
+    JSON,
+    TEXT_HTML,
+    negotiate,
+    render_list,
+    render_page,
+)
+from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load
-from proxy.workers import MAX_AUTO, MEMORY_PER_WORKER, auto_workers, workers
+from gitlab_pypi_proxy.config import ConfigError, load
+from gitlab_pypi_proxy.workers import MAX_AUTO, MEMORY_PER_WORKER, auto_workers, workers
 
 
 def _config(tmp_path: Path, server: str) -> Path:

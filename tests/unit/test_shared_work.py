@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from proxy.aio import TaskSet
-from proxy.auth import Authenticator
-from proxy.config import AuthConfig
-from proxy.demo.dists import make_wheel
-from proxy.index.cached import CachedSource, Freshness, PageKey
-from proxy.model import DistFile
-from proxy.sources.base import Parts
-from proxy.storage.stores import Stores
+from gitlab_pypi_proxy.aio import TaskSet
+from gitlab_pypi_proxy.auth import Authenticator
+from gitlab_pypi_proxy.config import AuthConfig
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.index.cached import CachedSource, Freshness, PageKey
+from gitlab_pypi_proxy.model import DistFile
+from gitlab_pypi_proxy.sources.base import Parts
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 from tests.waiting import wait_until

@@ -1,6 +1,6 @@
 """The PEP 503 parser against GitLab's real page shapes (old and new) and other indexes."""
 
-from proxy.sources.simple_html import parse_project_names, parse_project_page
+from gitlab_pypi_proxy.sources.simple_html import parse_project_names, parse_project_page
 
 SHA = "a" * 64
 FILES = "https://gitlab.example.com/api/v4/projects/11/packages/pypi/files"

@@ -11,11 +11,11 @@ import httpx2
 import pytest
 import respx
 
-from proxy.config import SourceConfig
-from proxy.errors import SourceUnavailable
-from proxy.model import DistFile
-from proxy.sources.simple_index import ACCEPT, SimpleIndexSource
-from proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.config import SourceConfig
+from gitlab_pypi_proxy.errors import SourceUnavailable
+from gitlab_pypi_proxy.model import DistFile
+from gitlab_pypi_proxy.sources.simple_index import ACCEPT, SimpleIndexSource
+from gitlab_pypi_proxy.sources.upstream import Upstream
 
 INDEX = "https://index.example.org/simple/"
 FILES = "https://files.example.net/packages"

@@ -7,11 +7,11 @@ from pathlib import Path
 import httpx2
 from bs4 import BeautifulSoup
 
-from proxy import __version__, metrics
-from proxy.config import load
-from proxy.http.app import create_app
-from proxy.http.status_page import Section, Usage, render, snippets
-from proxy.storage.uploads import KEEP, RecentUploads, Upload
+from gitlab_pypi_proxy import __version__, metrics
+from gitlab_pypi_proxy.config import load
+from gitlab_pypi_proxy.http.app import create_app
+from gitlab_pypi_proxy.http.status_page import Section, Usage, render, snippets
+from gitlab_pypi_proxy.storage.uploads import KEEP, RecentUploads, Upload
 
 TOKEN = "glpat-status-page-token"
 

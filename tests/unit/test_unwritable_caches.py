@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.index.cached import PageKey
-from proxy.storage import writable
-from proxy.storage.metadata import MetadataStore
-from proxy.storage.stores import Stores
-from proxy.storage.uploads import RecentUploads, Upload
+from gitlab_pypi_proxy.index.cached import PageKey
+from gitlab_pypi_proxy.storage import writable
+from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.stores import Stores
+from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 

@@ -9,10 +9,10 @@ import pytest
 import respx
 from starlette.datastructures import FormData
 
-from proxy.config import ConfigError, GitLabConfig, SourceConfig, load
-from proxy.http.upload import form_problem
-from proxy.sources.gitlab_project import GitLabProject
-from proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.config import ConfigError, GitLabConfig, SourceConfig, load
+from gitlab_pypi_proxy.http.upload import form_problem
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.upstream import Upstream
 
 WHEEL = "acme_tool-1.0.0-py3-none-any.whl"
 

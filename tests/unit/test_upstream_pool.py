@@ -1,6 +1,6 @@
-"""proxy.sources.upstream_pool: a pool that stops getting requests out is noticed, reported by
-/readyz, replaced; a busy pool that keeps moving is left alone; idle connections the upstream
-closed are closed rather than left in CLOSE-WAIT."""
+"""gitlab_pypi_proxy.sources.upstream_pool: a pool that stops getting requests out is noticed,
+reported by /readyz, replaced; a busy pool that keeps moving is left alone; idle connections the
+upstream closed are closed rather than left in CLOSE-WAIT."""
 
 import asyncio
 import json
@@ -20,11 +20,11 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from proxy import metrics
-from proxy.http import health
-from proxy.sources.upstream import make_client
-from proxy.sources.upstream_health import UpstreamHealth
-from proxy.sources.upstream_pool import WatchedTransport
+from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.http import health
+from gitlab_pypi_proxy.sources.upstream import make_client
+from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
+from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
 from tests.unit.asgi import asgi_client
 from tests.waiting import async_wait_until
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from proxy.errors import SourceUnavailable
-from proxy.sources.upstream import Upstream, failure_reason, host_port
+from gitlab_pypi_proxy.errors import SourceUnavailable
+from gitlab_pypi_proxy.sources.upstream import Upstream, failure_reason, host_port
 
 
 class Heard:

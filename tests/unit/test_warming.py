@@ -1,11 +1,12 @@
-"""Dependency-aware warming (proxy.index.warming): which names, how often, failures harmless."""
+"""Dependency-aware warming (gitlab_pypi_proxy.index.warming): which names, how often, failures
+harmless."""
 
 import asyncio
 
 import pytest
 
-from proxy.index import warming
-from proxy.index.warming import MAX_PER_WHEEL, Warmer, dependencies
+from gitlab_pypi_proxy.index import warming
+from gitlab_pypi_proxy.index.warming import MAX_PER_WHEEL, Warmer, dependencies
 
 METADATA = b"""Metadata-Version: 2.1
 Name: demo

@@ -8,8 +8,13 @@ import httpx2
 import pytest
 import respx
 
-from proxy.demo.dists import make_wheel
-from proxy.index.wheel_metadata import NoMetadata, RangesUnsupported, by_ranges, from_file
+from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.index.wheel_metadata import (
+    NoMetadata,
+    RangesUnsupported,
+    by_ranges,
+    from_file,
+)
 
 URL = "https://gitlab.internal/files/big_one-1.0-py3-none-any.whl"
 

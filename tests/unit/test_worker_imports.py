@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-PROBE = "import json, sys, proxy.cli, proxy.http.app; print(json.dumps(sorted(sys.modules)))"
+PROBE = (
+    "import json, sys, gitlab_pypi_proxy.cli, gitlab_pypi_proxy.http.app; "
+    "print(json.dumps(sorted(sys.modules)))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def test_serve_does_not_load_at_start(loaded: set[str], module: str) -> None:
     "module",
     [
         # what registers named semaphores or shared memory with multiprocessing's resource
-        # tracker, which `serve` does not run (proxy.supervisor.without_resource_tracker)
+        # tracker, which `serve` does not run
+        # (gitlab_pypi_proxy.supervisor.without_resource_tracker)
         "multiprocessing.synchronize",
         "multiprocessing.shared_memory",
         "multiprocessing.queues",
@@ -55,11 +59,17 @@ def test_no_process_of_serve_registers_with_a_resource_tracker(
 def test_the_supervisor_loads_no_part_of_the_proxy_it_does_not_run() -> None:
     """It lives as long as the proxy and serves nothing: the checks' stores and configuration
     stay with the process it replaced."""
-    probe = "import json, sys, proxy.supervisor; print(json.dumps(sorted(sys.modules)))"
+    probe = "import json, sys, gitlab_pypi_proxy.supervisor; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     loaded = set(json.loads(done.stdout))
-    for module in ("proxy.config", "proxy.cli", "proxy.storage", "diskcache", "sqlite3"):
+    for module in (
+        "gitlab_pypi_proxy.config",
+        "gitlab_pypi_proxy.cli",
+        "gitlab_pypi_proxy.storage",
+        "diskcache",
+        "sqlite3",
+    ):
         assert module not in loaded
     assert "prometheus_client" not in loaded

@@ -1,0 +1,101 @@
+"""Access control in front of the routes: every /simple, /files and /upload request gets an
+Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
+`[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
+
+With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
+"""
+
+from typing import Any
+
+from starlette._utils import get_route_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gitlab_pypi_proxy.auth import ANONYMOUS, Authenticator, Identity
+from gitlab_pypi_proxy.errors import (
+    Forbidden,
+    ProxyError,
+    Unauthorized,
+    response,
+)
+
+_GUARDED = ("/simple", "/files/", "/upload")
+_OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
+
+
+def identity_of(scope: Scope) -> Identity:
+    return scope.get("identity", ANONYMOUS)
+
+
+class AccessControl:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        # The path the router routes on: under [server] base_path, without the prefix whether or
+        # not the reverse proxy stripped it (`/pypi/simple/` is `/simple/`).
+        path = get_route_path(scope)
+        auth: Authenticator = scope["app"].state.services.auth
+        operator = path in _OPERATORS and bool(auth.config.operators)
+        # The status page at / names sources and recent uploads: guarded like the index.
+        if not (operator or path.startswith(_GUARDED) or path == "/"):
+            return await self.app(scope, receive, send)
+        upload = path.startswith("/upload")
+        if auth.config.anonymous_read and not (upload or operator):
+            return await self.app(scope, receive, send)  # the fast path: identity is ANONYMOUS
+        header = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                header = value.decode("latin-1")
+        client = scope.get("client")
+        try:
+            identity = await self._identify(auth, header, path, upload, operator, client)
+        except ProxyError as exc:  # outside Starlette's handlers: rendered here, the same way
+            return await response(exc)(scope, receive, send)
+        scope["identity"] = identity
+        await self.app(scope, receive, _private(send))
+
+    @staticmethod
+    async def _identify(
+        auth: Authenticator,
+        header: str | None,
+        path: str,
+        upload: bool,
+        operator: bool,
+        client: tuple[str, int] | None,
+    ) -> Identity:
+        """The identity of the request, or the error it is refused with."""
+        try:
+            if operator and header is None:
+                raise Unauthorized
+            identity = await auth.identify(
+                header, upload=upload, client=client[0] if client else None
+            )
+        except Unauthorized:
+            what = "uploads need" if upload else "this index needs"
+            what = "this endpoint needs" if operator else what
+            raise Unauthorized(
+                f"{what} a valid user name and password", realm=auth.config.realm
+            ) from None
+        if operator and identity.user not in auth.config.operators:
+            who = f"user {identity.user}" if identity.user else "these credentials"
+            raise Forbidden(f"{who} may not read {path}")
+        if not (upload or operator) and identity.readable is not None and not identity.readable:
+            raise Forbidden(f"user {identity.user} may not read any source")
+        return identity
+
+
+def _private(send: Send) -> Send:
+    """Answers that needed credentials must not be kept by shared caches on the way."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message["headers"] if k != b"cache-control"]
+            cache = [v for k, v in message["headers"] if k == b"cache-control"]
+            if cache:
+                headers.append((b"cache-control", cache[0].replace(b"public", b"private")))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped

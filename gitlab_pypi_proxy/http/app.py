@@ -1,0 +1,317 @@
+"""HTTP routes: parse the request, ask the index or the caches, render. Nothing else lives here."""
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
+
+from gitlab_pypi_proxy import errors, metrics
+from gitlab_pypi_proxy.aio import TaskSet
+from gitlab_pypi_proxy.config import Config
+from gitlab_pypi_proxy.errors import (
+    BadRequest,
+    FileNotFoundUpstream,
+    NotAcceptable,
+    NotFound,
+    Offline,
+    ProxyError,
+    Unavailable,
+    UpstreamFailed,
+)
+from gitlab_pypi_proxy.http import audit
+from gitlab_pypi_proxy.http.access import AccessControl, identity_of
+from gitlab_pypi_proxy.http.access_log import AccessLog
+from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
+from gitlab_pypi_proxy.http.file_responses import FileBody, cached_response, file_headers
+from gitlab_pypi_proxy.http.health import healthz, readyz
+from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
+from gitlab_pypi_proxy.http.metrics_endpoint import metrics_endpoint
+from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
+from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
+from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
+from gitlab_pypi_proxy.http.status_page import status_page
+from gitlab_pypi_proxy.http.upload import upload
+from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
+from gitlab_pypi_proxy.policy.osv import OsvError
+from gitlab_pypi_proxy.services import Services
+from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
+from gitlab_pypi_proxy.storage.downloads import verified
+
+log = logging.getLogger("proxy.app")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def allowed_sources(request: Request) -> frozenset[str] | None:
+    """The source names this request may read; None means every source."""
+    return identity_of(request.scope).readable
+
+
+def redirect(location: str) -> Response:
+    # Relative, so it stays right behind any host name or path prefix.
+    return Response(status_code=301, headers={"location": location})
+
+
+def redirect_to_store(url: str) -> Response:
+    """A download answered by the blob store itself: a presigned URL, for this reader only and
+    for a few minutes (never kept by a shared cache)."""
+    headers = {"location": url, "cache-control": "private, no-store", "x-cache": "REDIRECT"}
+    return Response(status_code=307, headers=headers)
+
+
+def page_response(request: Request, page: Rendered, stale: bool) -> Response:
+    headers = request.headers
+    status, raw, body = page_answer(
+        page, stale, request.method, headers.get("if-none-match"), headers.get("accept-encoding")
+    )
+    response = Response(body, status_code=status)
+    response.raw_headers = (
+        raw  # as built, the same bytes a memo hit gets (gitlab_pypi_proxy.http.memo_hits)
+    )
+    return response
+
+
+async def index_response(
+    request: Request,
+    what: str,
+    load: Callable[[frozenset[str] | None], Awaitable[ProjectPage | ProjectList]],
+) -> Response:
+    """A simple-index page: from this worker's memo while fresh, else loaded and rendered."""
+    media = negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    if media is None:
+        raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
+    memo: PageMemo = request.app.state.memo
+    allowed = allowed_sources(request)
+    key = memo_key(what, media, allowed)
+    generation = memo.generation()  # read before the inputs, so a racing change wins
+    rendered = memo.get(key, generation)
+    if rendered is not None:  # no page cache lookup: not counted in its hit ratio
+        return page_response(request, rendered, stale=False)
+    answer = await load(allowed)  # raises NotFound, Unavailable, Offline
+    rendered = await asyncio.to_thread(render, answer, media)
+    if not answer.stale:
+        memo.put(key, rendered, answer.fresh_until, generation)
+    return page_response(request, rendered, answer.stale)
+
+
+async def simple_root(request: Request) -> Response:
+    return await index_response(request, "/", services(request).composed.index.project_list)
+
+
+async def project_page(request: Request) -> Response:
+    raw = request.path_params["name"]
+    name = validate(raw)
+    if raw != name or not request.url.path.endswith("/"):
+        prefix = "../" if request.url.path.endswith("/") else ""
+        return redirect(f"{prefix}{name}/")
+    index = services(request).composed.index
+    return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+
+
+async def distribution_file(request: Request) -> ASGIApp | Response:
+    sha256, filename = request.path_params["sha256"], request.path_params["filename"]
+    if not is_sha256(sha256):
+        raise BadRequest("the file URL must hold a lowercase hex sha256")
+    validate_filename(filename)
+    svc = services(request)
+    allowed = allowed_sources(request)
+    # Every byte derived from a file (the file, its sidecars) passes the file's read check, first:
+    # the answer to a reader who may not read it does not depend on what is cached.
+    await svc.composed.index.check_file(sha256, filename, allowed)
+    if filename.endswith(".metadata"):
+        return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
+    if filename.endswith(".provenance"):
+        return await provenance_file(request, sha256, filename.removesuffix(".provenance"))
+    if svc.config.storage.redirect and request.method == "GET":
+        url = await svc.stores.blobs.redirect_url(sha256)  # after the read check above
+        if url is not None:
+            metrics.FILE_HIT.inc()
+            await audit.served(request, sha256, filename, "redirect")
+            return redirect_to_store(url)
+    cached = await svc.stores.blobs.open(sha256)
+    if cached is not None:
+        metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, "hit")
+        return cached_response(cached, sha256, request.headers, request.method)
+    if svc.config.cache.offline:
+        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
+    files = svc.composed.files
+    candidates = await files.locate(sha256, filename, allowed)
+    if not candidates:
+        raise NotFound(f"no readable source offers {filename}")
+    metrics.FILE_MISS.inc()
+    if request.method == "HEAD":
+        return await uncached_head(request, sha256, filename, candidates)
+    if not svc.stores.blobs.keeping:
+        return await unkept_file(request, sha256, filename, candidates)
+    try:
+        download = await svc.stores.downloads.started(sha256, lambda: files.open_first(candidates))
+    except CacheUnwritable:
+        return await unkept_file(request, sha256, filename, candidates)
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    svc.composed.metadata.after_download(download, sha256, filename)
+    await audit.served(request, sha256, filename, "miss", candidates[0].source)
+    headers = file_headers(sha256, download.size, None, "MISS")
+    return FileBody(200, headers, download.follow(), label=filename)
+
+
+async def uncached_head(
+    request: Request, sha256: str, filename: str, candidates: list[DistFile]
+) -> Response | FileBody:
+    """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
+    svc = services(request)
+    try:
+        size = await svc.composed.files.file_size(candidates)
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
+
+
+def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:
+    """What the client is told when a file could not be had from upstream."""
+    if isinstance(exc, FileNotFoundUpstream):
+        return NotFound(f"no source has {filename} with sha256 {sha256}")
+    if isinstance(exc, Unavailable):
+        return exc
+    log.error("download of %s failed: %s", filename, exc)
+    return UpstreamFailed(f"upstream download of {filename} failed")
+
+
+async def unkept_file(
+    request: Request, sha256: str, filename: str, candidates: list[DistFile]
+) -> Response | FileBody:
+    """The cache cannot take files now: stream from upstream, verified, without keeping."""
+    stack = AsyncExitStack()
+    try:
+        opening = services(request).composed.files.open_first(candidates)
+        stream = await stack.enter_async_context(opening)
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    headers = file_headers(sha256, stream.size, None, "BYPASS")
+    await audit.served(request, sha256, filename, "bypass", candidates[0].source)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with stack:
+            async for chunk in verified(stream.chunks, sha256):
+                yield chunk
+
+    return FileBody(200, headers, body(), label=filename)
+
+
+async def core_metadata_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 658: `<file>.metadata`, the METADATA of the wheel with that digest."""
+    svc = services(request)
+    body = await svc.composed.metadata.sidecar(sha256, filename, allowed_sources(request))
+    if body is None:
+        raise NotFound(f"no core metadata for {filename}")
+    headers = {"etag": f'"{sha256}-metadata"', "cache-control": "public, max-age=31536000"}
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(body))
+        body = b""
+    return Response(body, headers=headers, media_type="application/octet-stream")
+
+
+async def provenance_file(request: Request, sha256: str, filename: str) -> Response:
+    """PEP 740: `<file>.provenance`, as the public index that listed the file serves it."""
+    provenances = services(request).composed.provenances
+    if provenances is None:
+        raise NotFound(f"no provenance for {filename}")
+    kept = await provenances.get(sha256, filename, allowed_sources(request))
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    body = b"" if request.method == "HEAD" else kept.body
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(kept.body))
+    return Response(body, headers=headers, media_type="application/json")
+
+
+async def redirect_root(request: Request) -> Response:
+    return redirect("simple/")
+
+
+async def start_guard(services: Services) -> None:
+    """The advisories and the audit trail, or one line and the end of this worker: serving
+    without them would lift the protection silently (uvicorn's supervisor keeps the workers it
+    had when a replacement ends so; a Starlette lifespan error would log a traceback)."""
+    try:
+        await services.start_guard()
+    except (OsvError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+
+
+@contextmanager
+def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """SIGHUP to this worker reads the OSV export again (uvicorn's supervisor, with several
+    workers, answers SIGHUP by replacing each worker, which reads it at start)."""
+    loop = asyncio.get_running_loop()
+    tasks = TaskSet(log, "reading the vulnerabilities again")
+    loop.add_signal_handler(signal.SIGHUP, lambda: tasks.spawn(reload()))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+def create_app(config: Config) -> Starlette:
+    install_reason_phrases()  # the server writes each error's reason in its status line
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = services = Services.start(config)
+        app.state.memo = PageMemo(services.stores.coordinator)
+        try:
+            await start_guard(services)
+            services.warm()
+            with reload_on_sighup(services.reload_advisories):
+                yield
+        finally:
+            await app.state.services.stop()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/simple", redirect_root, methods=["GET", "HEAD"]),
+        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
+        Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
+        Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/", status_page, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    # twine aborts on any redirect: every spelling of the upload URL is answered in place.
+    for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
+        routes.append(Route(path, upload, methods=["POST", "PUT"]))
+    server = config.server
+    # Outermost first: the request's id and its log line (every answer carries the id, the log
+    # sees 401s too), the real client and path, then access. Innermost, memo hits answered
+    # before the router (the same answer the route gives).
+    middleware = [
+        Middleware(AccessLog),
+        Middleware(AccessControl),
+        Middleware(MemoHits, root=simple_root, page=project_page),
+    ]
+    if server.trusted_proxies or server.base_path:
+        middleware.insert(1, Middleware(BehindProxy, server.trusted_proxies, server.base_path))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={ProxyError: errors.handle},
+    )
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,158 @@
+"""HTTP responses for distribution files: headers, single byte ranges, and safe streaming.
+
+A body that fails midway (upstream reset, digest mismatch, a cached file found corrupt on the way
+out) is cut: the connection closes short of its Content-Length, so no client mistakes a partial
+or wrong file for a whole one.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from typing import Any
+
+from gitlab_pypi_proxy.storage.blobs import Blob
+
+log = logging.getLogger("proxy.files")
+
+Scope = dict[str, Any]
+
+
+def file_headers(sha256: str, size: int | None, mtime: float | None, cache: str) -> dict[str, str]:
+    headers = {
+        "content-type": "application/octet-stream",
+        "etag": f'"{sha256}"',
+        "cache-control": "public, max-age=31536000, immutable",
+        "x-cache": cache,
+    }
+    if size is not None:
+        headers["content-length"] = str(size)
+    if mtime is not None:
+        headers["last-modified"] = formatdate(mtime, usegmt=True)
+    return headers
+
+
+# RFC 9110 14.1.2: `first-pos "-" [ last-pos ]` or `"-" suffix-length`, ASCII digits only.
+_RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
+# More significant digits than this cannot name a byte of any file (and 5,000 would pass
+# Python's int() limit): such a header is ignored, never converted.
+_MAX_DIGITS = 18
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """A sort key for a decimal number written with any number of leading zeros."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
+
+
+def _position(digits: str, size: int) -> int:
+    """The number (of at most _MAX_DIGITS significant digits), at most `size`."""
+    return min(int(_magnitude(digits)[1]), size)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as (start, end inclusive); None to serve the whole file.
+
+    A header that is not one valid byte range is ignored (None), as RFC 9110 says: another unit,
+    several ranges, `bytes=1-2-3`, `bytes=+1-2`, non-ASCII digits, a last-pos before the first.
+    A number too long to name a byte of any file (more than 18 significant digits) makes the
+    header ignored too: RFC 9110 lets a server ignore any Range, and no client means one. Raises
+    ValueError when the range is valid but cannot be satisfied (416): it starts past the end, or
+    it is an empty suffix.
+    """
+    unit, equals, spec = header.partition("=")
+    if not equals or unit.strip(" \t").lower() != "bytes":
+        return None
+    match = _RANGE_SPEC.fullmatch(spec.strip(" \t"))
+    if match is None:
+        return None  # several ranges (a 200 with the whole file is allowed) or not a range
+    first, last = match.groups()
+    if any(_magnitude(n)[0] > _MAX_DIGITS for n in (first, last)):
+        return None
+    if not first:
+        if not last:
+            return None
+        length = _position(last, size)
+        if length == 0:  # a zero suffix, or any suffix of an empty file
+            raise ValueError("empty suffix range")
+        return size - length, size - 1
+    if last and _magnitude(last) < _magnitude(first):
+        return None  # invalid, not unsatisfiable
+    start = _position(first, size)
+    if start >= size:
+        raise ValueError("range starts past the end")
+    end = _position(last, size - 1) if last else size - 1
+    return start, end
+
+
+class FileBody:
+    """An ASGI response streaming `chunks` with backpressure, stopping when the client leaves."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        chunks: AsyncIterator[bytes] | None,
+        *,
+        label: str,
+        on_close: Any = None,
+    ) -> None:
+        self.status, self.headers, self.chunks = status, headers, chunks
+        self.label, self.on_close = label, on_close
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        left = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status, "headers": raw})
+            if self.chunks is not None:
+                async for chunk in self.chunks:
+                    if left.is_set():
+                        return
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception as exc:  # cut the connection: the client must not see a whole body
+            log.error("download of %s cut: %s", self.label, exc)
+        finally:
+            watcher.cancel()
+            if self.chunks is not None:
+                with contextlib.suppress(Exception):
+                    await self.chunks.aclose()  # type: ignore[attr-defined]
+            if self.on_close is not None:
+                self.on_close()  # a descriptor closed, a note dropped: no thread hop for that
+
+
+def cached_response(cached: Blob, sha256: str, request_headers: Any, method: str) -> FileBody:
+    """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
+    headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
+    headers["accept-ranges"] = "bytes"
+    # A small file was read whole at lookup: nothing left to close.
+    close = cached.close if cached.holds_resources else None
+    if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
+        headers.pop("content-length")
+        return FileBody(304, headers, None, label=sha256, on_close=close)
+    status, start, end = 200, 0, cached.size - 1
+    range_header = request_headers.get("range")
+    if_range = request_headers.get("if-range")
+    if range_header and (if_range is None or if_range == f'"{sha256}"'):
+        try:
+            selected = parse_range(range_header, cached.size)
+        except ValueError:
+            headers["content-range"] = f"bytes */{cached.size}"
+            headers["content-length"] = "0"
+            return FileBody(416, headers, None, label=sha256, on_close=close)
+        if selected is not None:
+            status, (start, end) = 206, selected
+            headers["content-range"] = f"bytes {start}-{end}/{cached.size}"
+            headers["content-length"] = str(end - start + 1)
+    body = None if method == "HEAD" else cached.chunks(start, end)
+    return FileBody(status, headers, body, label=sha256, on_close=close)

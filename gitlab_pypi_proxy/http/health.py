@@ -1,0 +1,107 @@
+"""Liveness and readiness: `/healthz`, `/readyz`, each source's reachability, and whether the
+upstream connection pool gets requests out.
+
+What each worker saw of the upstreams comes from gitlab_pypi_proxy.sources.upstream_health.
+
+`/readyz` is 503 "not ready" while any worker cannot get a request out to an upstream (its pool
+stalled), or when upstreams are down and nothing is cached; it stays 200 "degraded" while a
+plain upstream outage leaves the cache to serve.
+
+A cache directory that cannot be written (full, read-only) fails neither probe: the proxy still
+serves, cached files from disk and the rest streamed verified without keeping, and restarting it
+would neither free the disk nor make it writable, only cut what is in flight (or, on a full
+disk, fail to start again). Both say it instead, as do the status page and
+`gitlab_pypi_proxy_cache_writable`, the one to alert on.
+"""
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from gitlab_pypi_proxy.http.shared_state import shared_problems, shared_state
+from gitlab_pypi_proxy.sources.upstream_health import SourceState
+from gitlab_pypi_proxy.storage.writable import CacheState, writes_for
+
+
+async def cache_state(request: Request) -> CacheState:
+    """Whether the cache directory takes writes (a statvfs, in a thread)."""
+    directory = request.app.state.services.config.cache.directory
+    return await asyncio.to_thread(writes_for(directory).state)
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: 200 while this process answers, whatever the cache directory's state."""
+    cache = await cache_state(request)
+    return PlainTextResponse("ok\n" if cache.writable else f"ok, {cache.describe()}\n")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What `/readyz` answers, and the status page shows."""
+
+    ready: bool
+    mode: str  # the one line: "online", "degraded: ...", "not ready: ...", "offline: ..."
+    body: dict[str, Any]
+
+    @property
+    def state(self) -> str:
+        """ready, degraded (serving, not all of it), or not ready."""
+        if not self.ready:
+            return "not ready"
+        return "ready" if self.mode == "online" else "degraded"
+
+
+async def readiness(request: Request) -> Readiness:
+    services = request.app.state.services
+    offline = services.config.cache.offline
+    names = services.source_names
+    known, stalls = await asyncio.to_thread(services.health.read_shared)
+    states = {name: known.get(name, SourceState()).as_json(time.time()) for name in names}
+    cached_pages = await asyncio.to_thread(len, services.stores.pages)
+    down = [name for name, s in states.items() if s["state"] == "down"]
+    cache = await cache_state(request)
+    can_serve_cached = cached_pages > 0
+    if offline:
+        ready, mode = can_serve_cached, "offline: serving only what is cached"
+    elif stalls:
+        ready = False
+        mode = f"not ready: cannot get requests out to the upstreams: {stalls[0]}"
+    elif not down:
+        ready, mode = True, "online"
+    else:
+        ready = can_serve_cached
+        mode = (
+            f"degraded: {', '.join(down)} unreachable, serving from the cache"
+            if ready
+            else f"not ready: {', '.join(down)} unreachable and nothing is cached"
+        )
+    if not cache.writable:  # still ready: it serves all the same, only keeps nothing new
+        mode = "degraded: " if mode == "online" else f"{mode}; "
+        mode += cache.describe()
+    shared = shared_state(services.stores)
+    for problem in shared_problems(shared):  # still ready, as for the cache directory
+        mode = "degraded: " if mode == "online" else f"{mode}; "
+        mode += problem
+    body = {
+        "ready": ready,
+        "mode": mode,
+        "config": "loaded",
+        "offline_serving_possible": can_serve_cached,
+        "cached_index_entries": cached_pages,
+        "cache": cache.as_json(),
+        "shared": shared,
+        "upstream_pool": {"stalled": bool(stalls), "reason": stalls[0] if stalls else None},
+        "pid": os.getpid(),
+        "sources": states,
+    }
+    return Readiness(ready, mode, body)
+
+
+async def readyz(request: Request) -> Response:
+    answer = await readiness(request)
+    return JSONResponse(answer.body, status_code=200 if answer.ready else 503)

@@ -1,0 +1,211 @@
+"""Model → PEP 503 HTML or PEP 691 JSON, and the content negotiation that picks one."""
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from html import escape
+from urllib.parse import quote
+
+from packaging.version import Version
+
+from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import file_version
+
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+
+_ALIASES = {
+    JSON: JSON,
+    "application/vnd.pypi.simple.latest+json": JSON,
+    HTML: HTML,
+    "application/vnd.pypi.simple.latest+html": HTML,
+    TEXT_HTML: TEXT_HTML,
+    "json": JSON,
+    "html": TEXT_HTML,
+}
+# On equal quality, a plain browser or curl (*/*) gets HTML; a client naming JSON gets JSON.
+_PREFERENCE = {TEXT_HTML: 2, JSON: 1, HTML: 0}
+CONTENT_TYPES = {JSON: JSON, HTML: HTML, TEXT_HTML: "text/html; charset=utf-8"}
+
+
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = max(0.0, min(1.0, float(value)))
+                except ValueError:
+                    q = 0.0
+        ranges.append((media.lower(), q))
+    return ranges
+
+
+def _quality(media: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    """RFC 9110: the most specific range that matches decides the quality."""
+    kind = media.split("/")[0]
+    best: tuple[int, float] | None = None
+    for pattern, q in ranges:
+        if _ALIASES.get(pattern) == media and "/" in pattern:
+            specificity = 2
+        elif pattern == f"{kind}/*":
+            specificity = 1
+        elif pattern == "*/*":
+            specificity = 0
+        else:
+            continue
+        if best is None or specificity > best[0]:
+            best = (specificity, q)
+    return (best[1], best[0]) if best else (0.0, -1)
+
+
+@lru_cache(maxsize=256)  # a few Accept headers, asked on every request
+def negotiate(accept: str | None, format: str | None = None) -> str | None:
+    """The media type to answer with, or None when nothing acceptable (406)."""
+    if format:
+        # An unencoded "+" in a query string arrives as a space.
+        return _ALIASES.get(format.strip().lower().replace(" ", "+"))
+    ranges = _ranges(accept or "*/*")
+    scored = [(*_quality(m, ranges), _PREFERENCE[m], m) for m in _PREFERENCE]
+    q, _, _, media = max(scored)
+    return media if q > 0 else None
+
+
+def _api_version(files: tuple[DistFile, ...]) -> str:
+    # PEP 700 makes `size` mandatory in 1.1: claim it only when every size is known.
+    return "1.1" if all(f.size is not None for f in files) else "1.0"
+
+
+def file_path(file: DistFile) -> str:
+    """The proxy's own path for a file, relative to the server root."""
+    return f"files/{file.sha256}/{quote(file.filename)}"
+
+
+def render_page(page: ProjectPage, media: str) -> bytes:
+    """A project page; file links are relative to `/simple/<name>/`."""
+    if media == JSON:
+        return _page_json(page)
+    version = _api_version(page.files)
+    status = []
+    if page.status:
+        status.append(f'    <meta name="pypi:project-status" content="{escape(page.status)}">')
+    if page.status and page.status_reason:
+        reason = escape(page.status_reason)
+        status.append(f'    <meta name="pypi:project-status-reason" content="{reason}">')
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        f'    <meta name="pypi:repository-version" content="{version}">',
+        *status,
+        f"    <title>Links for {escape(page.name)}</title>",
+        "  </head>",
+        "  <body>",
+        f"    <!-- sources: {escape(', '.join(page.sources))} -->",
+        f"    <h1>Links for {escape(page.name)}</h1>",
+    ]
+    for file in page.files:
+        attrs = [f'href="../../{file_path(file)}#sha256={file.sha256}"']
+        if file.requires_python:
+            attrs.append(f'data-requires-python="{escape(file.requires_python)}"')
+        if file.yanked is not False:
+            reason = file.yanked if isinstance(file.yanked, str) else ""
+            attrs.append(f'data-yanked="{escape(reason)}"')
+        if file.core_metadata_sha256:
+            value = f"sha256={file.core_metadata_sha256}"
+            attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
+        if file.provenance:
+            attrs.append(f'data-provenance="../../{file_path(file)}.provenance"')
+        lines.append(f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br>")
+    lines += ["  </body>", "</html>", ""]
+    return "\n".join(lines).encode()
+
+
+def _page_json(page: ProjectPage) -> bytes:
+    files = []
+    for file in page.files:
+        entry: dict[str, object] = {
+            "filename": file.filename,
+            "url": f"../../{file_path(file)}",
+            "hashes": {"sha256": file.sha256},
+        }
+        if file.requires_python:
+            entry["requires-python"] = file.requires_python
+        if file.yanked is not False:
+            entry["yanked"] = file.yanked
+        if file.core_metadata_sha256:
+            entry["core-metadata"] = {"sha256": file.core_metadata_sha256}
+            entry["dist-info-metadata"] = entry["core-metadata"]
+        if file.provenance:
+            entry["provenance"] = f"../../{file_path(file)}.provenance"
+        if file.size is not None:
+            entry["size"] = file.size
+        if file.upload_time is not None:
+            entry["upload-time"] = file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        files.append(entry)
+    listed = {v for f in page.files if (v := file_version(f.filename))} - page.held_versions
+    versions = sorted(listed, key=Version)
+    meta: dict[str, object] = {"api-version": _api_version(page.files)}
+    if page.status:
+        said = {"status": page.status}
+        meta["project-status"] = said | (
+            {"reason": page.status_reason} if page.status_reason else {}
+        )
+    document = {
+        "meta": meta,
+        "name": page.name,
+        "versions": versions,
+        "files": files,
+        "_source": ", ".join(page.sources),
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def render_list(projects: ProjectList, media: str) -> bytes:
+    names = sorted(projects.names)
+    if media == JSON:
+        document = {"meta": {"api-version": "1.0"}, "projects": [{"name": n} for n in names]}
+        return json.dumps(document, separators=(",", ":")).encode()
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        '    <meta name="pypi:repository-version" content="1.0">',
+        "    <title>Simple index</title>",
+        "  </head>",
+        "  <body>",
+        *(f'    <a href="{quote(n)}/">{escape(n)}</a><br>' for n in names),
+        "  </body>",
+        "</html>",
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page ready to send: its bytes, its media type, its ETag and a gzip copy if worth it."""
+
+    body: bytes
+    media: str
+    etag: str
+    gzipped: bytes | None
+
+
+def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
+    body = (
+        render_page(answer, media)
+        if isinstance(answer, ProjectPage)
+        else render_list(answer, media)
+    )
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= 1024 else None
+    return Rendered(body, media, etag, gzipped)

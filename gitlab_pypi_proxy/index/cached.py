@@ -1,0 +1,198 @@
+"""One source's answers through the index records (gitlab_pypi_proxy.storage.pages): fresh for the
+TTL, asked again after it, served stale when the upstream cannot answer; offline, only what is kept.
+
+A "not here" answer (None) is kept for its own `negative_ttl`, so that names no source has
+(public dependencies, asked of every GitLab source) cost one request per source per negative TTL.
+Concurrent misses for one record share one fetch, which a client hanging up does not cancel. Each
+lookup is counted in the page cache's metrics (hit, miss, stale; joins).
+
+This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`): whoever reads or
+forgets a record (uploads, bundles, `cache stats`) goes through them. It also records where the
+files of a fetched page are (gitlab_pypi_proxy.storage.locations): at once for a source that serves
+only what its pages list, in the background for one that can be asked by digest alone."""
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.aio import SingleFlight, TaskSet
+from gitlab_pypi_proxy.errors import Offline, SourceUnavailable
+from gitlab_pypi_proxy.index.base import Answer
+from gitlab_pypi_proxy.model import ProjectPage
+from gitlab_pypi_proxy.sources.base import Source
+from gitlab_pypi_proxy.storage.locations import FileLocations
+from gitlab_pypi_proxy.storage.pages import Entry
+from gitlab_pypi_proxy.storage.records import RecordStore
+
+log = logging.getLogger("proxy.cache.pages")
+
+
+@dataclass(frozen=True, slots=True)
+class PageKey:
+    """A source's page of a name (None: the source does not have it)."""
+
+    source: str
+    name: str
+
+    @property
+    def raw(self) -> tuple[str, str, str]:
+        return ("page", self.source, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class NamesKey:
+    """A source's project list."""
+
+    source: str
+
+    @property
+    def raw(self) -> tuple[str, str]:
+        return ("names", self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowKey:
+    """Whether a public source also has a private name (gitlab_pypi_proxy.index.shadows)."""
+
+    source: str
+    name: str
+
+    @property
+    def raw(self) -> tuple[str, str, str]:
+        return ("shadow", self.source, self.name)
+
+
+Key = PageKey | NamesKey | ShadowKey
+
+
+def parse_key(raw: object) -> Key | None:
+    """The key of a stored record, or None for records that are not a source's answer."""
+    if not isinstance(raw, tuple) or not raw or not all(isinstance(p, str) for p in raw):
+        return None
+    if raw[0] == "page" and len(raw) == 3:
+        return PageKey(raw[1], raw[2])
+    if raw[0] == "names" and len(raw) == 2:
+        return NamesKey(raw[1])
+    if raw[0] == "shadow" and len(raw) == 3:
+        return ShadowKey(raw[1], raw[2])
+    return None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    ttl: float
+    negative_ttl: float
+    offline: bool = False
+
+    def ttl_of(self, value: Any) -> float:
+        return self.negative_ttl if value is None else self.ttl
+
+    def expired(self, entry: Entry) -> bool:
+        return time.time() - entry.fetched_at >= self.ttl_of(entry.value)
+
+
+class CachedSource:
+    def __init__(
+        self,
+        source: Source,
+        store: RecordStore,
+        locations: FileLocations,
+        freshness: Freshness,
+        tasks: TaskSet,
+    ) -> None:
+        self.source, self.store, self.locations = source, store, locations
+        self.freshness, self.tasks = freshness, tasks
+        self._flights: SingleFlight[Hashable, tuple[Any, float]] = SingleFlight(
+            metrics.PAGE_JOIN.inc
+        )
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    async def page(self, name: str) -> Answer[ProjectPage | None]:
+        """The source's page of normalized `name` (None: it does not have it)."""
+        remembered: list[ProjectPage] = []
+
+        async def load() -> ProjectPage | None:
+            page = await self.source.project_page(name)
+            if page is not None and page.files:
+                first = page.files[0]
+                if self.source.file_for(first.sha256, first.filename) is None:
+                    await self.locations.remember(page.files)  # found through its page only
+                else:
+                    remembered.append(page)
+            return page
+
+        answer: Answer[ProjectPage | None] = await self.fetch(PageKey(self.name, name), load)
+        if remembered:  # the source finds a file by its digest meanwhile: off the client's time
+            self.tasks.spawn(self.locations.remember(remembered[0].files))
+        return answer
+
+    async def names(self) -> Answer[frozenset[str]]:
+        """Every name the source holds."""
+        return await self.fetch(NamesKey(self.name), self.source.project_names)
+
+    async def has_files(self, name: str, found: Callable[[], None]) -> Answer[bool]:
+        """Does the source list files of `name`? `found` is called when it is asked and does."""
+
+        async def load() -> bool:
+            page = await self.source.project_page(name)
+            has = page is not None and bool(page.files)
+            if has:
+                found()
+            return has
+
+        return await self.fetch(ShadowKey(self.name, name), load)
+
+    async def fetch(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> Answer[Any]:
+        """The record of `key`: kept while fresh, else loaded; stale only if loading fails.
+
+        Raises Offline when offline with nothing kept, SourceUnavailable when the upstream
+        fails and nothing is kept.
+        """
+        fresh = self.freshness
+        entry = await self.store.get(key.raw)
+        if entry is not None and fresh.offline:
+            (metrics.PAGE_STALE if fresh.expired(entry) else metrics.PAGE_HIT).inc()
+            return Answer(entry.value, stale=fresh.expired(entry), fresh_until=math.inf)
+        if entry is not None and not fresh.expired(entry):
+            metrics.PAGE_HIT.inc()
+            until = entry.fetched_at + fresh.ttl_of(entry.value)
+            return Answer(entry.value, stale=False, fresh_until=until)
+        if fresh.offline:
+            raise Offline("the proxy is offline and has no cached copy")
+        try:
+            value, fetched_at = await self._flights.run(key, lambda: self._load(key, loader))
+        except SourceUnavailable as exc:
+            if entry is None:
+                raise
+            log.warning("serving stale %s: %s", key.raw, exc)
+            metrics.PAGE_STALE.inc()
+            return Answer(entry.value, stale=True)
+        metrics.PAGE_MISS.inc()
+        return Answer(value, False, fetched_at + fresh.ttl_of(value), loaded=True)
+
+    async def _load(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+        # A lookup (a thread) can answer "miss" after another caller's load has landed and its
+        # flight ended: look once more before asking the upstream again.
+        landed = await self.store.get(key.raw)
+        if landed is not None and not self.freshness.expired(landed):
+            return landed.value, landed.fetched_at
+        value = await loader()
+        entry = Entry(value, time.time())
+        await self.store.put(key.raw, entry)
+        return value, entry.fetched_at
+
+
+async def forget(store: RecordStore, sources: Sequence[str], name: str) -> None:
+    """Read-your-writes: the next page of `name` and the next project list, through any of
+    `sources`, are asked for afresh, by every worker."""
+    keys: list[Hashable] = []
+    for source in sources:
+        keys += [PageKey(source, name).raw, NamesKey(source).raw]
+    await store.forget(*keys)

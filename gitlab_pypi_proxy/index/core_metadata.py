@@ -1,0 +1,268 @@
+"""PEP 658/714 core metadata for every wheel the proxy lists, GitLab's included (GitLab has none).
+
+Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
+`.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
+reads of the upstream wheel's end. For the wheel a client is about to download (the newest
+version's, when it has just one; or one whose sidecar a client asks for), the first range read
+runs as a download (`whole_or_tail`) at a client's priority: a wheel no larger than it is whole
+after it, verified and kept, and the client that asks for it next (pip and uv do, right after the
+page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
+declines, and its metadata is read on from the tail with no request more than before.
+
+It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
+served (bounded, single-flight, a failure not retried for a while; never a file the policy
+holds, which is listed yanked), and on demand for a sidecar request. A page advertises metadata
+only once it is stored, since pip and uv fail hard on an advertised sidecar that 404s; storing
+any invalidates the rendered-page memo so the next render advertises it. Range reads from a
+GitLab source are spent from its request budget, at background priority unless a client is
+waiting for the sidecar.
+"""
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
+
+from packaging.version import InvalidVersion, Version
+
+from gitlab_pypi_proxy.aio import SingleFlight, TaskSet, TTLMemo, off_loop
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
+from gitlab_pypi_proxy.index.files import FileFinder
+from gitlab_pypi_proxy.index.wheel_metadata import (
+    TAIL,
+    NoMetadata,
+    NotWhole,
+    RangesUnsupported,
+    by_ranges,
+    from_file,
+    whole_or_tail,
+)
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.names import file_version
+from gitlab_pypi_proxy.sources.base import Sidecars, Source
+from gitlab_pypi_proxy.storage.blobs import BlobStore
+from gitlab_pypi_proxy.storage.downloads import Declined, Download, Downloads
+from gitlab_pypi_proxy.storage.metadata import MetadataStore
+
+log = logging.getLogger("proxy.core_metadata")
+
+_CONCURRENCY = 4
+_RETRY_AFTER = 300.0
+_MAX_REMEMBERED = 100_000
+_BACKGROUND_PER_PAGE = 4  # resolvers mostly read the newest versions; older ones on demand
+_EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
+
+
+class CoreMetadata:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        files: FileFinder,
+        sources: Mapping[str, Source],
+        sidecars: Mapping[str, Sidecars] | None = None,
+        *,
+        changed: Callable[[], Awaitable[None]],
+        downloads: Downloads | None = None,
+        offline: bool = False,
+    ) -> None:
+        self.store, self.blobs, self.files = store, blobs, files
+        self.downloads = downloads  # small wheels are kept whole through it
+        # told the METADATA of each wheel a client is about to install
+        # (gitlab_pypi_proxy.index.warming)
+        self.warm: Callable[[str, bytes], None] | None = None
+        self.changed = changed  # metadata stored: every worker's rendered pages are out of date
+        self.offline = offline
+        self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
+        self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
+        self._limit = asyncio.Semaphore(_CONCURRENCY)
+        self._flights: SingleFlight[str, str | None] = SingleFlight()
+        self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
+        self.tasks = TaskSet(log, "obtaining core metadata")
+
+    async def close(self) -> None:
+        """Stop background work, then close the store."""
+        await self.tasks.close()
+        await self._flights.close()
+        self.store.close()
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def annotated(self, page: ProjectPage) -> ProjectPage:
+        """The page advertising the metadata the proxy serves: the stored one where there is
+        one (it wins over an upstream's claim), else the upstream's own; the missing ones are
+        sought in the background."""
+        wheels = [f for f in page.files if f.filename.endswith(".whl")]
+        if not wheels:
+            return page
+        known = await self.store.digests(f.sha256 for f in wheels)
+        # the newest wheels, not the newest of those still lacking metadata: a page rendered
+        # again must not walk back through every old version of a long history. Not yanked
+        # ones: resolvers pass them by, and the policy lists the files it holds as yanked.
+        offered = [f for f in wheels if f.yanked is False]
+        newest = await off_loop(len(offered), _newest, offered)
+        self._in_background(
+            [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256],
+            _the_next_download(newest),
+        )
+        if not known:
+            return page
+        return await off_loop(len(page.files), _with_metadata, page, known)
+
+    def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
+        todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
+        if todo:
+            self._spawn(self._batch(todo, ahead))
+
+    async def _batch(self, files: list[DistFile], ahead: DistFile | None) -> None:
+        digests = await asyncio.gather(
+            *(self.ensure(f, background=True, ahead=f is ahead) for f in files)
+        )
+        if any(digests):
+            await self.changed()  # one memo flush for the whole batch
+
+    def after_download(self, download: Download, sha256: str, filename: str) -> None:
+        """Once `download` is kept, read its metadata from the cache."""
+        if filename.endswith(".whl"):
+            self._spawn(self._after(download, DistFile(filename, sha256, source="", url="")))
+
+    async def _after(self, download: Download, file: DistFile) -> None:
+        try:
+            await download.wait()
+        except Exception:
+            return  # not kept: the download's own path logs why
+        if not await self.store.digests([file.sha256]) and await self.ensure(file, background=True):
+            await self.changed()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        self.tasks.spawn(work)
+
+    # --- obtaining ----------------------------------------------------------------------------
+
+    async def ensure(
+        self, file: DistFile, *, background: bool = False, ahead: bool = False
+    ) -> str | None:
+        """Obtain and store the metadata of `file`; its digest, or None if it cannot be had.
+        `ahead`: a client is about to download the wheel: a small one is read whole for it."""
+        return await self._flights.run(file.sha256, lambda: self._obtain(file, background, ahead))
+
+    async def _obtain(self, file: DistFile, background: bool, ahead: bool) -> str | None:
+        # what a client is about to join never queues behind background reads
+        async with contextlib.nullcontext() if ahead else self._limit:
+            try:
+                data = await self._extract(file, background, ahead)
+            except _EXPECTED as exc:
+                log.info("no core metadata for %s: %s", file.filename, exc)
+            except Exception as exc:  # a background task must not die with a traceback
+                log.warning("core metadata of %s failed: %s", file.filename, exc)
+            else:
+                if ahead and self.warm is not None:
+                    self.warm(file.sha256, data)
+                return await self.store.put(file.sha256, data)
+        self._failed.set(file.sha256, None)
+        return None
+
+    async def _extract(self, file: DistFile, background: bool, ahead: bool) -> bytes:
+        source = self.sources.get(file.source)
+        online = source is not None and not self.offline
+        sidecars = self.sidecars.get(file.source)
+        if online and file.core_metadata_sha256 is not None and sidecars is not None:
+            return await sidecars.core_metadata(file)  # exactly what the upstream advertised
+        wheel = file.filename.endswith(".whl")
+        small = file.size is None or file.size <= TAIL
+        downloads = self.downloads if self.blobs.keeping else None
+        if ahead and source is not None and online and wheel and small and downloads is not None:
+            return await self._whole_or_by_ranges(source, file, background, downloads)
+        cached = await self._from_cache(file)
+        if cached is not None:
+            return cached
+        if source is None or not online:
+            raise NoMetadata(f"{file.filename} is not cached")
+        if not wheel:
+            raise NoMetadata(f"{file.filename} is not a wheel")
+        # GitLab's are spent from its request budget, at background priority unless a client
+        # waits for the sidecar
+        return await by_ranges(source.range_reader(file, background=background), file.filename)
+
+    async def _whole_or_by_ranges(
+        self, source: Source, file: DistFile, background: bool, downloads: Downloads
+    ) -> bytes:
+        """The first range read as a download the client can join: started before anything
+        else is awaited (the client asks for the wheel right after the page), at a client's
+        priority in GitLab's budget (a client waits for it); the download finds the file cached
+        by itself. A larger wheel's further reads keep the priority asked for."""
+        first = source.range_reader(file, background=False)
+        download = downloads.download(file.sha256, lambda: whole_or_tail(first, file.filename))
+        reader = source.range_reader(file, background=background)
+        try:
+            await download.wait()
+        except NotWhole as larger:
+            return await by_ranges(reader, file.filename, larger.tail)
+        except Declined as declined:
+            raise declined.__cause__ or declined from None  # the tail read's own failure
+        kept = await self._from_cache(file)
+        if kept is None:
+            raise NoMetadata(f"{file.filename} was downloaded but not kept")
+        return kept
+
+    async def _from_cache(self, file: DistFile) -> bytes | None:
+        cached = await self.blobs.open(file.sha256, count=False)
+        if cached is None:
+            return None
+        try:
+            return await asyncio.to_thread(from_file, cached.reader(), file.filename)
+        finally:
+            await asyncio.to_thread(cached.close)
+
+    # --- serving ------------------------------------------------------------------------------
+
+    async def sidecar(
+        self, sha256: str, filename: str, allowed: frozenset[str] | None
+    ) -> bytes | None:
+        """The `<file>.metadata` body, obtained now if need be; None when there is none."""
+        body = await self.store.get(sha256)
+        if body is not None:
+            if self.warm is not None:
+                self.warm(sha256, body)  # the client installs it: its requirements come next
+            return body
+        if not filename.endswith(".whl"):
+            return None
+        candidates = await self.files.locate(sha256, filename, allowed)
+        for file in candidates or [DistFile(filename, sha256, source="", url="")]:
+            if await self.ensure(file, ahead=True):  # the wheel is likely asked next
+                return await self.store.get(sha256)
+        return None
+
+
+def _with_metadata(page: ProjectPage, known: Mapping[str, str]) -> ProjectPage:
+    files = tuple(
+        replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
+        for f in page.files
+    )
+    return replace(page, files=files)
+
+
+@functools.lru_cache(maxsize=65536)
+def _version_key(filename: str) -> Version:
+    try:
+        return Version(file_version(filename) or "0")
+    except InvalidVersion:
+        return Version("0")
+
+
+def _the_next_download(newest: list[DistFile]) -> DistFile | None:
+    """The wheel a client is about to download after this page: the newest version's, when it
+    has just one (pure Python); with several (one per platform) which one is not known."""
+    if not newest:
+        return None
+    if len(newest) > 1 and _version_key(newest[1].filename) == _version_key(newest[0].filename):
+        return None
+    return newest[0]
+
+
+def _newest(files: list[DistFile]) -> list[DistFile]:
+    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
+    return heapq.nlargest(_BACKGROUND_PER_PAGE, files, key=lambda f: _version_key(f.filename))

@@ -1,0 +1,208 @@
+"""The supply-chain guard over the index ([policy], each source's include/exclude):
+
+- `NameRules` (around one source's answers, before merging): a name the source's `include`
+  leaves out or its `exclude` names is "not here" in that source, so another source's rules
+  decide, and no name falls through to a source that refuses it.
+- `Guarded` (around the merged index): a project a public index quarantines (PEP 792) lists no
+  files; files the cooldown holds (`min_age`, `unknown_age`) are listed yanked with the rule as
+  the reason (`held = "yank"`: resolvers pass them by, an exact pin reaches the 404 and prints
+  the rule) or not at all (`"hide"`), and the PEP 700 `versions` leave out versions whose every
+  file is held; versions with a known advisory are yanked with the advisory ids as the reason,
+  or not listed (`vulnerable`). Its `check_file` answers a held or quarantined file's URL with a
+  404 whose one line names the rule and when the file becomes available, and a refused name's
+  with the rule that refuses it.
+
+Pages are judged when they are built (the page memo keeps the result no longer than the first
+held file's release); a page of many files or of a project with advisories is judged in a
+thread.
+"""
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
+from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
+from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import file_project_name, file_version
+from gitlab_pypi_proxy.policy import rules
+from gitlab_pypi_proxy.policy.advisories import Advisories
+from gitlab_pypi_proxy.policy.rules import PolicySettings
+from gitlab_pypi_proxy.storage.locations import FileLocations
+
+_IN_A_THREAD = 200  # files on a page past which it is judged in a thread
+DERIVED = (".metadata", ".provenance")  # files served from a distribution file's rights
+
+
+def distribution_of(filename: str) -> str:
+    """The distribution file a file URL's name is derived from (itself if none)."""
+    for suffix in DERIVED:
+        if filename.endswith(suffix):
+            return filename.removesuffix(suffix)
+    return filename
+
+
+class NameRules:
+    """One source's answers with its include/exclude rules applied."""
+
+    def __init__(self, inner: SourceAnswers, policy: PolicySettings) -> None:
+        self.inner, self.policy = inner, policy
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def page(self, name: str) -> Answer[ProjectPage | None]:
+        if rules.refusal(self.policy, self.name, name):
+            return Answer(None, stale=False, fresh_until=math.inf)
+        return await self.inner.page(name)
+
+    async def names(self) -> Answer[frozenset[str]]:
+        answer = await self.inner.names()
+        kept = frozenset(n for n in answer.value if not rules.refusal(self.policy, self.name, n))
+        return replace(answer, value=kept)
+
+    async def has_files(self, name: str, found: Callable[[], None]) -> Answer[bool]:
+        return await self.inner.has_files(name, found)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Judged:
+    page: ProjectPage
+    held: int
+    yanked: int
+
+
+def judge(
+    page: ProjectPage, policy: PolicySettings, advisories: Advisories, now: datetime
+) -> Judged:
+    """The page as the policy lets it be listed (pure; may take a while on a big page)."""
+    if page.status == "quarantined":
+        return Judged(replace(page, files=()), len(page.files), 0)
+    versions = {f.filename: file_version(f.filename) for f in page.files}
+    reasons: dict[str, str] = {}
+    if policy.vulnerable != "off":
+        reasons = advisories.index.reasons(page.name, {v for v in versions.values() if v})
+    files: list[DistFile] = []
+    held = yanked = 0
+    until = page.fresh_until
+    held_versions: set[str] = set()
+    served_versions: set[str] = set()
+    for file in page.files:
+        version = versions[file.filename] or ""
+        verdict = rules.hold(
+            policy, rules.FileFacts(page.name, version, file.upload_time, file.source), now
+        )
+        advisory = reasons.get(version)
+        if verdict is not None:
+            held += 1
+            if verdict.until is not None:
+                until = min(until, verdict.until.timestamp())
+        if (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide"):
+            continue
+        (held_versions if verdict else served_versions).add(version)
+        yanked += advisory is not None
+        notes = [n for n in (verdict and verdict.reason, advisory) if n]
+        if notes:
+            said = file.yanked if isinstance(file.yanked, str) and file.yanked else None
+            file = replace(file, yanked="; ".join(([said] if said else []) + notes))
+        files.append(file)
+    judged = replace(
+        page,
+        files=tuple(files),
+        fresh_until=until,
+        held_versions=frozenset(held_versions - served_versions),
+    )
+    return Judged(judged, held, yanked)
+
+
+class Guarded:
+    def __init__(
+        self,
+        inner: Index,
+        policy: PolicySettings,
+        advisories: Advisories,
+        locations: FileLocations,
+        url_sources: frozenset[str],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.inner, self.policy, self.advisories = inner, policy, advisories
+        self.locations = locations
+        self.url_sources = url_sources  # where a project status (PEP 792) can come from
+        self.clock = clock
+        named = any(r.include is not None or r.exclude for r in policy.sources.values())
+        # Can the cooldown or a name rule refuse a file? Else a file's page is looked up only
+        # for a quarantine, and only for files a public index listed.
+        self.holds = bool(policy.min_age and policy.min_age_sources) or named
+
+    def refusal(self, name: str) -> str | None:
+        """Why some source refuses `name`, if one does (for the 404's line)."""
+        reasons = (rules.refusal(self.policy, s, name) for s in self.policy.sources)
+        return next((r for r in reasons if r), None)
+
+    async def project_page(self, name: str, allowed: Readable = None) -> ProjectPage:
+        try:
+            page = await self.inner.project_page(name, allowed)
+        except NotFound:
+            refused = self.refusal(name)
+            if refused:
+                raise NotFound(refused) from None
+            raise
+        advised = self.policy.vulnerable != "off" and name in self.advisories.index.by_name
+        cooled = bool(self.policy.min_age) and any(
+            s in self.policy.min_age_sources for s in page.sources
+        )
+        if not (advised or cooled or page.status == "quarantined"):
+            return page  # nothing to judge: no page pays for a policy that cannot touch it
+        if len(page.files) > _IN_A_THREAD or advised:
+            judged = await asyncio.to_thread(
+                judge, page, self.policy, self.advisories, self.clock()
+            )
+        else:
+            judged = judge(page, self.policy, self.advisories, self.clock())
+        if judged.held:
+            metrics.POLICY_HELD.inc(judged.held)
+        if judged.yanked:
+            metrics.POLICY_YANKED.inc(judged.yanked)
+        return judged.page
+
+    async def project_list(self, allowed: Readable = None) -> ProjectList:
+        return await self.inner.project_list(allowed)
+
+    async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
+        await self.inner.check_file(sha256, filename, allowed)
+        if not self.holds:
+            # only a quarantine can refuse it, and only a public index's page says one
+            listed = await self.locations.of(sha256) if self.url_sources else []
+            if not any(f.source in self.url_sources for f in listed):
+                return
+        distribution = distribution_of(filename)
+        project = file_project_name(distribution)
+        if project is None:
+            return
+        try:
+            page = await self.inner.project_page(project, allowed)
+        except NotFound:
+            refused = self.refusal(project)
+            if refused:
+                metrics.POLICY_REFUSED.inc()
+                raise NotFound(refused) from None
+            return  # not listed anywhere now: the file side says whether anyone has it
+        except (Unavailable, Offline):
+            return  # judged when it was listed; an upstream down must not stop cached files
+        if page.status == "quarantined":
+            metrics.POLICY_REFUSED.inc()
+            why = f": {page.status_reason}" if page.status_reason else ""
+            raise NotFound(f"{project} is quarantined by its index (PEP 792){why}")
+        file = next((f for f in page.files if f.sha256 == sha256), None)
+        if file is None or not self.holds:
+            return
+        version = file_version(distribution) or ""
+        facts = rules.FileFacts(project, version, file.upload_time, file.source)
+        verdict = rules.hold(self.policy, facts, self.clock())
+        if verdict is not None:
+            metrics.POLICY_REFUSED.inc()
+            raise NotFound(f"{distribution} is {verdict.reason}")

@@ -1,0 +1,105 @@
+"""GitLab sources own their names; public (`url`) sources answer only for the rest.
+
+The private sources are asked first (merged, gitlab_pypi_proxy.index.merged). A public source is
+asked only for a name no private source has, also none the reader may not read (a name one of those
+has is a 404 for this reader, never a public package), and never while a private source that might
+own the name cannot answer (fail closed: a rate-limited source cannot answer either), unless that
+source's `allow_public` lists the name. Of the public sources, the first that has the name answers
+alone. A private name that a public source also has is logged in the background
+(gitlab_pypi_proxy.index.shadows).
+
+The read check for files is here too: a reader restricted to some sources may have a file only
+if one of them lists it.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from gitlab_pypi_proxy.errors import FailClosed, NotFound, Offline, Unavailable
+from gitlab_pypi_proxy.index.base import Readable
+from gitlab_pypi_proxy.index.cached import CachedSource
+from gitlab_pypi_proxy.index.merged import Merged, merge, not_cached
+from gitlab_pypi_proxy.index.shadows import ShadowCheck
+from gitlab_pypi_proxy.model import ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import file_project_name
+from gitlab_pypi_proxy.storage.locations import FileLocations
+
+log = logging.getLogger("proxy.index")
+
+
+class PrivateFirst:
+    def __init__(
+        self,
+        private: Merged,
+        public: Sequence[CachedSource],
+        locations: FileLocations,
+        shadows: ShadowCheck,
+        *,
+        allow_public: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        self.private, self.public = private, Merged(public)
+        self.public_sources = list(public)  # for the shadow check, which asks each
+        self.locations, self.shadows = locations, shadows
+        # per private source: the names public sources may answer while it is down
+        self.allow_public = dict(allow_public or {})
+
+    async def project_page(self, name: str, allowed: Readable = None) -> ProjectPage:
+        private = self.private.readable(allowed)
+        public = [s for s in self.public_sources if allowed is None or s.name in allowed]
+        mine = await self.private.gather(name, private)
+        if mine.found:
+            if public:
+                self.shadows.check(name, public)
+            partial = bool(mine.failures or mine.offline)
+            return merge(name, mine.found, mine.answers, partial=partial)
+        failures, offline = mine.failures, mine.offline
+        if public:
+            # Ownership counts every private source, also those this reader may not read.
+            hidden = [s for s in self.private.sources if s not in private]
+            theirs = await self.private.gather(name, hidden)
+            if theirs.found:
+                raise NotFound(f"no source has a project named {name}")
+            failures, offline = failures + theirs.failures, offline or theirs.offline
+        if failures and public:
+            closed = [
+                f for f in failures if name not in self.allow_public.get(f.source, frozenset())
+            ]
+            if closed:
+                raise FailClosed(name, closed)
+        elif failures:
+            raise Unavailable(failures)
+        if offline:
+            raise not_cached(name)
+        others = await self.public.gather(name, public)
+        if others.found:
+            return merge(name, others.found[:1], mine.answers + others.answers, partial=False)
+        others.nothing_found(name)
+
+    async def project_list(self, allowed: Readable = None) -> ProjectList:
+        """The names of the readable private sources. Public sources are left out: a public
+        index's root can hold hundreds of thousands of names, and no installer needs them
+        listed to ask for one."""
+        return await self.private.project_list(allowed)
+
+    async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
+        derived = filename.removesuffix(".metadata").removesuffix(".provenance")
+        if not await self._may_read(sha256, derived, allowed):
+            raise NotFound(f"no readable source offers {filename}")
+
+    async def _may_read(self, sha256: str, filename: str, readable: Readable) -> bool:
+        """May a reader of `readable` sources (None: every source) have this file, or anything
+        derived from it? A restricted reader only if a source it may read lists it."""
+        if readable is None:
+            return True
+        listed = await self.locations.of(sha256)
+        if any(f.source in readable and f.filename == filename for f in listed):
+            return True
+        project = file_project_name(filename)
+        if project is None:
+            return False
+        try:
+            page = await self.project_page(project, readable)
+        except (NotFound, Unavailable, Offline) as exc:  # fail closed
+            log.debug("cannot check %s for a restricted reader: %s", filename, exc)
+            return False
+        return any(f.sha256 == sha256 and f.filename == filename for f in page.files)

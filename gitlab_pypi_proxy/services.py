@@ -1,0 +1,279 @@
+"""The composition root: configuration → the upstream transport, the sources, the stores and the
+index built over them, in one place. `serve` (each worker, at start), `prefetch` and the `cache`
+commands start from here; nothing else decides which implementation of anything runs.
+
+    index = Yanked(Annotated(Guarded(PrivateFirst(
+        Merged([NameRules(WithDetails(CachedSource(GitLab source))), ...]),
+        [NameRules(CachedSource(public source)), ...],
+    ))))
+
+A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
+and a line in `compose`.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gitlab_pypi_proxy import metrics, runtime_dir
+from gitlab_pypi_proxy.aio import TaskSet
+from gitlab_pypi_proxy.auth import Authenticator
+from gitlab_pypi_proxy.config import Config, SourceConfig
+from gitlab_pypi_proxy.index.base import Index, SourceAnswers
+from gitlab_pypi_proxy.index.cached import CachedSource, Freshness, forget
+from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
+from gitlab_pypi_proxy.index.files import FileFinder
+from gitlab_pypi_proxy.index.merged import Merged
+from gitlab_pypi_proxy.index.metadata import Annotated, WithDetails
+from gitlab_pypi_proxy.index.policy import Guarded, NameRules
+from gitlab_pypi_proxy.index.private_first import PrivateFirst
+from gitlab_pypi_proxy.index.provenance import Provenances
+from gitlab_pypi_proxy.index.shadows import ShadowCheck
+from gitlab_pypi_proxy.index.warming import Warmer
+from gitlab_pypi_proxy.index.yanked import Yanked
+from gitlab_pypi_proxy.policy.advisories import Advisories
+from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.policy.rules import AuditSettings, PolicySettings, SourceRules
+from gitlab_pypi_proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
+from gitlab_pypi_proxy.sources.budget import Budget
+from gitlab_pypi_proxy.sources.gitlab_group import GitLabGroup
+from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
+from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource
+from gitlab_pypi_proxy.sources.upstream import Upstream, make_client
+from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
+from gitlab_pypi_proxy.storage.details import DetailsStore
+from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.stores import Stores
+from gitlab_pypi_proxy.storage.uploads import RecentUploads
+
+# Every kind of source, by its configuration key: a new kind is a module and a line here.
+KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
+    "gitlab_project": GitLabProject.build,
+    "gitlab_group": GitLabGroup.build,
+    "url": SimpleIndexSource.build,
+}
+
+
+@dataclass
+class Composed:
+    """The index over the sources, and what it is made of."""
+
+    index: Index  # what clients are served
+    plain: PrivateFirst  # the sources' pages and names, without what the proxy adds (prefetch)
+    files: FileFinder
+    metadata: CoreMetadata
+    tasks: TaskSet  # remembering where files are, in the background
+    shadows: ShadowCheck
+    provenances: Provenances | None = None  # PEP 740, from the public sources
+    warmer: Warmer | None = None  # the pages of what a wheel being installed requires
+
+    async def close(self) -> None:
+        """Finish the background work (so the stores can be closed after it)."""
+        if self.warmer is not None:
+            await self.warmer.close()
+        await self.tasks.settled()
+        await self.shadows.tasks.close()
+        await self.metadata.close()
+
+
+def compose(
+    sources: Sequence[Parts],
+    stores: Stores,
+    metadata: MetadataStore,
+    freshness: Freshness,
+    *,
+    allow_public: Mapping[str, frozenset[str]] | None = None,
+    yanked: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
+    policy: PolicySettings | None = None,
+    advisories: Advisories | None = None,
+    provenance: ProvenanceStore | None = None,
+    warm_dependencies: bool = False,
+) -> Composed:
+    """The index over `sources` (in priority order), built from the wrappers of
+    gitlab_pypi_proxy.index."""
+    tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
+    policy = policy or PolicySettings()
+
+    def cached(parts: Parts) -> CachedSource:
+        return CachedSource(parts.source, stores.pages, stores.locations, freshness, tasks)
+
+    def ruled(answers: SourceAnswers) -> SourceAnswers:
+        named = policy.sources.get(answers.name)
+        return answers if named is None or named == SourceRules() else NameRules(answers, policy)
+
+    def owned(parts: Parts) -> SourceAnswers:
+        answers = cached(parts)
+        return ruled(answers if parts.details is None else WithDetails(answers, parts.details))
+
+    shadows = ShadowCheck(freshness.ttl)
+    plain = PrivateFirst(
+        Merged([owned(p) for p in sources if p.owns_names]),
+        [ruled(cached(p)) for p in sources if not p.owns_names],
+        stores.locations,
+        shadows,
+        allow_public=allow_public,
+    )
+    details: dict[str, Details] = {
+        p.source.name: p.details for p in sources if p.details is not None
+    }
+    files = FileFinder([p.source for p in sources], stores.locations, details)
+    core_metadata = CoreMetadata(
+        metadata,
+        stores.blobs,
+        files,
+        {p.source.name: p.source for p in sources},
+        {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
+        changed=stores.coordinator.changed,
+        downloads=stores.downloads,
+        offline=freshness.offline,
+    )
+    url_sources = frozenset(p.source.name for p in sources if not p.owns_names)
+    guarded = Guarded(plain, policy, advisories or Advisories(None), stores.locations, url_sources)
+    index = Yanked(Annotated(guarded, core_metadata), yanked or {})
+    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
+    provenances = (
+        None if provenance is None else Provenances(provenance, stores.locations, sidecars)
+    )
+    warmer = None
+    if warm_dependencies and not freshness.offline:
+        warmer = Warmer(index.project_page)
+        core_metadata.warm = warmer.warm
+    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances, warmer)
+
+
+def audit_trail(settings: AuditSettings) -> AuditTrail | None:
+    if settings.path is None:
+        return None
+    return AuditTrail(settings.path, max_size=settings.max_size, keep=settings.keep)
+
+
+@dataclass
+class Services:
+    config: Config
+    health: UpstreamHealth
+    upstream: Upstream
+    stores: Stores
+    sources: list[Parts]  # in priority order
+    composed: Composed
+    auth: Authenticator
+    uploads: RecentUploads
+    budget: Budget
+    details_store: DetailsStore
+    advisories: Advisories
+    audit: AuditTrail | None
+
+    @classmethod
+    def start(cls, config: Config, *, patient: bool = False) -> "Services":
+        """`patient`: GitLab requests wait for the budget instead of failing (prefetch)."""
+        health = UpstreamHealth(runtime_dir.health_directory())
+        upstream = Upstream(make_client(config.gitlab.timeout, health), health)
+        directory = config.cache.directory
+        stores = Stores.open(config)
+        budget = Budget(
+            config.gitlab.max_requests_per_minute,
+            stores.coordinator.value("gitlab-budget"),
+            patient=patient,
+        )
+        details_store = DetailsStore(directory)
+        changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
+        context = Context(
+            upstream, config.gitlab, budget, details_store, changed, config.cache.index_ttl
+        )
+        sources = [KINDS[s.kind](s, context) for s in config.sources]
+        owned = [s for s in config.sources if s.is_gitlab]
+        cache = config.cache
+        advisories = Advisories(config.guard.policy.vulnerabilities)
+        composed = compose(
+            sources,
+            stores,
+            MetadataStore(directory),
+            Freshness(cache.index_ttl, cache.negative_ttl, cache.offline),
+            allow_public={s.name: s.allow_public for s in owned},
+            yanked={s.name: s.yanked for s in owned},
+            policy=config.guard.policy,
+            advisories=advisories,
+            provenance=ProvenanceStore(directory),
+            warm_dependencies=cache.warm_dependencies,
+        )
+        auth = Authenticator(
+            config.auth,
+            config.users,
+            frozenset(p.source.name for p in sources if p.uploads is not None),
+            {p.source.name: p.probe for p in sources if p.probe is not None},
+            frozenset(p.source.name for p in sources if not p.owns_names),
+        )
+        uploads = RecentUploads(directory)
+        metrics.forget_dead_workers()
+        return cls(
+            config,
+            health,
+            upstream,
+            stores,
+            sources,
+            composed,
+            auth,
+            uploads,
+            budget,
+            details_store,
+            advisories,
+            audit_trail(config.guard.audit),
+        )
+
+    @property
+    def source_names(self) -> list[str]:
+        return [p.source.name for p in self.sources]
+
+    def upload_target(self, name: str) -> UploadTarget | None:
+        return next((p.uploads for p in self.sources if p.source.name == name), None)
+
+    def package_listing(self, name: str) -> PackageListing | None:
+        return next((p.packages for p in self.sources if p.source.name == name), None)
+
+    def details(self) -> list[Details]:
+        return [p.details for p in self.sources if p.details is not None]
+
+    async def uploaded(self, name: str) -> None:
+        """Read-your-writes after an upload of `name`: every worker asks for its page anew."""
+        owners = [p.source.name for p in self.sources if p.owns_names]
+        await forget(self.stores.pages, owners, name)
+
+    def warm(self) -> None:
+        """Start what the sources keep warm while this worker serves (their root indexes);
+        nothing offline, which never contacts an upstream."""
+        if self.config.cache.offline:
+            return
+        for parts in self.sources:
+            if parts.warm is not None:
+                parts.warm.start()
+
+    async def start_guard(self) -> None:
+        """Read the OSV export (raises OsvError when it cannot be read) and open the audit
+        trail (raises OSError saying why it cannot be written)."""
+        await self.advisories.load()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.start)
+
+    async def reload_advisories(self) -> None:
+        """SIGHUP: the OSV export again; pages built before show the old advisories no more."""
+        if await self.advisories.reload():
+            await self.stores.coordinator.changed()
+
+    async def stop(self) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+        self.auth.close()
+        await self.composed.close()
+        for details in self.details():
+            await details.close()
+        for parts in self.sources:
+            if parts.warm is not None:
+                await parts.warm.close()
+        await self.upstream.aclose()
+        if self.composed.provenances is not None:
+            self.composed.provenances.store.close()
+        self.stores.close()
+        self.uploads.close()
+        self.details_store.close()
+        self.budget.close()

@@ -1,0 +1,363 @@
+"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins.
+
+The transport knows nothing of routes or health pages: it counts each call in the metrics and
+reports its outcome (and its pools' stalls) to the `UpstreamObserver` it is given.
+"""
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+from urllib.parse import urljoin
+
+import httpx2
+from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
+
+from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
+from gitlab_pypi_proxy.sources import read_ahead
+from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
+
+CHUNK = 256 * 1024
+_MAX_RANGE = 32 * 2**20  # a ranged read's answer: twice the largest METADATA read
+_MAX_REDIRECTS = 5
+_RETRY_AFTER = 60.0  # a 429 without a usable Retry-After: GitLab's limits count per minute
+_MAX_RETRY_AFTER = 3600.0
+
+
+LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+
+Request = Callable[[dict[str, str], str], AbstractAsyncContextManager[httpx2.Response]]
+"""A source's request for one file it listed, with its credentials: (headers, method) → the
+streamed answer (`Upstream.stream`, through the GitLab budget where it applies)."""
+
+
+class UpstreamObserver(Protocol):
+    """Who hears how upstream calls went (sources/upstream_health.py in the server)."""
+
+    def request_done(
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
+    ) -> None:
+        """One call to `source` (at `upstream`, its host:port) ended: an HTTP `status`, or None
+        when it failed. A `reason` marks a failure, also with a status (401 to the proxy's own
+        token); a 5xx is one too."""
+        ...
+
+    def pool_stalled(self, pool: str, reason: str | None) -> None:
+        """A connection pool gets no request out (`reason`), or does again (None)."""
+        ...
+
+
+class Unobserved:
+    """An observer that hears nothing: the command line's, and the tests'."""
+
+    def request_done(
+        self,
+        source: str,
+        status: int | None,
+        reason: str = "",
+        *,
+        timeout: bool = False,
+        upstream: str = "",
+    ) -> None:
+        pass
+
+    def pool_stalled(self, pool: str, reason: str | None) -> None:
+        pass
+
+
+UNOBSERVED = Unobserved()
+
+
+def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> httpx2.AsyncClient:
+    """The one client every upstream request goes through (keep-alive, pooled, watched).
+
+    Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
+    honoured, as httpx2 itself does), is a WatchedTransport: see
+    gitlab_pypi_proxy.sources.upstream_pool. Its connections read at most one chunk ahead of their
+    reader (gitlab_pypi_proxy.sources.read_ahead)."""
+    read_ahead.install()
+
+    def pool(name: str, proxy: str | None = None) -> WatchedTransport:
+        return WatchedTransport(
+            lambda: httpx2.AsyncHTTPTransport(limits=LIMITS, proxy=proxy),
+            timeout,
+            name=name,
+            observer=observer,
+        )
+
+    # a transport of our own turns httpx2's environment proxies off: they are mounted here
+    mounts = {
+        pattern: pool(f"proxy for {pattern}", url) if url else None
+        for pattern, url in get_environment_proxies().items()
+    }
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
+        transport=pool("direct"),
+        mounts=mounts,
+        follow_redirects=False,
+        headers={"User-Agent": "gitlab-pypi-proxy"},
+    )
+
+
+def host_port(url: httpx2.URL) -> str:
+    """`host:port` of a URL, the port spelt out (never its userinfo)."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{port}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def failure_reason(exc: httpx2.HTTPError, host: str) -> str:
+    """Why a request to `host` got no answer, as an operator needs it: refused, DNS, TLS,
+    timeout, reset (from the exceptions under httpx2's)."""
+    chain = _chain(exc)
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return f"connecting to {host} timed out"
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"{host} timed out"
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}"
+        if isinstance(cause, socket.gaierror):
+            return f"DNS: cannot resolve {host.rsplit(':', 1)[0]} ({cause.strerror})"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = vars(cause).get("verify_message") or "verification failed"
+            return f"TLS: the certificate of {host} is not trusted ({why})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {host} failed ({cause.reason or cause})"
+        if isinstance(cause, ConnectionResetError):
+            return f"connection reset by {host}"
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot connect to {host}: {cause.strerror}"
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return f"{host} closed the connection before answering in full"
+    return f"{type(exc).__name__} from {host}"
+
+
+def _same_origin(a: httpx2.URL, b: httpx2.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), within sane bounds."""
+    seconds = _RETRY_AFTER
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            seconds = float(value)
+        else:
+            with contextlib.suppress(TypeError, ValueError):
+                seconds = parsedate_to_datetime(value).timestamp() - (now or time.time())
+    return min(max(seconds, 1.0), _MAX_RETRY_AFTER)
+
+
+def _rate_limited(source: str, response: httpx2.Response) -> RateLimited | None:
+    """A 429 is "not now", never "not here": the caller must not treat the name as missing."""
+    if response.status_code != 429:
+        return None
+    wait = retry_after(response.headers.get("retry-after"))
+    return RateLimited(source, f"HTTP 429 (its rate limit), retry after {wait:.0f} s", wait)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The shared client and the observer its calls are reported to. Every call names the
+    source it is for: that name is what errors, metrics and health speak of."""
+
+    client: httpx2.AsyncClient
+    observer: UpstreamObserver = UNOBSERVED
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _answered(
+        self, source: str, response: httpx2.Response, started: float, refused: str | None = None
+    ) -> None:
+        status = response.status_code
+        metrics.UPSTREAM.labels(source, metrics.upstream_outcome(status)).inc()
+        metrics.UPSTREAM_LATENCY.labels(source).observe(time.monotonic() - started)
+        host = host_port(response.request.url)
+        reason = ""
+        if refused and status == 401:
+            reason = f"HTTP {status} from {host}: {refused}"
+        self.observer.request_done(source, status, reason, upstream=host)
+
+    def _failed(self, source: str, exc: httpx2.HTTPError) -> SourceUnavailable:
+        try:
+            host = host_port(exc.request.url)
+        except RuntimeError:  # an error raised before any request was made
+            host = source
+        timeout = isinstance(exc, httpx2.TimeoutException)
+        failure = SourceUnavailable(source, failure_reason(exc, host), timeout=timeout)
+        metrics.UPSTREAM.labels(source, metrics.upstream_outcome(None, failure.timeout)).inc()
+        self.observer.request_done(
+            source, None, failure.reason, timeout=failure.timeout, upstream=host
+        )
+        return failure
+
+    async def get(
+        self,
+        source: str,
+        url: str,
+        *,
+        auth: httpx2.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str | int] | None = None,
+        refused: str | None = None,
+    ) -> httpx2.Response:
+        """GET without following redirects; a 3xx comes back to the caller as it is.
+
+        Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
+        RateLimited. `refused`: what a 401 means (the proxy's own credentials refused): the
+        source is then reported down for that reason.
+        """
+        started = time.monotonic()
+        try:
+            response = await self.client.get(url, auth=auth, headers=headers, params=params)
+        except httpx2.HTTPError as exc:
+            raise self._failed(source, exc) from None
+        self._answered(source, response, started, refused)
+        if response.status_code >= 500:
+            raise SourceUnavailable(source, f"HTTP {response.status_code}")
+        if (limited := _rate_limited(source, response)) is not None:
+            raise limited
+        return response
+
+    async def post(
+        self,
+        source: str,
+        url: str,
+        *,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str],
+        auth: httpx2.Auth | None,
+        timeout: httpx2.Timeout,
+    ) -> httpx2.Response:
+        """POST a streamed body, never following a redirect (it would resend the credentials).
+
+        Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP
+        answer, 5xx included, comes back to the caller.
+        """
+        try:
+            return await self.client.post(
+                url, content=content, headers=headers, auth=auth, timeout=timeout
+            )
+        except httpx2.HTTPError as exc:
+            raise self._failed(source, exc) from None
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        source: str,
+        url: str,
+        *,
+        auth: httpx2.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        refused: str | None = None,
+    ) -> AsyncIterator[httpx2.Response]:
+        """Stream a file, following redirects by hand so credentials never leave their origin.
+
+        GitLab answers a file with 302 to a signed object-storage URL on another host: that
+        request goes out with no credentials at all. A 206 comes back only to a caller that sent
+        a Range. `method="HEAD"` asks for the headers alone.
+        """
+        client = self.client
+        target = httpx2.URL(url)
+        origin = target
+        for _ in range(_MAX_REDIRECTS + 1):
+            request = client.build_request(
+                method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
+            )
+            started = time.monotonic()
+            try:
+                response = await client.send(
+                    request, auth=auth if _same_origin(target, origin) else None, stream=True
+                )
+            except httpx2.HTTPError as exc:
+                raise self._failed(source, exc) from None
+            self._answered(source, response, started, refused if target == origin else None)
+            if response.is_redirect and "location" in response.headers:
+                await response.aclose()
+                target = httpx2.URL(urljoin(str(target), response.headers["location"]))
+                continue
+            try:
+                if response.status_code >= 500:
+                    raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                if (limited := _rate_limited(source, response)) is not None:
+                    raise limited
+                if response.status_code not in (200, 206):
+                    raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
+                yield response
+            finally:
+                await response.aclose()
+            return
+        raise SourceUnavailable(source, "too many redirects")
+
+    async def chunks(self, source: str, response: httpx2.Response) -> AsyncIterator[bytes]:
+        """The body of a streamed response, with transport errors turned into
+        SourceUnavailable."""
+        try:
+            async for chunk in response.aiter_bytes(CHUNK):
+                yield chunk
+        except httpx2.HTTPError as exc:
+            raise self._failed(source, exc) from None
+
+    async def size_of(self, request: Request) -> int | None:
+        """The size of a file without downloading it: the upstream's HEAD; where that gives no
+        size (object storage signs its redirect for GET only, so a HEAD there is refused), a
+        one-byte ranged GET, whose Content-Range carries the size. None if neither says.
+        Raises FileNotFoundUpstream or SourceUnavailable."""
+        try:
+            async with request({}, "HEAD") as response:
+                size = _total(response)
+        except FileNotFoundUpstream:
+            size = None  # not there, or a HEAD refused on the way: the ranged GET tells which
+        if size is not None:
+            return size
+        async with request({"Range": "bytes=0-0"}, "GET") as response:
+            return _total(response)  # closed unread if the whole file is coming
+
+    async def read_range(
+        self, source: str, request: Request, spec: str
+    ) -> tuple[bytes, str | None]:
+        """One ranged read (`spec` is a Range header value): the bytes and the Content-Range,
+        or (b"", None) when the upstream ignores the range (the whole file is not read)."""
+        async with request({"Range": spec}, "GET") as response:
+            if response.status_code != 206:
+                return b"", None  # the whole file is coming: not read, closed at once
+            parts, total = [], 0
+            async for chunk in self.chunks(source, response):
+                parts.append(chunk)
+                total += len(chunk)
+                if total > _MAX_RANGE:
+                    raise SourceUnavailable(source, "range answer too large")
+            return b"".join(parts), response.headers.get("content-range")
+
+
+def _total(response: httpx2.Response) -> int | None:
+    if response.status_code == 206:  # "bytes 0-0/12345"
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+    else:
+        total = response.headers.get("content-length", "")
+    return int(total) if total.isascii() and total.isdigit() else None

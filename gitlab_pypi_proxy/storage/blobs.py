@@ -1,0 +1,149 @@
+"""The seam for where distribution files are kept: a content-addressed blob store.
+
+A blob is the verified bytes of one file, addressed by their sha256. A store takes a blob from a
+local spool file that a download (gitlab_pypi_proxy.storage.downloads) wrote and verified, put if
+absent; hands it out (size, mtime, byte ranges streamed in constant memory, its bytes checked on the
+way out); deletes it; and lists what it holds for `cache stats`, `verify` and `export`. How much it
+may hold and what it evicts is its own business.
+
+Today's implementation is gitlab_pypi_proxy.storage.local_blobs (a directory, its SQLite index,
+eviction). Another (an S3 bucket) would take the same calls; nothing outside
+gitlab_pypi_proxy.storage and the composition root knows which one runs."""
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+class CacheUnwritable(Exception):
+    """The store cannot take a new blob now: the file is served without being kept."""
+
+
+@dataclass
+class Spool:
+    """A local file a download writes a blob to before the store takes it. Its writer holds it
+    (an flock on it, in the local store) until it is put or discarded, so that a spool nobody
+    holds is known to be a leftover."""
+
+    sha256: str
+    path: str
+    handle: BinaryIO  # unbuffered: what `written` counts, readers can read
+    size: int | None = None  # as the upstream announced it
+    written: int = 0
+
+
+@dataclass(frozen=True)
+class BlobStats:
+    entries: int
+    bytes: int
+    oldest: float | None  # when the oldest blob was stored (Unix time)
+    newest: float | None
+    hits: int = 0  # the server's lookups answered from the store, and not, as counted so far
+    misses: int = 0
+
+
+class Blob(Protocol):
+    """An open blob: reading it is safe even if it is deleted meanwhile."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> float: ...
+
+    @property
+    def holds_resources(self) -> bool:
+        """Must be closed; False for a small blob read whole at lookup."""
+        ...
+
+    def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes `start`..`end` (inclusive), streamed. A blob not yet seen to hash right is
+        checked as it goes: the last piece of a blob that does not is never sent (an exception
+        instead), and the blob is dropped."""
+        ...
+
+    def reader(self) -> BinaryIO:
+        """Its bytes from the start, unchecked, seekable (blocking reads: export, verify, a
+        wheel's METADATA)."""
+        ...
+
+    def close(self) -> None:
+        """Releases what it holds without waiting for a disk or a network (an open local file's
+        descriptor, the store's note that it is being served): called on the event loop."""
+        ...
+
+
+class BlobStore(Protocol):
+    @property
+    def keeping(self) -> bool:
+        """May new blobs be put now? False for a while after the store failed to take one."""
+        ...
+
+    async def open(self, sha256: str, *, count: bool = True) -> Blob | None:
+        """The blob, or None. `count`: a client's lookup (it counts in the hit ratio, it is
+        noted for eviction's order and its bytes are checked on the way out); else the proxy's
+        own read, of the blob as it is."""
+        ...
+
+    def open_now(self, sha256: str) -> Blob | None:
+        """`open(count=False)` for the command line (blocking)."""
+        ...
+
+    async def redirect_url(self, sha256: str) -> str | None:
+        """A short-lived URL the client may fetch the blob from itself, or None (not held, or
+        a store that has none). Only after the caller's read check."""
+        ...
+
+    def __contains__(self, sha256: object) -> bool:
+        """Blocking."""
+        ...
+
+    def digests(self) -> Iterator[str]:
+        """The sha256 of every blob held (blocking)."""
+        ...
+
+    def stats(self) -> BlobStats:
+        """Blocking."""
+        ...
+
+    def spool(self, sha256: str) -> Spool:
+        """A new spool for a blob about to arrive (blocking). Raises OSError when there is no
+        room for one."""
+        ...
+
+    async def reserve(self, spool: Spool, size: int | None) -> None:
+        """The blob will be `size` bytes (as announced): take its room now, before its first
+        byte goes to any client. Raises CacheUnwritable when it will not fit."""
+        ...
+
+    def put(self, spool: Spool) -> bool:
+        """Take the verified spool's bytes as the blob of its sha256, unless one is there
+        already (blocking). False when the store does not keep it (larger than it may hold).
+        Raises OSError (and the like) when it cannot; the spool is then still to discard."""
+        ...
+
+    def discard(self, spool: Spool) -> None:
+        """Close and remove a spool that was not put, or whose bytes the store has taken
+        (blocking). Never raises: what it cannot remove is a leftover for `clean`."""
+        ...
+
+    def delete(self, sha256: str) -> None:
+        """Blocking."""
+        ...
+
+    def failed(self, exc: BaseException, what: str) -> CacheUnwritable:
+        """Taking a blob failed with `exc` while `what`: stop keeping for a while, and the
+        exception that says so."""
+        ...
+
+    def clean(self) -> tuple[int, int]:
+        """Remove the spools that downloads killed midway left (blocking; at start). How many,
+        and their bytes."""
+        ...
+
+    def close(self) -> None:
+        """Write what is pending (blocking)."""
+        ...

@@ -1,0 +1,88 @@
+"""The seam for what the proxy's workers share beyond the stores: a lock per key, the news that
+index records changed, and small values updated atomically.
+
+Today's implementation is gitlab_pypi_proxy.storage.local_coordinator (flock, a generation file,
+small state files under the cache directory): the workers of one machine. Another (Redis: a lock
+with a lease, pub/sub, atomic updates) would let replicas share the same three without any caller
+changing. Nothing outside gitlab_pypi_proxy.storage and the composition root knows which one runs.
+"""
+
+import threading
+from collections.abc import Callable, Hashable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Protocol, TypeVar
+
+from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
+
+T = TypeVar("T")
+
+
+class HeldElsewhere(CacheUnwritable):
+    """Another replica has held a download's lock past the bound a follower waits: the file is
+    streamed from upstream, verified, without keeping."""
+
+
+class SharedValue(Protocol):
+    """A few bytes every worker reads and changes atomically (the GitLab request budget)."""
+
+    def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
+        """Apply `change` to the current value (None before the first update), store what it
+        returns first and return the rest; no other update runs in between (blocking: call it
+        in a thread)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ProcessValue:
+    """A shared value that only this process shares: one process needs no more (tests), and a
+    coordinator keeps a value here when it cannot share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: bytes | None = None
+
+    def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
+        with self._lock:
+            self._value, result = change(self._value)
+            return result
+
+    def close(self) -> None:
+        pass
+
+
+class Coordinator(Protocol):
+    def generation(self) -> Hashable:
+        """Changes whenever any worker announced a change (`changed`). Cheap: a memo asks it on
+        every request and compares the answer with the one it was filled under."""
+        ...
+
+    async def changed(self) -> None:
+        """Tell every worker that index records changed (their memos are out of date). Never
+        fails: when the news cannot be shared, at least this worker's generation changes."""
+        ...
+
+    def changed_now(self) -> None:
+        """`changed`, for the command line (blocking)."""
+        ...
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold `key` exclusively among every worker, waiting for another holder without
+        blocking the event loop (a download of one digest runs once). Raises OSError when the
+        lock cannot be had at all: the caller then goes on without what it guards; HeldElsewhere
+        when another replica holds it past a bound."""
+        ...
+
+    def lock_now(self, key: str) -> AbstractContextManager[None]:
+        """`lock`, for the command line (blocking)."""
+        ...
+
+    def value(self, name: str) -> SharedValue:
+        """The shared value called `name`."""
+        ...
+
+    def clean(self) -> int:
+        """Remove what holders that died left behind (blocking; at start). How many."""
+        ...
+
+    def close(self) -> None: ...

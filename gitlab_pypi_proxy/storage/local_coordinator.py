@@ -1,0 +1,217 @@
+"""The workers of one machine, coordinated through the cache directory
+(gitlab_pypi_proxy.storage.coordinator).
+
+- Locks: an flock on `files/locks/<key>` (the file is made for the lock and unlinked, still
+  held, on release). A worker that was waiting on a file since unlinked holds a lock nobody
+  else sees once it gets it: it lets go and locks the file now at that path, so there is one
+  holder at a time even when a holder lets go without doing the work (a look-ahead that
+  declined, a download that failed). A lock file nobody holds was left by a holder that died:
+  `clean` removes it.
+- News of changed index records: the `pages/generation` file's mtime, which every worker
+  reads at most once every `GENERATION_SECONDS` (a stat() per request was 5% of a memo hit), and
+  at once after a change of its own: another worker's change is seen within a few
+  milliseconds. When the disk will not take the stamp (full, read-only),
+  this worker's own generation moves on all the same; the others see the change once their
+  memos expire.
+- Shared values: a small file, read and rewritten under an flock (and a thread lock: flock does
+  not exclude this process's own threads). When it cannot be opened or written, the value is
+  kept in this process from then on.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
+
+log = logging.getLogger("proxy.storage")
+
+T = TypeVar("T")
+
+_LOCK_POLL = 0.05  # seconds between tries for another worker's lock
+_VALUE_BYTES = 4096  # the largest shared value read
+GENERATION_SECONDS = 0.005  # how long a worker goes on with the generation it read
+_clock = time.monotonic
+
+
+class LocalCoordinator:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._locks = directory / "files" / "locks"
+        self._locks.mkdir(parents=True, exist_ok=True)
+        self._generation_path = directory / "pages" / "generation"
+        self._local = 0  # this worker's changes the generation file could not take
+        self._stamp = 0  # the generation file's mtime, as last read
+        self._stamp_until = 0.0  # _clock() until which `_stamp` is taken as it is
+        self._writes = writes_for(directory)
+        self._values: dict[str, SharedFile] = {}
+
+    def close(self) -> None:
+        for value in self._values.values():
+            value.close()
+
+    # --- news of changes ----------------------------------------------------------------------
+
+    def generation(self) -> tuple[int, int]:
+        now = _clock()
+        if now >= self._stamp_until:
+            try:
+                self._stamp = os.stat(self._generation_path).st_mtime_ns
+            except FileNotFoundError:
+                self._stamp = 0
+            self._stamp_until = now + GENERATION_SECONDS
+        return self._stamp, self._local
+
+    async def changed(self) -> None:
+        try:
+            await asyncio.to_thread(self.changed_now)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "forgetting index pages")
+            self._local += 1
+
+    def changed_now(self) -> None:
+        self._generation_path.parent.mkdir(parents=True, exist_ok=True)
+        self._generation_path.touch()
+        stamp = time.time_ns()
+        os.utime(self._generation_path, ns=(stamp, stamp))
+        self._stamp_until = 0.0  # this worker sees its own change at once
+
+    # --- locks --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        path = self._locks / key
+        while True:
+            fd = await asyncio.to_thread(os.open, path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never blocks the loop
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(_LOCK_POLL)
+                if await asyncio.to_thread(_still_at, fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # a released file: lock the one at the path now
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self._unlock, key, fd)
+
+    @contextmanager
+    def lock_now(self, key: str) -> Iterator[None]:
+        path = self._locks / key
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _still_at(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        try:
+            yield
+        finally:
+            self._unlock(key, fd)
+
+    def _unlock(self, key: str, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._locks / key)  # while held: see the module's docstring
+        os.close(fd)
+
+    def clean(self) -> int:
+        """Remove the lock files nobody holds (blocking)."""
+        freed = 0
+        for entry in os.scandir(self._locks):
+            try:
+                fd = os.open(entry.path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)  # while held, as a holder's own unlock does
+                freed += 1
+            finally:
+                os.close(fd)
+        return freed
+
+    # --- shared values ------------------------------------------------------------------------
+
+    def value(self, name: str) -> "SharedFile":
+        found = self._values.get(name)
+        if found is None:
+            found = self._values[name] = SharedFile(self.directory / name)
+        return found
+
+
+class SharedFile:
+    """A shared value in the file at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._memory: bytes | None = None  # the value while there is no file
+        self._fd = _open(path)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
+        with self._lock:
+            fd = self._fd
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.pread(fd, _VALUE_BYTES, 0) if fd is not None else self._memory
+                new, result = change(current or None)
+                self._memory = new
+                if fd is not None:
+                    try:
+                        os.pwrite(fd, new, 0)
+                        os.ftruncate(fd, len(new))
+                    except OSError as exc:  # a read-only or full disk: kept in this process
+                        log.warning("%s kept per process from now on: %s", self.path, exc.strerror)
+                        self._fd = None
+                        os.close(fd)
+                        fd = None
+                return result
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _open(path: Path) -> int | None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("%s kept per process: cannot open it: %s", path, exc.strerror)
+        return None
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Is the file `fd` locks still the one at `path` (not unlinked by a holder since)?"""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

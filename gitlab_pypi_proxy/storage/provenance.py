@@ -1,0 +1,46 @@
+"""PEP 740 provenance objects a public index serves, by the sha256 of the file they attest, with
+the result of verifying them once when they were kept. Small entries in diskcache, shared by
+every worker and kept across restarts, like the core metadata (gitlab_pypi_proxy.storage.metadata).
+"""
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+
+from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
+
+_SIZE_LIMIT = 2**28
+
+
+@dataclass(frozen=True)
+class Kept:
+    body: bytes  # as the index served it
+    verified: bool
+    detail: str  # gitlab_pypi_proxy.policy.provenance's "verified: ..." or "not verified: <why>"
+
+
+class ProvenanceStore:
+    def __init__(self, directory: Path) -> None:
+        self._disk = diskcache.Cache(
+            str(directory / "provenance"),
+            size_limit=_SIZE_LIMIT,
+            eviction_policy="least-recently-stored",
+        )
+        self._writes = writes_for(directory)
+
+    def close(self) -> None:
+        self._disk.close()
+
+    async def get(self, file_sha256: str) -> Kept | None:
+        entry = await asyncio.to_thread(self._disk.get, file_sha256)
+        return Kept(*entry) if entry is not None else None
+
+    async def put(self, file_sha256: str, kept: Kept) -> None:
+        """Keep it; a disk that will not take it only costs a fetch next time."""
+        try:
+            entry = (kept.body, kept.verified, kept.detail)
+            await asyncio.to_thread(self._disk.set, file_sha256, entry)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "keeping provenance")

@@ -1,0 +1,50 @@
+"""The seam for index records (every source's answers, where files are), by key, each with the
+time it was fetched: what gitlab_pypi_proxy.index.cached keeps and
+gitlab_pypi_proxy.storage.locations builds on.
+
+Today's implementations: gitlab_pypi_proxy.storage.pages (diskcache under the cache directory: the
+workers of one machine) and gitlab_pypi_proxy.storage.shared_records (the same, with Redis shared by
+every replica behind it). Nothing outside gitlab_pypi_proxy.storage and the composition root knows
+which one runs."""
+
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from gitlab_pypi_proxy.storage.pages import Entry
+from gitlab_pypi_proxy.storage.writable import CacheWrites
+
+
+class RecordStore(Protocol):
+    writes: CacheWrites  # where a failed local write is reported
+
+    def __len__(self) -> int:
+        """How many records (blocking)."""
+        ...
+
+    async def get(self, key: Hashable) -> Entry | None: ...
+
+    async def put(self, key: Hashable, entry: Entry) -> None:
+        """Never fails: what cannot be stored is held in this process (bounded)."""
+        ...
+
+    async def forget(self, *keys: Hashable) -> None:
+        """Forget records everywhere they are shared; every worker's renderings are out of
+        date."""
+        ...
+
+    def get_now(self, key: Hashable) -> Any: ...
+
+    def set_now(self, key: Hashable, value: Any) -> None: ...
+
+    def transact(self) -> AbstractContextManager[Any]: ...
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]: ...
+
+    def keep(self, key: Hashable, entry: Entry) -> bool:
+        """Store unless a newer one is stored (blocking: the command line)."""
+        ...
+
+    def announce(self) -> None: ...
+
+    def close(self) -> None: ...

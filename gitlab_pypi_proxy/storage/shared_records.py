@@ -1,0 +1,120 @@
+"""Index records shared by replicas (gitlab_pypi_proxy.storage.records): each machine's own records
+(gitlab_pypi_proxy.storage.pages) in front, Redis behind them for every replica.
+
+A record is written to both; read from both, the newer one wins (and a record only Redis has is
+copied in): a replica started while GitLab is down serves what any replica fetched. Forgetting a
+record deletes it in Redis and here, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator)
+makes every other replica forget its own copy before its memos move on: an upload through one
+replica is listed by all of them at once. Where files are (the locations records, written by the
+thousand) stay per machine: a file URL falls back to asking GitLab by digest.
+
+Records are pickled into Redis as into the cache directory: Redis is trusted as the cache
+directory is. While Redis is down, the machine's records serve alone.
+"""
+
+import asyncio
+import pickle
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from gitlab_pypi_proxy.storage import pickles
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
+
+PREFIX = "gitlab-pypi-proxy:record:"
+KEEP_SECONDS = 30 * 86400  # a record nobody refreshed for this long leaves Redis
+
+
+def _name(key: Hashable) -> str:
+    return PREFIX + repr(key)
+
+
+def _entry(data: bytes | None) -> Entry | None:
+    if data is None:
+        return None
+    try:
+        value = pickles.loads(data)
+    except Exception:
+        return None
+    return value if isinstance(value, Entry) else None
+
+
+class SharedRecords:
+    def __init__(self, local: PageStore, coordinator: RedisCoordinator) -> None:
+        self.local, self.coordinator = local, coordinator
+        self.writes = local.writes
+        coordinator.on_forget(self._forget_here)
+
+    def __len__(self) -> int:
+        here = len(self.local)
+        if here:
+            return here
+        redis = self.coordinator.sync
+        found = self.coordinator.call_now(
+            "counting records", lambda: next(redis.scan_iter(PREFIX + "*", count=100), None)
+        )
+        return 1 if found else 0
+
+    async def get(self, key: Hashable) -> Entry | None:
+        client = self.coordinator.client
+        here, shared = await asyncio.gather(
+            self.local.get(key),
+            self.coordinator.call("reading a record", lambda: client.get(_name(key))),
+        )
+        there = _entry(shared)
+        if there is not None and (here is None or there.fetched_at > here.fetched_at):
+            await self.local.put(key, there)
+            return there
+        return here
+
+    async def put(self, key: Hashable, entry: Entry) -> None:
+        data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+        client = self.coordinator.client
+        await asyncio.gather(
+            self.local.put(key, entry),
+            self.coordinator.call(
+                "keeping a record", lambda: client.set(_name(key), data, ex=KEEP_SECONDS)
+            ),
+        )
+
+    async def forget(self, *keys: Hashable) -> None:
+        client = self.coordinator.client
+        names = [_name(k) for k in keys]
+        if names:
+            await self.coordinator.call("forgetting records", lambda: client.delete(*names))
+        await self.local.forget(*keys)
+        await self.coordinator.broadcast(list(keys))
+
+    async def _forget_here(self, keys: list[Hashable]) -> None:
+        await asyncio.to_thread(self.local.delete_now, *keys)
+
+    # --- blocking, for the command line and the locations -------------------------------------
+
+    def get_now(self, key: Hashable) -> Any:
+        return self.local.get_now(key)
+
+    def set_now(self, key: Hashable, value: Any) -> None:
+        self.local.set_now(key, value)
+
+    def transact(self) -> AbstractContextManager[Any]:
+        return self.local.transact()
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        return self.local.items()
+
+    def keep(self, key: Hashable, entry: Entry) -> bool:
+        kept = self.local.keep(key, entry)
+        if kept:
+            data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+            redis = self.coordinator.sync
+            self.coordinator.call_now(
+                "keeping a record", lambda: redis.set(_name(key), data, ex=KEEP_SECONDS)
+            )
+        return kept
+
+    def announce(self) -> None:
+        self.coordinator.changed_now()
+
+    def close(self) -> None:
+        self.local.close()

@@ -1,0 +1,87 @@
+"""The process `serve` becomes once its checks pass: uvicorn's supervisor of the workers, holding
+nothing else.
+
+`serve` checks the configuration, the cache and the shared stores with the whole proxy imported,
+then replaces itself with this module (`exec`: the same pid, stdio and signals, a fresh memory
+image), so the one process that lives as long as the proxy and serves no request holds uvicorn
+and the logging setup only (~27 MiB, not the ~36 MiB the checks leave behind). What it needs comes
+in one environment variable, read and removed before any worker starts. Keep its imports light:
+no gitlab_pypi_proxy.config, gitlab_pypi_proxy.storage, prometheus_client or diskcache here.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+ENV = "GITLAB_PYPI_PROXY_SUPERVISOR"
+STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
+
+
+def become(runtime: Path, uvicorn_settings: dict[str, Any]) -> NoReturn:
+    """Replace this process with the supervisor, which runs `uvicorn.run(**uvicorn_settings)`
+    and removes `runtime` (gitlab_pypi_proxy.runtime_dir) when it ends. The stop signals are blocked
+    across the exec (a blocked signal stays pending in the new image) until its handlers are in
+    place."""
+    os.environ[ENV] = json.dumps({"runtime": str(runtime), "uvicorn": uvicorn_settings})
+    root = str(Path(__file__).resolve().parent.parent)  # this very proxy package, wherever it is
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from gitlab_pypi_proxy.supervisor import main; main()"
+    )
+    # multiprocessing passes the interpreter's flags to its children the same way
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    # The arguments after the code are only what `ps` shows: the command that started it.
+    os.execv(sys.executable, [sys.executable, *flags, "-c", code, *sys.argv[1:]])
+
+
+def remove_on_stop(runtime: Path) -> None:
+    """Until uvicorn installs its own handlers (and again once a single worker restores these
+    and raises the signal that stopped it), a stop signal removes `runtime` before the process
+    ends the way the signal says."""
+
+    def remove_and_die(signum: int, frame: object) -> None:
+        shutil.rmtree(runtime, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for stop in STOPS:
+        signal.signal(stop, remove_and_die)
+
+
+def without_resource_tracker() -> None:
+    """multiprocessing's `spawn` (uvicorn's workers) starts a resource tracker, a Python
+    interpreter of its own (~13 MiB), which unlinks the named semaphores and shared memory that
+    processes registered and left behind. No process of `serve` creates either (no
+    multiprocessing locks, queues, pools or shared memory: tests/unit/test_worker_imports.py),
+    so the tracker's pipe is /dev/null: `spawn` finds a tracker "running" and starts none, and the
+    workers it starts inherit the same descriptor."""
+    from multiprocessing import resource_tracker
+
+    try:  # private API (CPython 3.8-3.14): without it, spawn starts its tracker as usual
+        tracker = resource_tracker._resource_tracker
+        if tracker._fd is None:
+            tracker._fd = os.open(os.devnull, os.O_WRONLY)
+    except AttributeError:
+        pass
+
+
+def main() -> None:
+    settings = json.loads(os.environ.pop(ENV))
+    runtime = Path(settings["runtime"])
+    remove_on_stop(runtime)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # the workers inherit the mask: never keep it
+    try:
+        import uvicorn
+
+        without_resource_tracker()
+        uvicorn.run("gitlab_pypi_proxy.cli:app_factory", factory=True, **settings["uvicorn"])
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
