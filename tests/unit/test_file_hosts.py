@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from prometheus_client import REGISTRY
 
+from gitlab_pypi_proxy.cli import _describe
 from gitlab_pypi_proxy.config import ConfigError, SourceConfig, load
 from gitlab_pypi_proxy.errors import SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile
@@ -193,6 +194,9 @@ def _config(tmp_path: Path, source: str) -> Path:
 def test_the_public_index_keeps_its_files_on_its_cdn_by_default(tmp_path: Path) -> None:
     public = load(_config(tmp_path, 'name = "public"\nurl = "https://pypi.org/simple/"\n'))
     assert public.sources[0].file_hosts == ("files.pythonhosted.org",)
+    described = _describe(public)  # check-config shows what applies
+    assert "url https://pypi.org/simple/ (files also from files.pythonhosted.org)" in described
+    assert "pages up to 64.0 MiB" in described
     mirror = load(_config(tmp_path, 'name = "m"\nurl = "https://mirror.example.org/simple"\n'))
     assert mirror.sources[0].file_hosts == ()
     listed = load(

@@ -6,9 +6,11 @@ import gzip
 import json
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 
+from gitlab_pypi_proxy.config import ConfigError, load
 from gitlab_pypi_proxy.errors import SourceUnavailable
 from gitlab_pypi_proxy.sources.upstream import CHUNK, Upstream, make_client, make_upstream
 from gitlab_pypi_proxy.sources.upstream_bounds import Bounds
@@ -138,3 +140,15 @@ async def test_a_slow_source_holds_its_own_connections_only(index: HostileIndex)
     assert caught.value.status == 504
     assert caught.value.reason.startswith("all 2 connections of this source are busy")
     assert fast.text == "<a>fast</a>"
+
+
+def test_max_page_size_is_a_size_of_at_least_a_mebibyte(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text('[cache]\nmax_page_size = "16MiB"\n')
+    assert load(path).cache.max_page_size == 16 * MiB
+    path.write_text("[cache]\n")
+    assert load(path).cache.max_page_size == 64 * MiB
+    for value, problem in [('"1KiB"', "must be at least 1048576 bytes"), ('"lots"', "not a size")]:
+        path.write_text(f"[cache]\nmax_page_size = {value}\n")
+        with pytest.raises(ConfigError, match=f"cache.max_page_size: {problem}"):
+            load(path)
