@@ -180,7 +180,7 @@ def test_dripping_names_leave_a_healthy_source_its_connections(world: World) -> 
     port = int(proxy.url.rsplit(":", 1)[1])
 
     async def burst() -> None:
-        await asyncio.gather(*(_impatient(port, f"/simple/{n}/", 2.0) for n in names))
+        await asyncio.gather(*(_impatient(port, f"/simple/{n}/", 1.0) for n in names))
 
     asyncio.run(burst())  # every client has given up; the fetches they started go on
     cold = httpx2.get(f"{proxy.url}/simple/app-main/", timeout=30)
