@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
+from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.errors import (
     FileNotFoundUpstream,
     NotAsListed,
@@ -27,6 +28,8 @@ from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.sources.base import Details, Source
 from gitlab_pypi_proxy.storage.deliveries import Deliveries, Opener
 from gitlab_pypi_proxy.storage.locations import FileLocations
+
+_REMEMBERED = 100_000
 
 
 class FileFinder:
@@ -41,6 +44,9 @@ class FileFinder:
         self.by_name = {s.name: s for s in self.sources}
         self.priority = {s.name: n for n, s in enumerate(self.sources)}
         self.locations, self.deliveries = locations, deliveries
+        # digests cached before delivery records (none at all): a reader of every source may
+        # have them, whatever is recorded later (records only grow, by configured sources)
+        self._unrecorded: TTLMemo[str, None] = TTLMemo(_REMEMBERED)
         self.details = dict(details or {})  # per GitLab source: its PEP 700 details
 
     async def locate(self, sha256: str, filename: str, allowed: Readable = None) -> list[DistFile]:
@@ -101,10 +107,14 @@ class FileFinder:
         readable = self.by_name.keys() if allowed is None else allowed
         if not self.deliveries.known(sha256).isdisjoint(readable):
             return True  # no I/O: what this process saw stays true
+        if allowed is None and sha256 in self._unrecorded:
+            return True
         recorded = await self.deliveries.sources(sha256)
-        if recorded is None:
-            return allowed is None
-        return not recorded.isdisjoint(readable)
+        if recorded is not None:
+            return not recorded.isdisjoint(readable)
+        if allowed is None:
+            self._unrecorded.set(sha256, None)
+        return allowed is None
 
     async def verify(self, sha256: str, filename: str, candidates: Sequence[DistFile]) -> str:
         """Have a candidate deliver the file (downloaded and hashed, not kept) unless it did

@@ -16,11 +16,12 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx2
 import pytest
 
-from gitlab_pypi_proxy.demo.dists import make_wheel
+from gitlab_pypi_proxy.demo.dists import make_sdist, make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from tests.hostile_index import HostileIndex, Reply, hostile_index
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
@@ -79,6 +80,7 @@ TOOLS = {
     way: make_wheel(f"shared-{way}", "1.0", requires_dist=["shared-dep"])
     for way in ("get", "range", "if-none-match")
 }
+OFFLINE_TOOL = make_sdist("shared-offline", "1.0")  # an sdist: no page looks ahead to it
 FORGED = make_wheel("team-tool", "1.0")  # any small wheel the writer has
 FORGED_NAME = "team_tool-1.0-py3-none-any.whl"
 LOGGED_NAME = "log_tool-1.0-py3-none-any.whl"
@@ -96,6 +98,7 @@ class World:
     hostile: HostileIndex
     proxy: ProxyProcess
     secret_metadata: bytes  # the METADATA the proxy serves for the secret wheel
+    config: Path
 
     def url(self, digest: str, filename: str, suffix: str = "") -> str:
         return f"{self.proxy.url}/files/{digest}/{filename}{suffix}"
@@ -145,6 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for project in (11, 14):
         for way, tool in TOOLS.items():
             double.add_package_file(project, f"shared-{way}", "1.0", *tool)
+        double.add_package_file(project, "shared-offline", "1.0", *OFFLINE_TOOL)
     with serve(double.app) as gitlab, hostile_index() as (hostile, _):
         sources = [
             {"name": "platform", "gitlab_project": 11},
@@ -178,7 +182,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 ],
             )
             hostile.on(f"/dl/{HOSTILE_NAME}", Reply(body=FORGED[1]))
-            yield World(double, hostile, proxy, metadata.content)
+            yield World(double, hostile, proxy, metadata.content, config)
         finally:
             proxy.stop()
 
@@ -335,3 +339,29 @@ def test_readers_of_every_source_are_served_from_the_cache(world: World, method:
     if method == "GET":
         assert response.content == SECRET[1]
     assert world.file_gets(12, SECRET[0]) == before
+
+
+def test_offline_a_reader_is_served_only_what_its_own_sources_delivered(world: World) -> None:
+    tool = OFFLINE_TOOL
+    for auth in (MAIN, SHARED):  # both pages are kept; the file only as platform delivered it
+        page = httpx2.get(f"{world.proxy.url}/simple/shared-offline/", auth=auth, timeout=30)
+        assert page.status_code == 200
+    assert httpx2.get(_file(world.proxy, tool), auth=MAIN, timeout=30).status_code == 200
+    offline = start_proxy(world.config, "--offline")
+    try:
+        kept = httpx2.get(_file(offline, tool), auth=MAIN, timeout=30)
+        assert kept.status_code == 200 and kept.content == tool[1]
+        refused = httpx2.get(_file(offline, tool), auth=SHARED, timeout=30)
+        assert refused.status_code == 404
+        assert refused.text.startswith(
+            f"the proxy is offline and none of your sources delivered {tool[0]}; fill the cache"
+        )
+        forged = httpx2.get(
+            world.url(sha(SECRET[1]), FORGED_NAME).replace(world.proxy.url, offline.url),
+            auth=WRITER,
+            timeout=30,
+        )
+        assert forged.status_code == 404
+        _no_secret(forged, world)
+    finally:
+        offline.stop()
