@@ -151,14 +151,14 @@ async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp |
             hit = await cached_answer(request, sha256, filename, "hit")
             if hit is not None:
                 return hit
-        elif await asyncio.to_thread(svc.stores.blobs.__contains__, sha256):
+        elif (size := await cached_size(request, sha256)) is not None:
             if svc.config.cache.offline:
                 raise Offline(f"the proxy is offline and none of your sources delivered {filename}")
             candidates = await readable_candidates(request, sha256, filename)
             if request.method == "HEAD":  # what the reader's source says, not what is cached
                 return await uncached_head(request, sha256, filename, candidates)
             try:
-                source = await files.verify(sha256, filename, candidates)
+                source = await files.verify(sha256, filename, candidates, size)
             except Exception as exc:
                 raise download_failed(exc, sha256, filename) from None
             hit = await cached_answer(request, sha256, filename, "verified", source)
@@ -191,6 +191,15 @@ async def cached_answer(
     metrics.FILE_HIT.inc()
     await audit.served(request, sha256, filename, outcome, source)
     return cached_response(cached, sha256, request.headers, request.method)
+
+
+async def cached_size(request: Request, sha256: str) -> int | None:
+    """The size of the cached file (None: not cached), looked up as the proxy's own read."""
+    blob = await services(request).stores.blobs.open(sha256, count=False)
+    if blob is None:
+        return None
+    blob.close()
+    return blob.size
 
 
 async def readable_candidates(request: Request, sha256: str, filename: str) -> list[DistFile]:

@@ -2,17 +2,19 @@
 
 Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
 `.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
-reads of the upstream wheel's end. It is kept per source (gitlab_pypi_proxy.storage.metadata): a
-page advertises, and `.metadata` serves, for the file a source lists, only what that source's
-bytes say: its sidecar, its ranges, or the cached file once that source has delivered it
-(gitlab_pypi_proxy.storage.deliveries). A cached file that source has not delivered is read as if
-it were not cached (the look-ahead has the source deliver it first), so a listing of another
-source's digest learns nothing of that file. For the wheel a client is about to download (the newest
+reads of the upstream wheel's end. For the wheel a client is about to download (the newest
 version's, when it has just one; or one whose sidecar a client asks for), the first range read
 runs as a download (`whole_or_tail`) at a client's priority: a wheel no larger than it is whole
 after it, verified and kept, and the client that asks for it next (pip and uv do, right after the
 page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
 declines, and its metadata is read on from the tail with no request more than before.
+
+It is kept per source (gitlab_pypi_proxy.storage.metadata): for the file a source lists, a page
+advertises and `.metadata` serves only what that source's bytes say: its sidecar, its ranges, or
+the cached file once that source has delivered it (gitlab_pypi_proxy.storage.deliveries). A cached
+file that source has not delivered is read as if it were not cached (the look-ahead has the
+source deliver it first, with the same requests), so a listing of another source's digest learns
+nothing of that file.
 
 It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
 served (bounded, single-flight, a failure not retried for a while; never a file the policy
@@ -214,18 +216,17 @@ class CoreMetadata:
         """The first range read as a download the client can join: started before anything
         else is awaited (the client asks for the wheel right after the page), at a client's
         priority in GitLab's budget (a client waits for it); the download finds the file cached
-        by itself. A larger wheel's further reads keep the priority asked for."""
+        by itself, and then this source delivers it too, with the same reads. A larger wheel's
+        further reads keep the priority asked for."""
         first = source.range_reader(file, background=False)
         download = downloads.download(file.sha256, _whole_from(file, first))
         reader = source.range_reader(file, background=background)
         try:
             await download.wait()
-            if download.source != file.source:
-                # cached already, or from another source: this one delivers it as it would have
-                again = source.range_reader(file, background=False)
-                deliveries = downloads.deliveries
-                await deliveries.verify(
-                    file.sha256, file.source, file.filename, _whole_from(file, again)
+            if download.source != file.source:  # cached already, or another source's download
+                again = _whole_from(file, source.range_reader(file, background=False))
+                await downloads.deliveries.verify(
+                    file.sha256, file.source, file.filename, again, download.size
                 )
         except NotWhole as larger:
             return await by_ranges(reader, file.filename, larger.tail)

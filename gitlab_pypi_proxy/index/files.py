@@ -116,9 +116,11 @@ class FileFinder:
             self._unrecorded.set(sha256, None)
         return allowed is None
 
-    async def verify(self, sha256: str, filename: str, candidates: Sequence[DistFile]) -> str:
+    async def verify(
+        self, sha256: str, filename: str, candidates: Sequence[DistFile], size: int | None = None
+    ) -> str:
         """Have a candidate deliver the file (downloaded and hashed, not kept) unless it did
-        before, trying them in order; the source that did.
+        before, trying them in order; the source that did. `size`: the file's, as cached.
 
         Raises NotAsListed (the first whose bytes did not match) when none did,
         Unavailable when one that might could not be reached, else FileNotFoundUpstream.
@@ -129,7 +131,7 @@ class FileFinder:
             source = self.by_name[file.source]
             try:
                 await self.deliveries.verify(
-                    sha256, file.source, filename, lambda s=source, f=file: s.open_file(f)
+                    sha256, file.source, filename, lambda s=source, f=file: s.open_file(f), size
                 )
             except FileNotFoundUpstream:
                 continue

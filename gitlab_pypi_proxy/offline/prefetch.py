@@ -209,9 +209,11 @@ class Prefetch:
         stores, files = self.services.stores, self.services.composed.files
         label = file.filename
         try:
-            if await asyncio.to_thread(stores.blobs.__contains__, file.sha256):
+            cached = await stores.blobs.open(file.sha256, count=False)
+            if cached is not None:
+                cached.close()
                 if not await stores.deliveries.delivered_by(file.sha256, file.source):
-                    await files.verify(file.sha256, file.filename, [file])
+                    await files.verify(file.sha256, file.filename, [file], cached.size)
                 outcome = Outcome(label, "cached", sha256=file.sha256)
             else:
                 others = await files.locate(file.sha256, file.filename)

@@ -95,38 +95,42 @@ class Deliveries:
         if union != recorded:
             self.records.keep(key, Entry(union, time.time()))
 
-    async def verify(self, sha256: str, source: str, filename: str, opener: Opener) -> None:
+    async def verify(
+        self, sha256: str, source: str, filename: str, opener: Opener, size: int | None = None
+    ) -> None:
         """Make sure `source` delivered `sha256`: if no record says so, download the file with
-        `opener` (its bytes are hashed, not kept) and record it when they match.
+        `opener` (its bytes are hashed, not kept) and record it when they match. `size`: the
+        bytes of that digest, as cached: an answer of another size is refused as soon as it
+        shows (its announced length, or more bytes than that).
 
-        Raises NotAsListed when they do not, and whatever `opener` raises (FileNotFoundUpstream,
-        SourceUnavailable, a look-ahead's Declined)."""
+        Raises NotAsListed when they do not match, and whatever `opener` raises
+        (FileNotFoundUpstream, SourceUnavailable, a look-ahead's Declined)."""
         if source in self.known(sha256):
             return
         await self._flights.run(
-            (sha256, source, filename), lambda: self._verify(sha256, source, filename, opener)
+            (sha256, source, filename),
+            lambda: self._verify(sha256, source, filename, opener, size),
         )
 
-    async def _verify(self, sha256: str, source: str, filename: str, opener: Opener) -> None:
+    async def _verify(
+        self, sha256: str, source: str, filename: str, opener: Opener, size: int | None
+    ) -> None:
         if await self.delivered_by(sha256, source):
             return
         async with await self._locked(sha256):
             if await self.delivered_by(sha256, source):  # another worker verified it meanwhile
                 return
-            digest = hashlib.sha256()
+            digest, received = hashlib.sha256(), 0
             async with opener() as stream:
+                if size is not None and stream.size is not None and stream.size != size:
+                    raise _refused(source, filename, sha256, f"{stream.size} bytes, not {size}")
                 async for chunk in stream.chunks:
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        raise _refused(source, filename, sha256, f"more than {size} bytes")
                     await asyncio.to_thread(digest.update, chunk)
             if digest.hexdigest() != sha256:
-                log.warning(
-                    "source %s lists %s with sha256 %s, but its bytes hash to %s: not served "
-                    "from the cache (sha256 does not match its listing)",
-                    source,
-                    filename,
-                    sha256,
-                    digest.hexdigest(),
-                )
-                raise NotAsListed(source, filename)
+                raise _refused(source, filename, sha256, f"bytes hashing to {digest.hexdigest()}")
             await self.add(sha256, source)
 
     async def _locked(self, sha256: str) -> AsyncExitStack:
@@ -138,3 +142,16 @@ class Deliveries:
         except (OSError, CacheUnwritable) as exc:
             log.info("verifying %s without the lock: %s", sha256, exc)
         return stack
+
+
+def _refused(source: str, filename: str, sha256: str, found: str) -> NotAsListed:
+    """The one warning of a failed verification, and the error the reader is told."""
+    log.warning(
+        "source %s lists %s with sha256 %s but sends %s: nothing cached is served for it "
+        "(sha256 does not match its listing)",
+        source,
+        filename,
+        sha256,
+        found,
+    )
+    return NotAsListed(source, filename)

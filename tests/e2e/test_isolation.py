@@ -86,6 +86,15 @@ FORGED_NAME = "team_tool-1.0-py3-none-any.whl"
 LOGGED_NAME = "log_tool-1.0-py3-none-any.whl"
 LATE_NAME = "late_tool-1.0-py3-none-any.whl"
 HOSTILE_NAME = "forged_copy-1.0-py3-none-any.whl"
+ENDLESS_NAME = "endless_copy-1.0-py3-none-any.whl"
+ENDLESS_HELD = threading.Event()  # the endless file's rest, held until the test ends
+
+
+def endless() -> Iterator[bytes]:
+    """8 MiB with no announced length, then nothing until ENDLESS_HELD is set (at most a minute):
+    a verification that reads past the cached file's size waits here."""
+    yield from (b"\0" * 2**20 for _ in range(8))
+    ENDLESS_HELD.wait(60)
 
 
 def sha(data: bytes) -> str:
@@ -182,8 +191,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 ],
             )
             hostile.on(f"/dl/{HOSTILE_NAME}", Reply(body=FORGED[1]))
+            hostile.json_page(
+                "endless-copy",
+                [
+                    {
+                        "filename": ENDLESS_NAME,
+                        "url": f"{hostile.url}/dl/{ENDLESS_NAME}",
+                        "hashes": {"sha256": sha(SECRET[1])},
+                    }
+                ],
+            )
+            hostile.on(f"/dl/{ENDLESS_NAME}", Reply(body=endless))
             yield World(double, hostile, proxy, metadata.content, config)
         finally:
+            ENDLESS_HELD.set()
             proxy.stop()
 
 
@@ -256,6 +277,13 @@ def test_a_page_listing_a_forged_digest_never_advertises_the_cached_files_metada
     # the page's look-ahead and a request for the sidecar have tried to obtain it by now
     httpx2.get(world.url(sha(SECRET[1]), filename, ".metadata"), auth=auth, timeout=30)
     assert advertised() != {"sha256": secret_digest}
+
+
+def test_a_verification_stops_reading_past_the_cached_files_size(world: World) -> None:
+    response = httpx2.get(world.url(sha(SECRET[1]), ENDLESS_NAME), auth=OUTSIDER, timeout=30)
+    assert response.status_code == 502
+    assert response.text == f"source hostile: {ENDLESS_NAME} sha256 does not match its listing\n"
+    assert not ENDLESS_HELD.is_set()  # answered while the rest was still held
 
 
 def test_a_failed_verification_is_one_warning_naming_source_file_and_digest(world: World) -> None:
