@@ -180,6 +180,7 @@ async def test_one_sources_metadata_is_never_served_for_anothers_listing(tmp_pat
     )
     for project in ("secret", "forged"):  # both pages read: both listings are known
         await built.plain.project_page(project)
+    await built.tasks.settled()  # where their files are is remembered in the background
     metadata = built.metadata
     # neither what the forger's index says poisons the real one's, nor the other way round
     assert await metadata.sidecar(SHA, filename, frozenset({"hostile"})) == hostile.metadata
