@@ -118,7 +118,7 @@ def compose(
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None
     }
-    files = FileFinder([p.source for p in sources], stores.locations, details)
+    files = FileFinder([p.source for p in sources], stores.locations, stores.deliveries, details)
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,
