@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.add_argument(
+        "--port", type=_port_argument, help="port to listen on (default: [server] port)"
+    )
     serve.add_argument(
         "--workers",
         type=_workers_argument,
@@ -95,10 +97,18 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
 
 
 def _workers_argument(text: str) -> int | str:
+    from gitlab_pypi_proxy.workers import MAX_WORKERS
+
     if text == "auto":
         return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError('expected "auto" or a number of at least 1')
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f'expected "auto" or a number from 1 to {MAX_WORKERS}')
+    return int(text)
+
+
+def _port_argument(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535")
     return int(text)
 
 
