@@ -140,12 +140,15 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 
 def app_factory():  # type: ignore[no-untyped-def]
-    """The ASGI app for uvicorn's worker processes, configured from the environment."""
+    """The ASGI app for uvicorn's worker processes, configured from the environment, and the
+    request-head deadline of the worker's connections (uvicorn loads the app before it accepts
+    any)."""
     from gitlab_pypi_proxy.http.app import create_app
+    from gitlab_pypi_proxy.http.coalesced_writes import CoalescingHttpTools
 
-    return create_app(
-        load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
-    )
+    config = load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
+    CoalescingHttpTools.header_timeout = config.server.header_timeout
+    return create_app(config)
 
 
 def _private() -> None:

@@ -104,6 +104,15 @@ UPSTREAM_POOL_STALLED = Gauge(
 UPSTREAM_POOL_REPLACEMENTS = Counter(
     PREFIX + "upstream_pool_replacements", "Stalled upstream connection pools replaced by new ones"
 )
+REQUEST_HEAD_TIMEOUTS = Counter(
+    PREFIX + "request_head_timeouts",
+    "Client connections closed for sending no whole request head within [server] header_timeout",
+)
+DESCRIPTORS_EXHAUSTED = Gauge(
+    PREFIX + "descriptors_exhausted",
+    "1 while a worker has no file descriptor left (RLIMIT_NOFILE): new connections are dropped",
+    multiprocess_mode="livemax",
+)
 EVICTIONS = Counter(PREFIX + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     PREFIX + "single_flight_joins",
