@@ -266,6 +266,19 @@ def _log_problems(config: Config) -> None:
         logging.getLogger("proxy.cli").warning("%s", problem)
 
 
+def _raise_open_files_limit() -> None:
+    """Up to the hard limit, for this process and the workers it starts (they inherit it)."""
+    import logging
+
+    from gitlab_pypi_proxy.descriptors import raise_soft_limit
+
+    before, after = raise_soft_limit()
+    if after != before:
+        logging.getLogger("proxy.cli").info(
+            "open files limit (RLIMIT_NOFILE) raised from %d to %d", before, after
+        )
+
+
 def _clean_orphans(config: Config) -> None:
     """What workers killed mid-download left (SIGKILL, a grace time run out): gone at start."""
     import logging
@@ -468,6 +481,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _raise_open_files_limit()
     _log_problems(config)
     _check_shared(config)
     _clean_orphans(config)
