@@ -506,6 +506,10 @@ def _user(r: _Reader, source_names: set[str]) -> UserConfig:
     name = r.string("name")
     if not name:
         raise r.error("name", "required")
+    if ":" in name:
+        raise r.error("name", f"{name!r} can never log in: Basic credentials end it at the ':'")
+    if not name.isprintable():
+        raise r.error("name", f"{name!r} holds a control character")
     password, password_hash = r.string("password"), r.string("password_hash")
     if (password is None) == (password_hash is None):
         raise r.error("password", f"user {name!r} needs exactly one of password, password_hash")

@@ -148,6 +148,24 @@ def test_values_that_load_but_break_serve_are_refused_naming_the_key(
     assert capsys.readouterr().err == err
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("ci:bot", "'ci:bot' can never log in: Basic credentials end it at the ':'"),
+        ("ci\\n", "'ci\\n' holds a control character"),
+    ],
+)
+def test_a_user_name_that_could_never_log_in_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    users = f'[[users]]\nname = "{name}"\npassword = "pw"\n'
+    code, out, err = _check(tmp_path, _GITLAB + _PROJECT + users, capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"gitlab-pypi-proxy: {tmp_path / 'proxy.toml'}: users[0].name: {problem}"
+    ]
+
+
 def test_a_user_token_with_a_newline_is_refused_without_showing_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
