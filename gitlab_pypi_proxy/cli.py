@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.add_argument(
+        "--port", type=_port_argument, help="port to listen on (default: [server] port)"
+    )
     serve.add_argument(
         "--workers",
         type=_workers_argument,
@@ -95,10 +97,18 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
 
 
 def _workers_argument(text: str) -> int | str:
+    from gitlab_pypi_proxy.workers import MAX_WORKERS
+
     if text == "auto":
         return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError('expected "auto" or a number of at least 1')
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f'expected "auto" or a number from 1 to {MAX_WORKERS}')
+    return int(text)
+
+
+def _port_argument(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535")
     return int(text)
 
 
@@ -130,12 +140,15 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 
 def app_factory():  # type: ignore[no-untyped-def]
-    """The ASGI app for uvicorn's worker processes, configured from the environment."""
+    """The ASGI app for uvicorn's worker processes, configured from the environment, and the
+    request-head deadline of the worker's connections (uvicorn loads the app before it accepts
+    any)."""
     from gitlab_pypi_proxy.http.app import create_app
+    from gitlab_pypi_proxy.http.coalesced_writes import CoalescingHttpTools
 
-    return create_app(
-        load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
-    )
+    config = load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
+    CoalescingHttpTools.header_timeout = config.server.header_timeout
+    return create_app(config)
 
 
 def _private() -> None:
@@ -252,6 +265,19 @@ def _log_problems(config: Config) -> None:
 
     for problem in problems(config):
         logging.getLogger("proxy.cli").warning("%s", problem)
+
+
+def _raise_open_files_limit() -> None:
+    """Up to the hard limit, for this process and the workers it starts (they inherit it)."""
+    import logging
+
+    from gitlab_pypi_proxy.descriptors import raise_soft_limit
+
+    before, after = raise_soft_limit()
+    if after != before:
+        logging.getLogger("proxy.cli").info(
+            "open files limit (RLIMIT_NOFILE) raised from %d to %d", before, after
+        )
 
 
 def _clean_orphans(config: Config) -> None:
@@ -456,6 +482,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _raise_open_files_limit()
     _log_problems(config)
     _check_shared(config)
     _clean_orphans(config)

@@ -4,6 +4,7 @@ end-to-end tests."""
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,10 +98,15 @@ class ProxyProcess:
 
 
 def start_proxy(
-    config: Path, *args: str, env: dict[str, str] | None = None, config_workers: bool = False
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    config_workers: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> ProxyProcess:
     """Start the proxy and wait (bounded) until it answers its own /healthz: with one worker,
-    unless `args` say otherwise or `config_workers` leaves it to the configuration."""
+    unless `args` say otherwise or `config_workers` leaves it to the configuration.
+    `preexec_fn` runs in the child before the proxy starts (its resource limits, say)."""
     port = free_port()
     log_path = config.parent / f"proxy-{port}.log"
     command = [
@@ -119,7 +125,11 @@ def start_proxy(
     command += list(args)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
     proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, command)
 

@@ -19,6 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 from gitlab_pypi_proxy import errors, metrics
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.config import Config
+from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.errors import (
     BadRequest,
     FileNotFoundUpstream,
@@ -349,12 +350,14 @@ def create_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
+        DESCRIPTORS.start(asyncio.get_running_loop())
         try:
             await start_guard(services)
             services.warm()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
+            DESCRIPTORS.stop()
             await app.state.services.stop()
 
     routes = [

@@ -1,6 +1,7 @@
 """Uploads (twine, uv publish, poetry, pdm): multipart in, spooled to disk, hashed, verified,
 forwarded to the GitLab project with the caller's upstream credentials, the page invalidated.
-A body over `[upload] max_size` is refused (413) as soon as that is known, spooling no more.
+A body over `[upload] max_size`, or whose fields other than the file pass FORM_FIELDS_LIMIT (they
+are held in memory), is refused (413) as soon as that is known, spooling no more.
 Once GitLab has answered, the answer is GitLab's: nothing the proxy does afterwards (a full or
 read-only cache directory) turns a stored file into an error that a retry would meet with 409.
 
@@ -40,7 +41,12 @@ from gitlab_pypi_proxy.errors import (
 )
 from gitlab_pypi_proxy.http import audit
 from gitlab_pypi_proxy.http.access import identity_of
-from gitlab_pypi_proxy.http.body_limit import check_declared, limited
+from gitlab_pypi_proxy.http.body_limit import (
+    FORM_FIELDS_LIMIT,
+    check_declared,
+    form_fields_limited,
+    limited,
+)
 from gitlab_pypi_proxy.names import normalize, validate, validate_filename
 from gitlab_pypi_proxy.sources.base import UploadTarget
 from gitlab_pypi_proxy.storage.uploads import Upload
@@ -48,7 +54,6 @@ from gitlab_pypi_proxy.storage.uploads import Upload
 log = logging.getLogger("proxy.upload")
 
 _CHUNK = 1024 * 1024
-_MAX_FIELD = 8 * 2**20  # a long description (README) is fine; a field never holds the file
 
 
 def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
@@ -90,8 +95,14 @@ async def upload(request: Request) -> Response:
     try:
         check_declared(request.headers, limit)
         # starlette closes (and so deletes) the spooled files when reading fails
-        request = Request(request.scope, limited(request.receive, limit))
-        async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
+        receive = limited(request.receive, limit)
+        content_type = request.headers.get("content-type")
+        request = Request(
+            request.scope, form_fields_limited(receive, content_type, FORM_FIELDS_LIMIT)
+        )
+        async with request.form(
+            max_files=1, max_fields=200, max_part_size=FORM_FIELDS_LIMIT
+        ) as form:
             return await _forward(request, name, target, form)
     except TooLarge as exc:
         log.info("upload to %s refused: %s", name, exc)

@@ -47,6 +47,7 @@ DEFAULT_MIN_AGE = "off"
 RECOMMENDED_MIN_AGE = "7d"  # what the docs recommend; not a default (see above)
 OFF = "off"
 _DURATION = re.compile(r"^(\d{1,6})([wdhm])$")
+MAX_DURATION = timedelta(days=365)  # a longer hold is a typo (and "999999w" overflows dates)
 _UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1), "h": timedelta(hours=1)}
 _UNITS["m"] = timedelta(minutes=1)
 _GLOB = re.compile(r"^[A-Za-z0-9._*?-]+$")
@@ -76,7 +77,10 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidRule(
             f'expected a duration such as "7d", "12h", "30m" or "1w", or "off"; got {text!r}'
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    duration = int(match.group(1)) * _UNITS[match.group(2)]
+    if duration > MAX_DURATION:
+        raise InvalidRule(f"{text!r} is longer than {MAX_DURATION.days}d")
+    return duration
 
 
 def format_duration(duration: timedelta) -> str:
@@ -273,6 +277,8 @@ class _Table:
         value = self.table.get(key, default)
         if not isinstance(value, str):
             raise self.error(key, f"expected a string, got {type(value).__name__}")
+        if "\0" in value:
+            raise self.error(key, "must not hold a NUL character")
         return value
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> Any:
@@ -293,12 +299,14 @@ class _Table:
         except InvalidRule as exc:
             raise self.error(key, str(exc)) from None
 
-    def integer(self, key: str, default: int, minimum: int) -> int:
+    def integer(self, key: str, default: int, minimum: int, maximum: int) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {type(value).__name__}")
         if value < minimum:
             raise self.error(key, f"must be at least {minimum}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum}")
         return value
 
 
@@ -378,6 +386,6 @@ def parse(
         audit=AuditSettings(
             path=None if audit_path.strip().lower() == OFF else _path(base, audit_path),
             max_size=max_size,
-            keep=a.integer("keep", 4, minimum=1),
+            keep=a.integer("keep", 4, minimum=1, maximum=1000),
         ),
     )
