@@ -71,7 +71,8 @@ class NamePoll:
     ) -> None:
         self.sources, self.records, self.forget = dict(sources), records, forget
         self.interval, self._clock = interval, clock
-        self._values = {name: shared(f"name-poll/{name}") for name in self.sources}
+        self._shared = shared
+        self._values: dict[str, SharedValue] = {}  # opened by the first claim (in a thread)
         self._failing: dict[str, str] = {}  # source → why its last poll failed
         self._learnt: dict[str, float] = {}  # source → the poll record it last read
         self._tasks = TaskSet(log, "polling GitLab for new names")
@@ -111,7 +112,11 @@ class NamePoll:
         return due
 
     def _claim(self, name: str) -> tuple[bool, float]:
-        """(claimed, when due next), atomically among every worker sharing the value."""
+        """(claimed, when due next), atomically among every worker sharing the value
+        (blocking)."""
+        value = self._values.get(name)
+        if value is None:
+            value = self._values[name] = self._shared(f"name-poll/{name}")
 
         def change(data: bytes | None) -> tuple[bytes, tuple[bool, float]]:
             now = self._clock()
@@ -120,7 +125,7 @@ class NamePoll:
                 return _STATE.pack(now), (True, now + self.interval)
             return _STATE.pack(last), (False, last + self.interval)
 
-        return self._values[name].update(change)
+        return value.update(change)
 
     async def _poll(self, name: str) -> None:
         key = PollKey(name).raw
