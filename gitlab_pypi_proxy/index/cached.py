@@ -8,9 +8,9 @@ lookup is counted in the page cache's metrics (hit, miss, stale; joins).
 
 This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`, and `PollKey` for what
 gitlab_pypi_proxy.index.name_poll saw): whoever reads or forgets a record (uploads, bundles,
-`cache stats`) goes through them. It also records where the
-files of a fetched page are (gitlab_pypi_proxy.storage.locations): at once for a source that serves
-only what its pages list, in the background for one that can be asked by digest alone."""
+`cache stats`) goes through them. It also records where the files of a fetched page are
+(gitlab_pypi_proxy.storage.locations): at once for a source that serves only what its pages list,
+in the background for one that can be asked by digest alone."""
 
 import logging
 import math

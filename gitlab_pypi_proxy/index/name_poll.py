@@ -10,8 +10,9 @@ one replica for all of them, whatever the number of names: a project's PyPI root
 Packages API newest first (one request; the next pages only while a whole page is new). The names
 it holds that the previous poll lacked (every name it saw, at a source's first poll: a "not here"
 may have been kept before it) have that source's records forgotten by every worker and replica
-(index.cached.forget, as an upload does), so the next request asks GitLab, which has them now.
-The per-name records keep saving GitLab's requests for every other name.
+(index.cached.forget, as an upload does), so the next request asks GitLab, which has them now;
+a page of the source kept for one of them is GitLab's own and stays, to be served should GitLab
+go down. The per-name records keep saving GitLab's requests for every other name.
 
 Shared through the coordinator: the time of each source's last poll is a value a worker claims
 atomically once due (a file under the cache directory; Redis in a cluster), and what the poll saw
@@ -33,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.errors import Refused, SourceUnavailable
-from gitlab_pypi_proxy.index.cached import PollKey
+from gitlab_pypi_proxy.index.cached import PageKey, PollKey
 from gitlab_pypi_proxy.names import InvalidName, validate
 from gitlab_pypi_proxy.sources.base import Seen, Watched
 from gitlab_pypi_proxy.storage.coordinator import SharedValue
@@ -53,9 +54,10 @@ Forget = Callable[[str, frozenset[str]], Awaitable[None]]  # (source, names)
 def configured_interval() -> float:
     """INTERVAL, or the shorter one a test set in INTERVAL_ENV."""
     try:
-        return float(os.environ.get(INTERVAL_ENV, INTERVAL))
+        interval = float(os.environ.get(INTERVAL_ENV, INTERVAL))
     except ValueError:
         return INTERVAL
+    return interval if interval > 0 else INTERVAL
 
 
 class NamePoll:
@@ -145,23 +147,31 @@ class NamePoll:
             return
         if self._failing.pop(name, None) is not None:
             log.info("source %s: polled for names published to GitLab again", name)
-        if new:  # forgotten before the poll is recorded: a worker that dies between asks again
-            await self.forget(name, new)
-            if before is not None:
-                shown = sorted(n for n in new if _valid(n))[:_SHOWN]
-                log.info(
-                    "source %s: %d name(s) published to GitLab since the last poll, their "
-                    '"not here" forgotten: %s',
-                    name,
-                    len(new),
-                    ", ".join(shown) + (", ..." if len(new) > len(shown) else ""),
-                )
+        wrong = await asyncio.to_thread(self._without_page, name, new) if new else frozenset()
+        if wrong:  # forgotten before the poll is recorded: a worker that dies between asks again
+            await self.forget(name, wrong)
+            shown = sorted(n for n in wrong if _valid(n))[:_SHOWN]
+            log.info(
+                'source %s: %d name(s) published to GitLab, their "not here" forgotten: %s',
+                name,
+                len(wrong),
+                ", ".join(shown) + (", ..." if len(wrong) > len(shown) else ""),
+            )
         if seen != before:
             await self.records.put(key, Entry((seen.names, seen.newest), time.time()))
         self.sources[name].saw(seen)
         log.debug(
             "source %s: polled for new names: %d names, %d new", name, len(seen.names), len(new)
         )
+
+    def _without_page(self, source: str, names: frozenset[str]) -> frozenset[str]:
+        """Of `names`, those `source` has no page kept for, here (blocking)."""
+
+        def kept(name: str) -> bool:
+            entry = self.records.get_now(PageKey(source, name).raw)
+            return isinstance(entry, Entry) and entry.value is not None
+
+        return frozenset(n for n in names if not kept(n))
 
     async def _learn(self, name: str) -> None:
         """What another worker's poll saw last, if this worker has not taken it yet."""

@@ -6,15 +6,15 @@ listing of the versions it has not seen before. GitLab keeps a name as it was up
 stored name in which `_` matches only `_`: the PEP 503 name `acme-models` finds neither. The
 listing is asked with the longest run of letters and digits of the name (`models`: every spelling
 of the name contains it) and the entries of exactly the name, normalized, are kept here. That
-listing is read newest first; after its first page, the pages the
-unseen versions need are asked at once, and no more than that plus a little slack: a short name
-such as `core` that matches thousands of other packages leaves the rest of the listing to the
-background. Until a file's exact details are known it carries its version's `created_at` from the
-listing as upload time and no size (so a JSON page says api-version 1.0; 1.1 once every size is
-known). The exact size and upload time of each file come from `package_files`, one call per
-version, in the background at background priority of the request budget, newest versions first;
-they are kept for good (`gitlab_pypi_proxy.storage.details`) and every worker's rendered pages are
-refreshed as they arrive. A version of a file the kept details lack (a wheel added to an old
+listing is read newest first; after its first page, the pages the unseen versions need are asked
+at once, and no more than that plus a little slack: a short name (or part) such as `core` that
+matches thousands of other packages leaves the rest of the listing to the background. Until a
+file's exact details are known it carries its version's `created_at` from the listing as upload
+time and no size (so a JSON page says api-version 1.0; 1.1 once every size is known). The exact
+size and upload time of each file come from `package_files`, one call per version, in the
+background at background priority of the request budget, newest versions first; they are kept
+for good (`gitlab_pypi_proxy.storage.details`) and every worker's rendered pages are refreshed as
+they arrive. A version of a file the kept details lack (a wheel added to an old
 version) is asked again; a version the listing lacks is sought again after an hour.
 
 A name the project's root index lists (gitlab_pypi_proxy.sources.gitlab_root_index) and whose

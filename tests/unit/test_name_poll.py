@@ -145,13 +145,20 @@ async def test_a_not_here_kept_before_the_first_poll_is_forgotten_by_it(
     tmp_path: Path, double: GitLabDouble, gitlab: str, http: httpx2.AsyncClient
 ) -> None:
     source = _project(double, gitlab, http, 22)
+    _publish(double, 22, "kept")
     stores = Stores.local(tmp_path, 2**30)
     built = composed(tmp_path, [Parts(source, owns_names=True)], negative_ttl=3600, stores=stores)
+    assert (await built.index.project_page("kept")).sources == ("p22",)
     with pytest.raises(NotFound):  # kept by a worker before this start (a warmed dependency)
         await built.index.project_page("early")
     _publish(double, 22, "early")
     await _poll(stores, {"p22": source}, Clock()).tick("p22")  # no earlier poll to compare with
     assert (await built.index.project_page("early")).sources == ("p22",)
+    double.down_status = 503
+    try:  # the page kept of a name GitLab had was left alone: it is served while GitLab is down
+        assert (await built.index.project_page("kept")).sources == ("p22",)
+    finally:
+        double.down_status = None
 
 
 @pytest.mark.parametrize("failure", ["GitLab down", "the token lost the project"])
