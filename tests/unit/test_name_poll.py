@@ -20,7 +20,11 @@ from gitlab_pypi_proxy.sources.base import Parts, Seen
 from gitlab_pypi_proxy.sources.gitlab_group import GitLabGroup
 from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
 from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.pages import PageStore
+from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
 from gitlab_pypi_proxy.storage.stores import Stores
+from tests.backing_services import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.servers import serve
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
@@ -109,6 +113,36 @@ async def test_every_worker_shares_one_poll_per_interval(tmp_path: Path) -> None
         assert sum(s[name].polls for s in sources) == 3  # at 0, 60 and 120: once per interval
     # the worker that did not poll took what the poll saw
     assert all(s["a"].seen for s in sources)
+
+
+async def test_replicas_share_one_poll_per_interval_through_redis(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    clock = Clock()
+    replicas = [
+        RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / name)) for name in "ab"
+    ]
+    sources = [{"a": Counting()} for _ in replicas]
+
+    async def published(source: str, names: frozenset[str]) -> None:
+        pass
+
+    records = [PageStore(tmp_path / n, c) for n, c in zip("ab", replicas, strict=True)]
+    polls = [
+        NamePoll(s, c.value, r, published, clock=clock)
+        for s, c, r in zip(sources, replicas, records, strict=True)
+    ]
+    try:
+        for second in (0, 30, 60, 90):
+            clock.now = 1_000_000.0 + second
+            for poll in polls:
+                await poll.tick("a")
+        assert sum(s["a"].polls for s in sources) == 2
+    finally:
+        for store, coordinator in zip(records, replicas, strict=True):
+            store.close()
+            coordinator.close()
 
 
 async def test_a_name_published_straight_to_gitlab_stops_coming_from_the_public_index(
