@@ -151,7 +151,8 @@ class NamePoll:
         if wrong:  # forgotten before the poll is recorded: a worker that dies between asks again
             await self.forget(name, wrong)
             shown = sorted(n for n in wrong if _valid(n))[:_SHOWN]
-            log.info(
+            log.log(
+                logging.DEBUG if before is None else logging.INFO,  # the first: every name
                 'source %s: %d name(s) published to GitLab, their "not here" forgotten: %s',
                 name,
                 len(wrong),
