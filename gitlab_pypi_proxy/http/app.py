@@ -103,6 +103,7 @@ async def index_response(
     rendered = memo.get(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
         return page_response(request, rendered, stale=False)
+    services(request).name_poll.asked()
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
     rendered = await asyncio.to_thread(render, answer, media)
     if not answer.stale:
