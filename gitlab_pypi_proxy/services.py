@@ -115,6 +115,7 @@ def compose(
         stores.locations,
         shadows,
         allow_public=allow_public,
+        generation=stores.coordinator.generation,
     )
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None

@@ -1,7 +1,8 @@
 """A name published straight to GitLab (a CI pipeline's own upload, not through the proxy) after
 the public index answered for it stops coming from the public index by the next poll of the GitLab
-sources, even when the "not here" was kept by dependency warming and is trusted for an hour; the
-poll is one request per GitLab source per interval, whatever the number of workers."""
+sources, even when the "not here" was kept by dependency warming and is trusted for an hour, and
+its public file's URL (which a lock file keeps) is refused from then on; the poll is one request
+per GitLab source per interval, whatever the number of workers."""
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -72,7 +73,10 @@ def test_a_name_published_straight_to_gitlab_stops_coming_from_the_public_index(
             assert _installed(tmp_path / "one") == {"app_main-1.0.dist-info"}
             wait_until(lambda: double.count("GET", DEP_PAGE), "shared-dep warmed, not asked")
             page = f"{proxy.url}/simple/shared-dep/"
-            assert httpx2.get(page, headers=JSON).json()["_source"] == "public"
+            listed = httpx2.get(page, headers=JSON).json()
+            assert listed["_source"] == "public"
+            public_url = httpx2.URL(page).join(listed["files"][0]["url"])
+            assert httpx2.get(public_url).status_code == 200  # a lock file keeps this URL
 
             filename, data = make_wheel("shared-dep", "2.0")
             double.add_package_file(11, "Shared_Dep", "2.0", filename, data)  # by CI, straight
@@ -82,6 +86,9 @@ def test_a_name_published_straight_to_gitlab_stops_coming_from_the_public_index(
             )
             forgotten = 'their "not here" forgotten: shared-dep'
             assert forgotten in proxy.log()  # by the poll, not by a "not here" run out
+            refused = httpx2.get(public_url)  # the public file, whatever the client kept
+            assert refused.status_code == 404, refused.text
+            assert "a name a GitLab source has" in refused.text
             done = pip_install(f"{proxy.url}/simple/", tmp_path / "two", "shared-dep", home=home)
             assert done.returncode == 0, done.stderr
             assert _installed(tmp_path / "two") == {"shared_dep-2.0.dist-info"}
