@@ -94,7 +94,12 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
     prefetch.add_argument("--config", help=CONFIG_HELP)
     add = prefetch.add_argument
     add("-r", "--requirements", action="append", default=[], help="requirements file (hashes)")
-    add("--lock", action="append", default=[], help="uv.lock or pylock.toml")
+    add(
+        "--lock",
+        action="append",
+        default=[],
+        help="uv.lock, pylock.toml, poetry.lock, pdm.lock or Pipfile.lock (by name or content)",
+    )
     add("--package", action="append", default=[], help="NAME or NAME==VERSION: all its files")
     add("--source", action="append", default=[], help="every package of this GitLab source")
     add("--latest", type=int, help="with --source: only the N newest versions of each name")
