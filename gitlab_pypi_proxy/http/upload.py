@@ -92,16 +92,16 @@ async def upload_help(request: Request) -> Response:
     base = str(request.base_url)  # built from the client's Host header, under base_path
     default = request.app.state.services.config.upload.default_source
     where = (
-        "Files go to the proxy's default GitLab project"
+        "Files go to the proxy's default GitLab project; to choose another, upload to"
         if default
-        else "No default GitLab project is set: name one"
+        else "No default GitLab project is set: upload to"
     )
     text = (
         "This is the upload URL of gitlab-pypi-proxy. Upload with POST, as twine, uv publish,\n"
         "poetry publish and pdm publish do; a browser has nothing to see here.\n\n"
         f"  twine upload --repository-url {base}legacy/ dist/*\n"
         f"  uv publish --publish-url {base}legacy/ dist/*\n\n"
-        f"{where} as a source: {base}legacy/<source>/.\n"
+        f"{where} {base}legacy/<source>/,\nnaming a source of this proxy.\n"
         f"{base}upload/ and {base} itself take uploads too.\n\n"
         "Credentials: HTTP basic auth with the name and password of a proxy user who may\n"
         "upload there (the proxy uploads to GitLab with that user's GitLab token), or, where\n"

@@ -131,8 +131,8 @@ async def test_a_get_on_an_upload_url_says_how_to_upload_without_credentials(
     text = answer.text
     assert "twine upload --repository-url http://proxy/legacy/ dist/*" in text
     assert "uv publish --publish-url http://proxy/legacy/ dist/*" in text
-    assert "Files go to the proxy's default GitLab project" in text
-    assert "http://proxy/legacy/<source>/" in text
+    assert "Files go to the proxy's default GitLab project; to choose another" in text
+    assert "upload to http://proxy/legacy/<source>/,\nnaming a source of this proxy" in text
     assert "HTTP basic auth" in text and "__token__" in text
     assert "platform" not in text and "tools" not in text  # names no source to a stranger
     head = await client.head(path)
@@ -144,7 +144,7 @@ async def test_without_a_default_source_the_explanation_says_to_name_one(
 ) -> None:
     async for client in _client(_config(tmp_path, default_source=False)):
         text = (await client.get("/legacy/")).text
-        assert "No default GitLab project is set: name one as a source" in text
+        assert "No default GitLab project is set: upload to http://proxy/legacy/<source>/" in text
 
 
 async def test_get_slash_is_still_the_status_page(
