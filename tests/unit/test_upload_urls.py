@@ -1,14 +1,15 @@
 """Where uploads are taken: PyPI's /legacy/, the index URL without /simple/ (`/`) and /upload/,
 each with and without a source, answered in place; a GET there explains, `GET /` stays the
-status page. The whole app in-process, GitLab's upload answered by respx."""
+status page. The whole app in-process (one for the module), GitLab's upload answered by respx."""
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import httpx2
 import pytest
+import pytest_asyncio
 import respx
 
 from gitlab_pypi_proxy.config import load
@@ -20,6 +21,7 @@ UPLOAD_11 = f"{GITLAB}/api/v4/projects/11/packages/pypi"
 UPLOAD_12 = f"{GITLAB}/api/v4/projects/12/packages/pypi"
 CI = ("ci", "ci-password")
 DEPLOY_TOKEN = "gldt-upload-urls"
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def _config(tmp_path: Path, default_source: bool = True) -> Path:
@@ -45,20 +47,27 @@ async def _client(path: Path) -> AsyncIterator[httpx2.AsyncClient]:
             yield client
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
-    async for client in _client(_config(tmp_path)):
-        yield client
-
-
-@pytest.fixture
-def gitlab() -> respx.MockRouter:
+@pytest.fixture(scope="module")
+def gitlab() -> Iterator[respx.MockRouter]:
     """GitLab takes every upload; anything else the proxy asks (warming, probes) is a 404."""
     with respx.mock(assert_all_called=False) as router:
         router.post(UPLOAD_11).respond(201, json={"message": "201 Created"})
         router.post(UPLOAD_12).respond(201, json={"message": "201 Created"})
         router.route().respond(404, json={"message": "404 Not Found"})
         yield router
+
+
+@pytest.fixture(autouse=True)
+def _no_calls_yet(gitlab: respx.MockRouter) -> None:
+    gitlab.calls.clear()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(
+    gitlab: respx.MockRouter, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _client(_config(tmp_path_factory.mktemp("upload-urls"))):
+        yield client
 
 
 async def _upload(client: httpx2.AsyncClient, path: str, **kwargs: object) -> httpx2.Response:
