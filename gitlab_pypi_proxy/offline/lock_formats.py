@@ -61,9 +61,9 @@ def parse_uv_lock(path: Path, document: dict) -> Locked:
         name = normalize(str(package.get("name", "")))
         source = package.get("source", {})
         if not isinstance(source, dict) or "registry" not in source:
-            # the project itself (editable, virtual), git, path, url: not from an index
             kind = next(iter(source), "unknown") if isinstance(source, dict) else "unknown"
-            locked.append(Skipped(name, origin, str(kind)))
+            if not (isinstance(source, dict) and source.get(kind) == "."):  # the project itself
+                locked.append(Skipped(name, origin, str(kind)))
             continue
         artifacts = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
         artifacts += [w for w in package.get("wheels", []) if isinstance(w, dict)]

@@ -272,7 +272,7 @@ def _some(path: str, found: Sequence[Wanted | Skipped]) -> list[Wanted | Skipped
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         why = f"every package it locks comes from elsewhere than an index ({listed})"
     else:
-        why = "it names no package"
+        why = "it names no dependency"
     raise LockFileError(f"{path}: nothing to fetch: {why}")
 
 

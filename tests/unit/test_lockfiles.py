@@ -106,6 +106,11 @@ hash = "sha256:{C}"
 name = "from-git"
 version = "1.0"
 source = {{ git = "https://git.example/x.git?rev=main#0123" }}
+
+[[package]]
+name = "member"
+version = "0.2"
+source = {{ editable = "packages/member" }}
 """
 
 
@@ -113,11 +118,11 @@ def test_uv_lock_every_registry_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "uv.lock", UV_LOCK)
     origin = "uv.lock: package 2"
     assert parse_lock(path) == [
-        Skipped("build", "uv.lock: package 1", "editable"),
         Wanted("acme-utils", origin, A, "acme_utils-2.0.tar.gz"),
         Wanted("acme-utils", origin, B, "acme_utils-2.0-py3-none-any.whl"),
         Wanted("acme-utils", origin, C, "acme_utils-2.0-cp311-cp311-win_amd64.whl"),
         Skipped("from-git", "uv.lock: package 3", "git"),
+        Skipped("member", "uv.lock: package 4", "editable"),  # the project itself is not named
     ]
 
 
@@ -433,9 +438,13 @@ content-hash = "00"
             ONLY_GIT_POETRY,
             "every package it locks comes from elsewhere than an index (from-git)",
         ),
-        ("uv.lock", 'version = 1\n[[package]]\nname = "me"\nsource = { virtual = "." }\n', "(me)"),
-        ("pdm.lock", '[metadata]\nlock_version = "4.5.1"\n', "it names no package"),
-        ("Pipfile.lock", '{"_meta": {}, "default": {}, "develop": {}}', "it names no package"),
+        (
+            "uv.lock",
+            'version = 1\n[[package]]\nname = "me"\nsource = { virtual = "." }\n',
+            "it names no dependency",
+        ),
+        ("pdm.lock", '[metadata]\nlock_version = "4.5.1"\n', "it names no dependency"),
+        ("Pipfile.lock", '{"_meta": {}, "default": {}, "develop": {}}', "it names no dependency"),
     ],
 )
 def test_a_lock_file_that_wants_no_file_is_an_error(
@@ -459,7 +468,7 @@ def test_a_lock_file_that_wants_no_file_is_an_error(
 
 def test_a_requirements_file_without_requirements_is_an_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "requirements.txt", "--index-url https://proxy.example/simple/\n")
-    with pytest.raises(LockFileError, match="nothing to fetch: it names no package"):
+    with pytest.raises(LockFileError, match="nothing to fetch: it names no dependency"):
         read_inputs(Inputs(requirements=[str(path)]))
 
 
@@ -476,3 +485,8 @@ def test_skipped_packages_are_named_in_the_report_and_cost_no_completeness(
         "  local-lib (poetry.lock: package 4): file",
         "offline-complete: yes",
     ]
+
+
+def test_a_uv_package_whose_source_is_no_table_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    path = _write(tmp_path, "uv.lock", 'version = 1\n[[package]]\nname = "x"\nsource = "?"\n')
+    assert parse_lock(path) == [Skipped("x", "uv.lock: package 1", "unknown")]
