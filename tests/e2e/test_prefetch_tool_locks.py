@@ -69,17 +69,27 @@ def _tool_env(home: Path) -> dict[str, str]:
     }
 
 
-def _tool(tool: str, project: Path, *args: str, env: dict[str, str] | None = None) -> Run:
+def _tool(tool: str, project: Path, *args: str, env: dict[str, str]) -> "subprocess.Popen[str]":
+    """`tool` started in `project`; poetry's and pdm's steps run side by side (`_together`)."""
     command = [str(tool_python(tool)), "-m", tool, *args]
-    return subprocess.run(
-        command,
-        cwd=project,
-        env=env or _tool_env(project.parent / "home"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    return subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def _together(*started: "subprocess.Popen[str]") -> list[Run]:
+    """Each started tool's outcome, waited for with a deadline; none outlives this."""
+    try:
+        results = []
+        for process in started:
+            stdout, stderr = process.communicate(timeout=180)
+            results.append(Run(process.args, process.returncode, stdout, stderr))
+        return results
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def _project(directory: Path, name: str, dependency: str, tool_table: str) -> Path:
@@ -165,21 +175,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             index = f"{online.url}/simple/"
             poetry_project = _poetry_project(root / "poetry", index)
             pdm_project = _pdm_project(root / "pdm", index)
-            for tool, project in (("poetry", poetry_project), ("pdm", pdm_project)):
-                locked = _tool(tool, project, "lock")
-                assert locked.returncode == 0, locked.stdout + locked.stderr
-            poetry_publish = _tool(
-                "poetry",
-                _dists(root / "poetry-pub", "poetry-pub", published),
-                *("publish", "-r", "proxy", "-u", "ci", "-p", UPLOADER_PASSWORD),
-                env=env | {"POETRY_REPOSITORIES_PROXY_URL": f"{online.url}/legacy/"},
+            locks = _together(
+                _tool("poetry", poetry_project, "lock", env=env),
+                _tool("pdm", pdm_project, "lock", env=env),
             )
-            pdm_publish = _tool(
-                "pdm",
-                _dists(root / "pdm-pub", "pdm-pub", published),
-                *("publish", "--no-build", "-r", f"{online.url}/", "-u", "ci"),
-                *("-P", UPLOADER_PASSWORD),
-                env=env | {"PDM_PYTHON": sys.executable},  # publishing needs no venv of its own
+            for locked in locks:
+                assert locked.returncode == 0, locked.stdout + locked.stderr
+            poetry_publish, pdm_publish = _together(
+                _tool(
+                    "poetry",
+                    _dists(root / "poetry-pub", "poetry-pub", published),
+                    *("publish", "-r", "proxy", "-u", "ci", "-p", UPLOADER_PASSWORD),
+                    env=env | {"POETRY_REPOSITORIES_PROXY_URL": f"{online.url}/legacy/"},
+                ),
+                _tool(
+                    "pdm",
+                    _dists(root / "pdm-pub", "pdm-pub", published),
+                    *("publish", "--no-build", "-r", f"{online.url}/", "-u", "ci"),
+                    *("-P", UPLOADER_PASSWORD),
+                    env=env | {"PDM_PYTHON": sys.executable},  # publishing needs no venv
+                ),
             )
         finally:
             online.stop()
@@ -196,8 +211,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     port = int(online.url.rsplit(":", 1)[1])
     offline = start_proxy(config, "--offline", config_from_env=True, port=port)
     try:
-        poetry_install = _tool("poetry", poetry_project, "install")
-        pdm_sync = _tool("pdm", pdm_project, "sync")
+        poetry_install, pdm_sync = _together(
+            _tool("poetry", poetry_project, "install", env=env),
+            _tool("pdm", pdm_project, "sync", env=env),
+        )
     finally:
         offline.stop()
     yield World(
