@@ -68,7 +68,9 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
     async with httpx2.AsyncClient() as http:
         client = Upstream(http)
-        config = SourceConfig("public", "url", "https://index.example.org/simple/")
+        config = SourceConfig(
+            "public", "url", "https://index.example.org/simple/", file_hosts=("files.example.net",)
+        )
         public = SimpleIndexSource(config, client)
         built = composed(tmp_path, [], [Parts(public, sidecars=public)])
         index, service = built.plain, built.metadata
