@@ -1,4 +1,9 @@
-"""The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
+"""The command line. A bad config exits 2 with one line naming file and key, never a traceback.
+
+Every command that reads a configuration takes it from `--config` or, without one, from the
+environment variable GITLAB_PYPI_PROXY_CONFIG (what a container image sets once for every
+command). `serve` also hands the resolved path to its workers in that same variable.
+"""
 
 import argparse
 import contextlib
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from gitlab_pypi_proxy.storage.stores import Leftovers, Stores
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
+CONFIG_HELP = f"TOML configuration file (default: ${CONFIG_ENV})"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
 DESCRIPTION = (
     "A PyPI proxy and offline cache in front of GitLab's package registry: one index URL for "
@@ -30,7 +36,8 @@ DESCRIPTION = (
 EPILOG = (
     "Try it without a GitLab: `gitlab-pypi-proxy demo`. "
     "Check a configuration with `gitlab-pypi-proxy check-config --config FILE`, then run "
-    "`gitlab-pypi-proxy serve --config FILE`. Each command has its own --help."
+    "`gitlab-pypi-proxy serve --config FILE`; without --config, every command reads the file "
+    f"that ${CONFIG_ENV} names. Each command has its own --help."
 )
 
 
@@ -43,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", required=True, title="commands", metavar="COMMAND"
     )
     serve = commands.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.add_argument("--config", help=CONFIG_HELP)
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
     serve.add_argument(
         "--port", type=_port_argument, help="port to listen on (default: [server] port)"
@@ -58,16 +65,16 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), help="log lines (default: [server] log_format)"
     )
     check = commands.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("--config", required=True, help="TOML configuration file")
+    check.add_argument("--config", help=CONFIG_HELP)
     cache = commands.add_parser("cache", help="inspect or check the cache").add_subparsers(
         dest="action", required=True
     )
     for action, text in (("stats", "entries and bytes"), ("verify", "rehash every file")):
-        cache.add_parser(action, help=text).add_argument("--config", required=True)
+        cache.add_parser(action, help=text).add_argument("--config", help=CONFIG_HELP)
     for action, text in (("export", "write a bundle"), ("import", "add a bundle, verified")):
         bundle = cache.add_parser(action, help=text)
         bundle.add_argument("bundle", help="the bundle, a .tar file")
-        bundle.add_argument("--config", required=True)
+        bundle.add_argument("--config", help=CONFIG_HELP)
     _prefetch_arguments(commands.add_parser("prefetch", help="fill the cache for offline builds"))
     demo = commands.add_parser(
         "demo", help="try the proxy without a GitLab: a GitLab double with sample packages"
@@ -75,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
     demo.add_argument("--directory", help="keep the demo's config and cache here (default: temp)")
     audit = commands.add_parser("audit", help="who received which files, when (the [audit] trail)")
-    audit.add_argument("--config", required=True, help="TOML configuration file")
+    audit.add_argument("--config", help=CONFIG_HELP)
     audit.add_argument("--package", help="NAME or NAME==VERSION")
     audit.add_argument("--sha256", help="the sha256 of one file")
     commands.add_parser(
@@ -86,10 +93,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
-    prefetch.add_argument("--config", required=True, help="TOML configuration file")
+    prefetch.add_argument("--config", help=CONFIG_HELP)
     add = prefetch.add_argument
     add("-r", "--requirements", action="append", default=[], help="requirements file (hashes)")
-    add("--lock", action="append", default=[], help="uv.lock or pylock.toml")
+    add(
+        "--lock",
+        action="append",
+        default=[],
+        help="uv.lock, pylock.toml, poetry.lock, pdm.lock or Pipfile.lock (by name or content)",
+    )
     add("--package", action="append", default=[], help="NAME or NAME==VERSION: all its files")
     add("--source", action="append", default=[], help="every package of this GitLab source")
     add("--latest", type=int, help="with --source: only the N newest versions of each name")
@@ -130,6 +142,14 @@ def hash_password_command() -> int:
         return 2
     print(hash_password(password))
     return 0
+
+
+def config_path(argument: str | None) -> str:
+    """`--config`, else the environment's GITLAB_PYPI_PROXY_CONFIG."""
+    path = argument or os.environ.get(CONFIG_ENV, "").strip()
+    if not path:
+        raise ConfigError(f"no configuration: give --config FILE or set {CONFIG_ENV}")
+    return path
 
 
 def load_config(path: str, *, offline: bool = False) -> Config:
@@ -515,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args.port, Path(args.directory) if args.directory else None)
     try:
-        config = load_config(args.config, offline=getattr(args, "offline", False))
+        config = load_config(config_path(args.config), offline=getattr(args, "offline", False))
         if args.command == "check-config":
             return check_config_command(config)
         if args.command == "cache":

@@ -43,7 +43,7 @@ from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
 from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
-from gitlab_pypi_proxy.http.upload import upload
+from gitlab_pypi_proxy.http.upload import upload, upload_help
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
@@ -373,8 +373,12 @@ def create_app(config: Config) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
-    for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
-        routes.append(Route(path, upload, methods=["POST", "PUT"]))
+    # /legacy/ is PyPI's; `/` is the index URL without /simple/ (GitLab, Nexus, Artifactory).
+    for prefix in ("/upload", "/legacy"):
+        for path in (prefix, f"{prefix}/", f"{prefix}/{{source}}", f"{prefix}/{{source}}/"):
+            routes.append(Route(path, upload, methods=["POST", "PUT"]))
+            routes.append(Route(path, upload_help, methods=["GET", "HEAD"]))
+    routes.append(Route("/", upload, methods=["POST", "PUT"]))
     server = config.server
     # Outermost first: the request's id and its log line (every answer carries the id, the log
     # sees 401s too), the real client and path, then access. Innermost, memo hits answered

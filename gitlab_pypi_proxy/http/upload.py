@@ -6,6 +6,9 @@ Once GitLab has answered, the answer is GitLab's: nothing the proxy does afterwa
 read-only cache directory) turns a stored file into an error that a retry would meet with 409.
 
 GitLab never hashes what it stores, so the proxy always sends the digests it computed itself.
+Clients find the upload URL where other indexes keep it: /legacy/ (PyPI's), / (the index URL
+without /simple/, as GitLab, Nexus and Artifactory take uploads) and /upload/; a GET there says
+in plain words how to upload, since a person pasting the URL in a browser gets no form.
 """
 
 import asyncio
@@ -87,6 +90,31 @@ def _target(request: Request) -> tuple[str, UploadTarget]:
     if identity.upstream is None:
         raise Forbidden(f"user {identity.user} has no gitlab_token to upload with")
     return name, target
+
+
+async def upload_help(request: Request) -> Response:
+    """What a GET on an upload URL is told: where to POST, with which credentials."""
+    base = str(request.base_url)  # built from the client's Host header, under base_path
+    default = request.app.state.services.config.upload.default_source
+    where = (
+        "Files go to the proxy's default GitLab project; to choose another, upload to"
+        if default
+        else "No default GitLab project is set: upload to"
+    )
+    text = (
+        "This is the upload URL of gitlab-pypi-proxy. Upload with POST, as twine, uv publish,\n"
+        "poetry publish and pdm publish do; a browser has nothing to see here.\n\n"
+        f"  twine upload --repository-url {base}legacy/ dist/*\n"
+        f"  uv publish --publish-url {base}legacy/ dist/*\n\n"
+        f"{where} {base}legacy/<source>/,\nnaming a source of this proxy.\n"
+        f"{base}upload/ and {base} itself take uploads too.\n\n"
+        "Credentials: HTTP basic auth with the name and password of a proxy user who may\n"
+        "upload there (the proxy uploads to GitLab with that user's GitLab token), or, where\n"
+        "the proxy passes credentials through, a GitLab token (user __token__, or\n"
+        "gitlab-ci-token with a CI job token).\n\n"
+        f"Install from {base}simple/.\n"
+    )
+    return PlainTextResponse(text)
 
 
 async def upload(request: Request) -> Response:
