@@ -19,9 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
 from gitlab_pypi_proxy.storage import pickles
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 
 log = logging.getLogger("proxy.cache.details")
 
@@ -52,8 +51,8 @@ class DetailsStore:
         self._memory: dict[tuple[str, str, str], Any] = {}
         if directory is not None:
             try:
-                self._disk = diskcache.Cache(
-                    str(directory / "details"), eviction_policy="none", disk=pickles.Disk
+                self._disk = open_cache(
+                    directory / "details", eviction_policy="none", disk=pickles.Disk
                 )
             except (OSError, sqlite3.Error) as exc:
                 log.warning("PEP 700 details kept in memory: cannot open the cache: %s", exc)

@@ -24,6 +24,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.usage import Pending
 
 
@@ -58,8 +59,8 @@ class Row:
 class FileIndex:
     def __init__(self, root: Path, max_size: int) -> None:
         self.max_size = max_size
-        self.cache = diskcache.Cache(
-            str(root),
+        self.cache = open_cache(
+            root,
             size_limit=max_size,
             eviction_policy="none",  # `get` writes nothing; eviction is `make_room`
             cull_limit=0,  # `set` never culls

@@ -18,9 +18,8 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import diskcache
-
 from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**30
@@ -30,8 +29,8 @@ _UNKEPT_ENTRIES = 1_000
 
 class MetadataStore:
     def __init__(self, directory: Path) -> None:
-        self._disk = diskcache.Cache(
-            str(directory / "metadata"),
+        self._disk = open_cache(
+            directory / "metadata",
             size_limit=_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
         )

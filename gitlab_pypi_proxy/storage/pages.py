@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
 from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.storage import pickles
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _PAGES_SIZE_LIMIT = 2**30
@@ -41,8 +40,8 @@ class Entry:
 
 class PageStore:
     def __init__(self, directory: Path, coordinator: Coordinator) -> None:
-        self._disk = diskcache.Cache(
-            str(directory / "pages"),
+        self._disk = open_cache(
+            directory / "pages",
             size_limit=_PAGES_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
             disk=pickles.Disk,

@@ -10,8 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-import diskcache
-
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**28
@@ -26,8 +25,8 @@ class Kept:
 
 class ProvenanceStore:
     def __init__(self, directory: Path) -> None:
-        self._disk = diskcache.Cache(
-            str(directory / "provenance"),
+        self._disk = open_cache(
+            directory / "provenance",
             size_limit=_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import diskcache
 
 from gitlab_pypi_proxy.storage import pickles
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 KEEP = 20
@@ -29,9 +30,7 @@ class Upload:
 
 class RecentUploads:
     def __init__(self, directory: Path) -> None:
-        cache = diskcache.Cache(
-            str(directory / "recent-uploads"), eviction_policy="none", disk=pickles.Disk
-        )
+        cache = open_cache(directory / "recent-uploads", eviction_policy="none", disk=pickles.Disk)
         self._deque = diskcache.Deque.fromcache(cache, maxlen=KEEP)
         self._writes = writes_for(directory)
         self._unkept: collections.deque[Upload] = collections.deque(maxlen=KEEP)
