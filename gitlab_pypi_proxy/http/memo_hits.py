@@ -39,10 +39,11 @@ def page_answer(
         headers.append((b"warning", _STALE))
     if if_none_match == page.etag:
         return 304, headers, b""
-    body = page.body
     if page.gzipped is not None and "gzip" in (accept_encoding or ""):
         body = page.gzipped
         headers.append((b"content-encoding", b"gzip"))
+    else:
+        body = page.body  # decompressed when the memo keeps the gzip copy alone
     headers.append((b"content-length", str(len(body)).encode("latin-1")))
     headers.append((b"content-type", _CONTENT_TYPES[page.media]))
     return 200, headers, b"" if method == "HEAD" else body

@@ -3,20 +3,22 @@ behind it is fresh and no worker has announced a change since (the coordinator's
 compared on every lookup). Keyed by what the route answers: the page (or "/"), the media type,
 and the sources the reader may read.
 
-Bounded by count and by bytes (the bodies and their gzip copies): the oldest pages go first. The
-largest public projects render to a few MiB per media type, so MAX_BYTES holds several of them
-while a worker's memory stays bounded however many names are asked.
+Bounded by count and by bytes: the oldest pages go first. A page is kept as its gzip copy alone
+(pip and uv take gzip; another client's body is decompressed from it): the largest public
+projects render to a few MiB, a fifth of that gzipped, so MAX_BYTES holds every page of a big
+install (boto3, numpy, pandas and their dependencies) while each worker's memory stays small
+however many names are asked.
 """
 
 import time
 from collections.abc import Hashable
-from typing import Any
 
 from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.http.serialize import Rendered
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
 
 _ENTRIES = 10_000
-MAX_BYTES = 32 * 2**20
+MAX_BYTES = 8 * 2**20
 
 Key = tuple[str, str, frozenset[str] | None]
 
@@ -27,16 +29,15 @@ def memo_key(what: str, media: str, allowed: frozenset[str] | None) -> Key:
     return (what, media, allowed)
 
 
-def _bytes(entry: tuple[Hashable, Any]) -> int:
-    page = entry[1]  # a gitlab_pypi_proxy.http.serialize.Rendered
-    return len(page.body) + len(page.gzipped or b"")
+def _bytes(entry: tuple[Hashable, Rendered]) -> int:
+    return entry[1].kept_bytes
 
 
 class PageMemo:
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
         # (generation, rendered page) until its inputs expire (wall-clock times)
-        self._pages: TTLMemo[Key, tuple[Hashable, Any]] = TTLMemo(
+        self._pages: TTLMemo[Key, tuple[Hashable, Rendered]] = TTLMemo(
             _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
         )
 
@@ -44,13 +45,13 @@ class PageMemo:
         """Read it before the inputs of a page are, so that a racing change wins."""
         return self.coordinator.generation()
 
-    def get(self, key: Key, generation: Hashable) -> Any | None:
+    def get(self, key: Key, generation: Hashable) -> Rendered | None:
         hit = self._pages.get(key)
         if hit is None or hit[0] != generation:
             return None
         return hit[1]
 
-    def put(self, key: Key, value: Any, fresh_until: float, generation: Hashable) -> None:
+    def put(self, key: Key, value: Rendered, fresh_until: float, generation: Hashable) -> None:
         """Keep `value` while fresh; `generation` is the one read before its inputs were."""
         if fresh_until > time.time():
-            self._pages.set(key, (generation, value), until=fresh_until)
+            self._pages.set(key, (generation, value.compact()), until=fresh_until)
