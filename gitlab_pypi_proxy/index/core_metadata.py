@@ -27,7 +27,6 @@ waiting for the sidecar.
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -291,8 +290,9 @@ def _with_metadata(page: ProjectPage, known: Mapping[Key, str]) -> ProjectPage:
     return replace(page, files=files)
 
 
-@functools.lru_cache(maxsize=65536)
 def _version_key(filename: str) -> Version:
+    """Not memoized: a memo of every file name of the pages served held tens of MiB per worker,
+    and a page's keys are worked out once per rendering, in a thread for a big page."""
     try:
         return Version(file_version(filename) or "0")
     except InvalidVersion:

@@ -41,7 +41,14 @@ from gitlab_pypi_proxy.storage.locations import FileLocations
 log = logging.getLogger("proxy.index")
 
 _NAMES_REMEMBERED = 10_000
+# (sha256, file name) pairs remembered over all names, ~300 bytes each: a name with more files
+# than that (a long history) is read from its records for each of its file URLs instead
+_FILES_REMEMBERED = 4096
 PrivateFiles = frozenset[tuple[str, str]] | None  # (sha256, file name); None: no private source
+
+
+def _files(kept: tuple[Hashable, PrivateFiles]) -> int:
+    return len(kept[1] or ())
 
 
 class PrivateFirst:
@@ -63,7 +70,7 @@ class PrivateFirst:
         self.generation = generation  # moves whenever any worker announces a change
         # per name: (generation, its private files) while the private answers are fresh
         self._private_files: TTLMemo[str, tuple[Hashable, PrivateFiles]] = TTLMemo(
-            _NAMES_REMEMBERED, clock=time.time
+            _NAMES_REMEMBERED, clock=time.time, weigh=_files, max_weight=_FILES_REMEMBERED
         )
 
     async def project_page(self, name: str, allowed: Readable = None) -> ProjectPage:

@@ -1,0 +1,87 @@
+"""A page served leaves nothing behind in the worker in proportion to its files: repeated installs
+of big projects (botocore lists 5,000 files, pydantic-core 15,000) once grew every worker by
+the file names and parsed versions memoized for each of them. Measured as the Python
+allocations still held once the page is answered and the background work it started is done."""
+
+import asyncio
+import gc
+import tracemalloc
+from pathlib import Path
+
+from gitlab_pypi_proxy.http.serialize import JSON, render
+from gitlab_pypi_proxy.services import Composed
+from tests.unit.fakes import FakeSource
+from tests.unit.indexes import composed
+
+FILES = 1500
+KIB = 2**10
+MIB = 2**20
+
+
+def _big_projects(source: FakeSource, names: list[str]) -> None:
+    """Projects of FILES wheels each (4 platforms a version), no two file names alike."""
+    for name in names:
+        for n in range(FILES):
+            version, platform = divmod(n, 4)
+            filename = f"{name}-1.{version}-cp312-cp312-manylinux_{platform}_x86_64.whl"
+            source.add(name, filename, f"{hash((name, n)) & (2**256 - 1):064x}")
+
+
+async def _serve(built: Composed, name: str) -> int:
+    """A page asked and rendered as a client asks it; its bytes."""
+    page = await built.index.project_page(name)
+    rendered = await asyncio.to_thread(render, page, JSON)
+    await built.tasks.settled()
+    await built.metadata.tasks.settled()
+    return len(rendered.body)
+
+
+async def _held_after_serving(built: Composed, name: str) -> int:
+    """The Python allocations the worker still holds once `name`'s page has been served."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert await _serve(built, name) > FILES * 100
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_big_public_page_served_leaves_nothing_per_file_behind(tmp_path: Path) -> None:
+    public = FakeSource("pypi")
+    _big_projects(public, ["warmup", "botocore"])
+    built = composed(tmp_path, [], [public])
+    try:
+        await _serve(built, "warmup")  # the stores' connections, the pool's threads
+        held = await _held_after_serving(built, "botocore")
+    finally:
+        await built.close()
+    # a memo entry per file (a name and a parsed version, ~240 bytes) would hold ~350 KiB
+    assert held < 64 * KIB, held
+
+
+async def test_the_files_of_private_names_are_memoized_within_a_bound(tmp_path: Path) -> None:
+    """Which files a private name has is memoized for the file URLs of public indexes (one of
+    that name is refused), within a bound however many big private names are asked."""
+    private, public = FakeSource("platform"), FakeSource("pypi")
+    names = [f"big{n}" for n in range(8)]
+    _big_projects(private, names)
+    built = composed(tmp_path, [private], [public])
+    try:
+        for name in names:  # kept as records, as a client's install leaves them
+            await built.index.project_page(name)
+        await built.tasks.settled()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for name in names:  # each name's files read from its record and memoized
+            await built.index.check_file("0" * 64, f"{name}-1.0-py3-none-any.whl")
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    finally:
+        await built.close()
+    # every one of the 12,000 (digest, file name) pairs held: ~3.5 MiB
+    assert held < 2 * MIB, held
