@@ -78,7 +78,7 @@ def name_query(name: str) -> str:
     return max(reversed(parts), key=len)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)  # ~1 MiB: the files of a page that lack exact details
 def version_of(filename: str) -> str | None:
     """The canonical version of a file name (as packaging prints it), or None."""
     return _canonical(file_version(filename))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gitlab_pypi_proxy.http.serialize import JSON, render
 from gitlab_pypi_proxy.services import Composed
+from gitlab_pypi_proxy.sources.gitlab_details import version_of
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 
@@ -85,3 +86,21 @@ async def test_the_files_of_private_names_are_memoized_within_a_bound(tmp_path: 
         await built.close()
     # every one of the 12,000 (digest, file name) pairs held: ~3.5 MiB
     assert held < 2 * MIB, held
+
+
+def test_the_versions_of_gitlab_file_names_are_memoized_within_a_bound() -> None:
+    """Files that lack exact details have their versions worked out again on every look at
+    their page; those are memoized, within a bound however many files are looked at."""
+    version_of.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(20_000):  # each name made as a page read from its record makes it
+            version_of(f"acme-core-{n // 5}.0.{n % 5}-py3-none-any.whl")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        version_of.cache_clear()
+    # every one memoized, its name and version: ~160 bytes each, ~3 MiB
+    assert held < 3 * MIB // 2, held
