@@ -7,13 +7,15 @@
 - `TaskSet`: background work, kept referenced until done, its failures logged (never a "Task
   exception was never retrieved"), waited for or cancelled when the owner closes.
 - `TTLMemo`: a bounded in-memory map whose entries may expire; when full, the entry set longest
-  ago goes first (setting a key again makes it the newest).
+  ago goes first (setting a key again makes it the newest). Expired entries are dropped as new
+  ones are set, so a memo of short-lived entries shrinks back instead of staying full.
 - `off_loop`: work linear in a page's files, in a thread once the page is big enough for it to
   block the event loop (a project of 10,000 files), inline below that (a thread hop costs more
   than a small page's work).
 """
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -206,8 +208,10 @@ class TTLMemo(Generic[K, V]):
 
     def set(self, key: K, value: V, *, until: float | None = None) -> None:
         """Keep `value` until `until` (a time of the clock), or for the memo's `ttl`."""
-        expires = self.clock() + self.ttl if until is None else until
+        now = self.clock()
+        expires = now + self.ttl if until is None else until
         self.pop(key)
+        self._drop_expired(now)
         weight = self.weigh(value) if self.weigh is not None else 0
         if weight > self.max_weight:
             return
@@ -217,6 +221,14 @@ class TTLMemo(Generic[K, V]):
             self.pop(next(iter(self._entries)))
         self._entries[key] = (expires, value)
         self.weight += weight
+
+    def _drop_expired(self, now: float, most: int = 2) -> None:
+        """Drop up to `most` expired entries among the oldest: a few per `set`, so the work is
+        spread over the sets (entries of one `ttl` expire in the order they were set)."""
+        for key in list(itertools.islice(self._entries, most)):
+            if self._entries[key][0] > now:
+                return
+            self.pop(key)
 
     def pop(self, key: K, default: Any = None) -> Any:
         entry = self._entries.pop(key, None)

@@ -59,7 +59,7 @@ log = logging.getLogger("proxy.core_metadata")
 
 _CONCURRENCY = 4
 _RETRY_AFTER = 300.0
-_MAX_REMEMBERED = 100_000
+_MAX_REMEMBERED = 4096  # wheels whose metadata could not be had lately (~300 bytes each)
 _BACKGROUND_PER_PAGE = 4  # resolvers mostly read the newest versions; older ones on demand
 _EXPECTED = (
     NoMetadata,

@@ -29,7 +29,7 @@ from gitlab_pypi_proxy.sources.base import Details, Source
 from gitlab_pypi_proxy.storage.deliveries import Deliveries, Opener
 from gitlab_pypi_proxy.storage.locations import FileLocations
 
-_REMEMBERED = 100_000
+_REMEMBERED = 4096  # digests (~250 bytes each)
 
 
 class FileFinder:

@@ -13,10 +13,12 @@ from gitlab_pypi_proxy.index.cached import CachedSource
 
 log = logging.getLogger("proxy.index.shadows")
 
+_REMEMBERED = 4096  # names checked lately (~200 bytes each)
+
 
 class ShadowCheck:
     def __init__(self, ttl: float) -> None:
-        self._checked: TTLMemo[str, None] = TTLMemo(100_000, max(ttl, 1))
+        self._checked: TTLMemo[str, None] = TTLMemo(_REMEMBERED, max(ttl, 1))
         self.tasks = TaskSet(log, "shadow check")
 
     def check(self, name: str, public: Sequence[CachedSource]) -> None:

@@ -29,7 +29,7 @@ log = logging.getLogger("proxy.warming")
 MAX_PER_WHEEL = 30
 REWARM = 300.0  # seconds: a name warmed is not warmed again before this
 WARMING = 4  # pages asked at once
-_REMEMBERED = 10_000
+_REMEMBERED = 4096  # names, and wheels (~200 bytes each)
 
 
 def dependencies(metadata: bytes) -> list[str]:

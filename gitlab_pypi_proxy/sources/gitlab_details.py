@@ -49,6 +49,7 @@ _PAGES_AT_ONCE = 16  # listing pages asked at once
 _FILLS_AT_ONCE = 4  # package_files calls at once, in the background
 _FLUSH_EVERY = 100  # versions between two writes of what was learnt
 _SEEK_AGAIN = 3600.0  # seconds before a version or a file is asked about again in vain
+_ASKED = 8192  # files asked about lately (~350 bytes each)
 _REFUSED_PAUSE = 600.0  # seconds without listing after GitLab refused to list
 
 
@@ -141,7 +142,7 @@ class FileDetails:
         self._changed = changed  # called when exact details arrived: rendered pages go stale
         self._tasks = TaskSet(log, f"source {source}: details")  # one per name at a time
         # files whose version's files were asked for lately
-        self._asked: TTLMemo[FileKey, None] = TTLMemo(100_000, _SEEK_AGAIN)
+        self._asked: TTLMemo[FileKey, None] = TTLMemo(_ASKED, _SEEK_AGAIN)
         self._refused_until = 0.0
 
     async def close(self) -> None:

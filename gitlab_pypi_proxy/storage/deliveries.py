@@ -36,7 +36,7 @@ from gitlab_pypi_proxy.storage.records import RecordStore
 log = logging.getLogger("proxy.cache.files")
 
 Opener = Callable[[], AbstractAsyncContextManager[FileStream]]
-_REMEMBERED = 100_000  # digests whose record this process holds in memory
+_REMEMBERED = 4096  # digests whose record this process holds in memory (~450 bytes each)
 
 
 def delivery_key(sha256: str) -> tuple[str, str]:

@@ -62,7 +62,7 @@ log = logging.getLogger("proxy.cache.files")
 # posix_fallocate cannot reserve space on this file system: write without a reservation
 _NO_RESERVATION = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _UPKEEP_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
-_VERIFIED_MEMORY = 100_000  # files remembered as checked; past it, checked again
+_VERIFIED_MEMORY = 16_384  # files remembered as checked (~300 bytes each); past it, checked again
 
 
 class LocalBlobStore:

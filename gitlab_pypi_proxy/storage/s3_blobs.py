@@ -58,7 +58,7 @@ log = logging.getLogger("proxy.cache.files")
 SMALL_PUT = 8 * 2**20  # up to this, one conditional PUT (held in memory); past it, staged
 _PART_CONCURRENCY = 2  # multipart parts in flight: +30 MiB at any size (docs/s3-client.md)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_VERIFIED_MEMORY = 100_000
+_VERIFIED_MEMORY = 16_384  # objects remembered as checked (~300 bytes each)
 PRESIGN_SECONDS = 300
 STATS_SECONDS = 60.0
 # obstore raises its own classes and, for some, Python's built-in ones

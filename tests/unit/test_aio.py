@@ -108,6 +108,20 @@ def test_an_expired_entry_no_longer_weighs() -> None:
     assert memo.get("a") is None and memo.weight == 0
 
 
+def test_expired_entries_go_as_new_ones_are_set() -> None:
+    """A memo of short-lived entries (names warmed, metadata that failed) shrinks back to what
+    is live instead of staying at its capacity."""
+    now = [0.0]
+    memo: TTLMemo[str, bytes] = TTLMemo(10_000, ttl=5.0, clock=lambda: now[0], weigh=len)
+    for n in range(1000):
+        memo.set(f"old-{n}", b"x" * 100)
+    now[0] += 5.0
+    for n in range(600):
+        memo.set(f"new-{n}", b"y")
+    assert len(memo) == 600 and memo.weight == 600
+    assert memo.get("new-0") == b"y"
+
+
 async def test_work_on_a_big_page_runs_in_a_thread_on_a_small_one_inline() -> None:
     """A long history's 10,000 files once blocked the event loop for ~100 ms (`_newest` parsed
     every version on it)."""
