@@ -35,12 +35,14 @@ def loads(data: bytes) -> Any:
 
 
 class Disk(diskcache.Disk):
-    """diskcache's Disk, reading pickles whose classes have moved."""
+    """diskcache's Disk, reading pickles whose classes have moved. A record kept in a file of its
+    own (a big project's page: MiBs) is read from the file as it is unpickled, never held whole
+    as bytes beside the objects it makes."""
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == MODE_PICKLE:
             if value is None:
                 with open(f"{self._directory}/{filename}", "rb") as reader:
-                    return loads(reader.read())
+                    return _Unpickler(reader).load()
             return loads(bytes(value))
         return super().fetch(mode, filename, value, read)

@@ -9,8 +9,11 @@ import tracemalloc
 from pathlib import Path
 
 from gitlab_pypi_proxy.http.serialize import JSON, render
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.services import Composed
 from gitlab_pypi_proxy.sources.gitlab_details import version_of
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 
@@ -104,3 +107,27 @@ def test_the_versions_of_gitlab_file_names_are_memoized_within_a_bound() -> None
         version_of.cache_clear()
     # every one memoized, its name and version: ~160 bytes each, ~3 MiB
     assert held < 3 * MIB // 2, held
+
+
+def test_a_big_record_is_unpickled_from_its_file_without_its_bytes_held(tmp_path: Path) -> None:
+    """A big project's page record (MiBs of pickle) is read as it is unpickled: while it is
+    read, the worker holds the page it makes and the unpickler's own bookkeeping (about half
+    the pickle's size), not the whole pickle beside them."""
+    store = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    files = tuple(
+        DistFile(f"big-1.{n}-py3-none-any.whl", f"{n:064x}", "pypi", f"https://f.example/{n}")
+        for n in range(10_000)
+    )
+    store.set_now(("page", "pypi", "big"), Entry(ProjectPage("big", files, ("pypi",)), 1.0))
+    del files
+    size = sum(f.stat().st_size for f in (tmp_path / "pages").rglob("*.val"))
+    try:
+        gc.collect()
+        tracemalloc.start()
+        entry = store.get_now(("page", "pypi", "big"))
+        held, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        store.close()
+    assert len(entry.value.files) == 10_000 and size > MIB
+    assert peak - held < 2 * size, (size, held, peak)  # the pickle held too: 2.5 times
