@@ -486,6 +486,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     import logging.config
 
     from gitlab_pypi_proxy import supervisor
+    from gitlab_pypi_proxy.allocator import ENVIRONMENT
     from gitlab_pypi_proxy.http.access_log import (
         logging_config,
     )  # imports prometheus_client: after the above
@@ -494,9 +495,10 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     open_stores(config).close()
     _check_vulnerabilities(config)
     os.environ[CONFIG_ENV] = str(Path(config.path).resolve())
-    # glibc gives each thread that allocates an arena of its own, and freed memory stays in it:
-    # the workers' threads (disk, hashing, parsing) held MiBs each. Read when a worker starts.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    # how every process takes memory from the C library (gitlab_pypi_proxy.allocator); read
+    # when the supervisor and each worker start
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     if config.cache.offline:
         os.environ[OFFLINE_ENV] = "1"
     server = config.server

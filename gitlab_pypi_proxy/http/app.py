@@ -18,6 +18,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gitlab_pypi_proxy import errors, metrics
 from gitlab_pypi_proxy.aio import TaskSet
+from gitlab_pypi_proxy.allocator import Trimmer
 from gitlab_pypi_proxy.config import Config
 from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.errors import (
@@ -352,12 +353,15 @@ def create_app(config: Config) -> Starlette:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
         DESCRIPTORS.start(asyncio.get_running_loop())
+        trimming = TaskSet(log, "trimming the heap")
+        trimming.spawn(Trimmer().run())  # what big pages cost, given back (allocator.py)
         try:
             await start_guard(services)
             services.warm()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
+            await trimming.close()
             DESCRIPTORS.stop()
             await app.state.services.stop()
 

@@ -20,7 +20,7 @@ from typing import Any
 import diskcache
 
 # PRAGMA mmap_size and cache_size (in pages, of 4 KiB): per connection
-SQLITE_SETTINGS: dict[str, int] = {"sqlite_mmap_size": 0, "sqlite_cache_size": 64}
+SQLITE_SETTINGS: dict[str, int] = {"sqlite_mmap_size": 0, "sqlite_cache_size": 16}
 
 
 def open_cache(directory: Path | str, **settings: Any) -> diskcache.Cache:

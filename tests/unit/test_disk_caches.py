@@ -55,7 +55,7 @@ def test_every_store_maps_nothing_and_caches_little(tmp_path: Path) -> None:
         store.close()  # type: ignore[attr-defined]
     for name in STORES:
         assert _recorded(tmp_path / name / "cache.db") == SQLITE_SETTINGS, name
-    assert SQLITE_SETTINGS == {"sqlite_mmap_size": 0, "sqlite_cache_size": 64}
+    assert SQLITE_SETTINGS == {"sqlite_mmap_size": 0, "sqlite_cache_size": 16}
 
 
 async def test_records_read_from_threads_leave_no_map_of_the_database(tmp_path: Path) -> None:

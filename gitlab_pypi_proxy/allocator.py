@@ -1,0 +1,89 @@
+"""How `serve`'s processes take memory from the C library, and how a worker gives back what a big
+page cost it.
+
+A big public page (botocore lists 5,000 files, pydantic-core 15,000) is a few hundred thousand
+small objects while it is parsed, merged and rendered, and nothing of them once it is answered.
+CPython's own allocator keeps small objects in 1 MiB arenas that go back to the system only
+once every object in one is gone, so the few objects that outlive a page (a memo entry made
+meanwhile) keep whole arenas: a worker kept the memory of its busiest moment for good. With
+glibc's malloc for every object (PYTHONMALLOC=malloc) they live in its heap, whose free pages
+`malloc_trim` hands back whatever lives around them; with one arena (MALLOC_ARENA_MAX=1) the
+threads share that heap (the GIL lets one of them run Python at a time anyway).
+
+`ENVIRONMENT` is what `serve` starts its processes with (an operator's own values win); each
+worker runs `Trimmer`, which looks every TRIM_EVERY seconds and trims, in a thread, once its
+resident memory has grown by TRIM_AFTER since it last did and has stopped growing: after a
+burst of work, not in the middle of one (a trim holds the heap's lock for milliseconds: it
+walks the free memory). Without glibc (musl, macOS) trimming does nothing.
+"""
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+from collections.abc import Callable
+from functools import cache
+
+log = logging.getLogger("proxy.memory")
+
+ENVIRONMENT = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "1"}
+TRIM_EVERY = 1.0  # seconds
+TRIM_AFTER = 4 * 2**20  # bytes of resident memory grown since the last trim
+
+
+def resident() -> int:
+    """This process's resident memory, in bytes."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def trim() -> bool:
+    """Hand the free pages of the C heap back to the system (blocking: call it in a thread);
+    False when the C library cannot."""
+    malloc_trim = _malloc_trim()
+    if malloc_trim is None:
+        return False
+    malloc_trim(0)
+    return True
+
+
+class Trimmer:
+    """A worker's trims: `run` looks every `every` seconds and trims once resident memory has
+    grown by `after` bytes since the last trim (or the start) and not since it last looked."""
+
+    def __init__(
+        self,
+        every: float = TRIM_EVERY,
+        after: int = TRIM_AFTER,
+        measure: Callable[[], int] = resident,
+        release: Callable[[], bool] = trim,
+    ) -> None:
+        self.every, self.after = every, after
+        self.measure, self.release = measure, release
+        self.trims = 0
+
+    async def run(self) -> None:
+        """Until cancelled."""
+        floor = last = self.measure()
+        while True:
+            await asyncio.sleep(self.every)
+            now = self.measure()
+            growing = now - last > self.after // 4  # a burst of work under way
+            last = now
+            if now - floor < self.after or growing:
+                continue
+            if not await asyncio.to_thread(self.release):
+                log.debug("the C library cannot trim its heap: not trimming")
+                return
+            self.trims += 1
+            floor = last = self.measure()
