@@ -34,9 +34,11 @@ class Upstream:
         return f"{self.url}/api/v4/projects/{project}/packages/pypi/simple/"
 
 
-def start_upstream(procs: Processes, data: Path) -> Upstream:
+def start_upstream(procs: Processes, data: Path | None) -> Upstream:
+    """The GitLab double with the data set in `data`; None: the real-index scenario's stand-in."""
     port = free_port()
-    command = [sys.executable, "-m", "bench.upstream", "--data", str(data), "--port", str(port)]
+    command = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    command += [] if data is None else ["--data", str(data)]
     running = procs.start("upstream", command, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/_bench/count", seconds=180)
@@ -112,10 +114,18 @@ def start_proxpi(
 ) -> Target:
     """proxpi's own deployment: gunicorn, one process (its caches are per process), threads.
     More than one project: the first is its index, the others its extra indexes."""
+    indexes = [up.project_simple(p) for p in projects]
+    return start_proxpi_of(procs, work, indexes[0], indexes[1:], label)
+
+
+def start_proxpi_of(
+    procs: Processes, work: Path, index: str, extra: list[str], label: str = "proxpi"
+) -> Target:
+    """proxpi over the simple index `index` (and `extra` indexes)."""
     port = free_port()
     env = {
-        "PROXPI_INDEX_URL": up.project_simple(projects[0]),
-        "PROXPI_EXTRA_INDEX_URLS": ",".join(up.project_simple(p) for p in projects[1:]),
+        "PROXPI_INDEX_URL": index,
+        "PROXPI_EXTRA_INDEX_URLS": ",".join(extra),
         "PROXPI_CACHE_DIR": str(work / f"{label}-cache"),
         "PROXPI_INDEX_TTL": "3600",
         "PROXPI_LOGGING_LEVEL": "WARNING",
@@ -124,26 +134,38 @@ def start_proxpi(
     command += ["--threads", "16", "--log-level", "warning", "proxpi.server:app"]
     running = procs.start(label, command, env=env)
     url = f"http://127.0.0.1:{port}"
-    procs.wait_http(running, f"{url}/index/")
+    procs.wait_http(running, f"{url}/health")  # not /index/: the public one is 600,000 names
     return Target(label, f"{url}/index/", running)
 
 
 def start_devpi(procs: Processes, work: Path, up: Upstream) -> Target:
     """devpi-server with its defaults and a mirror index `root/gitlab` of the same project."""
-    serverdir = work / "devpi-server"
+    return start_devpi_of(procs, work, up.project_simple(dataset.MAIN_PROJECT), "gitlab")
+
+
+def start_devpi_of(
+    procs: Processes,
+    work: Path,
+    mirror: str,
+    index: str,
+    label: str = "devpi",
+    options: tuple[str, ...] = (),
+) -> Target:
+    """devpi-server with its defaults and a mirror index `root/<index>` of the index `mirror`
+    (`options`: more of the index's settings, `key=value`)."""
+    serverdir = work / f"{label}-server"
     port = free_port()
     init = [str(PEERS_BIN / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi"]
     subprocess.run([*init, "--root-passwd", ""], check=True, capture_output=True, timeout=120)
     command = [str(PEERS_BIN / "devpi-server"), "--serverdir", str(serverdir)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    running = procs.start("devpi", command)
+    running = procs.start(label, command)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/+api")
-    mirror = up.project_simple(dataset.MAIN_PROJECT)
     _devpi(work, ["use", url])
     _devpi(work, ["login", "root", "--password", ""])
-    _devpi(work, ["index", "-c", "gitlab", "type=mirror", f"mirror_url={mirror}"])
-    return Target("devpi", f"{url}/root/gitlab/+simple/", running)
+    _devpi(work, ["index", "-c", index, "type=mirror", f"mirror_url={mirror}", *options])
+    return Target(label, f"{url}/root/{index}/+simple/", running)
 
 
 def _devpi(work: Path, args: list[str]) -> None:

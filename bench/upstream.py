@@ -1,5 +1,6 @@
 """The upstream of every server under test: the GitLab double from tests/, loaded with the data
-set, run in its own process with uvicorn (`python -m bench.upstream --data DIR --port N`).
+set, run in its own process with uvicorn (`python -m bench.upstream --data DIR --port N`; without
+`--data`, the small stand-in of the real-index scenario).
 
 Wrapped, not changed: a trailing slash on a simple page is dropped (pip, proxpi and devpi ask for
 `.../simple/name/`, which real GitLab answers), and `/_bench/...` lets the harness set the
@@ -53,6 +54,18 @@ def add_long_histories(double: GitLabDouble) -> None:
         double.add_package_file(project, name, "1.0", filename, content, created_at=created)
 
 
+def stand_in(url: str) -> GitLabDouble:
+    """The GitLab of the real-index scenario (bench.real_index): one project holding one small
+    private package, asked about every name an install needs before the public index is."""
+    double = GitLabDouble(external_url=url)
+    double.add_project(dataset.MAIN_PROJECT, "bench/private", public=True)
+    double.add_token(TOKEN, write={dataset.MAIN_PROJECT})
+    for version in ("1.0", "1.1"):
+        filename, content = make_wheel("bench-private", version)
+        double.add_package_file(dataset.MAIN_PROJECT, "bench-private", version, filename, content)
+    return double
+
+
 def wrap(double: GitLabDouble) -> Any:
     inner = double.app
 
@@ -95,10 +108,11 @@ def wrap(double: GitLabDouble) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--data", type=Path, help="the data set (else: the stand-in alone)")
     parser.add_argument("--port", required=True, type=int)
     args = parser.parse_args()
-    double = make_double(args.data, f"http://127.0.0.1:{args.port}")
+    url = f"http://127.0.0.1:{args.port}"
+    double = stand_in(url) if args.data is None else make_double(args.data, url)
     uvicorn.run(
         wrap(double),
         host="127.0.0.1",
