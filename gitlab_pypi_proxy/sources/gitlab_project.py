@@ -111,7 +111,7 @@ class GitLabProject:
         if response.status_code != 200:
             self.api.refused("root index", response)
             return None
-        return await asyncio.to_thread(parse_project_names, response.text)
+        return await asyncio.to_thread(lambda: parse_project_names(response.text))
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)

@@ -1,10 +1,22 @@
-"""Parse a PEP 503 HTML page (GitLab's or any index's) into file records."""
+"""Parse a PEP 503 HTML page (GitLab's or any index's) into file records: every field checked
+(gitlab_pypi_proxy.sources.page_fields), a malformed link left out and counted."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
 
-from gitlab_pypi_proxy.names import is_sha256, normalize
+from gitlab_pypi_proxy.names import InvalidName, is_sha256, validate, validate_filename
+from gitlab_pypi_proxy.sources.page_fields import (
+    MAX_FILENAME,
+    MAX_SPECIFIER,
+    MAX_URL,
+    BadEntry,
+    Dropped,
+    one_line,
+    optional_text,
+    text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +43,47 @@ STATUSES = ("active", "archived", "quarantined", "deprecated")
 
 def status_of(status: object, reason: object) -> Status:
     """A status the PEP names (others are kept as said, lower case); a reason of one line."""
-    if not isinstance(status, str) or not status.strip():
+    said = one_line(status, 32)
+    if said is None:
         return Status()
-    text = reason if isinstance(reason, str) and reason.strip() else None
-    return Status(status.strip().lower()[:32], " ".join(text.split())[:300] if text else None)
+    return Status(said.lower(), one_line(reason))
+
+
+def checked_link(
+    *,
+    filename: object,
+    url: object,
+    sha256: str | None,
+    requires_python: object,
+    yanked: object,
+    core_metadata_sha256: str | None,
+    provenance: object,
+) -> Link:
+    """A Link of fields a page gave, each of the type and text the model holds; raises BadEntry
+    for an entry no client could use safely. A yank reason is made one line; a provenance URL
+    that is no URL is left out (the file is listed without it)."""
+    name = text(filename, "filename", MAX_FILENAME)
+    try:
+        validate_filename(name)
+    except InvalidName as exc:
+        raise BadEntry(str(exc)) from None
+    if isinstance(yanked, str):
+        yanked = one_line(yanked) or True
+    elif not isinstance(yanked, bool):
+        raise BadEntry(f"yanked of {name} is {type(yanked).__name__}")
+    try:
+        provenance = optional_text(provenance, "provenance", MAX_URL)
+    except BadEntry:
+        provenance = None
+    return Link(
+        filename=name,
+        url=text(url, f"url of {name}", MAX_URL),
+        sha256=sha256,
+        requires_python=optional_text(requires_python, f"requires-python of {name}", MAX_SPECIFIER),
+        yanked=yanked,
+        core_metadata_sha256=core_metadata_sha256,
+        provenance=provenance,
+    )
 
 
 def _hash_from(value: str | None) -> str | None:
@@ -86,13 +135,17 @@ class _Anchors(HTMLParser):
             self._text = None
 
 
-def parse_project_page(html: str, page_url: str) -> list[Link]:
-    """Every file link of a project page. Tolerates <br> or not, extra attributes, whitespace."""
-    return parse_project_document(html, page_url)[0]
+def parse_project_page(html: str, page_url: str, dropped: Dropped | None = None) -> list[Link]:
+    """Every file link of a project page. Tolerates <br> or not, extra attributes, whitespace.
+    The links left out as malformed are counted in `dropped`."""
+    return parse_project_document(html, page_url, dropped)[0]
 
 
-def parse_project_document(html: str, page_url: str) -> tuple[list[Link], Status]:
+def parse_project_document(
+    html: str, page_url: str, dropped: Dropped | None = None
+) -> tuple[list[Link], Status]:
     """A project page's file links and its PEP 792 status."""
+    dropped = dropped if dropped is not None else Dropped()
     parser = _Anchors()
     parser.feed(html)
     parser.close()
@@ -116,18 +169,33 @@ def parse_project_document(html: str, page_url: str) -> tuple[list[Link], Status
         yanked = (anchor["data-yanked"] or True) if "data-yanked" in anchor else False
         metadata = anchor.get("data-core-metadata") or anchor.get("data-dist-info-metadata")
         provenance = anchor.get("data-provenance")
-        links.append(
-            Link(
+        try:
+            link = checked_link(
                 filename=filename,
                 url=parts._replace(fragment="").geturl(),
                 sha256=sha256,
-                requires_python=requires_python.strip() or None if requires_python else None,
+                requires_python=requires_python,
                 yanked=yanked,
                 core_metadata_sha256=_hash_from(metadata) if metadata else None,
                 provenance=urljoin(url, provenance.strip()) if provenance else None,
             )
-        )
+        except BadEntry as exc:
+            dropped.add(str(exc))
+            continue
+        links.append(link)
     return links, status
+
+
+def project_names(said: Iterable[object]) -> frozenset[str]:
+    """The normalized forms of the names a root index gives that are project names at all."""
+    names = set()
+    for name in said:
+        if isinstance(name, str) and name.strip():
+            try:
+                names.add(validate(name.strip()))
+            except InvalidName:
+                continue
+    return frozenset(names)
 
 
 def parse_project_names(html: str) -> frozenset[str]:
@@ -135,4 +203,4 @@ def parse_project_names(html: str) -> frozenset[str]:
     parser = _Anchors()
     parser.feed(html)
     parser.close()
-    return frozenset(normalize(text) for raw in parser.texts if (text := raw.strip()))
+    return project_names(parser.texts)
