@@ -13,10 +13,17 @@ import json
 import logging
 from dataclasses import dataclass
 
+from gitlab_pypi_proxy.printable import one_line
+
 MAX_FILENAME = 255
 MAX_URL = 8192
 MAX_SPECIFIER = 1024  # requires-python: the longest real ones are a few dozen characters
 MAX_REASON = 300  # a yank or project status reason, as one line
+
+
+def reason(value: object) -> str | None:
+    """A yank or project status reason: one line of at most MAX_REASON characters, or None."""
+    return one_line(value, MAX_REASON)
 
 
 class Malformed(ValueError):
@@ -25,16 +32,6 @@ class Malformed(ValueError):
 
 class BadEntry(ValueError):
     """One entry of a page that the model cannot hold; the message is one line."""
-
-
-def one_line(value: object, limit: int = MAX_REASON) -> str | None:
-    """Free text (a reason) as one line: every run of whitespace or unprintable characters one
-    space, at most `limit` characters; None when it is no text or blank."""
-    if not isinstance(value, str):
-        return None
-    if not value.isprintable():
-        value = "".join(c if c.isprintable() else " " for c in value)
-    return " ".join(value.split())[:limit] or None
 
 
 def text(value: object, what: str, limit: int) -> str:

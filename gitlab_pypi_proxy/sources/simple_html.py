@@ -7,14 +7,15 @@ from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
 
 from gitlab_pypi_proxy.names import InvalidName, is_sha256, validate, validate_filename
+from gitlab_pypi_proxy.printable import one_line
 from gitlab_pypi_proxy.sources.page_fields import (
     MAX_FILENAME,
     MAX_SPECIFIER,
     MAX_URL,
     BadEntry,
     Dropped,
-    one_line,
     optional_text,
+    reason,
     text,
 )
 
@@ -41,12 +42,12 @@ class Status:
 STATUSES = ("active", "archived", "quarantined", "deprecated")
 
 
-def status_of(status: object, reason: object) -> Status:
+def status_of(status: object, said_reason: object) -> Status:
     """A status the PEP names (others are kept as said, lower case); a reason of one line."""
     said = one_line(status, 32)
     if said is None:
         return Status()
-    return Status(said.lower(), one_line(reason))
+    return Status(said.lower(), reason(said_reason))
 
 
 def checked_link(
@@ -68,7 +69,7 @@ def checked_link(
     except InvalidName as exc:
         raise BadEntry(str(exc)) from None
     if isinstance(yanked, str):
-        yanked = one_line(yanked) or True
+        yanked = reason(yanked) or True
     elif not isinstance(yanked, bool):
         raise BadEntry(f"yanked of {name} is {type(yanked).__name__}")
     try:
