@@ -1,6 +1,7 @@
 """HTTP routes: parse the request, ask the index or the caches, render. Nothing else lives here."""
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -280,6 +281,10 @@ def create_app(config: Config) -> Starlette:
         try:
             await start_guard(services)
             services.warm()
+            # What the worker holds now lives as long as it does: out of the collector's way,
+            # a full collection while a big page is parsed scans that page, not the program.
+            gc.collect()
+            gc.freeze()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:

@@ -25,7 +25,7 @@ from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from gitlab_pypi_proxy.sources.page_fields import Dropped, load_json
-from gitlab_pypi_proxy.sources.simple_html import parse_project_page
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_page
 from gitlab_pypi_proxy.sources.upstream import Upstream, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
@@ -242,7 +242,7 @@ class GitLabPages:
     def _files(self, response: httpx2.Response, url: str, dropped: Dropped) -> list[DistFile]:
         """The page's files (in a thread: a long history lists 10,000)."""
         files = []
-        for link in parse_project_page(response.text, url, dropped):
+        for link in parse_project_page(decoded(response.content, response.encoding), url, dropped):
             if link.sha256 is None:
                 # GitLab stores no digest for an upload that sent none: pip cannot use the file.
                 log.warning("source %s: %s has no sha256, not listed", self.api.name, link.filename)

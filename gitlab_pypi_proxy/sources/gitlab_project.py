@@ -22,7 +22,7 @@ from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from gitlab_pypi_proxy.sources.multipart import multipart_body
-from gitlab_pypi_proxy.sources.simple_html import parse_project_names
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_names
 from gitlab_pypi_proxy.sources.upstream import Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
@@ -111,7 +111,8 @@ class GitLabProject:
         if response.status_code != 200:
             self.api.refused("root index", response)
             return None
-        return await asyncio.to_thread(lambda: parse_project_names(response.text))
+        pieces = decoded(response.content, response.encoding)
+        return await asyncio.to_thread(parse_project_names, pieces)
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)

@@ -53,7 +53,8 @@ def optional_text(value: object, what: str, limit: int) -> str | None:
     return text(value, what, limit).strip() or None
 
 
-def _not_a_number(constant: str) -> object:
+def not_a_number(constant: str) -> object:
+    """json's `parse_constant`: NaN and Infinity are no JSON (RFC 8259)."""
     raise Malformed(f"{constant} is not JSON")
 
 
@@ -61,7 +62,7 @@ def load_json(body: bytes | str) -> object:
     """A JSON document as Python objects; raises Malformed (one line) for anything that is not
     RFC 8259 JSON in UTF-8: NaN and Infinity, or nesting deeper than Python can recurse."""
     try:
-        return json.loads(body, parse_constant=_not_a_number)
+        return json.loads(body, parse_constant=not_a_number)
     except RecursionError:
         raise Malformed("JSON nested too deeply") from None
     except UnicodeDecodeError:

@@ -1,7 +1,8 @@
 """Parse a PEP 503 HTML page (GitLab's or any index's) into file records: every field checked
 (gitlab_pypi_proxy.sources.page_fields), a malformed link left out and counted."""
 
-from collections.abc import Iterable
+import codecs
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
@@ -39,6 +40,7 @@ class Status:
     reason: str | None = None
 
 
+_CHUNK = 2**20  # bytes decoded to text at a time
 STATUSES = ("active", "archived", "quarantined", "deprecated")
 
 
@@ -95,24 +97,39 @@ def _hash_from(value: str | None) -> str | None:
     return None
 
 
+def decoded(body: bytes, encoding: str | None = None) -> Iterator[str]:
+    """A page's bytes as text, a MiB at a time (what cannot be decoded replaced): one C call
+    over a page of tens of MiB holds the GIL, and the whole text would be one more copy."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding or "utf-8")(errors="replace")
+    except LookupError:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    view = memoryview(body)
+    for at in range(0, len(body), _CHUNK):
+        yield decoder.decode(view[at : at + _CHUNK])
+    yield decoder.decode(b"", final=True)
+
+
 class _Anchors(HTMLParser):
     """The attributes of every <a> tag, in order: all a project page says is in them. The
     standard library's tokenizer (the one BeautifulSoup's html.parser builder uses), without
     building a tree: a page of 10,000 files parses in a fifth of the time, and no worker loads
-    BeautifulSoup (8 MiB each). Also the text of each, for a root index's names."""
+    BeautifulSoup (8 MiB each). Also the text of each, for a root index's names (`texts`).
+    Fed a piece at a time, the anchors found so far are taken from `anchors` between pieces."""
 
-    def __init__(self) -> None:
+    def __init__(self, texts: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[dict[str, str | None]] = []
         self.meta: dict[str, str] = {}
         self.texts: list[str] = []
+        self._texts = texts
         self._text: list[str] | None = None  # inside an <a>: its text so far
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self._close_anchor()
             self.anchors.append(dict(attrs))
-            self._text = []
+            self._text = [] if self._texts else None
         elif tag == "meta":
             found = dict(attrs)
             if found.get("name") and found.get("content") is not None:
@@ -136,25 +153,37 @@ class _Anchors(HTMLParser):
             self._text = None
 
 
-def parse_project_page(html: str, page_url: str, dropped: Dropped | None = None) -> list[Link]:
+def parse_project_page(
+    html: str | Iterable[str], page_url: str, dropped: Dropped | None = None
+) -> list[Link]:
     """Every file link of a project page. Tolerates <br> or not, extra attributes, whitespace.
     The links left out as malformed are counted in `dropped`."""
     return parse_project_document(html, page_url, dropped)[0]
 
 
 def parse_project_document(
-    html: str, page_url: str, dropped: Dropped | None = None
+    html: str | Iterable[str], page_url: str, dropped: Dropped | None = None
 ) -> tuple[list[Link], Status]:
-    """A project page's file links and its PEP 792 status."""
+    """A project page's file links and its PEP 792 status, from its text or its text's pieces
+    (`decoded`)."""
     dropped = dropped if dropped is not None else Dropped()
     parser = _Anchors()
-    parser.feed(html)
+    links: list[Link] = []
+    for piece in [html] if isinstance(html, str) else html:
+        parser.feed(piece)
+        _take_links(parser, page_url, links, dropped)
     parser.close()
+    _take_links(parser, page_url, links, dropped)
     status = status_of(
         parser.meta.get("pypi:project-status"), parser.meta.get("pypi:project-status-reason")
     )
-    links = []
-    for anchor in parser.anchors:
+    return links, status
+
+
+def _take_links(parser: _Anchors, page_url: str, links: list[Link], dropped: Dropped) -> None:
+    """The links of the anchors the parser has found so far, added to `links`."""
+    anchors, parser.anchors = parser.anchors, []
+    for anchor in anchors:
         href = anchor.get("href")
         if href is None:
             continue
@@ -184,7 +213,6 @@ def parse_project_document(
             dropped.add(str(exc))
             continue
         links.append(link)
-    return links, status
 
 
 def project_names(said: Iterable[object]) -> frozenset[str]:
@@ -199,9 +227,11 @@ def project_names(said: Iterable[object]) -> frozenset[str]:
     return frozenset(names)
 
 
-def parse_project_names(html: str) -> frozenset[str]:
+def parse_project_names(html: str | Iterable[str]) -> frozenset[str]:
     """The normalized names of a root index (GitLab repeats a name once per version)."""
-    parser = _Anchors()
-    parser.feed(html)
+    parser = _Anchors(texts=True)
+    for piece in [html] if isinstance(html, str) else html:
+        parser.feed(piece)
+        parser.anchors.clear()
     parser.close()
     return project_names(parser.texts)

@@ -21,11 +21,13 @@ from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage, parse_time
 from gitlab_pypi_proxy.names import is_sha256
 from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader
-from gitlab_pypi_proxy.sources.page_fields import BadEntry, Dropped, Malformed, load_json
+from gitlab_pypi_proxy.sources.json_stream import JsonScanner, utf8_text
+from gitlab_pypi_proxy.sources.page_fields import BadEntry, Dropped, Malformed
 from gitlab_pypi_proxy.sources.simple_html import (
     Link,
     Status,
     checked_link,
+    decoded,
     parse_project_document,
     parse_project_names,
     project_names,
@@ -71,57 +73,77 @@ def _size(value: object) -> int | None:
 
 def parse_json_page(body: bytes | str, page_url: str, dropped: Dropped | None = None) -> Parsed:
     """The files of a PEP 691 project page, each with its PEP 700 size and upload time, and the
-    project's PEP 792 status. An entry that is malformed is left out and counted in `dropped`;
-    a document that is not a PEP 691 page raises Malformed."""
+    project's PEP 792 status. The page is decoded entry by entry (json_stream); an entry that
+    is malformed is left out and counted in `dropped`; a document that is not a PEP 691 page
+    raises Malformed."""
     dropped = dropped if dropped is not None else Dropped()
-    document = load_json(body)
-    if not isinstance(document, dict):
+    scan = JsonScanner(utf8_text(body) if isinstance(body, bytes) else body)
+    if not scan.next_is("{"):
+        document = scan.value()
         raise Malformed(f"a JSON {type(document).__name__}, not a project page object")
-    entries = document.get("files", [])
-    if not isinstance(entries, list):
-        raise Malformed(f"its files are a JSON {type(entries).__name__}, not a list")
-    meta = document.get("meta")
+    files: list[tuple[Link, int | None, datetime | None]] = []
+    meta: object = None
+    for key in scan.members():
+        if key == "files" and scan.next_is("["):
+            files = []
+            for number, entry in enumerate(scan.elements()):
+                try:
+                    files.append(_file_entry(entry, page_url))
+                except BadEntry as exc:
+                    dropped.add(f"files[{number}]: {exc}")
+        elif key == "files":
+            entries = scan.value()
+            raise Malformed(f"its files are a JSON {type(entries).__name__}, not a list")
+        elif key == "meta":
+            meta = scan.value()
+        else:
+            scan.skip()
+    scan.end()
     raw = meta.get("project-status") if isinstance(meta, dict) else None
     raw = raw if isinstance(raw, dict) else {}
-    status = status_of(raw.get("status"), raw.get("reason"))
-    files = []
-    for number, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            dropped.add(f"files[{number}] is a JSON {type(entry).__name__}, not an object")
-            continue
-        hashes = entry.get("hashes")
-        url, provenance, yanked = entry.get("url"), entry.get("provenance"), entry.get("yanked")
-        try:
-            filename = entry.get("filename")
-            link = checked_link(
-                filename=unquote(filename) if isinstance(filename, str) else filename,
-                url=urljoin(page_url, url).split("#", 1)[0] if isinstance(url, str) else url,
-                sha256=_sha256_of(hashes) if isinstance(hashes, dict) else None,
-                requires_python=entry.get("requires-python"),
-                yanked=False if yanked in (None, "") else yanked,
-                core_metadata_sha256=_metadata_hash(
-                    entry.get("core-metadata", entry.get("dist-info-metadata"))
-                ),
-                provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
-            )
-        except BadEntry as exc:
-            dropped.add(f"files[{number}]: {exc}")
-            continue
-        files.append((link, _size(entry.get("size")), parse_time(entry.get("upload-time"))))
-    return files, status
+    return files, status_of(raw.get("status"), raw.get("reason"))
 
 
-def _parse_html(body: str, page_url: str, dropped: Dropped) -> Parsed:
-    links, status = parse_project_document(body, page_url, dropped)
+def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetime | None]:
+    """One entry of `files`: its link, size and upload time; raises BadEntry."""
+    if not isinstance(entry, dict):
+        raise BadEntry(f"a JSON {type(entry).__name__}, not an object")
+    hashes, filename = entry.get("hashes"), entry.get("filename")
+    url, provenance, yanked = entry.get("url"), entry.get("provenance"), entry.get("yanked")
+    link = checked_link(
+        filename=unquote(filename) if isinstance(filename, str) else filename,
+        url=urljoin(page_url, url).split("#", 1)[0] if isinstance(url, str) else url,
+        sha256=_sha256_of(hashes) if isinstance(hashes, dict) else None,
+        requires_python=entry.get("requires-python"),
+        yanked=False if yanked in (None, "") else yanked,
+        core_metadata_sha256=_metadata_hash(
+            entry.get("core-metadata", entry.get("dist-info-metadata"))
+        ),
+        provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
+    )
+    return link, _size(entry.get("size")), parse_time(entry.get("upload-time"))
+
+
+def _parse_html(body: bytes, encoding: str | None, page_url: str, dropped: Dropped) -> Parsed:
+    links, status = parse_project_document(decoded(body, encoding), page_url, dropped)
     return [(link, None, None) for link in links], status
 
 
 def parse_json_names(body: bytes | str) -> frozenset[str]:
-    document = load_json(body)
-    projects = document.get("projects", []) if isinstance(document, dict) else None
-    if not isinstance(projects, list):
+    """The normalized names of a PEP 691 root index, decoded name by name."""
+    scan = JsonScanner(utf8_text(body) if isinstance(body, bytes) else body)
+    if not scan.next_is("{"):
         raise Malformed("not a PEP 691 project list")
-    return project_names(p.get("name") for p in projects if isinstance(p, dict))
+    said: list[object] = []
+    for key in scan.members():
+        if key == "projects" and scan.next_is("["):
+            said = [p.get("name") for p in scan.elements() if isinstance(p, dict)]
+        elif key == "projects":
+            raise Malformed("not a PEP 691 project list")
+        else:
+            scan.skip()
+    scan.end()
+    return project_names(said)
 
 
 # what a parser raises for an answer it cannot read: Malformed, and what it never should
@@ -201,7 +223,7 @@ class SimpleIndexSource:
         if _is_json(response):
             parsed, status = parse_json_page(response.content, page_url, dropped)
         else:
-            parsed, status = _parse_html(response.text, page_url, dropped)
+            parsed, status = _parse_html(response.content, response.encoding, page_url, dropped)
         files = []
         for link, size, uploaded in parsed:
             if link.sha256 is None:
@@ -237,7 +259,7 @@ class SimpleIndexSource:
         def parse() -> frozenset[str]:
             if _is_json(response):
                 return parse_json_names(response.content)
-            return parse_project_names(response.text)
+            return parse_project_names(decoded(response.content, response.encoding))
 
         try:
             return await asyncio.to_thread(parse)

@@ -38,7 +38,7 @@ class MetadataStore:
         """file sha256 → metadata sha256, for the files whose metadata is stored."""
         wanted = list(file_sha256s)
         found = await asyncio.to_thread(self._digests, wanted)
-        for sha256 in wanted:
+        for sha256 in wanted if self._unkept else ():  # a page's wheels: a loop only if need be
             held = self._unkept.get(sha256) if sha256 not in found else None
             if held is not None:
                 found[sha256] = held[0]
