@@ -150,8 +150,12 @@ def parse_json_names(body: bytes | str) -> frozenset[str]:
 _UNREADABLE = (ValueError, AttributeError, TypeError, RecursionError)
 
 
-def _why(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, Malformed) else type(exc).__name__
+def _unreadable(source: str, what: str, exc: Exception) -> SourceUnavailable:
+    """The source's failure for an answer it gave that cannot be read, said in the log too."""
+    why = str(exc) if isinstance(exc, Malformed) else type(exc).__name__
+    failure = SourceUnavailable(source, f"unreadable {what}: {why}")
+    log.warning("%s", failure)
+    return failure
 
 
 def _is_json(response: httpx2.Response) -> bool:
@@ -212,7 +216,7 @@ class SimpleIndexSource:
         try:
             page = await asyncio.to_thread(self._page, name, response, dropped)
         except _UNREADABLE as exc:
-            raise SourceUnavailable(self.name, f"unreadable page of {name}: {_why(exc)}") from None
+            raise _unreadable(self.name, f"page of {name}", exc) from None
         dropped.report(log, self.name, f"page {name}")
         return page
 
@@ -264,7 +268,7 @@ class SimpleIndexSource:
         try:
             return await asyncio.to_thread(parse)
         except _UNREADABLE as exc:
-            raise SourceUnavailable(self.name, f"unreadable root index: {_why(exc)}") from None
+            raise _unreadable(self.name, "root index", exc) from None
 
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         return None
