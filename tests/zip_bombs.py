@@ -36,12 +36,10 @@ def bz2_zeros(total: int) -> bytes:
     return b"".join(parts) + compressor.flush()
 
 
-def wheel(
-    name: str, version: str, metadata: bytes, method: int, declared: int, crc: int = 0
-) -> tuple[str, bytes]:
-    """(file name, bytes) of a wheel whose only member is its METADATA, already compressed with
-    `method`, which its directory says is `declared` bytes long with CRC `crc`."""
-    member = f"{name}-{version}.dist-info/METADATA".encode()
+def archive(member: str, compressed: bytes, method: int, declared: int, crc: int = 0) -> bytes:
+    """A zip of one member, already compressed with `method`, which its directory says is
+    `declared` bytes long with CRC `crc`."""
+    name = member.encode()
     local = struct.pack(
         "<4s5H3L2H",
         b"PK\x03\x04",
@@ -51,9 +49,9 @@ def wheel(
         0,
         0x21,
         crc,
-        len(metadata),
+        len(compressed),
         declared,
-        len(member),
+        len(name),
         0,
     )
     directory = struct.pack(
@@ -66,9 +64,9 @@ def wheel(
         0,
         0x21,
         crc,
-        len(metadata),
+        len(compressed),
         declared,
-        len(member),
+        len(name),
         0,
         0,
         0,
@@ -76,11 +74,19 @@ def wheel(
         0,
         0,
     )
-    body = local + member + metadata
+    body = local + name + compressed
     end = struct.pack(
-        "<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(directory) + len(member), len(body), 0
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(directory) + len(name), len(body), 0
     )
-    return f"{name}-{version}-py3-none-any.whl", body + directory + member + end
+    return body + directory + name + end
+
+
+def wheel(
+    name: str, version: str, metadata: bytes, method: int, declared: int, crc: int = 0
+) -> tuple[str, bytes]:
+    """(file name, bytes) of a wheel whose only member is its METADATA (see `archive`)."""
+    member = f"{name}-{version}.dist-info/METADATA"
+    return f"{name}-{version}-py3-none-any.whl", archive(member, metadata, method, declared, crc)
 
 
 def bomb(name: str, version: str, method: int, total: int = BOMB) -> tuple[str, bytes]:

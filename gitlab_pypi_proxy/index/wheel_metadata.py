@@ -8,20 +8,16 @@ A wheel no larger than the tail read is whole after it: `whole_or_tail` offers i
 stream (to be verified and kept like any download), else declines with the tail it read, which
 `by_ranges` goes on from.
 
-A wheel is untrusted input: zipfile finds the member, but its bytes are decompressed here, in
-steps, to no more than its directory declares and never past MAX_METADATA (zipfile inflates a
-bz2 member in one call whatever is declared: a 1.5 KB wheel would cost gigabytes).
+A wheel is untrusted input: zipfile finds the member, gitlab_pypi_proxy.zip_member decompresses
+it in steps, to no more than its directory declares and never past MAX_METADATA (zipfile inflates
+a bz2 member in one call whatever is declared: a 1.5 KB wheel would cost gigabytes).
 """
 
 import asyncio
-import bz2
 import io
-import lzma
 import re
-import struct
 import zipfile
-import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -29,14 +25,13 @@ from typing import BinaryIO
 from gitlab_pypi_proxy.model import FileStream
 from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.storage.downloads import Declined
+from gitlab_pypi_proxy.zip_member import read_member
 
 MAX_METADATA = 4 * 2**20  # decompressed or not: real METADATA is a few KB
 TAIL = 64 * 2**10 + 22 + 1024  # EOCD, a maximal zip comment, and usually the central directory
 _MIN_FETCH = 64 * 2**10
 _MAX_ROUNDS = 6
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name and extra field lengths
-_STEP = 64 * 2**10  # decompressed bytes per step
 _UNREADABLE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError)
 
 
@@ -59,98 +54,16 @@ def _member(archive: zipfile.ZipFile, filename: str) -> zipfile.ZipInfo:
         raise NoMetadata(f"{filename} has no .dist-info/METADATA")
     prefix = "-".join(filename.split("-")[:2]).lower() + ".dist-info/"
     own = [c for c in candidates if c.filename.lower() == prefix + "metadata"]
-    info = (own or candidates)[0]
-    if info.file_size > MAX_METADATA or info.compress_size > MAX_METADATA:
-        size = max(info.file_size, info.compress_size)
-        raise NoMetadata(f"{filename}: METADATA of {size} bytes is too large")
-    if info.flag_bits & 0x1:
-        raise NoMetadata(f"{filename}: METADATA is encrypted")
-    return info
-
-
-def _read(handle: BinaryIO, info: zipfile.ZipInfo, filename: str) -> bytes:
-    """The member's bytes, decompressed in steps: at most its declared size, checked against
-    its CRC. Reads only the member's local header and compressed bytes from `handle`."""
-    handle.seek(info.header_offset)
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack(
-        handle.read(_LOCAL_HEADER.size).ljust(_LOCAL_HEADER.size, b"\0")
-    )
-    if signature != b"PK\x03\x04":
-        raise NoMetadata(f"{filename}: no local header for {info.filename}")
-    handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
-    compressed = handle.read(info.compress_size)
-    data = bytearray()
-    try:
-        for piece in _decompressed(info.compress_type, compressed, info.file_size):
-            data += piece
-            if len(data) > info.file_size:
-                raise NoMetadata(
-                    f"{filename}: METADATA decompresses past the {info.file_size} bytes its "
-                    "directory declares: not read further"
-                )
-    except (zlib.error, lzma.LZMAError, OSError, EOFError) as exc:
-        raise NoMetadata(f"{filename}: METADATA does not decompress ({exc})") from None
-    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-        raise NoMetadata(f"{filename}: METADATA is truncated or fails its CRC")
-    return bytes(data)
-
-
-def _decompressed(method: int, data: bytes, size: int) -> Iterator[bytes]:
-    """The decompressed bytes of one member, _STEP at a time, until the stream ends or its
-    input runs out (what follows is the caller's to check)."""
-    if method == zipfile.ZIP_STORED:
-        yield data[: size + 1]
-        return
-    if method == zipfile.ZIP_DEFLATED:
-        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-        while not inflate.eof:
-            piece = inflate.decompress(data, _STEP)
-            data = inflate.unconsumed_tail
-            if not piece and not data:
-                return
-            yield piece
-        return
-    if method == zipfile.ZIP_BZIP2:
-        stream: bz2.BZ2Decompressor | lzma.LZMADecompressor = bz2.BZ2Decompressor()
-    elif method == zipfile.ZIP_LZMA:
-        stream, data = _lzma(data, size)
-    else:
-        raise NoMetadata(f"compression method {method} is not supported")
-    while not stream.eof:
-        piece = stream.decompress(data, _STEP)
-        data = b""
-        if not piece and stream.needs_input:
-            return
-        yield piece
-
-
-def _lzma(data: bytes, size: int) -> tuple[lzma.LZMADecompressor, bytes]:
-    """A raw LZMA1 decoder for a zip member (APPNOTE 5.8.8: a version, the properties' length,
-    the properties), its dictionary no larger than the member: a declared 4 GiB dictionary would
-    be allocated as it says."""
-    (length,) = struct.unpack("<H", data[2:4].ljust(2, b"\0"))
-    properties, data = data[4 : 4 + length], data[4 + length :]
-    if len(properties) < 5:
-        raise NoMetadata("LZMA properties are missing")
-    pb, rest = divmod(properties[0], 45)
-    lp, lc = divmod(rest, 9)
-    declared = int.from_bytes(properties[1:5], "little")
-    dictionary = max(4096, min(declared, size))
-    lzma1 = {"id": lzma.FILTER_LZMA1, "dict_size": dictionary, "lc": lc, "lp": lp, "pb": pb}
-    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1]), data
-
-
-def _metadata_of(handle: BinaryIO, filename: str) -> bytes:
-    try:
-        with zipfile.ZipFile(handle) as archive:
-            return _read(handle, _member(archive, filename), filename)
-    except _UNREADABLE as exc:
-        raise NoMetadata(f"{filename}: {exc}") from None
+    return (own or candidates)[0]
 
 
 def from_file(handle: BinaryIO, filename: str) -> bytes:
-    """METADATA of a wheel on disk (blocking: run it in a thread)."""
-    return _metadata_of(handle, filename)
+    """METADATA of a wheel on disk, or in a SparseFile (blocking: run it in a thread)."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            return read_member(handle, _member(archive, filename), MAX_METADATA)
+    except _UNREADABLE as exc:
+        raise NoMetadata(f"{filename}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -246,7 +159,7 @@ class SparseFile(io.RawIOBase):
 
 def _from_sparse(sparse: SparseFile, filename: str) -> bytes:
     sparse.seek(0)
-    return _metadata_of(sparse, filename)  # type: ignore[arg-type]
+    return from_file(sparse, filename)  # type: ignore[arg-type]
 
 
 async def by_ranges(read: RangeReader, filename: str, tail: Tail | None = None) -> bytes:
