@@ -182,7 +182,8 @@ def _describe(config: Config) -> str:
         lines.append(f"gitlab {mask_userinfo(config.gitlab.url)}, {auth}")
     for number, source in enumerate(config.sources, 1):
         target = mask_userinfo(source.target)
-        lines.append(f"source {number}: {source.name} = {source.kind} {target}")
+        hosts = f" (files also from {', '.join(source.file_hosts)})" if source.file_hosts else ""
+        lines.append(f"source {number}: {source.name} = {source.kind} {target}{hosts}")
     auth = config.auth
     reads = "anonymous reads" if auth.anonymous_read else "reads need credentials"
     lines.append(
@@ -192,8 +193,8 @@ def _describe(config: Config) -> str:
     )
     cache = config.cache
     lines.append(
-        f"cache {cache.directory} (max {human(cache.max_size)}, index_ttl {cache.index_ttl} s"
-        f"{', offline' if cache.offline else ''})"
+        f"cache {cache.directory} (max {human(cache.max_size)}, index_ttl {cache.index_ttl} s, "
+        f"pages up to {human(cache.max_page_size)}{', offline' if cache.offline else ''})"
     )
     storage = config.storage
     if storage.backend == "s3":

@@ -20,6 +20,15 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _SOURCE_KINDS = ("gitlab_project", "gitlab_group", "url")
+# A host name, an IPv4 address or a bracketed IPv6 address, and an optional port.
+_FILE_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(?P<port>\d{1,5}))?"
+)
+# Where an index keeps its files, when its `url` source lists no file_hosts of its own.
+_DEFAULT_FILE_HOSTS = {
+    "pypi.org": ("files.pythonhosted.org",),
+    "test.pypi.org": ("test-files.pythonhosted.org",),
+}
 
 
 class ConfigError(Exception):
@@ -46,6 +55,7 @@ class CacheConfig:
     offline: bool = False
     negative_ttl: int = 300  # seconds a "not here" answer is kept; [cache] index_ttl if unset
     warm_dependencies: bool = True  # the pages of what a wheel being installed requires
+    max_page_size: int = 64 * 2**20  # an upstream page or API answer, decoded; larger: a 502
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ class SourceConfig:
     password: str | None = None
     allow_public: frozenset[str] = frozenset()
     yanked: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # a url source's files come from its index's own origin and these hosts ("host" or
+    # "host:port", lower-case) only; gitlab_pypi_proxy.sources.file_hosts
+    file_hosts: tuple[str, ...] = ()
 
     @property
     def is_gitlab(self) -> bool:
@@ -305,6 +318,7 @@ def _workers(r: _Reader) -> int | str:
 def _cache(r: _Reader, base: Path) -> CacheConfig:
     r.check_keys(
         {"directory", "max_size", "index_ttl", "negative_ttl", "offline", "warm_dependencies"}
+        | {"max_page_size"}
     )
     directory = Path(r.string("directory", "./cache")).expanduser()
     index_ttl = r.integer("index_ttl", 300)
@@ -315,6 +329,7 @@ def _cache(r: _Reader, base: Path) -> CacheConfig:
         offline=r.boolean("offline", False),
         negative_ttl=r.integer("negative_ttl", index_ttl),
         warm_dependencies=r.boolean("warm_dependencies", True),
+        max_page_size=r.size("max_page_size", "64MiB", minimum=2**20),
     )
 
 
@@ -401,7 +416,7 @@ def _cluster(r: _Reader) -> ClusterConfig:
 
 def _source(r: _Reader) -> SourceConfig:
     r.check_keys(
-        {"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked"}
+        {"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked", "file_hosts"}
         | {"include", "exclude"}  # read by gitlab_pypi_proxy.policy.rules
     )
     name = r.string("name")
@@ -440,7 +455,25 @@ def _source(r: _Reader) -> SourceConfig:
         password=r.string("password", secret=True),
         allow_public=allow_public,
         yanked=yanked,
+        file_hosts=_file_hosts(r, kind, target),
     )
+
+
+def _file_hosts(r: _Reader, kind: str, target: str) -> tuple[str, ...]:
+    """The hosts besides its own origin a `url` source's files may be fetched from."""
+    hosts = r.strings("file_hosts", frozenset()) if "file_hosts" in r.table else None
+    if hosts is None:
+        return _DEFAULT_FILE_HOSTS.get(urlsplit(target).hostname or "", ()) if kind == "url" else ()
+    if kind != "url":
+        raise r.error("file_hosts", "only on a url source (GitLab chooses where its files are)")
+    for host in sorted(hosts):
+        match = _FILE_HOST.fullmatch(host)
+        if not match or not 0 < int(match["port"] or 1) < 65536:
+            raise r.error(
+                "file_hosts",
+                f"expected host names such as files.pythonhosted.org or host:port, got {host!r}",
+            )
+    return tuple(sorted(h.lower() for h in hosts))
 
 
 def _user(r: _Reader, source_names: set[str]) -> UserConfig:

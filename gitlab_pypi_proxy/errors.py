@@ -151,6 +151,15 @@ class HashMismatch(ProxyError):
     status = 502
 
 
+class NotAsListed(HashMismatch):
+    """A source's bytes for a file do not hash to the sha256 its listing gives (a forged
+    listing, or a broken upload): nothing kept under that digest is served for it."""
+
+    def __init__(self, source: str, filename: str) -> None:
+        super().__init__(f"source {source}: {filename} sha256 does not match its listing")
+        self.source, self.filename = source, filename
+
+
 # --- what the client is told when upstreams fail --------------------------------------------
 
 

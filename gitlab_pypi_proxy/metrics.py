@@ -104,6 +104,13 @@ UPSTREAM_POOL_STALLED = Gauge(
 UPSTREAM_POOL_REPLACEMENTS = Counter(
     PREFIX + "upstream_pool_replacements", "Stalled upstream connection pools replaced by new ones"
 )
+UPSTREAM_STOPPED = Counter(
+    PREFIX + "upstream_stopped",
+    "Upstream requests stopped by a bound, by source and bound: file_hosts (a host the source "
+    "may not send the proxy to), max_page_size, deadline (a page not whole in time), progress "
+    "(a file arriving too slowly), busy (every connection of the source's share in use)",
+    ["source", "bound"],
+)
 EVICTIONS = Counter(PREFIX + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     PREFIX + "single_flight_joins",

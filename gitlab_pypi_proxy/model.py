@@ -66,10 +66,12 @@ class ProjectList:
 
 @dataclass
 class FileStream:
-    """A file being downloaded from an upstream: its announced size and its bytes."""
+    """A file being downloaded from an upstream: its announced size and its bytes, and the
+    source they come from (set by whoever chose that source: gitlab_pypi_proxy.index.files)."""
 
     size: int | None
     chunks: AsyncIterator[bytes]
+    source: str | None = None
 
 
 def parse_time(value: object) -> datetime | None:

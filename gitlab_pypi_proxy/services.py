@@ -40,7 +40,7 @@ from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_group import GitLabGroup
 from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
 from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource
-from gitlab_pypi_proxy.sources.upstream import Upstream, make_client
+from gitlab_pypi_proxy.sources.upstream import Upstream, make_upstream
 from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
 from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.metadata import MetadataStore
@@ -118,7 +118,7 @@ def compose(
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None
     }
-    files = FileFinder([p.source for p in sources], stores.locations, details)
+    files = FileFinder([p.source for p in sources], stores.locations, stores.deliveries, details)
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,
@@ -168,7 +168,12 @@ class Services:
     def start(cls, config: Config, *, patient: bool = False) -> "Services":
         """`patient`: GitLab requests wait for the budget instead of failing (prefetch)."""
         health = UpstreamHealth(runtime_dir.health_directory())
-        upstream = Upstream(make_client(config.gitlab.timeout, health), health)
+        upstream = make_upstream(
+            config.gitlab.timeout,
+            health,
+            sources=len(config.sources),
+            max_page_size=config.cache.max_page_size,
+        )
         directory = config.cache.directory
         stores = Stores.open(config)
         budget = Budget(

@@ -1,13 +1,14 @@
 """How many worker processes `[server] workers = "auto"` (the default) runs: one per usable core
 (`os.sched_getaffinity`, within a container's CPU quota), no more than memory allows for a worker
-(~80 MiB each, measured) with room to spare, and no more than MAX_AUTO."""
+(~50 MiB at rest, up to ~80 MiB while it takes a large upload) with room to spare, and no more
+than MAX_AUTO."""
 
 import math
 import os
 from pathlib import Path
 
 MAX_AUTO = 8  # past this, the workers mostly wait on each other's SQLite writes
-MEMORY_PER_WORKER = 256 * 2**20  # a worker's ~80 MiB, and room for what it streams and spools
+MEMORY_PER_WORKER = 256 * 2**20  # a worker at its peak, and room for what it streams and spools
 _CGROUP = Path("/sys/fs/cgroup")
 
 

@@ -8,8 +8,8 @@ memory here) or dripped slowly, a `Set-Cookie`. Pointed at from a page, a second
 through (paths, headers, credentials, cookies).
 
 Raw ASGI under uvicorn (tests/servers.py), so the test decides every header and every byte. Every
-body is bounded by what the test gives it; a drip has a byte count and a pace, and stops when the
-server does (the fixture's end).
+body is bounded by what the test gives it; a drip has a byte count and a pace, and stops when its
+client hangs up or the server stops (the fixture's end).
 """
 
 import asyncio
@@ -97,11 +97,23 @@ class HostileIndex:
             await send({"type": "http.response.body", "body": b""})
             return
         chunks = [reply.body] if isinstance(reply.body, bytes) else reply.body()
-        for chunk in chunks:
-            if reply.pace:
-                await asyncio.sleep(reply.pace)  # the drip's pace is what is being tested
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        gone = asyncio.ensure_future(_disconnected(receive)) if reply.pace else None
+        try:
+            for chunk in chunks:
+                if gone is not None:
+                    await asyncio.sleep(reply.pace)  # the drip's pace is what is being tested
+                    if gone.done():
+                        return  # the client hung up: the drip ends with it
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if gone is not None:
+                gone.cancel()
+
+
+async def _disconnected(receive: Callable) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _ranged(data: bytes, spec: str) -> Reply:

@@ -29,7 +29,8 @@ def write_config(
     cache: dict[str, object] | None = None,
 ) -> Path:
     """A config file for the proxy; `sources` are [[sources]] tables in priority order, `gitlab`
-    and `cache` more keys of those tables (`extra` is appended after the sources)."""
+    and `cache` more keys of those tables (`extra` is appended after the sources); [gitlab]
+    timeout is 10 unless `gitlab` says otherwise."""
 
     def value(v: object) -> str:
         if isinstance(v, bool):
@@ -49,7 +50,7 @@ def write_config(
         *(f"{k} = {value(v)}" for k, v in (cache or {}).items()),
         "[gitlab]",
         f"url = {value(gitlab_url)}",
-        "timeout = 10",
+        *([] if "timeout" in (gitlab or {}) else ["timeout = 10"]),
     ]
     if token:
         lines.append(f"token = {value(token)}")

@@ -1,6 +1,7 @@
 """HTTP routes: parse the request, ask the index or the caches, render. Nothing else lives here."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -23,6 +24,7 @@ from gitlab_pypi_proxy.errors import (
     BadRequest,
     FileNotFoundUpstream,
     NotAcceptable,
+    NotAsListed,
     NotFound,
     Offline,
     ProxyError,
@@ -137,36 +139,109 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
         return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     if filename.endswith(".provenance"):
         return await provenance_file(request, sha256, filename.removesuffix(".provenance"))
+    return await file_answer(request, sha256, filename)
+
+
+async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp | Response:
+    """The file's bytes: cached ones only if a source this reader may read delivered them
+    (gitlab_pypi_proxy.storage.deliveries), else its own source delivers the file first; a
+    download under way is followed only if it reads such a source."""
+    svc = services(request)
+    files, allowed = svc.composed.files, allowed_sources(request)
+    for _ in range(2):  # a download this reader may not follow ends: the cache once more
+        if await files.delivered(sha256, allowed):
+            hit = await cached_answer(request, sha256, filename, "hit")
+            if hit is not None:
+                return hit
+        elif (size := await cached_size(request, sha256)) is not None:
+            if svc.config.cache.offline:
+                raise Offline(f"the proxy is offline and none of your sources delivered {filename}")
+            candidates = await readable_candidates(request, sha256, filename)
+            if request.method == "HEAD":  # what the reader's source says, not what is cached
+                return await uncached_head(request, sha256, filename, candidates)
+            try:
+                source = await files.verify(sha256, filename, candidates, size)
+            except Exception as exc:
+                raise download_failed(exc, sha256, filename) from None
+            hit = await cached_answer(request, sha256, filename, "verified", source)
+            if hit is not None:
+                return hit
+        answer = await download_answer(request, sha256, filename)
+        if answer is not None:
+            return answer
+    # each time another reader's download, of a source this one may not read: its own, unkept
+    return await unkept_file(
+        request, sha256, filename, await readable_candidates(request, sha256, filename)
+    )
+
+
+async def cached_answer(
+    request: Request, sha256: str, filename: str, outcome: str, source: str | None = None
+) -> Response | FileBody | None:
+    """The cached file (a presigned redirect to it, or its bytes), or None if not cached. Only
+    once the reader may have the cached bytes."""
+    svc = services(request)
     if svc.config.storage.redirect and request.method == "GET":
-        url = await svc.stores.blobs.redirect_url(sha256)  # after the read check above
+        url = await svc.stores.blobs.redirect_url(sha256)
         if url is not None:
             metrics.FILE_HIT.inc()
-            await audit.served(request, sha256, filename, "redirect")
+            await audit.served(request, sha256, filename, "redirect", source)
             return redirect_to_store(url)
     cached = await svc.stores.blobs.open(sha256)
-    if cached is not None:
-        metrics.FILE_HIT.inc()
-        await audit.served(request, sha256, filename, "hit")
-        return cached_response(cached, sha256, request.headers, request.method)
-    if svc.config.cache.offline:
-        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
-    files = svc.composed.files
-    candidates = await files.locate(sha256, filename, allowed)
+    if cached is None:
+        return None
+    metrics.FILE_HIT.inc()
+    await audit.served(request, sha256, filename, outcome, source)
+    return cached_response(cached, sha256, request.headers, request.method)
+
+
+async def cached_size(request: Request, sha256: str) -> int | None:
+    """The size of the cached file (None: not cached), looked up as the proxy's own read."""
+    blob = await services(request).stores.blobs.open(sha256, count=False)
+    if blob is None:
+        return None
+    blob.close()
+    return blob.size
+
+
+async def readable_candidates(request: Request, sha256: str, filename: str) -> list[DistFile]:
+    """Where the sources this reader may read offer the file; raises NotFound when none does."""
+    files = services(request).composed.files
+    candidates = await files.locate(sha256, filename, allowed_sources(request))
     if not candidates:
         raise NotFound(f"no readable source offers {filename}")
+    return candidates
+
+
+async def download_answer(
+    request: Request, sha256: str, filename: str
+) -> Response | FileBody | None:
+    """The file as it downloads (or from upstream unkept when the cache will not take it);
+    None when the download under way reads a source this reader may not read, once it has
+    ended, or found the file cached: whose bytes those are is for the delivery records."""
+    svc = services(request)
+    if svc.config.cache.offline:
+        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
+    files, allowed = svc.composed.files, allowed_sources(request)
+    candidates = await readable_candidates(request, sha256, filename)
     metrics.FILE_MISS.inc()
     if request.method == "HEAD":
         return await uncached_head(request, sha256, filename, candidates)
     if not svc.stores.blobs.keeping:
         return await unkept_file(request, sha256, filename, candidates)
     try:
-        download = await svc.stores.downloads.started(sha256, lambda: files.open_first(candidates))
+        download = await svc.stores.downloads.started(sha256, files.opener(candidates))
     except CacheUnwritable:
         return await unkept_file(request, sha256, filename, candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
+    if download.source is None or (allowed is not None and download.source not in allowed):
+        if download.source is not None:
+            with contextlib.suppress(Exception):  # its own readers are told how it failed
+                await download.wait()
+        return None
     svc.composed.metadata.after_download(download, sha256, filename)
-    await audit.served(request, sha256, filename, "miss", candidates[0].source)
+    await audit.served(request, sha256, filename, "miss", download.source)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
 
@@ -187,7 +262,7 @@ def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:
     """What the client is told when a file could not be had from upstream."""
     if isinstance(exc, FileNotFoundUpstream):
         return NotFound(f"no source has {filename} with sha256 {sha256}")
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | NotAsListed):
         return exc
     log.error("download of %s failed: %s", filename, exc)
     return UpstreamFailed(f"upstream download of {filename} failed")

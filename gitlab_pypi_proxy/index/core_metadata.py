@@ -9,6 +9,13 @@ after it, verified and kept, and the client that asks for it next (pip and uv do
 page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
 declines, and its metadata is read on from the tail with no request more than before.
 
+It is kept per source (gitlab_pypi_proxy.storage.metadata): for the file a source lists, a page
+advertises and `.metadata` serves only what that source's bytes say: its sidecar, its ranges, or
+the cached file once that source has delivered it (gitlab_pypi_proxy.storage.deliveries). A cached
+file that source has not delivered is read as if it were not cached (the look-ahead has the
+source deliver it first, with the same requests), so a listing of another source's digest learns
+nothing of that file.
+
 It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
 served (bounded, single-flight, a failure not retried for a while; never a file the policy
 holds, which is listed yanked), and on demand for a sidecar request. A page advertises metadata
@@ -23,13 +30,14 @@ import contextlib
 import functools
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from packaging.version import InvalidVersion, Version
 
 from gitlab_pypi_proxy.aio import SingleFlight, TaskSet, TTLMemo, off_loop
-from gitlab_pypi_proxy.errors import FileNotFoundUpstream, Offline, SourceUnavailable
+from gitlab_pypi_proxy.errors import FileNotFoundUpstream, HashMismatch, Offline, SourceUnavailable
 from gitlab_pypi_proxy.index.files import FileFinder
 from gitlab_pypi_proxy.index.wheel_metadata import (
     TAIL,
@@ -40,12 +48,13 @@ from gitlab_pypi_proxy.index.wheel_metadata import (
     from_file,
     whole_or_tail,
 )
-from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.names import file_version
-from gitlab_pypi_proxy.sources.base import Sidecars, Source
+from gitlab_pypi_proxy.sources.base import RangeReader, Sidecars, Source
 from gitlab_pypi_proxy.storage.blobs import BlobStore
+from gitlab_pypi_proxy.storage.deliveries import Opener
 from gitlab_pypi_proxy.storage.downloads import Declined, Download, Downloads
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata import Key, MetadataStore
 
 log = logging.getLogger("proxy.core_metadata")
 
@@ -53,7 +62,18 @@ _CONCURRENCY = 4
 _RETRY_AFTER = 300.0
 _MAX_REMEMBERED = 100_000
 _BACKGROUND_PER_PAGE = 4  # resolvers mostly read the newest versions; older ones on demand
-_EXPECTED = (NoMetadata, RangesUnsupported, SourceUnavailable, FileNotFoundUpstream, Offline)
+_EXPECTED = (
+    NoMetadata,
+    RangesUnsupported,
+    SourceUnavailable,
+    FileNotFoundUpstream,
+    Offline,
+    HashMismatch,  # a source's bytes are not what it lists: logged where found
+)
+
+
+def _key(file: DistFile) -> Key:
+    return (file.source, file.sha256)
 
 
 class CoreMetadata:
@@ -79,8 +99,8 @@ class CoreMetadata:
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
         self._limit = asyncio.Semaphore(_CONCURRENCY)
-        self._flights: SingleFlight[str, str | None] = SingleFlight()
-        self._failed: TTLMemo[str, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
+        self._flights: SingleFlight[Key, str | None] = SingleFlight()
+        self._failed: TTLMemo[Key, None] = TTLMemo(_MAX_REMEMBERED, _RETRY_AFTER)  # not again yet
         self.tasks = TaskSet(log, "obtaining core metadata")
 
     async def close(self) -> None:
@@ -95,17 +115,17 @@ class CoreMetadata:
         """The page advertising the metadata the proxy serves: the stored one where there is
         one (it wins over an upstream's claim), else the upstream's own; the missing ones are
         sought in the background."""
-        wheels, offered, digests = await off_loop(len(page.files), _wheels, page.files)
+        wheels, offered, keys = await off_loop(len(page.files), _wheels, page.files)
         if not wheels:
             return page
-        known = await self.store.digests(digests)
+        known = await self.store.digests(keys)
         # the newest wheels, not the newest of those still lacking metadata: a page rendered
         # again must not walk back through every old version of a long history. Not yanked
         # ones (`offered`): resolvers pass them by, and the policy lists the files it holds as
         # yanked.
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
-            [f for f in newest if f.sha256 not in known and not f.core_metadata_sha256],
+            [f for f in newest if _key(f) not in known and not f.core_metadata_sha256],
             _the_next_download(newest),
         )
         if not known:
@@ -113,7 +133,7 @@ class CoreMetadata:
         return await off_loop(len(page.files), _with_metadata, page, known)
 
     def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
-        todo = [f for f in files if f.sha256 not in self._flights and f.sha256 not in self._failed]
+        todo = [f for f in files if _key(f) not in self._flights and _key(f) not in self._failed]
         if todo:
             self._spawn(self._batch(todo, ahead))
 
@@ -125,16 +145,19 @@ class CoreMetadata:
             await self.changed()  # one memo flush for the whole batch
 
     def after_download(self, download: Download, sha256: str, filename: str) -> None:
-        """Once `download` is kept, read its metadata from the cache."""
+        """Once `download` is kept, read its metadata from the cache, for the source it read."""
         if filename.endswith(".whl"):
-            self._spawn(self._after(download, DistFile(filename, sha256, source="", url="")))
+            self._spawn(self._after(download, sha256, filename))
 
-    async def _after(self, download: Download, file: DistFile) -> None:
+    async def _after(self, download: Download, sha256: str, filename: str) -> None:
         try:
             await download.wait()
         except Exception:
             return  # not kept: the download's own path logs why
-        if not await self.store.digests([file.sha256]) and await self.ensure(file, background=True):
+        if download.source is None:
+            return  # found cached: no source delivered anything here
+        file = DistFile(filename, sha256, source=download.source, url="")  # known by digest
+        if not await self.store.digests([_key(file)]) and await self.ensure(file, background=True):
             await self.changed()
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -147,7 +170,7 @@ class CoreMetadata:
     ) -> str | None:
         """Obtain and store the metadata of `file`; its digest, or None if it cannot be had.
         `ahead`: a client is about to download the wheel: a small one is read whole for it."""
-        return await self._flights.run(file.sha256, lambda: self._obtain(file, background, ahead))
+        return await self._flights.run(_key(file), lambda: self._obtain(file, background, ahead))
 
     async def _obtain(self, file: DistFile, background: bool, ahead: bool) -> str | None:
         # what a client is about to join never queues behind background reads
@@ -161,8 +184,8 @@ class CoreMetadata:
             else:
                 if ahead and self.warm is not None:
                     self.warm(file.sha256, data)
-                return await self.store.put(file.sha256, data)
-        self._failed.set(file.sha256, None)
+                return await self.store.put(file.source, file.sha256, data)
+        self._failed.set(_key(file), None)
         return None
 
     async def _extract(self, file: DistFile, background: bool, ahead: bool) -> bytes:
@@ -179,7 +202,7 @@ class CoreMetadata:
         cached = await self._from_cache(file)
         if cached is not None:
             return cached
-        if source is None or not online:
+        if source is None or not online or not file.url:  # no URL: known by its digest alone
             raise NoMetadata(f"{file.filename} is not cached")
         if not wheel:
             raise NoMetadata(f"{file.filename} is not a wheel")
@@ -193,12 +216,18 @@ class CoreMetadata:
         """The first range read as a download the client can join: started before anything
         else is awaited (the client asks for the wheel right after the page), at a client's
         priority in GitLab's budget (a client waits for it); the download finds the file cached
-        by itself. A larger wheel's further reads keep the priority asked for."""
+        by itself, and then this source delivers it too, with the same reads. A larger wheel's
+        further reads keep the priority asked for."""
         first = source.range_reader(file, background=False)
-        download = downloads.download(file.sha256, lambda: whole_or_tail(first, file.filename))
+        download = downloads.download(file.sha256, _whole_from(file, first))
         reader = source.range_reader(file, background=background)
         try:
             await download.wait()
+            if download.source != file.source:  # cached already, or another source's download
+                again = _whole_from(file, source.range_reader(file, background=False))
+                await downloads.deliveries.verify(
+                    file.sha256, file.source, file.filename, again, download.size
+                )
         except NotWhole as larger:
             return await by_ranges(reader, file.filename, larger.tail)
         except Declined as declined:
@@ -209,6 +238,9 @@ class CoreMetadata:
         return kept
 
     async def _from_cache(self, file: DistFile) -> bytes | None:
+        """The METADATA of the cached file, if the file's source delivered it."""
+        if not await self.files.deliveries.delivered_by(file.sha256, file.source):
+            return None
         cached = await self.blobs.open(file.sha256, count=False)
         if cached is None:
             return None
@@ -222,30 +254,44 @@ class CoreMetadata:
     async def sidecar(
         self, sha256: str, filename: str, allowed: frozenset[str] | None
     ) -> bytes | None:
-        """The `<file>.metadata` body, obtained now if need be; None when there is none."""
-        body = await self.store.get(sha256)
-        if body is not None:
-            if self.warm is not None:
-                self.warm(sha256, body)  # the client installs it: its requirements come next
-            return body
+        """The `<file>.metadata` body, obtained now if need be; None when there is none. That of
+        the first source the reader may read that offers the file, as its page advertised."""
+        candidates = await self.files.locate(sha256, filename, allowed)
+        for file in candidates:
+            body = await self.store.get(file.source, sha256)
+            if body is not None:
+                if self.warm is not None:
+                    self.warm(sha256, body)  # the client installs it: its requirements come next
+                return body
         if not filename.endswith(".whl"):
             return None
-        candidates = await self.files.locate(sha256, filename, allowed)
-        for file in candidates or [DistFile(filename, sha256, source="", url="")]:
+        for file in candidates:
             if await self.ensure(file, ahead=True):  # the wheel is likely asked next
-                return await self.store.get(sha256)
+                return await self.store.get(file.source, sha256)
         return None
 
 
-def _wheels(files: Iterable[DistFile]) -> tuple[list[DistFile], list[DistFile], list[str]]:
-    """The wheels among `files`, those of them not yanked, and their digests."""
+def _wheels(files: Iterable[DistFile]) -> tuple[list[DistFile], list[DistFile], list[Key]]:
+    """The wheels among `files`, those of them not yanked, and their metadata store keys."""
     wheels = [f for f in files if f.filename.endswith(".whl")]
-    return wheels, [f for f in wheels if f.yanked is False], [f.sha256 for f in wheels]
+    return wheels, [f for f in wheels if f.yanked is False], [_key(f) for f in wheels]
 
 
-def _with_metadata(page: ProjectPage, known: Mapping[str, str]) -> ProjectPage:
+def _whole_from(file: DistFile, read: RangeReader) -> Opener:
+    """The look-ahead's download of `file` (gitlab_pypi_proxy.index.wheel_metadata), as a
+    stream of its source."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[FileStream]:
+        async with whole_or_tail(read, file.filename) as stream:
+            yield replace(stream, source=file.source)
+
+    return opened
+
+
+def _with_metadata(page: ProjectPage, known: Mapping[Key, str]) -> ProjectPage:
     files = tuple(
-        replace(f, core_metadata_sha256=known[f.sha256]) if f.sha256 in known else f
+        replace(f, core_metadata_sha256=known[_key(f)]) if _key(f) in known else f
         for f in page.files
     )
     return replace(page, files=files)

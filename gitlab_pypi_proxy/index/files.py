@@ -1,19 +1,35 @@
 """Where a file can be had from, and getting it: the file side of the index.
 
 A file URL names a sha256 and a file name. Its candidates are the readable sources whose pages
-listed it (gitlab_pypi_proxy.storage.locations), then every readable source that can be asked by
-digest alone (GitLab), so a file URL works even if no page was ever fetched. The first candidate
-that has it serves it; one that cannot be reached does not stop the others from being tried."""
+listed it (gitlab_pypi_proxy.storage.locations), in priority order, then every readable source
+that can be asked by digest alone (GitLab), so a file URL works even if no page was ever fetched.
+The first candidate that has it serves it; one that cannot be reached does not stop the others
+from being tried.
+
+A listing is a claim, not proof: cached bytes go to a reader only once a source it may read has
+delivered them (`delivered`, gitlab_pypi_proxy.storage.deliveries); otherwise its candidates are
+asked for the file and their bytes verified first (`verify`).
+"""
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
-from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable, Unavailable
+from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.errors import (
+    FileNotFoundUpstream,
+    NotAsListed,
+    SourceUnavailable,
+    Unavailable,
+)
 from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.model import DistFile, FileStream
 from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.sources.base import Details, Source
+from gitlab_pypi_proxy.storage.deliveries import Deliveries, Opener
 from gitlab_pypi_proxy.storage.locations import FileLocations
+
+_REMEMBERED = 100_000
 
 
 class FileFinder:
@@ -21,11 +37,16 @@ class FileFinder:
         self,
         sources: Sequence[Source],
         locations: FileLocations,
+        deliveries: Deliveries,
         details: Mapping[str, Details] | None = None,
     ) -> None:
         self.sources = list(sources)  # in priority order
         self.by_name = {s.name: s for s in self.sources}
-        self.locations = locations
+        self.priority = {s.name: n for n, s in enumerate(self.sources)}
+        self.locations, self.deliveries = locations, deliveries
+        # digests cached before delivery records (none at all): a reader of every source may
+        # have them, whatever is recorded later (records only grow, by configured sources)
+        self._unrecorded: TTLMemo[str, None] = TTLMemo(_REMEMBERED)
         self.details = dict(details or {})  # per GitLab source: its PEP 700 details
 
     async def locate(self, sha256: str, filename: str, allowed: Readable = None) -> list[DistFile]:
@@ -35,7 +56,10 @@ class FileFinder:
         readable = [s for s in self.sources if allowed is None or s.name in allowed]
         names = {s.name for s in readable}
         listed = await self.locations.of(sha256)
-        candidates = [f for f in listed if f.source in names and f.filename == filename]
+        candidates = sorted(
+            (f for f in listed if f.source in names and f.filename == filename),
+            key=lambda f: self.priority[f.source],
+        )
         seen = {f.source for f in candidates}
         candidates += [
             f
@@ -74,9 +98,73 @@ class FileFinder:
             raise Unavailable(failures)
         raise FileNotFoundUpstream("no source has this file")
 
+    async def delivered(self, sha256: str, allowed: Readable) -> bool:
+        """May the cached bytes of `sha256` go to a reader of `allowed`: has a source it may
+        read delivered them? A reader of every source (None) may also have a file that has no
+        delivery record at all, one cached before the proxy kept them: it may read whatever any
+        source delivered, and was served such files before (a restricted reader's source is
+        asked to deliver the file first)."""
+        readable = self.by_name.keys() if allowed is None else allowed
+        if not self.deliveries.known(sha256).isdisjoint(readable):
+            return True  # no I/O: what this process saw stays true
+        if allowed is None and sha256 in self._unrecorded:
+            return True
+        recorded = await self.deliveries.sources(sha256)
+        if recorded is not None:
+            return not recorded.isdisjoint(readable)
+        if allowed is None:
+            self._unrecorded.set(sha256, None)
+        return allowed is None
+
+    async def verify(
+        self, sha256: str, filename: str, candidates: Sequence[DistFile], size: int | None = None
+    ) -> str:
+        """Have a candidate deliver the file (downloaded and hashed, not kept) unless it did
+        before, trying them in order; the source that did. `size`: the file's, as cached.
+
+        Raises NotAsListed (the first whose bytes did not match) when none did,
+        Unavailable when one that might could not be reached, else FileNotFoundUpstream.
+        """
+        failures: list[SourceUnavailable] = []
+        forged: NotAsListed | None = None
+        for file in candidates:
+            source = self.by_name[file.source]
+            try:
+                await self.deliveries.verify(
+                    sha256, file.source, filename, lambda s=source, f=file: s.open_file(f), size
+                )
+            except FileNotFoundUpstream:
+                continue
+            except SourceUnavailable as exc:
+                failures.append(exc)
+                continue
+            except NotAsListed as exc:
+                forged = forged or exc
+                continue
+            return file.source
+        if forged is not None:
+            raise forged
+        if failures:
+            raise Unavailable(failures)
+        raise FileNotFoundUpstream("no source has this file")
+
+    def opener(self, candidates: Sequence[DistFile]) -> Opener:
+        """`open_first(candidates)` for a download: once a candidate has served, reopening
+        (to resume) asks that one only, so a reader who may read its source gets that
+        source's bytes alone."""
+        chosen = list(candidates)
+
+        @asynccontextmanager
+        async def opened() -> AsyncIterator[FileStream]:
+            async with self.open_first(chosen) as stream:
+                chosen[:] = [f for f in chosen if f.source == stream.source][:1]
+                yield stream
+
+        return opened
+
     @asynccontextmanager
     async def open_first(self, candidates: Sequence[DistFile]) -> AsyncIterator[FileStream]:
-        """Stream the file from the first candidate that has it.
+        """Stream the file from the first candidate that has it (the stream says which).
 
         Raises FileNotFoundUpstream when none has it, Unavailable when one that might could not
         be reached.
@@ -94,7 +182,7 @@ class FileFinder:
                 await stack.aclose()
                 continue
             async with stack:
-                yield stream
+                yield replace(stream, source=file.source)
             return
         if failures:
             raise Unavailable(failures)

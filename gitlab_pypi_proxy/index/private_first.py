@@ -9,7 +9,8 @@ alone. A private name that a public source also has is logged in the background
 (gitlab_pypi_proxy.index.shadows).
 
 The read check for files is here too: a reader restricted to some sources may have a file only
-if one of them lists it.
+if one of them lists it (and its cached bytes only once one of them delivered them:
+gitlab_pypi_proxy.index.files).
 """
 
 import logging

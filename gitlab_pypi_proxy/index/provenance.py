@@ -1,7 +1,8 @@
 """PEP 740 provenance passed through from a public index: a file's provenance, fetched from the
 source whose page listed it, verified once against the file's sha256 when it is kept (in a
-thread: gitlab_pypi_proxy.policy.provenance), then served from the store. Concurrent requests for
-the same file's provenance fetch it once."""
+thread: gitlab_pypi_proxy.policy.provenance), then served from the store, as that source's: a
+reader gets the object of a source it may read that lists the file, never another's kept under
+the same digest. Concurrent requests for the same file's provenance fetch it once."""
 
 import asyncio
 import logging
@@ -32,17 +33,11 @@ class Provenances:
         self, store: ProvenanceStore, locations: FileLocations, sidecars: Mapping[str, Sidecars]
     ) -> None:
         self.store, self.locations, self.sidecars = store, locations, dict(sidecars)
-        self._flights: SingleFlight[str, Kept] = SingleFlight()
-
-    async def kept(self, sha256: str) -> Kept | None:
-        return await self.store.get(sha256)
+        self._flights: SingleFlight[tuple[str, str], Kept] = SingleFlight()
 
     async def get(self, sha256: str, filename: str, allowed: Readable = None) -> Kept:
         """The provenance of the file; raises NotFound when no readable source offers one,
         Unavailable when the one that does cannot be reached."""
-        kept = await self.store.get(sha256)
-        if kept is not None:
-            return kept
         listed = await self.locations.of(sha256)
         offers = [
             f
@@ -55,6 +50,9 @@ class Provenances:
         if not offers:
             raise NotFound(f"no readable source offers a provenance for {filename}")
         file = offers[0]
+        kept = await self.store.get(file.source, sha256)
+        if kept is not None:
+            return kept
 
         async def fetch() -> Kept:
             try:
@@ -66,7 +64,7 @@ class Provenances:
             verified, detail = await asyncio.to_thread(check, body, filename, sha256)
             log.info("provenance of %s from %s: %s", filename, file.source, detail)
             result = Kept(body, verified, detail)
-            await self.store.put(sha256, result)
+            await self.store.put(file.source, sha256, result)
             return result
 
-        return await self._flights.run(sha256, fetch)
+        return await self._flights.run((file.source, sha256), fetch)

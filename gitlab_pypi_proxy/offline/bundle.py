@@ -2,10 +2,15 @@
 
 A bundle is a plain tar, written and read as a stream (constant memory, any size):
   bundle.json                 format marker
-  index.jsonl                 index pages, project lists and file locations, one JSON per line
+  index.jsonl                 index pages, project lists, file locations and which sources
+                              delivered each file, one JSON per line
   files/<sha256>/<filename>   each cached file (files/<sha256> when its name is not known)
 JSON, not pickle: importing a bundle from elsewhere must never run code. Every file is hashed
-again on import and kept only if it matches its sha256; a bad one is named and skipped. A bundle
+again on import and kept only if it matches its sha256; a bad one is named and skipped. Which
+source delivered a file cannot be checked again offline: the delivery records are taken as the
+exporting proxy kept them (an operator's bundle is trusted as the cache directory is); a file
+without one is served only to readers of every source until a source delivers it
+(gitlab_pypi_proxy.storage.deliveries). A bundle
 larger than the cache's max_size keeps its last files (eviction is least recently used first):
 the import names the ones it could not keep.
 """
@@ -26,6 +31,7 @@ from gitlab_pypi_proxy.errors import HashMismatch
 from gitlab_pypi_proxy.index.cached import NamesKey, PageKey, parse_key
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.names import InvalidName, is_sha256, validate, validate_filename
+from gitlab_pypi_proxy.storage.deliveries import delivered_sha256
 from gitlab_pypi_proxy.storage.downloads import Downloads
 from gitlab_pypi_proxy.storage.locations import sha256_of
 from gitlab_pypi_proxy.storage.pages import Entry
@@ -90,6 +96,9 @@ def _record(raw: Any, value: Any) -> dict[str, Any] | None:
     sha256 = sha256_of(raw)
     if sha256 is not None and isinstance(value, dict):
         return {"kind": "file", "sha256": sha256, "files": [_file_json(f) for f in value.values()]}
+    sha256 = delivered_sha256(raw)
+    if sha256 is not None and isinstance(value, Entry) and isinstance(value.value, frozenset):
+        return {"kind": "delivered", "sha256": sha256, "sources": sorted(value.value)}
     return None
 
 
@@ -111,6 +120,12 @@ def _apply(record: dict[str, Any], stores: Stores) -> bool:
         return stores.pages.keep(NamesKey(str(record["source"])).raw, entry)
     if kind == "file":
         stores.locations.remember_now(_file_from(f) for f in record["files"])
+        return False
+    if kind == "delivered":
+        sources = record["sources"]
+        if not is_sha256(record["sha256"]) or not all(isinstance(s, str) for s in sources):
+            raise ValueError("not a sha256 and a list of source names")
+        stores.deliveries.add_now(record["sha256"], sources)
         return False
     raise ValueError(f"unknown kind {kind!r}")
 

@@ -202,21 +202,27 @@ class Prefetch:
         return found
 
     async def _fetch(self, file: DistFile) -> None:
+        """Keep the file, delivered by the source that listed it (gitlab_pypi_proxy.storage.
+        deliveries): offline, a reader of that source alone is served it then. A file cached
+        already (by another source, or before delivery records) is downloaded from that source
+        once more and verified, as a request of such a reader would be."""
         stores, files = self.services.stores, self.services.composed.files
         label = file.filename
-        if await asyncio.to_thread(stores.blobs.__contains__, file.sha256):
-            outcome = Outcome(label, "cached", sha256=file.sha256)
-        else:
-            try:
+        try:
+            cached = await stores.blobs.open(file.sha256, count=False)
+            if cached is not None:
+                cached.close()
+                if not await stores.deliveries.delivered_by(file.sha256, file.source):
+                    await files.verify(file.sha256, file.filename, [file], cached.size)
+                outcome = Outcome(label, "cached", sha256=file.sha256)
+            else:
                 others = await files.locate(file.sha256, file.filename)
                 candidates = [file, *(c for c in others if c.source != file.source)]
-                download = stores.downloads.download(
-                    file.sha256, lambda: files.open_first(candidates)
-                )
+                download = stores.downloads.download(file.sha256, files.opener(candidates))
                 await download.wait(self.progress.advance)
                 outcome = Outcome(label, "fetched", size=download.written, sha256=file.sha256)
-            except Exception as exc:
-                outcome = Outcome(label, "failed", _reason(exc))
+        except Exception as exc:
+            outcome = Outcome(label, "failed", _reason(exc))
         self.report.outcomes.append(outcome)
         self.progress.done(outcome)
 

@@ -2,7 +2,8 @@
 
 Asks for JSON first (PEP 691) and understands HTML; passes through what the upstream says about
 each file (requires-python, yanked, core metadata, size, upload time). Credentials go only to
-the index's own origin: a file or redirect on another host is fetched without them.
+the index's own origin: a file or redirect on another host is fetched without them, and only
+from a host its `file_hosts` names (gitlab_pypi_proxy.sources.file_hosts).
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage, parse_time
 from gitlab_pypi_proxy.names import is_sha256
 from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader
+from gitlab_pypi_proxy.sources.file_hosts import FileHosts
 from gitlab_pypi_proxy.sources.json_stream import JsonScanner, utf8_text
 from gitlab_pypi_proxy.sources.page_fields import BadEntry, Dropped, Malformed
 from gitlab_pypi_proxy.sources.simple_html import (
@@ -175,6 +177,7 @@ class SimpleIndexSource:
         self.config = config
         self.upstream = upstream
         self.base = config.target  # ends with "/"
+        self.file_hosts = FileHosts(config.name, config.target, config.file_hosts)
         self.auth = (
             httpx2.BasicAuth(config.username or "", config.password or "")
             if config.username or config.password
@@ -277,7 +280,12 @@ class SimpleIndexSource:
         def request(headers: dict[str, str], method: str) -> Any:
             auth = self.auth_for(file.url)
             return self.upstream.stream(
-                self.name, file.url, auth=auth, headers=headers, method=method
+                self.name,
+                file.url,
+                auth=auth,
+                headers=headers,
+                method=method,
+                hosts=self.file_hosts,
             )
 
         return request
@@ -295,8 +303,7 @@ class SimpleIndexSource:
 
     @asynccontextmanager
     async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        auth = self.auth_for(file.url)
-        async with self.upstream.stream(self.name, file.url, auth=auth) as response:
+        async with self._request(file)({}, "GET") as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
@@ -305,7 +312,9 @@ class SimpleIndexSource:
 
     async def _small(self, url: str, what: str) -> bytes:
         parts: list[bytes] = []
-        async with self.upstream.stream(self.name, url, auth=self.auth_for(url)) as response:
+        async with self.upstream.stream(
+            self.name, url, auth=self.auth_for(url), hosts=self.file_hosts
+        ) as response:
             async for chunk in self.upstream.chunks(self.name, response):
                 parts.append(chunk)
                 if sum(map(len, parts)) > _MAX_METADATA:

@@ -1,17 +1,22 @@
-"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins.
+"""HTTP to upstreams: one shared client, no redirects on pages, no credentials across origins,
+no cookies kept, and every request within the bounds of gitlab_pypi_proxy.sources.upstream_bounds
+(its source's share of connections, a deadline, a page size) and, for a `url` source's files,
+the hosts of gitlab_pypi_proxy.sources.file_hosts.
 
 The transport knows nothing of routes or health pages: it counts each call in the metrics and
 reports its outcome (and its pools' stalls) to the `UpstreamObserver` it is given.
 """
 
+import asyncio
 import contextlib
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 from urllib.parse import urljoin
 
@@ -21,6 +26,17 @@ from httpx2._utils import get_environment_proxies  # what httpx2 itself reads fo
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
 from gitlab_pypi_proxy.sources import read_ahead
+from gitlab_pypi_proxy.sources.file_hosts import FileHosts
+from gitlab_pypi_proxy.sources.upstream_bounds import (
+    MAX_PAGE_SIZE,
+    POOL_SIZE,
+    Bounds,
+    Progress,
+    Slots,
+    deadline_passed,
+    page_body,
+    share,
+)
 from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
 
 CHUNK = 256 * 1024
@@ -28,9 +44,7 @@ _MAX_RANGE = 32 * 2**20  # a ranged read's answer: twice the largest METADATA re
 _MAX_REDIRECTS = 5
 _RETRY_AFTER = 60.0  # a 429 without a usable Retry-After: GitLab's limits count per minute
 _MAX_RETRY_AFTER = 3600.0
-
-
-LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=50)
+_KEEP_ALIVE = 50
 
 Request = Callable[[dict[str, str], str], AbstractAsyncContextManager[httpx2.Response]]
 """A source's request for one file it listed, with its credentials: (headers, method) → the
@@ -80,18 +94,25 @@ class Unobserved:
 UNOBSERVED = Unobserved()
 
 
-def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> httpx2.AsyncClient:
+def make_client(
+    timeout: float, observer: UpstreamObserver = UNOBSERVED, *, connections: int = POOL_SIZE
+) -> httpx2.AsyncClient:
     """The one client every upstream request goes through (keep-alive, pooled, watched).
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
-    honoured, as httpx2 itself does), is a WatchedTransport: see
+    honoured, as httpx2 itself does), is a WatchedTransport of `connections` connections: see
     gitlab_pypi_proxy.sources.upstream_pool. Its connections read at most one chunk ahead of their
-    reader (gitlab_pypi_proxy.sources.read_ahead)."""
+    reader (gitlab_pypi_proxy.sources.read_ahead). It keeps no cookies: a cookie one upstream sets
+    would ride along with later requests, under other identities (passthrough users, the
+    proxy's own token)."""
     read_ahead.install()
+    limits = httpx2.Limits(
+        max_connections=connections, max_keepalive_connections=min(_KEEP_ALIVE, connections)
+    )
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:
         return WatchedTransport(
-            lambda: httpx2.AsyncHTTPTransport(limits=LIMITS, proxy=proxy),
+            lambda: httpx2.AsyncHTTPTransport(limits=limits, proxy=proxy),
             timeout,
             name=name,
             observer=observer,
@@ -108,7 +129,22 @@ def make_client(timeout: float, observer: UpstreamObserver = UNOBSERVED) -> http
         mounts=mounts,
         follow_redirects=False,
         headers={"User-Agent": "gitlab-pypi-proxy"},
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # no domain: none stored
     )
+
+
+def make_upstream(
+    timeout: float,
+    observer: UpstreamObserver = UNOBSERVED,
+    *,
+    sources: int = 1,
+    max_page_size: int = MAX_PAGE_SIZE,
+) -> "Upstream":
+    """The transport of a worker with `sources` sources: a pool that holds every source's share
+    of connections at once (gitlab_pypi_proxy.sources.upstream_bounds)."""
+    per_source = share(sources)
+    client = make_client(timeout, observer, connections=per_source * max(1, sources))
+    return Upstream(client, observer, Bounds(timeout, max_page_size, per_source))
 
 
 def host_port(url: httpx2.URL) -> str:
@@ -181,11 +217,17 @@ def _rate_limited(source: str, response: httpx2.Response) -> RateLimited | None:
 
 @dataclass(frozen=True)
 class Upstream:
-    """The shared client and the observer its calls are reported to. Every call names the
-    source it is for: that name is what errors, metrics and health speak of."""
+    """The shared client, the observer its calls are reported to and the bounds they keep.
+    Every call names the source it is for: that name is what errors, metrics and health speak
+    of, and whose share of the connections it takes."""
 
     client: httpx2.AsyncClient
     observer: UpstreamObserver = UNOBSERVED
+    bounds: Bounds = field(default_factory=Bounds)
+    slots: Slots = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", Slots(self.bounds))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -208,7 +250,12 @@ class Upstream:
         except RuntimeError:  # an error raised before any request was made
             host = source
         timeout = isinstance(exc, httpx2.TimeoutException)
-        failure = SourceUnavailable(source, failure_reason(exc, host), timeout=timeout)
+        return self._down(
+            source, SourceUnavailable(source, failure_reason(exc, host), timeout=timeout), host
+        )
+
+    def _down(self, source: str, failure: SourceUnavailable, host: str) -> SourceUnavailable:
+        """`failure`, counted and reported: the source did not answer (in time)."""
         metrics.UPSTREAM.labels(source, metrics.upstream_outcome(None, failure.timeout)).inc()
         self.observer.request_done(
             source, None, failure.reason, timeout=failure.timeout, upstream=host
@@ -225,23 +272,35 @@ class Upstream:
         params: dict[str, str | int] | None = None,
         refused: str | None = None,
     ) -> httpx2.Response:
-        """GET without following redirects; a 3xx comes back to the caller as it is.
+        """GET a page or API answer without following redirects; a 3xx comes back to the caller
+        as it is. The answer is read whole (decoded) within the timeout, at most
+        `[cache] max_page_size` bytes of it.
 
-        Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, a 429
-        RateLimited. `refused`: what a 401 means (the proxy's own credentials refused): the
-        source is then reported down for that reason.
+        Connection errors, timeouts and 5xx raise SourceUnavailable naming `source`, as does a
+        larger answer; a 429 RateLimited. `refused`: what a 401 means (the proxy's own
+        credentials refused): the source is then reported down for that reason.
         """
-        started = time.monotonic()
-        try:
-            response = await self.client.get(url, auth=auth, headers=headers, params=params)
-        except httpx2.HTTPError as exc:
-            raise self._failed(source, exc) from None
-        self._answered(source, response, started, refused)
+        request = self.client.build_request("GET", url, headers=headers, params=params)
+        host = host_port(request.url)
+        async with self.slots.held(source):
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.bounds.timeout):
+                    response = await self.client.send(request, auth=auth, stream=True)
+                    try:
+                        self._answered(source, response, started, refused)
+                        body = await page_body(source, response, self.bounds, host)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise self._down(source, deadline_passed(source, host, self.bounds), host) from None
+            except httpx2.HTTPError as exc:
+                raise self._failed(source, exc) from None
         if response.status_code >= 500:
             raise SourceUnavailable(source, f"HTTP {response.status_code}")
         if (limited := _rate_limited(source, response)) is not None:
             raise limited
-        return response
+        return _whole(response, body)
 
     async def post(
         self,
@@ -258,12 +317,13 @@ class Upstream:
         Connection errors and timeouts raise SourceUnavailable naming `source`; every HTTP
         answer, 5xx included, comes back to the caller.
         """
-        try:
-            return await self.client.post(
-                url, content=content, headers=headers, auth=auth, timeout=timeout
-            )
-        except httpx2.HTTPError as exc:
-            raise self._failed(source, exc) from None
+        async with self.slots.held(source):
+            try:
+                return await self.client.post(
+                    url, content=content, headers=headers, auth=auth, timeout=timeout
+                )
+            except httpx2.HTTPError as exc:
+                raise self._failed(source, exc) from None
 
     @asynccontextmanager
     async def stream(
@@ -275,53 +335,89 @@ class Upstream:
         headers: dict[str, str] | None = None,
         method: str = "GET",
         refused: str | None = None,
+        hosts: FileHosts | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """Stream a file, following redirects by hand so credentials never leave their origin.
 
         GitLab answers a file with 302 to a signed object-storage URL on another host: that
-        request goes out with no credentials at all. A 206 comes back only to a caller that sent
-        a Range. `method="HEAD"` asks for the headers alone.
+        request goes out with no credentials at all. With `hosts` (a `url` source's), the file
+        and every redirect hop must be where they allow, or SourceUnavailable is raised before
+        anything is sent there. A 206 comes back only to a caller that sent a Range.
+        `method="HEAD"` asks for the headers alone. Each hop's answer must begin within the
+        timeout; its body is read through `chunks`.
         """
         client = self.client
         target = httpx2.URL(url)
         origin = target
-        for _ in range(_MAX_REDIRECTS + 1):
-            request = client.build_request(
-                method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
-            )
-            started = time.monotonic()
-            try:
-                response = await client.send(
-                    request, auth=auth if _same_origin(target, origin) else None, stream=True
+        async with self.slots.held(source):
+            for _ in range(_MAX_REDIRECTS + 1):
+                if hosts is not None and not hosts.allows(target):
+                    raise hosts.refused(target, redirected=target is not origin)
+                request = client.build_request(
+                    method, target, headers={"Accept-Encoding": "identity", **(headers or {})}
                 )
-            except httpx2.HTTPError as exc:
-                raise self._failed(source, exc) from None
-            self._answered(source, response, started, refused if target == origin else None)
-            if response.is_redirect and "location" in response.headers:
-                await response.aclose()
-                target = httpx2.URL(urljoin(str(target), response.headers["location"]))
-                continue
-            try:
-                if response.status_code >= 500:
-                    raise SourceUnavailable(source, f"HTTP {response.status_code}")
-                if (limited := _rate_limited(source, response)) is not None:
-                    raise limited
-                if response.status_code not in (200, 206):
-                    raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
-                yield response
-            finally:
-                await response.aclose()
-            return
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(self.bounds.timeout):
+                        response = await client.send(
+                            request,
+                            auth=auth if _same_origin(target, origin) else None,
+                            stream=True,
+                        )
+                except TimeoutError:
+                    host = host_port(target)
+                    raise self._down(
+                        source, deadline_passed(source, host, self.bounds), host
+                    ) from None
+                except httpx2.HTTPError as exc:
+                    raise self._failed(source, exc) from None
+                self._answered(source, response, started, refused if target == origin else None)
+                if response.is_redirect and "location" in response.headers:
+                    await response.aclose()
+                    target = httpx2.URL(urljoin(str(target), response.headers["location"]))
+                    continue
+                try:
+                    if response.status_code >= 500:
+                        raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                    if (limited := _rate_limited(source, response)) is not None:
+                        raise limited
+                    if response.status_code not in (200, 206):
+                        raise FileNotFoundUpstream(f"{source} answered HTTP {response.status_code}")
+                    yield response
+                finally:
+                    await response.aclose()
+                return
         raise SourceUnavailable(source, "too many redirects")
 
     async def chunks(self, source: str, response: httpx2.Response) -> AsyncIterator[bytes]:
-        """The body of a streamed response, with transport errors turned into
-        SourceUnavailable."""
+        """The body of a streamed response in chunks of about CHUNK bytes, as long as it keeps
+        arriving (each piece counts as progress, however small), with transport errors turned
+        into SourceUnavailable."""
+        host = host_port(response.request.url)
+        progress = Progress(source, host, self.bounds)
+        pieces = response.aiter_bytes()
+        buffer = bytearray()
         try:
-            async for chunk in response.aiter_bytes(CHUNK):
-                yield chunk
+            while True:
+                began = time.monotonic()
+                try:
+                    async with asyncio.timeout(progress.allowance()):
+                        piece = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._down(source, progress.too_slow(), host) from None
+                progress.got(len(piece), time.monotonic() - began)
+                buffer += piece
+                if len(buffer) >= CHUNK:
+                    yield bytes(buffer)
+                    buffer.clear()
         except httpx2.HTTPError as exc:
             raise self._failed(source, exc) from None
+        finally:
+            await pieces.aclose()
+        if buffer:
+            yield bytes(buffer)
 
     async def size_of(self, request: Request) -> int | None:
         """The size of a file without downloading it: the upstream's HEAD; where that gives no
@@ -353,6 +449,23 @@ class Upstream:
                 if total > _MAX_RANGE:
                     raise SourceUnavailable(source, "range answer too large")
             return b"".join(parts), response.headers.get("content-range")
+
+
+def _whole(response: httpx2.Response, body: bytes) -> httpx2.Response:
+    """`response` with its decoded `body` read: what the caller of `get` reads, as it would
+    from an unstreamed answer."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx2.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _total(response: httpx2.Response) -> int | None:

@@ -6,7 +6,10 @@ coordinator's lock per digest across workers), writing to a spool while hashing 
 client hanging up does not stop the download. The last bytes are held back until the sha256 is
 checked: on a mismatch no client ever receives a complete wrong file, and nothing is kept. The
 verified spool is put into the blob store (gitlab_pypi_proxy.storage.blobs); which store runs is not
-known here. All disk I/O and hashing happen in worker threads, never on the event loop.
+known here, and the source whose bytes verified is recorded as having delivered them
+(gitlab_pypi_proxy.storage.deliveries). A download says which source it reads (`source`), so that
+a reader who may not read that source never follows it. All disk I/O and hashing happen in
+worker threads, never on the event loop.
 
 A store that cannot take files now (`keeping` false, or a failure midway) degrades instead of
 failing: the route streams the file from upstream verified (`verified`) but not kept. A download
@@ -20,21 +23,20 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import Any, BinaryIO
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import SingleFlight
 from gitlab_pypi_proxy.errors import HashMismatch
-from gitlab_pypi_proxy.model import FileStream
 from gitlab_pypi_proxy.storage.blobs import Blob, BlobStore, CacheUnwritable, Spool
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
+from gitlab_pypi_proxy.storage.deliveries import Deliveries, Opener
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS
 
 log = logging.getLogger("proxy.cache.files")
 
 CHUNK = 256 * 1024
-Opener = Callable[[], AbstractAsyncContextManager[FileStream]]
 
 
 class Declined(Exception):
@@ -53,6 +55,9 @@ class Download:
         self.done = False
         self.error: BaseException | None = None  # the bytes written will never be whole
         self.unkept: CacheUnwritable | None = None  # whole and verified, but the store refused it
+        # the source read, once started; None when the store had the file already (no source
+        # delivered anything here: readers check the delivery records instead)
+        self.source: str | None = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Event()
 
@@ -156,8 +161,8 @@ class Download:
 class Downloads:
     """The downloads of this process into `blobs`, coordinated with the other workers."""
 
-    def __init__(self, blobs: BlobStore, coordinator: Coordinator) -> None:
-        self.blobs, self.coordinator = blobs, coordinator
+    def __init__(self, blobs: BlobStore, coordinator: Coordinator, deliveries: Deliveries) -> None:
+        self.blobs, self.coordinator, self.deliveries = blobs, coordinator, deliveries
         # the downloads under way, each with its Download for the followers
         self._downloads: SingleFlight[str, None] = SingleFlight(metrics.FILE_JOIN.inc)
 
@@ -195,7 +200,7 @@ class Downloads:
                 try:
                     async with opener() as stream:
                         await self.blobs.reserve(spool, stream.size)
-                        download.size = stream.size
+                        download.size, download.source = stream.size, stream.source
                         download.started.set_result(None)
                         async for chunk in stream.chunks:
                             await self._disk_write(_write, spool.handle, digest, chunk)
@@ -206,6 +211,8 @@ class Downloads:
                         raise HashMismatch(f"got {download.written} of {stream.size} bytes")
                     if digest.hexdigest() != download.sha256:
                         raise HashMismatch(f"content hashes to {digest.hexdigest()}")
+                    if download.source is not None:
+                        await self.deliveries.add(download.sha256, download.source)
                     try:
                         await asyncio.to_thread(self.blobs.put, spool)
                     except WRITE_ERRORS as exc:

@@ -1,4 +1,11 @@
-"""Core metadata (PEP 658) cache: a wheel's METADATA bytes and their sha256, by the wheel's sha256.
+"""Core metadata (PEP 658) cache: a wheel's METADATA bytes and their sha256, by the source whose
+bytes they were read from and the wheel's sha256.
+
+Keyed by source, because what one source's bytes say belongs to that source alone: METADATA read
+by ranges of a source's wheel is not checked against the wheel's digest (only a whole file can
+be), and one read from the cached file belongs to the sources that delivered that file
+(gitlab_pypi_proxy.storage.deliveries). A forged listing of a digest then never gets another
+source's metadata. Entries of earlier versions, by digest alone, are no longer read.
 
 Small entries in diskcache, shared by every worker and kept across restarts. Digest and bytes are
 one entry, so eviction can never leave an advertised digest without its body. While the cache
@@ -17,6 +24,7 @@ from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**30
+Key = tuple[str, str]  # (source name, file sha256)
 _UNKEPT_ENTRIES = 1_000
 
 
@@ -29,41 +37,44 @@ class MetadataStore:
         )
         self._writes = writes_for(directory)
         # What the disk would not take, oldest first; touched on the event loop only.
-        self._unkept: TTLMemo[str, tuple[str, bytes]] = TTLMemo(_UNKEPT_ENTRIES)
+        self._unkept: TTLMemo[Key, tuple[str, bytes]] = TTLMemo(_UNKEPT_ENTRIES)
 
     def close(self) -> None:
         self._disk.close()
 
-    async def digests(self, file_sha256s: Iterable[str]) -> dict[str, str]:
-        """file sha256 → metadata sha256, for the files whose metadata is stored."""
-        wanted = list(file_sha256s)
+    async def digests(self, keys: Iterable[Key]) -> dict[Key, str]:
+        """(source, file sha256) → metadata sha256, for the files whose metadata is stored."""
+        wanted = list(keys)
         found = await asyncio.to_thread(self._digests, wanted)
-        for sha256 in wanted if self._unkept else ():  # a page's wheels: a loop only if need be
-            held = self._unkept.get(sha256) if sha256 not in found else None
+        for key in wanted if self._unkept else ():  # a page's wheels: a loop only if need be
+            held = self._unkept.get(key) if key not in found else None
             if held is not None:
-                found[sha256] = held[0]
+                found[key] = held[0]
         return found
 
-    def _digests(self, wanted: list[str]) -> dict[str, str]:
+    def _digests(self, wanted: list[Key]) -> dict[Key, str]:
         found = {}
-        for sha256 in wanted:
-            entry = self._disk.get(sha256)
+        for key in wanted:
+            entry = self._disk.get(key)
             if entry is not None:
-                found[sha256] = entry[0]
+                found[key] = entry[0]
         return found
 
-    async def get(self, file_sha256: str) -> bytes | None:
-        entry = await asyncio.to_thread(self._disk.get, file_sha256)
+    async def get(self, source: str, file_sha256: str) -> bytes | None:
+        """The metadata read from `source`'s bytes of the file, or None."""
+        key = (source, file_sha256)
+        entry = await asyncio.to_thread(self._disk.get, key)
         if entry is None:
-            entry = self._unkept.get(file_sha256)
+            entry = self._unkept.get(key)
         return entry[1] if entry is not None else None
 
-    async def put(self, file_sha256: str, metadata: bytes) -> str:
-        """Keep `metadata` for the file; returns its sha256."""
+    async def put(self, source: str, file_sha256: str, metadata: bytes) -> str:
+        """Keep `metadata`, read from `source`'s bytes of the file; returns its sha256."""
         digest = hashlib.sha256(metadata).hexdigest()
+        key = (source, file_sha256)
         try:
-            await asyncio.to_thread(self._disk.set, file_sha256, (digest, metadata))
+            await asyncio.to_thread(self._disk.set, key, (digest, metadata))
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "keeping core metadata")
-            self._unkept.set(file_sha256, (digest, metadata))
+            self._unkept.set(key, (digest, metadata))
         return digest

@@ -1,6 +1,9 @@
-"""PEP 740 provenance objects a public index serves, by the sha256 of the file they attest, with
-the result of verifying them once when they were kept. Small entries in diskcache, shared by
-every worker and kept across restarts, like the core metadata (gitlab_pypi_proxy.storage.metadata).
+"""PEP 740 provenance objects a public index serves, by that index (source) and the sha256 of the
+file they attest, with the result of verifying them once when they were kept. By source, because
+an object is what that index says: another index listing the same digest gets its own, never
+this one's. Small entries in diskcache, shared by every worker and kept across restarts, like the
+core metadata (gitlab_pypi_proxy.storage.metadata); those of earlier versions, by digest alone,
+are no longer read.
 """
 
 import asyncio
@@ -33,14 +36,14 @@ class ProvenanceStore:
     def close(self) -> None:
         self._disk.close()
 
-    async def get(self, file_sha256: str) -> Kept | None:
-        entry = await asyncio.to_thread(self._disk.get, file_sha256)
+    async def get(self, source: str, file_sha256: str) -> Kept | None:
+        entry = await asyncio.to_thread(self._disk.get, (source, file_sha256))
         return Kept(*entry) if entry is not None else None
 
-    async def put(self, file_sha256: str, kept: Kept) -> None:
+    async def put(self, source: str, file_sha256: str, kept: Kept) -> None:
         """Keep it; a disk that will not take it only costs a fetch next time."""
         try:
             entry = (kept.body, kept.verified, kept.detail)
-            await asyncio.to_thread(self._disk.set, file_sha256, entry)
+            await asyncio.to_thread(self._disk.set, (source, file_sha256), entry)
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "keeping provenance")

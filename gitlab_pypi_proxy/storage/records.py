@@ -1,6 +1,6 @@
-"""The seam for index records (every source's answers, where files are), by key, each with the
-time it was fetched: what gitlab_pypi_proxy.index.cached keeps and
-gitlab_pypi_proxy.storage.locations builds on.
+"""The seam for index records (every source's answers, where files are, which sources delivered
+them), by key, each with the time it was fetched: what gitlab_pypi_proxy.index.cached keeps and
+gitlab_pypi_proxy.storage.locations and gitlab_pypi_proxy.storage.deliveries build on.
 
 Today's implementations: gitlab_pypi_proxy.storage.pages (diskcache under the cache directory: the
 workers of one machine) and gitlab_pypi_proxy.storage.shared_records (the same, with Redis shared by

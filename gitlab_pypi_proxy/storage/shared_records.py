@@ -6,7 +6,9 @@ copied in): a replica started while GitLab is down serves what any replica fetch
 record deletes it in Redis and here, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator)
 makes every other replica forget its own copy before its memos move on: an upload through one
 replica is listed by all of them at once. Where files are (the locations records, written by the
-thousand) stay per machine: a file URL falls back to asking GitLab by digest.
+thousand) stay per machine: a file URL falls back to asking GitLab by digest. Which sources
+delivered a file (gitlab_pypi_proxy.storage.deliveries) is shared: a file one replica verified for
+a source is not downloaded again by the others for it.
 
 Records are pickled into Redis as into the cache directory: Redis is trusted as the cache
 directory is. While Redis is down, the machine's records serve alone.

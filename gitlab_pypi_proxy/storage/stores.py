@@ -10,6 +10,7 @@ from pathlib import Path
 from gitlab_pypi_proxy.config import Config
 from gitlab_pypi_proxy.storage.blobs import BlobStore
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
+from gitlab_pypi_proxy.storage.deliveries import Deliveries
 from gitlab_pypi_proxy.storage.downloads import Downloads
 from gitlab_pypi_proxy.storage.local_blobs import LocalBlobStore
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
@@ -48,6 +49,11 @@ class Stores:
     downloads: Downloads
     shared: tuple[SharedPart, ...] = ()
 
+    @property
+    def deliveries(self) -> Deliveries:
+        """Which sources delivered which files (gitlab_pypi_proxy.storage.deliveries)."""
+        return self.downloads.deliveries
+
     @classmethod
     def open(cls, config: Config, *, count_hits: bool = True) -> "Stores":
         """`count_hits`: this process's file lookups count in the hit ratio (the server's).
@@ -77,7 +83,7 @@ class Stores:
             coordinator = redis = RedisCoordinator(config.cluster.redis_url, local)
             pages = SharedRecords(PageStore(directory, local), redis)
             shared.append(SharedPart("redis", redis.problem, redis.reachable))
-        downloads = Downloads(blobs, coordinator)
+        downloads = Downloads(blobs, coordinator, Deliveries(pages, coordinator))
         return cls(coordinator, pages, FileLocations(pages), blobs, downloads, tuple(shared))
 
     @classmethod
@@ -86,7 +92,7 @@ class Stores:
         coordinator = LocalCoordinator(directory)
         pages = PageStore(directory, coordinator)
         blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
-        downloads = Downloads(blobs, coordinator)
+        downloads = Downloads(blobs, coordinator, Deliveries(pages, coordinator))
         return cls(coordinator, pages, FileLocations(pages), blobs, downloads)
 
     def clean(self) -> Leftovers:

@@ -319,12 +319,20 @@ read = ["other"]
     gitlab = app_taking_uploads(TOKEN)
     gitlab.add_project(12, "acme/other")
     gitlab.add_token(TOKEN, read={11, 12})
+    shared = make_wheel("shared-lib", "1.0")  # legitimately in both projects
+    for project in (11, 12):
+        gitlab.add_package_file(project, "shared-lib", "1.0", *shared)
+    # a developer of acme/other lists app-dep's digest for a file of its own (GitLab stores the
+    # sha256 an upload claims)
+    app_dep = next(f for f in gitlab.files if f.name == "app-dep")
+    forged = "other_tool-1.0-py3-none-any.whl"
+    gitlab.add_package_file(12, "other-tool", "1.0", forged, b"its own", sha256=app_dep.sha256)
     sources = [
         {"name": "platform", "gitlab_project": 11},
         {"name": "other", "gitlab_project": 12},
     ]
     with running_cluster(tmp_path, gitlab, users, redirect=True, sources=sources) as cluster:
-        reader = ("reader", "reader-password")
+        reader, outsider_auth = ("reader", "reader-password"), ("outsider", "outsider-password")
         url = pinned_url(cluster.a.url, gitlab, "app-dep")  # no page: no look-ahead
         first = httpx2.get(url, auth=reader, timeout=60)  # not in the bucket yet: the proxy
         assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
@@ -332,7 +340,7 @@ read = ["other"]
             there = url.replace(cluster.a.url, replica_url)
             anonymous = httpx2.get(there)
             assert anonymous.status_code == 401 and "location" not in anonymous.headers
-            outsider = httpx2.get(there, auth=("outsider", "outsider-password"))
+            outsider = httpx2.get(there, auth=outsider_auth)
             assert outsider.status_code == 404 and "location" not in outsider.headers
             redirected = httpx2.get(there, auth=reader)
             assert redirected.status_code == 307, redirected.text
@@ -341,6 +349,22 @@ read = ["other"]
             assert cluster.s3.secret_access_key not in location
             assert redirected.headers["cache-control"] == "private, no-store"
             assert httpx2.get(location, timeout=60).content == first.content
+            # the forged listing: verified against acme/other on each replica, never redirected
+            refused = httpx2.get(
+                f"{replica_url}/files/{app_dep.sha256}/{forged}", auth=outsider_auth, timeout=60
+            )
+            assert refused.status_code == 502 and "location" not in refused.headers
+            assert refused.text == f"source other: {forged} sha256 does not match its listing\n"
+
+        # a file in both projects: the outsider's source delivers it once, for both replicas
+        shared_url = f"/files/{hashlib.sha256(shared[1]).hexdigest()}/{shared[0]}"
+        kept = httpx2.get(cluster.a.url + shared_url, auth=reader, timeout=60)
+        assert kept.status_code == 200 and kept.content == shared[1]
+        for replica_url in (cluster.a.url, cluster.b.url):
+            verified = httpx2.get(replica_url + shared_url, auth=outsider_auth, timeout=60)
+            assert verified.status_code == 307, verified.text
+        from_other = gitlab.matching(rf"/api/v4/projects/12/packages/pypi/files/.*/{shared[0]}")
+        assert len(from_other) == 1
         home = tmp_path / "home"
         index = cluster.b.url.replace("http://", "http://reader:reader-password@") + "/simple/"
         result = pip_install(index, tmp_path / "t", "app-dep", home=home)

@@ -11,6 +11,7 @@ import pytest
 
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.offline.bundle import BundleError, export, import_bundle
+from gitlab_pypi_proxy.storage.deliveries import delivery_key
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore
 from gitlab_pypi_proxy.storage.stores import Stores
 
@@ -55,6 +56,21 @@ def test_round_trip_keeps_files_pages_lists_and_locations(tmp_path: Path) -> Non
     cached = files2.blobs.open_now(listed[0].sha256)
     assert cached is not None and cached.handle.read() == wheel
     cached.close()
+
+
+def test_a_round_trip_keeps_which_sources_delivered_each_file(tmp_path: Path) -> None:
+    data = b"wheel bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    _, files = _caches(tmp_path / "one")
+    files.downloads.add(sha, io.BytesIO(data))
+    files.deliveries.add_now(sha, ["platform", "mirror"])
+    bundle = tmp_path / "b.tar"
+    export(files, bundle)
+    pages2, files2 = _caches(tmp_path / "two")
+    files2.deliveries.add_now(sha, ["tools"])  # what the importing cache knew stays
+    report = import_bundle(files2, bundle)
+    assert (report.files, report.bad) == (1, [])
+    assert pages2.get_now(delivery_key(sha)).value == {"platform", "mirror", "tools"}
 
 
 def test_an_older_page_in_the_bundle_does_not_replace_a_newer_one(tmp_path: Path) -> None:

@@ -40,9 +40,7 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     ].core_metadata_sha256 is None
 
     generation = files.coordinator.generation()
-    download = files.downloads.download(
-        sha, lambda: source.open_file(source.file_for(sha, filename))
-    )
+    download = files.downloads.download(sha, built.files.opener([source.file_for(sha, filename)]))
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
@@ -68,7 +66,9 @@ async def test_a_public_sidecar_is_fetched_verified_and_kept(tmp_path: Path) -> 
     sidecar = respx.get(wheel + ".metadata").respond(200, content=body)
     async with httpx2.AsyncClient() as http:
         client = Upstream(http)
-        config = SourceConfig("public", "url", "https://index.example.org/simple/")
+        config = SourceConfig(
+            "public", "url", "https://index.example.org/simple/", file_hosts=("files.example.net",)
+        )
         public = SimpleIndexSource(config, client)
         built = composed(tmp_path, [], [Parts(public, sidecars=public)])
         index, service = built.plain, built.metadata
@@ -111,7 +111,7 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
             await service.tasks.settled()
             await source.details.settled()
             assert set(streamed) == {(filename, True), (newest, False)}
-            assert await service.store.digests([hashlib.sha256(data).hexdigest()])
+            assert await service.store.digests([("platform", hashlib.sha256(data).hexdigest())])
             await built.close()
 
 
@@ -149,7 +149,7 @@ async def test_a_small_wheel_is_kept_whole_by_its_one_metadata_read(tmp_path: Pa
     double.add_package_file(11, "demo", "1.0", filename, data)
     async with _page_looked_at(tmp_path, double) as built:
         assert await built.metadata.blobs.open(sha, count=False) is not None  # kept: a hit next
-        assert await built.metadata.store.digests([sha])
+        assert await built.metadata.store.digests([("platform", sha)])
         assert _file_reads(double, filename) == [f"bytes=-{TAIL}"]
 
 
@@ -163,7 +163,7 @@ async def test_a_larger_wheel_declines_and_its_metadata_goes_on_from_the_tail(
     double.add_package_file(11, "demo", "1.0", filename, data)
     async with _page_looked_at(tmp_path, double) as built:
         assert await built.metadata.blobs.open(sha, count=False) is None  # never whole
-        body = await built.metadata.store.get(sha)
+        body = await built.metadata.store.get("platform", sha)
         assert body is not None and b"Name: demo" in body
         reads = _file_reads(double, filename)
         assert reads[0] == f"bytes=-{TAIL}" and reads.count(f"bytes=-{TAIL}") == 1

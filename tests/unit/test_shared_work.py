@@ -165,7 +165,7 @@ async def test_core_metadata_is_obtained_for_the_others_when_one_waiter_is_cance
     await _cancelled(first)
     source.answer.set()
     assert await second is not None
-    assert await service.store.get(file.sha256) is not None and source.calls == 1
+    assert await service.store.get(file.source, file.sha256) is not None and source.calls == 1
     await service.close()
 
 

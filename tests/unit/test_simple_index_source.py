@@ -25,7 +25,14 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
 def source(client: httpx2.AsyncClient) -> SimpleIndexSource:
-    config = SourceConfig("public", "url", INDEX, username="reader", password="s3cret")
+    config = SourceConfig(
+        "public",
+        "url",
+        INDEX,
+        username="reader",
+        password="s3cret",
+        file_hosts=("files.example.net",),
+    )
     return SimpleIndexSource(config, Upstream(client))
 
 
