@@ -12,7 +12,7 @@ import struct
 import zlib
 from zipfile import ZIP_BZIP2, ZIP_DEFLATED
 
-BOMB = 256 * 2**20  # what each bomb decompresses to: far more than any METADATA cap
+BOMB = 64 * 2**20  # what each bomb decompresses to: far more than any METADATA cap
 DECLARED = 1000  # what each bomb's directory says it decompresses to
 
 

@@ -57,7 +57,7 @@ async def _loop_events(tmp_path: Path, files: int) -> int:
 
 async def test_the_event_loop_does_not_work_per_file(tmp_path: Path) -> None:
     few = await _loop_events(tmp_path / "few", 500)
-    many = await _loop_events(tmp_path / "many", 2000)
+    many = await _loop_events(tmp_path / "many", 1500)
     assert many - few < 500  # not one event per file more
 
 
