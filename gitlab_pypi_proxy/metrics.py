@@ -111,6 +111,15 @@ UPSTREAM_STOPPED = Counter(
     "(a file arriving too slowly), busy (every connection of the source's share in use)",
     ["source", "bound"],
 )
+REQUEST_HEAD_TIMEOUTS = Counter(
+    PREFIX + "request_head_timeouts",
+    "Client connections closed for sending no whole request head within [server] header_timeout",
+)
+DESCRIPTORS_EXHAUSTED = Gauge(
+    PREFIX + "descriptors_exhausted",
+    "1 while a worker has no file descriptor left (RLIMIT_NOFILE): new connections are dropped",
+    multiprocess_mode="livemax",
+)
 EVICTIONS = Counter(PREFIX + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     PREFIX + "single_flight_joins",
