@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -47,6 +48,7 @@ from gitlab_pypi_proxy.http.upload import upload, upload_help
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
+from gitlab_pypi_proxy.printable import header_value
 from gitlab_pypi_proxy.services import Services
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 from gitlab_pypi_proxy.storage.downloads import verified
@@ -308,7 +310,9 @@ async def provenance_file(request: Request, sha256: str, filename: str) -> Respo
     if provenances is None:
         raise NotFound(f"no provenance for {filename}")
     kept = await provenances.get(sha256, filename, allowed_sources(request))
-    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    # the verification's words hold the publisher's names as the upstream gave them (and as
+    # they were kept, before they were made one line)
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": header_value(kept.detail)}
     body = b"" if request.method == "HEAD" else kept.body
     if request.method == "HEAD":
         headers["content-length"] = str(len(kept.body))
@@ -355,6 +359,10 @@ def create_app(config: Config) -> Starlette:
         try:
             await start_guard(services)
             services.warm()
+            # What the worker holds now lives as long as it does: out of the collector's way,
+            # a full collection while a big page is parsed scans that page, not the program.
+            gc.collect()
+            gc.freeze()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:

@@ -16,7 +16,8 @@ How an advisory is read (OSV schema 1.7, "Evaluation"):
   PEP 440 version is ignored and counted, never guessed; a version that is no PEP 440 version
   matches only explicit `versions` entries;
 - advisories with `withdrawn` set are ignored; members that are not valid zip entries, not JSON,
-  larger than MAX_MEMBER or not shaped like an advisory are skipped and counted.
+  larger than MAX_MEMBER (or than they declare: each is decompressed in steps,
+  gitlab_pypi_proxy.zip_member) or not shaped like an advisory are skipped and counted.
 
 A file that is no zip at all raises OsvError: serving with no advisories because the export
 broke would lift the protection silently, so the caller keeps the index it had (SIGHUP) or says
@@ -38,16 +39,17 @@ time, so the event loop slows for those seconds but is never stopped.
 
 import json
 import zipfile
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
+
+from gitlab_pypi_proxy.zip_member import BadMember, read_member
 
 ECOSYSTEM = "PyPI"
 REASON_GROUPS = 5  # a yank reason names this many advisories at most: clients print it whole
@@ -298,23 +300,14 @@ class _Builder:
         )
 
 
-def _members(archive: zipfile.ZipFile, stats: LoadStats) -> Iterator[bytes]:
+def _members(handle: BinaryIO, archive: zipfile.ZipFile, stats: LoadStats) -> Iterator[bytes]:
     for info in archive.infolist():
         if info.is_dir() or not info.filename.endswith(".json"):
             continue
-        if info.file_size > MAX_MEMBER:
+        try:  # within what the member declares and MAX_MEMBER, however it is compressed
+            yield read_member(handle, info, MAX_MEMBER)
+        except (BadMember, OSError):
             stats.skipped_members += 1
-            continue
-        try:
-            with archive.open(info) as member:
-                data = member.read(MAX_MEMBER + 1)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
-            stats.skipped_members += 1
-            continue
-        if len(data) > MAX_MEMBER:  # the header lied about the size
-            stats.skipped_members += 1
-            continue
-        yield data
 
 
 def load(path: str | Path) -> VulnerabilityIndex:
@@ -322,8 +315,8 @@ def load(path: str | Path) -> VulnerabilityIndex:
     be read as a zip at all raises OsvError."""
     builder = _Builder()
     try:
-        with zipfile.ZipFile(path) as archive:
-            for data in _members(archive, builder.stats):
+        with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            for data in _members(handle, archive, builder.stats):
                 try:
                     document = json.loads(data)
                     builder.add(document)

@@ -2,6 +2,7 @@
 
 import json
 import random
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from packaging.version import Version
 
 from gitlab_pypi_proxy.policy import osv
+from tests import zip_bombs
 from tests.osv_export import advisory, ecosystem_range, write_export
 
 
@@ -240,6 +242,21 @@ def test_a_member_bigger_than_the_limit_is_not_read(
     assert index.stats.skipped_members == 1
     assert index.reason("small", "1") == "GHSA-small"
     assert index.reason("huge", "1") is None
+
+
+def test_a_bz2_bomb_member_is_skipped_in_constant_memory(tmp_path: Path) -> None:
+    """zipfile decompresses a bz2 member in one call whatever it declares: 64 MiB here."""
+    bomb = zip_bombs.bz2_zeros(zip_bombs.BOMB)
+    path = tmp_path / "all.zip"
+    path.write_bytes(zip_bombs.archive("MAL-0000-bomb.json", bomb, zipfile.ZIP_BZIP2, 1000))
+    tracemalloc.start()
+    try:
+        index = osv.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (index.stats.members, index.stats.skipped_members) == (0, 1)
+    assert peak < 4 * 2**20
 
 
 def test_a_file_that_is_no_zip_raises_one_line(tmp_path: Path) -> None:
