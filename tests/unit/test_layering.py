@@ -97,7 +97,7 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "http/coalesced_writes.py",  # uvicorn's transport, for what it does not hold back
         "model.py",  # a record's own fields, pickled (what earlier versions wrote reads too)
         "policy/provenance.py",  # an attestation's publisher (issue 16's groundwork, on main)
-        "sources/upstream_pool.py",  # httpx2's pool
+        "sources/upstream_transport.py",  # a response body's aclose, where it has one
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it
         "storage/local_blobs.py",  # an OSError's strerror
         "storage/writable.py",  # an exception's errno
