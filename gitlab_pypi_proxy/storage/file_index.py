@@ -1,22 +1,16 @@
 """The file cache's index: which files are kept, how big, how recently used; and eviction.
 
-A SQLite database of its own, `files/index.db`: a row per kept file (its sha256, the file's name
-relative to `files/`, size, store and access times), totals kept by triggers (files, bytes, the
-hit and miss counters), an index on access times for eviction's walk. Files are stored as
-`files/sha256/<first two hex digits>/<sha256>`, moved in by rename once verified. Every process
-that shares the cache directory opens it (WAL: readers never wait for the writer); each thread
-has a connection of its own, and every write is one transaction that takes the write lock at
-once (BEGIN IMMEDIATE), so processes and threads never deadlock upgrading a read.
-- Eviction (`make_room`) evicts just enough, least recently used first, skipping the entries it
-  is told to keep, and counts bytes kept outside the table (partial downloads).
-- A lookup (`find`) is one indexed SELECT and writes nothing; access times and counters arrive
-  in batches (gitlab_pypi_proxy.storage.usage).
-A cache written by earlier versions (diskcache's `cache.db` over random file names) is adopted
-when the index is made: its entries are read through diskcache's public API (key, file, size;
-the files stay where they are, in eviction order of their store time) and its counters kept.
-Files under `sha256/` that no row lists are adopted too, trusted by name: only a verified file
-is ever moved there, and a hit checks its bytes again on the way out. Every method blocks: call
-them from a thread.
+A SQLite database of the proxy's own, `files/index.db`: a row per file (sha256, its name under
+`files/`, size, store and access times), totals kept by triggers (files, bytes, hits, misses) and
+an index on access times. A verified file is moved in as `files/sha256/<2 hex digits>/<sha256>`.
+The processes sharing the directory write in WAL mode, each thread on a connection of its own,
+each write one transaction that takes the lock at once (BEGIN IMMEDIATE: no deadlocks). A lookup
+is one indexed SELECT; access times and counters arrive in batches (storage/usage.py); eviction
+frees just enough, least recently used first, never an entry it is told to keep.
+When the index is made it adopts what is on disk: an earlier version's diskcache index, read
+through diskcache's public API (its files stay where they are, aged by their store time), and
+any file under `sha256/` no row lists, trusted by name (only verified files are moved there, and
+a hit checks the bytes again). Every method blocks: call them from a thread.
 """
 
 import contextlib
