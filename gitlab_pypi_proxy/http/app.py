@@ -41,7 +41,6 @@ from gitlab_pypi_proxy.http.health import healthz, readyz
 from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
 from gitlab_pypi_proxy.http.metrics_endpoint import metrics_endpoint
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
-from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
 from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
@@ -349,8 +348,6 @@ def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
 
 
 def create_app(config: Config) -> Starlette:
-    install_reason_phrases()  # the server writes each error's reason in its status line
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
