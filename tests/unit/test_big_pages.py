@@ -43,6 +43,10 @@ async def _loop_events(tmp_path: Path, files: int) -> int:
         events += 1
 
     await index.index.project_page("big")  # the first: fetched and kept
+    # what the first page started in the background (where its files are, the newest wheels'
+    # metadata) ends before counting: its timing, not the page, would decide what is counted
+    await index.tasks.settled()
+    await index.metadata.tasks.settled()
     sys.setprofile(count)  # this thread only: the event loop's
     try:
         page = await index.index.project_page("big")
