@@ -11,8 +11,10 @@ one chunk (with TLS, also the event loop's buffer of encrypted bytes, bounded by
 
 Connecting tries every address of the host, IPv6 and IPv4 interleaved, a new attempt every
 STAGGER seconds while earlier ones still wait (RFC 8305, as anyio does): a host whose IPv6 route
-is broken costs a quarter second, not the connect timeout. Failures are httpcore2's exceptions
-with the OS or TLS error as their cause, which gitlab_pypi_proxy.sources.upstream reads to say why.
+is broken costs a quarter second, not the connect timeout. Written here because uvloop's
+`create_connection` has no `happy_eyeballs_delay` (asyncio's own loop has). Failures are
+httpcore2's exceptions with the OS or TLS error as their cause, which
+gitlab_pypi_proxy.sources.upstream reads to say why.
 """
 
 import asyncio
