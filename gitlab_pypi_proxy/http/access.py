@@ -1,5 +1,5 @@
-"""Access control in front of the routes: every /simple, /files request and every upload gets an
-Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
+"""Access control in front of the routes: every /simple, /files, /pypi request and every upload gets
+an Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
 `[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
 
 With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
@@ -18,7 +18,7 @@ from gitlab_pypi_proxy.errors import (
 )
 from gitlab_pypi_proxy.http.behind_proxy import route_path
 
-_GUARDED = ("/simple", "/files/")
+_GUARDED = ("/simple", "/files/", "/pypi/")
 _UPLOADS = ("/upload", "/legacy")  # and `/`: the index URL without /simple/, as GitLab's is
 _OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
 

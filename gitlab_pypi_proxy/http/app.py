@@ -38,16 +38,18 @@ from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
 from gitlab_pypi_proxy.http.file_responses import FileBody, cached_response, file_headers
 from gitlab_pypi_proxy.http.health import healthz, readyz
+from gitlab_pypi_proxy.http.json_api import Readers, document, memo_what
 from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
 from gitlab_pypi_proxy.http.metrics_endpoint import metrics_endpoint
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
-from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
+from gitlab_pypi_proxy.http.serialize import JSON_API, Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
 from gitlab_pypi_proxy.printable import header_value
+from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.services import Services
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 from gitlab_pypi_proxy.storage.downloads import verified
@@ -124,6 +126,28 @@ async def project_page(request: Request) -> Response:
         return redirect(f"{prefix}{name}/")
     index = services(request).composed.index
     return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+
+
+async def json_api(request: Request) -> Response:
+    """The PyPI JSON API: `/pypi/<name>/json` and `/pypi/<name>/<version>/json`, answered in
+    place for any spelling of the name (Dependabot asks with the requirement's own)."""
+    name = validate(request.path_params["name"])
+    version: str | None = request.path_params.get("version")
+    svc = services(request)
+    memo: PageMemo = request.app.state.memo
+    allowed = allowed_sources(request)
+    base = mask_userinfo(str(request.base_url))  # built from the client's Host header
+    key = memo_key(memo_what(base, name, version), JSON_API, allowed)
+    generation = memo.generation()  # read before the inputs, so a racing change wins
+    rendered = memo.get(key, generation)
+    if rendered is not None:
+        return page_response(request, rendered, stale=False)
+    page = await svc.composed.index.project_page(name, allowed)  # NotFound, Unavailable, Offline
+    readers = Readers(svc.composed.index, svc.composed.metadata, svc.advisories)
+    rendered = await document(readers, page, version, base, allowed)
+    if not page.stale:
+        memo.put(key, rendered, page.fresh_until, generation)
+    return page_response(request, rendered, page.stale)
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -373,6 +397,8 @@ def create_app(config: Config) -> Starlette:
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

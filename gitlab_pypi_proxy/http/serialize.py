@@ -4,6 +4,8 @@ Rendering runs in a thread (http/app.py), and a page may list a hundred thousand
 written a file at a time, in small C calls (one `json.dumps` of a whole page would hold the GIL,
 and so stop the event loop, for the whole of it), and encoded to bytes in batches, so no second
 copy of the whole page is built as text.
+
+`rendered` makes any answer body a `Rendered` (ETag, gzip copy), the JSON API's too.
 """
 
 import gzip
@@ -24,6 +26,7 @@ from gitlab_pypi_proxy.names import file_version
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
+JSON_API = "application/json"  # the PyPI JSON API (http/json_api.py), never negotiated
 
 _ALIASES = {
     JSON: JSON,
@@ -36,7 +39,12 @@ _ALIASES = {
 }
 # On equal quality, a plain browser or curl (*/*) gets HTML; a client naming JSON gets JSON.
 _PREFERENCE = {TEXT_HTML: 2, JSON: 1, HTML: 0}
-CONTENT_TYPES = {JSON: JSON, HTML: HTML, TEXT_HTML: "text/html; charset=utf-8"}
+CONTENT_TYPES = {
+    JSON: JSON,
+    HTML: HTML,
+    TEXT_HTML: "text/html; charset=utf-8",
+    JSON_API: JSON_API,
+}
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
@@ -98,10 +106,10 @@ def file_path(file: DistFile) -> str:
 
 
 _BATCH = 1000  # lines or entries encoded to bytes at once
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII: ensure_ascii
+ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII: ensure_ascii
 
 
-def _batched(pieces: Iterable[str], separator: str) -> bytes:
+def batched(pieces: Iterable[str], separator: str) -> bytes:
     """`separator.join(pieces).encode()`, encoded a batch at a time."""
     encoded, batch = [], []
     for piece in pieces:
@@ -137,7 +145,7 @@ def render_page(page: ProjectPage, media: str) -> bytes:
         f"    <!-- sources: {escape(', '.join(page.sources))} -->",
         f"    <h1>Links for {escape(page.name)}</h1>",
     ]
-    return _batched(chain(lines, _anchors(page.files), ["  </body>", "</html>", ""]), "\n")
+    return batched(chain(lines, _anchors(page.files), ["  </body>", "</html>", ""]), "\n")
 
 
 def _anchors(files: Iterable[DistFile]) -> Iterator[str]:
@@ -173,8 +181,8 @@ def _page_json(page: ProjectPage) -> bytes:
         "_source": ", ".join(page.sources),
     }
     # the document with its files, written one by one where the encoder would write `[]`
-    head, files_at, tail = _ENCODER.encode(document).partition('"files":[]')
-    entries = _batched((_ENCODER.encode(entry) for entry in _entries(page.files)), ",")
+    head, files_at, tail = ENCODER.encode(document).partition('"files":[]')
+    entries = batched((ENCODER.encode(entry) for entry in _entries(page.files)), ",")
     return b"".join([f"{head}{files_at[:-1]}".encode(), entries, f"]{tail}".encode()])
 
 
@@ -238,6 +246,11 @@ def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
         if isinstance(answer, ProjectPage)
         else render_list(answer, media)
     )
+    return rendered(body, media)
+
+
+def rendered(body: bytes, media: str) -> Rendered:
+    """`body` ready to send as `media` (one of CONTENT_TYPES)."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= 1024 else None
     return Rendered(body, media, etag, gzipped)

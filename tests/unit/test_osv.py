@@ -326,3 +326,22 @@ def test_a_whole_page_at_once_agrees_with_the_spec_version_by_version(tmp_path: 
         assert [a.id for a in index.advisories("pkg", version)] == expected, version
     pairs = sum(len(found) for found in page.values())
     assert 0 < pairs < len(versions) * len(documents)  # the draw exercises both answers
+
+
+def test_fixed_in_names_the_fixed_events_and_the_summary_is_kept_short(tmp_path: Path) -> None:
+    found = advisory(
+        "GHSA-fix",
+        "Lib_X",
+        ranges=[
+            ecosystem_range(("introduced", "0"), ("fixed", "1.2"), ("introduced", "2.0")),
+            ecosystem_range(("introduced", "2.0"), ("fixed", "2.0.3"), ("last_affected", "3.1")),
+        ],
+        summary="s" * (osv.MAX_SUMMARY + 100),
+    )
+    other = advisory("GHSA-other", "lib-x", ranges=[ecosystem_range(("introduced", "0"))])
+    index = _index(tmp_path, found, other)
+    (first, second) = index.advisories("lib-x", "1.0")
+    assert first.id == "GHSA-fix" and first.summary == "s" * osv.MAX_SUMMARY
+    assert index.fixed_in("LIB.X", first) == ("1.2", "2.0.3")  # not last_affected's 3.1
+    assert index.fixed_in("lib-x", second) == ()
+    assert second.summary is None
