@@ -340,11 +340,20 @@ def test_two_replicas_on_their_own_caches_answer_alike(tmp_path: Path) -> None:
                 replicas.append(start_proxy(config))
             a, b = (r.url for r in replicas)
             for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
-                pages = [
-                    httpx2.get(f"{u}/simple/app-main/", headers={"accept": accept}) for u in (a, b)
-                ]
-                assert pages[0].content == pages[1].content
-                assert pages[0].headers["etag"] == pages[1].headers["etag"]
+
+                def alike(accept: str = accept) -> bool:
+                    # each replica advertises a wheel's core metadata once its own background
+                    # read of it has ended: the pages agree once both have
+                    pages = [
+                        httpx2.get(f"{u}/simple/app-main/", headers={"accept": accept})
+                        for u in (a, b)
+                    ]
+                    return (pages[0].content, pages[0].headers["etag"]) == (
+                        pages[1].content,
+                        pages[1].headers["etag"],
+                    )
+
+                wait_until(alike, f"both replicas answering alike ({accept})")
             link = re.search(r'href="([^"#]+)', httpx2.get(f"{a}/simple/app-main/").text)
             assert link is not None
             from_b = httpx2.get(f"{b}/simple/app-main/{link.group(1)}")
