@@ -358,7 +358,8 @@ async def uploads(request: Request) -> Section:
 async def policy(request: Request) -> Section:
     services = request.app.state.services
     verdicts = await asyncio.to_thread(metrics.policy_counts)
-    rows = policy_rows(services.config.guard.policy, services.advisories, verdicts)
+    by_rule = await asyncio.to_thread(metrics.policy_rule_counts)
+    rows = policy_rows(services.config.guard.policy, services.advisories, verdicts, by_rule)
     return Section("Supply-chain policy", _table(rows))
 
 
