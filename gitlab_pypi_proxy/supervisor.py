@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 ENV = "GITLAB_PYPI_PROXY_SUPERVISOR"
+PID_ENV = "GITLAB_PYPI_PROXY_SUPERVISOR_PID"  # its workers find it here (the status page)
 STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
 
 
@@ -75,6 +76,7 @@ def without_resource_tracker() -> None:
 
 def main() -> None:
     settings = json.loads(os.environ.pop(ENV))
+    os.environ[PID_ENV] = str(os.getpid())  # the workers inherit it
     runtime = Path(settings["runtime"])
     remove_on_stop(runtime)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # the workers inherit the mask: never keep it

@@ -111,6 +111,10 @@ class FileIndex:
         ).fetchall()
         return count, self.cache.volume(), oldest, newest
 
+    def rows(self) -> list[tuple[str, int, float]]:
+        """(sha256, size, access time) of every entry."""
+        return self.cache._sql("SELECT key, size, access_time FROM Cache WHERE raw = 1").fetchall()
+
     def counters(self) -> tuple[int, int]:
         """(hits, misses) as written by every process so far."""
         rows = dict(
