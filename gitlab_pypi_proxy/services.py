@@ -7,8 +7,9 @@ commands start from here; nothing else decides which implementation of anything 
         [NameRules(CachedSource(public source)), ...],
     ))))
 
-A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
-and a line in `compose`.
+Each `[[views]]` entry gets the same composition over the same per-source objects, asked in the
+view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module and a line in
+KINDS; a new behaviour of the index, a module and a line in `compose`.
 """
 
 import asyncio
