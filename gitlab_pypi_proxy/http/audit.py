@@ -73,7 +73,7 @@ def uploaded(request: Request, sha256: str, filename: str, source: str) -> None:
 
 def operated(
     request: Request,
-    event: Literal["refresh", "purge", "yank", "unyank"],
+    event: Literal["refresh", "purge", "yank", "unyank", "projects"],
     *,
     project: str | None = None,
     version: str | None = None,

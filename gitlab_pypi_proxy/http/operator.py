@@ -11,7 +11,7 @@
   worker and replica from then on, kept across restarts (gitlab_pypi_proxy.index.yanked);
   `DELETE` on the same path takes it back. 204 both.
 - `GET /-/projects`: the cached projects with versions, files, bytes and last use
-  (gitlab_pypi_proxy.storage.cached_projects).
+  (gitlab_pypi_proxy.storage.cached_projects), built and rendered in a thread.
 
 Access control (gitlab_pypi_proxy.http.access) makes every caller here show credentials; these
 routes decide who may do what: anyone else gets a 403 whose one line says who may. Each action is
@@ -111,8 +111,9 @@ async def purge(request: Request) -> Response:
     filename = listed[0].filename if listed else ""
     try:
         held = await services.purge.purge(sha256)
-    except Exception as exc:
-        raise UpstreamFailed(f"the file store could not delete {sha256}: {exc}") from None
+    except Exception as exc:  # the bucket's errors, or the disk's
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UpstreamFailed(f"the file store could not delete {sha256}: {reason}") from None
     note = "was cached here" if held else "was not cached here"
     audit.operated(request, "purge", filename=filename, sha256=sha256, notes=(note,))
     return Response(status_code=204)
@@ -168,15 +169,18 @@ def _project(project: CachedProject) -> dict[str, object]:
     }
 
 
+def _listing(services: Services) -> tuple[int, bytes]:
+    """How many projects, and the JSON answer (blocking: reads every blob's entry)."""
+    named, unnamed = cached_projects(services.stores.blobs, services.stores.locations)
+    body = {
+        "projects": [_project(p) for p in named],
+        "unnamed": {"files": unnamed.files, "bytes": unnamed.bytes},
+    }
+    return len(named), json.dumps(body, separators=(",", ":")).encode()
+
+
 async def projects(request: Request) -> Response:
     _admin(request, "list the cached projects")
-    services = _services(request)
-    named, unnamed = await asyncio.to_thread(
-        cached_projects, services.stores.blobs, services.stores.locations
-    )
-    return JSONResponse(
-        {
-            "projects": [_project(p) for p in named],
-            "unnamed": {"files": unnamed.files, "bytes": unnamed.bytes},
-        }
-    )
+    count, body = await asyncio.to_thread(_listing, _services(request))
+    audit.operated(request, "projects", notes=(f"{count} projects listed",))
+    return Response(body, media_type="application/json")

@@ -1,8 +1,9 @@
 """The audit trail: one JSON line per file served, per upload and per operator action (refresh,
-purge, yank, unyank through the operator API), and the query that answers "which builds installed
-the compromised release?" (`gitlab-pypi-proxy audit --package NAME[==VERSION]` / `--sha256`).
+purge, yank, unyank, projects through the operator API), and the query that answers "which builds
+installed the compromised release?" (`gitlab-pypi-proxy audit --package NAME[==VERSION]` /
+`--sha256`).
 
-A line holds: time, event (download, upload, refresh, purge, yank, unyank), identity, client
+A line holds: time, event (download, upload, or the operator's action), identity, client
 address, file name, project, version, sha256, source, cache outcome, the advisories of a
 vulnerable file served anyway, and other policy notes (an operator action's reason and outcome).
 The identity is a proxy user's name, `anonymous`, or `gitlab:<first 12 hex digits of the sha256
@@ -82,9 +83,10 @@ def _timestamp(moment: datetime) -> str:
 @dataclass(frozen=True)
 class AuditEntry:
     """One file served (`download`) or uploaded (`upload`), or an operator's action on a project
-    (`refresh`, `yank`, `unyank`: `project` and `version` say which) or a file (`purge`)."""
+    (`refresh`, `yank`, `unyank`: `project` and `version` say which), a file (`purge`) or the
+    cache (`projects`: the cached projects listed)."""
 
-    event: Literal["download", "upload", "refresh", "purge", "yank", "unyank"]
+    event: Literal["download", "upload", "refresh", "purge", "yank", "unyank", "projects"]
     identity: str  # from identity_label
     client: str  # the client's address
     filename: str

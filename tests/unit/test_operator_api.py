@@ -212,6 +212,9 @@ async def test_a_purge_drops_the_file_and_its_sidecars_and_the_next_request_fetc
     assert (again.status_code, again.headers["x-cache"]) == (200, "MISS")
     assert len(double.matching(r"/api/v4/projects/12/packages/pypi/files/.*")) > downloads
     assert (await _trail(config, "purge", 1)) == [("ops", "ml-lib", ("was cached here",))]
+    listed = await _trail(config, "projects", 2)
+    assert [who for who, _, _ in listed] == ["ops", "ops"]
+    assert listed[0][2][0].endswith(" projects listed")
     assert (await client.delete("/-/files/NOT-A-DIGEST", auth=OPS)).status_code == 400
 
 
