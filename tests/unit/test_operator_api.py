@@ -124,6 +124,8 @@ async def test_the_operator_api_needs_an_admin(client: httpx2.AsyncClient) -> No
         assert answer.status_code == 403, (path, answer.text)
         assert "only the users in [auth] admins may" in answer.text
     assert (await client.post("/-/refresh/acme", auth=READER)).status_code == 403
+    stranger = await client.post("/-/refresh/acme", auth=("gitlab-ci-token", "not-a-job-token"))
+    assert stranger.status_code == 401  # GitLab's verdict on the passthrough credentials
 
 
 async def test_a_refresh_lists_what_a_ci_job_published_straight_to_gitlab(
