@@ -31,7 +31,7 @@ from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
 from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name, file_version
-from gitlab_pypi_proxy.policy import rules
+from gitlab_pypi_proxy.policy import osv, rules
 from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.policy.rules import PolicySettings
 from gitlab_pypi_proxy.storage.locations import FileLocations
@@ -86,11 +86,15 @@ def judge(
     if page.status == "quarantined":
         return Judged(replace(page, files=()), len(page.files), 0)
     versions = {f.filename: file_version(f.filename) for f in page.files}
-    known = {v for v in versions.values() if v}
+    found: dict[str, tuple[osv.Advisory, ...]] = {}
+    if policy.vulnerable != "off" or policy.malicious == "block":
+        found = advisories.index.affected(page.name, {v for v in versions.values() if v})
     reasons: dict[str, str] = {}
     if policy.vulnerable != "off":
-        reasons = advisories.index.reasons(page.name, known)
-    malicious = advisories.index.malicious(page.name, known) if policy.malicious == "block" else {}
+        reasons = {v: osv.reason(a) for v, a in found.items()}
+    malicious: dict[str, tuple[str, ...]] = {}
+    if policy.malicious == "block":
+        malicious = {v: ids for v, a in found.items() if (ids := osv.malicious_ids(a))}
     files: list[DistFile] = []
     held = yanked = 0
     until = page.fresh_until

@@ -165,12 +165,8 @@ class VulnerabilityIndex:
     def malicious(self, name: str, versions: Iterable[str]) -> dict[str, tuple[str, ...]]:
         """Of `versions` of project `name`, those a malicious-package advisory affects, with
         those advisories' MAL- ids."""
-        found = {}
-        for version, advisories in self.affected(name, versions).items():
-            ids = tuple(dict.fromkeys(i for a in advisories if (i := a.malicious_id)))
-            if ids:
-                found[version] = ids
-        return found
+        found = {v: malicious_ids(a) for v, a in self.affected(name, versions).items()}
+        return {v: ids for v, ids in found.items() if ids}
 
     def advisories(self, name: str, version: str) -> tuple[Advisory, ...]:
         """The advisories that affect `name==version`, in file order."""
@@ -184,6 +180,11 @@ class VulnerabilityIndex:
         """The yank reason for `name==version`, or None when no advisory affects it."""
         found = self.advisories(name, version)
         return reason(found) if found else None
+
+
+def malicious_ids(advisories: Iterable[Advisory]) -> tuple[str, ...]:
+    """The MAL- ids among `advisories` (each advisory's own or an alias), in order."""
+    return tuple(dict.fromkeys(i for a in advisories if (i := a.malicious_id)))
 
 
 def reason(advisories: Iterable[Advisory], most: int = REASON_GROUPS) -> str:
