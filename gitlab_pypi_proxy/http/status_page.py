@@ -72,7 +72,7 @@ def _ratio(counts: dict[tuple[str, str], float], cache: str) -> str:
     total = hits + sum(counts.get((cache, o), 0.0) for o in ("miss", "stale"))
     if not total:
         return "no requests since start"
-    return f"{100 * hits / total:.1f}% ({hits:.0f} of {total:.0f} since start)"
+    return f"{100 * hits / total:.1f}% ({hits:.0f} of {total:.0f}) since start"
 
 
 def _table(rows: dict[str, str]) -> str:

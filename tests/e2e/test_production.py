@@ -181,7 +181,7 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
     assert after[(prefix + "file_cache_entries", ())] >= 2
     status = BeautifulSoup(httpx2.get(deployment.root).text, "html.parser")
     cells = {tr.th.get_text(): tr.td.get_text() for tr in status.find_all("tr") if tr.th and tr.td}
-    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\)", cells["File hit ratio"])
+    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\) since start", cells["File hit ratio"])
     assert cells["Files cached"].startswith(("2 ", "3 "))
 
 
