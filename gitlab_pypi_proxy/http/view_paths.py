@@ -1,13 +1,14 @@
-"""Which view a request path is under: `/<view>/simple/...` and `/<view>/files/...` are the index
-and the files of a `[[views]]` entry (gitlab_pypi_proxy.index.views), the rest of the path is what
-it would be at the root. Access control, the memo hits and the routes ask this one function, so
-the three agree on what a view's path is."""
+"""Which view a request path is under: `/<view>/simple/...`, `/<view>/files/...` and
+`/<view>/pypi/...` are the index, the files and the JSON API of a `[[views]]` entry
+(gitlab_pypi_proxy.index.views), the rest of the path is what it would be at the root. Access
+control, the memo hits and the routes ask this one function, so the three agree on what a view's
+path is."""
 
 from collections.abc import Mapping
 
 from gitlab_pypi_proxy.index.views import View
 
-VIEW_PARTS = ("/simple", "/files/")  # what may follow a view's name
+VIEW_PARTS = ("/simple", "/files/", "/pypi/")  # what may follow a view's name
 
 
 def split_view(path: str, views: Mapping[str, View]) -> tuple[View | None, str]:

@@ -1,5 +1,6 @@
 """Views (`[[views]]`): the same index over a subset of the sources, in the view's own priority
-order, served at `/<view>/simple/` with its files under `/<view>/files/`.
+order, served at `/<view>/simple/` with its files under `/<view>/files/` and its PyPI JSON API
+under `/<view>/pypi/`.
 
 A view is the index a reader restricted to the view's sources would see: every rule of the whole
 index applies (private-first, the guard, yanks, read rights), and a reader sees the intersection

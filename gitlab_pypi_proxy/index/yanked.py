@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from packaging.utils import canonicalize_version
 
+from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.index.base import Index, Readable
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_version
@@ -85,22 +86,28 @@ class Yanked:
         by_operator = (await self.operator.current()).get(name) if self.operator else None
         if not any(marked.values()) and not by_operator:
             return page
-        files = []
-        for file in page.files:
-            version = file_version(file.filename)
-            configured = marked.get(file.source)
-            yank = None
-            if by_operator and version:
-                yank = by_operator.get(canonicalize_version(version))
-            if isinstance(yank, dict):
-                file = replace(file, yanked=_reason(file, str(yank.get("reason") or "")))
-            elif configured and version in configured:
-                file = replace(file, yanked=file.yanked or True)  # an advisory's reason stays
-            files.append(file)
-        return replace(page, files=tuple(files))
+        return await off_loop(len(page.files), _marked, page, marked, by_operator or {})
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
         return await self.inner.project_list(allowed)
 
     async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
         await self.inner.check_file(sha256, filename, allowed)
+
+
+def _marked(
+    page: ProjectPage, marked: Mapping[str, frozenset[str] | None], by_operator: Document
+) -> ProjectPage:
+    """The page with the configured yanks (`marked`: source → versions) and the operator's
+    (canonical version → yank) marked."""
+    files = []
+    for file in page.files:
+        version = file_version(file.filename)
+        yank = by_operator.get(canonicalize_version(version)) if by_operator and version else None
+        configured = marked.get(file.source)
+        if isinstance(yank, dict):
+            file = replace(file, yanked=_reason(file, str(yank.get("reason") or "")))
+        elif configured and version in configured:
+            file = replace(file, yanked=file.yanked or True)  # an advisory's reason stays
+        files.append(file)
+    return replace(page, files=tuple(files))

@@ -242,5 +242,11 @@ async def test_a_view_serves_its_sources_to_those_who_may_read_them(
     inside = await client.get(f"/release/files/{mine.sha256}/{mine.filename}", auth=OPS)
     assert inside.content == mine.content
     assert (await client.get("/nope/simple/", auth=OPS)).status_code == 404
+    # its PyPI JSON API: the view's releases, its files' URLs under the view
+    document = (await client.get("/release/pypi/shared/json", auth=OPS)).json()
+    assert list(document["releases"]) == ["1.0"]
+    assert document["urls"][0]["url"] == f"http://proxy/release/files/{mine.sha256}/{mine.filename}"
+    assert (await client.get("/pypi/shared/json", auth=OPS)).json()["info"]["version"] == "2.0"
+    assert (await client.get("/release/pypi/ml-lib/json", auth=OPS)).status_code == 404
     redirect = await client.get("/release/simple", auth=OPS)
     assert (redirect.status_code, redirect.headers["location"]) == (301, "simple/")
