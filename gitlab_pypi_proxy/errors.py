@@ -72,7 +72,8 @@ class NotAcceptable(ProxyError):
 
 
 class Conflict(ProxyError):
-    """The file is there already (an upload that GitLab refuses as taken)."""
+    """The proxy's state does not allow it: the file is there already (an upload that GitLab
+    refuses as taken), a refresh while offline, a yank past what the yanks may hold."""
 
     status = 409
 

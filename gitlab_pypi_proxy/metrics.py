@@ -132,6 +132,12 @@ POLICY = Counter(
     "for an advisory (yanked) on the pages it built, file requests it refused (refused)",
     ["verdict"],
 )
+POLICY_RULES = Counter(
+    PREFIX + "policy_refusals",
+    "File requests the supply-chain guard refused, by rule: a [policy] deny entry as written, "
+    "malicious, min_age, unknown_age, quarantine, include/exclude",
+    ["rule"],
+)
 SHARED_FAILURES = Counter(
     PREFIX + "shared_store_failures",
     "Calls to a shared store (s3: the bucket, redis: the cluster's Redis) that failed; the"
@@ -201,6 +207,18 @@ def policy_counts() -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     verdict = sample.labels["verdict"]
                     counts[verdict] = counts.get(verdict, 0.0) + sample.value
+    return counts
+
+
+def policy_rule_counts() -> dict[str, float]:
+    """File requests refused per rule, summed over every worker (blocking: a thread)."""
+    counts: dict[str, float] = {}
+    for family in registry().collect():
+        if family.name == PREFIX + "policy_refusals":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    rule = sample.labels["rule"]
+                    counts[rule] = counts.get(rule, 0.0) + sample.value
     return counts
 
 

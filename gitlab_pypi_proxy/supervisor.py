@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from gitlab_pypi_proxy.internals.spawning import interpreter_flags, without_resource_tracker
 
 ENV = "GITLAB_PYPI_PROXY_SUPERVISOR"
+PID_ENV = "GITLAB_PYPI_PROXY_SUPERVISOR_PID"  # its workers find it here (the status page)
 STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
 
 
@@ -58,6 +59,7 @@ def remove_on_stop(runtime: Path) -> None:
 
 def main() -> None:
     settings = json.loads(os.environ.pop(ENV))
+    os.environ[PID_ENV] = str(os.getpid())  # the workers inherit it
     runtime = Path(settings["runtime"])
     remove_on_stop(runtime)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # the workers inherit the mask: never keep it

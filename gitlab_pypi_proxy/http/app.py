@@ -24,6 +24,7 @@ from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.errors import (
     BadRequest,
     FileNotFoundUpstream,
+    Forbidden,
     NotAcceptable,
     NotAsListed,
     NotFound,
@@ -32,7 +33,7 @@ from gitlab_pypi_proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from gitlab_pypi_proxy.http import audit
+from gitlab_pypi_proxy.http import audit, operator
 from gitlab_pypi_proxy.http.access import AccessControl, identity_of
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
@@ -45,6 +46,8 @@ from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.serialize import JSON_API, Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
+from gitlab_pypi_proxy.index.base import Index
+from gitlab_pypi_proxy.index.views import View
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
@@ -61,9 +64,35 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+def view_of(request: Request) -> View | None:
+    """The view the request's path is under (`/<view>/simple/...`), or None at the root."""
+    name = request.path_params.get("view")
+    if name is None:
+        return None
+    view = services(request).composed.views.get(name)
+    if view is None:
+        raise NotFound(f"no view named {name}")
+    return view
+
+
+def index_of(request: Request) -> Index:
+    """The index the request's path reads: a view's, or the one over every source."""
+    view = view_of(request)
+    return services(request).composed.index if view is None else view.index
+
+
 def allowed_sources(request: Request) -> frozenset[str] | None:
-    """The source names this request may read; None means every source."""
-    return identity_of(request.scope).readable
+    """The source names this request may read; None means every source. Under a view, those of
+    the view the reader may read (raises Forbidden when that is none)."""
+    identity = identity_of(request.scope)
+    view = view_of(request)
+    if view is None:
+        return identity.readable
+    allowed = view.readable(identity.readable)
+    if not allowed:
+        who = f"user {identity.user}" if identity.user else "these credentials"
+        raise Forbidden(f"{who} may not read any source of view {view.name}")
+    return allowed
 
 
 def redirect(location: str) -> Response:
@@ -101,7 +130,8 @@ async def index_response(
         raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
     memo: PageMemo = request.app.state.memo
     allowed = allowed_sources(request)
-    key = memo_key(what, media, allowed)
+    view = view_of(request)
+    key = memo_key(what, media, allowed, view.name if view else "")
     generation = memo.generation()  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
@@ -115,7 +145,7 @@ async def index_response(
 
 
 async def simple_root(request: Request) -> Response:
-    return await index_response(request, "/", services(request).composed.index.project_list)
+    return await index_response(request, "/", index_of(request).project_list)
 
 
 async def project_page(request: Request) -> Response:
@@ -124,7 +154,7 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    index = services(request).composed.index
+    index = index_of(request)
     return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
 
 
@@ -136,14 +166,16 @@ async def json_api(request: Request) -> Response:
     svc = services(request)
     memo: PageMemo = request.app.state.memo
     allowed = allowed_sources(request)
+    view, index = view_of(request), index_of(request)
     base = mask_userinfo(str(request.base_url))  # built from the client's Host header
-    key = memo_key(memo_what(base, name, version), JSON_API, allowed)
+    base += f"{view.name}/" if view else ""  # its files under the view, with its read check
+    key = memo_key(memo_what(base, name, version), JSON_API, allowed, view.name if view else "")
     generation = memo.generation()  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
     if rendered is not None:
         return page_response(request, rendered, stale=False)
-    page = await svc.composed.index.project_page(name, allowed)  # NotFound, Unavailable, Offline
-    readers = Readers(svc.composed.index, svc.composed.metadata, svc.advisories)
+    page = await index.project_page(name, allowed)  # NotFound, Unavailable, Offline
+    readers = Readers(index, svc.composed.metadata, svc.advisories)
     rendered = await document(readers, page, version, base, allowed)
     if not page.stale:
         memo.put(key, rendered, page.fresh_until, generation)
@@ -155,11 +187,10 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     if not is_sha256(sha256):
         raise BadRequest("the file URL must hold a lowercase hex sha256")
     validate_filename(filename)
-    svc = services(request)
     allowed = allowed_sources(request)
     # Every byte derived from a file (the file, its sidecars) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
-    await svc.composed.index.check_file(sha256, filename, allowed)
+    await index_of(request).check_file(sha256, filename, allowed)
     if filename.endswith(".metadata"):
         return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     if filename.endswith(".provenance"):
@@ -402,6 +433,12 @@ def create_app(config: Config) -> Starlette:
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        # the operator API (gitlab_pypi_proxy.http.operator)
+        Route("/-/refresh/{name}", operator.refresh, methods=["POST"]),
+        Route("/-/files/{sha256}", operator.purge, methods=["DELETE"]),
+        Route("/-/yank/{name}/{version}", operator.yank, methods=["PUT"]),
+        Route("/-/yank/{name}/{version}", operator.unyank, methods=["DELETE"]),
+        Route("/-/projects", operator.projects, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
     # /legacy/ is PyPI's; `/` is the index URL without /simple/ (GitLab, Nexus, Artifactory).
@@ -410,6 +447,17 @@ def create_app(config: Config) -> Starlette:
             routes.append(Route(path, upload, methods=["POST", "PUT"]))
             routes.append(Route(path, upload_help, methods=["GET", "HEAD"]))
     routes.append(Route("/", upload, methods=["POST", "PUT"]))
+    # [[views]]: the index over some sources, at /<view>/simple/, its files and its JSON API
+    # under /<view>/ too (names the routes above take are refused as view names)
+    routes += [
+        Route("/{view}/simple", redirect_root, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/{name}/", project_page, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/{name}", project_page, methods=["GET", "HEAD"]),
+        Route("/{view}/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/{view}/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
+        Route("/{view}/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
+    ]
     server = config.server
     # Outermost first: the request's id and its log line (every answer carries the id, the log
     # sees 401s too), the real client and path, then access. Innermost, memo hits answered

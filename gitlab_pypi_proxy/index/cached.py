@@ -130,6 +130,27 @@ class CachedSource:
     async def page(self, name: str) -> Answer[ProjectPage | None]:
         """The source's page of normalized `name` (None: it does not have it)."""
         remembered: list[ProjectPage] = []
+        load = self._page_loader(name, remembered)
+        answer: Answer[ProjectPage | None] = await self.fetch(PageKey(self.name, name), load)
+        if remembered:  # the source finds a file by its digest meanwhile: off the client's time
+            self.tasks.spawn(self.locations.remember(remembered[0].files))
+        return answer
+
+    async def refresh(self, name: str) -> ProjectPage | None:
+        """The source's page of normalized `name` asked now, whatever is kept, and kept in its
+        place. Raises what the upstream raises (SourceUnavailable, ...): what was kept stays."""
+        remembered: list[ProjectPage] = []
+        page = await self._page_loader(name, remembered)()
+        await self.store.put(PageKey(self.name, name).raw, Entry(page, time.time()))
+        if remembered:
+            await self.locations.remember(remembered[0].files)
+        return page
+
+    def _page_loader(
+        self, name: str, remembered: list[ProjectPage]
+    ) -> Callable[[], Awaitable[ProjectPage | None]]:
+        """Loads the page of `name`; where its files are is remembered at once for a source
+        that serves only what its pages list, else the page is put in `remembered`."""
 
         async def load() -> ProjectPage | None:
             page = await self.source.project_page(name)
@@ -141,10 +162,7 @@ class CachedSource:
                     remembered.append(page)
             return page
 
-        answer: Answer[ProjectPage | None] = await self.fetch(PageKey(self.name, name), load)
-        if remembered:  # the source finds a file by its digest meanwhile: off the client's time
-            self.tasks.spawn(self.locations.remember(remembered[0].files))
-        return answer
+        return load
 
     async def names(self) -> Answer[frozenset[str]]:
         """Every name the source holds."""

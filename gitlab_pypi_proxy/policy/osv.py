@@ -62,6 +62,7 @@ _EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 _ZERO = Version("0")  # stands in for introduced "0" when sorting; never compared with a query
 # Which id leads a group of advisories that alias each other (the rest go in parentheses).
 _LEAD_PREFIXES = ("GHSA-", "PYSEC-", "MAL-")
+MALICIOUS = "MAL-"  # OSV's malicious-package records (the OpenSSF malicious-packages feed)
 
 
 class OsvError(Exception):
@@ -78,6 +79,11 @@ class Advisory:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lead", min(map(_lead_rank, (self.id, *self.aliases))))
+
+    @property
+    def malicious_id(self) -> str | None:
+        """The OSV malicious-package id (`MAL-...`) this advisory is or aliases, if any."""
+        return next((i for i in (self.id, *self.aliases) if i.startswith(MALICIOUS)), None)
 
 
 @dataclass
@@ -162,6 +168,12 @@ class VulnerabilityIndex:
                         found[i][entry.advisory] = None
         return {texts[i]: tuple(hits) for i, hits in enumerate(found) if hits}
 
+    def malicious(self, name: str, versions: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Of `versions` of project `name`, those a malicious-package advisory affects, with
+        those advisories' MAL- ids."""
+        found = {v: malicious_ids(a) for v, a in self.affected(name, versions).items()}
+        return {v: ids for v, ids in found.items() if ids}
+
     def advisories(self, name: str, version: str) -> tuple[Advisory, ...]:
         """The advisories that affect `name==version`, in file order."""
         return self.affected(name, (version,)).get(version, ())
@@ -186,6 +198,11 @@ class VulnerabilityIndex:
         """The yank reason for `name==version`, or None when no advisory affects it."""
         found = self.advisories(name, version)
         return reason(found) if found else None
+
+
+def malicious_ids(advisories: Iterable[Advisory]) -> tuple[str, ...]:
+    """The MAL- ids among `advisories` (each advisory's own or an alias), in order."""
+    return tuple(dict.fromkeys(i for a in advisories if (i := a.malicious_id)))
 
 
 def reason(advisories: Iterable[Advisory], most: int = REASON_GROUPS) -> str:

@@ -42,6 +42,13 @@ class BlobStats:
     misses: int = 0
 
 
+@dataclass(frozen=True)
+class BlobEntry:
+    sha256: str
+    size: int
+    used: float  # when a client was last served it (Unix time); a bucket: when it was stored
+
+
 class Blob(Protocol):
     """An open blob: reading it is safe even if it is deleted meanwhile."""
 
@@ -103,6 +110,10 @@ class BlobStore(Protocol):
 
     def digests(self) -> Iterator[str]:
         """The sha256 of every blob held (blocking)."""
+        ...
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """Every blob held, with its size and last use (blocking)."""
         ...
 
     def stats(self) -> BlobStats:

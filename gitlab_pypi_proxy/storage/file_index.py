@@ -118,6 +118,10 @@ class FileIndex:
         totals = self._totals()
         return totals["files"], totals["bytes"], oldest, newest
 
+    def rows(self) -> list[tuple[str, int, float]]:
+        """(sha256, size, access time) of every entry."""
+        return self._sql("SELECT sha256, size, access_time FROM files").fetchall()
+
     def counters(self) -> tuple[int, int]:
         """(hits, misses) as written by every process so far."""
         totals = self._totals()

@@ -38,7 +38,7 @@ from typing import Any
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TaskSet, TTLMemo
 from gitlab_pypi_proxy.storage import usage
-from gitlab_pypi_proxy.storage.blobs import BlobStats, CacheUnwritable, Spool
+from gitlab_pypi_proxy.storage.blobs import BlobEntry, BlobStats, CacheUnwritable, Spool
 from gitlab_pypi_proxy.storage.cached_file import (
     SERVE_CHUNK,
     CachedFile,
@@ -202,6 +202,11 @@ class LocalBlobStore:
 
     def digests(self) -> Iterator[str]:
         return iter(self._index.digests())
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """Last use as the access times written so far (each worker writes its own within
+        seconds)."""
+        return (BlobEntry(key, size, used) for key, size, used in self._index.rows())
 
     def delete(self, sha256: str) -> None:
         self._verified.pop(sha256, None)

@@ -68,6 +68,13 @@ class MetadataStore:
             entry = self._unkept.get(key)
         return entry[1] if entry is not None else None
 
+    async def drop(self, sources: Iterable[str], file_sha256: str) -> None:
+        """Forget the metadata of the file with that digest, as any of `sources` read it."""
+        keys = [(source, file_sha256) for source in sources]
+        for key in keys:
+            self._unkept.pop(key, None)
+        await asyncio.to_thread(lambda: [self._disk.delete(key) for key in keys])
+
     async def put(self, source: str, file_sha256: str, metadata: bytes) -> str:
         """Keep `metadata`, read from `source`'s bytes of the file; returns its sha256."""
         digest = hashlib.sha256(metadata).hexdigest()

@@ -36,7 +36,7 @@ import redis.asyncio
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, ProcessValue
-from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.local_coordinator import VALUE_BYTES, LocalCoordinator
 
 log = logging.getLogger("proxy.storage")
 
@@ -286,10 +286,11 @@ class RedisCoordinator:
 
     # --- shared values ------------------------------------------------------------------------
 
-    def value(self, name: str) -> "RedisValue":
+    def value(self, name: str, size: int = VALUE_BYTES) -> "RedisValue":
         found = self._values.get(name)
         if found is None:
-            found = self._values[name] = RedisValue(self, VALUES + name, self.local.value(name))
+            local = self.local.value(name, size)
+            found = self._values[name] = RedisValue(self, VALUES + name, local)
         return found
 
     def clean(self) -> int:
@@ -328,6 +329,13 @@ class RedisValue:
         done = self.coordinator.call_now("updating a shared value", transaction)
         if done is None:
             return self.fallback.update(change)
+        return done[0]
+
+    def read(self) -> bytes | None:
+        sync = self.coordinator.sync
+        done = self.coordinator.call_now("reading a shared value", lambda: (sync.get(self.name),))
+        if done is None:
+            return self.fallback.read()
         return done[0]
 
     def close(self) -> None:

@@ -108,7 +108,10 @@ def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path
     headings = [h.get_text() for h in page.find_all("h2")]
     assert headings == [
         "State",
+        "Workers",
         "Sources",
+        "Views",
+        "Private names also on a public index",
         "Cache",
         "Supply-chain policy",
         "Recent uploads",
@@ -123,6 +126,13 @@ def test_status_page_in_headless_chromium(deployment: Deployment, tmp_path: Path
     assert "Version" in seen and "Up for" in seen and "proxy.toml" in seen
     assert "File hit ratio" in seen and "Index page hit ratio" in seen and "Evictions" in seen
     assert "none yet" in seen and "Failed uploads since start" in seen
+    # the supervisor (the pid serve was started as) and its two workers, each with its memory
+    workers = page.find("h2", string="Workers").find_next("table")
+    cells = [[td.get_text() for td in tr.find_all("td")] for tr in workers.find_all("tr")[1:]]
+    assert [c[0].split(" ")[0] for c in cells] == ["supervisor", "worker", "worker"]
+    assert cells[0][1] == str(deployment.proxy.process.pid)
+    assert all(c[2].endswith("MiB") for c in cells), cells
+    assert "2 worker(s) on this machine" in seen
     index = f"{deployment.root}simple/"
     snippets = {h3.get_text(): h3.find_next("pre").get_text() for h3 in page.find_all("h3")}
     assert f"index-url = {index}" in snippets["pip.conf (or PIP_INDEX_URL)"]
@@ -171,7 +181,7 @@ def test_pip_under_base_path_and_metrics_summed_over_workers(
     assert after[(prefix + "file_cache_entries", ())] >= 2
     status = BeautifulSoup(httpx2.get(deployment.root).text, "html.parser")
     cells = {tr.th.get_text(): tr.td.get_text() for tr in status.find_all("tr") if tr.th and tr.td}
-    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\)", cells["File hit ratio"])
+    assert re.fullmatch(r"\d+\.\d% \(\d+ of \d+\) since start", cells["File hit ratio"])
     assert cells["Files cached"].startswith(("2 ", "3 "))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gitlab_pypi_proxy.index.yanked import OperatorYanks
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
@@ -111,3 +112,29 @@ async def test_redis_down_costs_sharing_only(
     assert a.value("budget").update(lambda current: (b"1", current)) is None  # kept locally
     reachable, reason = a.reachable()
     assert not reachable and reason
+
+
+async def test_an_operators_yank_reaches_the_other_replica_and_outlives_both(
+    tmp_path: Path,
+    replicas: list[RedisCoordinator],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = replicas
+    on_a, on_b = OperatorYanks(a), OperatorYanks(b)
+    await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+    before = b.generation()
+    assert await on_b.current() == {}
+    await on_a.yank("acme-core", "1.1.0", "broken", "ops")
+    await async_wait_until(lambda: b.generation() != before, "b to hear of the yank", 20)
+    yanked = (await on_b.current())["acme-core"]
+    assert yanked["1.1"]["reason"] == "broken"  # versions compared in their canonical form
+    # a replica started later, with a directory of its own, reads it from Redis
+    later = RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / "c"))
+    try:
+        assert (await OperatorYanks(later).current())["acme-core"]["1.1"]["by"] == "ops"
+    finally:
+        later.close()
+    before = a.generation()
+    assert await on_b.unyank("acme-core", "1.1") is True
+    await async_wait_until(lambda: a.generation() != before, "a to hear of the unyank", 20)
+    assert await on_a.current() == {}
