@@ -48,6 +48,9 @@ class ProjectPage:
     status: str | None = None  # PEP 792 project status as the source says (None: not said)
     status_reason: str | None = None
     held_versions: frozenset[str] = frozenset()  # every file held by the policy: not in `versions`
+    # PEP 700 `versions` as the source lists them (a version may have no file left); None: the
+    # source lists none, and they are the versions in the file names
+    versions: tuple[str, ...] | None = None
 
     def __getstate__(self) -> list[Any]:
         return [getattr(self, f.name) for f in fields(self)]

@@ -81,15 +81,19 @@ def judge(
 ) -> Judged:
     """The page as the policy lets it be listed (pure; may take a while on a big page)."""
     if page.status == "quarantined":
-        return Judged(replace(page, files=()), len(page.files), 0)
+        return Judged(replace(page, files=(), versions=None), len(page.files), 0)
     versions = {f.filename: file_version(f.filename) for f in page.files}
+    listed = {v for v in versions.values() if v} | set(page.versions or ())
     reasons: dict[str, str] = {}
     if policy.vulnerable != "off":
-        reasons = advisories.index.reasons(page.name, {v for v in versions.values() if v})
+        reasons = advisories.index.reasons(page.name, listed)
     files: list[DistFile] = []
     held = yanked = 0
     until = page.fresh_until
+    # versions no file of which is listed as it is: left out of a source's own `versions` too
     held_versions: set[str] = set()
+    if policy.vulnerable == "hide":
+        held_versions |= {v for v in page.versions or () if v in reasons}
     served_versions: set[str] = set()
     for file in page.files:
         version = versions[file.filename] or ""
@@ -101,9 +105,10 @@ def judge(
             held += 1
             if verdict.until is not None:
                 until = min(until, verdict.until.timestamp())
-        if (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide"):
+        hidden = (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide")
+        (held_versions if verdict or hidden else served_versions).add(version)
+        if hidden:
             continue
-        (held_versions if verdict else served_versions).add(version)
         yanked += advisory is not None
         notes = [n for n in (verdict and verdict.reason, advisory) if n]
         if notes:

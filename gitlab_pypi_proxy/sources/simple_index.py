@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 import httpx2
+from packaging.version import InvalidVersion, Version
 
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
@@ -56,12 +57,30 @@ def _metadata_hash(value: object) -> str | None:
     return None
 
 
-Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status]
+# the files with their PEP 700 size and upload time, the PEP 792 status, the PEP 700 versions
+Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status, tuple[str, ...] | None]
+_MAX_VERSION = 128  # characters: a PEP 440 version is short; longer is not one
+
+
+def page_versions(value: object) -> tuple[str, ...] | None:
+    """PEP 700 `versions` as a page gives them: the valid PEP 440 ones, each once; None when the
+    page gives no list (its files' versions are listed then)."""
+    if not isinstance(value, list):
+        return None
+    kept: dict[str, None] = {}
+    for version in value:
+        if isinstance(version, str) and len(version) <= _MAX_VERSION:
+            try:
+                Version(version)
+            except InvalidVersion:
+                continue
+            kept[version] = None
+    return tuple(kept)
 
 
 def parse_json_page(text: str, page_url: str) -> Parsed:
     """The files of a PEP 691 project page, each with its PEP 700 size and upload time, and the
-    project's PEP 792 status."""
+    project's PEP 792 status and its PEP 700 versions."""
     document = json.loads(text)
     meta = document.get("meta") or {}
     raw = meta.get("project-status") if isinstance(meta, dict) else None
@@ -93,12 +112,12 @@ def parse_json_page(text: str, page_url: str) -> Parsed:
                 parse_time(entry.get("upload-time")),
             )
         )
-    return files, status
+    return files, status, page_versions(document.get("versions"))
 
 
 def _parse_html(text: str, page_url: str) -> Parsed:
     links, status = parse_project_document(text, page_url)
-    return [(link, None, None) for link in links], status
+    return [(link, None, None) for link in links], status, None
 
 
 def parse_json_names(text: str) -> frozenset[str]:
@@ -164,7 +183,7 @@ class SimpleIndexSource:
         page_url = str(response.url)
         try:
             parse = parse_json_page if _is_json(response) else _parse_html
-            parsed, status = await asyncio.to_thread(parse, response.text, page_url)
+            parsed, status, versions = await asyncio.to_thread(parse, response.text, page_url)
         except (ValueError, AttributeError, TypeError) as exc:
             raise SourceUnavailable(self.name, f"unreadable page ({type(exc).__name__})") from None
         files = []
@@ -192,6 +211,7 @@ class SimpleIndexSource:
             sources=(self.name,),
             status=status.status,
             status_reason=status.reason,
+            versions=versions,
         )
 
     async def project_names(self) -> frozenset[str]:
