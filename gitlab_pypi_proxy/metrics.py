@@ -111,6 +111,12 @@ UPSTREAM_STOPPED = Counter(
     "(a file arriving too slowly), busy (every connection of the source's share in use)",
     ["source", "bound"],
 )
+STALE_ANSWERS = Counter(
+    PREFIX + "stale_answers",
+    "Index answers (pages, project lists) served stale because their source could not answer, "
+    "by source; the outage itself is one log line when it begins and one when it ends",
+    ["source"],
+)
 EVICTIONS = Counter(PREFIX + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     PREFIX + "single_flight_joins",

@@ -273,7 +273,7 @@ class GitLabPages:
             # (answering "not here" would hand the name to a public index)
             host = host_port(response.request.url)
             reason = f"HTTP 401 from {host}: {self.api.refused_means}"
-            raise SourceUnavailable(self.api.name, reason)
+            raise SourceUnavailable(self.api.name, reason, reported=True)  # as the transport did
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None  # a listing asked early is dropped

@@ -260,6 +260,7 @@ class Upstream:
         self.observer.request_done(
             source, None, failure.reason, timeout=failure.timeout, upstream=host
         )
+        failure.reported = True
         return failure
 
     async def get(
@@ -296,8 +297,8 @@ class Upstream:
                 raise self._down(source, deadline_passed(source, host, self.bounds), host) from None
             except httpx2.HTTPError as exc:
                 raise self._failed(source, exc) from None
-        if response.status_code >= 500:
-            raise SourceUnavailable(source, f"HTTP {response.status_code}")
+        if response.status_code >= 500:  # reported as a failure by _answered
+            raise SourceUnavailable(source, f"HTTP {response.status_code}", reported=True)
         if (limited := _rate_limited(source, response)) is not None:
             raise limited
         return _whole(response, body)
@@ -378,7 +379,8 @@ class Upstream:
                     continue
                 try:
                     if response.status_code >= 500:
-                        raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                        status = response.status_code
+                        raise SourceUnavailable(source, f"HTTP {status}", reported=True)
                     if (limited := _rate_limited(source, response)) is not None:
                         raise limited
                     if response.status_code not in (200, 206):
