@@ -70,11 +70,14 @@ class ProjectList:
 @dataclass
 class FileStream:
     """A file being downloaded from an upstream: its announced size and its bytes, and the
-    source they come from (set by whoever chose that source: gitlab_pypi_proxy.index.files)."""
+    source they come from (set by whoever chose that source: gitlab_pypi_proxy.index.files).
+    `content_range`: the upstream's Content-Range when it answered a byte range with that range
+    alone (`size` is then the range's)."""
 
     size: int | None
     chunks: AsyncIterator[bytes]
     source: str | None = None
+    content_range: str | None = None
 
 
 def parse_time(value: object) -> datetime | None:

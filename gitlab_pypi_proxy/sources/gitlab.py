@@ -25,7 +25,7 @@ from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
 from gitlab_pypi_proxy.sources.simple_html import parse_project_page
-from gitlab_pypi_proxy.sources.upstream import Upstream, host_port
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream, content_range, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -200,16 +200,20 @@ class GitLabApi:
         )
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self.stream(file.url) as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else None
+        async with self.stream(file.url, headers=headers) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(
             lambda headers, method: self.stream(file.url, headers=headers, method=method)
         )
 

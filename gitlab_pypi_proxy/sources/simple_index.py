@@ -32,7 +32,7 @@ from gitlab_pypi_proxy.sources.simple_html import (
     parse_project_names,
     status_of,
 )
-from gitlab_pypi_proxy.sources.upstream import Request, Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Request, Upstream, content_range
 
 log = logging.getLogger("proxy.sources.simple_index")
 
@@ -239,8 +239,8 @@ class SimpleIndexSource:
 
         return request
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(self._request(file))
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(self._request(file))
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         request = self._request(file)
@@ -251,12 +251,16 @@ class SimpleIndexSource:
         return read
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self._request(file)({}, "GET") as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else {}
+        async with self._request(file)(headers, "GET") as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
     async def _small(self, url: str, what: str) -> bytes:
