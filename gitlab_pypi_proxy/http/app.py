@@ -36,9 +36,11 @@ from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
 from gitlab_pypi_proxy.http.file_responses import (
     FileBody,
+    accel_response,
     cached_response,
     exactly,
     file_headers,
+    not_modified,
     parse_range,
     partial_headers,
     requested_range,
@@ -205,6 +207,15 @@ async def cached_answer(
     cached = await svc.stores.blobs.open(sha256)
     if cached is None:
         return None
+    accel = svc.config.server.accel_redirect
+    if accel and not not_modified(request.headers, sha256):
+        path = await cached.local_path()  # its bytes hashed first, if not yet
+        if path is None:  # corrupt: dropped, fetched again
+            cached.close()
+            return None
+        metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, outcome, source)
+        return accel_response(cached, accel + path)
     metrics.FILE_HIT.inc()
     await audit.served(request, sha256, filename, outcome, source)
     return cached_response(cached, sha256, request.headers, request.method)

@@ -176,13 +176,28 @@ async def exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[by
         raise ValueError(f"the upstream sent {sent} of the {length} bytes of its range")
 
 
+def not_modified(request_headers: Any, sha256: str) -> bool:
+    """Does the client hold this file already (If-None-Match naming its ETag)?"""
+    return request_headers.get("if-none-match") in (f'"{sha256}"', "*")
+
+
+def accel_response(cached: Blob, location: str) -> FileBody:
+    """A cached file nginx in front sends itself from the cache directory (X-Accel-Redirect to
+    its internal `location`): the proxy's headers, nginx's body, ranges and HEAD. nginx keeps
+    Content-Type and Cache-Control of these; its internal location passes on the others."""
+    headers = file_headers(cached.sha256, 0, None, "HIT")
+    headers["x-accel-redirect"] = location
+    close = cached.close if cached.holds_resources else None
+    return FileBody(200, headers, None, label=cached.sha256, on_close=close)
+
+
 def cached_response(cached: Blob, sha256: str, request_headers: Any, method: str) -> FileBody:
     """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
     headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
     headers["accept-ranges"] = "bytes"
     # A small file was read whole at lookup: nothing left to close.
     close = cached.close if cached.holds_resources else None
-    if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
+    if not_modified(request_headers, sha256):
         headers.pop("content-length")
         return FileBody(304, headers, None, label=sha256, on_close=close)
     status, start, end = 200, 0, cached.size - 1
