@@ -1,4 +1,9 @@
-"""The command line. A bad config exits 2 with one line naming file and key, never a traceback."""
+"""The command line. A bad config exits 2 with one line naming file and key, never a traceback.
+
+Every command that reads a configuration takes it from `--config` or, without one, from the
+environment variable GITLAB_PYPI_PROXY_CONFIG (what a container image sets once for every
+command). `serve` also hands the resolved path to its workers in that same variable.
+"""
 
 import argparse
 import contextlib
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from gitlab_pypi_proxy.storage.stores import Leftovers, Stores
 
 CONFIG_ENV = "GITLAB_PYPI_PROXY_CONFIG"
+CONFIG_HELP = f"TOML configuration file (default: ${CONFIG_ENV})"
 OFFLINE_ENV = "GITLAB_PYPI_PROXY_OFFLINE"
 DESCRIPTION = (
     "A PyPI proxy and offline cache in front of GitLab's package registry: one index URL for "
@@ -30,7 +36,8 @@ DESCRIPTION = (
 EPILOG = (
     "Try it without a GitLab: `gitlab-pypi-proxy demo`. "
     "Check a configuration with `gitlab-pypi-proxy check-config --config FILE`, then run "
-    "`gitlab-pypi-proxy serve --config FILE`. Each command has its own --help."
+    "`gitlab-pypi-proxy serve --config FILE`; without --config, every command reads the file "
+    f"that ${CONFIG_ENV} names. Each command has its own --help."
 )
 
 
@@ -43,9 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="command", required=True, title="commands", metavar="COMMAND"
     )
     serve = commands.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", required=True, help="TOML configuration file")
+    serve.add_argument("--config", help=CONFIG_HELP)
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.add_argument(
+        "--port", type=_port_argument, help="port to listen on (default: [server] port)"
+    )
     serve.add_argument(
         "--workers",
         type=_workers_argument,
@@ -56,16 +65,16 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), help="log lines (default: [server] log_format)"
     )
     check = commands.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("--config", required=True, help="TOML configuration file")
+    check.add_argument("--config", help=CONFIG_HELP)
     cache = commands.add_parser("cache", help="inspect or check the cache").add_subparsers(
         dest="action", required=True
     )
     for action, text in (("stats", "entries and bytes"), ("verify", "rehash every file")):
-        cache.add_parser(action, help=text).add_argument("--config", required=True)
+        cache.add_parser(action, help=text).add_argument("--config", help=CONFIG_HELP)
     for action, text in (("export", "write a bundle"), ("import", "add a bundle, verified")):
         bundle = cache.add_parser(action, help=text)
         bundle.add_argument("bundle", help="the bundle, a .tar file")
-        bundle.add_argument("--config", required=True)
+        bundle.add_argument("--config", help=CONFIG_HELP)
     _prefetch_arguments(commands.add_parser("prefetch", help="fill the cache for offline builds"))
     demo = commands.add_parser(
         "demo", help="try the proxy without a GitLab: a GitLab double with sample packages"
@@ -73,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="the proxy's port (default 8080)")
     demo.add_argument("--directory", help="keep the demo's config and cache here (default: temp)")
     audit = commands.add_parser("audit", help="who received which files, when (the [audit] trail)")
-    audit.add_argument("--config", required=True, help="TOML configuration file")
+    audit.add_argument("--config", help=CONFIG_HELP)
     audit.add_argument("--package", help="NAME or NAME==VERSION")
     audit.add_argument("--sha256", help="the sha256 of one file")
     commands.add_parser(
@@ -84,10 +93,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
-    prefetch.add_argument("--config", required=True, help="TOML configuration file")
+    prefetch.add_argument("--config", help=CONFIG_HELP)
     add = prefetch.add_argument
     add("-r", "--requirements", action="append", default=[], help="requirements file (hashes)")
-    add("--lock", action="append", default=[], help="uv.lock or pylock.toml")
+    add(
+        "--lock",
+        action="append",
+        default=[],
+        help="uv.lock, pylock.toml, poetry.lock, pdm.lock or Pipfile.lock (by name or content)",
+    )
     add("--package", action="append", default=[], help="NAME or NAME==VERSION: all its files")
     add("--source", action="append", default=[], help="every package of this GitLab source")
     add("--latest", type=int, help="with --source: only the N newest versions of each name")
@@ -95,10 +109,18 @@ def _prefetch_arguments(prefetch: argparse.ArgumentParser) -> None:
 
 
 def _workers_argument(text: str) -> int | str:
+    from gitlab_pypi_proxy.workers import MAX_WORKERS
+
     if text == "auto":
         return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError('expected "auto" or a number of at least 1')
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f'expected "auto" or a number from 1 to {MAX_WORKERS}')
+    return int(text)
+
+
+def _port_argument(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535")
     return int(text)
 
 
@@ -122,6 +144,14 @@ def hash_password_command() -> int:
     return 0
 
 
+def config_path(argument: str | None) -> str:
+    """`--config`, else the environment's GITLAB_PYPI_PROXY_CONFIG."""
+    path = argument or os.environ.get(CONFIG_ENV, "").strip()
+    if not path:
+        raise ConfigError(f"no configuration: give --config FILE or set {CONFIG_ENV}")
+    return path
+
+
 def load_config(path: str, *, offline: bool = False) -> Config:
     config = load(path)
     if offline:
@@ -130,12 +160,15 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 
 def app_factory():  # type: ignore[no-untyped-def]
-    """The ASGI app for uvicorn's worker processes, configured from the environment."""
+    """The ASGI app for uvicorn's worker processes, configured from the environment, and the
+    request-head deadline of the worker's connections (uvicorn loads the app before it accepts
+    any)."""
     from gitlab_pypi_proxy.http.app import create_app
+    from gitlab_pypi_proxy.http.coalesced_writes import CoalescingHttpTools
 
-    return create_app(
-        load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
-    )
+    config = load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
+    CoalescingHttpTools.header_timeout = config.server.header_timeout
+    return create_app(config)
 
 
 def _private() -> None:
@@ -252,6 +285,19 @@ def _log_problems(config: Config) -> None:
 
     for problem in problems(config):
         logging.getLogger("proxy.cli").warning("%s", problem)
+
+
+def _raise_open_files_limit() -> None:
+    """Up to the hard limit, for this process and the workers it starts (they inherit it)."""
+    import logging
+
+    from gitlab_pypi_proxy.descriptors import raise_soft_limit
+
+    before, after = raise_soft_limit()
+    if after != before:
+        logging.getLogger("proxy.cli").info(
+            "open files limit (RLIMIT_NOFILE) raised from %d to %d", before, after
+        )
 
 
 def _clean_orphans(config: Config) -> None:
@@ -456,6 +502,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
     server = config.server
     log_config = logging_config(server.log_level, args.log_format or server.log_format)
     logging.config.dictConfig(log_config)
+    _raise_open_files_limit()
     _log_problems(config)
     _check_shared(config)
     _clean_orphans(config)
@@ -488,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args.port, Path(args.directory) if args.directory else None)
     try:
-        config = load_config(args.config, offline=getattr(args, "offline", False))
+        config = load_config(config_path(args.config), offline=getattr(args, "offline", False))
         if args.command == "check-config":
             return check_config_command(config)
         if args.command == "cache":

@@ -1,6 +1,12 @@
-"""TOML configuration → frozen dataclasses. Every error names the file, the key and the problem."""
+"""TOML configuration → frozen dataclasses. Every error names the file, the key and the problem.
+
+A value that loads must also run: every number is finite and within a stated range (a nan timeout,
+an overflowing size or 100,000 workers fail in `serve` only, as tracebacks), and every string that
+ends up in a header or a URL is checked for the characters that would break it there.
+"""
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -14,6 +20,7 @@ from gitlab_pypi_proxy.names import InvalidName, validate
 from gitlab_pypi_proxy.passwords import InvalidHash, parse_hash
 from gitlab_pypi_proxy.policy import rules
 from gitlab_pypi_proxy.redact import mask_userinfo
+from gitlab_pypi_proxy.workers import MAX_WORKERS
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -29,6 +36,12 @@ _DEFAULT_FILE_HOSTS = {
     "pypi.org": ("files.pythonhosted.org",),
     "test.pypi.org": ("test-files.pythonhosted.org",),
 }
+MAX_SIZE = 2**50  # 1024 TiB: any larger size is a typo, and would overflow SQLite's integers
+_HOUR, _DAY, _YEAR = 3600, 86400, 365 * 86400
+_MILLION = 10**6
+# A realm is a quoted string in a header: visible ASCII and spaces, no quote or backslash.
+_REALM = re.compile(r"[ !#-\[\]-~]{1,200}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -45,6 +58,7 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-* count
     base_path: str = ""  # "/pypi" to serve under a path prefix; "" for the root
     graceful_shutdown: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
+    header_timeout: float = 30.0  # seconds a client has to send a whole request head
     # nginx in front sends cached files itself: X-Accel-Redirect to <prefix><path under files/>
     accel_redirect: str = ""
 
@@ -165,14 +179,18 @@ class Config:
 
 
 def parse_size(text: str | int) -> int:
-    """'20GiB' → bytes. Raises ValueError for anything else."""
+    """'20GiB' → bytes, at most MAX_SIZE. Raises ValueError for anything else."""
     if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 500MiB, 20GiB)")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[(unit or "B").upper()])
+        size: float = text
+    else:
+        match = _SIZE.match(str(text))
+        if not match:
+            raise ValueError(f"not a size: {text!r} (use e.g. 500MiB, 20GiB)")
+        number, unit = match.groups()
+        size = float(number) * _UNITS[(unit or "B").upper()]  # inf for 400 digits: refused below
+    if size > MAX_SIZE:
+        raise ValueError("more than the largest size, 1024TiB")
+    return int(size)
 
 
 class _Reader:
@@ -199,18 +217,38 @@ class _Reader:
         value = self._get(key, str, default, "a string")
         if isinstance(value, str):
             value = self._expand(key, value, optional=secret)
+        if isinstance(value, str) and "\0" in value:
+            raise self.error(key, "must not hold a NUL character")
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def token(self, key: str) -> str | None:
+        """A secret sent to GitLab: unset or empty is None. Never named in an error."""
+        value = self.string(key, secret=True) or None
+        if value is not None and (not value.isprintable() or " " in value):
+            raise self.error(
+                key,
+                "holds whitespace or a control character (a newline at the end of an "
+                "environment variable or a secret file?)",
+            )
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int = 0, maximum: int) -> int:
         value = self._get(key, int, default, "an integer")
         if value < minimum:
             raise self.error(key, f"must be at least {minimum}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum}")
         return int(value)
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float, *, maximum: float) -> float:
+        """A positive, finite number of seconds, at most `maximum`."""
         value = self._get(key, (int, float), default, "a number")
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value}")
         if value <= 0:
             raise self.error(key, "must be positive")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum:g} seconds")
         return float(value)
 
     def size(self, key: str, default: str, *, minimum: int = 0) -> int:
@@ -260,8 +298,14 @@ class _Reader:
 
 def _http_url(reader: _Reader, key: str, value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not value.isprintable():
         raise reader.error(key, f"expected an http(s) URL, got {mask_userinfo(value)!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise reader.error(key, f"not a port number in {mask_userinfo(value)!r}") from None
+    if " " in value:
+        raise reader.error(key, f"a URL holds no spaces (%20): {mask_userinfo(value)!r}")
     return value.rstrip("/")
 
 
@@ -276,6 +320,7 @@ def _server(r: _Reader) -> ServerConfig:
             "trusted_proxies",
             "base_path",
             "graceful_shutdown",
+            "header_timeout",
             "accel_redirect",
         }
     )
@@ -285,9 +330,10 @@ def _server(r: _Reader) -> ServerConfig:
     log_format = r.string("log_format", "text").lower()
     if log_format not in ("text", "json"):
         raise r.error("log_format", "expected text or json")
-    port = r.integer("port", 8080)
-    if port > 65535:
-        raise r.error("port", "must be at most 65535")
+    port = r.integer("port", 8080, maximum=65535)
+    host = r.string("host", "127.0.0.1")
+    if not _is_host(host):
+        raise r.error("host", f"expected an IP address or a host name, got {host!r}")
     trusted = r.strings("trusted_proxies", frozenset())
     for entry in sorted(trusted):
         try:
@@ -307,16 +353,26 @@ def _server(r: _Reader) -> ServerConfig:
             "accel_redirect", 'expected an internal location\'s prefix, such as "/_cached/"'
         )
     return ServerConfig(
-        host=r.string("host", "127.0.0.1"),
+        host=host,
         port=port,
         workers=_workers(r),
         log_level=level,
         log_format=log_format,
         trusted_proxies=tuple(sorted(trusted)),
         base_path=base_path.rstrip("/"),
-        graceful_shutdown=r.number("graceful_shutdown", 30.0),
+        graceful_shutdown=r.number("graceful_shutdown", 30.0, maximum=_HOUR),
+        header_timeout=r.number("header_timeout", 30.0, maximum=_HOUR),
         accel_redirect=accel,
     )
+
+
+def _is_host(host: str) -> bool:
+    """An address to listen on: an IP address or a name such as localhost."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOST.fullmatch(host) is not None and ".." not in host
 
 
 def _workers(r: _Reader) -> int | str:
@@ -325,7 +381,7 @@ def _workers(r: _Reader) -> int | str:
         return "auto"
     if isinstance(value, str):
         raise r.error("workers", f'expected "auto" or a number, got {value!r}')
-    return r.integer("workers", 1, minimum=1)
+    return r.integer("workers", 1, minimum=1, maximum=MAX_WORKERS)
 
 
 def _cache(r: _Reader, base: Path) -> CacheConfig:
@@ -334,13 +390,13 @@ def _cache(r: _Reader, base: Path) -> CacheConfig:
         | {"max_page_size"}
     )
     directory = Path(r.string("directory", "./cache")).expanduser()
-    index_ttl = r.integer("index_ttl", 300)
+    index_ttl = r.integer("index_ttl", 300, maximum=_YEAR)
     return CacheConfig(
         directory=directory if directory.is_absolute() else base / directory,
         max_size=r.size("max_size", "20GiB"),
         index_ttl=index_ttl,
         offline=r.boolean("offline", False),
-        negative_ttl=r.integer("negative_ttl", index_ttl),
+        negative_ttl=r.integer("negative_ttl", index_ttl, maximum=_YEAR),
         warm_dependencies=r.boolean("warm_dependencies", True),
         max_page_size=r.size("max_page_size", "64MiB", minimum=2**20),
     )
@@ -357,11 +413,13 @@ def _gitlab(r: _Reader, needed: bool) -> GitLabConfig:
         return GitLabConfig()
     return GitLabConfig(
         url=_http_url(r, "url", url),
-        token=r.string("token", secret=True) or None,
+        token=r.token("token"),
         username=r.string("username", "gitlab-pypi-proxy"),
-        timeout=r.number("timeout", 30.0),
-        upload_timeout=r.number("upload_timeout", 300.0),
-        max_requests_per_minute=r.integer("max_requests_per_minute", 1000, minimum=1),
+        timeout=r.number("timeout", 30.0, maximum=_HOUR),
+        upload_timeout=r.number("upload_timeout", 300.0, maximum=_DAY),
+        max_requests_per_minute=r.integer(
+            "max_requests_per_minute", 1000, minimum=1, maximum=_MILLION
+        ),
     )
 
 
@@ -494,6 +552,10 @@ def _user(r: _Reader, source_names: set[str]) -> UserConfig:
     name = r.string("name")
     if not name:
         raise r.error("name", "required")
+    if ":" in name:
+        raise r.error("name", f"{name!r} can never log in: Basic credentials end it at the ':'")
+    if not name.isprintable():
+        raise r.error("name", f"{name!r} holds a control character")
     password, password_hash = r.string("password"), r.string("password_hash")
     if (password is None) == (password_hash is None):
         raise r.error("password", f"user {name!r} needs exactly one of password, password_hash")
@@ -513,7 +575,7 @@ def _user(r: _Reader, source_names: set[str]) -> UserConfig:
         password_hash=password_hash,
         read=read,
         upload=upload,
-        gitlab_token=r.string("gitlab_token", secret=True),
+        gitlab_token=r.token("gitlab_token"),
     )
 
 
@@ -547,11 +609,20 @@ def load(path: str | Path) -> Config:
     unknown = sorted(operators - {u.name for u in users})
     if unknown:
         raise auth_r.error("operators", f"no [[users]] entry named {unknown[0]!r}")
+    realm = auth_r.string("realm", "gitlab-pypi-proxy")
+    if not _REALM.fullmatch(realm):
+        raise auth_r.error(
+            "realm",
+            'expected 1 to 200 ASCII letters, digits, spaces or punctuation other than " and \\ '
+            "(it is sent in the WWW-Authenticate header)",
+        )
     auth = AuthConfig(
         anonymous_read=auth_r.boolean("anonymous_read", True),
         passthrough=auth_r.boolean("passthrough", False),
-        realm=auth_r.string("realm", "gitlab-pypi-proxy"),
-        failed_logins_per_minute=auth_r.integer("failed_logins_per_minute", 30, minimum=1),
+        realm=realm,
+        failed_logins_per_minute=auth_r.integer(
+            "failed_logins_per_minute", 30, minimum=1, maximum=_MILLION
+        ),
         operators=operators,
     )
     upload_r = root.table_at("upload")

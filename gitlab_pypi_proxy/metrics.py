@@ -117,6 +117,15 @@ STALE_ANSWERS = Counter(
     "by source; the outage itself is one log line when it begins and one when it ends",
     ["source"],
 )
+REQUEST_HEAD_TIMEOUTS = Counter(
+    PREFIX + "request_head_timeouts",
+    "Client connections closed for sending no whole request head within [server] header_timeout",
+)
+DESCRIPTORS_EXHAUSTED = Gauge(
+    PREFIX + "descriptors_exhausted",
+    "1 while a worker has no file descriptor left (RLIMIT_NOFILE): new connections are dropped",
+    multiprocess_mode="livemax",
+)
 EVICTIONS = Counter(PREFIX + "cache_evictions", "Files evicted from the file cache past max_size")
 JOINS = Counter(
     PREFIX + "single_flight_joins",

@@ -26,6 +26,7 @@ from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
 from gitlab_pypi_proxy.index.files import FileFinder
 from gitlab_pypi_proxy.index.merged import Merged
 from gitlab_pypi_proxy.index.metadata import Annotated, WithDetails
+from gitlab_pypi_proxy.index.name_poll import NamePoll, configured_interval
 from gitlab_pypi_proxy.index.policy import Guarded, NameRules
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
 from gitlab_pypi_proxy.index.provenance import Provenances
@@ -114,6 +115,7 @@ def compose(
         stores.locations,
         shadows,
         allow_public=allow_public,
+        generation=stores.coordinator.generation,
     )
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None
@@ -169,6 +171,7 @@ class Services:
     details_store: DetailsStore
     advisories: Advisories
     audit: AuditTrail | None
+    name_poll: NamePoll  # names published straight to GitLab (started by `warm`)
 
     @classmethod
     def start(cls, config: Config, *, patient: bool = False) -> "Services":
@@ -189,9 +192,7 @@ class Services:
         )
         details_store = DetailsStore(directory)
         changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
-        context = Context(
-            upstream, config.gitlab, budget, details_store, changed, config.cache.index_ttl
-        )
+        context = Context(upstream, config.gitlab, budget, details_store, changed)
         sources = [KINDS[s.kind](s, context) for s in config.sources]
         owned = [s for s in config.sources if s.is_gitlab]
         cache = config.cache
@@ -216,6 +217,17 @@ class Services:
             frozenset(p.source.name for p in sources if not p.owns_names),
         )
         uploads = RecentUploads(directory)
+
+        async def published(source: str, names: frozenset[str]) -> None:
+            await forget(stores.pages, [source], *names)
+
+        name_poll = NamePoll(
+            {p.source.name: p.watched for p in sources if p.watched is not None},
+            stores.coordinator.value,
+            stores.pages,
+            published,
+            interval=configured_interval(),
+        )
         metrics.forget_dead_workers()
         return cls(
             config,
@@ -230,6 +242,7 @@ class Services:
             details_store,
             advisories,
             audit_trail(config.guard.audit),
+            name_poll,
         )
 
     @property
@@ -251,13 +264,12 @@ class Services:
         await forget(self.stores.pages, owners, name)
 
     def warm(self) -> None:
-        """Start what the sources keep warm while this worker serves (their root indexes);
-        nothing offline, which never contacts an upstream."""
+        """Start what this worker does while it serves: the shared poll of the GitLab sources
+        for names published to them (which also keeps each project's root index), from its
+        first index page; nothing offline, which never contacts an upstream."""
         if self.config.cache.offline:
             return
-        for parts in self.sources:
-            if parts.warm is not None:
-                parts.warm.start()
+        self.name_poll.start()
 
     async def start_guard(self) -> None:
         """Read the OSV export (raises OsvError when it cannot be read) and open the audit
@@ -272,15 +284,13 @@ class Services:
             await self.stores.coordinator.changed()
 
     async def stop(self) -> None:
+        await self.name_poll.close()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         self.auth.close()
         await self.composed.close()
         for details in self.details():
             await details.close()
-        for parts in self.sources:
-            if parts.warm is not None:
-                await parts.warm.close()
         await self.upstream.aclose()
         if self.composed.provenances is not None:
             self.composed.provenances.store.close()

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 MAX_AUTO = 8  # past this, the workers mostly wait on each other's SQLite writes
+MAX_WORKERS = 64  # the most `[server] workers` may ask for: 5 GiB of workers, all contending
 MEMORY_PER_WORKER = 256 * 2**20  # a worker at its peak, and room for what it streams and spools
 _CGROUP = Path("/sys/fs/cgroup")
 

@@ -4,11 +4,13 @@ end-to-end tests."""
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
 
+from gitlab_pypi_proxy.cli import CONFIG_ENV
 from gitlab_pypi_proxy.demo.server import free_port
 from tests.waiting import wait_until
 
@@ -97,29 +99,37 @@ class ProxyProcess:
 
 
 def start_proxy(
-    config: Path, *args: str, env: dict[str, str] | None = None, config_workers: bool = False
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    config_workers: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
+    config_from_env: bool = False,
+    port: int | None = None,
 ) -> ProxyProcess:
     """Start the proxy and wait (bounded) until it answers its own /healthz: with one worker,
-    unless `args` say otherwise or `config_workers` leaves it to the configuration."""
-    port = free_port()
+    unless `args` say otherwise or `config_workers` leaves it to the configuration; the config
+    named by --config, or by GITLAB_PYPI_PROXY_CONFIG alone with `config_from_env`.
+    `preexec_fn` runs in the child before the proxy starts (its resource limits, say)."""
+    port = port or free_port()
     log_path = config.parent / f"proxy-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gitlab_pypi_proxy",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-    ]
+    command = [sys.executable, "-m", "gitlab_pypi_proxy", "serve"]
+    if config_from_env:
+        env = {**(env or {}), CONFIG_ENV: str(config)}
+    else:
+        command += ["--config", str(config)]
+    command += ["--port", str(port)]
     if "--workers" not in args and not config_workers:
         # one worker, as these tests were written for; the default ("auto") is tested on its own
         command += ["--workers", "1"]
     command += list(args)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
     proxy = ProxyProcess(f"http://127.0.0.1:{port}", process, log_path, command)
 

@@ -1,5 +1,5 @@
 """Serve an ASGI app with uvicorn on a loopback port in a background thread: the demo's GitLab
-double, and the tests' doubles (tests/servers.py)."""
+double, and the tests' doubles (tests/servers.py), over HTTPS when given a certificate."""
 
 import socket
 import threading
@@ -33,8 +33,16 @@ class Server:
 
 
 @contextmanager
-def serve(app: object, *, host: str = "127.0.0.1", http: str = "auto") -> Iterator[Server]:
+def serve(
+    app: object,
+    *,
+    host: str = "127.0.0.1",
+    http: str = "auto",
+    certificate: tuple[str, str] | None = None,
+) -> Iterator[Server]:
+    """`certificate`: (certificate chain file, key file), both PEM, to serve HTTPS."""
     port = free_port()
+    certfile, keyfile = certificate or (None, None)
     config = uvicorn.Config(
         app,
         host=host,
@@ -43,6 +51,8 @@ def serve(app: object, *, host: str = "127.0.0.1", http: str = "auto") -> Iterat
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=1,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
@@ -53,7 +63,8 @@ def serve(app: object, *, host: str = "127.0.0.1", http: str = "auto") -> Iterat
             server.should_exit = True
             raise RuntimeError(f"the server on port {port} did not start")
         time.sleep(0.02)
-    running = Server(f"http://{host}:{port}", port, server, thread)
+    scheme = "https" if certificate else "http"
+    running = Server(f"{scheme}://{host}:{port}", port, server, thread)
     try:
         yield running
     finally:

@@ -1,4 +1,4 @@
-"""Access control in front of the routes: every /simple, /files and /upload request gets an
+"""Access control in front of the routes: every /simple, /files request and every upload gets an
 Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
 `[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
 
@@ -18,12 +18,18 @@ from gitlab_pypi_proxy.errors import (
     response,
 )
 
-_GUARDED = ("/simple", "/files/", "/upload")
+_GUARDED = ("/simple", "/files/")
+_UPLOADS = ("/upload", "/legacy")  # and `/`: the index URL without /simple/, as GitLab's is
 _OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
 
 
 def identity_of(scope: Scope) -> Identity:
     return scope.get("identity", ANONYMOUS)
+
+
+def is_upload(path: str, method: str) -> bool:
+    """A POST or PUT to an upload URL. A GET there is only told how to upload (no credentials)."""
+    return method in ("POST", "PUT") and (path == "/" or path.startswith(_UPLOADS))
 
 
 class AccessControl:
@@ -38,10 +44,10 @@ class AccessControl:
         path = get_route_path(scope)
         auth: Authenticator = scope["app"].state.services.auth
         operator = path in _OPERATORS and bool(auth.config.operators)
+        upload = is_upload(path, scope["method"])
         # The status page at / names sources and recent uploads: guarded like the index.
-        if not (operator or path.startswith(_GUARDED) or path == "/"):
+        if not (operator or upload or path.startswith(_GUARDED) or path == "/"):
             return await self.app(scope, receive, send)
-        upload = path.startswith("/upload")
         if auth.config.anonymous_read and not (upload or operator):
             return await self.app(scope, receive, send)  # the fast path: identity is ANONYMOUS
         header = None

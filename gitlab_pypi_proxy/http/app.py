@@ -19,6 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 from gitlab_pypi_proxy import errors, metrics
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.config import Config
+from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.errors import (
     BadRequest,
     FileNotFoundUpstream,
@@ -53,7 +54,7 @@ from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
 from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
-from gitlab_pypi_proxy.http.upload import upload
+from gitlab_pypi_proxy.http.upload import upload, upload_help
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
@@ -113,6 +114,7 @@ async def index_response(
     rendered = memo.get(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
         return page_response(request, rendered, stale=False)
+    services(request).name_poll.asked()
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
     rendered = await asyncio.to_thread(render, answer, media)
     if not answer.stale:
@@ -475,12 +477,14 @@ def create_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
         app.state.memo = PageMemo(services.stores.coordinator)
+        DESCRIPTORS.start(asyncio.get_running_loop())
         try:
             await start_guard(services)
             services.warm()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
+            DESCRIPTORS.stop()
             await app.state.services.stop()
 
     routes = [
@@ -495,8 +499,12 @@ def create_app(config: Config) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
-    for path in ("/upload", "/upload/", "/upload/{source}", "/upload/{source}/"):
-        routes.append(Route(path, upload, methods=["POST", "PUT"]))
+    # /legacy/ is PyPI's; `/` is the index URL without /simple/ (GitLab, Nexus, Artifactory).
+    for prefix in ("/upload", "/legacy"):
+        for path in (prefix, f"{prefix}/", f"{prefix}/{{source}}", f"{prefix}/{{source}}/"):
+            routes.append(Route(path, upload, methods=["POST", "PUT"]))
+            routes.append(Route(path, upload_help, methods=["GET", "HEAD"]))
+    routes.append(Route("/", upload, methods=["POST", "PUT"]))
     server = config.server
     # Outermost first: the request's id and its log line (every answer carries the id, the log
     # sees 401s too), the real client and path, then access. Innermost, memo hits answered

@@ -1,5 +1,7 @@
-"""uvicorn's HTTP protocol (httptools) with a response's status line, headers and body sent in
-one system call where they come in one pass of the event loop.
+"""uvicorn's HTTP protocol (httptools) as the proxy runs it: a response's status line, headers and
+body sent in one system call where they come in one pass of the event loop, and a deadline on
+every request head. The one module that builds on uvicorn's internals (tested with uvicorn 0.55;
+tests/unit/test_coalesced_writes.py fails when the hooks it uses change).
 
 uvicorn writes the status line and headers when the app sends `http.response.start`, then each
 body part: two `send()` system calls for every small answer (a memo hit, a redirect, an error),
@@ -7,14 +9,30 @@ the costliest part of a warm page in the profile. Here a small write is held unt
 or the end of the loop's current pass, whichever comes first, and what was held goes out with it
 in one vectored write (uvloop's `writelines`). Nothing waits longer than one pass of the loop,
 a large write is never held or copied, and closing the connection sends what was held first.
+
+uvicorn has no timeout on a request head: its keep-alive timeout only covers idle time between
+requests, and every byte received resets it, so clients that connect and send nothing, or a
+header byte now and then, hold a connection and a file descriptor for ever (enough of them and
+the process runs out of descriptors). Here a connection that has not sent a whole request head
+within `[server] header_timeout` of connecting, or of the first byte of a later request on it, is
+closed: with a 408 when part of a head came, silently when nothing did (a client may be about to
+send on an idle connection, and would read a 408 as the answer to its request). The deadline
+ends with the head: a slow upload body or a long answer is not cut by it.
 """
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gitlab_pypi_proxy import metrics
+
 HELD_BYTES = 16 * 1024  # writes up to this size wait for the next one (a status line, headers)
+CUT_LOG_SECONDS = 60.0  # at most one log line this often for the connections cut
+
+log = logging.getLogger("proxy.http")
 
 
 class CoalescedTransport:
@@ -64,14 +82,93 @@ class CoalescedTransport:
         return getattr(self._transport, name)
 
 
+class _CutLog:
+    """One line for the first connection cut, then at most one per CUT_LOG_SECONDS, counting
+    the ones in between: a flood of slow clients is a few lines, not one per connection."""
+
+    def __init__(self) -> None:
+        self.quiet_until = 0.0
+        self.unlogged = 0
+
+    def cut(self, client: tuple[str, int] | None, timeout: float) -> None:
+        metrics.REQUEST_HEAD_TIMEOUTS.inc()
+        now = time.monotonic()
+        if now < self.quiet_until:
+            self.unlogged += 1
+            return
+        more = f" (and {self.unlogged} more since the last such line)" if self.unlogged else ""
+        log.info(
+            "closed the connection of %s: no whole request head within %g s "
+            "([server] header_timeout)%s",
+            client[0] if client else "a client",
+            timeout,
+            more,
+        )
+        self.quiet_until, self.unlogged = now + CUT_LOG_SECONDS, 0
+
+
+_CUTS = _CutLog()
+
+
+def timeout_response(seconds: float) -> bytes:
+    """A whole 408 answer that closes the connection."""
+    body = f"no whole request head within {seconds:g} s\n".encode()
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
 class CoalescingHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol over a CoalescedTransport (`uvicorn.run(http=...)`): what
-    was held goes out as soon as a response is complete."""
+    was held goes out as soon as a response is complete; a request head gets `header_timeout`
+    seconds."""
+
+    # [server] header_timeout: set for the worker's connections by gitlab_pypi_proxy.cli.app_factory
+    header_timeout = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.coalesced = CoalescedTransport(transport, self.loop)
         super().connection_made(self.coalesced)  # type: ignore[arg-type]
+        self.head_started = False  # a byte of a request head came, and not its end yet
+        self.head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout, self.head_too_slow
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head_deadline()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_started = True
+        if self.head_deadline is None:  # a later request on this connection: its own deadline
+            self.head_deadline = self.loop.call_later(self.header_timeout, self.head_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._end_head_deadline()
+        self.head_started = False
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         self.coalesced.flush()
         super().on_response_complete()
+
+    def _end_head_deadline(self) -> None:
+        if self.head_deadline is not None:
+            self.head_deadline.cancel()
+            self.head_deadline = None
+
+    def head_too_slow(self) -> None:
+        self.head_deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # the next head, pipelined, is late while an answer is still going out: the
+            # connection closes once that answer is complete
+            self.cycle.keep_alive = False
+            return
+        _CUTS.cut(self.client, self.header_timeout)
+        if self.head_started:
+            self.transport.write(timeout_response(self.header_timeout))
+        self.transport.close()

@@ -7,6 +7,10 @@ What each worker saw of the upstreams comes from gitlab_pypi_proxy.sources.upstr
 stalled), or when upstreams are down and nothing is cached; it stays 200 "degraded" while a
 plain upstream outage leaves the cache to serve.
 
+A worker out of file descriptors (gitlab_pypi_proxy.descriptors) is not ready while it lasts: it
+drops every new connection. Its `/readyz`, answered on a connection it already had, says so and
+reads no file to say it.
+
 A cache directory that cannot be written (full, read-only) fails neither probe: the proxy still
 serves, cached files from disk and the rest streamed verified without keeping, and restarting it
 would neither free the disk nor make it writable, only cut what is in flight (or, on a full
@@ -23,6 +27,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.http.shared_state import shared_problems, shared_state
 from gitlab_pypi_proxy.sources.upstream_health import SourceState
 from gitlab_pypi_proxy.storage.writable import CacheState, writes_for
@@ -36,6 +41,9 @@ async def cache_state(request: Request) -> CacheState:
 
 async def healthz(request: Request) -> Response:
     """Liveness: 200 while this process answers, whatever the cache directory's state."""
+    out_of_descriptors = DESCRIPTORS.exhaustion()
+    if out_of_descriptors is not None:  # the cache probe would fail for want of one too
+        return PlainTextResponse(f"ok, {out_of_descriptors}\n")
     cache = await cache_state(request)
     return PlainTextResponse("ok\n" if cache.writable else f"ok, {cache.describe()}\n")
 
@@ -58,6 +66,11 @@ class Readiness:
 
 async def readiness(request: Request) -> Readiness:
     services = request.app.state.services
+    out_of_descriptors = DESCRIPTORS.exhaustion()
+    if out_of_descriptors is not None:
+        mode = f"not ready: {out_of_descriptors}"
+        body = {"ready": False, "mode": mode, "config": "loaded", "pid": os.getpid()}
+        return Readiness(False, mode, body | {"descriptors": DESCRIPTORS.as_json()})
     offline = services.config.cache.offline
     names = services.source_names
     known, stalls = await asyncio.to_thread(services.health.read_shared)
@@ -96,6 +109,7 @@ async def readiness(request: Request) -> Readiness:
         "cache": cache.as_json(),
         "shared": shared,
         "upstream_pool": {"stalled": bool(stalls), "reason": stalls[0] if stalls else None},
+        "descriptors": DESCRIPTORS.as_json(),
         "pid": os.getpid(),
         "sources": states,
     }

@@ -1,10 +1,14 @@
 """Uploads (twine, uv publish, poetry, pdm): multipart in, spooled to disk, hashed, verified,
 forwarded to the GitLab project with the caller's upstream credentials, the page invalidated.
-A body over `[upload] max_size` is refused (413) as soon as that is known, spooling no more.
+A body over `[upload] max_size`, or whose fields other than the file pass FORM_FIELDS_LIMIT (they
+are held in memory), is refused (413) as soon as that is known, spooling no more.
 Once GitLab has answered, the answer is GitLab's: nothing the proxy does afterwards (a full or
 read-only cache directory) turns a stored file into an error that a retry would meet with 409.
 
 GitLab never hashes what it stores, so the proxy always sends the digests it computed itself.
+Clients find the upload URL where other indexes keep it: /legacy/ (PyPI's), / (the index URL
+without /simple/, as GitLab, Nexus and Artifactory take uploads) and /upload/; a GET there says
+in plain words how to upload, since a person pasting the URL in a browser gets no form.
 """
 
 import asyncio
@@ -40,7 +44,12 @@ from gitlab_pypi_proxy.errors import (
 )
 from gitlab_pypi_proxy.http import audit
 from gitlab_pypi_proxy.http.access import identity_of
-from gitlab_pypi_proxy.http.body_limit import check_declared, limited
+from gitlab_pypi_proxy.http.body_limit import (
+    FORM_FIELDS_LIMIT,
+    check_declared,
+    form_fields_limited,
+    limited,
+)
 from gitlab_pypi_proxy.names import normalize, validate, validate_filename
 from gitlab_pypi_proxy.sources.base import UploadTarget
 from gitlab_pypi_proxy.storage.uploads import Upload
@@ -48,7 +57,6 @@ from gitlab_pypi_proxy.storage.uploads import Upload
 log = logging.getLogger("proxy.upload")
 
 _CHUNK = 1024 * 1024
-_MAX_FIELD = 8 * 2**20  # a long description (README) is fine; a field never holds the file
 
 
 def file_digests(file: BinaryIO) -> tuple[int, dict[str, str]]:
@@ -84,14 +92,45 @@ def _target(request: Request) -> tuple[str, UploadTarget]:
     return name, target
 
 
+async def upload_help(request: Request) -> Response:
+    """What a GET on an upload URL is told: where to POST, with which credentials."""
+    base = str(request.base_url)  # built from the client's Host header, under base_path
+    default = request.app.state.services.config.upload.default_source
+    where = (
+        "Files go to the proxy's default GitLab project; to choose another, upload to"
+        if default
+        else "No default GitLab project is set: upload to"
+    )
+    text = (
+        "This is the upload URL of gitlab-pypi-proxy. Upload with POST, as twine, uv publish,\n"
+        "poetry publish and pdm publish do; a browser has nothing to see here.\n\n"
+        f"  twine upload --repository-url {base}legacy/ dist/*\n"
+        f"  uv publish --publish-url {base}legacy/ dist/*\n\n"
+        f"{where} {base}legacy/<source>/,\nnaming a source of this proxy.\n"
+        f"{base}upload/ and {base} itself take uploads too.\n\n"
+        "Credentials: HTTP basic auth with the name and password of a proxy user who may\n"
+        "upload there (the proxy uploads to GitLab with that user's GitLab token), or, where\n"
+        "the proxy passes credentials through, a GitLab token (user __token__, or\n"
+        "gitlab-ci-token with a CI job token).\n\n"
+        f"Install from {base}simple/.\n"
+    )
+    return PlainTextResponse(text)
+
+
 async def upload(request: Request) -> Response:
     name, target = _target(request)
     limit = request.app.state.services.config.upload.max_size
     try:
         check_declared(request.headers, limit)
         # starlette closes (and so deletes) the spooled files when reading fails
-        request = Request(request.scope, limited(request.receive, limit))
-        async with request.form(max_files=1, max_fields=200, max_part_size=_MAX_FIELD) as form:
+        receive = limited(request.receive, limit)
+        content_type = request.headers.get("content-type")
+        request = Request(
+            request.scope, form_fields_limited(receive, content_type, FORM_FIELDS_LIMIT)
+        )
+        async with request.form(
+            max_files=1, max_fields=200, max_part_size=FORM_FIELDS_LIMIT
+        ) as form:
             return await _forward(request, name, target, form)
     except TooLarge as exc:
         log.info("upload to %s refused: %s", name, exc)

@@ -11,10 +11,11 @@ A "not here" answer (None) is kept for its own `negative_ttl`, so that names no 
 Concurrent misses for one record share one fetch, which a client hanging up does not cancel. Each
 lookup is counted in the page cache's metrics (hit, miss, stale; joins).
 
-This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`): whoever reads or
-forgets a record (uploads, bundles, `cache stats`) goes through them. It also records where the
-files of a fetched page are (gitlab_pypi_proxy.storage.locations): at once for a source that serves
-only what its pages list, in the background for one that can be asked by digest alone."""
+This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`, and `PollKey` for what
+gitlab_pypi_proxy.index.name_poll saw): whoever reads or forgets a record (uploads, bundles,
+`cache stats`) goes through them. It also records where the files of a fetched page are
+(gitlab_pypi_proxy.storage.locations): at once for a source that serves only what its pages list,
+in the background for one that can be asked by digest alone."""
 
 import logging
 import math
@@ -69,6 +70,18 @@ class ShadowKey:
     @property
     def raw(self) -> tuple[str, str, str]:
         return ("shadow", self.source, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PollKey:
+    """What the last poll of a GitLab source for names published to it saw (not a source's
+    answer to a client: bundles and `cache stats` leave it out)."""
+
+    source: str
+
+    @property
+    def raw(self) -> tuple[str, str]:
+        return ("poll", self.source)
 
 
 Key = PageKey | NamesKey | ShadowKey
@@ -215,10 +228,10 @@ class CachedSource:
         return value, entry.fetched_at
 
 
-async def forget(store: RecordStore, sources: Sequence[str], name: str) -> None:
-    """Read-your-writes: the next page of `name` and the next project list, through any of
-    `sources`, are asked for afresh, by every worker."""
+async def forget(store: RecordStore, sources: Sequence[str], *names: str) -> None:
+    """Read-your-writes: the next page of each of `names` and the next project list, through
+    any of `sources`, are asked for afresh, by every worker."""
     keys: list[Hashable] = []
     for source in sources:
-        keys += [PageKey(source, name).raw, NamesKey(source).raw]
+        keys += [PageKey(source, name).raw for name in names] + [NamesKey(source).raw]
     await store.forget(*keys)

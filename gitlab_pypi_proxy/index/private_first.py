@@ -10,22 +10,38 @@ alone. A private name that a public source also has is logged in the background
 
 The read check for files is here too: a reader restricted to some sources may have a file only
 if one of them lists it (and its cached bytes only once one of them delivered them:
-gitlab_pypi_proxy.index.files).
+gitlab_pypi_proxy.index.files). Ownership holds for file URLs as for pages: a public index's
+file of a name a private source has is not served, however the client came by its URL (a lock
+file written before the name was published to GitLab), from the moment the proxy knows the
+name is private (the name poll bounds that). Which files a private name has is remembered per
+worker while its answers are fresh and no worker announced a change, so a file served often
+costs no lookup.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
-from gitlab_pypi_proxy.errors import FailClosed, NotFound, Offline, Unavailable
+from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.errors import (
+    FailClosed,
+    NotFound,
+    Offline,
+    SourceUnavailable,
+    Unavailable,
+)
 from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.index.cached import CachedSource
-from gitlab_pypi_proxy.index.merged import Merged, merge, not_cached
+from gitlab_pypi_proxy.index.merged import Gathered, Merged, merge, not_cached
 from gitlab_pypi_proxy.index.shadows import ShadowCheck
 from gitlab_pypi_proxy.model import ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.storage.locations import FileLocations
 
 log = logging.getLogger("proxy.index")
+
+_NAMES_REMEMBERED = 10_000
+PrivateFiles = frozenset[tuple[str, str]] | None  # (sha256, file name); None: no private source
 
 
 class PrivateFirst:
@@ -37,12 +53,18 @@ class PrivateFirst:
         shadows: ShadowCheck,
         *,
         allow_public: Mapping[str, frozenset[str]] | None = None,
+        generation: Callable[[], Hashable] = lambda: None,
     ) -> None:
         self.private, self.public = private, Merged(public)
         self.public_sources = list(public)  # for the shadow check, which asks each
         self.locations, self.shadows = locations, shadows
         # per private source: the names public sources may answer while it is down
         self.allow_public = dict(allow_public or {})
+        self.generation = generation  # moves whenever any worker announces a change
+        # per name: (generation, its private files) while the private answers are fresh
+        self._private_files: TTLMemo[str, tuple[Hashable, PrivateFiles]] = TTLMemo(
+            _NAMES_REMEMBERED, clock=time.time
+        )
 
     async def project_page(self, name: str, allowed: Readable = None) -> ProjectPage:
         private = self.private.readable(allowed)
@@ -62,11 +84,7 @@ class PrivateFirst:
                 raise NotFound(f"no source has a project named {name}")
             failures, offline = failures + theirs.failures, offline or theirs.offline
         if failures and public:
-            closed = [
-                f for f in failures if name not in self.allow_public.get(f.source, frozenset())
-            ]
-            if closed:
-                raise FailClosed(name, closed)
+            self._fail_closed(name, failures)
         elif failures:
             raise Unavailable(failures)
         if offline:
@@ -82,10 +100,58 @@ class PrivateFirst:
         listed to ask for one."""
         return await self.private.project_list(allowed)
 
+    def _fail_closed(self, name: str, failures: Sequence[SourceUnavailable]) -> None:
+        """Raise FailClosed unless every source that could not say lets the public index
+        answer `name` meanwhile (`allow_public`)."""
+        closed = [f for f in failures if name not in self.allow_public.get(f.source, frozenset())]
+        if closed:
+            raise FailClosed(name, closed)
+
     async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
         derived = filename.removesuffix(".metadata").removesuffix(".provenance")
         if not await self._may_read(sha256, derived, allowed):
             raise NotFound(f"no readable source offers {filename}")
+        if self.public_sources:
+            await self._not_public_under_a_private_name(sha256, derived)
+
+    async def _not_public_under_a_private_name(self, sha256: str, filename: str) -> None:
+        """Raise NotFound for a public index's file of a name a private source has: one that no
+        private source lists but a public one does. A file no page listed yet (a GitLab file
+        asked by digest alone) can only come from a private source: it passes."""
+        project = file_project_name(filename)
+        if project is None:
+            return
+        private = await self._files_of_private_name(project)
+        if private is None or (sha256, filename) in private:
+            return
+        listed = await self.locations.of(sha256)
+        by = {f.source for f in listed if f.filename == filename}
+        if by & {s.name for s in self.private.sources} or not by:
+            return
+        raise NotFound(
+            f"{filename} is a public index's file of {project}, a name a GitLab source has: "
+            "public files are not served for it"
+        )
+
+    async def _files_of_private_name(self, name: str) -> PrivateFiles:
+        """The files the private sources list for `name`, or None when none of them has it.
+        Raises FailClosed while one that might have it cannot say (as a page would)."""
+        generation = self.generation()  # read before the answers, so a racing change wins
+        kept = self._private_files.get(name)
+        if kept is not None and kept[0] == generation:
+            return kept[1]
+        mine: Gathered = await self.private.gather(name, self.private.sources)
+        if mine.failures:
+            self._fail_closed(name, mine.failures)
+        files: PrivateFiles = None
+        if mine.found:
+            files = frozenset(
+                (f.sha256, f.filename) for a in mine.found if a.value for f in a.value.files
+            )
+        fresh_until = min((a.fresh_until for a in mine.answers), default=0.0)
+        if not (mine.failures or mine.offline) and fresh_until > time.time():
+            self._private_files.set(name, (generation, files), until=fresh_until)
+        return files
 
     async def _may_read(self, sha256: str, filename: str, readable: Readable) -> bool:
         """May a reader of `readable` sources (None: every source) have this file, or anything

@@ -1,13 +1,14 @@
-"""Read what a build needs from a requirements file, a uv.lock or a pylock.toml (PEP 751).
+"""What a build needs, read from its inputs: the records every parser returns, and requirements
+files (pip-compile, `uv pip compile --generate-hashes`). Lock files: `lock_formats`.
 
 Each parser returns `Wanted` records: a project, the sha256 of one exact file where the input pins
-one, or a version specifier where it does not. Environment markers are kept out of the decision:
-every listed file is wanted, whatever platform or Python it is for, because the build that will
-use the cache may run elsewhere.
+one, or a version specifier where it does not; a lock file also returns `Skipped` for packages no
+index serves. Environment markers are kept out of the decision: every listed file is wanted,
+whatever platform or Python it is for, because the build that will use the cache may run
+elsewhere.
 """
 
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,16 @@ class Wanted:
         return f"{self.name}{self.specifier}"
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A locked package that no index serves (git, a local path, a direct URL): reported by
+    name, never fetched; the build gets it from where the lock file says."""
+
+    name: str  # normalized project name
+    origin: str
+    kind: str  # "git", "path", "url", "directory", "editable", ...
+
+
 # --- requirements files (pip-compile, uv pip compile --generate-hashes) ------------------------
 
 _HASH_OPTION = re.compile(r"(?:^|\s)--hash[=\s]\s*([A-Za-z0-9_]+):([0-9A-Fa-f]+)")
@@ -75,7 +86,7 @@ def parse_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> list
     path = path.resolve()
     if path in _seen:
         return []
-    text = _read(path)
+    text = read_text(path)
     wanted: list[Wanted] = []
     for number, line in _logical_lines(text):
         origin = f"{path.name}:{number}"
@@ -108,10 +119,7 @@ def parse_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> list
     return wanted
 
 
-# --- uv.lock and pylock.toml ----------------------------------------------------------------
-
-
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,78 +127,12 @@ def _read(path: Path) -> str:
         raise LockFileError(f"{path}: cannot read: {reason}") from None
 
 
-def _toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(_read(path))
-    except tomllib.TOMLDecodeError as exc:
-        raise LockFileError(f"{path}: not TOML: {exc}") from None
-
-
-def _filename_of(url: str) -> str:
+def filename_of(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
-def _sha256(value: object, origin: str) -> str:
+def checked_sha256(value: object, origin: str) -> str:
     digest = str(value).lower()
     if not is_sha256(digest):
         raise LockFileError(f"{origin}: not a sha256: {str(value)[:80]}")
     return digest
-
-
-def _table_list(document: dict, key: str, path: Path) -> list[dict]:
-    items = document.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise LockFileError(f"{path}: {key}: expected an array of tables")
-    return items
-
-
-def parse_uv_lock(path: Path) -> list[Wanted]:
-    """Every sdist and wheel of every `[[package]]` that comes from a registry, by its hash."""
-    wanted = []
-    for number, package in enumerate(_table_list(_toml(path), "package", path), 1):
-        origin = f"{path.name}: package {number}"
-        if "registry" not in package.get("source", {}):
-            continue  # the project itself (editable, virtual), git, path: not from an index
-        name = normalize(str(package.get("name", "")))
-        artifacts = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
-        artifacts += [w for w in package.get("wheels", []) if isinstance(w, dict)]
-        for artifact in artifacts:
-            algo, _, digest = str(artifact.get("hash", "")).partition(":")
-            if algo != "sha256" or "url" not in artifact:
-                raise LockFileError(f"{origin} ({name}): each file needs a url and a sha256 hash")
-            filename = _filename_of(str(artifact["url"]))
-            wanted.append(Wanted(name, origin, _sha256(digest, origin), filename))
-    return wanted
-
-
-def parse_pylock(path: Path) -> list[Wanted]:
-    """Every `wheels` and `sdist` entry of every `[[packages]]` (PEP 751), by its sha256.
-
-    `vcs`, `directory` and `archive` packages are not served by an index and are skipped.
-    """
-    document = _toml(path)
-    if "lock-version" not in document:
-        raise LockFileError(f"{path}: lock-version: missing; is this a pylock.toml?")
-    wanted = []
-    for number, package in enumerate(_table_list(document, "packages", path), 1):
-        name = normalize(str(package.get("name", "")))
-        origin = f"{path.name}: packages {number}"
-        artifacts = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
-        artifacts += [w for w in package.get("wheels", []) if isinstance(w, dict)]
-        for artifact in artifacts:
-            hashes = artifact.get("hashes", {})
-            filename = artifact.get("name") or _filename_of(str(artifact.get("url", "")))
-            if not isinstance(hashes, dict) or "sha256" not in hashes or not filename:
-                raise LockFileError(f"{origin} ({name}): each file needs a name and a sha256")
-            wanted.append(Wanted(name, origin, _sha256(hashes["sha256"], origin), str(filename)))
-    return wanted
-
-
-def parse_lock(path: Path) -> list[Wanted]:
-    """A uv.lock or a pylock.toml, told apart by content (PEP 751 has `lock-version`)."""
-    document = _toml(path)
-    if "lock-version" in document:
-        return parse_pylock(path)
-    if "package" in document:
-        return parse_uv_lock(path)
-    raise LockFileError(f"{path}: neither a uv.lock ([[package]]) nor a pylock.toml")

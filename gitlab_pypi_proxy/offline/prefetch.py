@@ -30,10 +30,11 @@ from gitlab_pypi_proxy.errors import (
 )
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.names import file_version, normalize
+from gitlab_pypi_proxy.offline.lock_formats import parse_lock
 from gitlab_pypi_proxy.offline.lockfiles import (
     LockFileError,
+    Skipped,
     Wanted,
-    parse_lock,
     parse_requirements,
 )
 from gitlab_pypi_proxy.offline.progress import Progress
@@ -54,6 +55,7 @@ class Outcome:
 @dataclass
 class Report:
     outcomes: list[Outcome] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -74,6 +76,9 @@ class Report:
             f"failed: {len(self.failed)}",
         ]
         lines += [f"  {o.label}: {o.reason}" for o in self.failed]
+        if self.skipped:  # no index serves them: the build gets them from where the lock says
+            lines.append(f"skipped, not from an index: {len(self.skipped)}")
+            lines += [f"  {s.name} ({s.origin}): {s.kind}" for s in self.skipped]
         missing = len(self.failed)
         lines.append(
             "offline-complete: yes" if not missing else f"offline-complete: no ({missing} missing)"
@@ -249,25 +254,43 @@ class Inputs:
     latest: int | None = None
 
 
-def read_inputs(inputs: Inputs) -> list[Wanted]:
-    """The lock files and --package specs; raises LockFileError naming the bad one."""
+def read_inputs(inputs: Inputs) -> tuple[list[Wanted], list[Skipped]]:
+    """The files the inputs want and the packages they lock that no index serves; raises
+    LockFileError naming the bad input, or one that wants no file at all (nothing fetched is
+    no proof that a build can run offline)."""
     wanted: list[Wanted] = []
+    skipped: list[Skipped] = []
     for path in inputs.requirements:
-        wanted += parse_requirements(Path(path))
+        wanted += _some(path, parse_requirements(Path(path)))
     for path in inputs.locks:
-        wanted += parse_lock(Path(path))
+        locked = _some(path, parse_lock(Path(path)))
+        wanted += [w for w in locked if isinstance(w, Wanted)]
+        skipped += [s for s in locked if isinstance(s, Skipped)]
     wanted += [package_wanted(spec) for spec in inputs.packages]
-    return wanted
+    return wanted, skipped
+
+
+def _some(path: str, found: Sequence[Wanted | Skipped]) -> list[Wanted | Skipped]:
+    if any(isinstance(w, Wanted) for w in found):
+        return list(found)
+    names = sorted({s.name for s in found if isinstance(s, Skipped)})
+    if names:
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        why = f"every package it locks comes from elsewhere than an index ({listed})"
+    else:
+        why = "it names no dependency"
+    raise LockFileError(f"{path}: nothing to fetch: {why}")
 
 
 async def run(config: Config, inputs: Inputs, jobs: int, progress: Progress) -> Report:
     """Prefetch everything `inputs` ask for into the cache of `config`."""
-    wanted = read_inputs(inputs)
+    wanted, skipped = read_inputs(inputs)
     # patient: every GitLab request waits for the budget the server's workers share, at the
     # priority of their background work, instead of failing for want of it
     services = Services.start(config, patient=True)
     try:
         prefetch = Prefetch(services, progress, jobs)
+        prefetch.report.skipped = skipped
         for name in inputs.sources:
             try:
                 wanted += await source_wanted(services, name, inputs.latest)

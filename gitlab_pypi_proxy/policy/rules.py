@@ -20,7 +20,9 @@ installs):
   is ever served: the file's URL refuses it whatever a client does with the listing. `"hide"`
   leaves held files out of the page.
 - `unknown_age = "allow"`: a PEP 503 HTML index gives no upload times; holding all of its files
-  would break every build through it. `"hold"` is the strict choice, opted into.
+  would break every build through it. `"hold"` is the strict choice, opted into. A GitLab
+  source's files always have one (its Packages API), so under a cooldown a GitLab file whose
+  upload time is not known (yet) is held whatever `unknown_age` says: the cooldown fails closed.
 - `vulnerable = "yank"`, with no `vulnerabilities` file by default (nothing is known vulnerable
   until an OSV export is named).
 - `exempt = []`; `include` absent (every name), `exclude = []`.
@@ -47,6 +49,7 @@ DEFAULT_MIN_AGE = "off"
 RECOMMENDED_MIN_AGE = "7d"  # what the docs recommend; not a default (see above)
 OFF = "off"
 _DURATION = re.compile(r"^(\d{1,6})([wdhm])$")
+MAX_DURATION = timedelta(days=365)  # a longer hold is a typo (and "999999w" overflows dates)
 _UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1), "h": timedelta(hours=1)}
 _UNITS["m"] = timedelta(minutes=1)
 _GLOB = re.compile(r"^[A-Za-z0-9._*?-]+$")
@@ -76,7 +79,10 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidRule(
             f'expected a duration such as "7d", "12h", "30m" or "1w", or "off"; got {text!r}'
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    duration = int(match.group(1)) * _UNITS[match.group(2)]
+    if duration > MAX_DURATION:
+        raise InvalidRule(f"{text!r} is longer than {MAX_DURATION.days}d")
+    return duration
 
 
 def format_duration(duration: timedelta) -> str:
@@ -167,6 +173,7 @@ class PolicySettings:
     vulnerable: Literal["yank", "hide", "off"] = "yank"
     held: Literal["yank", "hide"] = "yank"  # how a held file is listed
     sources: Mapping[str, SourceRules] = field(default_factory=dict)  # by source name
+    gitlab_sources: frozenset[str] = frozenset()  # their files' upload times can be known
 
     def rules_for(self, source: str) -> SourceRules:
         return self.sources.get(source, _EVERY_NAME)
@@ -219,6 +226,14 @@ def hold(policy: PolicySettings, file: FileFacts, now: datetime) -> Held | None:
     if is_exempt(policy, file.name, file.version):
         return None
     if file.upload_time is None:
+        if file.source in policy.gitlab_sources:
+            return Held(
+                "min_age",
+                f'held by [policy] min_age = "{format_duration(policy.min_age)}": GitLab source '
+                f"{file.source!r} has not said when this file was uploaded (its Packages API did "
+                "not list the version; the proxy's token needs read_api)",
+                None,
+            )
         if policy.unknown_age == "allow":
             return None
         return Held(
@@ -273,6 +288,8 @@ class _Table:
         value = self.table.get(key, default)
         if not isinstance(value, str):
             raise self.error(key, f"expected a string, got {type(value).__name__}")
+        if "\0" in value:
+            raise self.error(key, "must not hold a NUL character")
         return value
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> Any:
@@ -293,12 +310,14 @@ class _Table:
         except InvalidRule as exc:
             raise self.error(key, str(exc)) from None
 
-    def integer(self, key: str, default: int, minimum: int) -> int:
+    def integer(self, key: str, default: int, minimum: int, maximum: int) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {type(value).__name__}")
         if value < minimum:
             raise self.error(key, f"must be at least {minimum}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum}")
         return value
 
 
@@ -324,6 +343,7 @@ def parse(
     p.check_keys(_POLICY_KEYS)
     names: list[str] = []
     url_sources: set[str] = set()
+    gitlab_sources: set[str] = set()
     rules: dict[str, SourceRules] = {}
     for i, raw in enumerate(sources):
         s = _Table(raw, f"sources[{i}].", error)
@@ -331,6 +351,8 @@ def parse(
         names.append(name)
         if "url" in s.table:
             url_sources.add(name)
+        if "gitlab_project" in s.table or "gitlab_group" in s.table:
+            gitlab_sources.add(name)
         include = s.each("include", parse_glob)
         if include == ():
             raise s.error("include", "is empty: leave it out to serve every name")
@@ -374,10 +396,11 @@ def parse(
             vulnerable=p.choice("vulnerable", "yank", ("yank", "hide", "off")),
             held=p.choice("held", "yank", ("yank", "hide")),
             sources=rules,
+            gitlab_sources=frozenset(gitlab_sources),
         ),
         audit=AuditSettings(
             path=None if audit_path.strip().lower() == OFF else _path(base, audit_path),
             max_size=max_size,
-            keep=a.integer("keep", 4, minimum=1),
+            keep=a.integer("keep", 4, minimum=1, maximum=1000),
         ),
     )

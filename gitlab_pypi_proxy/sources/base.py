@@ -122,16 +122,27 @@ class Details(Protocol):
         ...
 
 
-class KeptWarm(Protocol):
-    """What a source keeps in memory and refreshes in the background while a worker serves (a
-    GitLab project's root index)."""
+@dataclass(frozen=True)
+class Seen:
+    """What one poll of a GitLab source saw: a project's names (its root index), or the id of
+    the newest package a group's Packages API listed."""
 
-    def start(self) -> None:
-        """Keep it from now on, read in the background (each serving worker, at its start)."""
+    names: frozenset[str] = frozenset()
+    newest: int = 0
+
+
+class Watched(Protocol):
+    """A GitLab source polled for the names published to it straight, not through the proxy
+    (gitlab_pypi_proxy.index.name_poll)."""
+
+    async def poll(self, seen: Seen | None) -> tuple[Seen, frozenset[str]]:
+        """What the source holds now, from one request (a few more only when more than a page
+        of packages arrived since), and the normalized names in it that `seen`, the last poll's,
+        lacked: every name it saw when there was none. Raises SourceUnavailable, Refused."""
         ...
 
-    async def close(self) -> None:
-        """Stop the background work."""
+    def saw(self, seen: Seen) -> None:
+        """What the latest poll saw, in each worker (a project's root index is a hint)."""
         ...
 
 
@@ -157,7 +168,7 @@ class Parts:
     sidecars: Sidecars | None = None
     uploads: UploadTarget | None = None
     details: Details | None = None
-    warm: KeptWarm | None = None
+    watched: Watched | None = None
 
 
 @dataclass(frozen=True)
@@ -169,4 +180,3 @@ class Context:
     budget: Budget  # GitLab's request budget, shared by every GitLab source
     details: DetailsStore  # PEP 700 details of GitLab files, kept for good
     changed: Callable[[], Awaitable[None]]  # details arrived: rendered pages are out of date
-    index_ttl: float = 300.0  # [cache] index_ttl: how long what a source keeps warm is fresh

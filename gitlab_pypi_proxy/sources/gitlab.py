@@ -23,7 +23,7 @@ from gitlab_pypi_proxy.errors import RateLimited, Refused, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.budget import Budget
-from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing
+from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing, name_query
 from gitlab_pypi_proxy.sources.simple_html import parse_project_page
 from gitlab_pypi_proxy.sources.upstream import Head, Upstream, content_range, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
@@ -174,10 +174,11 @@ class GitLabApi:
             yield package
 
     async def listing(self, name: str, page: int, background: bool) -> Listing:
-        """One page of the Packages API's packages whose name contains `name`, newest first."""
+        """One page of the Packages API's packages whose stored name may be normalized `name`
+        (and others: the caller filters), newest first."""
         params: dict[str, str | int] = {
             "package_type": "pypi",
-            "package_name": name,
+            "package_name": name_query(name),
             "order_by": "created_at",
             "sort": "desc",
         }

@@ -1,16 +1,20 @@
 """PEP 700 for GitLab files: size and upload time, which GitLab's simple page lacks.
 
 Only a page that lists files asks for them, and a page never waits for more than the Packages API
-listing of the versions it has not seen before (`package_name` is a substring match: the exact
-name is filtered here). That listing is read newest first; after its first page, the pages the
-unseen versions need are asked at once, and no more than that plus a little slack: a short name
-such as `core` that matches thousands of other packages leaves the rest of the listing to the
-background. Until a file's exact details are known it carries its version's `created_at` from the
-listing as upload time and no size (so a JSON page says api-version 1.0; 1.1 once every size is
-known). The exact size and upload time of each file come from `package_files`, one call per
-version, in the background at background priority of the request budget, newest versions first;
-they are kept for good (`gitlab_pypi_proxy.storage.details`) and every worker's rendered pages are
-refreshed as they arrive. A version of a file the kept details lack (a wheel added to an old
+listing of the versions it has not seen before. GitLab keeps a name as it was uploaded
+(`acme_models`, `Acme.Models`) and `package_name` is a case-insensitive substring match on that
+stored name in which `_` matches only `_`: the PEP 503 name `acme-models` finds neither. The
+listing is asked with the longest run of letters and digits of the name (`models`: every spelling
+of the name contains it) and the entries of exactly the name, normalized, are kept here. That
+listing is read newest first; after its first page, the pages the unseen versions need are asked
+at once, and no more than that plus a little slack: a short name (or part) such as `core` that
+matches thousands of other packages leaves the rest of the listing to the background. Until a
+file's exact details are known it carries its version's `created_at` from the listing as upload
+time and no size (so a JSON page says api-version 1.0; 1.1 once every size is known). The exact
+size and upload time of each file come from `package_files`, one call per version, in the
+background at background priority of the request budget, newest versions first; they are kept
+for good (`gitlab_pypi_proxy.storage.details`) and every worker's rendered pages are refreshed as
+they arrive. A version of a file the kept details lack (a wheel added to an old
 version) is asked again; a version the listing lacks is sought again after an hour.
 
 A name the project's root index lists (gitlab_pypi_proxy.sources.gitlab_root_index) and whose
@@ -63,6 +67,15 @@ PackageFiles = Callable[[tuple[int, int | None], bool], Awaitable[list[dict[str,
 # The listing's first page asked beside the simple page: None when it was not asked after all
 # (the name's versions are known), the exception when asking failed (raised where it is read).
 Early = asyncio.Future[Listing | Exception | None]
+
+
+def name_query(name: str) -> str:
+    """What to ask the Packages API's `package_name` for normalized `name`: its longest part
+    between separators, which every stored spelling of the name contains whatever its
+    separators and case (of parts as long, the last: `acme-core` asks `core`, since a company's
+    prefix is in each of its names)."""
+    parts = name.split("-")
+    return max(reversed(parts), key=len)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -1,9 +1,10 @@
 """A `gitlab_project` source: one GitLab project's PyPI registry. The one kind that takes uploads.
 
 What it shares with a group (the API calls, pages, PEP 700 details) is
-gitlab_pypi_proxy.sources.gitlab. Its root index, kept in memory by each serving worker
-(gitlab_pypi_proxy.sources.gitlab_root_index), lets a name it lists be asked in one round trip; a
-group has no root index."""
+gitlab_pypi_proxy.sources.gitlab. Its root index is what the shared poll for names published to
+GitLab reads (gitlab_pypi_proxy.index.name_poll), and each serving worker keeps the names it listed
+(gitlab_pypi_proxy.sources.gitlab_root_index): a name it lists is asked in one round trip. A group
+has no root index."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,10 +15,10 @@ from urllib.parse import quote
 import httpx2
 
 from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
-from gitlab_pypi_proxy.errors import SourceUnavailable
+from gitlab_pypi_proxy.errors import Refused, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.names import normalize
-from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader, UploadAnswer
+from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader, Seen, UploadAnswer
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
@@ -26,6 +27,7 @@ from gitlab_pypi_proxy.sources.simple_html import parse_project_names
 from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
+READ_HINT = " (the token needs read access to the project; GitLab 15.1 or later)"
 # The multipart fields GitLab's upload endpoint reads; it ignores the rest of what twine sends.
 UPLOAD_FIELDS = (
     "name",
@@ -53,7 +55,6 @@ class GitLabProject:
         details: DetailsStore | None = None,
         changed: Callable[[], Awaitable[None]] | None = None,
         auth: httpx2.Auth | None = None,
-        index_ttl: float = 300.0,
     ) -> None:
         root = f"{gitlab.api_url}/projects/{quote(config.target, safe='')}"
         self.api = GitLabApi(
@@ -68,7 +69,7 @@ class GitLabProject:
         )
         self.pages = GitLabPages(self.api, details, changed)
         self.details = self.pages.details
-        self.root_index = RootIndex(self.name, self._listed_names, index_ttl)
+        self.root_index = RootIndex()
 
     @classmethod
     def build(cls, config: SourceConfig, context: Context) -> Parts:
@@ -79,7 +80,6 @@ class GitLabProject:
             budget=context.budget,
             details=context.details,
             changed=context.changed,
-            index_ttl=context.index_ttl,
         )
         return Parts(
             source,
@@ -89,7 +89,7 @@ class GitLabProject:
             packages=source,
             uploads=source,
             details=source.details,
-            warm=source.root_index,
+            watched=source,
         )
 
     @property
@@ -100,19 +100,26 @@ class GitLabProject:
         return await self.pages.project_page(name, listed=self.root_index.lists(name))
 
     async def project_names(self) -> frozenset[str]:
-        """The names of the project's PyPI root index (one link per version)."""
-        return await self._root_names(background=False) or frozenset()
-
-    async def _listed_names(self) -> frozenset[str] | None:
-        return await self._root_names(background=True)
-
-    async def _root_names(self, *, background: bool) -> frozenset[str] | None:
-        """The root index's names; None when GitLab did not answer with it (before 15.1: 404)."""
-        response = await self.api.get(f"{self.api.pypi}/simple", background=background)
+        """The names of the project's PyPI root index (one link per version); none when GitLab
+        does not answer with it (before 15.1: 404)."""
+        response = await self.api.get(f"{self.api.pypi}/simple")
         if response.status_code != 200:
             self.api.refused("root index", response)
-            return None
+            return frozenset()
         return await asyncio.to_thread(parse_project_names, response.text)
+
+    async def poll(self, seen: Seen | None) -> tuple[Seen, frozenset[str]]:
+        """The root index now (one request): every name, and those `seen` lacked. Raises
+        Refused when GitLab does not answer with it (a token that may not read the project,
+        GitLab before 15.1), SourceUnavailable."""
+        response = await self.api.get(f"{self.api.pypi}/simple")
+        if response.status_code != 200:
+            raise Refused(self.name, "the PyPI root index", response.status_code, READ_HINT)
+        names = await asyncio.to_thread(parse_project_names, response.text)
+        return Seen(names), (names if seen is None else names - seen.names)
+
+    def saw(self, seen: Seen) -> None:
+        self.root_index.update(seen.names)
 
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)

@@ -159,9 +159,10 @@ def test_prefetch_waits_out_gitlabs_429(tmp_path: Path) -> None:
 def test_a_cold_name_the_root_index_lists_asks_its_page_and_listing_at_once(
     tmp_path: Path,
 ) -> None:
-    """Issue 14: a worker reads the project's root index with its first page; then a never-seen
-    name it lists has the Packages API listing sent while its simple page is still on its way
-    (one round trip), a name it does not list has its simple page only."""
+    """Issue 14: a worker's first page starts the poll for new names, which reads the project's
+    root index; then a never-seen name it lists has the Packages API listing sent while its
+    simple page is still on its way (one round trip), a name it does not list has its simple
+    page only."""
     hold = 3.0  # seconds GitLab holds the page: the listing must arrive meanwhile
     double = GitLabDouble()
     double.add_project(11, "acme/p11")
@@ -181,7 +182,7 @@ def test_a_cold_name_the_root_index_lists_asks_its_page_and_listing_at_once(
             assert not double.matching(r"/api/v4/projects/11/packages/pypi/simple")  # not yet
             assert httpx2.get(f"{proxy.url}/simple/not-listed/").status_code == 404
             wait_until(
-                lambda: "source p11: root index read, 1 names" in proxy.log(),
+                lambda: "source p11: polled for new names: 1 names" in proxy.log(),
                 "the root index read with the worker's first page",
             )
             page = "/api/v4/projects/11/packages/pypi/simple/app-held"

@@ -339,9 +339,11 @@ def test_gitlab_upload_times_hold_a_fresh_private_release_when_asked_to(tmp_path
     double = GitLabDouble()
     double.add_project(11, "acme/platform")
     double.add_token("glpat-guard", read={11})
-    for version, created in (("1.0", OLD), ("1.1", NOW - timedelta(hours=1))):
-        filename, data = make_wheel("inhouse", version)
-        double.add_package_file(11, "inhouse", version, filename, data, created_at=created)
+    # GitLab keeps a name as uploaded: the Packages API finds Acme_Models only by a part of it
+    for name in ("inhouse", "Acme_Models"):
+        for version, created in (("1.0", OLD), ("1.1", NOW - timedelta(hours=1))):
+            filename, data = make_wheel(name, version)
+            double.add_package_file(11, name, version, filename, data, created_at=created)
     fresh = hashlib.sha256(make_wheel("inhouse", "1.1")[1]).hexdigest()
     extra = '[policy]\nmin_age = "1d"\nmin_age_sources = ["platform"]\n'
     with serve(double.app) as gitlab:
@@ -355,8 +357,8 @@ def test_gitlab_upload_times_hold_a_fresh_private_release_when_asked_to(tmp_path
             held = httpx2.get(f"{proxy.url}/files/{fresh}/inhouse-1.1-py3-none-any.whl")
             assert held.status_code == 404 and "held by [policy] min_age" in held.text
             target = tmp_path / "t"
-            done = pip_install(simple, target, "inhouse", home=tmp_path / "home")
+            done = pip_install(simple, target, "inhouse", "acme-models", home=tmp_path / "home")
             assert done.returncode == 0, done.stderr
-            assert _installed(target) == {"inhouse-1.0.dist-info"}
+            assert _installed(target) == {"inhouse-1.0.dist-info", "acme_models-1.0.dist-info"}
         finally:
             proxy.stop()

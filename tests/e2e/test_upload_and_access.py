@@ -177,6 +177,36 @@ def test_uv_publish_then_check_url_skips_and_pip_installs_the_new_version(
     assert served.content == wheel.read_bytes()
 
 
+@pytest.mark.parametrize(
+    ("path", "package"),
+    [("/legacy/", "legacy-pkg"), ("/", "root-pkg"), ("/legacy/platform/", "legacy-named-pkg")],
+)
+def test_twine_uploads_where_other_indexes_take_uploads(
+    gitlab, proxy, tmp_path: Path, path: str, package: str
+) -> None:
+    """PyPI's /legacy/, and the index URL without /simple/ (GitLab's, Nexus's convention)."""
+    double, _ = gitlab
+    files = dists(tmp_path / "dist", make_wheel(package, "1.0"))
+    result = twine_upload(
+        proxy.url + path, files, user="ci", password=CI_PASSWORD, home=tmp_path / "home"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    stored = [f for f in double.files if f.filename == files[0].name]
+    assert [(f.project_id, f.content) for f in stored] == [(11, files[0].read_bytes())]
+
+
+def test_uv_publish_to_legacy_and_a_get_there_explains(gitlab, proxy, tmp_path: Path) -> None:
+    double, _ = gitlab
+    files = dists(tmp_path / "dist", make_wheel("uv-legacy-pkg", "1.0"))
+    home = tmp_path / "home"
+    result = uv_publish(f"{proxy.url}/legacy/", files, user="ci", password=CI_PASSWORD, home=home)
+    assert result.returncode == 0, result.stderr
+    assert any(f.filename == files[0].name and f.project_id == 11 for f in double.files)
+    explained = httpx2.get(f"{proxy.url}/legacy/")  # no credentials needed to read how
+    assert explained.status_code == 200
+    assert f"twine upload --repository-url {proxy.url}/legacy/ dist/*" in explained.text
+
+
 def test_a_client_digest_that_does_not_match_is_refused(gitlab, proxy) -> None:
     double, _ = gitlab
     uploads = len(double.uploads())

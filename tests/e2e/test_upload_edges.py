@@ -209,3 +209,89 @@ def test_sigterm_while_an_upload_is_still_arriving_answers_503(
     assert "Traceback" not in log and "CancelledError" not in log, log
     assert log.count("upload to platform cut by the shutdown: answered 503") == 1
     assert not any(u.fields and u.fields.get("name") == "late-pkg" for u in world.double.uploads())
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+
+def _answer(client: socket.socket, have: bytes) -> tuple[bytes, bytes]:
+    """The head and body of the answer whose first bytes are `have`, read to its length."""
+    while b"\r\n\r\n" not in have:
+        chunk = client.recv(65536)
+        assert chunk, f"the proxy closed the connection after {have!r}"
+        have += chunk
+    head, _, body = have.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = client.recv(65536)
+        assert chunk, f"the proxy closed the connection after {have!r}"
+        body += chunk
+    return head, body
+
+
+def test_form_fields_past_the_limit_are_refused_413_with_memory_bounded(
+    world: World, proxy: ProxyProcess
+) -> None:
+    """Form fields are held in memory whole: the ones that are no file are refused past a few
+    MiB in all, as they arrive, however many there are and however large the file."""
+    fields, size = 24, 4 * 2**20 - 200  # each under the per-field cap; 96 MiB in all
+    boundary = "f1elds"
+    value = b"x" * size
+    port = int(proxy.url.rsplit(":", 1)[1])
+    pid = proxy.process.pid
+    # a first form read loads what reading any form needs (~30 MiB), before the peak is measured
+    small = httpx2.post(
+        f"{proxy.url}/upload/", auth=("ci", PASSWORD), files={"comment": (None, b"warm")}
+    )
+    assert small.status_code == 400
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts again from here
+    before = _peak_rss(pid)
+    uploads = len(world.double.uploads())
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+        client.sendall(
+            b"POST /upload/ HTTP/1.1\r\nHost: proxy\r\n"
+            + f"Authorization: Basic {_basic('ci', PASSWORD)}\r\n".encode()
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        client.setblocking(False)
+        answer = b""
+        for number in range(fields):  # until the proxy answers, as a client would stop
+            try:
+                answer = client.recv(65536)
+                break
+            except BlockingIOError:
+                pass
+            part = (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="classifiers_{number}"'
+                    "\r\n\r\n"
+                ).encode()
+                + value
+                + b"\r\n"
+            )
+            client.setblocking(True)
+            client.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            client.setblocking(False)
+        client.setblocking(True)
+        if not answer:  # it read every field: the file, and the end of the form
+            name, data = WHEEL
+            end = (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+                    f'filename="{name}"\r\n\r\n'
+                ).encode()
+                + data
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            client.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(end), end))
+        head, body = _answer(client, answer)
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert body.endswith(
+        b"the upload's form fields other than the file are larger than the limit of 4 MiB\n"
+    )
+    assert _peak_rss(pid) - before < 16 * 2**20  # ~5 MiB; 100 MiB when every field was kept
+    assert len(world.double.uploads()) == uploads

@@ -4,11 +4,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.upstream import Head
+
+# The services' poll for names published to GitLab, for routes tested without the services
+NO_POLL = SimpleNamespace(asked=lambda: None)
 
 
 @dataclass

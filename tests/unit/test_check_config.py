@@ -84,3 +84,112 @@ def test_uploads_to_a_group_are_named(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (
         "upload.default_source: 'acme' is a gitlab_group source: GitLab takes uploads into " in err
     )
+
+
+# Values that load as TOML but broke `serve` (a 500 on every 401 or page, a traceback at start or
+# on SIGTERM, a connection closed without an answer): each refused, in one line naming the key.
+# (table, key, the value as written in TOML)
+_BREAKING = [
+    ("auth", "realm", '"プロキシ"'),
+    ("auth", "realm", "'say \"hi\"'"),
+    ("auth", "realm", '"proxy\\r\\nX-Injected: 1"'),
+    ("auth", "realm", '""'),
+    ("auth", "failed_logins_per_minute", "1_000_000_000_000"),
+    ("gitlab", "timeout", "nan"),
+    ("gitlab", "timeout", "inf"),
+    ("gitlab", "upload_timeout", "1e300"),
+    ("gitlab", "max_requests_per_minute", "1_000_000_000_000"),
+    ("gitlab", "url", '"https://gitlab.example.com:99999"'),
+    ("gitlab", "url", '"https://gitlab.example.com/a b"'),
+    ("gitlab", "token", '"glpat-secret-value\\n"'),
+    ("cache", "max_size", '"99999999999999999999TiB"'),
+    ("cache", "max_size", '"' + "9" * 400 + '"'),
+    ("cache", "max_size", "9_000_000_000_000_000_000"),
+    ("cache", "index_ttl", "1_000_000_000_000"),
+    ("cache", "negative_ttl", "1_000_000_000_000"),
+    ("cache", "directory", '"cache\\u0000"'),
+    ("server", "graceful_shutdown", "nan"),
+    ("server", "graceful_shutdown", "inf"),
+    ("server", "header_timeout", "inf"),
+    ("server", "header_timeout", "0"),
+    ("server", "workers", "100000"),
+    ("server", "host", '"exa mple"'),
+    ("upload", "max_size", '"2000TiB"'),
+    ("audit", "max_size", '"99999999999999999999TiB"'),
+    ("audit", "keep", "1_000_000"),
+    ("audit", "path", '"audit\\u0000.jsonl"'),
+    ("policy", "min_age", '"999999w"'),
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value"), _BREAKING, ids=[f"{t}.{k}={v[:20]}" for t, k, v in _BREAKING]
+)
+def test_values_that_load_but_break_serve_are_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, key: str, value: str
+) -> None:
+    tables = {
+        "cache": {"directory": f'"{tmp_path / "cache"}"'},
+        "gitlab": {"url": '"https://gitlab.example.com"'},
+    }
+    tables.setdefault(table, {})[key] = value
+    text = "".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+        for name, keys in tables.items()
+    )
+    path = tmp_path / "proxy.toml"
+    path.write_text(text + _PROJECT)
+    assert main(["check-config", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"gitlab-pypi-proxy: {path}: {table}.{key}: ")
+    assert len(err.splitlines()) == 1 and "secret-value" not in err and "unknown key" not in err
+    # `serve` reads the configuration the same way: the same line, before anything starts
+    assert main(["serve", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == err
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("ci:bot", "'ci:bot' can never log in: Basic credentials end it at the ':'"),
+        ("ci\\n", "'ci\\n' holds a control character"),
+    ],
+)
+def test_a_user_name_that_could_never_log_in_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    users = f'[[users]]\nname = "{name}"\npassword = "pw"\n'
+    code, out, err = _check(tmp_path, _GITLAB + _PROJECT + users, capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"gitlab-pypi-proxy: {tmp_path / 'proxy.toml'}: users[0].name: {problem}"
+    ]
+
+
+def test_a_user_token_with_a_newline_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = '[[users]]\nname = "ci"\npassword = "pw"\ngitlab_token = "glpat-secret-value\\r\\n"\n'
+    code, out, err = _check(tmp_path, _GITLAB + _PROJECT + users, capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"gitlab-pypi-proxy: {tmp_path / 'proxy.toml'}: users[0].gitlab_token: holds whitespace "
+        "or a control character (a newline at the end of an environment variable or a secret "
+        "file?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--workers", "100000"], 'expected "auto" or a number from 1 to 64'),
+        (["--port", "99999"], "expected a port number from 0 to 65535"),
+    ],
+)
+def test_serve_options_out_of_range_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--config", str(tmp_path / "proxy.toml"), *option])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)

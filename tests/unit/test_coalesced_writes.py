@@ -1,9 +1,12 @@
-"""A response's small writes go out together, in order, and nothing waits past one loop pass."""
+"""A response's small writes go out together, in order, and nothing waits past one loop pass; a
+request head that does not come whole within the header timeout gets its connection closed."""
 
 import asyncio
 import socket
 import threading
 from typing import Any
+
+from prometheus_client import REGISTRY
 
 from gitlab_pypi_proxy.http.coalesced_writes import (
     HELD_BYTES,
@@ -11,7 +14,7 @@ from gitlab_pypi_proxy.http.coalesced_writes import (
     CoalescingHttpTools,
 )
 from tests.servers import serve
-from tests.waiting import async_wait_until
+from tests.waiting import async_wait_until, wait_until
 
 
 class RecordingTransport:
@@ -118,3 +121,96 @@ def test_a_real_server_streams_headers_before_a_late_body_and_answers_in_order()
         both = _read_until(sock, b"/bb")
         assert both.count(b"HTTP/1.1 200 OK") == 2
         assert both.index(b"\r\n\r\n/a") < both.index(b"\r\n\r\n/bb")
+
+
+class QuickHeads(CoalescingHttpTools):
+    header_timeout = 0.3
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (each read bounded by the socket's
+    timeout)."""
+    have = b""
+    while chunk := sock.recv(65536):
+        have += chunk
+    return have
+
+
+class SlowApp:
+    """Answers with the request's path; /slow only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.release = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.paths.append(scope["path"])
+        if scope["path"] == "/slow":
+            await asyncio.to_thread(self.release.wait, 20)
+        body = scope["path"].encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _cut_count() -> float:
+    return REGISTRY.get_sample_value("gitlab_pypi_proxy_request_head_timeouts_total") or 0.0
+
+
+def test_a_head_that_does_not_come_whole_in_time_gets_408_and_an_idle_connection_is_closed() -> (
+    None
+):
+    app = SlowApp()
+    with serve(app, http=QuickHeads) as server:  # type: ignore[arg-type]
+        address = ("127.0.0.1", server.port)
+        with socket.create_connection(address, timeout=20) as partial:
+            partial.sendall(b"GET /never HTTP/1.1\r\nhost: x\r\nx-drip: a")
+            answer = _read_to_end(partial)
+        with socket.create_connection(address, timeout=20) as idle:
+            assert _read_to_end(idle) == b""  # nothing came: closed without an answer
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"connection: close\r\n" in answer
+    assert answer.endswith(b"\r\n\r\nno whole request head within 0.3 s\n")
+    assert app.paths == []  # the app never saw the half request
+
+
+def test_the_deadline_ends_with_the_head_and_each_later_request_gets_its_own() -> None:
+    """An answer slower than the header timeout is not cut, the connection serves the next
+    request, and a later head that stalls is cut in turn. The sign that the deadline has passed
+    is another connection, made after the head, being cut."""
+    app = SlowApp()
+    cuts = _cut_count()
+    with (
+        serve(app, http=QuickHeads) as server,  # type: ignore[arg-type]
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock,
+    ):
+        sock.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        wait_until(lambda: app.paths == ["/slow"], "the app to get the request")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as later:
+            assert _read_to_end(later) == b""
+        app.release.set()
+        assert _read_until(sock, b"/slow").startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _read_until(sock, b"/next").startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"GET /stalled HTTP/1.1\r\n")
+        assert _read_to_end(sock).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert app.paths == ["/slow", "/next"]
+    assert _cut_count() == cuts + 2
+
+
+def test_a_late_pipelined_head_closes_the_connection_after_the_answer_under_way() -> None:
+    app = SlowApp()
+    with (
+        serve(app, http=QuickHeads) as server,  # type: ignore[arg-type]
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock,
+    ):
+        sock.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\nGET /pipelined HTTP/1.1\r\n")
+        wait_until(lambda: app.paths == ["/slow"], "the app to get the request")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as later:
+            assert _read_to_end(later) == b""  # the pipelined head's deadline has passed too
+        app.release.set()
+        answer = _read_to_end(sock)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n/slow")
+    assert app.paths == ["/slow"]

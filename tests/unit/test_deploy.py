@@ -145,6 +145,7 @@ def test_compose_replicas_share_one_bucket_and_one_redis_behind_the_balancer(
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == ROOT / "Dockerfile"
         assert [c["source"] for c in replica["configs"]] == ["proxy-config"]  # one file for both
         assert replica["configs"][0]["target"] == _dockerfile_config_path()
+        assert replica["environment"]["GITLAB_PYPI_PROXY_CONFIG"] == _dockerfile_config_path()
         assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
         assert replica["depends_on"]["bucket"]["condition"] == "service_completed_successfully"
     caches = [r["volumes"][0].split(":")[0] for r in replicas.values()]
@@ -232,11 +233,9 @@ def test_single_machine_nginx_sends_cached_files_from_the_proxys_volume(
 
 
 def _dockerfile_config_path() -> str:
-    entrypoint = next(
-        line for line in (ROOT / "Dockerfile").read_text().splitlines() if "ENTRYPOINT" in line
-    )
-    words = re.findall(r'"([^"]+)"', entrypoint)
-    return words[words.index("--config") + 1]
+    """The configuration file the image's commands read: its GITLAB_PYPI_PROXY_CONFIG."""
+    (path,) = re.findall(r"GITLAB_PYPI_PROXY_CONFIG=(\S+)", (ROOT / "Dockerfile").read_text())
+    return path
 
 
 # --- Kubernetes -------------------------------------------------------------------------------
@@ -311,6 +310,8 @@ def test_kubernetes_deployment_probes_resources_config_and_secrets(
         == manifests["ConfigMap"]["metadata"]["name"]
     )
     assert config_file in manifests["ConfigMap"]["data"]
+    config_env = next(e for e in container["env"] if e["name"] == "GITLAB_PYPI_PROXY_CONFIG")
+    assert config_env["value"] == _dockerfile_config_path()  # what every command reads
     assert "emptyDir" in volumes[mounts[document["cache"]["directory"]]]
 
     # every variable the config reads comes from the Secret, none is written in

@@ -1,6 +1,7 @@
 """The Dockerfile: what a platform team needs from the image, and what hadolint says of it."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +41,14 @@ def test_dockerfile_has_what_a_platform_team_needs() -> None:
     assert args["EXPOSE"] == "8080"
     assert "/healthz" in args["HEALTHCHECK"] and "python" in args["HEALTHCHECK"]
     assert "curl" not in args["HEALTHCHECK"]
-    entry = json.loads(args["ENTRYPOINT"])
-    assert entry[:2] == ["gitlab-pypi-proxy", "serve"]
-    assert entry[entry.index("--config") + 1].startswith("/etc/")
+    # every command (serve by default, prefetch, cache, check-config) reads the config that
+    # GITLAB_PYPI_PROXY_CONFIG names: `docker run IMAGE cache stats` needs no --config
+    assert json.loads(args["ENTRYPOINT"]) == ["gitlab-pypi-proxy"]
+    command = json.loads(args["CMD"])
+    assert command[0] == "serve" and "--config" not in command
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(text for kind, text in steps if kind == "ENV")))
+    assert env["GITLAB_PYPI_PROXY_CONFIG"].startswith("/etc/gitlab-pypi-proxy/")
     assert not any(kind == "ENV" and "TOKEN" in text for kind, text in steps)  # secrets: env
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored and "!gitlab_pypi_proxy/" in ignored  # .venv, .git and caches stay out

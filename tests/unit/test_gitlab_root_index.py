@@ -1,6 +1,7 @@
 """A GitLab project's root index kept as a hint: a name it lists has its page and the Packages API
-listing asked at once (one round trip); any other name is asked as before; reading the root index
-costs one request per TTL, and its failure changes nothing for clients."""
+listing asked at once (one round trip); any other name is asked as before; the root index is what
+the shared poll for new names read (tests/unit/test_name_poll.py), and a poll that fails changes
+nothing for clients."""
 
 import asyncio
 import io
@@ -11,6 +12,7 @@ import httpx2
 import pytest
 import respx
 
+from gitlab_pypi_proxy.errors import Refused, SourceUnavailable
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from tests.unit.test_gitlab_file_details import BASE, T0, Registry, _source, _versions
 from tests.unit.test_gitlab_source import page
@@ -25,10 +27,12 @@ def _root_index(*names: str) -> respx.Route:
 
 
 async def _started(source) -> None:
-    """A serving worker's root index, read (as its first page has it read)."""
-    source.root_index.start()
-    source.root_index.lists("first-page")
-    await source.root_index.settled()
+    """A serving worker's root index, as the poll for new names read it (if it could)."""
+    try:
+        seen, _ = await source.poll(None)
+    except (Refused, SourceUnavailable):
+        return
+    source.saw(seen)
 
 
 def _ordered(registry: Registry, name: str, links: list[str], events: list[str]) -> None:
@@ -138,88 +142,15 @@ async def test_a_revalidated_page_is_one_round_trip_even_when_listed(client) -> 
     assert again is not None and all(f.upload_time is not None for f in again.files)
 
 
-@respx.mock
-async def test_the_root_index_is_read_once_per_ttl_not_per_page(client) -> None:
-    registry = Registry()
-    every = []
-    for name in ("a", "b", "c"):
-        every += _versions(registry, name, 1)
-        registry.mock(every[-1:], name)
-    root = _root_index("a", "b", "c")
-    source = _source(client)
-    assert not source.root_index.lists("a")  # not started (prefetch, `cache`): never read
-    assert not root.called
-    await _started(source)
-    for name in ("a", "b", "c", "a"):
-        assert await source.project_page(name) is not None
-    assert root.call_count == 1
-
-
-async def test_the_root_index_is_read_again_once_its_ttl_has_passed() -> None:
-    now = [0.0]
-    reads: list[int] = []
-    answers = [frozenset({"a"}), frozenset({"b"})]
-
-    async def fetch() -> frozenset[str] | None:
-        reads.append(1)
-        return answers[len(reads) - 1]
-
-    index = RootIndex("platform", fetch, 300, clock=lambda: now[0])
-    index.start()
-    await index.settled()
-    assert not reads  # a worker that served nothing asked GitLab nothing
-    assert not index.lists("a")  # the first consultation reads it, in the background
-    await index.settled()
-    assert index.lists("a") and not index.lists("b")
-    now[0] = 299.0
-    assert index.lists("a")
-    await index.settled()
-    assert len(reads) == 1
-    now[0] = 300.0
-    index.lists("a")  # consulted after the TTL: read again in the background
-    await index.settled()
-    assert len(reads) == 2 and index.lists("b") and not index.lists("a")
-    await index.close()
-
-
-async def test_pages_revalidated_on_every_request_read_it_at_most_once_a_minute() -> None:
-    now = [0.0]
-    reads: list[int] = []
-
-    async def fetch() -> frozenset[str] | None:
-        reads.append(1)
-        return frozenset({"a"})
-
-    index = RootIndex("platform", fetch, 0, clock=lambda: now[0])  # index_ttl = 0
-    index.start()
-    index.lists("a")
-    await index.settled()
-    for second in (1.0, 30.0, 59.0):
-        now[0] = second
-        assert index.lists("a")
-        await index.settled()
-    assert len(reads) == 1
-    now[0] = 60.0
-    index.lists("a")
-    await index.settled()
-    assert len(reads) == 2
-
-
-async def test_an_upload_during_a_read_stays_in_the_set() -> None:
-    release = asyncio.Event()
-
-    async def fetch() -> frozenset[str] | None:
-        await asyncio.wait_for(release.wait(), HOLD)
-        return frozenset({"a"})  # read before the upload landed
-
-    index = RootIndex("platform", fetch, 300)
-    index.start()
-    index.lists("a")
-    await asyncio.sleep(0)  # the read is under way
+def test_a_new_read_keeps_the_names_uploaded_through_this_worker() -> None:
+    index = RootIndex()
+    assert not index.lists("a")  # not read yet: every name asked as before
+    index.update(frozenset({"a"}))
     index.add("new-tool")
-    release.set()
-    await index.settled()
-    assert index.lists("a") and index.lists("new-tool")
+    index.update(frozenset({"a", "b"}))  # read before the upload landed
+    assert index.lists("a") and index.lists("b") and index.lists("new-tool")
+    index.update(frozenset({"b"}))
+    assert not index.lists("a")
 
 
 @pytest.mark.parametrize(
@@ -239,7 +170,7 @@ async def test_a_failing_root_index_changes_nothing_for_clients(client, failure)
     result = await source.project_page("x")
     assert result is not None and result.files[0].upload_time == T0
     assert events == ["page asked", "page answered", "listing asked"]  # as without one
-    assert root.call_count == 1  # tried again after the TTL, not with every page
+    assert root.call_count == 1  # polled again after its interval, not with every page
 
 
 @respx.mock

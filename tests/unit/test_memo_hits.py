@@ -18,7 +18,7 @@ from gitlab_pypi_proxy.http.memo_hits import MemoHits
 from gitlab_pypi_proxy.http.page_memo import PageMemo
 from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.asgi import asgi_client
-from tests.unit.fakes import FakeSource
+from tests.unit.fakes import NO_POLL, FakeSource
 from tests.unit.indexes import composed
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -44,7 +44,7 @@ class Apps:
             ],
             exception_handlers={ProxyError: errors.handle},
         )
-        self.routes.state.services = SimpleNamespace(composed=self.built)
+        self.routes.state.services = SimpleNamespace(composed=self.built, name_poll=NO_POLL)
         self.routes.state.memo = PageMemo(self.stores.coordinator)
         self.passed_on = 0  # requests the memo-hit layer handed to the routes
         self.identity: Identity | None = None

@@ -22,7 +22,7 @@ from gitlab_pypi_proxy.sources.base import UploadAnswer
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 from tests.unit.asgi import asgi_client
-from tests.unit.fakes import FakeSource
+from tests.unit.fakes import NO_POLL, FakeSource
 from tests.unit.indexes import composed
 from tests.unit.test_file_store import opener, read_all
 
@@ -122,7 +122,7 @@ async def test_page_hits_are_counted_per_source_lookup_not_per_memo_hit(tmp_path
         routes=[Route("/simple/{name}/", project_page)],
         exception_handlers={ProxyError: errors.handle},
     )
-    app.state.services = SimpleNamespace(composed=built)
+    app.state.services = SimpleNamespace(composed=built, name_poll=NO_POLL)
     app.state.memo = PageMemo(stores.coordinator)
 
     def lookups() -> tuple[float, float]:

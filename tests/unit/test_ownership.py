@@ -7,11 +7,13 @@ import pytest
 
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import FailClosed, NotFound
+from gitlab_pypi_proxy.index.cached import forget
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 
-A, B = "a" * 64, "b" * 64
+A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
 class ConfiguredFake(FakeSource):
@@ -117,3 +119,38 @@ async def test_the_read_check_logs_as_the_index_not_as_the_access_log(
         await index.check_file(A, "acme_utils-1.0-py3-none-any.whl", frozenset({"platform"}))
     checks = [r.name for r in caplog.records if "cannot check" in r.getMessage()]
     assert checks == ["proxy.index"]
+
+
+async def test_a_public_file_url_stops_being_served_once_gitlab_has_the_name(
+    tmp_path: Path,
+) -> None:
+    """A lock file written while only the public index had the name keeps its file's URL: once a
+    GitLab source has the name (the name poll forgets its "not here"), that URL is refused,
+    while GitLab's own files of the name, and public files of other names, are served."""
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    public.add("acme-utils", "acme_utils-99.0-py3-none-any.whl", B)
+    public.add("requests", "requests-2.0-py3-none-any.whl", C)
+    stores = Stores.local(tmp_path, 2**30)
+    built = composed(tmp_path, [gitlab], [public], stores=stores)
+    index = built.plain
+    await index.project_page("acme-utils")
+    await built.tasks.settled()  # where the public file is, remembered
+    await index.check_file(B, "acme_utils-99.0-py3-none-any.whl")
+
+    gitlab.add("acme-utils", "acme_utils-1.0-py3-none-any.whl", A)
+    await forget(stores.pages, ["platform"], "acme-utils")  # what the name poll does
+    with pytest.raises(NotFound, match="a name a GitLab source has"):
+        await index.check_file(B, "acme_utils-99.0-py3-none-any.whl")
+    with pytest.raises(NotFound):
+        await index.check_file(B, "acme_utils-99.0-py3-none-any.whl.metadata")
+    await index.check_file(A, "acme_utils-1.0-py3-none-any.whl")
+    await index.check_file(C, "requests-2.0-py3-none-any.whl")
+
+
+async def test_a_file_of_a_private_name_asked_by_digest_alone_passes(tmp_path: Path) -> None:
+    """A GitLab file no page listed yet (pinned by a lock file, published after the page was
+    kept) can only come from GitLab: the ownership check lets it through."""
+    gitlab, public = ConfiguredFake("platform"), FakeSource("public")
+    gitlab.add("acme-utils", "acme_utils-1.0-py3-none-any.whl", A)
+    index = composed(tmp_path, [gitlab], [public]).plain
+    await index.check_file(B, "acme_utils-2.0-py3-none-any.whl")

@@ -31,6 +31,11 @@ def test_server_keys(tmp_path: Path) -> None:
     assert load(_config(tmp_path, "")).server.base_path == ""
 
 
+def test_header_timeout_defaults_to_30_seconds_and_takes_fractions(tmp_path: Path) -> None:
+    assert load(_config(tmp_path, "")).server.header_timeout == 30.0
+    assert load(_config(tmp_path, "header_timeout = 2.5")).server.header_timeout == 2.5
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -51,6 +56,7 @@ def test_workers_default_to_auto_and_take_a_number(tmp_path: Path) -> None:
     assert load(_config(tmp_path, "workers = 3")).server.workers == 3
     for line, message in [
         ("workers = 0", "server.workers: must be at least 1"),
+        ("workers = 65", "server.workers: must be at most 64"),
         ('workers = "many"', "server.workers: expected \"auto\" or a number, got 'many'"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
