@@ -246,7 +246,7 @@ MAX_PHRASE = 300
 
 class Status(int):
     """An HTTP status with its own reason phrase (one line of printable ASCII), which the
-    server writes in the status line (`gitlab_pypi_proxy.http.reason_phrase`)."""
+    server writes in the status line (`gitlab_pypi_proxy.internals.reason_phrases`)."""
 
     phrase: str
 

@@ -1,5 +1,5 @@
-"""Access control in front of the routes: every /simple, /files request and every upload gets an
-Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
+"""Access control in front of the routes: every /simple, /files, /pypi request and every upload gets
+an Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
 `[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
 
 With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
@@ -7,7 +7,6 @@ With `anonymous_read` reads cost nothing here: no header is parsed, no hash comp
 
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gitlab_pypi_proxy.auth import ANONYMOUS, Authenticator, Identity
@@ -17,8 +16,9 @@ from gitlab_pypi_proxy.errors import (
     Unauthorized,
     response,
 )
+from gitlab_pypi_proxy.http.behind_proxy import route_path
 
-_GUARDED = ("/simple", "/files/")
+_GUARDED = ("/simple", "/files/", "/pypi/")
 _UPLOADS = ("/upload", "/legacy")  # and `/`: the index URL without /simple/, as GitLab's is
 _OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
 
@@ -41,7 +41,7 @@ class AccessControl:
             return await self.app(scope, receive, send)
         # The path the router routes on: under [server] base_path, without the prefix whether or
         # not the reverse proxy stripped it (`/pypi/simple/` is `/simple/`).
-        path = get_route_path(scope)
+        path = route_path(scope)
         auth: Authenticator = scope["app"].state.services.auth
         operator = path in _OPERATORS and bool(auth.config.operators)
         upload = is_upload(path, scope["method"])

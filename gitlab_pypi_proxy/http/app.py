@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -48,16 +49,18 @@ from gitlab_pypi_proxy.http.file_responses import (
     unsatisfiable,
 )
 from gitlab_pypi_proxy.http.health import healthz, readyz
+from gitlab_pypi_proxy.http.json_api import Readers, document, memo_what
 from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
 from gitlab_pypi_proxy.http.metrics_endpoint import metrics_endpoint
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
-from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
-from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
+from gitlab_pypi_proxy.http.serialize import JSON_API, Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
+from gitlab_pypi_proxy.printable import header_value
+from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.services import Services
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 from gitlab_pypi_proxy.storage.downloads import Download, verified
@@ -134,6 +137,28 @@ async def project_page(request: Request) -> Response:
         return redirect(f"{prefix}{name}/")
     index = services(request).composed.index
     return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+
+
+async def json_api(request: Request) -> Response:
+    """The PyPI JSON API: `/pypi/<name>/json` and `/pypi/<name>/<version>/json`, answered in
+    place for any spelling of the name (Dependabot asks with the requirement's own)."""
+    name = validate(request.path_params["name"])
+    version: str | None = request.path_params.get("version")
+    svc = services(request)
+    memo: PageMemo = request.app.state.memo
+    allowed = allowed_sources(request)
+    base = mask_userinfo(str(request.base_url))  # built from the client's Host header
+    key = memo_key(memo_what(base, name, version), JSON_API, allowed)
+    generation = memo.generation()  # read before the inputs, so a racing change wins
+    rendered = memo.get(key, generation)
+    if rendered is not None:
+        return page_response(request, rendered, stale=False)
+    page = await svc.composed.index.project_page(name, allowed)  # NotFound, Unavailable, Offline
+    readers = Readers(svc.composed.index, svc.composed.metadata, svc.advisories)
+    rendered = await document(readers, page, version, base, allowed)
+    if not page.stale:
+        memo.put(key, rendered, page.fresh_until, generation)
+    return page_response(request, rendered, page.stale)
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -434,7 +459,9 @@ async def provenance_file(request: Request, sha256: str, filename: str) -> Respo
     if provenances is None:
         raise NotFound(f"no provenance for {filename}")
     kept = await provenances.get(sha256, filename, allowed_sources(request))
-    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    # the verification's words hold the publisher's names as the upstream gave them (and as
+    # they were kept, before they were made one line)
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": header_value(kept.detail)}
     body = b"" if request.method == "HEAD" else kept.body
     if request.method == "HEAD":
         headers["content-length"] = str(len(kept.body))
@@ -471,8 +498,6 @@ def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
 
 
 def create_app(config: Config) -> Starlette:
-    install_reason_phrases()  # the server writes each error's reason in its status line
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
@@ -481,6 +506,10 @@ def create_app(config: Config) -> Starlette:
         try:
             await start_guard(services)
             services.warm()
+            # What the worker holds now lives as long as it does: out of the collector's way,
+            # a full collection while a big page is parsed scans that page, not the program.
+            gc.collect()
+            gc.freeze()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
@@ -494,6 +523,8 @@ def create_app(config: Config) -> Starlette:
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

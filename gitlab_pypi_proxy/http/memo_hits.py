@@ -11,10 +11,10 @@ the route."""
 from collections.abc import Callable
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gitlab_pypi_proxy.http.access import identity_of
+from gitlab_pypi_proxy.http.behind_proxy import route_path
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate
 
@@ -77,7 +77,7 @@ class MemoHits:
     def answer(self, scope: Scope) -> tuple[int, Headers, bytes] | None:
         if scope.get("query_string"):
             return None  # ?format=: the route parses it
-        path = get_route_path(scope)
+        path = route_path(scope)
         if path == "/simple/":
             what, endpoint = "/", self.root
         elif path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3:

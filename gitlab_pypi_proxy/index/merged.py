@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
 from gitlab_pypi_proxy.index.base import Answer, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
@@ -71,7 +72,7 @@ class Merged:
         gathered = await self.gather(name, self.readable(allowed))
         if gathered.found:
             partial = bool(gathered.failures or gathered.offline)
-            return merge(name, gathered.found, gathered.answers, partial=partial)
+            return await merged(name, gathered.found, gathered.answers, partial=partial)
         gathered.nothing_found(name)
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
@@ -100,6 +101,18 @@ class Merged:
         return ProjectList(
             names=frozenset(names), stale=stale, fresh_until=0.0 if stale else fresh_until
         )
+
+
+async def merged(
+    name: str,
+    found: Sequence[Answer[ProjectPage | None]],
+    asked: Sequence[Answer[ProjectPage | None]],
+    *,
+    partial: bool,
+) -> ProjectPage:
+    """`merge`, in a thread when the pages list many files."""
+    files = sum(len(a.value.files) for a in found if a.value is not None)
+    return await off_loop(files, lambda: merge(name, found, asked, partial=partial))
 
 
 def merge(

@@ -24,7 +24,8 @@ from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing, name_query
-from gitlab_pypi_proxy.sources.simple_html import parse_project_page
+from gitlab_pypi_proxy.sources.page_fields import Dropped, load_json
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_page
 from gitlab_pypi_proxy.sources.upstream import Head, Upstream, content_range, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
@@ -131,7 +132,7 @@ class GitLabApi:
         response = await self.get(url, query, background=background)
         if response.status_code != 200:
             raise Refused(self.name, "the Packages API", response.status_code, API_HINT)
-        items = response.json()
+        items = load_json(response.content)
         return Listing(
             items if isinstance(items, list) else [],
             _page_number(response.headers.get("x-total-pages")),
@@ -243,10 +244,10 @@ class GitLabPages:
             api.name, api.listing, api.package_files, details or DetailsStore(None), changed
         )
 
-    def _files(self, html: str, url: str) -> list[DistFile]:
+    def _files(self, response: httpx2.Response, url: str, dropped: Dropped) -> list[DistFile]:
         """The page's files (in a thread: a long history lists 10,000)."""
         files = []
-        for link in parse_project_page(html, url):
+        for link in parse_project_page(decoded(response.content, response.encoding), url, dropped):
             if link.sha256 is None:
                 # GitLab stores no digest for an upload that sent none: pip cannot use the file.
                 log.warning("source %s: %s has no sha256, not listed", self.api.name, link.filename)
@@ -282,7 +283,14 @@ class GitLabPages:
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None  # a listing asked early is dropped
-        files = await asyncio.to_thread(self._files, response.text, url)
+        dropped = Dropped()
+        try:
+            files = await asyncio.to_thread(self._files, response, url, dropped)
+        except (ValueError, AssertionError, RecursionError) as exc:  # html.parser on a bad day
+            raise SourceUnavailable(
+                self.api.name, f"unreadable page of {name} ({type(exc).__name__})"
+            ) from None
+        dropped.report(log, self.api.name, f"page {name}")
         # PEP 700 details: else asked only now that the page has files, never beside a name
         # the project did not list (a public dependency's "not here")
         files = await self.details.prepare(name, files, early)

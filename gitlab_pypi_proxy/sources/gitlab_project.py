@@ -23,7 +23,7 @@ from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from gitlab_pypi_proxy.sources.multipart import multipart_body
-from gitlab_pypi_proxy.sources.simple_html import parse_project_names
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_names
 from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
@@ -106,7 +106,8 @@ class GitLabProject:
         if response.status_code != 200:
             self.api.refused("root index", response)
             return frozenset()
-        return await asyncio.to_thread(parse_project_names, response.text)
+        pieces = decoded(response.content, response.encoding)
+        return await asyncio.to_thread(parse_project_names, pieces)
 
     async def poll(self, seen: Seen | None) -> tuple[Seen, frozenset[str]]:
         """The root index now (one request): every name, and those `seen` lacked. Raises
@@ -115,7 +116,8 @@ class GitLabProject:
         response = await self.api.get(f"{self.api.pypi}/simple")
         if response.status_code != 200:
             raise Refused(self.name, "the PyPI root index", response.status_code, READ_HINT)
-        names = await asyncio.to_thread(parse_project_names, response.text)
+        pieces = decoded(response.content, response.encoding)
+        names = await asyncio.to_thread(parse_project_names, pieces)
         return Seen(names), (names if seen is None else names - seen.names)
 
     def saw(self, seen: Seen) -> None:

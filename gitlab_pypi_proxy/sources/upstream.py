@@ -21,11 +21,9 @@ from typing import Protocol
 from urllib.parse import urljoin
 
 import httpx2
-from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
-from gitlab_pypi_proxy.sources import read_ahead
 from gitlab_pypi_proxy.sources.file_hosts import FileHosts
 from gitlab_pypi_proxy.sources.upstream_bounds import (
     MAX_PAGE_SIZE,
@@ -38,6 +36,8 @@ from gitlab_pypi_proxy.sources.upstream_bounds import (
     share,
 )
 from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
+from gitlab_pypi_proxy.sources.upstream_proxies import environment_proxies
+from gitlab_pypi_proxy.sources.upstream_transport import pool_transport
 
 CHUNK = 256 * 1024
 _MAX_RANGE = 32 * 2**20  # a ranged read's answer: twice the largest METADATA read
@@ -109,19 +109,20 @@ def make_client(
     """The one client every upstream request goes through (keep-alive, pooled, watched).
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
-    honoured, as httpx2 itself does), is a WatchedTransport of `connections` connections: see
-    gitlab_pypi_proxy.sources.upstream_pool. Its connections read at most one chunk ahead of their
-    reader (gitlab_pypi_proxy.sources.read_ahead). It keeps no cookies: a cookie one upstream sets
-    would ride along with later requests, under other identities (passthrough users, the
-    proxy's own token)."""
-    read_ahead.install()
+    honoured: gitlab_pypi_proxy.sources.upstream_proxies), is a WatchedTransport of
+    `connections` connections: see gitlab_pypi_proxy.sources.upstream_pool. Its connections read
+    at most one chunk ahead of their reader (gitlab_pypi_proxy.sources.upstream_sockets). It
+    keeps no cookies: a cookie one upstream sets would ride along with later requests, under
+    other identities (passthrough users, the proxy's own token)."""
     limits = httpx2.Limits(
         max_connections=connections, max_keepalive_connections=min(_KEEP_ALIVE, connections)
     )
+    # SSL_CERT_FILE / SSL_CERT_DIR honoured; one context for every pool and its replacements
+    ssl_context = httpx2.create_ssl_context()
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:
         return WatchedTransport(
-            lambda: httpx2.AsyncHTTPTransport(limits=limits, proxy=proxy),
+            lambda: pool_transport(limits, ssl_context, proxy),
             timeout,
             name=name,
             observer=observer,
@@ -130,7 +131,7 @@ def make_client(
     # a transport of our own turns httpx2's environment proxies off: they are mounted here
     mounts = {
         pattern: pool(f"proxy for {pattern}", url) if url else None
-        for pattern, url in get_environment_proxies().items()
+        for pattern, url in environment_proxies().items()
     }
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),

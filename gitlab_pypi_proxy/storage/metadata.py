@@ -46,7 +46,7 @@ class MetadataStore:
         """(source, file sha256) → metadata sha256, for the files whose metadata is stored."""
         wanted = list(keys)
         found = await asyncio.to_thread(self._digests, wanted)
-        for key in wanted:
+        for key in wanted if self._unkept else ():  # a page's wheels: a loop only if need be
             held = self._unkept.get(key) if key not in found else None
             if held is not None:
                 found[key] = held[0]
