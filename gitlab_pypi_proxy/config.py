@@ -63,6 +63,8 @@ class ServerConfig:
     base_path: str = ""  # "/pypi" to serve under a path prefix; "" for the root
     graceful_shutdown: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
     header_timeout: float = 30.0  # seconds a client has to send a whole request head
+    # nginx in front sends cached files itself: X-Accel-Redirect to <prefix><path under files/>
+    accel_redirect: str = ""
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,7 @@ def _server(r: _Reader) -> ServerConfig:
             "base_path",
             "graceful_shutdown",
             "header_timeout",
+            "accel_redirect",
         }
     )
     level = r.string("log_level", "info").lower()
@@ -354,6 +357,15 @@ def _server(r: _Reader) -> ServerConfig:
     base_path = "/" + r.string("base_path", "").strip("/")
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", base_path) or "//" in base_path:
         raise r.error("base_path", "expected a path such as /pypi")
+    accel = r.string("accel_redirect", "")
+    segments = accel[1:-1].split("/")
+    if accel and (
+        not (accel.startswith("/") and accel.endswith("/") and len(accel) > 1)
+        or not all(re.fullmatch(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*", s) for s in segments)
+    ):
+        raise r.error(
+            "accel_redirect", 'expected an internal location\'s prefix, such as "/_cached/"'
+        )
     return ServerConfig(
         host=host,
         port=port,
@@ -364,6 +376,7 @@ def _server(r: _Reader) -> ServerConfig:
         base_path=base_path.rstrip("/"),
         graceful_shutdown=r.number("graceful_shutdown", 30.0, maximum=_HOUR),
         header_timeout=r.number("header_timeout", 30.0, maximum=_HOUR),
+        accel_redirect=accel,
     )
 
 
@@ -674,9 +687,15 @@ def load(path: str | Path) -> Config:
         cache_directory=cache.directory,
         error=lambda key, message: ConfigError(f"{path}: {key}: {message}"),
     )
+    server_r, storage = root.table_at("server"), _storage(root.table_at("storage"))
+    server = _server(server_r)
+    if server.accel_redirect and storage.backend != "local":
+        raise server_r.error(
+            "accel_redirect", 'only with [storage] backend = "local": nginx reads the cached files'
+        )
     return Config(
         path=path,
-        server=_server(root.table_at("server")),
+        server=server,
         cache=cache,
         gitlab=_gitlab(root.table_at("gitlab"), any(s.is_gitlab for s in sources)),
         sources=sources,
@@ -686,7 +705,7 @@ def load(path: str | Path) -> Config:
             default_source=default, max_size=upload_r.size("max_size", "3GiB", minimum=1024)
         ),
         guard=guard,
-        storage=_storage(root.table_at("storage")),
+        storage=storage,
         cluster=_cluster(root.table_at("cluster")),
         views=views,
     )

@@ -110,11 +110,16 @@ class UploadRefused(ProxyError):
 
 
 class SourceUnavailable(ProxyError):
-    """The source could not be asked (connection error, timeout, 5xx). Never holds a secret."""
+    """The source could not be asked (connection error, timeout, 5xx). Never holds a secret.
 
-    def __init__(self, source: str, reason: str, *, timeout: bool = False) -> None:
+    `reported`: the transport told the source's health of this failure (it logs the outage)."""
+
+    def __init__(
+        self, source: str, reason: str, *, timeout: bool = False, reported: bool = False
+    ) -> None:
         super().__init__(f"upstream {source} unavailable: {reason}")
         self.source, self.reason, self.timeout = source, reason, timeout
+        self.reported = reported
         self.status = 504 if timeout else 502
 
 

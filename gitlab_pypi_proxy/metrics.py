@@ -111,6 +111,12 @@ UPSTREAM_STOPPED = Counter(
     "(a file arriving too slowly), busy (every connection of the source's share in use)",
     ["source", "bound"],
 )
+STALE_ANSWERS = Counter(
+    PREFIX + "stale_answers",
+    "Index answers (pages, project lists) served stale because their source could not answer, "
+    "by source; the outage itself is one log line when it begins and one when it ends",
+    ["source"],
+)
 REQUEST_HEAD_TIMEOUTS = Counter(
     PREFIX + "request_head_timeouts",
     "Client connections closed for sending no whole request head within [server] header_timeout",

@@ -138,7 +138,13 @@ def compose(
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None
     }
-    files = FileFinder([p.source for p in sources], stores.locations, stores.deliveries, details)
+    files = FileFinder(
+        [p.source for p in sources],
+        stores.locations,
+        stores.deliveries,
+        details,
+        ranged=[p.source.name for p in sources if p.serves_ranges],
+    )
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,

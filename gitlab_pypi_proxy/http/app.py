@@ -37,7 +37,18 @@ from gitlab_pypi_proxy.http import audit, operator
 from gitlab_pypi_proxy.http.access import AccessControl, identity_of
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
-from gitlab_pypi_proxy.http.file_responses import FileBody, cached_response, file_headers
+from gitlab_pypi_proxy.http.file_responses import (
+    FileBody,
+    accel_response,
+    cached_response,
+    exactly,
+    file_headers,
+    not_modified,
+    parse_range,
+    partial_headers,
+    requested_range,
+    unsatisfiable,
+)
 from gitlab_pypi_proxy.http.health import healthz, readyz
 from gitlab_pypi_proxy.http.json_api import Readers, document, memo_what
 from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
@@ -55,7 +66,7 @@ from gitlab_pypi_proxy.printable import header_value
 from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.services import Services
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
-from gitlab_pypi_proxy.storage.downloads import verified
+from gitlab_pypi_proxy.storage.downloads import Download, verified
 
 log = logging.getLogger("proxy.app")
 
@@ -201,9 +212,12 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
 async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp | Response:
     """The file's bytes: cached ones only if a source this reader may read delivered them
     (gitlab_pypi_proxy.storage.deliveries), else its own source delivers the file first; a
-    download under way is followed only if it reads such a source."""
+    download under way is followed only if it reads such a source. A byte range of a file not
+    cached comes from such a download or that source, never downloaded whole when the source
+    serves ranges (a cached file another source delivered is verified first, as for the whole)."""
     svc = services(request)
     files, allowed = svc.composed.files, allowed_sources(request)
+    spec = requested_range(request.headers, sha256) if request.method == "GET" else None
     for _ in range(2):  # a download this reader may not follow ends: the cache once more
         if await files.delivered(sha256, allowed):
             hit = await cached_answer(request, sha256, filename, "hit")
@@ -222,6 +236,11 @@ async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp |
             hit = await cached_answer(request, sha256, filename, "verified", source)
             if hit is not None:
                 return hit
+        if spec is not None:  # not cached
+            partial = await range_answer(request, sha256, filename, spec)
+            if partial is not None:
+                return partial
+            spec = None  # not one range the proxy can serve: the whole file
         answer = await download_answer(request, sha256, filename)
         if answer is not None:
             return answer
@@ -246,6 +265,15 @@ async def cached_answer(
     cached = await svc.stores.blobs.open(sha256)
     if cached is None:
         return None
+    accel = svc.config.server.accel_redirect
+    if accel and not not_modified(request.headers, sha256):
+        path = await cached.local_path()  # its bytes hashed first, if not yet
+        if path is None:  # corrupt: dropped, fetched again
+            cached.close()
+            return None
+        metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, outcome, source)
+        return accel_response(cached, accel + path)
     metrics.FILE_HIT.inc()
     await audit.served(request, sha256, filename, outcome, source)
     return cached_response(cached, sha256, request.headers, request.method)
@@ -305,13 +333,111 @@ async def download_answer(
 async def uncached_head(
     request: Request, sha256: str, filename: str, candidates: list[DistFile]
 ) -> Response | FileBody:
-    """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
+    """HEAD on a file not cached: its size as listed or as the upstream says, and Accept-Ranges
+    when its source serves ranges (uv then reads a wheel's metadata by ranges); never a
+    download."""
     svc = services(request)
     try:
-        size = await svc.composed.files.file_size(candidates)
+        head = await svc.composed.files.head(candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
-    return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
+    headers = file_headers(sha256, head.size, None, "MISS")
+    if head.ranges:
+        headers["accept-ranges"] = "bytes"
+    return FileBody(200, headers, None, label=filename)
+
+
+def readable_download(download: Download | None, allowed: frozenset[str] | None) -> bool:
+    """Has `download` started reading a source this reader may read?"""
+    return (
+        download is not None
+        and download.started.done()
+        and download.source is not None
+        and (allowed is None or download.source in allowed)
+    )
+
+
+async def range_answer(request: Request, sha256: str, filename: str, spec: str) -> FileBody | None:
+    """A byte range of a file this reader has no cached copy of: from a download under way of
+    a source it may read once the range is written there, else that source's range, else (its
+    upstream sends whole files) from the download of the whole file. None when `spec` is not
+    one range the proxy serves or the file's size cannot be known: the whole file answers."""
+    svc = services(request)
+    if svc.config.cache.offline:
+        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
+    files, allowed = svc.composed.files, allowed_sources(request)
+    candidates = await readable_candidates(request, sha256, filename)
+    download = svc.stores.downloads.under_way(sha256)
+    if not readable_download(download, allowed):
+        download = None
+    size = download.size if download is not None else None
+    try:
+        size = size if size is not None else await files.known_size(candidates)
+        size = size if size is not None else (await files.head(candidates)).size
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    if size is None:
+        return None
+    try:
+        selected = parse_range(spec, size)
+    except ValueError:
+        return unsatisfiable(sha256, size, "MISS")
+    if selected is None:
+        return None
+    metrics.FILE_MISS.inc()
+    start, end = selected
+    if download is not None and download.source is not None and end < download.readable:
+        body, source = download.range(start, end), download.source
+    else:
+        found = await upstream_range(request, sha256, filename, candidates, (start, end), size)
+        if found is None:
+            return None
+        body, source = found
+    await audit.served(request, sha256, filename, "range", source)
+    headers = partial_headers(sha256, start, end, size, None, "MISS")
+    return FileBody(206, headers, body, label=filename)
+
+
+async def upstream_range(
+    request: Request,
+    sha256: str,
+    filename: str,
+    candidates: list[DistFile],
+    selected: tuple[int, int],
+    size: int,
+) -> tuple[AsyncIterator[bytes], str] | None:
+    """The range from the reader's first candidate that has the file, as the upstream sends it
+    (unverified, as any range); when the upstream sends the whole file (or another range), the
+    range from the download of the whole, kept. None when neither can be had."""
+    svc = services(request)
+    files, (start, end) = svc.composed.files, selected
+    stack = AsyncExitStack()
+    try:
+        stream = await stack.enter_async_context(files.open_first(candidates, selected))
+    except Exception as exc:
+        await stack.aclose()
+        raise download_failed(exc, sha256, filename) from None
+    if stream.content_range == f"bytes {start}-{end}/{size}" and stream.source is not None:
+
+        async def body() -> AsyncIterator[bytes]:
+            async with stack:
+                async for chunk in exactly(stream.chunks, end - start + 1):
+                    yield chunk
+
+        return body(), stream.source
+    await stack.aclose()  # the whole file, unread: its download below serves the range
+    if not svc.stores.blobs.keeping:
+        return None
+    try:
+        download = await svc.stores.downloads.started(sha256, files.opener(candidates))
+    except CacheUnwritable:
+        return None
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    if not readable_download(download, allowed_sources(request)) or download.size != size:
+        return None
+    svc.composed.metadata.after_download(download, sha256, filename)
+    return download.range(start, end), download.source or ""
 
 
 def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from packaging.version import Version
 
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
-from gitlab_pypi_proxy.names import file_version
+from gitlab_pypi_proxy.names import file_versions
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
@@ -165,8 +165,9 @@ def _anchors(files: Iterable[DistFile]) -> Iterator[str]:
 
 
 def _page_json(page: ProjectPage) -> bytes:
-    listed = {v for f in page.files if (v := file_version(f.filename))} - page.held_versions
-    versions = sorted(listed, key=Version)
+    given = page.versions
+    listed = set(given) if given is not None else file_versions(f.filename for f in page.files)
+    versions = sorted(listed - page.held_versions, key=Version)
     meta: dict[str, object] = {"api-version": _api_version(page.files)}
     if page.status:
         said = {"status": page.status}

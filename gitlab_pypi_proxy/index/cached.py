@@ -1,6 +1,11 @@
 """One source's answers through the index records (gitlab_pypi_proxy.storage.pages): fresh for the
 TTL, asked again after it, served stale when the upstream cannot answer; offline, only what is kept.
 
+An outage is one log line when it begins and one when it ends, however many answers it serves
+stale (each is counted, by source, in `stale_answers`): the source's health says it for what
+the transport saw (gitlab_pypi_proxy.sources.upstream_health); a failure it did not see (a page
+that cannot be read, credentials a `url` source refuses) is said here.
+
 A "not here" answer (None) is kept for its own `negative_ttl`, so that names no source has
 (public dependencies, asked of every GitLab source) cost one request per source per negative TTL.
 Concurrent misses for one record share one fetch, which a client hanging up does not cancel. Each
@@ -122,6 +127,8 @@ class CachedSource:
         self._flights: SingleFlight[Hashable, tuple[Any, float]] = SingleFlight(
             metrics.PAGE_JOIN.inc
         )
+        self._stale = 0  # answers served stale since an outage the transport did not see began
+        self._outage = False
 
     @property
     def name(self) -> str:
@@ -202,11 +209,30 @@ class CachedSource:
         except SourceUnavailable as exc:
             if entry is None:
                 raise
-            log.warning("serving stale %s: %s", key.raw, exc)
-            metrics.PAGE_STALE.inc()
+            self._served_stale(key, exc)
             return Answer(entry.value, stale=True)
         metrics.PAGE_MISS.inc()
+        if self._outage:
+            self._outage = False
+            log.warning(
+                "source %s answers again: %d kept answers were served stale meanwhile",
+                self.name,
+                self._stale,
+            )
         return Answer(value, False, fetched_at + fresh.ttl_of(value), loaded=True)
+
+    def _served_stale(self, key: Key, exc: SourceUnavailable) -> None:
+        metrics.PAGE_STALE.inc()
+        metrics.STALE_ANSWERS.labels(self.name).inc()
+        log.debug("serving stale %s: %s", key.raw, exc)
+        if not exc.reported and not self._outage:
+            self._outage, self._stale = True, 0
+            log.warning(
+                "source %s cannot answer (%s): its kept answers are served stale until it can",
+                self.name,
+                exc.reason,
+            )
+        self._stale += 1
 
     async def _load(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
         # A lookup (a thread) can answer "miss" after another caller's load has landed and its

@@ -14,6 +14,7 @@ from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
 from gitlab_pypi_proxy.index.base import Answer, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import file_versions
 
 log = logging.getLogger("proxy.index")
 
@@ -149,4 +150,17 @@ def merge(
         fresh_until=fresh_until,
         status=said[0].status if said else None,
         status_reason=said[0].status_reason if said else None,
+        versions=merged_versions(pages),
     )
+
+
+def merged_versions(pages: Sequence[ProjectPage]) -> tuple[str, ...] | None:
+    """PEP 700 `versions` of merged pages: the union of what each source lists (its files'
+    versions where it lists none); None when no source lists any."""
+    if all(p.versions is None for p in pages):
+        return None
+    union: set[str] = set()
+    for page in pages:
+        given = page.versions
+        union |= set(given) if given is not None else file_versions(f.filename for f in page.files)
+    return tuple(sorted(union))

@@ -84,11 +84,12 @@ def judge(
 ) -> Judged:
     """The page as the policy lets it be listed (pure; may take a while on a big page)."""
     if page.status == "quarantined":
-        return Judged(replace(page, files=()), len(page.files), 0)
+        return Judged(replace(page, files=(), versions=None), len(page.files), 0)
     versions = {f.filename: file_version(f.filename) for f in page.files}
+    listed = {v for v in versions.values() if v} | set(page.versions or ())
     found: dict[str, tuple[osv.Advisory, ...]] = {}
     if policy.vulnerable != "off" or policy.malicious == "block":
-        found = advisories.index.affected(page.name, {v for v in versions.values() if v})
+        found = advisories.index.affected(page.name, listed)
     reasons: dict[str, str] = {}
     if policy.vulnerable != "off":
         reasons = {v: osv.reason(a) for v, a in found.items()}
@@ -98,7 +99,10 @@ def judge(
     files: list[DistFile] = []
     held = yanked = 0
     until = page.fresh_until
+    # versions no file of which is listed as it is: left out of a source's own `versions` too
     held_versions: set[str] = set()
+    if policy.vulnerable == "hide":
+        held_versions |= {v for v in page.versions or () if v in reasons}
     served_versions: set[str] = set()
     for file in page.files:
         version = versions[file.filename] or ""
@@ -111,9 +115,10 @@ def judge(
             held += 1
             if verdict.until is not None:
                 until = min(until, verdict.until.timestamp())
-        if (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide"):
+        hidden = (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide")
+        (held_versions if verdict or hidden else served_versions).add(version)
+        if hidden:
             continue
-        (held_versions if verdict else served_versions).add(version)
         yanked += advisory is not None
         notes = [n for n in (verdict and verdict.reason, advisory) if n]
         if notes:

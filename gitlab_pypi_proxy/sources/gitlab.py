@@ -26,7 +26,7 @@ from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing, name_query
 from gitlab_pypi_proxy.sources.page_fields import Dropped, load_json
 from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_page
-from gitlab_pypi_proxy.sources.upstream import Upstream, host_port
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream, content_range, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -202,16 +202,20 @@ class GitLabApi:
         )
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self.stream(file.url) as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else None
+        async with self.stream(file.url, headers=headers) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(
             lambda headers, method: self.stream(file.url, headers=headers, method=method)
         )
 
@@ -275,7 +279,7 @@ class GitLabPages:
             # (answering "not here" would hand the name to a public index)
             host = host_port(response.request.url)
             reason = f"HTTP 401 from {host}: {self.api.refused_means}"
-            raise SourceUnavailable(self.api.name, reason)
+            raise SourceUnavailable(self.api.name, reason, reported=True)  # as the transport did
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None  # a listing asked early is dropped

@@ -24,7 +24,7 @@ from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from gitlab_pypi_proxy.sources.multipart import multipart_body
 from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_names
-from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 READ_HINT = " (the token needs read access to the project; GitLab 15.1 or later)"
@@ -84,6 +84,7 @@ class GitLabProject:
         return Parts(
             source,
             owns_names=True,
+            serves_ranges=True,
             probe=source.readable_with,
             packages=source,
             uploads=source,
@@ -125,11 +126,13 @@ class GitLabProject:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)
 
-    def open_file(self, file: DistFile) -> AbstractAsyncContextManager[FileStream]:
-        return self.api.open_file(file)
+    def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AbstractAsyncContextManager[FileStream]:
+        return self.api.open_file(file, byte_range)
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.api.file_size(file)
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.api.file_head(file)
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         return self.api.range_reader(file, background=background)

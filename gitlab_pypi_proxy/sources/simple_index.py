@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 import httpx2
+from packaging.version import InvalidVersion, Version
 
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
@@ -35,7 +36,7 @@ from gitlab_pypi_proxy.sources.simple_html import (
     project_names,
     status_of,
 )
-from gitlab_pypi_proxy.sources.upstream import Request, Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Request, Upstream, content_range
 
 log = logging.getLogger("proxy.sources.simple_index")
 
@@ -64,7 +65,25 @@ def _sha256_of(hashes: dict[object, object]) -> str | None:
     return digest.lower() if isinstance(digest, str) and is_sha256(digest.lower()) else None
 
 
-Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status]
+# the files with their PEP 700 size and upload time, the PEP 792 status, the PEP 700 versions
+Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status, tuple[str, ...] | None]
+_MAX_VERSION = 128  # characters: a PEP 440 version is short; longer is not one
+
+
+def page_versions(value: object) -> tuple[str, ...] | None:
+    """PEP 700 `versions` as a page gives them: the valid PEP 440 ones, each once; None when the
+    page gives no list (its files' versions are listed then)."""
+    if not isinstance(value, list):
+        return None
+    kept: dict[str, None] = {}
+    for version in value:
+        if isinstance(version, str) and len(version) <= _MAX_VERSION:
+            try:
+                Version(version)
+            except InvalidVersion:
+                continue
+            kept[version] = None
+    return tuple(kept)
 
 
 def _size(value: object) -> int | None:
@@ -85,6 +104,7 @@ def parse_json_page(body: bytes | str, page_url: str, dropped: Dropped | None = 
         raise Malformed(f"a JSON {type(document).__name__}, not a project page object")
     files: list[tuple[Link, int | None, datetime | None]] = []
     meta: object = None
+    versions: tuple[str, ...] | None = None
     for key in scan.members():
         if key == "files" and scan.next_is("["):
             files = []
@@ -98,12 +118,14 @@ def parse_json_page(body: bytes | str, page_url: str, dropped: Dropped | None = 
             raise Malformed(f"its files are a JSON {type(entries).__name__}, not a list")
         elif key == "meta":
             meta = scan.value()
+        elif key == "versions":
+            versions = page_versions(scan.value())
         else:
             scan.skip()
     scan.end()
     raw = meta.get("project-status") if isinstance(meta, dict) else None
     raw = raw if isinstance(raw, dict) else {}
-    return files, status_of(raw.get("status"), raw.get("reason"))
+    return files, status_of(raw.get("status"), raw.get("reason")), versions
 
 
 def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetime | None]:
@@ -128,7 +150,7 @@ def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetim
 
 def _parse_html(body: bytes, encoding: str | None, page_url: str, dropped: Dropped) -> Parsed:
     links, status = parse_project_document(decoded(body, encoding), page_url, dropped)
-    return [(link, None, None) for link in links], status
+    return [(link, None, None) for link in links], status, None
 
 
 def parse_json_names(body: bytes | str) -> frozenset[str]:
@@ -228,9 +250,11 @@ class SimpleIndexSource:
         many thousand files takes seconds)."""
         page_url = str(response.url)
         if _is_json(response):
-            parsed, status = parse_json_page(response.content, page_url, dropped)
+            parsed, status, versions = parse_json_page(response.content, page_url, dropped)
         else:
-            parsed, status = _parse_html(response.content, response.encoding, page_url, dropped)
+            parsed, status, versions = _parse_html(
+                response.content, response.encoding, page_url, dropped
+            )
         files = []
         for link, size, uploaded in parsed:
             if link.sha256 is None:
@@ -256,6 +280,7 @@ class SimpleIndexSource:
             sources=(self.name,),
             status=status.status,
             status_reason=status.reason,
+            versions=versions,
         )
 
     async def project_names(self) -> frozenset[str]:
@@ -290,8 +315,8 @@ class SimpleIndexSource:
 
         return request
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(self._request(file))
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(self._request(file))
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         request = self._request(file)
@@ -302,12 +327,16 @@ class SimpleIndexSource:
         return read
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self._request(file)({}, "GET") as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else {}
+        async with self._request(file)(headers, "GET") as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
     async def _small(self, url: str, what: str) -> bytes:

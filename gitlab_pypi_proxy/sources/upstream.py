@@ -51,6 +51,15 @@ Request = Callable[[dict[str, str], str], AbstractAsyncContextManager[httpx2.Res
 streamed answer (`Upstream.stream`, through the GitLab budget where it applies)."""
 
 
+@dataclass(frozen=True)
+class Head:
+    """What an upstream says of a file without sending it: its size (None if it does not say)
+    and whether it serves byte ranges of it."""
+
+    size: int | None
+    ranges: bool = False
+
+
 class UpstreamObserver(Protocol):
     """Who hears how upstream calls went (sources/upstream_health.py in the server)."""
 
@@ -261,6 +270,7 @@ class Upstream:
         self.observer.request_done(
             source, None, failure.reason, timeout=failure.timeout, upstream=host
         )
+        failure.reported = True
         return failure
 
     async def get(
@@ -297,8 +307,8 @@ class Upstream:
                 raise self._down(source, deadline_passed(source, host, self.bounds), host) from None
             except httpx2.HTTPError as exc:
                 raise self._failed(source, exc) from None
-        if response.status_code >= 500:
-            raise SourceUnavailable(source, f"HTTP {response.status_code}")
+        if response.status_code >= 500:  # reported as a failure by _answered
+            raise SourceUnavailable(source, f"HTTP {response.status_code}", reported=True)
         if (limited := _rate_limited(source, response)) is not None:
             raise limited
         return _whole(response, body)
@@ -379,7 +389,8 @@ class Upstream:
                     continue
                 try:
                     if response.status_code >= 500:
-                        raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                        status = response.status_code
+                        raise SourceUnavailable(source, f"HTTP {status}", reported=True)
                     if (limited := _rate_limited(source, response)) is not None:
                         raise limited
                     if response.status_code not in (200, 206):
@@ -420,20 +431,22 @@ class Upstream:
         if buffer:
             yield bytes(buffer)
 
-    async def size_of(self, request: Request) -> int | None:
-        """The size of a file without downloading it: the upstream's HEAD; where that gives no
-        size (object storage signs its redirect for GET only, so a HEAD there is refused), a
-        one-byte ranged GET, whose Content-Range carries the size. None if neither says.
-        Raises FileNotFoundUpstream or SourceUnavailable."""
+    async def head(self, request: Request) -> Head:
+        """The size of a file and whether its upstream serves ranges, without downloading it:
+        the upstream's HEAD (`Accept-Ranges: bytes`); where that gives no size (object storage
+        signs its redirect for GET only, so a HEAD there is refused), a one-byte ranged GET,
+        whose 206 and Content-Range say both. Raises FileNotFoundUpstream or SourceUnavailable."""
         try:
             async with request({}, "HEAD") as response:
                 size = _total(response)
+                ranges = response.headers.get("accept-ranges", "").strip().lower() == "bytes"
         except FileNotFoundUpstream:
             size = None  # not there, or a HEAD refused on the way: the ranged GET tells which
         if size is not None:
-            return size
+            return Head(size, ranges)
         async with request({"Range": "bytes=0-0"}, "GET") as response:
-            return _total(response)  # closed unread if the whole file is coming
+            # closed unread if the whole file is coming
+            return Head(_total(response), response.status_code == 206)
 
     async def read_range(
         self, source: str, request: Request, spec: str
@@ -467,6 +480,11 @@ def _whole(response: httpx2.Response, body: bytes) -> httpx2.Response:
         request=response.request,
         extensions=response.extensions,
     )
+
+
+def content_range(response: httpx2.Response) -> str | None:
+    """The Content-Range of a 206 (the answer holds that range only), else None."""
+    return response.headers.get("content-range") if response.status_code == 206 else None
 
 
 def _total(response: httpx2.Response) -> int | None:

@@ -77,6 +77,13 @@ class Blob(Protocol):
         wheel's METADATA)."""
         ...
 
+    async def local_path(self) -> str | None:
+        """Its path under the store's `files` directory once its bytes are known to hash right
+        (hashed now if this process has not seen them do so), for a web server in front to
+        send it (X-Accel-Redirect); None for a store without such files (a bucket), or when
+        its bytes are corrupt (it is dropped, as on any read)."""
+        ...
+
     def close(self) -> None:
         """Releases what it holds without waiting for a disk or a network (an open local file's
         descriptor, the store's note that it is being served): called on the event loop."""

@@ -148,7 +148,7 @@ class LocalBlobStore:
             )
             self._drop(sha256, filename)
             return None
-        cached = CachedFile(sha256, size, stat.st_mtime, handle)
+        cached = CachedFile(sha256, size, stat.st_mtime, handle, path=filename)
         if not count:
             return cached
         identity = (stat.st_ino, stat.st_ctime_ns, stat.st_size)

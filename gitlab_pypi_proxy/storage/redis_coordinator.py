@@ -5,7 +5,8 @@ coordinator of each machine (its workers) that it falls back to when Redis is do
   renewed while held and deleted by its token on release; a holder that dies stops renewing and
   its lease runs out: another replica takes over. A replica waits for another's lock at most
   `wait` seconds, then goes on without it (HeldElsewhere: the file streams from upstream,
-  verified, unkept).
+  verified, unkept). Once it has seen the lock held, Redis failing meanwhile does not let it go
+  on without the lock: the holder is likely still downloading what it would download again.
 - News of changes: a publish on one channel; every worker of every replica listens and counts
   what it hears (and a reconnection, which may have missed news) in its generation. A message
   may name index records to forget: the listener forgets them locally first (shared records,
@@ -234,18 +235,22 @@ class RedisCoordinator:
                     await self.call("releasing a lock", lambda: release(_RELEASE, 1, name, token))
 
     async def _acquire(self, name: str, token: str) -> bool:
-        """True once held; False when Redis cannot be asked (the machine's lock only); raises
-        HeldElsewhere past `wait`."""
+        """True once held; False when Redis cannot be asked (the machine's lock only) before
+        the lock was seen held elsewhere; raises HeldElsewhere past `wait`."""
         deadline = time.monotonic() + self.wait
         lease = int(self.lease * 1000)
+        seen_held = False
+
+        async def take() -> bool:
+            return bool(await self.client.set(name, token, nx=True, px=lease))
+
         while True:
-            got = await self.call(
-                "taking a lock", lambda: self.client.set(name, token, nx=True, px=lease)
-            )
-            if got is None and not self.up:
-                return False
+            got = await self.call("taking a lock", take)  # None: Redis could not be asked
             if got:
                 return True
+            if got is None and not seen_held:
+                return False
+            seen_held = True
             if time.monotonic() >= deadline:
                 raise HeldElsewhere(f"another replica has held {name} for {self.wait:.0f}s")
             await asyncio.sleep(_POLL)

@@ -117,6 +117,9 @@ class S3Blob:
     def holds_resources(self) -> bool:
         return False  # an unread GET is dropped with the object
 
+    async def local_path(self) -> None:
+        return None  # in the bucket, not under the cache directory
+
     def close(self) -> None:
         self._first = None
 

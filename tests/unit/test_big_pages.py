@@ -102,7 +102,7 @@ def test_a_json_page_is_decoded_an_entry_at_a_time(monkeypatch: pytest.MonkeyPat
         return result[1] - start
 
     sizes = _largest_calls(monkeypatch, json.JSONDecoder, "raw_decode", consumed)
-    files, _ = parse_json_page(body, URL)
+    files, _, _ = parse_json_page(body, URL)
     assert len(files) == 10_000
     assert max(sizes) < 1000 < len(body)
 

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,46 @@ async def test_a_follower_stops_waiting_past_its_bound(replicas: list[RedisCoord
         with pytest.raises(HeldElsewhere, match="another replica has held"):
             async with b.lock("digest"):
                 pass
+
+
+async def test_a_follower_that_saw_the_lock_held_waits_through_a_redis_failure(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis failing while b waits for a's lock (its own call, or any other of its process):
+    going on with the machine's lock only would download again what a is downloading. b waits
+    longer than Redis is left alone after a failure."""
+    a, b = (
+        RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / name), lease=1, wait=30)
+        for name in ("a", "b")
+    )
+    asked, entered = [], asyncio.Event()
+    taking = b.call
+
+    async def call(what: str, work: Any) -> Any:
+        if what == "taking a lock":
+            asked.append(what)
+            if len(asked) == 2:  # the first said "held": Redis fails on the next
+                b.failed(ConnectionError("connection reset"), what)
+        return await taking(what, work)
+
+    monkeypatch.setattr(b, "call", call)
+
+    async def follow() -> None:
+        async with b.lock("digest"):
+            entered.set()
+
+    try:
+        async with a.lock("digest"):
+            follower = asyncio.ensure_future(follow())
+            await async_wait_until(lambda: entered.is_set() or len(asked) > 3, "b to ask again")
+            assert not entered.is_set()  # not while a holds it
+        await follower  # once Redis is asked again, and a has let go
+        assert entered.is_set()
+    finally:
+        for coordinator in (a, b):
+            coordinator.close()
 
 
 async def test_news_reach_the_other_replica(replicas: list[RedisCoordinator]) -> None:
