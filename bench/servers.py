@@ -51,15 +51,17 @@ def write_proxy_config(
     projects: tuple[int, ...],
     index_ttl: int = 3600,
     extra: str = "",
+    server: str = "",
 ) -> Path:
-    """`extra`: more tables (the S3 scenario's [storage] and [cluster])."""
+    """`extra`: more tables (the S3 scenario's [storage] and [cluster]); `server`: more keys of
+    [server] (scenario 2's accel_redirect)."""
     directory.mkdir(parents=True, exist_ok=True)
     sources = "".join(f'[[sources]]\nname = "p{p}"\ngitlab_project = "{p}"\n' for p in projects)
     text = f"""[server]
 host = "127.0.0.1"
 workers = {WORKERS}
 log_level = "warning"
-
+{server}
 [cache]
 directory = "{directory / "cache"}"
 max_size = "20GiB"
@@ -94,8 +96,9 @@ def start_proxy(
     index_ttl: int = 3600,
     extra: str = "",
     env: dict[str, str] | None = None,
+    server: str = "",
 ) -> Target:
-    config = write_proxy_config(work / label, up, projects, index_ttl, extra)
+    config = write_proxy_config(work / label, up, projects, index_ttl, extra, server)
     port = free_port()
     command = [sys.executable, "-m", "gitlab_pypi_proxy", "serve", "--config", str(config)]
     command += ["--port", str(port), "--workers", str(WORKERS)]
@@ -238,3 +241,70 @@ def start_nginx(procs: Processes, work: Path, data: Path) -> Target:
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(running, f"{url}/simple/")
     return Target("nginx", f"{url}/simple/", running)
+
+
+ACCEL_CONF = """
+daemon off;
+user root;
+worker_processes {workers};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    upstream gitlab_pypi_proxy {{
+        server {proxy};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_buffering off;
+        location / {{
+            proxy_pass http://gitlab_pypi_proxy;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+        }}
+        {internal}
+    }}
+}}
+"""
+
+
+def start_proxy_behind_nginx(procs: Processes, work: Path, up: Upstream) -> tuple[Target, Target]:
+    """This proxy with `[server] accel_redirect`, behind nginx with deploy/single/nginx.conf's
+    internal location, which sends the cached files: (nginx in front, the proxy)."""
+    proxy = start_proxy(procs, work, up, (dataset.MAIN_PROJECT,), "proxy-accel", server=_KEY)
+    directory = work / "nginx-accel"
+    directory.mkdir(parents=True, exist_ok=True)
+    deployed = (ROOT / "deploy" / "single" / "nginx.conf").read_text()
+    internal = deployed[deployed.index("location /_cached/ {") :]
+    internal = internal[: internal.index("\n        }") + len("\n        }")]
+    cache = work / "proxy-accel" / "cache"
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        ACCEL_CONF.format(
+            workers=WORKERS,
+            work=directory,
+            port=port,
+            proxy=proxy.index_url.removeprefix("http://").removesuffix("/simple/"),
+            internal=internal.replace("/var/cache/gitlab-pypi-proxy/", f"{cache}/"),
+        )
+    )
+    running = procs.start("nginx-accel", ["nginx", "-c", str(conf), "-p", str(directory)])
+    url = f"http://127.0.0.1:{port}"
+    procs.wait_http(running, f"{url}/healthz")
+    return Target(ACCEL, f"{url}/simple/", running), proxy
+
+
+ACCEL = "proxy behind nginx (accel_redirect)"
+_KEY = 'accel_redirect = "/_cached/"\n'

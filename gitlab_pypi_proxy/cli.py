@@ -160,14 +160,14 @@ def load_config(path: str, *, offline: bool = False) -> Config:
 
 
 def app_factory():  # type: ignore[no-untyped-def]
-    """The ASGI app for uvicorn's worker processes, configured from the environment, and the
-    request-head deadline of the worker's connections (uvicorn loads the app before it accepts
-    any)."""
+    """The ASGI app for uvicorn's worker processes, configured from the environment, once what
+    the worker builds on uvicorn's internals is installed (uvicorn loads the app before it
+    accepts any connection)."""
     from gitlab_pypi_proxy.http.app import create_app
-    from gitlab_pypi_proxy.http.coalesced_writes import CoalescingHttpTools
+    from gitlab_pypi_proxy.internals import install_in_worker
 
     config = load_config(os.environ[CONFIG_ENV], offline=bool(os.environ.get(OFFLINE_ENV)))
-    CoalescingHttpTools.header_timeout = config.server.header_timeout
+    install_in_worker(config.server.header_timeout)
     return create_app(config)
 
 
@@ -521,7 +521,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
             "server_header": False,
             "ws": "none",  # no websocket routes: no websockets library in every worker
             # a small answer's headers and body in one system call
-            "http": "gitlab_pypi_proxy.http.coalesced_writes:CoalescingHttpTools",
+            "http": "gitlab_pypi_proxy.internals.server_protocol:CoalescingHttpTools",
             "timeout_graceful_shutdown": server.graceful_shutdown,
         },
     )

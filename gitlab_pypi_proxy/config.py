@@ -42,6 +42,10 @@ _MILLION = 10**6
 # A realm is a quoted string in a header: visible ASCII and spaces, no quote or backslash.
 _REALM = re.compile(r"[ !#-\[\]-~]{1,200}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+# The first path segments the proxy's own routes take: a view of such a name could not be reached.
+RESERVED_PATHS = frozenset(
+    {"simple", "files", "upload", "legacy", "healthz", "readyz", "metrics", "pypi"}
+)
 
 
 class ConfigError(Exception):
@@ -59,6 +63,8 @@ class ServerConfig:
     base_path: str = ""  # "/pypi" to serve under a path prefix; "" for the root
     graceful_shutdown: float = 30.0  # seconds in-flight requests get to finish on SIGTERM
     header_timeout: float = 30.0  # seconds a client has to send a whole request head
+    # nginx in front sends cached files itself: X-Accel-Redirect to <prefix><path under files/>
+    accel_redirect: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,15 @@ class AuthConfig:
     realm: str = "gitlab-pypi-proxy"
     failed_logins_per_minute: int = 30  # per client address, then 429
     operators: frozenset[str] = frozenset()  # users who may read /readyz and /metrics; empty: all
+    admins: frozenset[str] = frozenset()  # users who may use the operator API (/-/...)
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """`[[views]]`: the index over some of the sources, served at /<name>/simple/."""
+
+    name: str
+    sources: tuple[str, ...]  # in the view's own priority order
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,7 @@ class Config:
     )
     storage: StorageConfig = StorageConfig()
     cluster: ClusterConfig = ClusterConfig()
+    views: tuple[ViewConfig, ...] = ()
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -319,6 +335,7 @@ def _server(r: _Reader) -> ServerConfig:
             "base_path",
             "graceful_shutdown",
             "header_timeout",
+            "accel_redirect",
         }
     )
     level = r.string("log_level", "info").lower()
@@ -340,6 +357,15 @@ def _server(r: _Reader) -> ServerConfig:
     base_path = "/" + r.string("base_path", "").strip("/")
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", base_path) or "//" in base_path:
         raise r.error("base_path", "expected a path such as /pypi")
+    accel = r.string("accel_redirect", "")
+    segments = accel[1:-1].split("/")
+    if accel and (
+        not (accel.startswith("/") and accel.endswith("/") and len(accel) > 1)
+        or not all(re.fullmatch(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*", s) for s in segments)
+    ):
+        raise r.error(
+            "accel_redirect", 'expected an internal location\'s prefix, such as "/_cached/"'
+        )
     return ServerConfig(
         host=host,
         port=port,
@@ -350,6 +376,7 @@ def _server(r: _Reader) -> ServerConfig:
         base_path=base_path.rstrip("/"),
         graceful_shutdown=r.number("graceful_shutdown", 30.0, maximum=_HOUR),
         header_timeout=r.number("header_timeout", 30.0, maximum=_HOUR),
+        accel_redirect=accel,
     )
 
 
@@ -534,6 +561,24 @@ def _file_hosts(r: _Reader, kind: str, target: str) -> tuple[str, ...]:
     return tuple(sorted(h.lower() for h in hosts))
 
 
+def _view(r: _Reader, source_names: list[str]) -> ViewConfig:
+    r.check_keys({"name", "sources"})
+    name = r.string("name")
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise r.error("name", "required: letters, digits, '.', '_' or '-' (it is a URL path)")
+    if name.lower() in RESERVED_PATHS:
+        raise r.error("name", f"{name!r} is one of the proxy's own paths: choose another name")
+    listed = r.table.get("sources")
+    if not isinstance(listed, list) or not listed or not all(isinstance(s, str) for s in listed):
+        raise r.error("sources", "expected a non-empty list of source names, in priority order")
+    for source in listed:
+        if source not in source_names:
+            raise r.error("sources", f"no source named {source!r}")
+        if listed.count(source) > 1:
+            raise r.error("sources", f"{source!r} is listed twice")
+    return ViewConfig(name=name, sources=tuple(listed))
+
+
 def _user(r: _Reader, source_names: set[str]) -> UserConfig:
     r.check_keys({"name", "password", "password_hash", "read", "upload", "gitlab_token"})
     name = r.string("name")
@@ -580,7 +625,7 @@ def load(path: str | Path) -> Config:
     root = _Reader(path, document, "")
     root.check_keys(
         {"server", "cache", "gitlab", "sources", "auth", "users", "upload", "policy", "audit"}
-        | {"storage", "cluster"}
+        | {"storage", "cluster", "views"}
     )
     sources = tuple(_source(r) for r in root.tables_at("sources"))
     names = [s.name for s in sources]
@@ -590,12 +635,19 @@ def load(path: str | Path) -> Config:
     auth_r = root.table_at("auth")
     auth_r.check_keys(
         {"anonymous_read", "passthrough", "realm", "failed_logins_per_minute", "operators"}
+        | {"admins"}
     )
     users = tuple(_user(r, set(names)) for r in root.tables_at("users"))
     operators = auth_r.strings("operators", frozenset())
-    unknown = sorted(operators - {u.name for u in users})
-    if unknown:
-        raise auth_r.error("operators", f"no [[users]] entry named {unknown[0]!r}")
+    admins = auth_r.strings("admins", frozenset())
+    for key, named in (("operators", operators), ("admins", admins)):
+        unknown = sorted(named - {u.name for u in users})
+        if unknown:
+            raise auth_r.error(key, f"no [[users]] entry named {unknown[0]!r}")
+    views = tuple(_view(r, names) for r in root.tables_at("views"))
+    twice = next((v.name for v in views if [w.name for w in views].count(v.name) > 1), None)
+    if twice:
+        raise root.error("views", f"two views are named {twice!r}")
     realm = auth_r.string("realm", "gitlab-pypi-proxy")
     if not _REALM.fullmatch(realm):
         raise auth_r.error(
@@ -611,6 +663,7 @@ def load(path: str | Path) -> Config:
             "failed_logins_per_minute", 30, minimum=1, maximum=_MILLION
         ),
         operators=operators,
+        admins=admins,
     )
     upload_r = root.table_at("upload")
     upload_r.check_keys({"default_source", "max_size"})
@@ -634,9 +687,15 @@ def load(path: str | Path) -> Config:
         cache_directory=cache.directory,
         error=lambda key, message: ConfigError(f"{path}: {key}: {message}"),
     )
+    server_r, storage = root.table_at("server"), _storage(root.table_at("storage"))
+    server = _server(server_r)
+    if server.accel_redirect and storage.backend != "local":
+        raise server_r.error(
+            "accel_redirect", 'only with [storage] backend = "local": nginx reads the cached files'
+        )
     return Config(
         path=path,
-        server=_server(root.table_at("server")),
+        server=server,
         cache=cache,
         gitlab=_gitlab(root.table_at("gitlab"), any(s.is_gitlab for s in sources)),
         sources=sources,
@@ -646,6 +705,7 @@ def load(path: str | Path) -> Config:
             default_source=default, max_size=upload_r.size("max_size", "3GiB", minimum=1024)
         ),
         guard=guard,
-        storage=_storage(root.table_at("storage")),
+        storage=storage,
         cluster=_cluster(root.table_at("cluster")),
+        views=views,
     )

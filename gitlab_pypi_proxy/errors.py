@@ -72,7 +72,8 @@ class NotAcceptable(ProxyError):
 
 
 class Conflict(ProxyError):
-    """The file is there already (an upload that GitLab refuses as taken)."""
+    """The proxy's state does not allow it: the file is there already (an upload that GitLab
+    refuses as taken), a refresh while offline, a yank past what the yanks may hold."""
 
     status = 409
 
@@ -109,11 +110,16 @@ class UploadRefused(ProxyError):
 
 
 class SourceUnavailable(ProxyError):
-    """The source could not be asked (connection error, timeout, 5xx). Never holds a secret."""
+    """The source could not be asked (connection error, timeout, 5xx). Never holds a secret.
 
-    def __init__(self, source: str, reason: str, *, timeout: bool = False) -> None:
+    `reported`: the transport told the source's health of this failure (it logs the outage)."""
+
+    def __init__(
+        self, source: str, reason: str, *, timeout: bool = False, reported: bool = False
+    ) -> None:
         super().__init__(f"upstream {source} unavailable: {reason}")
         self.source, self.reason, self.timeout = source, reason, timeout
+        self.reported = reported
         self.status = 504 if timeout else 502
 
 
@@ -241,7 +247,7 @@ MAX_PHRASE = 300
 
 class Status(int):
     """An HTTP status with its own reason phrase (one line of printable ASCII), which the
-    server writes in the status line (`gitlab_pypi_proxy.http.reason_phrase`)."""
+    server writes in the status line (`gitlab_pypi_proxy.internals.reason_phrases`)."""
 
     phrase: str
 

@@ -111,6 +111,12 @@ UPSTREAM_STOPPED = Counter(
     "(a file arriving too slowly), busy (every connection of the source's share in use)",
     ["source", "bound"],
 )
+STALE_ANSWERS = Counter(
+    PREFIX + "stale_answers",
+    "Index answers (pages, project lists) served stale because their source could not answer, "
+    "by source; the outage itself is one log line when it begins and one when it ends",
+    ["source"],
+)
 REQUEST_HEAD_TIMEOUTS = Counter(
     PREFIX + "request_head_timeouts",
     "Client connections closed for sending no whole request head within [server] header_timeout",
@@ -131,6 +137,12 @@ POLICY = Counter(
     "What the supply-chain guard did: file listings held back by the cooldown (held) or yanked "
     "for an advisory (yanked) on the pages it built, file requests it refused (refused)",
     ["verdict"],
+)
+POLICY_RULES = Counter(
+    PREFIX + "policy_refusals",
+    "File requests the supply-chain guard refused, by rule: a [policy] deny entry as written, "
+    "malicious, min_age, unknown_age, quarantine, include/exclude",
+    ["rule"],
 )
 SHARED_FAILURES = Counter(
     PREFIX + "shared_store_failures",
@@ -201,6 +213,18 @@ def policy_counts() -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     verdict = sample.labels["verdict"]
                     counts[verdict] = counts.get(verdict, 0.0) + sample.value
+    return counts
+
+
+def policy_rule_counts() -> dict[str, float]:
+    """File requests refused per rule, summed over every worker (blocking: a thread)."""
+    counts: dict[str, float] = {}
+    for family in registry().collect():
+        if family.name == PREFIX + "policy_refusals":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    rule = sample.labels["rule"]
+                    counts[rule] = counts.get(rule, 0.0) + sample.value
     return counts
 
 

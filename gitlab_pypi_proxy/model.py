@@ -48,6 +48,9 @@ class ProjectPage:
     status: str | None = None  # PEP 792 project status as the source says (None: not said)
     status_reason: str | None = None
     held_versions: frozenset[str] = frozenset()  # every file held by the policy: not in `versions`
+    # PEP 700 `versions` as the source lists them (a version may have no file left); None: the
+    # source lists none, and they are the versions in the file names
+    versions: tuple[str, ...] | None = None
 
     def __getstate__(self) -> list[Any]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -67,11 +70,14 @@ class ProjectList:
 @dataclass
 class FileStream:
     """A file being downloaded from an upstream: its announced size and its bytes, and the
-    source they come from (set by whoever chose that source: gitlab_pypi_proxy.index.files)."""
+    source they come from (set by whoever chose that source: gitlab_pypi_proxy.index.files).
+    `content_range`: the upstream's Content-Range when it answered a byte range with that range
+    alone (`size` is then the range's)."""
 
     size: int | None
     chunks: AsyncIterator[bytes]
     source: str | None = None
+    content_range: str | None = None
 
 
 def parse_time(value: object) -> datetime | None:

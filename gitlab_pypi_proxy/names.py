@@ -1,6 +1,7 @@
 """Project names and file names: validation and PEP 503 normalization."""
 
 import re
+from collections.abc import Iterable
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -61,6 +62,11 @@ def file_project_name(filename: str) -> str | None:
         return str(parse_sdist_filename(filename)[0])
     except (InvalidWheelFilename, InvalidSdistFilename):
         return None
+
+
+def file_versions(filenames: Iterable[str]) -> set[str]:
+    """The versions in these file names (those that are wheel or sdist names)."""
+    return {v for f in filenames if (v := file_version(f))}
 
 
 def file_version(filename: str) -> str | None:

@@ -7,14 +7,15 @@ commands start from here; nothing else decides which implementation of anything 
         [NameRules(CachedSource(public source)), ...],
     ))))
 
-A new kind of source is a module and a line in KINDS; a new behaviour of the index, a module
-and a line in `compose`.
+Each `[[views]]` entry gets the same composition over the same per-source objects, asked in the
+view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module and a line in
+KINDS; a new behaviour of the index, a module and a line in `compose`.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gitlab_pypi_proxy import metrics, runtime_dir
 from gitlab_pypi_proxy.aio import TaskSet
@@ -30,9 +31,11 @@ from gitlab_pypi_proxy.index.name_poll import NamePoll, configured_interval
 from gitlab_pypi_proxy.index.policy import Guarded, NameRules
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
 from gitlab_pypi_proxy.index.provenance import Provenances
-from gitlab_pypi_proxy.index.shadows import ShadowCheck
+from gitlab_pypi_proxy.index.refresh import Said, refresh
+from gitlab_pypi_proxy.index.shadows import ShadowCheck, ShadowedNames
+from gitlab_pypi_proxy.index.views import View, in_view_order
 from gitlab_pypi_proxy.index.warming import Warmer
-from gitlab_pypi_proxy.index.yanked import Yanked
+from gitlab_pypi_proxy.index.yanked import OperatorYanks, Yanked
 from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.policy.audit import AuditTrail
 from gitlab_pypi_proxy.policy.rules import AuditSettings, PolicySettings, SourceRules
@@ -46,6 +49,7 @@ from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
 from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.metadata import MetadataStore
 from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.purge import Purge
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 
@@ -67,8 +71,11 @@ class Composed:
     metadata: CoreMetadata
     tasks: TaskSet  # remembering where files are, in the background
     shadows: ShadowCheck
+    yanks: OperatorYanks  # what operators yanked through the API
     provenances: Provenances | None = None  # PEP 740, from the public sources
     warmer: Warmer | None = None  # the pages of what a wheel being installed requires
+    views: dict[str, View] = field(default_factory=dict)  # [[views]], by name
+    cached: dict[str, CachedSource] = field(default_factory=dict)  # each source's answers
 
     async def close(self) -> None:
         """Finish the background work (so the stores can be closed after it)."""
@@ -91,36 +98,53 @@ def compose(
     advisories: Advisories | None = None,
     provenance: ProvenanceStore | None = None,
     warm_dependencies: bool = False,
+    views: Mapping[str, Sequence[str]] | None = None,
 ) -> Composed:
     """The index over `sources` (in priority order), built from the wrappers of
-    gitlab_pypi_proxy.index."""
+    gitlab_pypi_proxy.index, and one over each of `views` (name → its sources, in its order):
+    the same wrappers over the same sources, asked in the view's order."""
     tasks = TaskSet(logging.getLogger("proxy.index"), "remembering where files are")
     policy = policy or PolicySettings()
-
-    def cached(parts: Parts) -> CachedSource:
-        return CachedSource(parts.source, stores.pages, stores.locations, freshness, tasks)
+    advisories = advisories or Advisories(None)
 
     def ruled(answers: SourceAnswers) -> SourceAnswers:
         named = policy.sources.get(answers.name)
         return answers if named is None or named == SourceRules() else NameRules(answers, policy)
 
-    def owned(parts: Parts) -> SourceAnswers:
-        answers = cached(parts)
-        return ruled(answers if parts.details is None else WithDetails(answers, parts.details))
+    # One of each per source, whichever index asks it: their records and fetches are shared.
+    cached = {
+        p.source.name: CachedSource(p.source, stores.pages, stores.locations, freshness, tasks)
+        for p in sources
+    }
+    answers: dict[str, SourceAnswers] = {}
+    for p in sources:
+        inner: SourceAnswers = cached[p.source.name]
+        if p.owns_names and p.details is not None:
+            inner = WithDetails(inner, p.details)
+        answers[p.source.name] = ruled(inner)
 
-    shadows = ShadowCheck(freshness.ttl)
-    plain = PrivateFirst(
-        Merged([owned(p) for p in sources if p.owns_names]),
-        [ruled(cached(p)) for p in sources if not p.owns_names],
-        stores.locations,
-        shadows,
-        allow_public=allow_public,
-        generation=stores.coordinator.generation,
-    )
+    shadows = ShadowCheck(freshness.ttl, ShadowedNames(stores.coordinator))
+
+    def private_first(ordered: Sequence[Parts]) -> PrivateFirst:
+        return PrivateFirst(
+            Merged([answers[p.source.name] for p in ordered if p.owns_names]),
+            [answers[p.source.name] for p in ordered if not p.owns_names],
+            stores.locations,
+            shadows,
+            allow_public=allow_public,
+            generation=stores.coordinator.generation,
+        )
+
     details: dict[str, Details] = {
         p.source.name: p.details for p in sources if p.details is not None
     }
-    files = FileFinder([p.source for p in sources], stores.locations, stores.deliveries, details)
+    files = FileFinder(
+        [p.source for p in sources],
+        stores.locations,
+        stores.deliveries,
+        details,
+        ranged=[p.source.name for p in sources if p.serves_ranges],
+    )
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,
@@ -132,8 +156,22 @@ def compose(
         offline=freshness.offline,
     )
     url_sources = frozenset(p.source.name for p in sources if not p.owns_names)
-    guarded = Guarded(plain, policy, advisories or Advisories(None), stores.locations, url_sources)
-    index = Yanked(Annotated(guarded, core_metadata), yanked or {})
+    yanks = OperatorYanks(stores.coordinator)
+
+    def served(plain: PrivateFirst) -> Index:
+        guarded = Guarded(plain, policy, advisories, stores.locations, url_sources)
+        return Yanked(Annotated(guarded, core_metadata), yanked or {}, yanks)
+
+    plain = private_first(sources)
+    index = served(plain)
+    in_views = {
+        name: View(
+            name,
+            tuple(names),
+            served(private_first(in_view_order(sources, names, lambda p: p.source.name))),
+        )
+        for name, names in (views or {}).items()
+    }
     sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
     provenances = (
         None if provenance is None else Provenances(provenance, stores.locations, sidecars)
@@ -142,7 +180,19 @@ def compose(
     if warm_dependencies and not freshness.offline:
         warmer = Warmer(index.project_page)
         core_metadata.warm = warmer.warm
-    return Composed(index, plain, files, core_metadata, tasks, shadows, provenances, warmer)
+    return Composed(
+        index,
+        plain,
+        files,
+        core_metadata,
+        tasks,
+        shadows,
+        yanks,
+        provenances,
+        warmer,
+        in_views,
+        cached,
+    )
 
 
 def audit_trail(settings: AuditSettings) -> AuditTrail | None:
@@ -166,6 +216,7 @@ class Services:
     advisories: Advisories
     audit: AuditTrail | None
     name_poll: NamePoll  # names published straight to GitLab (started by `warm`)
+    purge: Purge  # a cached file and its sidecars dropped everywhere
 
     @classmethod
     def start(cls, config: Config, *, patient: bool = False) -> "Services":
@@ -202,6 +253,7 @@ class Services:
             advisories=advisories,
             provenance=ProvenanceStore(directory),
             warm_dependencies=cache.warm_dependencies,
+            views={v.name: v.sources for v in config.views},
         )
         auth = Authenticator(
             config.auth,
@@ -222,6 +274,14 @@ class Services:
             published,
             interval=configured_interval(),
         )
+        purge = Purge(
+            stores.blobs,
+            composed.metadata.store,
+            composed.provenances.store if composed.provenances is not None else None,
+            stores.pages,
+            [p.source.name for p in sources],
+            shared_blobs=config.storage.backend == "s3",
+        )
         metrics.forget_dead_workers()
         return cls(
             config,
@@ -237,6 +297,7 @@ class Services:
             advisories,
             audit_trail(config.guard.audit),
             name_poll,
+            purge,
         )
 
     @property
@@ -256,6 +317,13 @@ class Services:
         """Read-your-writes after an upload of `name`: every worker asks for its page anew."""
         owners = [p.source.name for p in self.sources if p.owns_names]
         await forget(self.stores.pages, owners, name)
+
+    async def refresh(self, name: str) -> list[Said]:
+        """Ask every source for normalized `name` now (gitlab_pypi_proxy.index.refresh): what
+        each said, in priority order; every worker and replica lists it from then on."""
+        owners = [p.source.name for p in self.sources if p.owns_names]
+        cached = [self.composed.cached[source] for source in self.source_names]
+        return await refresh(name, cached, owners, self.stores.pages, self.config.guard.policy)
 
     def warm(self) -> None:
         """Start what this worker does while it serves: the shared poll of the GitLab sources

@@ -13,12 +13,14 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gitlab_pypi_proxy.internals.spawning import interpreter_flags, without_resource_tracker
+
 ENV = "GITLAB_PYPI_PROXY_SUPERVISOR"
+PID_ENV = "GITLAB_PYPI_PROXY_SUPERVISOR_PID"  # its workers find it here (the status page)
 STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
 
 
@@ -33,8 +35,7 @@ def become(runtime: Path, uvicorn_settings: dict[str, Any]) -> NoReturn:
         f"import sys; sys.path.insert(0, {root!r}); "
         "from gitlab_pypi_proxy.supervisor import main; main()"
     )
-    # multiprocessing passes the interpreter's flags to its children the same way
-    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    flags = interpreter_flags()
     sys.stdout.flush()
     sys.stderr.flush()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
@@ -56,25 +57,9 @@ def remove_on_stop(runtime: Path) -> None:
         signal.signal(stop, remove_and_die)
 
 
-def without_resource_tracker() -> None:
-    """multiprocessing's `spawn` (uvicorn's workers) starts a resource tracker, a Python
-    interpreter of its own (~13 MiB), which unlinks the named semaphores and shared memory that
-    processes registered and left behind. No process of `serve` creates either (no
-    multiprocessing locks, queues, pools or shared memory: tests/unit/test_worker_imports.py),
-    so the tracker's pipe is /dev/null: `spawn` finds a tracker "running" and starts none, and the
-    workers it starts inherit the same descriptor."""
-    from multiprocessing import resource_tracker
-
-    try:  # private API (CPython 3.8-3.14): without it, spawn starts its tracker as usual
-        tracker = resource_tracker._resource_tracker
-        if tracker._fd is None:
-            tracker._fd = os.open(os.devnull, os.O_WRONLY)
-    except AttributeError:
-        pass
-
-
 def main() -> None:
     settings = json.loads(os.environ.pop(ENV))
+    os.environ[PID_ENV] = str(os.getpid())  # the workers inherit it
     runtime = Path(settings["runtime"])
     remove_on_stop(runtime)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # the workers inherit the mask: never keep it

@@ -13,6 +13,8 @@ def isolated_env(home: Path) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PIP_", "UV_", "TWINE_", "PYTHONPATH"))
+        # an activated venv (the test command activates .venv) would be the clients' target
+        and k != "VIRTUAL_ENV"
     }
     home.mkdir(parents=True, exist_ok=True)
     env |= {

@@ -35,6 +35,7 @@ class Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: Body = b""
     pace: float = 0.0
+    ranges: bool = False  # a bytes body answers a single `Range: bytes=a-b` or `bytes=-n`
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class HostileIndex:
         document = {"meta": {"api-version": "1.1"}, "name": name, "files": files, **extra}
         self.on(f"/simple/{name}/", Reply(headers=[("content-type", JSON)], body=_json(document)))
 
+    def file(self, path: str, data: bytes) -> None:
+        """A file at `path`, honouring one byte range as object storage does."""
+        self.on(path, Reply(body=data, ranges=True))
+
     def html_page(self, name: str, anchors: Iterable[str]) -> None:
         """`/simple/<name>/` as PEP 503 HTML with these `<a ...>...</a>` elements."""
         body = "<!DOCTYPE html><html><body>" + "".join(anchors) + "</body></html>"
@@ -84,6 +89,8 @@ class HostileIndex:
         reply = self.replies.get(path) or self.replies.get(scope["path"])
         if reply is None:
             reply = Reply(404, [("content-type", "text/plain")], b"not here")
+        if reply.ranges and isinstance(reply.body, bytes) and "range" in headers:
+            reply = _ranged(reply.body, headers["range"])
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": raw})
         if scope["method"] == "HEAD":
@@ -107,6 +114,16 @@ class HostileIndex:
 async def _disconnected(receive: Callable) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _ranged(data: bytes, spec: str) -> Reply:
+    first, _, last = spec.removeprefix("bytes=").partition("-")
+    if first:
+        start, end = int(first), min(int(last or len(data) - 1), len(data) - 1)
+    else:
+        start, end = max(0, len(data) - int(last)), len(data) - 1
+    headers = [("content-range", f"bytes {start}-{end}/{len(data)}")]
+    return Reply(206, headers, data[start : end + 1])
 
 
 def _json(document: object) -> bytes:

@@ -18,6 +18,7 @@ def advisory(
     aliases: Iterable[str] = (),
     withdrawn: str | None = None,
     ecosystem: str = "PyPI",
+    summary: str | None = None,
 ) -> dict[str, Any]:
     """One OSV advisory affecting one package."""
     document: dict[str, Any] = {
@@ -35,6 +36,8 @@ def advisory(
     }
     if withdrawn:
         document["withdrawn"] = withdrawn
+    if summary is not None:
+        document["summary"] = summary
     return document
 
 

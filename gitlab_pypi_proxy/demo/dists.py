@@ -5,6 +5,7 @@ import io
 import tarfile
 import zipfile
 from base64 import urlsafe_b64encode
+from collections.abc import Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -16,9 +17,13 @@ def _dist_name(name: str) -> str:
 
 
 def _metadata(
-    name: str, version: str, requires_dist: list[str], requires_python: str | None
+    name: str,
+    version: str,
+    requires_dist: list[str],
+    requires_python: str | None,
+    fields: Sequence[str] = (),
 ) -> str:
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *fields]
     lines += [f"Requires-Dist: {r}" for r in requires_dist]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
@@ -37,13 +42,17 @@ def make_wheel(
     requires_dist: list[str] | None = None,
     requires_python: str | None = None,
     pad_bytes: int = 0,
+    fields: Sequence[str] = (),
 ) -> tuple[str, bytes]:
-    """(file name, bytes) of a pure-Python wheel; `pad_bytes` adds an incompressible-size member."""
+    """(file name, bytes) of a pure-Python wheel; `pad_bytes` adds an incompressible-size member,
+    `fields` more METADATA lines ("Summary: ...")."""
     dist = _dist_name(name)
     info = f"{dist}-{version}.dist-info"
     members = {
         f"{dist}/__init__.py": f'__version__ = "{version}"\n'.encode(),
-        f"{info}/METADATA": _metadata(name, version, requires_dist or [], requires_python).encode(),
+        f"{info}/METADATA": _metadata(
+            name, version, requires_dist or [], requires_python, fields
+        ).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }

@@ -1,13 +1,15 @@
-"""Access control in front of the routes: every /simple, /files request and every upload gets an
-Identity in `scope["identity"]`, or a 401 challenge / 403 / 429 before any route runs. With
-`[auth] operators` set, /readyz and /metrics need one of those users; /healthz stays open.
+"""Access control in front of the routes: every /simple, /files, /pypi request (at the root and
+under a view) and every upload gets an Identity in `scope["identity"]`, or a 401 challenge / 403 /
+429 before any route runs. With `[auth] operators` set, /readyz and /metrics need one of those
+users; /healthz stays open. The operator API (`/-/...`) always needs credentials, whatever
+`anonymous_read` says; which identities may do what there is the route's to say
+(gitlab_pypi_proxy.http.operator).
 
 With `anonymous_read` reads cost nothing here: no header is parsed, no hash computed.
 """
 
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gitlab_pypi_proxy.auth import ANONYMOUS, Authenticator, Identity
@@ -17,10 +19,13 @@ from gitlab_pypi_proxy.errors import (
     Unauthorized,
     response,
 )
+from gitlab_pypi_proxy.http.behind_proxy import route_path
+from gitlab_pypi_proxy.http.view_paths import split_view
 
-_GUARDED = ("/simple", "/files/")
+_GUARDED = ("/simple", "/files/", "/pypi/")
 _UPLOADS = ("/upload", "/legacy")  # and `/`: the index URL without /simple/, as GitLab's is
 _OPERATORS = ("/readyz", "/metrics")  # they name the sources and count what users do
+OPERATOR_API = "/-/"  # refresh, purge, yank, projects: credentials always
 
 
 def identity_of(scope: Scope) -> Identity:
@@ -41,14 +46,17 @@ class AccessControl:
             return await self.app(scope, receive, send)
         # The path the router routes on: under [server] base_path, without the prefix whether or
         # not the reverse proxy stripped it (`/pypi/simple/` is `/simple/`).
-        path = get_route_path(scope)
-        auth: Authenticator = scope["app"].state.services.auth
+        path = route_path(scope)
+        services = scope["app"].state.services
+        auth: Authenticator = services.auth
         operator = path in _OPERATORS and bool(auth.config.operators)
         upload = is_upload(path, scope["method"])
+        api = path.startswith(OPERATOR_API)
+        read = split_view(path, services.composed.views)[1].startswith(_GUARDED)
         # The status page at / names sources and recent uploads: guarded like the index.
-        if not (operator or upload or path.startswith(_GUARDED) or path == "/"):
+        if not (operator or upload or api or read or path == "/"):
             return await self.app(scope, receive, send)
-        if auth.config.anonymous_read and not (upload or operator):
+        if auth.config.anonymous_read and not (upload or operator or api):
             return await self.app(scope, receive, send)  # the fast path: identity is ANONYMOUS
         header = None
         for key, value in scope["headers"]:
@@ -56,7 +64,7 @@ class AccessControl:
                 header = value.decode("latin-1")
         client = scope.get("client")
         try:
-            identity = await self._identify(auth, header, path, upload, operator, client)
+            identity = await self._identify(auth, header, path, upload, operator or api, client)
         except ProxyError as exc:  # outside Starlette's handlers: rendered here, the same way
             return await response(exc)(scope, receive, send)
         scope["identity"] = identity
@@ -84,6 +92,8 @@ class AccessControl:
             raise Unauthorized(
                 f"{what} a valid user name and password", realm=auth.config.realm
             ) from None
+        if path.startswith(OPERATOR_API):
+            return identity  # the operator API's routes say who may do what
         if operator and identity.user not in auth.config.operators:
             who = f"user {identity.user}" if identity.user else "these credentials"
             raise Forbidden(f"{who} may not read {path}")

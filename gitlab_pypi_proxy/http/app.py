@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
 from gitlab_pypi_proxy.errors import (
     BadRequest,
     FileNotFoundUpstream,
+    Forbidden,
     NotAcceptable,
     NotAsListed,
     NotFound,
@@ -32,25 +34,40 @@ from gitlab_pypi_proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from gitlab_pypi_proxy.http import audit
+from gitlab_pypi_proxy.http import audit, operator
 from gitlab_pypi_proxy.http.access import AccessControl, identity_of
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
-from gitlab_pypi_proxy.http.file_responses import FileBody, cached_response, file_headers
+from gitlab_pypi_proxy.http.file_responses import (
+    FileBody,
+    accel_response,
+    cached_response,
+    exactly,
+    file_headers,
+    not_modified,
+    parse_range,
+    partial_headers,
+    requested_range,
+    unsatisfiable,
+)
 from gitlab_pypi_proxy.http.health import healthz, readyz
+from gitlab_pypi_proxy.http.json_api import Readers, document, memo_what
 from gitlab_pypi_proxy.http.memo_hits import MemoHits, page_answer
 from gitlab_pypi_proxy.http.metrics_endpoint import metrics_endpoint
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
-from gitlab_pypi_proxy.http.reason_phrase import install as install_reason_phrases
-from gitlab_pypi_proxy.http.serialize import Rendered, negotiate, render
+from gitlab_pypi_proxy.http.serialize import JSON_API, Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
+from gitlab_pypi_proxy.index.base import Index
+from gitlab_pypi_proxy.index.views import View
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.policy.osv import OsvError
+from gitlab_pypi_proxy.printable import header_value
+from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.services import Services
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
-from gitlab_pypi_proxy.storage.downloads import verified
+from gitlab_pypi_proxy.storage.downloads import Download, verified
 
 log = logging.getLogger("proxy.app")
 
@@ -59,9 +76,35 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+def view_of(request: Request) -> View | None:
+    """The view the request's path is under (`/<view>/simple/...`), or None at the root."""
+    name = request.path_params.get("view")
+    if name is None:
+        return None
+    view = services(request).composed.views.get(name)
+    if view is None:
+        raise NotFound(f"no view named {name}")
+    return view
+
+
+def index_of(request: Request) -> Index:
+    """The index the request's path reads: a view's, or the one over every source."""
+    view = view_of(request)
+    return services(request).composed.index if view is None else view.index
+
+
 def allowed_sources(request: Request) -> frozenset[str] | None:
-    """The source names this request may read; None means every source."""
-    return identity_of(request.scope).readable
+    """The source names this request may read; None means every source. Under a view, those of
+    the view the reader may read (raises Forbidden when that is none)."""
+    identity = identity_of(request.scope)
+    view = view_of(request)
+    if view is None:
+        return identity.readable
+    allowed = view.readable(identity.readable)
+    if not allowed:
+        who = f"user {identity.user}" if identity.user else "these credentials"
+        raise Forbidden(f"{who} may not read any source of view {view.name}")
+    return allowed
 
 
 def redirect(location: str) -> Response:
@@ -99,7 +142,8 @@ async def index_response(
         raise NotAcceptable("no acceptable media type: ask for PEP 691 JSON or HTML")
     memo: PageMemo = request.app.state.memo
     allowed = allowed_sources(request)
-    key = memo_key(what, media, allowed)
+    view = view_of(request)
+    key = memo_key(what, media, allowed, view.name if view else "")
     generation = memo.generation()  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
@@ -113,7 +157,7 @@ async def index_response(
 
 
 async def simple_root(request: Request) -> Response:
-    return await index_response(request, "/", services(request).composed.index.project_list)
+    return await index_response(request, "/", index_of(request).project_list)
 
 
 async def project_page(request: Request) -> Response:
@@ -122,8 +166,32 @@ async def project_page(request: Request) -> Response:
     if raw != name or not request.url.path.endswith("/"):
         prefix = "../" if request.url.path.endswith("/") else ""
         return redirect(f"{prefix}{name}/")
-    index = services(request).composed.index
+    index = index_of(request)
     return await index_response(request, name, lambda allowed: index.project_page(name, allowed))
+
+
+async def json_api(request: Request) -> Response:
+    """The PyPI JSON API: `/pypi/<name>/json` and `/pypi/<name>/<version>/json`, answered in
+    place for any spelling of the name (Dependabot asks with the requirement's own)."""
+    name = validate(request.path_params["name"])
+    version: str | None = request.path_params.get("version")
+    svc = services(request)
+    memo: PageMemo = request.app.state.memo
+    allowed = allowed_sources(request)
+    view, index = view_of(request), index_of(request)
+    base = mask_userinfo(str(request.base_url))  # built from the client's Host header
+    base += f"{view.name}/" if view else ""  # its files under the view, with its read check
+    key = memo_key(memo_what(base, name, version), JSON_API, allowed, view.name if view else "")
+    generation = memo.generation()  # read before the inputs, so a racing change wins
+    rendered = memo.get(key, generation)
+    if rendered is not None:
+        return page_response(request, rendered, stale=False)
+    page = await index.project_page(name, allowed)  # NotFound, Unavailable, Offline
+    readers = Readers(index, svc.composed.metadata, svc.advisories)
+    rendered = await document(readers, page, version, base, allowed)
+    if not page.stale:
+        memo.put(key, rendered, page.fresh_until, generation)
+    return page_response(request, rendered, page.stale)
 
 
 async def distribution_file(request: Request) -> ASGIApp | Response:
@@ -131,11 +199,10 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
     if not is_sha256(sha256):
         raise BadRequest("the file URL must hold a lowercase hex sha256")
     validate_filename(filename)
-    svc = services(request)
     allowed = allowed_sources(request)
     # Every byte derived from a file (the file, its sidecars) passes the file's read check, first:
     # the answer to a reader who may not read it does not depend on what is cached.
-    await svc.composed.index.check_file(sha256, filename, allowed)
+    await index_of(request).check_file(sha256, filename, allowed)
     if filename.endswith(".metadata"):
         return await core_metadata_file(request, sha256, filename.removesuffix(".metadata"))
     if filename.endswith(".provenance"):
@@ -146,9 +213,12 @@ async def distribution_file(request: Request) -> ASGIApp | Response:
 async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp | Response:
     """The file's bytes: cached ones only if a source this reader may read delivered them
     (gitlab_pypi_proxy.storage.deliveries), else its own source delivers the file first; a
-    download under way is followed only if it reads such a source."""
+    download under way is followed only if it reads such a source. A byte range of a file not
+    cached comes from such a download or that source, never downloaded whole when the source
+    serves ranges (a cached file another source delivered is verified first, as for the whole)."""
     svc = services(request)
     files, allowed = svc.composed.files, allowed_sources(request)
+    spec = requested_range(request.headers, sha256) if request.method == "GET" else None
     for _ in range(2):  # a download this reader may not follow ends: the cache once more
         if await files.delivered(sha256, allowed):
             hit = await cached_answer(request, sha256, filename, "hit")
@@ -167,6 +237,11 @@ async def file_answer(request: Request, sha256: str, filename: str) -> ASGIApp |
             hit = await cached_answer(request, sha256, filename, "verified", source)
             if hit is not None:
                 return hit
+        if spec is not None:  # not cached
+            partial = await range_answer(request, sha256, filename, spec)
+            if partial is not None:
+                return partial
+            spec = None  # not one range the proxy can serve: the whole file
         answer = await download_answer(request, sha256, filename)
         if answer is not None:
             return answer
@@ -191,6 +266,15 @@ async def cached_answer(
     cached = await svc.stores.blobs.open(sha256)
     if cached is None:
         return None
+    accel = svc.config.server.accel_redirect
+    if accel and not not_modified(request.headers, sha256):
+        path = await cached.local_path()  # its bytes hashed first, if not yet
+        if path is None:  # corrupt: dropped, fetched again
+            cached.close()
+            return None
+        metrics.FILE_HIT.inc()
+        await audit.served(request, sha256, filename, outcome, source)
+        return accel_response(cached, accel + path)
     metrics.FILE_HIT.inc()
     await audit.served(request, sha256, filename, outcome, source)
     return cached_response(cached, sha256, request.headers, request.method)
@@ -250,13 +334,111 @@ async def download_answer(
 async def uncached_head(
     request: Request, sha256: str, filename: str, candidates: list[DistFile]
 ) -> Response | FileBody:
-    """HEAD on a file not cached: its size as listed or as the upstream says, never a download."""
+    """HEAD on a file not cached: its size as listed or as the upstream says, and Accept-Ranges
+    when its source serves ranges (uv then reads a wheel's metadata by ranges); never a
+    download."""
     svc = services(request)
     try:
-        size = await svc.composed.files.file_size(candidates)
+        head = await svc.composed.files.head(candidates)
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
-    return FileBody(200, file_headers(sha256, size, None, "MISS"), None, label=filename)
+    headers = file_headers(sha256, head.size, None, "MISS")
+    if head.ranges:
+        headers["accept-ranges"] = "bytes"
+    return FileBody(200, headers, None, label=filename)
+
+
+def readable_download(download: Download | None, allowed: frozenset[str] | None) -> bool:
+    """Has `download` started reading a source this reader may read?"""
+    return (
+        download is not None
+        and download.started.done()
+        and download.source is not None
+        and (allowed is None or download.source in allowed)
+    )
+
+
+async def range_answer(request: Request, sha256: str, filename: str, spec: str) -> FileBody | None:
+    """A byte range of a file this reader has no cached copy of: from a download under way of
+    a source it may read once the range is written there, else that source's range, else (its
+    upstream sends whole files) from the download of the whole file. None when `spec` is not
+    one range the proxy serves or the file's size cannot be known: the whole file answers."""
+    svc = services(request)
+    if svc.config.cache.offline:
+        raise Offline(f"the proxy is offline and has no cached copy of {filename}")
+    files, allowed = svc.composed.files, allowed_sources(request)
+    candidates = await readable_candidates(request, sha256, filename)
+    download = svc.stores.downloads.under_way(sha256)
+    if not readable_download(download, allowed):
+        download = None
+    size = download.size if download is not None else None
+    try:
+        size = size if size is not None else await files.known_size(candidates)
+        size = size if size is not None else (await files.head(candidates)).size
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    if size is None:
+        return None
+    try:
+        selected = parse_range(spec, size)
+    except ValueError:
+        return unsatisfiable(sha256, size, "MISS")
+    if selected is None:
+        return None
+    metrics.FILE_MISS.inc()
+    start, end = selected
+    if download is not None and download.source is not None and end < download.readable:
+        body, source = download.range(start, end), download.source
+    else:
+        found = await upstream_range(request, sha256, filename, candidates, (start, end), size)
+        if found is None:
+            return None
+        body, source = found
+    await audit.served(request, sha256, filename, "range", source)
+    headers = partial_headers(sha256, start, end, size, None, "MISS")
+    return FileBody(206, headers, body, label=filename)
+
+
+async def upstream_range(
+    request: Request,
+    sha256: str,
+    filename: str,
+    candidates: list[DistFile],
+    selected: tuple[int, int],
+    size: int,
+) -> tuple[AsyncIterator[bytes], str] | None:
+    """The range from the reader's first candidate that has the file, as the upstream sends it
+    (unverified, as any range); when the upstream sends the whole file (or another range), the
+    range from the download of the whole, kept. None when neither can be had."""
+    svc = services(request)
+    files, (start, end) = svc.composed.files, selected
+    stack = AsyncExitStack()
+    try:
+        stream = await stack.enter_async_context(files.open_first(candidates, selected))
+    except Exception as exc:
+        await stack.aclose()
+        raise download_failed(exc, sha256, filename) from None
+    if stream.content_range == f"bytes {start}-{end}/{size}" and stream.source is not None:
+
+        async def body() -> AsyncIterator[bytes]:
+            async with stack:
+                async for chunk in exactly(stream.chunks, end - start + 1):
+                    yield chunk
+
+        return body(), stream.source
+    await stack.aclose()  # the whole file, unread: its download below serves the range
+    if not svc.stores.blobs.keeping:
+        return None
+    try:
+        download = await svc.stores.downloads.started(sha256, files.opener(candidates))
+    except CacheUnwritable:
+        return None
+    except Exception as exc:
+        raise download_failed(exc, sha256, filename) from None
+    if not readable_download(download, allowed_sources(request)) or download.size != size:
+        return None
+    svc.composed.metadata.after_download(download, sha256, filename)
+    return download.range(start, end), download.source or ""
 
 
 def download_failed(exc: Exception, sha256: str, filename: str) -> ProxyError:
@@ -309,7 +491,9 @@ async def provenance_file(request: Request, sha256: str, filename: str) -> Respo
     if provenances is None:
         raise NotFound(f"no provenance for {filename}")
     kept = await provenances.get(sha256, filename, allowed_sources(request))
-    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": kept.detail}
+    # the verification's words hold the publisher's names as the upstream gave them (and as
+    # they were kept, before they were made one line)
+    headers = {"etag": f'"{sha256}-provenance"', "x-provenance": header_value(kept.detail)}
     body = b"" if request.method == "HEAD" else kept.body
     if request.method == "HEAD":
         headers["content-length"] = str(len(kept.body))
@@ -346,8 +530,6 @@ def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
 
 
 def create_app(config: Config) -> Starlette:
-    install_reason_phrases()  # the server writes each error's reason in its status line
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
@@ -358,6 +540,10 @@ def create_app(config: Config) -> Starlette:
         try:
             await start_guard(services)
             services.warm()
+            # What the worker holds now lives as long as it does: out of the collector's way,
+            # a full collection while a big page is parsed scans that page, not the program.
+            gc.collect()
+            gc.freeze()
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
@@ -372,9 +558,17 @@ def create_app(config: Config) -> Starlette:
         Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
         Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
         Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
+        Route("/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        # the operator API (gitlab_pypi_proxy.http.operator)
+        Route("/-/refresh/{name}", operator.refresh, methods=["POST"]),
+        Route("/-/files/{sha256}", operator.purge, methods=["DELETE"]),
+        Route("/-/yank/{name}/{version}", operator.yank, methods=["PUT"]),
+        Route("/-/yank/{name}/{version}", operator.unyank, methods=["DELETE"]),
+        Route("/-/projects", operator.projects, methods=["GET"]),
     ]
     # twine aborts on any redirect: every spelling of the upload URL is answered in place.
     # /legacy/ is PyPI's; `/` is the index URL without /simple/ (GitLab, Nexus, Artifactory).
@@ -383,6 +577,17 @@ def create_app(config: Config) -> Starlette:
             routes.append(Route(path, upload, methods=["POST", "PUT"]))
             routes.append(Route(path, upload_help, methods=["GET", "HEAD"]))
     routes.append(Route("/", upload, methods=["POST", "PUT"]))
+    # [[views]]: the index over some sources, at /<view>/simple/, its files and its JSON API
+    # under /<view>/ too (names the routes above take are refused as view names)
+    routes += [
+        Route("/{view}/simple", redirect_root, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/{name}/", project_page, methods=["GET", "HEAD"]),
+        Route("/{view}/simple/{name}", project_page, methods=["GET", "HEAD"]),
+        Route("/{view}/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
+        Route("/{view}/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
+        Route("/{view}/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
+    ]
     server = config.server
     # Outermost first: the request's id and its log line (every answer carries the id, the log
     # sees 401s too), the real client and path, then access. Innermost, memo hits answered

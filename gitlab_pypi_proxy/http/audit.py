@@ -1,5 +1,9 @@
 """The audit trail's lines from the routes: who received or uploaded which file, from where,
-with what cache outcome and which advisories (gitlab_pypi_proxy.policy.audit writes them)."""
+with what cache outcome and which advisories, and what operators did through the operator API
+(gitlab_pypi_proxy.policy.audit writes them)."""
+
+import logging
+from typing import Literal
 
 from starlette.requests import Request
 
@@ -8,6 +12,8 @@ from gitlab_pypi_proxy.http.access import identity_of
 from gitlab_pypi_proxy.names import file_project_name, file_version
 from gitlab_pypi_proxy.policy.audit import AuditEntry, identity_label
 from gitlab_pypi_proxy.services import Services
+
+log = logging.getLogger("proxy.operator")
 
 
 def who(request: Request) -> str:
@@ -63,3 +69,34 @@ def uploaded(request: Request, sha256: str, filename: str, source: str) -> None:
             "upload", who(request), client_address(request), filename, sha256, source
         )
         services.audit.record(entry)
+
+
+def operated(
+    request: Request,
+    event: Literal["refresh", "purge", "yank", "unyank", "projects"],
+    *,
+    project: str | None = None,
+    version: str | None = None,
+    filename: str = "",
+    sha256: str = "",
+    notes: tuple[str, ...] = (),
+) -> None:
+    """An operator's action: one log line and one line of the trail, each naming who did it."""
+    by = who(request)
+    what = " ".join(p for p in (project, version, filename or sha256) if p)
+    log.info("%s by %s: %s%s", event, by, what, "".join(f"; {n}" for n in notes))
+    services: Services = request.app.state.services
+    if services.audit is not None:
+        services.audit.record(
+            AuditEntry(
+                event,
+                by,
+                client_address(request),
+                filename,
+                sha256,
+                "-",
+                notes=notes,
+                project=project,
+                version=version,
+            )
+        )

@@ -58,6 +58,21 @@ def _last(value: str | None) -> str | None:
     return value.rsplit(",", 1)[-1].strip() if value else None
 
 
+def route_path(scope: Scope) -> str:
+    """The path the router routes on: without the root_path (`[server] base_path`), whether or
+    not the reverse proxy stripped it (`/pypi/simple/` and `/simple/` are both `/simple/`)."""
+    # Starlette's get_route_path (starlette/_utils.py, 1.10.0), copied: it is private there
+    path: str = scope["path"]
+    root_path = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    if path[len(root_path)] == "/":
+        return path[len(root_path) :]
+    return path
+
+
 @lru_cache(maxsize=1024)
 def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     try:

@@ -1,5 +1,9 @@
 """HTTP responses for distribution files: headers, single byte ranges, and safe streaming.
 
+A range is served whether or not the file is cached (gitlab_pypi_proxy.http.app decides where
+its bytes come from): the same parsing, the same 206 and 416 answers; a body of a range has
+exactly the length its headers announce, or is cut.
+
 A body that fails midway (upstream reset, digest mismatch, a cached file found corrupt on the way
 out) is cut: the connection closes short of its Content-Length, so no client mistakes a partial
 or wrong file for a whole one.
@@ -131,28 +135,80 @@ class FileBody:
                 self.on_close()  # a descriptor closed, a note dropped: no thread hop for that
 
 
+def requested_range(request_headers: Any, sha256: str) -> str | None:
+    """The request's Range header, if it applies: no If-Range, or one naming this file's ETag
+    (a digest's bytes never change)."""
+    range_header = request_headers.get("range")
+    if_range = request_headers.get("if-range")
+    if range_header and (if_range is None or if_range == f'"{sha256}"'):
+        return str(range_header)
+    return None
+
+
+def partial_headers(
+    sha256: str, start: int, end: int, size: int, mtime: float | None, cache: str
+) -> dict[str, str]:
+    """The headers of a 206 with bytes `start` to `end` of a file of `size` bytes."""
+    headers = file_headers(sha256, end - start + 1, mtime, cache)
+    headers["accept-ranges"] = "bytes"
+    headers["content-range"] = f"bytes {start}-{end}/{size}"
+    return headers
+
+
+def unsatisfiable(sha256: str, size: int, cache: str, on_close: Any = None) -> FileBody:
+    """416: the range asked for is not in a file of `size` bytes."""
+    headers = file_headers(sha256, 0, None, cache)
+    headers["accept-ranges"] = "bytes"
+    headers["content-range"] = f"bytes */{size}"
+    return FileBody(416, headers, None, label=sha256, on_close=on_close)
+
+
+async def exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """`chunks` as long as they add up to `length` bytes; more or fewer raise (the body is
+    cut: a client never takes a short or long answer for the range it asked)."""
+    sent = 0
+    async for chunk in chunks:
+        sent += len(chunk)
+        if sent > length:
+            raise ValueError(f"the upstream sent more than the {length} bytes of its range")
+        yield chunk
+    if sent != length:
+        raise ValueError(f"the upstream sent {sent} of the {length} bytes of its range")
+
+
+def not_modified(request_headers: Any, sha256: str) -> bool:
+    """Does the client hold this file already (If-None-Match naming its ETag)?"""
+    return request_headers.get("if-none-match") in (f'"{sha256}"', "*")
+
+
+def accel_response(cached: Blob, location: str) -> FileBody:
+    """A cached file nginx in front sends itself from the cache directory (X-Accel-Redirect to
+    its internal `location`): the proxy's headers, nginx's body, ranges and HEAD. nginx keeps
+    Content-Type and Cache-Control of these; its internal location passes on the others."""
+    headers = file_headers(cached.sha256, 0, None, "HIT")
+    headers["x-accel-redirect"] = location
+    close = cached.close if cached.holds_resources else None
+    return FileBody(200, headers, None, label=cached.sha256, on_close=close)
+
+
 def cached_response(cached: Blob, sha256: str, request_headers: Any, method: str) -> FileBody:
     """A cached file: ranges, conditional requests and HEAD; its bytes checked as they go."""
     headers = file_headers(sha256, cached.size, cached.mtime, "HIT")
     headers["accept-ranges"] = "bytes"
     # A small file was read whole at lookup: nothing left to close.
     close = cached.close if cached.holds_resources else None
-    if request_headers.get("if-none-match") in (f'"{sha256}"', "*"):
+    if not_modified(request_headers, sha256):
         headers.pop("content-length")
         return FileBody(304, headers, None, label=sha256, on_close=close)
     status, start, end = 200, 0, cached.size - 1
-    range_header = request_headers.get("range")
-    if_range = request_headers.get("if-range")
-    if range_header and (if_range is None or if_range == f'"{sha256}"'):
+    range_header = requested_range(request_headers, sha256)
+    if range_header:
         try:
             selected = parse_range(range_header, cached.size)
         except ValueError:
-            headers["content-range"] = f"bytes */{cached.size}"
-            headers["content-length"] = "0"
-            return FileBody(416, headers, None, label=sha256, on_close=close)
+            return unsatisfiable(sha256, cached.size, "HIT", close)
         if selected is not None:
             status, (start, end) = 206, selected
-            headers["content-range"] = f"bytes {start}-{end}/{cached.size}"
-            headers["content-length"] = str(end - start + 1)
+            headers = partial_headers(sha256, start, end, cached.size, cached.mtime, "HIT")
     body = None if method == "HEAD" else cached.chunks(start, end)
     return FileBody(status, headers, body, label=sha256, on_close=close)

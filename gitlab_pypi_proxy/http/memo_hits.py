@@ -11,12 +11,13 @@ the route."""
 from collections.abc import Callable
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gitlab_pypi_proxy.http.access import identity_of
+from gitlab_pypi_proxy.http.behind_proxy import route_path
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.serialize import CONTENT_TYPES, Rendered, negotiate
+from gitlab_pypi_proxy.http.view_paths import split_view
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -58,9 +59,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class MemoHits:
-    """Answers memo hits of `/simple/` and `/simple/<normalized name>/` (GET, HEAD); everything
-    else goes on to `app`. `root` and `page` are the routes it stands in for: the access log
-    and the metrics name them as if they had answered."""
+    """Answers memo hits of `/simple/` and `/simple/<normalized name>/` (GET, HEAD), at the root
+    and under a view (`/<view>/simple/...`); everything else goes on to `app`. `root` and `page`
+    are the routes it stands in for: the access log and the metrics name them as if they had
+    answered."""
 
     def __init__(self, app: ASGIApp, root: Callable[..., Any], page: Callable[..., Any]) -> None:
         self.app, self.root, self.page = app, root, page
@@ -78,7 +80,8 @@ class MemoHits:
     def answer(self, scope: Scope) -> tuple[int, Headers, bytes] | None:
         if scope.get("query_string"):
             return None  # ?format=: the route parses it
-        path = get_route_path(scope)
+        services = scope["app"].state.services  # made by create_app's lifespan
+        view, path = split_view(route_path(scope), services.composed.views)
         if path == "/simple/":
             what, endpoint = "/", self.root
         elif path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3:
@@ -91,7 +94,12 @@ class MemoHits:
         if media is None:
             return None  # the route's 406
         memo: PageMemo = scope["app"].state.memo  # made by create_app's lifespan
-        key = memo_key(what, media, identity_of(scope).readable)
+        allowed = identity_of(scope).readable
+        if view is not None:
+            allowed = view.readable(allowed)
+            if not allowed:
+                return None  # the route's 403
+        key = memo_key(what, media, allowed, view.name if view else "")
         rendered = memo.get(key, memo.generation())
         if rendered is None:
             return None

@@ -1,7 +1,7 @@
 """This worker's rendered pages, each answered again without asking the index while every record
 behind it is fresh and no worker has announced a change since (the coordinator's generation,
 compared on every lookup). Keyed by what the route answers: the page (or "/"), the media type,
-and the sources the reader may read.
+the sources the reader may read and the view it is read through.
 
 Bounded by count and by bytes: the oldest pages go first. A page is kept as its gzip copy alone
 (pip and uv take gzip; another client's body is decompressed from it): the largest public
@@ -20,13 +20,14 @@ from gitlab_pypi_proxy.storage.coordinator import Coordinator
 _ENTRIES = 10_000
 MAX_BYTES = 8 * 2**20
 
-Key = tuple[str, str, frozenset[str] | None]
+Key = tuple[str, str, frozenset[str] | None, str]
 
 
-def memo_key(what: str, media: str, allowed: frozenset[str] | None) -> Key:
+def memo_key(what: str, media: str, allowed: frozenset[str] | None, view: str = "") -> Key:
     """The memo's key for the page `what` (a normalized name, or "/") in `media`, as rendered
-    for a reader of the sources `allowed` (None: every source)."""
-    return (what, media, allowed)
+    for a reader of the sources `allowed` (None: every source) through `view` ("": the root;
+    a view may order the same sources otherwise)."""
+    return (what, media, allowed, view)
 
 
 def _bytes(entry: tuple[Hashable, Rendered]) -> int:

@@ -1,14 +1,20 @@
 """The status page's section on the supply-chain guard: the policy in force and what it did
-(files held, yanked and refused, summed over every worker since they started)."""
+(files held, yanked and refused, and refused by each rule, summed over every worker since they
+started: the counts start again at zero when the proxy restarts, and say so)."""
 
 from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.policy.rules import PolicySettings, format_duration
 
 
 def policy_rows(
-    policy: PolicySettings, advisories: Advisories, counts: dict[str, float]
+    policy: PolicySettings,
+    advisories: Advisories,
+    counts: dict[str, float],
+    by_rule: dict[str, float] | None = None,
 ) -> dict[str, str]:
-    """Label → value, in the order shown."""
+    """Label → value, in the order shown. `counts`: by verdict; `by_rule`: file requests
+    refused by each rule."""
+    by_rule = by_rule or {}
     if policy.min_age:
         sources = ", ".join(sorted(policy.min_age_sources)) or "no source"
         cooldown = f"{format_duration(policy.min_age)} on {sources}"
@@ -37,7 +43,20 @@ def policy_rows(
             f"{policy.vulnerable}: {advisories.index.stats.advisories} advisories on {known}"
             f" projects from {advisories.path}"
         )
-    rows["Files held back (listings)"] = f"{counts.get('held', 0):.0f}"
-    rows["Files yanked for advisories (listings)"] = f"{counts.get('yanked', 0):.0f}"
-    rows["File requests refused"] = f"{counts.get('refused', 0):.0f}"
+    rows["Malicious packages (OSV MAL- ids)"] = (
+        "blocked: never served, listed as held files are"
+        if policy.malicious == "block"
+        else "yanked like other advisories"
+    )
+    for rule in policy.deny:
+        refused = by_rule.get(rule.entry, 0)
+        rows[f"Deny {rule.entry}"] = f"{refused:.0f} file requests refused since start"
+    rows["Files held back (listings)"] = f"{counts.get('held', 0):.0f} since start"
+    rows["Files yanked for advisories (listings)"] = f"{counts.get('yanked', 0):.0f} since start"
+    rows["File requests refused"] = f"{counts.get('refused', 0):.0f} since start"
+    others = sorted(set(by_rule) - {r.entry for r in policy.deny})
+    if others:
+        rows["Refused by rule"] = (
+            ", ".join(f"{rule}: {by_rule[rule]:.0f}" for rule in others) + " since start"
+        )
     return rows

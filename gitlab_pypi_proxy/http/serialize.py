@@ -1,21 +1,32 @@
-"""Model → PEP 503 HTML or PEP 691 JSON, and the content negotiation that picks one."""
+"""Model → PEP 503 HTML or PEP 691 JSON, and the content negotiation that picks one.
+
+Rendering runs in a thread (http/app.py), and a page may list a hundred thousand files: it is
+written a file at a time, in small C calls (one `json.dumps` of a whole page would hold the GIL,
+and so stop the event loop, for the whole of it), and encoded to bytes in batches, so no second
+copy of the whole page is built as text.
+
+`rendered` makes any answer body a `Rendered` (ETag, gzip copy), the JSON API's too.
+"""
 
 import gzip
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from html import escape
+from itertools import chain
 from urllib.parse import quote
 
 from packaging.version import Version
 
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
-from gitlab_pypi_proxy.names import file_version
+from gitlab_pypi_proxy.names import file_versions
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
+JSON_API = "application/json"  # the PyPI JSON API (http/json_api.py), never negotiated
 
 _ALIASES = {
     JSON: JSON,
@@ -28,7 +39,12 @@ _ALIASES = {
 }
 # On equal quality, a plain browser or curl (*/*) gets HTML; a client naming JSON gets JSON.
 _PREFERENCE = {TEXT_HTML: 2, JSON: 1, HTML: 0}
-CONTENT_TYPES = {JSON: JSON, HTML: HTML, TEXT_HTML: "text/html; charset=utf-8"}
+CONTENT_TYPES = {
+    JSON: JSON,
+    HTML: HTML,
+    TEXT_HTML: "text/html; charset=utf-8",
+    JSON_API: JSON_API,
+}
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
@@ -89,6 +105,23 @@ def file_path(file: DistFile) -> str:
     return f"files/{file.sha256}/{quote(file.filename)}"
 
 
+_BATCH = 1000  # lines or entries encoded to bytes at once
+ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII: ensure_ascii
+
+
+def batched(pieces: Iterable[str], separator: str) -> bytes:
+    """`separator.join(pieces).encode()`, encoded a batch at a time."""
+    encoded, batch = [], []
+    for piece in pieces:
+        batch.append(piece)
+        if len(batch) == _BATCH:
+            encoded.append(separator.join(batch).encode())
+            batch = []
+    if batch:
+        encoded.append(separator.join(batch).encode())
+    return separator.encode().join(encoded)
+
+
 def render_page(page: ProjectPage, media: str) -> bytes:
     """A project page; file links are relative to `/simple/<name>/`."""
     if media == JSON:
@@ -112,7 +145,11 @@ def render_page(page: ProjectPage, media: str) -> bytes:
         f"    <!-- sources: {escape(', '.join(page.sources))} -->",
         f"    <h1>Links for {escape(page.name)}</h1>",
     ]
-    for file in page.files:
+    return batched(chain(lines, _anchors(page.files), ["  </body>", "</html>", ""]), "\n")
+
+
+def _anchors(files: Iterable[DistFile]) -> Iterator[str]:
+    for file in files:
         attrs = [f'href="../../{file_path(file)}#sha256={file.sha256}"']
         if file.requires_python:
             attrs.append(f'data-requires-python="{escape(file.requires_python)}"')
@@ -124,14 +161,34 @@ def render_page(page: ProjectPage, media: str) -> bytes:
             attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
         if file.provenance:
             attrs.append(f'data-provenance="../../{file_path(file)}.provenance"')
-        lines.append(f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br>")
-    lines += ["  </body>", "</html>", ""]
-    return "\n".join(lines).encode()
+        yield f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br>"
 
 
 def _page_json(page: ProjectPage) -> bytes:
-    files = []
-    for file in page.files:
+    given = page.versions
+    listed = set(given) if given is not None else file_versions(f.filename for f in page.files)
+    versions = sorted(listed - page.held_versions, key=Version)
+    meta: dict[str, object] = {"api-version": _api_version(page.files)}
+    if page.status:
+        said = {"status": page.status}
+        meta["project-status"] = said | (
+            {"reason": page.status_reason} if page.status_reason else {}
+        )
+    document = {
+        "meta": meta,
+        "name": page.name,
+        "versions": versions,
+        "files": [],
+        "_source": ", ".join(page.sources),
+    }
+    # the document with its files, written one by one where the encoder would write `[]`
+    head, files_at, tail = ENCODER.encode(document).partition('"files":[]')
+    entries = batched((ENCODER.encode(entry) for entry in _entries(page.files)), ",")
+    return b"".join([f"{head}{files_at[:-1]}".encode(), entries, f"]{tail}".encode()])
+
+
+def _entries(files: Iterable[DistFile]) -> Iterator[dict[str, object]]:
+    for file in files:
         entry: dict[str, object] = {
             "filename": file.filename,
             "url": f"../../{file_path(file)}",
@@ -150,23 +207,7 @@ def _page_json(page: ProjectPage) -> bytes:
             entry["size"] = file.size
         if file.upload_time is not None:
             entry["upload-time"] = file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        files.append(entry)
-    listed = {v for f in page.files if (v := file_version(f.filename))} - page.held_versions
-    versions = sorted(listed, key=Version)
-    meta: dict[str, object] = {"api-version": _api_version(page.files)}
-    if page.status:
-        said = {"status": page.status}
-        meta["project-status"] = said | (
-            {"reason": page.status_reason} if page.status_reason else {}
-        )
-    document = {
-        "meta": meta,
-        "name": page.name,
-        "versions": versions,
-        "files": files,
-        "_source": ", ".join(page.sources),
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
+        yield entry
 
 
 def render_list(projects: ProjectList, media: str) -> bytes:
@@ -224,6 +265,11 @@ def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
         if isinstance(answer, ProjectPage)
         else render_list(answer, media)
     )
+    return rendered(body, media)
+
+
+def rendered(body: bytes, media: str) -> Rendered:
+    """`body` ready to send as `media` (one of CONTENT_TYPES)."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= 1024 else None
     return Rendered(body, media, etag, gzipped)

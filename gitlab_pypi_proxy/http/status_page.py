@@ -1,7 +1,9 @@
-"""The page at `/` for people: the proxy's state as `/readyz` says it, what it runs with, each
-source's target, health, latency and errors, the cache, uploads, and copy-paste client settings
-that follow the configuration, filled in with this proxy's URL. Server-rendered HTML, every value
-escaped, no script and no build step.
+"""The page at `/` for people: the proxy's state as `/readyz` says it, what it runs with, its
+processes and their memory, each source's target, health, latency and errors, the views and their
+URLs, the private names a public index also has, the cache, uploads, and copy-paste client
+settings that follow the configuration, filled in with this proxy's URL. Server-rendered HTML,
+every value escaped, no script and no build step. A figure counted since the proxy started (the
+metrics: they start again at zero on a restart) says "since start".
 
 The page is a list of sections (`SECTIONS`): each is an async function of the request that
 returns a `Section` (a title and its escaped HTML). A new part of the proxy adds its own section
@@ -19,7 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from gitlab_pypi_proxy import __version__, metrics
+from gitlab_pypi_proxy import __version__, metrics, processes
 from gitlab_pypi_proxy.config import Config, SourceConfig
 from gitlab_pypi_proxy.http.health import cache_state, readiness
 from gitlab_pypi_proxy.http.policy_status import policy_rows
@@ -69,8 +71,8 @@ def _ratio(counts: dict[tuple[str, str], float], cache: str) -> str:
     hits = counts.get((cache, "hit"), 0.0)
     total = hits + sum(counts.get((cache, o), 0.0) for o in ("miss", "stale"))
     if not total:
-        return "no requests yet"
-    return f"{100 * hits / total:.1f}% ({hits:.0f} of {total:.0f})"
+        return "no requests since start"
+    return f"{100 * hits / total:.1f}% ({hits:.0f} of {total:.0f}) since start"
 
 
 def _table(rows: dict[str, str]) -> str:
@@ -256,7 +258,7 @@ def _upstream_figures(
         if labels["source"] == source and labels["outcome"] in ("5xx", "timeout", "error")
     )
     latency = f"{1000 * seconds / count:.0f} ms ({count:.0f} calls)" if count else "no calls yet"
-    return latency, f"{errors:.0f}"
+    return latency, f"{errors:.0f}"  # both since start: the table's head says so
 
 
 async def sources(request: Request) -> Section:
@@ -291,7 +293,7 @@ async def sources(request: Request) -> Section:
         f"<th>{h}</th>"
         for h in (
             "Source", "Kind", "Target", "Credentials", "State", "Last reached", "Last error",
-            "Mean latency", "Errors",
+            "Mean latency since start", "Errors since start",
         )
     )  # fmt: skip
     body = "".join(rows) or '<tr><td colspan="9">no sources configured</td></tr>'
@@ -301,6 +303,62 @@ async def sources(request: Request) -> Section:
         " latency and errors since the proxy started.</p>"
     )
     return Section("Sources", html)
+
+
+async def workers(request: Request) -> Section:
+    found = await asyncio.to_thread(processes.serving)
+    rows = "".join(
+        f"<tr><td>{_e(p.role)}{' (answered this page)' if p.this else ''}</td>"
+        f"<td>{p.pid}</td><td>{_e(human(p.rss) if p.rss is not None else 'ended')}</td></tr>"
+        for p in found
+    )
+    total = sum(p.rss or 0 for p in found)
+    html = (
+        "<table><thead><tr><th>Process</th><th>PID</th><th>Memory (resident)</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        f"<p>{len([p for p in found if p.role == 'worker'])} worker(s) on this machine, "
+        f"{_e(human(total))} resident in all (in a cluster: this replica's).</p>"
+    )
+    return Section("Workers", html)
+
+
+async def views(request: Request) -> Section:
+    services = request.app.state.services
+    base = mask_userinfo(str(request.base_url))
+    configured = services.config.views
+    if not configured:
+        return Section("Views", "<p>None configured: <code>simple/</code> serves every source.</p>")
+    rows = "".join(
+        f"<tr><td>{_e(v.name)}</td><td><code>{_e(f'{base}{v.name}/simple/')}</code></td>"
+        f"<td>{_e(', '.join(v.sources))}</td></tr>"
+        for v in configured
+    )
+    html = (
+        "<table><thead><tr><th>View</th><th>Index URL</th><th>Sources, in priority order</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        "<p>Each view is the index over its sources alone, with every rule of the whole index;"
+        " a user sees the sources of a view it may read.</p>"
+    )
+    return Section("Views", html)
+
+
+async def shadowed(request: Request) -> Section:
+    kept = request.app.state.services.composed.shadows.kept
+    seen = await kept.seen() if kept is not None else []
+    if not seen:
+        return Section(
+            "Private names also on a public index", "<p>None seen (since the cache was made).</p>"
+        )
+    items = "".join(
+        f"<li><code>{_e(name)}</code> on {_e(source)}, seen {_e(_when(at))}</li>"
+        for name, source, at in seen
+    )
+    html = (
+        "<p>These names are served from the GitLab sources only: a public package of the same"
+        " name is never served for them (it may be a dependency-confusion attempt).</p>"
+        f"<ul>{items}</ul>"
+    )
+    return Section("Private names also on a public index", html)
 
 
 async def cache(request: Request) -> Section:
@@ -358,7 +416,8 @@ async def uploads(request: Request) -> Section:
 async def policy(request: Request) -> Section:
     services = request.app.state.services
     verdicts = await asyncio.to_thread(metrics.policy_counts)
-    rows = policy_rows(services.config.guard.policy, services.advisories, verdicts)
+    by_rule = await asyncio.to_thread(metrics.policy_rule_counts)
+    rows = policy_rows(services.config.guard.policy, services.advisories, verdicts, by_rule)
     return Section("Supply-chain policy", _table(rows))
 
 
@@ -375,7 +434,10 @@ async def use(request: Request) -> Section:
 # The page, top to bottom: one line per section.
 SECTIONS: list[Callable[[Request], Awaitable[Section]]] = [
     overview,
+    workers,
     sources,
+    views,
+    shadowed,
     cache,
     policy,
     uploads,

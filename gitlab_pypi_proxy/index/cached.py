@@ -1,6 +1,11 @@
 """One source's answers through the index records (gitlab_pypi_proxy.storage.pages): fresh for the
 TTL, asked again after it, served stale when the upstream cannot answer; offline, only what is kept.
 
+An outage is one log line when it begins and one when it ends, however many answers it serves
+stale (each is counted, by source, in `stale_answers`): the source's health says it for what
+the transport saw (gitlab_pypi_proxy.sources.upstream_health); a failure it did not see (a page
+that cannot be read, credentials a `url` source refuses) is said here.
+
 A "not here" answer (None) is kept for its own `negative_ttl`, so that names no source has
 (public dependencies, asked of every GitLab source) cost one request per source per negative TTL.
 Concurrent misses for one record share one fetch, which a client hanging up does not cancel. Each
@@ -122,6 +127,8 @@ class CachedSource:
         self._flights: SingleFlight[Hashable, tuple[Any, float]] = SingleFlight(
             metrics.PAGE_JOIN.inc
         )
+        self._stale = 0  # answers served stale since an outage the transport did not see began
+        self._outage = False
 
     @property
     def name(self) -> str:
@@ -130,6 +137,27 @@ class CachedSource:
     async def page(self, name: str) -> Answer[ProjectPage | None]:
         """The source's page of normalized `name` (None: it does not have it)."""
         remembered: list[ProjectPage] = []
+        load = self._page_loader(name, remembered)
+        answer: Answer[ProjectPage | None] = await self.fetch(PageKey(self.name, name), load)
+        if remembered:  # the source finds a file by its digest meanwhile: off the client's time
+            self.tasks.spawn(self.locations.remember(remembered[0].files))
+        return answer
+
+    async def refresh(self, name: str) -> ProjectPage | None:
+        """The source's page of normalized `name` asked now, whatever is kept, and kept in its
+        place. Raises what the upstream raises (SourceUnavailable, ...): what was kept stays."""
+        remembered: list[ProjectPage] = []
+        page = await self._page_loader(name, remembered)()
+        await self.store.put(PageKey(self.name, name).raw, Entry(page, time.time()))
+        if remembered:
+            await self.locations.remember(remembered[0].files)
+        return page
+
+    def _page_loader(
+        self, name: str, remembered: list[ProjectPage]
+    ) -> Callable[[], Awaitable[ProjectPage | None]]:
+        """Loads the page of `name`; where its files are is remembered at once for a source
+        that serves only what its pages list, else the page is put in `remembered`."""
 
         async def load() -> ProjectPage | None:
             page = await self.source.project_page(name)
@@ -141,10 +169,7 @@ class CachedSource:
                     remembered.append(page)
             return page
 
-        answer: Answer[ProjectPage | None] = await self.fetch(PageKey(self.name, name), load)
-        if remembered:  # the source finds a file by its digest meanwhile: off the client's time
-            self.tasks.spawn(self.locations.remember(remembered[0].files))
-        return answer
+        return load
 
     async def names(self) -> Answer[frozenset[str]]:
         """Every name the source holds."""
@@ -184,11 +209,30 @@ class CachedSource:
         except SourceUnavailable as exc:
             if entry is None:
                 raise
-            log.warning("serving stale %s: %s", key.raw, exc)
-            metrics.PAGE_STALE.inc()
+            self._served_stale(key, exc)
             return Answer(entry.value, stale=True)
         metrics.PAGE_MISS.inc()
+        if self._outage:
+            self._outage = False
+            log.warning(
+                "source %s answers again: %d kept answers were served stale meanwhile",
+                self.name,
+                self._stale,
+            )
         return Answer(value, False, fetched_at + fresh.ttl_of(value), loaded=True)
+
+    def _served_stale(self, key: Key, exc: SourceUnavailable) -> None:
+        metrics.PAGE_STALE.inc()
+        metrics.STALE_ANSWERS.labels(self.name).inc()
+        log.debug("serving stale %s: %s", key.raw, exc)
+        if not exc.reported and not self._outage:
+            self._outage, self._stale = True, 0
+            log.warning(
+                "source %s cannot answer (%s): its kept answers are served stale until it can",
+                self.name,
+                exc.reason,
+            )
+        self._stale += 1
 
     async def _load(self, key: Key, loader: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
         # A lookup (a thread) can answer "miss" after another caller's load has landed and its

@@ -114,14 +114,14 @@ class CoreMetadata:
         """The page advertising the metadata the proxy serves: the stored one where there is
         one (it wins over an upstream's claim), else the upstream's own; the missing ones are
         sought in the background."""
-        wheels = [f for f in page.files if f.filename.endswith(".whl")]
+        wheels, offered, keys = await off_loop(len(page.files), _wheels, page.files)
         if not wheels:
             return page
-        known = await self.store.digests(_key(f) for f in wheels)
+        known = await self.store.digests(keys)
         # the newest wheels, not the newest of those still lacking metadata: a page rendered
         # again must not walk back through every old version of a long history. Not yanked
-        # ones: resolvers pass them by, and the policy lists the files it holds as yanked.
-        offered = [f for f in wheels if f.yanked is False]
+        # ones (`offered`): resolvers pass them by, and the policy lists the files it holds as
+        # yanked.
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
             [f for f in newest if _key(f) not in known and not f.core_metadata_sha256],
@@ -268,6 +268,12 @@ class CoreMetadata:
             if await self.ensure(file, ahead=True):  # the wheel is likely asked next
                 return await self.store.get(file.source, sha256)
         return None
+
+
+def _wheels(files: Iterable[DistFile]) -> tuple[list[DistFile], list[DistFile], list[Key]]:
+    """The wheels among `files`, those of them not yanked, and their metadata store keys."""
+    wheels = [f for f in files if f.filename.endswith(".whl")]
+    return wheels, [f for f in wheels if f.yanked is False], [_key(f) for f in wheels]
 
 
 def _whole_from(file: DistFile, read: RangeReader) -> Opener:

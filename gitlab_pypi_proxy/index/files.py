@@ -9,9 +9,14 @@ from being tried.
 A listing is a claim, not proof: cached bytes go to a reader only once a source it may read has
 delivered them (`delivered`, gitlab_pypi_proxy.storage.deliveries); otherwise its candidates are
 asked for the file and their bytes verified first (`verify`).
+
+A file not cached is described without being downloaded (`head`: its size, and whether its
+source serves byte ranges) and read by ranges from its source (`open_first` with a range):
+what each source says of its files' sizes and of ranges is remembered, so that a client reading
+a wheel's end by ranges (uv, without PEP 658) costs one upstream request per range it reads.
 """
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
@@ -26,6 +31,7 @@ from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.model import DistFile, FileStream
 from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.sources.base import Details, Source
+from gitlab_pypi_proxy.sources.upstream import Head
 from gitlab_pypi_proxy.storage.deliveries import Deliveries, Opener
 from gitlab_pypi_proxy.storage.locations import FileLocations
 
@@ -39,6 +45,7 @@ class FileFinder:
         locations: FileLocations,
         deliveries: Deliveries,
         details: Mapping[str, Details] | None = None,
+        ranged: Iterable[str] = (),
     ) -> None:
         self.sources = list(sources)  # in priority order
         self.by_name = {s.name: s for s in self.sources}
@@ -48,6 +55,10 @@ class FileFinder:
         # have them, whatever is recorded later (records only grow, by configured sources)
         self._unrecorded: TTLMemo[str, None] = TTLMemo(_REMEMBERED)
         self.details = dict(details or {})  # per GitLab source: its PEP 700 details
+        # what the upstreams said: a file's size, by (source, digest); whether a source's
+        # files are served by ranges, as its latest answer showed (`ranged` sources: known to)
+        self._sizes: TTLMemo[tuple[str, str], int] = TTLMemo(_REMEMBERED)
+        self._ranges: dict[str, bool] = dict.fromkeys(ranged, True)
 
     async def locate(self, sha256: str, filename: str, allowed: Readable = None) -> list[DistFile]:
         """Where a readable source offers this file, most likely first: the sources whose
@@ -68,15 +79,38 @@ class FileFinder:
         ]
         return candidates
 
-    async def file_size(self, candidates: Sequence[DistFile]) -> int | None:
-        """The size of the file from the first candidate that has it, without downloading it:
-        the size a page listed (no request at all), or the exact size GitLab's `package_files`
-        gave since (details arrive in the background), else what its upstream says (None if it
-        does not say).
+    async def head(self, candidates: Sequence[DistFile]) -> Head:
+        """The size of the file and whether its source serves ranges, without downloading it:
+        the size a page listed or GitLab's `package_files` gave since (details arrive in the
+        background) or an upstream said before, with what the first candidate's source said of
+        ranges; else (asked once per source) what the first candidate that has it says.
 
         Raises FileNotFoundUpstream when none has it, Unavailable when one that might could not
         be reached.
         """
+        size = await self.known_size(candidates)
+        first = candidates[0] if candidates else None
+        if first is not None and size is not None and first.source in self._ranges:
+            return Head(size, self._ranges[first.source])
+        failures: list[SourceUnavailable] = []
+        for file in candidates:
+            try:
+                said = await self.by_name[file.source].file_head(file)
+            except FileNotFoundUpstream:
+                continue
+            except SourceUnavailable as exc:
+                failures.append(exc)
+                continue
+            self._ranges[file.source] = said.ranges
+            if said.size is not None:
+                self._sizes.set((file.source, file.sha256), said.size)
+            return Head(size if size is not None else said.size, said.ranges)
+        if failures:
+            raise Unavailable(failures)
+        raise FileNotFoundUpstream("no source has this file")
+
+    async def known_size(self, candidates: Sequence[DistFile]) -> int | None:
+        """The size of the file as listed, or as an upstream said it before (no request)."""
         listed = next((f.size for f in candidates if f.size is not None), None)
         if listed is not None:
             return listed
@@ -86,17 +120,10 @@ class FileFinder:
                 known = await details.refine(project, [file])
                 if known and known[0].size is not None:
                     return known[0].size
-        failures: list[SourceUnavailable] = []
-        for file in candidates:
-            try:
-                return await self.by_name[file.source].file_size(file)
-            except FileNotFoundUpstream:
-                continue
-            except SourceUnavailable as exc:
-                failures.append(exc)
-        if failures:
-            raise Unavailable(failures)
-        raise FileNotFoundUpstream("no source has this file")
+        return next(
+            (s for f in candidates if (s := self._sizes.get((f.source, f.sha256))) is not None),
+            None,
+        )
 
     async def delivered(self, sha256: str, allowed: Readable) -> bool:
         """May the cached bytes of `sha256` go to a reader of `allowed`: has a source it may
@@ -148,6 +175,13 @@ class FileFinder:
             raise Unavailable(failures)
         raise FileNotFoundUpstream("no source has this file")
 
+    def _learn(self, file: DistFile, content_range: str | None) -> None:
+        """What an answer to a range says of its source and of the file's size."""
+        self._ranges[file.source] = content_range is not None
+        total = (content_range or "").rpartition("/")[2]
+        if total.isascii() and total.isdigit():
+            self._sizes.set((file.source, file.sha256), int(total))
+
     def opener(self, candidates: Sequence[DistFile]) -> Opener:
         """`open_first(candidates)` for a download: once a candidate has served, reopening
         (to resume) asks that one only, so a reader who may read its source gets that
@@ -163,17 +197,23 @@ class FileFinder:
         return opened
 
     @asynccontextmanager
-    async def open_first(self, candidates: Sequence[DistFile]) -> AsyncIterator[FileStream]:
-        """Stream the file from the first candidate that has it (the stream says which).
+    async def open_first(
+        self, candidates: Sequence[DistFile], byte_range: tuple[int, int] | None = None
+    ) -> AsyncIterator[FileStream]:
+        """Stream the file from the first candidate that has it (the stream says which);
+        `byte_range` (first and last byte) asks for that part of it: the stream's
+        `content_range` says whether the upstream sent it alone (else it is the whole file).
 
         Raises FileNotFoundUpstream when none has it, Unavailable when one that might could not
         be reached.
         """
+        spec = None if byte_range is None else "bytes={}-{}".format(*byte_range)
         failures: list[SourceUnavailable] = []
         for file in candidates:
             stack = AsyncExitStack()
             try:
-                stream = await stack.enter_async_context(self.by_name[file.source].open_file(file))
+                opening = self.by_name[file.source].open_file(file, spec)
+                stream = await stack.enter_async_context(opening)
             except FileNotFoundUpstream:
                 await stack.aclose()
                 continue
@@ -181,6 +221,8 @@ class FileFinder:
                 failures.append(exc)
                 await stack.aclose()
                 continue
+            if spec is not None:
+                self._learn(file, stream.content_range)
             async with stack:
                 yield replace(stream, source=file.source)
             return

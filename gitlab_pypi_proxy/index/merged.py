@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
 from gitlab_pypi_proxy.index.base import Answer, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
+from gitlab_pypi_proxy.names import file_versions
 
 log = logging.getLogger("proxy.index")
 
@@ -70,7 +72,7 @@ class Merged:
         gathered = await self.gather(name, self.readable(allowed))
         if gathered.found:
             partial = bool(gathered.failures or gathered.offline)
-            return merge(name, gathered.found, gathered.answers, partial=partial)
+            return await merged(name, gathered.found, gathered.answers, partial=partial)
         gathered.nothing_found(name)
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:
@@ -99,6 +101,18 @@ class Merged:
         return ProjectList(
             names=frozenset(names), stale=stale, fresh_until=0.0 if stale else fresh_until
         )
+
+
+async def merged(
+    name: str,
+    found: Sequence[Answer[ProjectPage | None]],
+    asked: Sequence[Answer[ProjectPage | None]],
+    *,
+    partial: bool,
+) -> ProjectPage:
+    """`merge`, in a thread when the pages list many files."""
+    files = sum(len(a.value.files) for a in found if a.value is not None)
+    return await off_loop(files, lambda: merge(name, found, asked, partial=partial))
 
 
 def merge(
@@ -136,4 +150,17 @@ def merge(
         fresh_until=fresh_until,
         status=said[0].status if said else None,
         status_reason=said[0].status_reason if said else None,
+        versions=merged_versions(pages),
     )
+
+
+def merged_versions(pages: Sequence[ProjectPage]) -> tuple[str, ...] | None:
+    """PEP 700 `versions` of merged pages: the union of what each source lists (its files'
+    versions where it lists none); None when no source lists any."""
+    if all(p.versions is None for p in pages):
+        return None
+    union: set[str] = set()
+    for page in pages:
+        given = page.versions
+        union |= set(given) if given is not None else file_versions(f.filename for f in page.files)
+    return tuple(sorted(union))

@@ -4,13 +4,16 @@
   leaves out or its `exclude` names is "not here" in that source, so another source's rules
   decide, and no name falls through to a source that refuses it.
 - `Guarded` (around the merged index): a project a public index quarantines (PEP 792) lists no
-  files; files the cooldown holds (`min_age`, `unknown_age`) are listed yanked with the rule as
+  files; files the cooldown holds (`min_age`, `unknown_age`), a `deny` rule names or a
+  malicious-package advisory blocks (`malicious = "block"`) are listed yanked with the rule as
   the reason (`held = "yank"`: resolvers pass them by, an exact pin reaches the 404 and prints
   the rule) or not at all (`"hide"`), and the PEP 700 `versions` leave out versions whose every
   file is held; versions with a known advisory are yanked with the advisory ids as the reason,
-  or not listed (`vulnerable`). Its `check_file` answers a held or quarantined file's URL with a
-  404 whose one line names the rule and when the file becomes available, and a refused name's
-  with the rule that refuses it.
+  or not listed (`vulnerable`). Its `check_file` answers a held, denied, blocked or quarantined
+  file's URL (and its sidecars') with a 404 whose one line names the rule or the advisory and
+  when the file becomes available, and a refused name's with the rule that refuses it. A denied
+  or blocked file is refused by the file name in its URL and by every name its digest was
+  listed under, so another spelling of the URL does not reach its bytes.
 
 Pages are judged when they are built (the page memo keeps the result no longer than the first
 held file's release); a page of many files or of a project with advisories is judged in a
@@ -28,7 +31,7 @@ from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
 from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name, file_version
-from gitlab_pypi_proxy.policy import rules
+from gitlab_pypi_proxy.policy import osv, rules
 from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.policy.rules import PolicySettings
 from gitlab_pypi_proxy.storage.locations import FileLocations
@@ -81,29 +84,41 @@ def judge(
 ) -> Judged:
     """The page as the policy lets it be listed (pure; may take a while on a big page)."""
     if page.status == "quarantined":
-        return Judged(replace(page, files=()), len(page.files), 0)
+        return Judged(replace(page, files=(), versions=None), len(page.files), 0)
     versions = {f.filename: file_version(f.filename) for f in page.files}
+    listed = {v for v in versions.values() if v} | set(page.versions or ())
+    found: dict[str, tuple[osv.Advisory, ...]] = {}
+    if policy.vulnerable != "off" or policy.malicious == "block":
+        found = advisories.index.affected(page.name, listed)
     reasons: dict[str, str] = {}
     if policy.vulnerable != "off":
-        reasons = advisories.index.reasons(page.name, {v for v in versions.values() if v})
+        reasons = {v: osv.reason(a) for v, a in found.items()}
+    malicious: dict[str, tuple[str, ...]] = {}
+    if policy.malicious == "block":
+        malicious = {v: ids for v, a in found.items() if (ids := osv.malicious_ids(a))}
     files: list[DistFile] = []
     held = yanked = 0
     until = page.fresh_until
+    # versions no file of which is listed as it is: left out of a source's own `versions` too
     held_versions: set[str] = set()
+    if policy.vulnerable == "hide":
+        held_versions |= {v for v in page.versions or () if v in reasons}
     served_versions: set[str] = set()
     for file in page.files:
         version = versions[file.filename] or ""
-        verdict = rules.hold(
-            policy, rules.FileFacts(page.name, version, file.upload_time, file.source), now
-        )
-        advisory = reasons.get(version)
+        facts = rules.FileFacts(page.name, version, file.upload_time, file.source)
+        refused = rules.blocked(policy, facts, file.filename, malicious.get(version, ()))
+        verdict = refused or rules.hold(policy, facts, now)
+        # a blocked version's reason names its malicious advisories already
+        advisory = None if refused and refused.rule == "malicious" else reasons.get(version)
         if verdict is not None:
             held += 1
             if verdict.until is not None:
                 until = min(until, verdict.until.timestamp())
-        if (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide"):
+        hidden = (verdict and policy.held == "hide") or (advisory and policy.vulnerable == "hide")
+        (held_versions if verdict or hidden else served_versions).add(version)
+        if hidden:
             continue
-        (held_versions if verdict else served_versions).add(version)
         yanked += advisory is not None
         notes = [n for n in (verdict and verdict.reason, advisory) if n]
         if notes:
@@ -137,6 +152,12 @@ class Guarded:
         # Can the cooldown or a name rule refuse a file? Else a file's page is looked up only
         # for a quarantine, and only for files a public index listed.
         self.holds = bool(policy.min_age and policy.min_age_sources) or named
+        # Can a deny rule or a malicious-package advisory refuse a file (by its names alone)?
+        self.blocks = bool(policy.deny) or (
+            policy.malicious == "block" and advisories.path is not None
+        )
+        self._denied_names = frozenset(r.name for r in policy.deny if r.name)
+        self._deny_globs = any(r.pattern is not None for r in policy.deny)
 
     def refusal(self, name: str) -> str | None:
         """Why some source refuses `name`, if one does (for the 404's line)."""
@@ -151,11 +172,13 @@ class Guarded:
             if refused:
                 raise NotFound(refused) from None
             raise
-        advised = self.policy.vulnerable != "off" and name in self.advisories.index.by_name
-        cooled = bool(self.policy.min_age) and any(
-            s in self.policy.min_age_sources for s in page.sources
+        policy = self.policy
+        advised = (policy.vulnerable != "off" or policy.malicious == "block") and (
+            name in self.advisories.index.by_name
         )
-        if not (advised or cooled or page.status == "quarantined"):
+        cooled = bool(policy.min_age) and any(s in policy.min_age_sources for s in page.sources)
+        denied = self._deny_globs or name in self._denied_names
+        if not (advised or cooled or denied or page.status == "quarantined"):
             return page  # nothing to judge: no page pays for a policy that cannot touch it
         if len(page.files) > _IN_A_THREAD or advised:
             judged = await asyncio.to_thread(
@@ -174,12 +197,17 @@ class Guarded:
 
     async def check_file(self, sha256: str, filename: str, allowed: Readable = None) -> None:
         await self.inner.check_file(sha256, filename, allowed)
+        distribution = distribution_of(filename)
+        listed: list[DistFile] | None = None
+        if self.blocks:
+            listed = await self.locations.of(sha256)
+            self._refuse_blocked({distribution} | {f.filename for f in listed})
         if not self.holds:
             # only a quarantine can refuse it, and only a public index's page says one
-            listed = await self.locations.of(sha256) if self.url_sources else []
+            if listed is None:
+                listed = await self.locations.of(sha256) if self.url_sources else []
             if not any(f.source in self.url_sources for f in listed):
                 return
-        distribution = distribution_of(filename)
         project = file_project_name(distribution)
         if project is None:
             return
@@ -188,13 +216,13 @@ class Guarded:
         except NotFound:
             refused = self.refusal(project)
             if refused:
-                metrics.POLICY_REFUSED.inc()
+                _refused("include/exclude")
                 raise NotFound(refused) from None
             return  # not listed anywhere now: the file side says whether anyone has it
         except (Unavailable, Offline):
             return  # judged when it was listed; an upstream down must not stop cached files
         if page.status == "quarantined":
-            metrics.POLICY_REFUSED.inc()
+            _refused("quarantine")
             why = f": {page.status_reason}" if page.status_reason else ""
             raise NotFound(f"{project} is quarantined by its index (PEP 792){why}")
         file = next((f for f in page.files if f.sha256 == sha256), None)
@@ -204,5 +232,29 @@ class Guarded:
         facts = rules.FileFacts(project, version, file.upload_time, file.source)
         verdict = rules.hold(self.policy, facts, self.clock())
         if verdict is not None:
-            metrics.POLICY_REFUSED.inc()
+            _refused(verdict.rule)
             raise NotFound(f"{distribution} is {verdict.reason}")
+
+    def _refuse_blocked(self, filenames: set[str]) -> None:
+        """Raise NotFound naming the rule or the advisory if any of `filenames` (the URL's,
+        and every name its digest was listed under) is denied or blocked."""
+        for filename in sorted(filenames):
+            project = file_project_name(filename)
+            if project is None:
+                continue
+            version = file_version(filename) or ""
+            malicious: tuple[str, ...] = ()
+            if self.policy.malicious == "block":
+                found = self.advisories.index.malicious(project, (version,))
+                malicious = found.get(version, ())
+            facts = rules.FileFacts(project, version, None, "")
+            verdict = rules.blocked(self.policy, facts, filename, malicious)
+            if verdict is not None:
+                _refused(verdict.rule)
+                raise NotFound(f"{filename} is {verdict.reason}")
+
+
+def _refused(rule: str) -> None:
+    """Count a file request the guard refused, in all and by its rule."""
+    metrics.POLICY_REFUSED.inc()
+    metrics.POLICY_RULES.labels(rule).inc()

@@ -32,7 +32,7 @@ from gitlab_pypi_proxy.errors import (
 )
 from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.index.cached import CachedSource
-from gitlab_pypi_proxy.index.merged import Gathered, Merged, merge, not_cached
+from gitlab_pypi_proxy.index.merged import Gathered, Merged, merged, not_cached
 from gitlab_pypi_proxy.index.shadows import ShadowCheck
 from gitlab_pypi_proxy.model import ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name
@@ -81,7 +81,7 @@ class PrivateFirst:
             if public:
                 self.shadows.check(name, public)
             partial = bool(mine.failures or mine.offline)
-            return merge(name, mine.found, mine.answers, partial=partial)
+            return await merged(name, mine.found, mine.answers, partial=partial)
         failures, offline = mine.failures, mine.offline
         if public:
             # Ownership counts every private source, also those this reader may not read.
@@ -98,7 +98,8 @@ class PrivateFirst:
             raise not_cached(name)
         others = await self.public.gather(name, public)
         if others.found:
-            return merge(name, others.found[:1], mine.answers + others.answers, partial=False)
+            asked = mine.answers + others.answers
+            return await merged(name, others.found[:1], asked, partial=False)
         others.nothing_found(name)
 
     async def project_list(self, allowed: Readable = None) -> ProjectList:

@@ -1,13 +1,15 @@
-"""The audit trail: one JSON line per file served and per upload, and the query that answers
-"which builds installed the compromised release?" (`gitlab-pypi-proxy audit --package
-NAME[==VERSION]` / `--sha256`).
+"""The audit trail: one JSON line per file served, per upload and per operator action (refresh,
+purge, yank, unyank, projects through the operator API), and the query that answers "which builds
+installed the compromised release?" (`gitlab-pypi-proxy audit --package NAME[==VERSION]` /
+`--sha256`).
 
-A line holds: time, event (download or upload), identity, client address, file name, project,
-version, sha256, source, cache outcome, the advisories of a vulnerable file served anyway, and
-other policy notes. The identity is a proxy user's name, `anonymous`, or `gitlab:<first 12 hex
-digits of the sha256 of the passthrough token>` (`identity_label`): never a token, so an operator
-who holds a leaked token can find its builds (`printf %s "$TOKEN" | sha256sum | cut -c1-12`)
-while the trail itself reveals nothing usable.
+A line holds: time, event (download, upload, or the operator's action), identity, client
+address, file name, project, version, sha256, source, cache outcome, the advisories of a
+vulnerable file served anyway, and other policy notes (an operator action's reason and outcome).
+The identity is a proxy user's name, `anonymous`, or `gitlab:<first 12 hex digits of the sha256
+of the passthrough token>` (`identity_label`): never a token, so an operator who holds a leaked
+token can find its builds (`printf %s "$TOKEN" | sha256sum | cut -c1-12`) while the trail itself
+reveals nothing usable.
 
 Writing never blocks the event loop: `AuditTrail.record` puts the entry on a bounded queue and a
 writer thread serializes and appends it. Several worker processes share one file safely: it is
@@ -80,9 +82,11 @@ def _timestamp(moment: datetime) -> str:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One file served (`download`) or uploaded (`upload`)."""
+    """One file served (`download`) or uploaded (`upload`), or an operator's action on a project
+    (`refresh`, `yank`, `unyank`: `project` and `version` say which), a file (`purge`) or the
+    cache (`projects`: the cached projects listed)."""
 
-    event: Literal["download", "upload"]
+    event: Literal["download", "upload", "refresh", "purge", "yank", "unyank", "projects"]
     identity: str  # from identity_label
     client: str  # the client's address
     filename: str
@@ -92,6 +96,8 @@ class AuditEntry:
     advisories: tuple[str, ...] = ()  # ids of the advisories of a vulnerable file served anyway
     notes: tuple[str, ...] = ()  # other policy notes (exempted, provenance verified, ...)
     time: datetime = field(default_factory=_now)
+    project: str | None = None  # else the file name's
+    version: str | None = None
 
     def line(self) -> bytes:
         record = {
@@ -100,8 +106,8 @@ class AuditEntry:
             "identity": self.identity,
             "client": self.client,
             "file": self.filename,
-            "project": file_project_name(self.filename),
-            "version": file_version(self.filename),
+            "project": self.project or file_project_name(self.filename),
+            "version": self.version or file_version(self.filename),
             "sha256": self.sha256,
             "source": self.source,
             "cache": self.cache,

@@ -3,7 +3,9 @@
 The input is the PyPI ecosystem's `all.zip` from OSV (one JSON advisory per member), read with no
 network. `load` turns it into a `VulnerabilityIndex`; `VulnerabilityIndex.advisories` answers
 for one version, `affected` for a whole page, and `reason` gives the PEP 592 yank reason, e.g.
-`GHSA-xxxx (CVE-yyyy)` (the first REASON_GROUPS groups of aliases, then how many more).
+`GHSA-xxxx (CVE-yyyy)` (the first REASON_GROUPS groups of aliases, then how many more). Of each
+advisory only its id, aliases and summary (at most MAX_SUMMARY characters) are kept; `fixed_in`
+gives the versions its ranges name as fixed (the JSON API lists them).
 
 How an advisory is read (OSV schema 1.7, "Evaluation"):
 - only `affected[]` entries whose package ecosystem is `PyPI`; names PEP 503-normalized;
@@ -16,7 +18,8 @@ How an advisory is read (OSV schema 1.7, "Evaluation"):
   PEP 440 version is ignored and counted, never guessed; a version that is no PEP 440 version
   matches only explicit `versions` entries;
 - advisories with `withdrawn` set are ignored; members that are not valid zip entries, not JSON,
-  larger than MAX_MEMBER or not shaped like an advisory are skipped and counted.
+  larger than MAX_MEMBER (or than they declare: each is decompressed in steps,
+  gitlab_pypi_proxy.zip_member) or not shaped like an advisory are skipped and counted.
 
 A file that is no zip at all raises OsvError: serving with no advisories because the export
 broke would lift the protection silently, so the caller keeps the index it had (SIGHUP) or says
@@ -38,25 +41,28 @@ time, so the event loop slows for those seconds but is never stopped.
 
 import json
 import zipfile
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion, Version
 
+from gitlab_pypi_proxy.zip_member import BadMember, read_member
+
 ECOSYSTEM = "PyPI"
 REASON_GROUPS = 5  # a yank reason names this many advisories at most: clients print it whole
 MAX_MEMBER = 16 * 2**20  # no real advisory comes near this; a bigger member is not read
+MAX_SUMMARY = 500  # a summary is one line; the long `details` are not kept
 _EVALUATED = ("ECOSYSTEM", "SEMVER")
 _EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 _ZERO = Version("0")  # stands in for introduced "0" when sorting; never compared with a query
 # Which id leads a group of advisories that alias each other (the rest go in parentheses).
 _LEAD_PREFIXES = ("GHSA-", "PYSEC-", "MAL-")
+MALICIOUS = "MAL-"  # OSV's malicious-package records (the OpenSSF malicious-packages feed)
 
 
 class OsvError(Exception):
@@ -67,11 +73,17 @@ class OsvError(Exception):
 class Advisory:
     id: str
     aliases: tuple[str, ...] = ()
+    summary: str | None = field(default=None, compare=False)
     # the id that leads its label: a GHSA id before PYSEC, MAL, then others (CVE) by name
     lead: tuple[int, str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lead", min(map(_lead_rank, (self.id, *self.aliases))))
+
+    @property
+    def malicious_id(self) -> str | None:
+        """The OSV malicious-package id (`MAL-...`) this advisory is or aliases, if any."""
+        return next((i for i in (self.id, *self.aliases) if i.startswith(MALICIOUS)), None)
 
 
 @dataclass
@@ -156,9 +168,27 @@ class VulnerabilityIndex:
                         found[i][entry.advisory] = None
         return {texts[i]: tuple(hits) for i, hits in enumerate(found) if hits}
 
+    def malicious(self, name: str, versions: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Of `versions` of project `name`, those a malicious-package advisory affects, with
+        those advisories' MAL- ids."""
+        found = {v: malicious_ids(a) for v, a in self.affected(name, versions).items()}
+        return {v: ids for v, ids in found.items() if ids}
+
     def advisories(self, name: str, version: str) -> tuple[Advisory, ...]:
         """The advisories that affect `name==version`, in file order."""
         return self.affected(name, (version,)).get(version, ())
+
+    def fixed_in(self, name: str, advisory: Advisory) -> tuple[str, ...]:
+        """The versions of project `name` that `advisory`'s ranges name as fixed, in order."""
+        fixed: dict[str, None] = {}
+        for entry in self.by_name.get(canonicalize_name(name), ()):
+            if entry.advisory != advisory:
+                continue
+            for r in entry.ranges:
+                for (at, after), affected in zip(r.starts, r.affected, strict=True):
+                    if at is not None and not affected and not after:  # not last_affected
+                        fixed[str(at)] = None
+        return tuple(fixed)
 
     def reasons(self, name: str, versions: Iterable[str]) -> dict[str, str]:
         """The yank reason of each of `versions` that some advisory affects."""
@@ -168,6 +198,11 @@ class VulnerabilityIndex:
         """The yank reason for `name==version`, or None when no advisory affects it."""
         found = self.advisories(name, version)
         return reason(found) if found else None
+
+
+def malicious_ids(advisories: Iterable[Advisory]) -> tuple[str, ...]:
+    """The MAL- ids among `advisories` (each advisory's own or an alias), in order."""
+    return tuple(dict.fromkeys(i for a in advisories if (i := a.malicious_id)))
 
 
 def reason(advisories: Iterable[Advisory], most: int = REASON_GROUPS) -> str:
@@ -225,7 +260,9 @@ class _Builder:
         aliases = document.get("aliases") or []
         if not isinstance(aliases, list):
             raise ValueError("aliases is not a list")
-        advisory = Advisory(document["id"], tuple(str(a) for a in aliases))
+        summary = document.get("summary")
+        summary = summary[:MAX_SUMMARY] if isinstance(summary, str) and summary else None
+        advisory = Advisory(document["id"], tuple(str(a) for a in aliases), summary)
         entries = []
         for affected in document.get("affected") or []:
             package = affected.get("package") or {}
@@ -298,23 +335,14 @@ class _Builder:
         )
 
 
-def _members(archive: zipfile.ZipFile, stats: LoadStats) -> Iterator[bytes]:
+def _members(handle: BinaryIO, archive: zipfile.ZipFile, stats: LoadStats) -> Iterator[bytes]:
     for info in archive.infolist():
         if info.is_dir() or not info.filename.endswith(".json"):
             continue
-        if info.file_size > MAX_MEMBER:
+        try:  # within what the member declares and MAX_MEMBER, however it is compressed
+            yield read_member(handle, info, MAX_MEMBER)
+        except (BadMember, OSError):
             stats.skipped_members += 1
-            continue
-        try:
-            with archive.open(info) as member:
-                data = member.read(MAX_MEMBER + 1)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
-            stats.skipped_members += 1
-            continue
-        if len(data) > MAX_MEMBER:  # the header lied about the size
-            stats.skipped_members += 1
-            continue
-        yield data
 
 
 def load(path: str | Path) -> VulnerabilityIndex:
@@ -322,8 +350,8 @@ def load(path: str | Path) -> VulnerabilityIndex:
     be read as a zip at all raises OsvError."""
     builder = _Builder()
     try:
-        with zipfile.ZipFile(path) as archive:
-            for data in _members(archive, builder.stats):
+        with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            for data in _members(handle, archive, builder.stats):
                 try:
                     document = json.loads(data)
                     builder.add(document)

@@ -30,6 +30,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gitlab_pypi_proxy.printable import one_line
+
 if TYPE_CHECKING:
     from pypi_attestations import Provenance
 
@@ -44,6 +46,9 @@ class _DropOfflineNotice(logging.Filter):
 
 
 logging.getLogger("sigstore._internal.tuf").addFilter(_DropOfflineNotice())
+
+
+_MAX_LABEL = 200  # the names in a publisher label are the provenance's own: any text
 
 
 class ProvenanceError(ValueError):
@@ -73,8 +78,12 @@ def parse(raw: bytes | str) -> "Provenance":
 
 
 def publisher_label(publisher: object) -> str:
-    """A Trusted Publisher in a few words: `GitHub owner/repo (release.yml)`, `GitLab
+    """A Trusted Publisher in a few words, one line: `GitHub owner/repo (release.yml)`, `GitLab
     group/project (.gitlab-ci.yml)`, `Google service@account`, `CircleCI project <id>`."""
+    return one_line(_label(publisher), _MAX_LABEL) or "?"
+
+
+def _label(publisher: object) -> str:
     kind = getattr(publisher, "kind", "?")
     if kind == "GitHub":
         return f"GitHub {publisher.repository} ({publisher.workflow})"  # type: ignore[attr-defined]
@@ -85,10 +94,6 @@ def publisher_label(publisher: object) -> str:
     if kind == "CircleCI":
         return f"CircleCI project {publisher.project_id}"  # type: ignore[attr-defined]
     return str(kind)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
 
 
 def verify(provenance: "Provenance", filename: str, sha256: str) -> Verification:
@@ -110,7 +115,7 @@ def verify(provenance: "Provenance", filename: str, sha256: str) -> Verification
             try:
                 kind, _ = attestation.verify(bundle.publisher, distribution, offline=True)
             except Exception as exc:  # a library boundary: sigstore, TUF, OS and pydantic errors
-                why = _one_line(str(exc)) or type(exc).__name__
+                why = one_line(str(exc), 300) or type(exc).__name__
                 return Verification(False, f"not verified: {label}: {why}", publishers)
             count += 1
             kinds.add(kind.rstrip("/").rsplit("/", 2)[-2])  # ".../publish/v1" → "publish"

@@ -25,6 +25,11 @@ installs):
   upload time is not known (yet) is held whatever `unknown_age` says: the cooldown fails closed.
 - `vulnerable = "yank"`, with no `vulnerabilities` file by default (nothing is known vulnerable
   until an OSV export is named).
+- `malicious = "block"`: a version with a malicious-package advisory (an OSV `MAL-` id) is
+  never served, listed as held files are, whatever `vulnerable` says: yanking alone would let a
+  lock file or an exact pin install it. `"yank"` treats it as any other advisory.
+- `deny = []` (gitlab_pypi_proxy.policy.deny): denied files are refused and listed as held
+  files are.
 - `exempt = []`; `include` absent (every name), `exclude = []`.
 - `[audit] path` defaults to `audit.jsonl` in the cache directory, the one place the proxy can
   always write (the trail only helps if it was on before the bad release was served);
@@ -42,6 +47,8 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 from gitlab_pypi_proxy.names import InvalidName, normalize, validate
+from gitlab_pypi_proxy.policy import deny
+from gitlab_pypi_proxy.policy.deny import DenyRule
 
 ErrorFor = Callable[[str, str], Exception]  # (key, message) → the config error to raise
 
@@ -61,6 +68,8 @@ _POLICY_KEYS = {
     "vulnerabilities",
     "vulnerable",
     "held",
+    "deny",
+    "malicious",
 }
 _AUDIT_KEYS = {"path", "max_size", "keep"}
 
@@ -172,6 +181,8 @@ class PolicySettings:
     vulnerabilities: Path | None = None  # an OSV export (all.zip)
     vulnerable: Literal["yank", "hide", "off"] = "yank"
     held: Literal["yank", "hide"] = "yank"  # how a held file is listed
+    deny: tuple[DenyRule, ...] = ()
+    malicious: Literal["block", "yank"] = "block"  # versions with an OSV MAL- advisory
     sources: Mapping[str, SourceRules] = field(default_factory=dict)  # by source name
     gitlab_sources: frozenset[str] = frozenset()  # their files' upload times can be known
 
@@ -207,8 +218,9 @@ class FileFacts:
 
 @dataclass(frozen=True)
 class Held:
-    """A file held back: the rule (`min_age`, `unknown_age`), a one-line reason for the 404,
-    and when it becomes available (None: not by waiting)."""
+    """A file held back: the rule (`min_age`, `unknown_age`, a `deny` entry as written,
+    `malicious`), a one-line reason for the 404, and when it becomes available (None: not by
+    waiting)."""
 
     rule: str
     reason: str
@@ -254,6 +266,25 @@ def hold(policy: PolicySettings, file: FileFacts, now: datetime) -> Held | None:
         f"{_timestamp(uploaded)}, available from {_timestamp(until)}",
         until,
     )
+
+
+def blocked(
+    policy: PolicySettings, file: FileFacts, filename: str, malicious: tuple[str, ...] = ()
+) -> Held | None:
+    """Whether `file` (called `filename`) is never served: a `deny` rule names it, or it is a
+    version with malicious-package advisories (`malicious`: their ids) under `malicious =
+    "block"`. Exemptions do not apply: they are for the cooldown."""
+    rule = deny.denied(policy.deny, normalize(file.name), file.version or None, filename)
+    if rule is not None:
+        return Held(rule.entry, f"denied by [policy] deny rule {rule.entry!r}", None)
+    if malicious and policy.malicious == "block":
+        ids = ", ".join(malicious)
+        return Held(
+            "malicious",
+            f'blocked: {ids} reports a malicious package ([policy] malicious = "block")',
+            None,
+        )
+    return None
 
 
 def refusal(policy: PolicySettings, source: str, name: str) -> str | None:
@@ -319,6 +350,13 @@ class _Table:
         if value > maximum:
             raise self.error(key, f"must be at most {maximum}")
         return value
+
+
+def _deny_rule(text: str) -> DenyRule:
+    try:
+        return deny.parse(text)
+    except ValueError as exc:
+        raise InvalidRule(str(exc)) from None
 
 
 def _path(base: Path, text: str) -> Path:
@@ -395,6 +433,8 @@ def parse(
             vulnerabilities=vulnerabilities,
             vulnerable=p.choice("vulnerable", "yank", ("yank", "hide", "off")),
             held=p.choice("held", "yank", ("yank", "hide")),
+            deny=p.each("deny", _deny_rule) or (),
+            malicious=p.choice("malicious", "block", ("block", "yank")),
             sources=rules,
             gitlab_sources=frozenset(gitlab_sources),
         ),

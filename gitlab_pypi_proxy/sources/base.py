@@ -18,7 +18,7 @@ import httpx2
 from gitlab_pypi_proxy.config import GitLabConfig
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.budget import Budget
-from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 RangeReader = Callable[[str], Awaitable[tuple[bytes, str | None]]]
@@ -46,13 +46,18 @@ class Source(Protocol):
         it serves only the files its pages list)."""
         ...
 
-    def open_file(self, file: DistFile) -> AbstractAsyncContextManager[FileStream]:
-        """Stream a file this source listed. Raises FileNotFoundUpstream or SourceUnavailable."""
+    def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AbstractAsyncContextManager[FileStream]:
+        """Stream a file this source listed; `byte_range` (a Range header value) asks for part
+        of it (the stream's `content_range` says whether the upstream sent that part alone).
+        Raises FileNotFoundUpstream or SourceUnavailable."""
         ...
 
-    async def file_size(self, file: DistFile) -> int | None:
-        """The size of a file this source listed, without downloading it (None if the upstream
-        does not say). Raises FileNotFoundUpstream or SourceUnavailable."""
+    async def file_head(self, file: DistFile) -> Head:
+        """The size of a file this source listed (None if the upstream does not say) and
+        whether its upstream serves ranges, without downloading it. Raises
+        FileNotFoundUpstream or SourceUnavailable."""
         ...
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
@@ -150,11 +155,14 @@ class Parts:
     """What one configured source brings to the composition.
 
     `owns_names`: a private (GitLab) source: a name it has is never looked up on a public index,
-    and its files can be asked for by digest alone.
+    and its files can be asked for by digest alone. `serves_ranges`: its upstream serves byte
+    ranges of every file (GitLab's Workhorse and object storage do), so a HEAD can say so
+    without asking it (any other source is asked once).
     """
 
     source: Source
     owns_names: bool = False
+    serves_ranges: bool = False
     probe: Probe | None = None
     packages: PackageListing | None = None
     sidecars: Sidecars | None = None

@@ -24,8 +24,9 @@ from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.base import RangeReader
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE, FileDetails, Listing, name_query
-from gitlab_pypi_proxy.sources.simple_html import parse_project_page
-from gitlab_pypi_proxy.sources.upstream import Upstream, host_port
+from gitlab_pypi_proxy.sources.page_fields import Dropped, load_json
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_page
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream, content_range, host_port
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -131,7 +132,7 @@ class GitLabApi:
         response = await self.get(url, query, background=background)
         if response.status_code != 200:
             raise Refused(self.name, "the Packages API", response.status_code, API_HINT)
-        items = response.json()
+        items = load_json(response.content)
         return Listing(
             items if isinstance(items, list) else [],
             _page_number(response.headers.get("x-total-pages")),
@@ -201,16 +202,20 @@ class GitLabApi:
         )
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self.stream(file.url) as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else None
+        async with self.stream(file.url, headers=headers) as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(
             lambda headers, method: self.stream(file.url, headers=headers, method=method)
         )
 
@@ -239,10 +244,10 @@ class GitLabPages:
             api.name, api.listing, api.package_files, details or DetailsStore(None), changed
         )
 
-    def _files(self, html: str, url: str) -> list[DistFile]:
+    def _files(self, response: httpx2.Response, url: str, dropped: Dropped) -> list[DistFile]:
         """The page's files (in a thread: a long history lists 10,000)."""
         files = []
-        for link in parse_project_page(html, url):
+        for link in parse_project_page(decoded(response.content, response.encoding), url, dropped):
             if link.sha256 is None:
                 # GitLab stores no digest for an upload that sent none: pip cannot use the file.
                 log.warning("source %s: %s has no sha256, not listed", self.api.name, link.filename)
@@ -274,11 +279,18 @@ class GitLabPages:
             # (answering "not here" would hand the name to a public index)
             host = host_port(response.request.url)
             reason = f"HTTP 401 from {host}: {self.api.refused_means}"
-            raise SourceUnavailable(self.api.name, reason)
+            raise SourceUnavailable(self.api.name, reason, reported=True)  # as the transport did
         if response.status_code != 200:
             self.api.refused(f"page {name}", response)
             return None  # a listing asked early is dropped
-        files = await asyncio.to_thread(self._files, response.text, url)
+        dropped = Dropped()
+        try:
+            files = await asyncio.to_thread(self._files, response, url, dropped)
+        except (ValueError, AssertionError, RecursionError) as exc:  # html.parser on a bad day
+            raise SourceUnavailable(
+                self.api.name, f"unreadable page of {name} ({type(exc).__name__})"
+            ) from None
+        dropped.report(log, self.api.name, f"page {name}")
         # PEP 700 details: else asked only now that the page has files, never beside a name
         # the project did not list (a public dependency's "not here")
         files = await self.details.prepare(name, files, early)

@@ -24,7 +24,7 @@ from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader, Seen
 from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_details import PER_PAGE
-from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 log = logging.getLogger("proxy.sources.gitlab")
@@ -71,6 +71,7 @@ class GitLabGroup:
         return Parts(
             source,
             owns_names=True,
+            serves_ranges=True,
             probe=source.readable_with,
             packages=source,
             details=source.details,
@@ -130,11 +131,13 @@ class GitLabGroup:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)
 
-    def open_file(self, file: DistFile) -> AbstractAsyncContextManager[FileStream]:
-        return self.api.open_file(file)
+    def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AbstractAsyncContextManager[FileStream]:
+        return self.api.open_file(file, byte_range)
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.api.file_size(file)
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.api.file_head(file)
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         return self.api.range_reader(file, background=background)

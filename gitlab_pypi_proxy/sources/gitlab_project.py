@@ -23,8 +23,8 @@ from gitlab_pypi_proxy.sources.budget import Budget
 from gitlab_pypi_proxy.sources.gitlab import GitLabApi, GitLabPages
 from gitlab_pypi_proxy.sources.gitlab_root_index import RootIndex
 from gitlab_pypi_proxy.sources.multipart import multipart_body
-from gitlab_pypi_proxy.sources.simple_html import parse_project_names
-from gitlab_pypi_proxy.sources.upstream import Upstream
+from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_names
+from gitlab_pypi_proxy.sources.upstream import Head, Upstream
 from gitlab_pypi_proxy.storage.details import DetailsStore
 
 READ_HINT = " (the token needs read access to the project; GitLab 15.1 or later)"
@@ -84,6 +84,7 @@ class GitLabProject:
         return Parts(
             source,
             owns_names=True,
+            serves_ranges=True,
             probe=source.readable_with,
             packages=source,
             uploads=source,
@@ -105,7 +106,8 @@ class GitLabProject:
         if response.status_code != 200:
             self.api.refused("root index", response)
             return frozenset()
-        return await asyncio.to_thread(parse_project_names, response.text)
+        pieces = decoded(response.content, response.encoding)
+        return await asyncio.to_thread(parse_project_names, pieces)
 
     async def poll(self, seen: Seen | None) -> tuple[Seen, frozenset[str]]:
         """The root index now (one request): every name, and those `seen` lacked. Raises
@@ -114,7 +116,8 @@ class GitLabProject:
         response = await self.api.get(f"{self.api.pypi}/simple")
         if response.status_code != 200:
             raise Refused(self.name, "the PyPI root index", response.status_code, READ_HINT)
-        names = await asyncio.to_thread(parse_project_names, response.text)
+        pieces = decoded(response.content, response.encoding)
+        names = await asyncio.to_thread(parse_project_names, pieces)
         return Seen(names), (names if seen is None else names - seen.names)
 
     def saw(self, seen: Seen) -> None:
@@ -123,11 +126,13 @@ class GitLabProject:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return self.api.file_for(sha256, filename)
 
-    def open_file(self, file: DistFile) -> AbstractAsyncContextManager[FileStream]:
-        return self.api.open_file(file)
+    def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AbstractAsyncContextManager[FileStream]:
+        return self.api.open_file(file, byte_range)
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.api.file_size(file)
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.api.file_head(file)
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         return self.api.range_reader(file, background=background)

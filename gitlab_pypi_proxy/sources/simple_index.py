@@ -8,7 +8,6 @@ from a host its `file_hosts` names (gitlab_pypi_proxy.sources.file_hosts).
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,21 +16,27 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 import httpx2
+from packaging.version import InvalidVersion, Version
 
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage, parse_time
-from gitlab_pypi_proxy.names import is_sha256, normalize
+from gitlab_pypi_proxy.names import is_sha256
 from gitlab_pypi_proxy.sources.base import Context, Parts, RangeReader
 from gitlab_pypi_proxy.sources.file_hosts import FileHosts
+from gitlab_pypi_proxy.sources.json_stream import JsonScanner, utf8_text
+from gitlab_pypi_proxy.sources.page_fields import BadEntry, Dropped, Malformed
 from gitlab_pypi_proxy.sources.simple_html import (
     Link,
     Status,
+    checked_link,
+    decoded,
     parse_project_document,
     parse_project_names,
+    project_names,
     status_of,
 )
-from gitlab_pypi_proxy.sources.upstream import Request, Upstream
+from gitlab_pypi_proxy.sources.upstream import Head, Request, Upstream, content_range
 
 log = logging.getLogger("proxy.sources.simple_index")
 
@@ -51,59 +56,130 @@ def same_origin(a: str, b: str) -> bool:
 def _metadata_hash(value: object) -> str | None:
     """PEP 714 `core-metadata`: a dict of hashes (or true, which cannot be verified: ignored)."""
     if isinstance(value, dict):
-        digest = str(value.get("sha256", "")).lower()
-        return digest if is_sha256(digest) else None
+        return _sha256_of(value)
     return None
 
 
-Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status]
+def _sha256_of(hashes: dict[object, object]) -> str | None:
+    digest = hashes.get("sha256")
+    return digest.lower() if isinstance(digest, str) and is_sha256(digest.lower()) else None
 
 
-def parse_json_page(text: str, page_url: str) -> Parsed:
+# the files with their PEP 700 size and upload time, the PEP 792 status, the PEP 700 versions
+Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status, tuple[str, ...] | None]
+_MAX_VERSION = 128  # characters: a PEP 440 version is short; longer is not one
+
+
+def page_versions(value: object) -> tuple[str, ...] | None:
+    """PEP 700 `versions` as a page gives them: the valid PEP 440 ones, each once; None when the
+    page gives no list (its files' versions are listed then)."""
+    if not isinstance(value, list):
+        return None
+    kept: dict[str, None] = {}
+    for version in value:
+        if isinstance(version, str) and len(version) <= _MAX_VERSION:
+            try:
+                Version(version)
+            except InvalidVersion:
+                continue
+            kept[version] = None
+    return tuple(kept)
+
+
+def _size(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
+
+
+def parse_json_page(body: bytes | str, page_url: str, dropped: Dropped | None = None) -> Parsed:
     """The files of a PEP 691 project page, each with its PEP 700 size and upload time, and the
-    project's PEP 792 status."""
-    document = json.loads(text)
-    meta = document.get("meta") or {}
+    project's PEP 792 status. The page is decoded entry by entry (json_stream); an entry that
+    is malformed is left out and counted in `dropped`; a document that is not a PEP 691 page
+    raises Malformed."""
+    dropped = dropped if dropped is not None else Dropped()
+    scan = JsonScanner(utf8_text(body) if isinstance(body, bytes) else body)
+    if not scan.next_is("{"):
+        document = scan.value()
+        raise Malformed(f"a JSON {type(document).__name__}, not a project page object")
+    files: list[tuple[Link, int | None, datetime | None]] = []
+    meta: object = None
+    versions: tuple[str, ...] | None = None
+    for key in scan.members():
+        if key == "files" and scan.next_is("["):
+            files = []
+            for number, entry in enumerate(scan.elements()):
+                try:
+                    files.append(_file_entry(entry, page_url))
+                except BadEntry as exc:
+                    dropped.add(f"files[{number}]: {exc}")
+        elif key == "files":
+            entries = scan.value()
+            raise Malformed(f"its files are a JSON {type(entries).__name__}, not a list")
+        elif key == "meta":
+            meta = scan.value()
+        elif key == "versions":
+            versions = page_versions(scan.value())
+        else:
+            scan.skip()
+    scan.end()
     raw = meta.get("project-status") if isinstance(meta, dict) else None
     raw = raw if isinstance(raw, dict) else {}
-    status = status_of(raw.get("status"), raw.get("reason"))
-    files = []
-    for entry in document.get("files", []):
-        if not isinstance(entry, dict) or "url" not in entry or "filename" not in entry:
-            continue
-        digest = str((entry.get("hashes") or {}).get("sha256", "")).lower()
-        yanked = entry.get("yanked", False)
-        size = entry.get("size")
-        provenance = entry.get("provenance")
-        link = Link(
-            filename=str(entry["filename"]),
-            url=urljoin(page_url, str(entry["url"])).split("#", 1)[0],
-            sha256=digest if is_sha256(digest) else None,
-            requires_python=entry.get("requires-python") or None,
-            yanked=yanked if isinstance(yanked, str) and yanked else bool(yanked),
-            core_metadata_sha256=_metadata_hash(
-                entry.get("core-metadata", entry.get("dist-info-metadata"))
-            ),
-            provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
-        )
-        files.append(
-            (
-                link,
-                size if isinstance(size, int) and not isinstance(size, bool) else None,
-                parse_time(entry.get("upload-time")),
-            )
-        )
-    return files, status
+    return files, status_of(raw.get("status"), raw.get("reason")), versions
 
 
-def _parse_html(text: str, page_url: str) -> Parsed:
-    links, status = parse_project_document(text, page_url)
-    return [(link, None, None) for link in links], status
+def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetime | None]:
+    """One entry of `files`: its link, size and upload time; raises BadEntry."""
+    if not isinstance(entry, dict):
+        raise BadEntry(f"a JSON {type(entry).__name__}, not an object")
+    hashes, filename = entry.get("hashes"), entry.get("filename")
+    url, provenance, yanked = entry.get("url"), entry.get("provenance"), entry.get("yanked")
+    link = checked_link(
+        filename=unquote(filename) if isinstance(filename, str) else filename,
+        url=urljoin(page_url, url).split("#", 1)[0] if isinstance(url, str) else url,
+        sha256=_sha256_of(hashes) if isinstance(hashes, dict) else None,
+        requires_python=entry.get("requires-python"),
+        yanked=False if yanked in (None, "") else yanked,
+        core_metadata_sha256=_metadata_hash(
+            entry.get("core-metadata", entry.get("dist-info-metadata"))
+        ),
+        provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
+    )
+    return link, _size(entry.get("size")), parse_time(entry.get("upload-time"))
 
 
-def parse_json_names(text: str) -> frozenset[str]:
-    projects = json.loads(text).get("projects", [])
-    return frozenset(normalize(p["name"]) for p in projects if isinstance(p, dict) and "name" in p)
+def _parse_html(body: bytes, encoding: str | None, page_url: str, dropped: Dropped) -> Parsed:
+    links, status = parse_project_document(decoded(body, encoding), page_url, dropped)
+    return [(link, None, None) for link in links], status, None
+
+
+def parse_json_names(body: bytes | str) -> frozenset[str]:
+    """The normalized names of a PEP 691 root index, decoded name by name."""
+    scan = JsonScanner(utf8_text(body) if isinstance(body, bytes) else body)
+    if not scan.next_is("{"):
+        raise Malformed("not a PEP 691 project list")
+    said: list[object] = []
+    for key in scan.members():
+        if key == "projects" and scan.next_is("["):
+            said = [p.get("name") for p in scan.elements() if isinstance(p, dict)]
+        elif key == "projects":
+            raise Malformed("not a PEP 691 project list")
+        else:
+            scan.skip()
+    scan.end()
+    return project_names(said)
+
+
+# what a parser raises for an answer it cannot read: Malformed, and what it never should
+_UNREADABLE = (ValueError, AttributeError, TypeError, RecursionError)
+
+
+def _unreadable(source: str, what: str, exc: Exception) -> SourceUnavailable:
+    """The source's failure for an answer it gave that cannot be read, said in the log too."""
+    why = str(exc) if isinstance(exc, Malformed) else type(exc).__name__
+    failure = SourceUnavailable(source, f"unreadable {what}: {why}")
+    log.warning("%s", failure)
+    return failure
 
 
 def _is_json(response: httpx2.Response) -> bool:
@@ -161,12 +237,24 @@ class SimpleIndexSource:
         response = await self._get(url)
         if not self._check(f"page {name}", response):
             return None
-        page_url = str(response.url)
+        dropped = Dropped()
         try:
-            parse = parse_json_page if _is_json(response) else _parse_html
-            parsed, status = await asyncio.to_thread(parse, response.text, page_url)
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise SourceUnavailable(self.name, f"unreadable page ({type(exc).__name__})") from None
+            page = await asyncio.to_thread(self._page, name, response, dropped)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.name, f"page of {name}", exc) from None
+        dropped.report(log, self.name, f"page {name}")
+        return page
+
+    def _page(self, name: str, response: httpx2.Response, dropped: Dropped) -> ProjectPage:
+        """The project page an answer holds (blocking: a thread; decoding and parsing a page of
+        many thousand files takes seconds)."""
+        page_url = str(response.url)
+        if _is_json(response):
+            parsed, status, versions = parse_json_page(response.content, page_url, dropped)
+        else:
+            parsed, status, versions = _parse_html(
+                response.content, response.encoding, page_url, dropped
+            )
         files = []
         for link, size, uploaded in parsed:
             if link.sha256 is None:
@@ -174,7 +262,7 @@ class SimpleIndexSource:
                 continue
             files.append(
                 DistFile(
-                    filename=unquote(link.filename),
+                    filename=link.filename,
                     sha256=link.sha256,
                     source=self.name,
                     url=link.url,
@@ -192,15 +280,23 @@ class SimpleIndexSource:
             sources=(self.name,),
             status=status.status,
             status_reason=status.reason,
+            versions=versions,
         )
 
     async def project_names(self) -> frozenset[str]:
         response = await self._get(self.base)
         if not self._check("root index", response):
             return frozenset()
-        if _is_json(response):
-            return await asyncio.to_thread(parse_json_names, response.text)
-        return await asyncio.to_thread(parse_project_names, response.text)
+
+        def parse() -> frozenset[str]:
+            if _is_json(response):
+                return parse_json_names(response.content)
+            return parse_project_names(decoded(response.content, response.encoding))
+
+        try:
+            return await asyncio.to_thread(parse)
+        except _UNREADABLE as exc:
+            raise _unreadable(self.name, "root index", exc) from None
 
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         return None
@@ -219,8 +315,8 @@ class SimpleIndexSource:
 
         return request
 
-    async def file_size(self, file: DistFile) -> int | None:
-        return await self.upstream.size_of(self._request(file))
+    async def file_head(self, file: DistFile) -> Head:
+        return await self.upstream.head(self._request(file))
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         request = self._request(file)
@@ -231,12 +327,16 @@ class SimpleIndexSource:
         return read
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
-        async with self._request(file)({}, "GET") as response:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        headers = {"Range": byte_range} if byte_range else {}
+        async with self._request(file)(headers, "GET") as response:
             length = response.headers.get("content-length")
             yield FileStream(
                 size=int(length) if length and length.isdigit() else None,
                 chunks=self.upstream.chunks(self.name, response),
+                content_range=content_range(response),
             )
 
     async def _small(self, url: str, what: str) -> bytes:

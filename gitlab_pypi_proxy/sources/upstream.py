@@ -21,11 +21,9 @@ from typing import Protocol
 from urllib.parse import urljoin
 
 import httpx2
-from httpx2._utils import get_environment_proxies  # what httpx2 itself reads for its proxies
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, RateLimited, SourceUnavailable
-from gitlab_pypi_proxy.sources import read_ahead
 from gitlab_pypi_proxy.sources.file_hosts import FileHosts
 from gitlab_pypi_proxy.sources.upstream_bounds import (
     MAX_PAGE_SIZE,
@@ -38,6 +36,8 @@ from gitlab_pypi_proxy.sources.upstream_bounds import (
     share,
 )
 from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
+from gitlab_pypi_proxy.sources.upstream_proxies import environment_proxies
+from gitlab_pypi_proxy.sources.upstream_transport import pool_transport
 
 CHUNK = 256 * 1024
 _MAX_RANGE = 32 * 2**20  # a ranged read's answer: twice the largest METADATA read
@@ -49,6 +49,15 @@ _KEEP_ALIVE = 50
 Request = Callable[[dict[str, str], str], AbstractAsyncContextManager[httpx2.Response]]
 """A source's request for one file it listed, with its credentials: (headers, method) → the
 streamed answer (`Upstream.stream`, through the GitLab budget where it applies)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """What an upstream says of a file without sending it: its size (None if it does not say)
+    and whether it serves byte ranges of it."""
+
+    size: int | None
+    ranges: bool = False
 
 
 class UpstreamObserver(Protocol):
@@ -100,19 +109,20 @@ def make_client(
     """The one client every upstream request goes through (keep-alive, pooled, watched).
 
     Each pool, the direct one and one per proxy that HTTP(S)_PROXY/ALL_PROXY name (NO_PROXY
-    honoured, as httpx2 itself does), is a WatchedTransport of `connections` connections: see
-    gitlab_pypi_proxy.sources.upstream_pool. Its connections read at most one chunk ahead of their
-    reader (gitlab_pypi_proxy.sources.read_ahead). It keeps no cookies: a cookie one upstream sets
-    would ride along with later requests, under other identities (passthrough users, the
-    proxy's own token)."""
-    read_ahead.install()
+    honoured: gitlab_pypi_proxy.sources.upstream_proxies), is a WatchedTransport of
+    `connections` connections: see gitlab_pypi_proxy.sources.upstream_pool. Its connections read
+    at most one chunk ahead of their reader (gitlab_pypi_proxy.sources.upstream_sockets). It
+    keeps no cookies: a cookie one upstream sets would ride along with later requests, under
+    other identities (passthrough users, the proxy's own token)."""
     limits = httpx2.Limits(
         max_connections=connections, max_keepalive_connections=min(_KEEP_ALIVE, connections)
     )
+    # SSL_CERT_FILE / SSL_CERT_DIR honoured; one context for every pool and its replacements
+    ssl_context = httpx2.create_ssl_context()
 
     def pool(name: str, proxy: str | None = None) -> WatchedTransport:
         return WatchedTransport(
-            lambda: httpx2.AsyncHTTPTransport(limits=limits, proxy=proxy),
+            lambda: pool_transport(limits, ssl_context, proxy),
             timeout,
             name=name,
             observer=observer,
@@ -121,7 +131,7 @@ def make_client(
     # a transport of our own turns httpx2's environment proxies off: they are mounted here
     mounts = {
         pattern: pool(f"proxy for {pattern}", url) if url else None
-        for pattern, url in get_environment_proxies().items()
+        for pattern, url in environment_proxies().items()
     }
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -260,6 +270,7 @@ class Upstream:
         self.observer.request_done(
             source, None, failure.reason, timeout=failure.timeout, upstream=host
         )
+        failure.reported = True
         return failure
 
     async def get(
@@ -296,8 +307,8 @@ class Upstream:
                 raise self._down(source, deadline_passed(source, host, self.bounds), host) from None
             except httpx2.HTTPError as exc:
                 raise self._failed(source, exc) from None
-        if response.status_code >= 500:
-            raise SourceUnavailable(source, f"HTTP {response.status_code}")
+        if response.status_code >= 500:  # reported as a failure by _answered
+            raise SourceUnavailable(source, f"HTTP {response.status_code}", reported=True)
         if (limited := _rate_limited(source, response)) is not None:
             raise limited
         return _whole(response, body)
@@ -378,7 +389,8 @@ class Upstream:
                     continue
                 try:
                     if response.status_code >= 500:
-                        raise SourceUnavailable(source, f"HTTP {response.status_code}")
+                        status = response.status_code
+                        raise SourceUnavailable(source, f"HTTP {status}", reported=True)
                     if (limited := _rate_limited(source, response)) is not None:
                         raise limited
                     if response.status_code not in (200, 206):
@@ -419,20 +431,22 @@ class Upstream:
         if buffer:
             yield bytes(buffer)
 
-    async def size_of(self, request: Request) -> int | None:
-        """The size of a file without downloading it: the upstream's HEAD; where that gives no
-        size (object storage signs its redirect for GET only, so a HEAD there is refused), a
-        one-byte ranged GET, whose Content-Range carries the size. None if neither says.
-        Raises FileNotFoundUpstream or SourceUnavailable."""
+    async def head(self, request: Request) -> Head:
+        """The size of a file and whether its upstream serves ranges, without downloading it:
+        the upstream's HEAD (`Accept-Ranges: bytes`); where that gives no size (object storage
+        signs its redirect for GET only, so a HEAD there is refused), a one-byte ranged GET,
+        whose 206 and Content-Range say both. Raises FileNotFoundUpstream or SourceUnavailable."""
         try:
             async with request({}, "HEAD") as response:
                 size = _total(response)
+                ranges = response.headers.get("accept-ranges", "").strip().lower() == "bytes"
         except FileNotFoundUpstream:
             size = None  # not there, or a HEAD refused on the way: the ranged GET tells which
         if size is not None:
-            return size
+            return Head(size, ranges)
         async with request({"Range": "bytes=0-0"}, "GET") as response:
-            return _total(response)  # closed unread if the whole file is coming
+            # closed unread if the whole file is coming
+            return Head(_total(response), response.status_code == 206)
 
     async def read_range(
         self, source: str, request: Request, spec: str
@@ -466,6 +480,11 @@ def _whole(response: httpx2.Response, body: bytes) -> httpx2.Response:
         request=response.request,
         extensions=response.extensions,
     )
+
+
+def content_range(response: httpx2.Response) -> str | None:
+    """The Content-Range of a 206 (the answer holds that range only), else None."""
+    return response.headers.get("content-range") if response.status_code == 206 else None
 
 
 def _total(response: httpx2.Response) -> int | None:

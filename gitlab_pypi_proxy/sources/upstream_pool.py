@@ -43,6 +43,7 @@ import httpx2
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.request_id import detached
+from gitlab_pypi_proxy.sources.upstream_transport import PoolTransport
 
 if TYPE_CHECKING:
     from gitlab_pypi_proxy.sources.upstream import UpstreamObserver
@@ -286,13 +287,11 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
 
 async def _close_idle_expired(transport: httpx2.AsyncBaseTransport) -> None:
-    """Close the pool's idle connections that expired or that the upstream closed.
-
-    httpx2's transport keeps its httpcore2 pool in `_pool`; the connections' methods are
-    httpcore's public connection interface. Closing an idle connection is safe even if a queued
-    request was just given it: that request finds it closed and asks the pool for another.
-    """
-    pool = getattr(transport, "_pool", None)
-    for connection in getattr(pool, "connections", ()):
+    """Close the pool's idle connections that expired or that the upstream closed (through
+    httpcore2's public pool and connection interface). Closing an idle connection is safe even if
+    a queued request was just given it: that request finds it closed and asks for another."""
+    if not isinstance(transport, PoolTransport):
+        return  # a test's transport: no connections
+    for connection in transport.pool.connections:
         if connection.is_connected() and connection.is_idle() and connection.has_expired():
             await connection.aclose()

@@ -42,6 +42,13 @@ class BlobStats:
     misses: int = 0
 
 
+@dataclass(frozen=True)
+class BlobEntry:
+    sha256: str
+    size: int
+    used: float  # when a client was last served it (Unix time); a bucket: when it was stored
+
+
 class Blob(Protocol):
     """An open blob: reading it is safe even if it is deleted meanwhile."""
 
@@ -68,6 +75,13 @@ class Blob(Protocol):
     def reader(self) -> BinaryIO:
         """Its bytes from the start, unchecked, seekable (blocking reads: export, verify, a
         wheel's METADATA)."""
+        ...
+
+    async def local_path(self) -> str | None:
+        """Its path under the store's `files` directory once its bytes are known to hash right
+        (hashed now if this process has not seen them do so), for a web server in front to
+        send it (X-Accel-Redirect); None for a store without such files (a bucket), or when
+        its bytes are corrupt (it is dropped, as on any read)."""
         ...
 
     def close(self) -> None:
@@ -103,6 +117,10 @@ class BlobStore(Protocol):
 
     def digests(self) -> Iterator[str]:
         """The sha256 of every blob held (blocking)."""
+        ...
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """Every blob held, with its size and last use (blocking)."""
         ...
 
     def stats(self) -> BlobStats:

@@ -76,6 +76,7 @@ class CachedFile:
     data: bytes | None = None  # a small file, read (and checked) at lookup
     check: Check | None = None  # set while this process has not seen these bytes hash right
     released: Callable[[], None] | None = None  # tells the store it is no longer served
+    path: str | None = None  # where it lies under the store's `files` directory
 
     @property
     def holds_resources(self) -> bool:
@@ -95,6 +96,17 @@ class CachedFile:
         if self.released is not None:
             self.released()
             self.released = None
+
+    async def local_path(self) -> str | None:
+        if self.check is not None:
+            try:
+                if self.data is not None:
+                    await asyncio.to_thread(self.check_data)
+                else:
+                    await asyncio.to_thread(self._verify_whole, self.check)
+            except CorruptEntry:
+                return None
+        return self.path
 
     def check_data(self) -> None:
         """Hash a small file read at lookup, if unchecked (blocking); raises CorruptEntry."""

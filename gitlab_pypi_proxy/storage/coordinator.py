@@ -23,12 +23,17 @@ class HeldElsewhere(CacheUnwritable):
 
 
 class SharedValue(Protocol):
-    """A few bytes every worker reads and changes atomically (the GitLab request budget)."""
+    """A few bytes every worker reads and changes atomically (the GitLab request budget, the
+    operator's yanks)."""
 
     def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
         """Apply `change` to the current value (None before the first update), store what it
         returns first and return the rest; no other update runs in between (blocking: call it
         in a thread)."""
+        ...
+
+    def read(self) -> bytes | None:
+        """The current value, None before the first update (blocking)."""
         ...
 
     def close(self) -> None: ...
@@ -46,6 +51,9 @@ class ProcessValue:
         with self._lock:
             self._value, result = change(self._value)
             return result
+
+    def read(self) -> bytes | None:
+        return self._value
 
     def close(self) -> None:
         pass
@@ -77,8 +85,8 @@ class Coordinator(Protocol):
         """`lock`, for the command line (blocking)."""
         ...
 
-    def value(self, name: str) -> SharedValue:
-        """The shared value called `name`."""
+    def value(self, name: str, size: int = ...) -> SharedValue:
+        """The shared value called `name`, of at most `size` bytes (a few KiB unless told)."""
         ...
 
     def clean(self) -> int:

@@ -1,5 +1,6 @@
-"""Every diskcache the proxy keeps (index records, details, metadata, provenance, uploads, the
-file index) is opened here, with SQLite settings that keep a worker's memory small.
+"""Every SQLite database the proxy keeps is opened with settings that keep a worker's memory
+small: the diskcaches (index records, details, metadata, provenance, uploads) by `open_cache`,
+a connection the proxy makes itself (the file index) given them by `lean`.
 
 diskcache's defaults suit one process and one big database: a 64 MiB memory map and 8,192 pages
 (32 MiB) of page cache per connection, and a connection per thread that uses it (every thread of
@@ -14,6 +15,7 @@ line, and a later opening without them, keep them). One function, so that every 
 same way whatever it keeps in its records.
 """
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,9 @@ def open_cache(directory: Path | str, **settings: Any) -> diskcache.Cache:
     """The diskcache in `directory` (created if need be), with diskcache `settings` (a `disk`,
     an eviction policy, a size limit) over the memory-lean SQLite ones."""
     return diskcache.Cache(str(directory), **{**SQLITE_SETTINGS, **settings})
+
+
+def lean(connection: sqlite3.Connection) -> None:
+    """The same settings on a connection opened without diskcache (they hold per connection)."""
+    for key, value in SQLITE_SETTINGS.items():
+        connection.execute(f"PRAGMA {key.removeprefix('sqlite_')} = {value}")

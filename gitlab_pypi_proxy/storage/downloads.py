@@ -11,6 +11,10 @@ known here, and the source whose bytes verified is recorded as having delivered 
 a reader who may not read that source never follows it. All disk I/O and hashing happen in
 worker threads, never on the event loop.
 
+A byte range of a download under way (`Download.range`) is read from its spool once written,
+before the whole is verified: as its upstream would serve that range, unverified (a range can
+never be checked against the file's digest); the last byte is still held back until it is.
+
 A store that cannot take files now (`keeping` false, or a failure midway) degrades instead of
 failing: the route streams the file from upstream verified (`verified`) but not kept. A download
 reserves its whole size before the first byte goes out, so a full disk is found while nothing is
@@ -117,6 +121,39 @@ class Download:
             if handle is not None:
                 await asyncio.to_thread(handle.close)
 
+    async def range(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes `start` to `end` (inclusive) of the file, from the spool as soon as they are
+        written (or from the store once it holds the file). Raises why the download failed when
+        it fails before they are written."""
+        await asyncio.shield(self.started)
+        handle = await asyncio.to_thread(self._open_reader)
+        if handle is None and self.error is None:
+            blob = await asyncio.to_thread(self._reopen)
+            if blob is not None:
+                try:
+                    async for chunk in blob.chunks(start, end):
+                        yield chunk
+                finally:
+                    await asyncio.to_thread(blob.close)
+                return
+        if handle is None:
+            raise self.error or OSError(f"download of {self.sha256} is gone")
+        try:
+            while self.readable <= end:
+                if self.done:
+                    raise self.error or OSError(f"download of {self.sha256} ended short")
+                await self._progress.wait()
+            position = start
+            while position <= end:
+                length = min(CHUNK, end + 1 - position)
+                chunk = await asyncio.to_thread(os.pread, handle.fileno(), length, position)
+                if not chunk:
+                    raise OSError(f"download of {self.sha256} shorter than written")
+                position += len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
     async def _rest_from_upstream(
         self, position: int, sent: BinaryIO | None
     ) -> AsyncIterator[bytes]:
@@ -165,6 +202,10 @@ class Downloads:
         self.blobs, self.coordinator, self.deliveries = blobs, coordinator, deliveries
         # the downloads under way, each with its Download for the followers
         self._downloads: SingleFlight[str, None] = SingleFlight(metrics.FILE_JOIN.inc)
+
+    def under_way(self, sha256: str) -> Download | None:
+        """The download of `sha256` running in this process, if one does."""
+        return self._downloads.handle(sha256)
 
     def download(self, sha256: str, opener: Opener) -> Download:
         """The running download of `sha256`, started with `opener` if there is none."""

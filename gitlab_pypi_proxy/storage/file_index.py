@@ -1,137 +1,184 @@
 """The file cache's index: which files are kept, how big, how recently used; and eviction.
 
-It is diskcache's SQLite database (`Cache` holds one row per entry: key = sha256, the value file's
-name, size, store and access times; `Settings` the totals, kept by triggers, and the hit and miss
-counters), so caches written by earlier versions open as they are. diskcache runs with its own
-eviction and statistics off, and the queries it has no API for are made here, in one place
-(diskcache 5.6, whose schema has not changed since 4.x; pinned below 6):
-- its cull deleted up to `cull_limit` (10) least recently used entries on every store past the
-  limit, not just enough to get under it: with ten or fewer entries, all of them, the file just
-  stored included. `make_room` evicts just enough, least recently used first, skipping the
-  entries it is told to keep, and counts bytes kept outside the table (partial downloads);
-- its least-recently-used policy and statistics made every lookup a write transaction. `find` is
-  one indexed SELECT; access times and counters arrive in batches (gitlab_pypi_proxy.storage.usage).
-Every method blocks: call them from a thread.
+A SQLite database of the proxy's own, `files/index.db`: a row per file (sha256, its name under
+`files/`, size, store and access times), totals kept by triggers (files, bytes, hits, misses) and
+an index on access times. A verified file is moved in as `files/sha256/<2 hex digits>/<sha256>`.
+The processes sharing the directory write in WAL mode, each thread on a connection of its own,
+each write one transaction that takes the lock at once (BEGIN IMMEDIATE: no deadlocks). A lookup
+is one indexed SELECT; access times and counters arrive in batches (storage/usage.py); eviction
+frees just enough, least recently used first, never an entry it is told to keep.
+When the index is made it adopts what is on disk: an earlier version's diskcache index, read
+through diskcache's public API (its files stay where they are, aged by their store time), and
+any file under `sha256/` no row lists, trusted by name (only verified files are moved there, and
+a hit checks the bytes again). Every method blocks: call them from a thread.
 """
 
 import contextlib
+import logging
 import os
-from collections.abc import Collection
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import diskcache
-from diskcache.core import MODE_BINARY, UNKNOWN
-
-from gitlab_pypi_proxy.storage.disk_caches import open_cache
+from gitlab_pypi_proxy.names import is_sha256
+from gitlab_pypi_proxy.storage.disk_caches import lean
 from gitlab_pypi_proxy.storage.usage import Pending
 
+log = logging.getLogger("proxy.cache.files")
 
-@dataclass
-class Adopt:
-    """A verified temporary file to move into the cache as an entry's value."""
+INDEX = "index.db"
+BLOBS = "sha256"
+_FORMAT = 1  # the tables below; a database without it is (re)made, adopting what is on disk
+_BUSY_SECONDS = 60.0  # how long a write waits for another process's
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS files (
+        sha256 TEXT PRIMARY KEY NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        store_time REAL NOT NULL,
+        access_time REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS files_access_time ON files (access_time)",
+    "CREATE INDEX IF NOT EXISTS files_store_time ON files (store_time)",
+    """CREATE TABLE IF NOT EXISTS totals (
+        name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT OR IGNORE INTO totals VALUES ('files', 0), ('bytes', 0), ('hits', 0), ('misses', 0)",
+    """CREATE TRIGGER IF NOT EXISTS files_added AFTER INSERT ON files BEGIN
+        UPDATE totals SET value = value + 1 WHERE name = 'files';
+        UPDATE totals SET value = value + NEW.size WHERE name = 'bytes';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS files_removed AFTER DELETE ON files BEGIN
+        UPDATE totals SET value = value - 1 WHERE name = 'files';
+        UPDATE totals SET value = value - OLD.size WHERE name = 'bytes';
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS files_resized AFTER UPDATE OF size ON files BEGIN
+        UPDATE totals SET value = value + NEW.size - OLD.size WHERE name = 'bytes';
+    END""",
+)
 
-    path: str
-    placed: str = ""  # where it was moved to, until the entry is recorded
+
+Sql = Callable[..., sqlite3.Cursor]  # a connection's `execute`
 
 
-class _AdoptingDisk(diskcache.Disk):
-    """diskcache's Disk, taught to take ownership of a file by rename instead of copying it."""
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
-        if isinstance(value, Adopt):
-            filename, full_path = self.filename(key, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(value.path, full_path)
-            value.placed = full_path
-            return os.path.getsize(full_path), MODE_BINARY, filename, None
-        return super().store(value, read, key)
+class _PerThread(threading.local):
+    connection: sqlite3.Connection | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    filename: str  # relative to the cache directory
+    filename: str  # relative to the files directory
     size: int
     access_time: float
 
 
 class FileIndex:
     def __init__(self, root: Path, max_size: int) -> None:
-        self.max_size = max_size
-        self.cache = open_cache(
-            root,
-            size_limit=max_size,
-            eviction_policy="none",  # `get` writes nothing; eviction is `make_room`
-            cull_limit=0,  # `set` never culls
-            statistics=0,  # `get` counts nothing; counters arrive through `write_usage`
-            disk=_AdoptingDisk,
-            disk_min_file_size=0,
-        )
-        # The order eviction walks (the index diskcache made for its LRU policy, kept).
-        self.cache._sql_retry("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
+        self.root, self.max_size = root, max_size
+        self._path = root / INDEX
+        self._local = _PerThread()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+        self._made()
 
     def close(self) -> None:
-        self.cache.close()
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = _PerThread()
+
+    # --- reads --------------------------------------------------------------------------------
 
     def find(self, sha256: str) -> Row | None:
-        rows = self.cache._sql(
-            "SELECT filename, size, access_time FROM Cache WHERE key = ? AND raw = 1", (sha256,)
+        rows = self._sql(
+            "SELECT filename, size, access_time FROM files WHERE sha256 = ?", (sha256,)
         ).fetchall()
         return Row(*rows[0]) if rows else None
 
+    def __contains__(self, sha256: object) -> bool:
+        return isinstance(sha256, str) and self.find(sha256) is not None
+
+    def digests(self) -> list[str]:
+        """Every entry's sha256, in order."""
+        rows = self._sql("SELECT sha256 FROM files ORDER BY sha256").fetchall()
+        return [sha256 for (sha256,) in rows]
+
     def full_path(self, filename: str) -> str:
-        return os.path.join(self.cache.directory, filename)
-
-    def store(self, sha256: str, path: str, size: int) -> None:
-        """Move the verified file at `path` in as the entry for `sha256` (replacing one)."""
-        adopt = Adopt(path)
-        try:
-            self.cache.set(sha256, adopt, read=True, tag=size)
-        except BaseException:
-            if adopt.placed:  # moved, but no row records it: it would stay forever unseen
-                with contextlib.suppress(OSError):
-                    os.unlink(adopt.placed)
-            raise
-
-    def drop(self, sha256: str, filename: str) -> None:
-        """Delete the entry and its file, if it still is `filename` (not a newer copy)."""
-        sql = self.cache._sql
-        with self.cache.transact():
-            deleted = sql(
-                "DELETE FROM Cache WHERE key = ? AND raw = 1 AND filename = ?",
-                (sha256, filename),
-            ).rowcount
-        if deleted:
-            self.cache.disk.remove(filename)
+        return os.path.join(self.root, filename)
 
     def totals(self) -> tuple[int, int, float | None, float | None]:
         """(entries, bytes, when the oldest was stored, when the newest was)."""
-        ((count, oldest, newest),) = self.cache._sql(
-            "SELECT COUNT(*), MIN(store_time), MAX(store_time) FROM Cache"
+        ((oldest, newest),) = self._sql(
+            "SELECT MIN(store_time), MAX(store_time) FROM files"
         ).fetchall()
-        return count, self.cache.volume(), oldest, newest
+        totals = self._totals()
+        return totals["files"], totals["bytes"], oldest, newest
+
+    def rows(self) -> list[tuple[str, int, float]]:
+        """(sha256, size, access time) of every entry."""
+        return self._sql("SELECT sha256, size, access_time FROM files").fetchall()
 
     def counters(self) -> tuple[int, int]:
         """(hits, misses) as written by every process so far."""
-        rows = dict(
-            self.cache._sql(
-                "SELECT key, value FROM Settings WHERE key IN ('hits', 'misses')"
-            ).fetchall()
-        )
-        return int(rows.get("hits", 0)), int(rows.get("misses", 0))
+        totals = self._totals()
+        return totals["hits"], totals["misses"]
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def store(self, sha256: str, path: str, size: int) -> None:
+        """Move the verified file at `path` in as the entry for `sha256` (replacing one)."""
+        filename = os.path.join(BLOBS, sha256[:2], sha256)
+        placed = self.full_path(filename)
+        os.makedirs(os.path.dirname(placed), exist_ok=True)
+        os.rename(path, placed)
+        now = time.time()
+        try:
+            with self._writing() as sql:
+                replaced = sql("SELECT filename FROM files WHERE sha256 = ?", (sha256,)).fetchall()
+                sql(
+                    "INSERT INTO files VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET"
+                    " filename = excluded.filename, size = excluded.size,"
+                    " store_time = excluded.store_time, access_time = excluded.access_time",
+                    (sha256, filename, size, now, now),
+                )
+        except BaseException:  # moved, but no row records it: it would stay forever unseen
+            with contextlib.suppress(OSError):
+                os.unlink(placed)
+            raise
+        if replaced and replaced[0][0] != filename:  # an earlier version's copy
+            self._remove(replaced[0][0])
+
+    def drop(self, sha256: str, filename: str) -> None:
+        """Delete the entry and its file, if it still is `filename`."""
+        with self._writing() as sql:
+            deleted = sql(
+                "DELETE FROM files WHERE sha256 = ? AND filename = ?", (sha256, filename)
+            ).rowcount
+        if deleted:
+            self._remove(filename)
+
+    def delete(self, sha256: str) -> None:
+        """Delete the entry and its file, whichever it is."""
+        with self._writing() as sql:
+            rows = sql("SELECT filename FROM files WHERE sha256 = ?", (sha256,)).fetchall()
+            sql("DELETE FROM files WHERE sha256 = ?", (sha256,))
+        for (filename,) in rows:
+            self._remove(filename)
 
     def write_usage(self, pending: Pending) -> None:
         """One transaction: the counters and the access stamps a process noted."""
-        sql = self.cache._sql
-        with self.cache.transact():
-            for key, count in (("hits", pending.hits), ("misses", pending.misses)):
+        with self._writing() as sql:
+            for name, count in (("hits", pending.hits), ("misses", pending.misses)):
                 if count:
-                    sql("UPDATE Settings SET value = value + ? WHERE key = ?", (count, key))
+                    sql("UPDATE totals SET value = value + ? WHERE name = ?", (count, name))
             for sha256, when in pending.stamps.items():
                 sql(
-                    "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1"
-                    " AND access_time < ?",
+                    "UPDATE files SET access_time = ? WHERE sha256 = ? AND access_time < ?",
                     (when, sha256, when),
                 )
 
@@ -141,25 +188,137 @@ class FileIndex:
 
         Walks the access-time index from its oldest end and stops as soon as enough is free.
         """
-        sql = self.cache._sql
-        victims: list[tuple[int, str, str]] = []
-        with self.cache.transact():
-            over = self.cache.volume() + outside - self.max_size
+        victims: list[tuple[str, str]] = []
+        with self._writing() as sql:
+            ((volume,),) = sql("SELECT value FROM totals WHERE name = 'bytes'").fetchall()
+            over = volume + outside - self.max_size
             if over <= 0:
                 return []
-            cursor = sql("SELECT rowid, key, size, filename FROM Cache ORDER BY access_time")
+            cursor = sql("SELECT sha256, size, filename FROM files ORDER BY access_time")
             try:
-                for rowid, key, size, filename in cursor:
-                    if key in keep:
+                for sha256, size, filename in cursor:
+                    if sha256 in keep:
                         continue
-                    victims.append((rowid, key, filename))
+                    victims.append((sha256, filename))
                     over -= size
                     if over <= 0:
                         break
             finally:
                 cursor.close()
-            for rowid, _, _ in victims:
-                sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
-        for _, _, filename in victims:  # after the commit: a rollback must not lose files
-            self.cache.disk.remove(filename)
-        return [key for _, key, _ in victims]
+            for sha256, _ in victims:
+                sql("DELETE FROM files WHERE sha256 = ?", (sha256,))
+        for _, filename in victims:  # after the commit: a rollback must not lose files
+            self._remove(filename)
+        return [sha256 for sha256, _ in victims]
+
+    # --- the database -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = self._local.connection
+        if connection is None:
+            connection = sqlite3.connect(
+                self._path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent after a crash
+            lean(connection)  # one per thread: kept small (storage/disk_caches.py)
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    def _sql(self, statement: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        return self._connection().execute(statement, parameters)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Sql]:
+        """A write transaction, holding the database's write lock from its start."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection.execute
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _totals(self) -> dict[str, int]:
+        return dict(self._sql("SELECT name, value FROM totals").fetchall())
+
+    def _remove(self, filename: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.full_path(filename))
+
+    def _made(self) -> None:
+        """The tables, made once for the directory (adopting what is on disk) by whichever
+        process gets there first; the others wait for it, then find them made."""
+        connection = self._connection()
+        if self._format(connection) == _FORMAT:
+            return
+        ((mode,),) = connection.execute("PRAGMA journal_mode").fetchall()
+        if mode != "wal":  # kept in the database once set
+            connection.execute("PRAGMA journal_mode = WAL")
+        with self._writing() as sql:
+            if self._format(connection) == _FORMAT:
+                return
+            for statement in _SCHEMA:
+                sql(statement)
+            adopted = _adopt(self.root, sql)
+            sql(f"PRAGMA user_version = {_FORMAT}")
+        if adopted:
+            log.info("file cache index made: %d files already in the cache adopted", adopted)
+
+    @staticmethod
+    def _format(connection: sqlite3.Connection) -> int:
+        ((version,),) = connection.execute("PRAGMA user_version").fetchall()
+        return int(version)
+
+
+def _adopt(root: Path, sql: Sql) -> int:
+    """Rows for the files already in the cache: an earlier version's (diskcache's index), then
+    those stored by name that no row lists. Returns how many."""
+    rows: dict[str, tuple[str, int, float]] = {}
+    hits = misses = 0
+    if (root / "cache.db").exists():
+        hits, misses = _read_diskcache(root, rows)
+    blobs = root / BLOBS
+    if blobs.is_dir():
+        for path in blobs.glob("??/*"):
+            sha256 = path.name
+            if is_sha256(sha256) and path.parent.name == sha256[:2]:
+                with contextlib.suppress(OSError):
+                    stat = path.stat()
+                    filename = os.path.join(BLOBS, sha256[:2], sha256)
+                    rows[sha256] = (filename, stat.st_size, stat.st_mtime)
+    for sha256, (filename, size, stored) in rows.items():
+        sql(
+            "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?)",
+            (sha256, filename, size, stored, stored),
+        )
+    sql("UPDATE totals SET value = value + ? WHERE name = 'hits'", (hits,))
+    sql("UPDATE totals SET value = value + ? WHERE name = 'misses'", (misses,))
+    return len(rows)
+
+
+def _read_diskcache(root: Path, rows: dict[str, tuple[str, int, float]]) -> tuple[int, int]:
+    """The entries and counters of the diskcache index earlier versions kept in `root`, read
+    through its public API (its own database is left as it was). Returns (hits, misses)."""
+    import io
+
+    import diskcache
+
+    cache = diskcache.Cache(str(root), eviction_policy="none", statistics=0, cull_limit=0)
+    try:
+        hits, misses = cache.stats(enable=False)
+        for key in cache.iterkeys():
+            if not (isinstance(key, str) and is_sha256(key)):
+                continue
+            value, _ = cache.get(key, read=True, tag=True)
+            if not isinstance(value, io.BufferedReader):
+                continue  # its file is gone
+            with value:
+                stat = os.fstat(value.fileno())
+                filename = os.path.relpath(value.name, root)
+            rows[key] = (filename, stat.st_size, stat.st_mtime)
+    finally:
+        cache.close()
+    return int(hits), int(misses)

@@ -35,12 +35,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TaskSet, TTLMemo
 from gitlab_pypi_proxy.storage import usage
-from gitlab_pypi_proxy.storage.blobs import BlobStats, CacheUnwritable, Spool
+from gitlab_pypi_proxy.storage.blobs import BlobEntry, BlobStats, CacheUnwritable, Spool
 from gitlab_pypi_proxy.storage.cached_file import (
     SERVE_CHUNK,
     CachedFile,
@@ -61,7 +59,7 @@ log = logging.getLogger("proxy.cache.files")
 
 # posix_fallocate cannot reserve space on this file system: write without a reservation
 _NO_RESERVATION = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
-_UPKEEP_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+_UPKEEP_ERRORS = (sqlite3.Error, OSError)
 _VERIFIED_MEMORY = 16_384  # files remembered as checked (~300 bytes each); past it, checked again
 
 
@@ -150,7 +148,7 @@ class LocalBlobStore:
             )
             self._drop(sha256, filename)
             return None
-        cached = CachedFile(sha256, size, stat.st_mtime, handle)
+        cached = CachedFile(sha256, size, stat.st_mtime, handle, path=filename)
         if not count:
             return cached
         identity = (stat.st_ino, stat.st_ctime_ns, stat.st_size)
@@ -200,14 +198,19 @@ class LocalBlobStore:
             log.warning("cache entry %s not dropped: %s", sha256, exc)
 
     def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._index.cache
+        return sha256 in self._index
 
     def digests(self) -> Iterator[str]:
-        return iter(list(self._index.cache.iterkeys()))
+        return iter(self._index.digests())
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """Last use as the access times written so far (each worker writes its own within
+        seconds)."""
+        return (BlobEntry(key, size, used) for key, size, used in self._index.rows())
 
     def delete(self, sha256: str) -> None:
         self._verified.pop(sha256, None)
-        self._index.cache.delete(sha256)
+        self._index.delete(sha256)
 
     def stats(self) -> BlobStats:
         """The entries and bytes, when they were stored, and the hit and miss counters every

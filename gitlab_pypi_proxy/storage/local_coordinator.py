@@ -37,7 +37,7 @@ log = logging.getLogger("proxy.storage")
 T = TypeVar("T")
 
 _LOCK_POLL = 0.05  # seconds between tries for another worker's lock
-_VALUE_BYTES = 4096  # the largest shared value read
+VALUE_BYTES = 4096  # the largest shared value read, unless its user says otherwise
 GENERATION_SECONDS = 0.005  # how long a worker goes on with the generation it read
 _clock = time.monotonic
 
@@ -154,18 +154,18 @@ class LocalCoordinator:
 
     # --- shared values ------------------------------------------------------------------------
 
-    def value(self, name: str) -> "SharedFile":
+    def value(self, name: str, size: int = VALUE_BYTES) -> "SharedFile":
         found = self._values.get(name)
         if found is None:
-            found = self._values[name] = SharedFile(self.directory / name)
+            found = self._values[name] = SharedFile(self.directory / name, size)
         return found
 
 
 class SharedFile:
-    """A shared value in the file at `path`."""
+    """A shared value in the file at `path`, of at most `size` bytes."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, size: int = VALUE_BYTES) -> None:
+        self.path, self.size = path, size
         self._lock = threading.Lock()
         self._memory: bytes | None = None  # the value while there is no file
         self._fd = _open(path)
@@ -182,7 +182,7 @@ class SharedFile:
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                current = os.pread(fd, _VALUE_BYTES, 0) if fd is not None else self._memory
+                current = os.pread(fd, self.size, 0) if fd is not None else self._memory
                 new, result = change(current or None)
                 self._memory = new
                 if fd is not None:
@@ -198,6 +198,17 @@ class SharedFile:
             finally:
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def read(self) -> bytes | None:
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return self._memory
+            fcntl.flock(fd, fcntl.LOCK_SH)  # never half of another process's write
+            try:
+                return os.pread(fd, self.size, 0) or None
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _open(path: Path) -> int | None:

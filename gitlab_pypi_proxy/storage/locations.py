@@ -40,6 +40,10 @@ class FileLocations:
         held = self._held.get(sha256)
         return list({**(known or {}), **(held.value if held else {})}.values())
 
+    def of_now(self, sha256: str) -> list[DistFile]:
+        """`of`, from the stored records only (blocking: the operator API's listing)."""
+        return list((self.store.get_now(location_key(sha256)) or {}).values())
+
     async def remember(self, files: Iterable[DistFile]) -> None:
         """Record which source offers each file."""
         files = list(files)

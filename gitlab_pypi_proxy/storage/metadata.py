@@ -45,7 +45,7 @@ class MetadataStore:
         """(source, file sha256) → metadata sha256, for the files whose metadata is stored."""
         wanted = list(keys)
         found = await asyncio.to_thread(self._digests, wanted)
-        for key in wanted:
+        for key in wanted if self._unkept else ():  # a page's wheels: a loop only if need be
             held = self._unkept.get(key) if key not in found else None
             if held is not None:
                 found[key] = held[0]
@@ -66,6 +66,13 @@ class MetadataStore:
         if entry is None:
             entry = self._unkept.get(key)
         return entry[1] if entry is not None else None
+
+    async def drop(self, sources: Iterable[str], file_sha256: str) -> None:
+        """Forget the metadata of the file with that digest, as any of `sources` read it."""
+        keys = [(source, file_sha256) for source in sources]
+        for key in keys:
+            self._unkept.pop(key, None)
+        await asyncio.to_thread(lambda: [self._disk.delete(key) for key in keys])
 
     async def put(self, source: str, file_sha256: str, metadata: bytes) -> str:
         """Keep `metadata`, read from `source`'s bytes of the file; returns its sha256."""

@@ -15,7 +15,7 @@ see it once their copy is older than its freshness).
 
 import asyncio
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +86,10 @@ class PageStore:
             for key in keys:
                 self._held.set(key, Entry(_FORGOTTEN, now))
         await self.coordinator.changed()
+
+    def on_forgotten(self, listener: Callable[[list[Hashable]], Awaitable[None]]) -> None:
+        """Nothing to hear: the workers of one machine share the cache directory, so what the
+        forgetting worker drops beside the records there is dropped for all of them."""
 
     def _delete(self, keys: tuple[Hashable, ...]) -> None:
         for key in keys:

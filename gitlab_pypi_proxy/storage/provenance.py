@@ -7,6 +7,7 @@ are no longer read.
 """
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class ProvenanceStore:
     async def get(self, source: str, file_sha256: str) -> Kept | None:
         entry = await asyncio.to_thread(self._disk.get, (source, file_sha256))
         return Kept(*entry) if entry is not None else None
+
+    async def drop(self, sources: Iterable[str], file_sha256: str) -> None:
+        """Forget what any of `sources` attested of the file with that digest."""
+        keys = [(source, file_sha256) for source in sources]
+        await asyncio.to_thread(lambda: [self._disk.delete(key) for key in keys])
 
     async def put(self, source: str, file_sha256: str, kept: Kept) -> None:
         """Keep it; a disk that will not take it only costs a fetch next time."""

@@ -7,7 +7,7 @@ workers of one machine) and gitlab_pypi_proxy.storage.shared_records (the same, 
 every replica behind it). Nothing outside gitlab_pypi_proxy.storage and the composition root knows
 which one runs."""
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -46,5 +46,12 @@ class RecordStore(Protocol):
         ...
 
     def announce(self) -> None: ...
+
+    def on_forgotten(self, listener: Callable[[list[Hashable]], Awaitable[None]]) -> None:
+        """Call `listener` with the keys another worker or replica forgot, once they are
+        forgotten here, for what each machine keeps of its own beside the records (a purged
+        file's sidecars). Records one machine keeps alone never call it: its workers share one
+        cache directory, and the one that forgets drops what it keeps there itself."""
+        ...
 
     def close(self) -> None: ...

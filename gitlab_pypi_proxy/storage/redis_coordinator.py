@@ -5,7 +5,8 @@ coordinator of each machine (its workers) that it falls back to when Redis is do
   renewed while held and deleted by its token on release; a holder that dies stops renewing and
   its lease runs out: another replica takes over. A replica waits for another's lock at most
   `wait` seconds, then goes on without it (HeldElsewhere: the file streams from upstream,
-  verified, unkept).
+  verified, unkept). Once it has seen the lock held, Redis failing meanwhile does not let it go
+  on without the lock: the holder is likely still downloading what it would download again.
 - News of changes: a publish on one channel; every worker of every replica listens and counts
   what it hears (and a reconnection, which may have missed news) in its generation. A message
   may name index records to forget: the listener forgets them locally first (shared records,
@@ -36,7 +37,7 @@ import redis.asyncio
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, ProcessValue
-from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.local_coordinator import VALUE_BYTES, LocalCoordinator
 
 log = logging.getLogger("proxy.storage")
 
@@ -234,18 +235,22 @@ class RedisCoordinator:
                     await self.call("releasing a lock", lambda: release(_RELEASE, 1, name, token))
 
     async def _acquire(self, name: str, token: str) -> bool:
-        """True once held; False when Redis cannot be asked (the machine's lock only); raises
-        HeldElsewhere past `wait`."""
+        """True once held; False when Redis cannot be asked (the machine's lock only) before
+        the lock was seen held elsewhere; raises HeldElsewhere past `wait`."""
         deadline = time.monotonic() + self.wait
         lease = int(self.lease * 1000)
+        seen_held = False
+
+        async def take() -> bool:
+            return bool(await self.client.set(name, token, nx=True, px=lease))
+
         while True:
-            got = await self.call(
-                "taking a lock", lambda: self.client.set(name, token, nx=True, px=lease)
-            )
-            if got is None and not self.up:
-                return False
+            got = await self.call("taking a lock", take)  # None: Redis could not be asked
             if got:
                 return True
+            if got is None and not seen_held:
+                return False
+            seen_held = True
             if time.monotonic() >= deadline:
                 raise HeldElsewhere(f"another replica has held {name} for {self.wait:.0f}s")
             await asyncio.sleep(_POLL)
@@ -286,10 +291,11 @@ class RedisCoordinator:
 
     # --- shared values ------------------------------------------------------------------------
 
-    def value(self, name: str) -> "RedisValue":
+    def value(self, name: str, size: int = VALUE_BYTES) -> "RedisValue":
         found = self._values.get(name)
         if found is None:
-            found = self._values[name] = RedisValue(self, VALUES + name, self.local.value(name))
+            local = self.local.value(name, size)
+            found = self._values[name] = RedisValue(self, VALUES + name, local)
         return found
 
     def clean(self) -> int:
@@ -328,6 +334,13 @@ class RedisValue:
         done = self.coordinator.call_now("updating a shared value", transaction)
         if done is None:
             return self.fallback.update(change)
+        return done[0]
+
+    def read(self) -> bytes | None:
+        sync = self.coordinator.sync
+        done = self.coordinator.call_now("reading a shared value", lambda: (sync.get(self.name),))
+        if done is None:
+            return self.fallback.read()
         return done[0]
 
     def close(self) -> None:

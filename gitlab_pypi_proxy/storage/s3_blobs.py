@@ -48,7 +48,7 @@ from obstore.store import S3Store
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.config import StorageConfig
-from gitlab_pypi_proxy.storage.blobs import BlobStats, CacheUnwritable, Spool
+from gitlab_pypi_proxy.storage.blobs import BlobEntry, BlobStats, CacheUnwritable, Spool
 from gitlab_pypi_proxy.storage.cached_file import SERVE_CHUNK, CorruptEntry
 from gitlab_pypi_proxy.storage.leftovers import discard_spool, new_spool, remove_orphans
 from gitlab_pypi_proxy.storage.writable import PAUSE_SECONDS
@@ -116,6 +116,9 @@ class S3Blob:
     @property
     def holds_resources(self) -> bool:
         return False  # an unread GET is dropped with the object
+
+    async def local_path(self) -> None:
+        return None  # in the bucket, not under the cache directory
 
     def close(self) -> None:
         self._first = None
@@ -338,6 +341,11 @@ class S3BlobStore:
 
     def digests(self) -> Iterator[str]:
         return (name for name, _ in self._objects())
+
+    def entries(self) -> Iterator[BlobEntry]:
+        """A bucket keeps no access times: last use is when the object was stored."""
+        for name, meta in self._objects():
+            yield BlobEntry(name, meta["size"], meta["last_modified"].timestamp())
 
     def stats(self) -> BlobStats:
         """Listing the bucket: kept for STATS_SECONDS (the status page and /metrics ask)."""

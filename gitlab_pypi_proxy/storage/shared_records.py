@@ -16,7 +16,7 @@ directory is. While Redis is down, the machine's records serve alone.
 
 import asyncio
 import pickle
-from collections.abc import Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -46,6 +46,7 @@ class SharedRecords:
     def __init__(self, local: PageStore, coordinator: RedisCoordinator) -> None:
         self.local, self.coordinator = local, coordinator
         self.writes = local.writes
+        self._listeners: list[Callable[[list[Hashable]], Awaitable[None]]] = []
         coordinator.on_forget(self._forget_here)
 
     def __len__(self) -> int:
@@ -90,6 +91,13 @@ class SharedRecords:
 
     async def _forget_here(self, keys: list[Hashable]) -> None:
         await asyncio.to_thread(self.local.delete_now, *keys)
+        for listener in self._listeners:
+            await listener(keys)
+
+    def on_forgotten(self, listener: Callable[[list[Hashable]], Awaitable[None]]) -> None:
+        """`listener` hears every worker of every replica forget keys (the broadcast reaches
+        this worker too, for its own)."""
+        self._listeners.append(listener)
 
     # --- blocking, for the command line and the locations -------------------------------------
 

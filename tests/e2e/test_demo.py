@@ -1,6 +1,7 @@
 """`gitlab-pypi-proxy demo` as a newcomer runs it: it prints the lines to try, pip installs through
 it, and Ctrl-C stops the proxy and the GitLab double."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,8 +20,11 @@ def test_demo_serves_its_samples_and_stops_both_on_ctrl_c(tmp_path: Path) -> Non
     output = tmp_path / "demo.log"
     command = [sys.executable, "-m", "gitlab_pypi_proxy", "demo", "--port", str(port)]
     command += ["--directory", str(tmp_path / "demo")]
+    # a demo that does not end after Ctrl-C is sent SIGABRT: faulthandler writes where every thread
+    # of it stands to its log, which the failure shows
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     with output.open("wb") as log:
-        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_until(
             lambda: "Ctrl-C stops both" in output.read_text() or demo.poll() is not None,
@@ -45,7 +49,13 @@ def test_demo_serves_its_samples_and_stops_both_on_ctrl_c(tmp_path: Path) -> Non
         assert (tmp_path / "target" / "demo_words").is_dir()  # its dependency, from the same GitLab
 
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=60) == 0
+        try:
+            status = demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            demo.send_signal(signal.SIGABRT)
+            demo.wait(timeout=10)
+            raise AssertionError(f"the demo did not end:\n{output.read_text()[-6000:]}") from None
+        assert status == 0
         assert not proxy[0].is_running() or proxy[0].status() == psutil.STATUS_ZOMBIE
         for url in (f"http://127.0.0.1:{port}/healthz", gitlab_url):
             try:

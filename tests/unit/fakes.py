@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
 from gitlab_pypi_proxy.sources.base import RangeReader
+from gitlab_pypi_proxy.sources.upstream import Head
 
 # The services' poll for names published to GitLab, for routes tested without the services
 NO_POLL = SimpleNamespace(asked=lambda: None)
@@ -47,12 +48,13 @@ class FakeSource:
     def file_for(self, sha256: str, filename: str) -> DistFile:
         return DistFile(filename=filename, sha256=sha256, source=self.name, url=f"fake://{sha256}")
 
-    async def file_size(self, file: DistFile) -> int | None:
+    async def file_head(self, file: DistFile) -> Head:
+        """As an upstream that serves no ranges says it."""
         if self.down:
             raise SourceUnavailable(self.name, "ConnectError")
         if file.sha256 not in self.contents:
             raise FileNotFoundUpstream(file.filename)
-        return len(self.contents[file.sha256])
+        return Head(len(self.contents[file.sha256]))
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         async def read(spec: str) -> tuple[bytes, str | None]:
@@ -62,7 +64,10 @@ class FakeSource:
         return read
 
     @asynccontextmanager
-    async def open_file(self, file: DistFile) -> AsyncIterator[FileStream]:
+    async def open_file(
+        self, file: DistFile, byte_range: str | None = None
+    ) -> AsyncIterator[FileStream]:
+        """The whole file, whatever `byte_range` asks (an upstream that serves no ranges)."""
         self.file_calls += 1
         if self.down:
             raise SourceUnavailable(self.name, "ConnectError")

@@ -25,6 +25,7 @@ def composed(
     stores: Stores | None = None,
     policy: PolicySettings | None = None,
     advisories: Advisories | None = None,
+    views: Mapping[str, Sequence[str]] | None = None,
 ) -> Composed:
     """`private` sources own their names (GitLab's), `public` ones answer for the rest; a Parts
     brings its capabilities too. Every store lives in `tmp_path` (or is `stores`)."""
@@ -41,4 +42,5 @@ def composed(
         yanked=yanked,
         policy=policy,
         advisories=advisories,
+        views=views,
     )

@@ -26,7 +26,9 @@ async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def _client(config: AuthConfig, peer: str = "192.0.2.1") -> httpx2.AsyncClient:
     auth = Authenticator(config, USERS, frozenset(), {}, frozenset())
-    services = SimpleNamespace(services=SimpleNamespace(auth=auth))
+    services = SimpleNamespace(
+        services=SimpleNamespace(auth=auth, composed=SimpleNamespace(views={}))
+    )
     guarded = AccessControl(_ok)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -86,7 +88,7 @@ async def test_under_a_base_path_the_prefixed_paths_are_guarded_too(path: str) -
     must be to the access check too."""
     config = AuthConfig(anonymous_read=False)
     auth = Authenticator(config, USERS, frozenset(), {}, frozenset())
-    state = SimpleNamespace(services=SimpleNamespace(auth=auth))
+    state = SimpleNamespace(services=SimpleNamespace(auth=auth, composed=SimpleNamespace(views={})))
 
     async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
         scope["app"] = SimpleNamespace(state=state)

@@ -1,6 +1,8 @@
 """What a reverse proxy in front changes: X-Forwarded-* from trusted peers only, a path prefix."""
 
-from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
+import pytest
+
+from gitlab_pypi_proxy.http.behind_proxy import BehindProxy, route_path
 from tests.unit.asgi import asgi_client, echo_app
 
 FORWARDED = {
@@ -33,3 +35,17 @@ async def test_base_path_becomes_root_path_with_or_without_the_prefix() -> None:
         assert (await client.get("/simple/")).json()["root_path"] == "/pypi"  # prefix stripped
         bare = await client.get("/pypi")
     assert bare.status_code == 301 and bare.headers["location"] == "pypi/"
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "routed"),
+    [
+        ("/simple/", "", "/simple/"),
+        ("/pypi/simple/", "/pypi", "/simple/"),  # the prefix kept by the reverse proxy
+        ("/simple/", "/pypi", "/simple/"),  # stripped by it
+        ("/pypi", "/pypi", ""),
+        ("/pypix/simple/", "/pypi", "/pypix/simple/"),  # a longer name, not the prefix
+    ],
+)
+def test_the_path_routed_on(path: str, root_path: str, routed: str) -> None:
+    assert route_path({"path": path, "root_path": root_path}) == routed

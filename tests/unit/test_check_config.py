@@ -193,3 +193,15 @@ def test_serve_options_out_of_range_are_refused_in_one_line(
         main(["serve", "--config", str(tmp_path / "proxy.toml"), *option])
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
+def test_a_deny_rule_that_is_no_specifier_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _check(tmp_path, _GITLAB + _PROJECT + '[policy]\ndeny = ["acme>=1,<"]\n', capsys)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith(
+        f"gitlab-pypi-proxy: {tmp_path / 'proxy.toml'}: policy.deny: 'acme>=1,<' is no "
+        "requirement specifier: "
+    )

@@ -181,6 +181,57 @@ def test_compose_replicas_share_one_bucket_and_one_redis_behind_the_balancer(
     assert nginx["ports"] and set(replicas) <= set(nginx["depends_on"])
 
 
+# --- one proxy on local disk, nginx sending the cached files ---------------------------------
+
+SINGLE = DEPLOY / "single"
+
+
+def test_single_machine_compose_file_passes_the_compose_spec_schema() -> None:
+    checked = _check_compose_schema(SINGLE / "compose.yaml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_single_machine_nginx_sends_cached_files_from_the_proxys_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compose = yaml.safe_load((SINGLE / "compose.yaml").read_text())
+    proxy, nginx = compose["services"]["proxy"], compose["services"]["nginx"]
+    build = proxy["build"]
+    assert (SINGLE / build["context"] / build["dockerfile"]).resolve() == ROOT / "Dockerfile"
+    assert proxy["configs"][0]["target"] == _dockerfile_config_path()
+
+    config_text = (SINGLE / compose["configs"]["proxy-config"]["file"]).read_text()
+    for name in _variables(config_text):
+        assert name in proxy["environment"], name
+        monkeypatch.setenv(name, "https://gitlab.example.com" if name.endswith("URL") else "x")
+    path = tmp_path / "config.toml"
+    path.write_text(config_text)
+    loaded = config.load(path)
+    assert loaded.storage.backend == "local" and loaded.server.accel_redirect
+    cache = str(loaded.cache.directory)
+
+    # nginx reads the proxy's cache volume, read-only, as the user the proxy writes it as
+    (volume,) = proxy["volumes"]
+    name, target = volume.split(":")
+    assert target == cache and name in compose["volumes"]
+    assert nginx["volumes"] == [f"{name}:{cache}:ro"]
+    uid = re.search(r"^USER (\d+:\d+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert uid and nginx["user"] == uid.group(1)
+
+    # its internal location is the prefix the proxy sends, aliasing the cache's files/
+    nginx_conf = (SINGLE / compose["configs"]["nginx-config"]["file"]).read_text()
+    location = re.search(
+        rf"location {re.escape(loaded.server.accel_redirect)} \{{(.*?)\}}", nginx_conf, re.S
+    )
+    assert location, nginx_conf
+    assert re.search(r"^\s*internal;", location.group(1), re.M)
+    assert f"alias {cache}/files/;" in location.group(1)
+    upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", nginx_conf, re.M)
+    assert upstreams == [("proxy", str(loaded.server.port))]
+    listen = re.search(r"^\s*listen (\d+);", nginx_conf, re.M)
+    assert listen and any(p.endswith(f":{listen.group(1)}") for p in nginx["ports"])
+
+
 def _dockerfile_config_path() -> str:
     """The configuration file the image's commands read: its GITLAB_PYPI_PROXY_CONFIG."""
     (path,) = re.findall(r"GITLAB_PYPI_PROXY_CONFIG=(\S+)", (ROOT / "Dockerfile").read_text())

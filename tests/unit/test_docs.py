@@ -25,6 +25,7 @@ TABLE_OF = {
     ("_cluster", "r"): "[cluster]",
     ("_source", "r"): "[[sources]]",
     ("_user", "r"): "[[users]]",
+    ("_view", "r"): "[[views]]",
     ("load", "auth_r"): "[auth]",
     ("load", "upload_r"): "[upload]",
     ("load", "root"): "top level",

@@ -81,7 +81,7 @@ async def _every_fetch_refused(source: SimpleIndexSource, file: DistFile) -> lis
     PEP 658 sidecar and the provenance; each must be refused."""
     reasons = [await _download_refused(source, file)]
     attempts = [
-        lambda: source.file_size(file),
+        lambda: source.file_head(file),
         lambda: source.range_reader(file, background=True)("bytes=-100"),
         lambda: source.core_metadata(file),
         lambda: source.provenance(file),

@@ -6,9 +6,9 @@ import errno
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
-import diskcache
 import pytest
 
 from gitlab_pypi_proxy.errors import HashMismatch
@@ -18,6 +18,7 @@ from gitlab_pypi_proxy.storage import local_blobs as blobs_module
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 from gitlab_pypi_proxy.storage.cached_file import CorruptEntry
 from gitlab_pypi_proxy.storage.downloads import Declined, verified
+from gitlab_pypi_proxy.storage.file_index import BLOBS, FileIndex
 from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.waiting import wait_until
@@ -174,6 +175,8 @@ async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> 
     gate.set()
     assert await asyncio.gather(*readers) == [CONTENT, CONTENT]
     assert source.file_calls == 1
+    for download in (one, two):  # its readers may be done before it lets go of its lock
+        await download.wait()
     assert list((tmp_path / "files" / "locks").iterdir()) == []
 
 
@@ -272,19 +275,21 @@ async def test_a_disk_too_full_for_the_file_is_found_before_a_byte_goes_out(
 async def test_a_verified_file_the_index_cannot_record_is_served_whole_and_left_nowhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(*args: object) -> None:
+    @contextlib.contextmanager
+    def full(index: FileIndex) -> Iterator[None]:
         raise sqlite3.OperationalError("database or disk is full")
+        yield
 
-    monkeypatch.setattr(diskcache.Cache, "_row_insert", full)  # after the file was moved in
     source = FakeSource("s", contents={SHA: CONTENT})
     store = Stores.local(tmp_path, 10 * 2**20)
+    monkeypatch.setattr(FileIndex, "_writing", full)  # the row, after the file was moved in
     download = store.downloads.download(SHA, opener(source))
     assert await read_all(download) == CONTENT
     assert await read_all(download) == CONTENT  # a reader arriving after the end too
     with pytest.raises(CacheUnwritable):
         await download.wait()
     assert not store.blobs.keeping and await store.blobs.open(SHA) is None
-    assert list((tmp_path / "files").rglob("*.val")) == []
+    assert [p for p in (tmp_path / "files" / BLOBS).rglob("*") if p.is_file()] == []
     assert list((tmp_path / "files" / "incoming").iterdir()) == []
 
 

@@ -1,5 +1,6 @@
-"""The layout shows the flow, and the code keeps to it: each layer imports only those below it, a
-library's internals stay in the one module that owns them, nothing asks a source what it can do."""
+"""The layout shows the flow, and the code keeps to it: each layer imports only those below it,
+other libraries' internals stay in the one package that owns them, nothing asks a source what it
+can do."""
 
 import ast
 from pathlib import Path
@@ -68,9 +69,96 @@ def _attribute_uses(attribute: str) -> list[str]:
     return found
 
 
-def test_diskcaches_internals_are_used_in_the_file_index_only() -> None:
-    """`cache stats` once queried diskcache's private `_sql` itself."""
-    assert {use.split(":")[0] for use in _attribute_uses("_sql")} == {"storage/file_index.py"}
+# The one package allowed to use names another library keeps private (each use there tested and
+# bounded in pyproject.toml), and the names with an underscore that are public all the same.
+INTERNALS = "internals"
+DOCUMENTED = {"_exit"}  # os._exit
+# diskcache Disk's `_directory`: goes with the pickled records it reads (JSON records replace them)
+NOT_YET = {"storage/pickles.py"}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own_private_names() -> set[str]:
+    """The private names the proxy defines itself: functions, classes, assigned names and
+    attributes, import aliases. A `._name` that is none of them is another library's."""
+    names = set()
+    for path in PROXY.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.alias) and node.asname:
+                names.add(node.asname)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)  # __slots__ entries
+    return {name for name in names if _private(name)}
+
+
+def _private_uses(tree: ast.AST, own: set[str]) -> list[tuple[int, str]]:
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == "gitlab_pypi_proxy":
+                continue
+            if any(_private(part) for part in node.module.split(".")):
+                uses.append((node.lineno, f"from {node.module} import"))
+            uses += [(node.lineno, f"import {a.name}") for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if any(_private(part) for part in alias.name.split(".")):
+                    uses.append((node.lineno, f"import {alias.name}"))
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            if node.attr not in own and node.attr not in DOCUMENTED:
+                uses.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+            and node.args[1].value not in own
+        ):
+            uses.append((node.lineno, ast.unparse(node)))
+    return uses
+
+
+def test_no_module_outside_internals_uses_another_librarys_private_names() -> None:
+    """anyio's StreamProtocol, httpx2's `_pool` and `_utils`, starlette's `_utils`, diskcache's
+    `_sql` were each used from the module that needed them; every such use now lives in
+    gitlab_pypi_proxy/internals/, or has given way to the public API."""
+    own = _own_private_names()
+    found = [
+        f"{path.relative_to(PROXY)}:{line}: {what}"
+        for path in sorted(PROXY.rglob("*.py"))
+        if path.relative_to(PROXY).parts[0] != INTERNALS
+        and path.relative_to(PROXY).as_posix() not in NOT_YET
+        for line, what in _private_uses(ast.parse(path.read_text()), own)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("code", "found"),
+    [
+        ("from starlette._utils import get_route_path", "from starlette._utils import"),
+        ("from anyio._backends import _asyncio", "import _asyncio"),
+        ("import anyio._backends._asyncio", "import anyio._backends._asyncio"),
+        ("import subprocess\nsubprocess._args_from_interpreter_flags()", "subprocess._args_"),
+        ("self.cache._sql('SELECT 1')", "self.cache._sql"),
+        ("getattr(transport, '_pool_of_a_library', None)", "getattr(transport"),
+    ],
+)
+def test_the_check_finds_each_kind_of_use(code: str, found: str) -> None:
+    uses = _private_uses(ast.parse(code), own={"_pool"})
+    assert any(what.startswith(found) for _, what in uses), uses
 
 
 def test_the_config_readers_own_helpers_stay_its_own() -> None:
@@ -94,10 +182,10 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
     assert {name for name, _ in calls} <= {
         "cli.py",  # argparse namespaces
         "http/access_log.py",  # the route's endpoint
-        "http/coalesced_writes.py",  # uvicorn's transport, for what it does not hold back
+        "internals/server_protocol.py",  # uvicorn's transport, for what it does not hold back
         "model.py",  # a record's own fields, pickled (what earlier versions wrote reads too)
         "policy/provenance.py",  # an attestation's publisher (issue 16's groundwork, on main)
-        "sources/upstream_pool.py",  # httpx2's pool
+        "sources/upstream_transport.py",  # a response body's aclose, where it has one
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it
         "storage/local_blobs.py",  # an OSError's strerror
         "storage/writable.py",  # an exception's errno

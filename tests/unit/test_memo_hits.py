@@ -33,14 +33,18 @@ class Apps:
         source = FakeSource("platform")
         for filename, sha256 in FILES:
             source.add("x", filename, sha256)
+        other = FakeSource("other")  # one file name of platform's, other bytes
+        other.add("x", FILES[0][0], "f" * 64)
         self.source = source
         self.stores = Stores.local(tmp_path, 2**30)
-        self.built = composed(tmp_path, [source], stores=self.stores)
+        views = {"mine": ["platform"], "other-first": ["other", "platform"]}
+        self.built = composed(tmp_path, [source, other], stores=self.stores, views=views)
         self.routes = Starlette(
             routes=[
                 Route("/simple/", simple_root, methods=["GET", "HEAD"]),
                 Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
                 Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
+                Route("/{view}/simple/{name}/", project_page, methods=["GET", "HEAD"]),
             ],
             exception_handlers={ProxyError: errors.handle},
         )
@@ -149,4 +153,25 @@ async def test_what_the_layer_is_unsure_of_goes_to_the_route(tmp_path: Path) -> 
         apps.identity = Identity("alice", frozenset({"platform"}), frozenset(), None)
         assert (await fast.get("/simple/x/")).status_code == 200
         assert apps.passed_on == 7
+    await apps.close()
+
+
+async def test_a_view_has_memo_hits_of_its_own(tmp_path: Path) -> None:
+    apps = Apps(tmp_path)
+    async with asgi_client(apps.fast, "127.0.0.1") as fast:
+        pages = {}
+        for path in ("/simple/x/", "/other-first/simple/x/", "/mine/simple/x/"):
+            pages[path] = (await fast.get(path, headers={"Accept": JSON})).json()
+        assert apps.passed_on == 3  # three misses: a view's page is not the root's
+        first = next(f["hashes"]["sha256"] for f in pages["/other-first/simple/x/"]["files"])
+        assert first == "f" * 64  # in this view, other wins the file name
+        assert next(f["hashes"]["sha256"] for f in pages["/simple/x/"]["files"]) == FILES[0][1]
+        assert pages["/mine/simple/x/"]["files"] == pages["/simple/x/"]["files"]
+        for path, page in pages.items():
+            assert (await fast.get(path, headers={"Accept": JSON})).json() == page
+        assert apps.passed_on == 3  # each a hit of its own
+        # a reader of none of a view's sources is the route's to refuse
+        apps.identity = Identity("alice", frozenset({"other"}), frozenset(), None)
+        refused = await fast.get("/mine/simple/x/")
+        assert (refused.status_code, apps.passed_on) == (403, 4)
     await apps.close()

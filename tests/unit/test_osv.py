@@ -2,6 +2,7 @@
 
 import json
 import random
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from packaging.version import Version
 
 from gitlab_pypi_proxy.policy import osv
+from tests import zip_bombs
 from tests.osv_export import advisory, ecosystem_range, write_export
 
 
@@ -242,6 +244,21 @@ def test_a_member_bigger_than_the_limit_is_not_read(
     assert index.reason("huge", "1") is None
 
 
+def test_a_bz2_bomb_member_is_skipped_in_constant_memory(tmp_path: Path) -> None:
+    """zipfile decompresses a bz2 member in one call whatever it declares: 64 MiB here."""
+    bomb = zip_bombs.bz2_zeros(zip_bombs.BOMB)
+    path = tmp_path / "all.zip"
+    path.write_bytes(zip_bombs.archive("MAL-0000-bomb.json", bomb, zipfile.ZIP_BZIP2, 1000))
+    tracemalloc.start()
+    try:
+        index = osv.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (index.stats.members, index.stats.skipped_members) == (0, 1)
+    assert peak < 4 * 2**20
+
+
 def test_a_file_that_is_no_zip_raises_one_line(tmp_path: Path) -> None:
     (tmp_path / "all.zip").write_bytes(b"PK\x03\x04 but then nothing useful")
     with pytest.raises(osv.OsvError, match=r"all\.zip: not a readable zip file") as caught:
@@ -309,3 +326,22 @@ def test_a_whole_page_at_once_agrees_with_the_spec_version_by_version(tmp_path: 
         assert [a.id for a in index.advisories("pkg", version)] == expected, version
     pairs = sum(len(found) for found in page.values())
     assert 0 < pairs < len(versions) * len(documents)  # the draw exercises both answers
+
+
+def test_fixed_in_names_the_fixed_events_and_the_summary_is_kept_short(tmp_path: Path) -> None:
+    found = advisory(
+        "GHSA-fix",
+        "Lib_X",
+        ranges=[
+            ecosystem_range(("introduced", "0"), ("fixed", "1.2"), ("introduced", "2.0")),
+            ecosystem_range(("introduced", "2.0"), ("fixed", "2.0.3"), ("last_affected", "3.1")),
+        ],
+        summary="s" * (osv.MAX_SUMMARY + 100),
+    )
+    other = advisory("GHSA-other", "lib-x", ranges=[ecosystem_range(("introduced", "0"))])
+    index = _index(tmp_path, found, other)
+    (first, second) = index.advisories("lib-x", "1.0")
+    assert first.id == "GHSA-fix" and first.summary == "s" * osv.MAX_SUMMARY
+    assert index.fixed_in("LIB.X", first) == ("1.2", "2.0.3")  # not last_affected's 3.1
+    assert index.fixed_in("lib-x", second) == ()
+    assert second.summary is None

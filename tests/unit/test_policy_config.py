@@ -81,3 +81,48 @@ def test_a_bad_include_is_named_under_its_source(tmp_path: Path) -> None:
     path = _write(tmp_path, SOURCES + 'include = ["num py"]\n')
     with pytest.raises(ConfigError, match=r"proxy.toml: sources\[1\].include: not a name pattern"):
         load(path)
+
+
+def test_deny_rules_and_malicious_are_read(tmp_path: Path) -> None:
+    config = load(
+        _write(
+            tmp_path,
+            SOURCES
+            + '[policy]\ndeny = ["Acme_Core==1.1.0", "foo>=2,<2.1", "*-win_amd64.whl", "bar"]\n'
+            + 'malicious = "yank"\n',
+        )
+    )
+    policy = config.guard.policy
+    assert [r.entry for r in policy.deny] == [
+        "Acme_Core==1.1.0",
+        "foo>=2,<2.1",
+        "*-win_amd64.whl",
+        "bar",
+    ]
+    assert policy.malicious == "yank"
+    assert load(_write(tmp_path, SOURCES)).guard.policy.malicious == "block"
+
+
+@pytest.mark.parametrize(
+    ("deny", "message"),
+    [
+        ('["foo>=abc"]', "'foo>=abc' is no requirement specifier"),
+        ('["foo[extra]==1"]', "no extras, marker or URL"),
+        ("[\"foo==1; python_version < '3'\"]", "no extras, marker or URL"),
+        ('["dir/*.whl"]', "holds no path separator"),
+        ('[""]', "expected a requirement"),
+        ("[1]", "expected a list of strings"),
+    ],
+)
+def test_a_deny_rule_that_cannot_be_read_names_the_key(
+    tmp_path: Path, deny: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.deny: ") as caught:
+        load(_write(tmp_path, SOURCES + f"[policy]\ndeny = {deny}\n"))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_malicious_takes_block_or_yank(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.malicious: expected one of 'block', 'yank'"):
+        load(_write(tmp_path, SOURCES + '[policy]\nmalicious = "hide"\n'))

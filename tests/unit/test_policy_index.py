@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import NotFound
 from gitlab_pypi_proxy.index.policy import Guarded, judge
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
@@ -212,10 +213,27 @@ async def test_the_status_page_shows_the_policy_and_what_it_did(tmp_path: Path) 
     assert rows["Exempt"] == "certifi"
     assert rows["Names from public"] == "never acme-*"
     assert rows["Vulnerabilities"].startswith("yank: 1 advisories on 1 projects")
-    assert (rows["Files held back (listings)"], rows["File requests refused"]) == ("3", "1")
+    # these counters start again at zero on a restart: the page says so
+    assert (rows["Files held back (listings)"], rows["File requests refused"]) == (
+        "3 since start",
+        "1 since start",
+    )
+    assert rows["Malicious packages (OSV MAL- ids)"].startswith("blocked: never served")
     off = policy_rows(_policy({}), Advisories(None), {})
     assert off["Cooldown (min_age)"] == "off"
     assert off["Vulnerabilities"] == "no OSV export configured"
+
+
+def test_the_status_page_counts_what_each_deny_rule_refused() -> None:
+    from gitlab_pypi_proxy.http.policy_status import policy_rows
+
+    policy = _policy({"deny": ["lib==1.1", "*-win_amd64.whl"], "malicious": "yank"})
+    by_rule = {"lib==1.1": 4, "malicious": 2, "min_age": 1}
+    rows = policy_rows(policy, Advisories(None), {"refused": 7}, by_rule)
+    assert rows["Deny lib==1.1"] == "4 file requests refused since start"
+    assert rows["Deny *-win_amd64.whl"] == "0 file requests refused since start"
+    assert rows["Malicious packages (OSV MAL- ids)"] == "yanked like other advisories"
+    assert rows["Refused by rule"] == "malicious: 2, min_age: 1 since start"
 
 
 async def test_an_upstream_yank_reason_is_kept_beside_the_advisories(tmp_path: Path) -> None:
@@ -226,3 +244,79 @@ async def test_an_upstream_yank_reason_is_kept_beside_the_advisories(tmp_path: P
     await advisories.load()
     judged = judge(page, _policy({}), advisories, NOW)
     assert judged.page.files[0].yanked == "broken build; GHSA-1"
+
+
+def _releases(versions: list[str], extra: tuple[str, ...] = ()) -> tuple[FakeSource, dict]:
+    """A public `lib` with one wheel per version (and `extra` file names), each its digest."""
+    source = FakeSource("public")
+    digests = {}
+    for n, filename in enumerate([f"lib-{v}-py3-none-any.whl" for v in versions] + list(extra)):
+        digests[filename] = f"{n + 10:x}".rjust(64, "a")
+        file = source.add("lib", filename, digests[filename])
+        source.pages["lib"][-1] = replace(file, upload_time=NOW - timedelta(days=30))
+    return source, digests
+
+
+async def test_a_denied_release_is_listed_as_held_and_refused_on_every_route(
+    tmp_path: Path,
+) -> None:
+    public, sha = _releases(["1.0", "1.1.0", "2.0.5rc1"], ("lib-1.0-cp312-cp312-win_amd64.whl",))
+    policy = _policy({"deny": ["LIB==1.1", "lib>=2,<2.1", "*-win_amd64.whl"]})
+    built = composed(tmp_path, [], [public], policy=policy)
+    page = await built.index.project_page("lib")
+    reasons = {f.filename: f.yanked for f in page.files}
+    assert reasons == {
+        "lib-1.0-py3-none-any.whl": False,
+        "lib-1.1.0-py3-none-any.whl": "denied by [policy] deny rule 'LIB==1.1'",
+        "lib-2.0.5rc1-py3-none-any.whl": "denied by [policy] deny rule 'lib>=2,<2.1'",
+        "lib-1.0-cp312-cp312-win_amd64.whl": "denied by [policy] deny rule '*-win_amd64.whl'",
+    }
+    assert page.held_versions == {"1.1.0", "2.0.5rc1"}  # 1.0 has a wheel served
+    await built.index.check_file(sha["lib-1.0-py3-none-any.whl"], "lib-1.0-py3-none-any.whl")
+    denied = "lib-1.1.0-py3-none-any.whl"
+    before = metrics.registry().get_sample_value(
+        metrics.PREFIX + "policy_refusals_total", {"rule": "LIB==1.1"}
+    )
+    refused = r"^lib-1\.1\.0-py3-none-any\.whl is denied by \[policy\] deny rule 'LIB==1\.1'$"
+    for name in (denied, f"{denied}.metadata", f"{denied}.provenance"):
+        with pytest.raises(NotFound, match=refused):
+            await built.index.check_file(sha[denied], name)
+    # another spelling of the URL does not reach the denied digest's bytes either
+    with pytest.raises(NotFound, match=r"LIB==1\.1"):
+        await built.index.check_file(sha[denied], "lib-9.9-py3-none-any.whl")
+    after = metrics.registry().get_sample_value(
+        metrics.PREFIX + "policy_refusals_total", {"rule": "LIB==1.1"}
+    )
+    assert after == (before or 0) + 4
+    hide = _policy({"deny": ["lib==1.1"], "held": "hide"})
+    hidden = await composed(tmp_path / "b", [], [public], policy=hide).index.project_page("lib")
+    assert "lib-1.1.0-py3-none-any.whl" not in {f.filename for f in hidden.files}
+
+
+async def test_a_malicious_version_is_blocked_unless_malicious_is_yank(tmp_path: Path) -> None:
+    public, sha = _releases(["1.0", "2.0"])
+    documents = [
+        advisory("MAL-2025-7", "lib", versions=["2.0"]),
+        advisory("GHSA-mmmm-aaaa-llll", "lib", versions=["2.0"], aliases=["MAL-2025-8"]),
+        advisory("GHSA-pppp-qqqq-rrrr", "lib", versions=["1.0"]),
+    ]
+    advisories = Advisories(write_export(tmp_path / "osv.zip", documents))
+    await advisories.load()
+    # blocked whatever `vulnerable` says: a yank alone lets an exact pin install it
+    policy = _policy({"vulnerable": "off"})
+    built = composed(tmp_path, [], [public], policy=policy, advisories=advisories)
+    page = await built.index.project_page("lib")
+    assert [f.yanked for f in page.files] == [
+        False,
+        "blocked: MAL-2025-7, MAL-2025-8 reports a malicious package "
+        '([policy] malicious = "block")',
+    ]
+    await built.index.check_file(sha["lib-1.0-py3-none-any.whl"], "lib-1.0-py3-none-any.whl")
+    for name in ("lib-2.0-py3-none-any.whl", "lib-2.0-py3-none-any.whl.metadata"):
+        with pytest.raises(NotFound, match="MAL-2025-7, MAL-2025-8 reports a malicious"):
+            await built.index.check_file(sha["lib-2.0-py3-none-any.whl"], name)
+    yank = _policy({"malicious": "yank"})
+    kept = composed(tmp_path / "b", [], [public], policy=yank, advisories=advisories)
+    page = await kept.index.project_page("lib")
+    assert page.files[1].yanked == "GHSA-mmmm-aaaa-llll (MAL-2025-8); MAL-2025-7"
+    await kept.index.check_file(sha["lib-2.0-py3-none-any.whl"], "lib-2.0-py3-none-any.whl")

@@ -6,9 +6,11 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gitlab_pypi_proxy.index.yanked import OperatorYanks
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
@@ -63,6 +65,46 @@ async def test_a_follower_stops_waiting_past_its_bound(replicas: list[RedisCoord
                 pass
 
 
+async def test_a_follower_that_saw_the_lock_held_waits_through_a_redis_failure(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis failing while b waits for a's lock (its own call, or any other of its process):
+    going on with the machine's lock only would download again what a is downloading. b waits
+    longer than Redis is left alone after a failure."""
+    a, b = (
+        RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / name), lease=1, wait=30)
+        for name in ("a", "b")
+    )
+    asked, entered = [], asyncio.Event()
+    taking = b.call
+
+    async def call(what: str, work: Any) -> Any:
+        if what == "taking a lock":
+            asked.append(what)
+            if len(asked) == 2:  # the first said "held": Redis fails on the next
+                b.failed(ConnectionError("connection reset"), what)
+        return await taking(what, work)
+
+    monkeypatch.setattr(b, "call", call)
+
+    async def follow() -> None:
+        async with b.lock("digest"):
+            entered.set()
+
+    try:
+        async with a.lock("digest"):
+            follower = asyncio.ensure_future(follow())
+            await async_wait_until(lambda: entered.is_set() or len(asked) > 3, "b to ask again")
+            assert not entered.is_set()  # not while a holds it
+        await follower  # once Redis is asked again, and a has let go
+        assert entered.is_set()
+    finally:
+        for coordinator in (a, b):
+            coordinator.close()
+
+
 async def test_news_reach_the_other_replica(replicas: list[RedisCoordinator]) -> None:
     a, b = replicas
     forgotten: list[object] = []
@@ -111,3 +153,29 @@ async def test_redis_down_costs_sharing_only(
     assert a.value("budget").update(lambda current: (b"1", current)) is None  # kept locally
     reachable, reason = a.reachable()
     assert not reachable and reason
+
+
+async def test_an_operators_yank_reaches_the_other_replica_and_outlives_both(
+    tmp_path: Path,
+    replicas: list[RedisCoordinator],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = replicas
+    on_a, on_b = OperatorYanks(a), OperatorYanks(b)
+    await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+    before = b.generation()
+    assert await on_b.current() == {}
+    await on_a.yank("acme-core", "1.1.0", "broken", "ops")
+    await async_wait_until(lambda: b.generation() != before, "b to hear of the yank", 20)
+    yanked = (await on_b.current())["acme-core"]
+    assert yanked["1.1"]["reason"] == "broken"  # versions compared in their canonical form
+    # a replica started later, with a directory of its own, reads it from Redis
+    later = RedisCoordinator(redis_server.url, LocalCoordinator(tmp_path / "c"))
+    try:
+        assert (await OperatorYanks(later).current())["acme-core"]["1.1"]["by"] == "ops"
+    finally:
+        later.close()
+    before = a.generation()
+    assert await on_b.unyank("acme-core", "1.1") is True
+    await async_wait_until(lambda: a.generation() != before, "a to hear of the unyank", 20)
+    assert await on_a.current() == {}

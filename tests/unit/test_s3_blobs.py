@@ -134,6 +134,9 @@ def test_digests_and_stats_list_the_bucket(store: S3BlobStore, shared_s3: S3Serv
     assert set(store.digests()) == digests
     stats = store.stats()
     assert stats.entries == 3 and stats.bytes == 100 + 101 + 102
+    entries = {e.sha256: e for e in store.entries()}  # the operator API's /-/projects
+    assert set(entries) == digests and {e.size for e in entries.values()} == {100, 101, 102}
+    assert all(e.used > 0 for e in entries.values())  # when stored: a bucket keeps no access time
     store.delete(next(iter(digests)))
     assert len(set(store.digests())) == 2
 

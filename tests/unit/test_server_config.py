@@ -88,3 +88,20 @@ def test_auto_workers_follow_cores_cpu_quota_and_memory(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     assert auto_workers(_cgroup(tmp_path, "max 100000", "max")) == min(3, MAX_AUTO)
     assert workers(5) == 5
+
+
+def test_accel_redirect_is_an_internal_locations_prefix_for_the_local_store(
+    tmp_path: Path,
+) -> None:
+    assert load(_config(tmp_path, "")).server.accel_redirect == ""
+    config = load(_config(tmp_path, 'accel_redirect = "/_cached/files/"'))
+    assert config.server.accel_redirect == "/_cached/files/"
+    for bad in ("_cached/", "/_cached", "/", "//", "/a//b/", "/../", "/a/./", "/a b/", "/é/"):
+        with pytest.raises(ConfigError, match=r"server\.accel_redirect: expected an internal"):
+            load(_config(tmp_path, f'accel_redirect = "{bad}"'))
+    bucket = '[storage]\nbackend = "s3"\nbucket = "pypi-files"\naccess_key_id = "k"\n'
+    bucket += 'secret_access_key = "s"\n'
+    path = _config(tmp_path, 'accel_redirect = "/_cached/"')
+    path.write_text(path.read_text() + bucket)
+    with pytest.raises(ConfigError, match=r"server\.accel_redirect: only with \[storage\] backend"):
+        load(path)

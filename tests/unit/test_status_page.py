@@ -1,17 +1,24 @@
 """The status page: the state /readyz answers, what the proxy runs with, each source's target and
 figures, every value escaped, and client settings that follow the configuration."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
+import pytest
 from bs4 import BeautifulSoup
 
-from gitlab_pypi_proxy import __version__, metrics
+from gitlab_pypi_proxy import __version__, metrics, processes
 from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.http.app import create_app
 from gitlab_pypi_proxy.http.status_page import Section, Usage, render, snippets
+from gitlab_pypi_proxy.index.shadows import ShadowedNames
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.uploads import KEEP, RecentUploads, Upload
+from gitlab_pypi_proxy.supervisor import PID_ENV
 
 TOKEN = "glpat-status-page-token"
 
@@ -45,7 +52,10 @@ async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
     text = page.get_text(" ", strip=True)
     assert [h.get_text() for h in page.find_all("h2")] == [
         "State",
+        "Workers",
         "Sources",
+        "Views",
+        "Private names also on a public index",
         "Cache",
         "Supply-chain policy",
         "Recent uploads",
@@ -74,6 +84,9 @@ async def test_the_page_says_what_the_proxy_runs_with(tmp_path: Path) -> None:
         "unknown",
     ]
     assert platform[7:] == ["no calls yet", "0"]
+    heads = [th.get_text() for th in page.find_all("th")]
+    assert "Mean latency since start" in heads and "Errors since start" in heads
+    assert rows["File hit ratio"].endswith("since start")  # other tests count in this process
     assert "<script>x" not in html and "&lt;script&gt;x" in html
     assert re.search(r"Failed uploads since start: \d+", text)
     assert TOKEN not in html
@@ -131,3 +144,46 @@ async def test_recent_uploads_keep_the_newest_for_the_status_page(tmp_path: Path
     assert len(latest) == KEEP
     uploads.close()
     again.close()
+
+
+async def test_the_page_lists_the_views_with_their_urls_and_the_shadowed_names(
+    tmp_path: Path,
+) -> None:
+    views = (
+        '[[sources]]\nname = "ml"\ngitlab_project = 12\n'
+        '[[views]]\nname = "release"\nsources = ["ml", "status-only"]\n'
+    )
+    path = _config(tmp_path, views)
+    await ShadowedNames(LocalCoordinator(tmp_path / "cache")).add("acme-core", "pypi")
+    html, _ = await _page(path)
+    page = BeautifulSoup(html, "html.parser")
+    section = page.find("h2", string="Views").find_next("table")
+    cells = [[td.get_text() for td in tr.find_all("td")] for tr in section.find_all("tr")[1:]]
+    assert cells == [["release", "http://proxy/release/simple/", "ml, status-only"]]
+    shadows = page.find("h2", string="Private names also on a public index").find_next("ul")
+    assert shadows.get_text(" ", strip=True).startswith("acme-core on pypi, seen ")
+    workers = page.find("h2", string="Workers").find_next("table")
+    cells = [[td.get_text() for td in tr.find_all("td")] for tr in workers.find_all("tr")[1:]]
+    assert cells[0][:2] == ["worker (answered this page)", str(os.getpid())]
+    assert cells[0][2].endswith("iB")  # its resident memory, from /proc
+
+
+def test_the_workers_are_the_supervisors_children_with_their_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        assert child.pid in processes.children(os.getpid())
+        memory = processes.resident(child.pid)
+        assert memory is not None and memory > 2**20
+        # this process as a worker of its parent, the supervisor
+        monkeypatch.setenv(PID_ENV, str(os.getppid()))
+        found = processes.serving()
+        assert found[0].pid == os.getppid() and found[0].role == "supervisor"
+        (me,) = [p for p in found if p.this]
+        assert (me.pid, me.role) == (os.getpid(), "worker")
+        assert me.rss is not None and me.rss > 2**20
+    finally:
+        child.stdin.close()  # type: ignore[union-attr]
+        child.wait(timeout=10)
+    assert processes.resident(child.pid) is None

@@ -25,6 +25,7 @@ from gitlab_pypi_proxy.http import health
 from gitlab_pypi_proxy.sources.upstream import make_client
 from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
 from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
+from gitlab_pypi_proxy.sources.upstream_transport import pool_transport
 from tests.unit.asgi import asgi_client
 from tests.waiting import async_wait_until
 
@@ -214,7 +215,10 @@ def _states_to(port: int) -> list[str]:
 async def test_idle_connections_the_upstream_closed_are_not_left_in_close_wait() -> None:
     hang_up = asyncio.Event()
     server, port = await _serve_once_then_hang_up(hang_up)
-    transport = WatchedTransport(httpx2.AsyncHTTPTransport, 2.0)  # it looks every 0.5 s
+    ssl_context = httpx2.create_ssl_context()
+    transport = WatchedTransport(  # it looks every 0.5 s
+        lambda: pool_transport(httpx2.Limits(), ssl_context), 2.0
+    )
     try:
         async with httpx2.AsyncClient(transport=transport) as client:
             assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
@@ -224,6 +228,24 @@ async def test_idle_connections_the_upstream_closed_are_not_left_in_close_wait()
                 lambda: not _states_to(port), "the half-closed socket to be closed"
             )
     finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_watchdog_closes_idle_connections_past_their_keep_alive_expiry() -> None:
+    """The watchdog holds the pool it built: an idle connection kept past its expiry is closed
+    without waiting for the next request to notice."""
+    hang_up = asyncio.Event()  # never set: the server would keep the connection for ever
+    server, port = await _serve_once_then_hang_up(hang_up)
+    limits, ssl_context = httpx2.Limits(keepalive_expiry=0.5), httpx2.create_ssl_context()
+    transport = WatchedTransport(lambda: pool_transport(limits, ssl_context), 2.0)
+    try:
+        async with httpx2.AsyncClient(transport=transport) as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
+            assert _states_to(port) == ["ESTABLISHED"]
+            await async_wait_until(lambda: not _states_to(port), "the expired connection closed")
+    finally:
+        hang_up.set()
         server.close()
         await server.wait_closed()
 

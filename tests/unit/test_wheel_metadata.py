@@ -1,7 +1,11 @@
 """Reading a wheel's METADATA: from a file, and by range reads that never fetch the whole wheel."""
 
 import io
+import tracemalloc
 import zipfile
+import zlib
+from collections.abc import Callable
+from zipfile import ZIP_BZIP2, ZIP_DEFLATED, ZIP_LZMA, ZIP_STORED
 
 import httpx
 import httpx2
@@ -10,11 +14,13 @@ import respx
 
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.index.wheel_metadata import (
+    MAX_METADATA,
     NoMetadata,
     RangesUnsupported,
     by_ranges,
     from_file,
 )
+from tests import zip_bombs
 
 URL = "https://gitlab.internal/files/big_one-1.0-py3-none-any.whl"
 
@@ -88,3 +94,96 @@ async def test_a_wheel_without_metadata_is_reported(client) -> None:
     respx.get(URL).mock(side_effect=serve_ranges(buffer.getvalue(), served))
     with pytest.raises(NoMetadata):
         await by_ranges(reader(client), "demo-1.0-py3-none-any.whl")
+
+
+def _peak(work: Callable[[], object]) -> int:
+    """The most memory Python held at once while `work` ran, in bytes above what it held before."""
+    tracemalloc.start()
+    try:
+        work()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("method", [ZIP_BZIP2, ZIP_DEFLATED], ids=["bz2", "deflate"])
+def test_a_metadata_bomb_is_refused_in_constant_memory(method: int) -> None:
+    filename, data = zip_bombs.bomb("bomb", "1.0", method)
+
+    def read() -> None:
+        with pytest.raises(NoMetadata):
+            from_file(io.BytesIO(data), filename)
+
+    assert _peak(read) < 4 * 2**20 < zip_bombs.BOMB
+
+
+@respx.mock
+@pytest.mark.parametrize("method", [ZIP_BZIP2, ZIP_DEFLATED], ids=["bz2", "deflate"])
+async def test_a_metadata_bomb_read_by_ranges_is_refused_in_constant_memory(
+    client, method: int
+) -> None:
+    filename, data = zip_bombs.bomb("bomb", "1.0", method)
+    respx.get(URL).mock(side_effect=serve_ranges(data, []))
+    tracemalloc.start()
+    try:
+        with pytest.raises(NoMetadata):
+            await by_ranges(reader(client), filename)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+
+
+def test_a_bomb_declaring_a_large_size_stops_at_the_cap() -> None:
+    compressed = zip_bombs.deflate_zeros(zip_bombs.BOMB)
+    declared = zip_bombs.wheel("bomb", "1.0", compressed, ZIP_DEFLATED, MAX_METADATA)
+    too_large = zip_bombs.wheel("bomb", "1.0", compressed, ZIP_DEFLATED, MAX_METADATA + 1)
+
+    def read(wheel: tuple[str, bytes]) -> None:
+        with pytest.raises(NoMetadata):
+            from_file(io.BytesIO(wheel[1]), wheel[0])
+
+    assert _peak(lambda: read(declared)) < 3 * MAX_METADATA
+    assert _peak(lambda: read(too_large)) < 2**20
+
+
+def _metadata_member(metadata: bytes, method: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("demo-1.0.dist-info/METADATA", metadata, compress_type=method)
+        archive.writestr("demo/__init__.py", b"x = 1\n" * 100, compress_type=method)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [ZIP_STORED, ZIP_DEFLATED, ZIP_BZIP2, ZIP_LZMA],
+    ids=["stored", "deflate", "bz2", "lzma"],
+)
+def test_every_compression_a_wheel_may_use_is_read(method: int) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n\n" + b"long text\n" * 5000
+    data = _metadata_member(metadata, method)
+    assert from_file(io.BytesIO(data), "demo-1.0-py3-none-any.whl") == metadata
+
+
+def test_metadata_that_fails_its_crc_or_is_short_is_refused() -> None:
+    metadata = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n\n"
+    deflated = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    compressed = deflated.compress(metadata) + deflated.flush()
+    crc = zlib.crc32(metadata)
+    good = zip_bombs.wheel("demo", "1.0", compressed, ZIP_DEFLATED, len(metadata), crc)
+    assert from_file(io.BytesIO(good[1]), good[0]) == metadata
+    for declared, checksum in [(len(metadata), crc ^ 1), (len(metadata) + 1, crc)]:
+        name, data = zip_bombs.wheel("demo", "1.0", compressed, ZIP_DEFLATED, declared, checksum)
+        with pytest.raises(NoMetadata):
+            from_file(io.BytesIO(data), name)
+
+
+def test_an_lzma_member_declaring_a_huge_dictionary_is_read_with_a_small_one() -> None:
+    metadata = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n\n"
+    data = bytearray(_metadata_member(metadata, ZIP_LZMA))
+    # the member's LZMA properties follow its local header (30 bytes + name) and 4 bytes
+    at = 30 + len("demo-1.0.dist-info/METADATA") + 4
+    data[at + 1 : at + 5] = (0xFFFFFFFF).to_bytes(4, "little")
+    assert _peak(lambda: from_file(io.BytesIO(bytes(data)), "demo-1.0-py3-none-any.whl")) < 2**20

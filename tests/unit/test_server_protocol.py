@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from gitlab_pypi_proxy.http.coalesced_writes import (
+from gitlab_pypi_proxy.internals.server_protocol import (
     HELD_BYTES,
     CoalescedTransport,
     CoalescingHttpTools,
@@ -214,3 +214,57 @@ def test_a_late_pipelined_head_closes_the_connection_after_the_answer_under_way(
         answer = _read_to_end(sock)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n/slow")
     assert app.paths == ["/slow"]
+
+
+class Hooked(CoalescingHttpTools):
+    """Notes each of uvicorn's hooks the protocol builds on as uvicorn calls it."""
+
+    called: list[str] = []  # noqa: RUF012 (one server per test: the class is the record)
+    read: list[object] = []  # noqa: RUF012
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.called.append("connection_made")
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.called.append("connection_lost")
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        self.called.append("on_message_begin")
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self.called.append("on_headers_complete")
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        self.called.append("on_response_complete")
+        cycle = self.cycle
+        self.read[:] = [cycle.response_complete, cycle.keep_alive, self.client, self.loop]
+        super().on_response_complete()
+
+
+def test_uvicorn_calls_every_hook_the_protocol_builds_on() -> None:
+    """uvicorn's internals as server_protocol.py uses them: each hook called, in order, with the
+    attributes it reads (this fails on a uvicorn that renamed or dropped one)."""
+    app = SlowApp()
+    with (
+        serve(app, http=Hooked) as server,  # type: ignore[arg-type]
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock,
+    ):
+        sock.sendall(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _read_until(sock, b"/one").startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert _read_to_end(sock) == b""  # the server closes its side
+        wait_until(lambda: "connection_lost" in Hooked.called, "the connection to end")
+    assert Hooked.called == [
+        "connection_made",
+        "on_message_begin",
+        "on_headers_complete",
+        "on_response_complete",
+        "connection_lost",
+    ]
+    complete, keep_alive, client, loop = Hooked.read
+    assert complete is True and keep_alive is True
+    assert client[0] == "127.0.0.1" and isinstance(loop, asyncio.AbstractEventLoop)

@@ -1,7 +1,6 @@
-"""uvicorn's HTTP protocol (httptools) as the proxy runs it: a response's status line, headers and
-body sent in one system call where they come in one pass of the event loop, and a deadline on
-every request head. The one module that builds on uvicorn's internals (tested with uvicorn 0.55;
-tests/unit/test_coalesced_writes.py fails when the hooks it uses change).
+"""uvicorn's HTTP protocol (httptools) as the proxy runs it (`uvicorn.run(http=...)`): a
+response's status line, headers and body sent in one system call where they come in one pass of
+the event loop, and a deadline on every request head.
 
 uvicorn writes the status line and headers when the app sends `http.response.start`, then each
 body part: two `send()` system calls for every small answer (a memo hit, a redirect, an error),
@@ -18,6 +17,13 @@ within `[server] header_timeout` of connecting, or of the first byte of a later 
 closed: with a 408 when part of a head came, silently when nothing did (a client may be about to
 send on an idle connection, and would read a 408 as the answer to its request). The deadline
 ends with the head: a slow upload body or a long answer is not cut by it.
+
+Internal names used, tested on uvicorn 0.55: the class
+`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`, its hooks `connection_made`,
+`connection_lost`, `on_message_begin`, `on_headers_complete`, `on_response_complete` and its
+attributes `loop`, `transport`, `client` and `cycle` (`response_complete`, `keep_alive`).
+tests/unit/test_server_protocol.py fails when uvicorn stops calling a hook or the behaviour
+they give goes.
 """
 
 import asyncio
@@ -124,7 +130,8 @@ class CoalescingHttpTools(HttpToolsProtocol):
     was held goes out as soon as a response is complete; a request head gets `header_timeout`
     seconds."""
 
-    # [server] header_timeout: set for the worker's connections by gitlab_pypi_proxy.cli.app_factory
+    # [server] header_timeout: set for the worker's connections at its start
+    # (gitlab_pypi_proxy.internals.install_in_worker)
     header_timeout = 30.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
