@@ -3,7 +3,9 @@
 Rendering runs in a thread (http/app.py), and a page may list a hundred thousand files: it is
 written a file at a time, in small C calls (one `json.dumps` of a whole page would hold the GIL,
 and so stop the event loop, for the whole of it), and encoded to bytes in batches, so no second
-copy of the whole page is built as text.
+copy of the whole page is built as text. `render` hashes and gzips the batches as they come: a
+page bigger than KEEP_PLAIN is never held whole, only as its gzip copy (a fifth of it: what pip
+and uv take), which a client without gzip gets decompressed.
 
 `rendered` makes any answer body a `Rendered` (ETag, gzip copy), the JSON API's too.
 """
@@ -11,6 +13,7 @@ copy of the whole page is built as text.
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -111,19 +114,31 @@ ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII: ensure_ascii
 
 def batched(pieces: Iterable[str], separator: str) -> bytes:
     """`separator.join(pieces).encode()`, encoded a batch at a time."""
-    encoded, batch = [], []
+    return b"".join(_batches(pieces, separator))
+
+
+def _batches(pieces: Iterable[str], separator: str) -> Iterator[bytes]:
+    """`separator.join(pieces).encode()` in parts, encoded a batch at a time."""
+    batch: list[str] = []
+    between = b""  # the separator, once a batch has gone
     for piece in pieces:
         batch.append(piece)
         if len(batch) == _BATCH:
-            encoded.append(separator.join(batch).encode())
-            batch = []
+            yield between
+            yield separator.join(batch).encode()
+            batch, between = [], separator.encode()
     if batch:
-        encoded.append(separator.join(batch).encode())
-    return separator.encode().join(encoded)
+        yield between
+        yield separator.join(batch).encode()
 
 
 def render_page(page: ProjectPage, media: str) -> bytes:
     """A project page; file links are relative to `/simple/<name>/`."""
+    return b"".join(_page_parts(page, media))
+
+
+def _page_parts(page: ProjectPage, media: str) -> Iterator[bytes]:
+    """`render_page`, a batch of files at a time."""
     if media == JSON:
         return _page_json(page)
     version = _api_version(page.files)
@@ -145,7 +160,7 @@ def render_page(page: ProjectPage, media: str) -> bytes:
         f"    <!-- sources: {escape(', '.join(page.sources))} -->",
         f"    <h1>Links for {escape(page.name)}</h1>",
     ]
-    return batched(chain(lines, _anchors(page.files), ["  </body>", "</html>", ""]), "\n")
+    return _batches(chain(lines, _anchors(page.files), ["  </body>", "</html>", ""]), "\n")
 
 
 def _anchors(files: Iterable[DistFile]) -> Iterator[str]:
@@ -164,7 +179,7 @@ def _anchors(files: Iterable[DistFile]) -> Iterator[str]:
         yield f"    <a {' '.join(attrs)}>{escape(file.filename)}</a><br>"
 
 
-def _page_json(page: ProjectPage) -> bytes:
+def _page_json(page: ProjectPage) -> Iterator[bytes]:
     given = page.versions
     listed = set(given) if given is not None else file_versions(f.filename for f in page.files)
     versions = sorted(listed - page.held_versions, key=Version)
@@ -183,8 +198,8 @@ def _page_json(page: ProjectPage) -> bytes:
     }
     # the document with its files, written one by one where the encoder would write `[]`
     head, files_at, tail = ENCODER.encode(document).partition('"files":[]')
-    entries = batched((ENCODER.encode(entry) for entry in _entries(page.files)), ",")
-    return b"".join([f"{head}{files_at[:-1]}".encode(), entries, f"]{tail}".encode()])
+    entries = _batches((ENCODER.encode(entry) for entry in _entries(page.files)), ",")
+    return chain([f"{head}{files_at[:-1]}".encode()], entries, [f"]{tail}".encode()])
 
 
 def _entries(files: Iterable[DistFile]) -> Iterator[dict[str, object]]:
@@ -259,17 +274,42 @@ class Rendered:
         return len(self.plain or b"") + len(self.gzipped or b"")
 
 
+_GZIP_FROM = 1024  # bytes: a smaller answer goes out as it is
+KEEP_PLAIN = 256 * 2**10  # bytes: a bigger page is kept as its gzip copy alone
+
+
 def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
-    body = (
-        render_page(answer, media)
-        if isinstance(answer, ProjectPage)
-        else render_list(answer, media)
-    )
-    return rendered(body, media)
+    if isinstance(answer, ProjectPage):
+        return _rendered_parts(_page_parts(answer, media), media)
+    return rendered(render_list(answer, media), media)
 
 
 def rendered(body: bytes, media: str) -> Rendered:
     """`body` ready to send as `media` (one of CONTENT_TYPES)."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= 1024 else None
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_FROM else None
     return Rendered(body, media, etag, gzipped)
+
+
+def _rendered_parts(parts: Iterable[bytes], media: str) -> Rendered:
+    """`rendered` of the body that `parts` make up, hashed and gzipped as they come: beyond
+    KEEP_PLAIN the plain bytes are let go (the gzip copy is what is kept)."""
+    digest = hashlib.sha256()
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip member
+    plain: list[bytes] | None = []
+    gzipped: list[bytes] = []
+    size = 0
+    for part in parts:
+        digest.update(part)
+        gzipped.append(compressor.compress(part))
+        size += len(part)
+        if plain is not None:
+            plain.append(part)
+            if size > KEEP_PLAIN:
+                plain = None
+    gzipped.append(compressor.flush())
+    etag = f'"{digest.hexdigest()[:32]}"'
+    body = b"".join(plain) if plain is not None else None
+    if body is not None and size < _GZIP_FROM:
+        return Rendered(body, media, etag, None)
+    return Rendered(body, media, etag, b"".join(gzipped))

@@ -4,6 +4,7 @@ its gzip copy alone (a fifth of its bytes), the plain bytes made again for a cli
 gzip."""
 
 import gzip
+import hashlib
 import os
 import time
 import tracemalloc
@@ -12,7 +13,7 @@ from pathlib import Path
 from gitlab_pypi_proxy.http import page_memo
 from gitlab_pypi_proxy.http.memo_hits import page_answer
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
-from gitlab_pypi_proxy.http.serialize import JSON, Rendered, render
+from gitlab_pypi_proxy.http.serialize import JSON, KEEP_PLAIN, Rendered, render, render_page
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 
@@ -26,11 +27,11 @@ def _page(size: int) -> Rendered:
     return Rendered(b"x" * size, "text/html", '"e"', b"".join([_GZIPPED] * copies))
 
 
-def _big_page(name: str, files: int = 4000) -> ProjectPage:
+def _big_page(name: str, files: int = 4000, per_version: int = 1) -> ProjectPage:
     """A project page as a public index lists a big project's (digests do not compress)."""
     listed = tuple(
         DistFile(
-            f"{name}-1.{n}-py3-none-any.whl",
+            f"{name}-1.{n // per_version}-cp312-cp312-manylinux_{n % per_version}_x86_64.whl",
             os.urandom(32).hex(),
             "pypi",
             f"https://files.example/{n}.whl",
@@ -111,3 +112,22 @@ def test_the_memo_of_many_big_pages_costs_its_worker_at_most_8_mib(tmp_path: Pat
         tracemalloc.stop()
     assert held <= 8 * MIB + MIB // 4  # the bound, and the memo's own bookkeeping
     assert memo.get(memo_key("big-39", JSON, None), generation) is not None
+
+
+def test_a_big_page_is_rendered_gzipped_without_its_plain_bytes_ever_held_whole() -> None:
+    """A big project's page (15,000 files: 5 MiB as JSON) is hashed and gzipped as it is
+    written: rendering holds the gzip copy and a batch of files, never the page's plain bytes
+    (twice, once in batches and once joined) beside it."""
+    page = _big_page("pydantic-core", 15_000, per_version=50)  # 300 versions of 50 wheels
+    plain = render_page(page, JSON)
+    tracemalloc.start()
+    try:
+        rendered = render(page, JSON)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rendered.plain is None and rendered.gzipped is not None
+    assert rendered.body == plain and gzip.decompress(rendered.gzipped) == plain
+    assert rendered.etag == f'"{hashlib.sha256(plain).hexdigest()[:32]}"'
+    assert len(plain) > KEEP_PLAIN
+    assert peak < len(plain), (len(plain), held, peak)  # held whole: twice that and more
