@@ -1,16 +1,26 @@
 """What an index is made of: immutable, serialization-free records shared by every layer."""
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
+
+
+@cache
+def _layout(cls: type) -> tuple[tuple[str, ...], tuple[Field[Any], ...]]:
+    """A record class's field names and fields, in order (asked once per class: a big page's
+    record unpickles tens of thousands of its objects)."""
+    found = fields(cls)
+    return tuple(f.name for f in found), found
 
 
 def _setstate(self: Any, state: list[Any]) -> None:
     """Unpickle what an earlier version wrote: fields added since take their defaults."""
-    for f, value in zip(fields(self), state, strict=False):
-        object.__setattr__(self, f.name, value)
-    for f in fields(self)[len(state) :]:
+    names, found = _layout(type(self))
+    for name, value in zip(names, state, strict=False):
+        object.__setattr__(self, name, value)
+    for f in found[len(state) :]:
         value = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         object.__setattr__(self, f.name, value)
 

@@ -65,8 +65,30 @@ def file_project_name(filename: str) -> str | None:
 
 
 def file_versions(filenames: Iterable[str]) -> set[str]:
-    """The versions in these file names (those that are wheel or sdist names)."""
-    return {v for f in filenames if (v := file_version(f))}
+    """The versions in these file names (those that are wheel or sdist names). A wheel's
+    version is worked out once per spelling: a version's wheels (one per platform, dozens for
+    some projects) spell it alike, and parsing each name whole (its tags) is what costs."""
+    versions: set[str] = set()
+    found: set[str] = set()  # wheels' version parts already seen in a valid name
+    for filename in filenames:
+        spelled = wheel_version_part(filename)
+        if spelled is not None and spelled in found:
+            continue
+        version = file_version(filename)
+        if version:
+            versions.add(version)
+            if spelled is not None:
+                found.add(spelled)
+    return versions
+
+
+def wheel_version_part(filename: str) -> str | None:
+    """The version as a wheel's name spells it (its second part), unchecked; None for a name
+    that is no wheel's."""
+    if not filename.endswith(".whl"):
+        return None
+    parts = filename.split("-", 2)
+    return parts[1] if len(parts) == 3 else None
 
 
 def file_version(filename: str) -> str | None:

@@ -48,7 +48,7 @@ from gitlab_pypi_proxy.index.wheel_metadata import (
     whole_or_tail,
 )
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
-from gitlab_pypi_proxy.names import file_version
+from gitlab_pypi_proxy.names import file_version, wheel_version_part
 from gitlab_pypi_proxy.sources.base import RangeReader, Sidecars, Source
 from gitlab_pypi_proxy.storage.blobs import BlobStore
 from gitlab_pypi_proxy.storage.deliveries import Opener
@@ -296,13 +296,16 @@ def _with_metadata(page: ProjectPage, known: Mapping[Key, str]) -> ProjectPage:
     return replace(page, files=files)
 
 
+_NO_VERSION = Version("0")
+
+
 def _version_key(filename: str) -> Version:
     """Not memoized: a memo of every file name of the pages served held tens of MiB per worker,
     and a page's keys are worked out once per rendering, in a thread for a big page."""
     try:
         return Version(file_version(filename) or "0")
     except InvalidVersion:
-        return Version("0")
+        return _NO_VERSION
 
 
 def _the_next_download(newest: list[DistFile]) -> DistFile | None:
@@ -316,5 +319,18 @@ def _the_next_download(newest: list[DistFile]) -> DistFile | None:
 
 
 def _newest(files: list[DistFile]) -> list[DistFile]:
-    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them."""
-    return heapq.nlargest(_BACKGROUND_PER_PAGE, files, key=lambda f: _version_key(f.filename))
+    """The wheels of the newest versions, at most _BACKGROUND_PER_PAGE of them. Each version
+    spelling is parsed once (a version's wheels, one per platform, spell it alike)."""
+    keys: dict[str, Version] = {}  # by spelling, from names that parse
+
+    def key(file: DistFile) -> Version:
+        spelled = wheel_version_part(file.filename)
+        if spelled is not None and spelled in keys:
+            return keys[spelled]
+        version = file_version(file.filename)
+        if version is None:
+            return _NO_VERSION
+        parsed = keys[spelled or file.filename] = Version(version)
+        return parsed
+
+    return heapq.nlargest(_BACKGROUND_PER_PAGE, files, key=key)
