@@ -126,6 +126,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def run(port: int, directory: Path | None) -> int:
     """Run the demo until Ctrl-C or SIGTERM; the exit status."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
+    # Ctrl-C too when started with SIGINT ignored (a script's background job): Python installs
+    # no handler then, and the demo would never stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     home = directory or Path(tempfile.mkdtemp(prefix="gitlab-pypi-proxy-demo-"))
     home.mkdir(parents=True, exist_ok=True)
     try:

@@ -74,11 +74,15 @@ class Coordinator(Protocol):
         """`changed`, for the command line (blocking)."""
         ...
 
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+    def lock(
+        self, key: str, progress: Callable[[], int] | None = None
+    ) -> AbstractAsyncContextManager[None]:
         """Hold `key` exclusively among every worker, waiting for another holder without
-        blocking the event loop (a download of one digest runs once). Raises OSError when the
-        lock cannot be had at all: the caller then goes on without what it guards; HeldElsewhere
-        when another replica holds it past a bound."""
+        blocking the event loop (a download of one digest runs once). `progress`, while held,
+        tells how far the holder's work has come (bytes downloaded): a replica waiting for it
+        waits as long as that moves. Raises OSError when the lock cannot be had at all: the
+        caller then goes on without what it guards; HeldElsewhere when another replica holds it
+        past a bound with no progress."""
         ...
 
     def lock_now(self, key: str) -> AbstractContextManager[None]:

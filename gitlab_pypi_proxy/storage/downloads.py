@@ -230,7 +230,7 @@ class Downloads:
     async def _run(self, download: Download, opener: Opener) -> None:
         digest = hashlib.sha256()
         try:
-            async with await self._exclusive(download.sha256):
+            async with await self._exclusive(download.sha256, lambda: download.written):
                 cached = await self.blobs.open(download.sha256, count=False)
                 if cached is not None:  # another worker kept it while this one waited
                     download.size = download.written = cached.size
@@ -275,11 +275,12 @@ class Downloads:
             self._downloads.finish(download.sha256)  # a later caller downloads anew
             download.notify()
 
-    async def _exclusive(self, sha256: str) -> AsyncExitStack:
-        """The coordinator's lock on this digest, held by the returned stack."""
+    async def _exclusive(self, sha256: str, progress: Callable[[], int]) -> AsyncExitStack:
+        """The coordinator's lock on this digest, held by the returned stack; `progress`: the
+        bytes downloaded so far (another replica waits while they grow)."""
         stack = AsyncExitStack()
         try:
-            await stack.enter_async_context(self.coordinator.lock(sha256))
+            await stack.enter_async_context(self.coordinator.lock(sha256, progress))
         except OSError as exc:
             raise self.blobs.failed(exc, "keeping a file") from None
         return stack

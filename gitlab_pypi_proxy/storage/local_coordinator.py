@@ -87,7 +87,11 @@ class LocalCoordinator:
     # --- locks --------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lock(self, key: str) -> AsyncIterator[None]:
+    async def lock(
+        self, key: str, progress: Callable[[], int] | None = None
+    ) -> AsyncIterator[None]:
+        """The machine's lock: its waiters wait as long as the holder holds it (`progress`
+        bounds only the waits of other replicas)."""
         path = self._locks / key
         while True:
             fd = await asyncio.to_thread(os.open, path, os.O_CREAT | os.O_RDWR, 0o644)

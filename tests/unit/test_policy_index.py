@@ -264,6 +264,7 @@ async def test_a_denied_release_is_listed_as_held_and_refused_on_every_route(
     policy = _policy({"deny": ["LIB==1.1", "lib>=2,<2.1", "*-win_amd64.whl"]})
     built = composed(tmp_path, [], [public], policy=policy)
     page = await built.index.project_page("lib")
+    await built.tasks.settled()  # where the page's files are, remembered in the background
     reasons = {f.filename: f.yanked for f in page.files}
     assert reasons == {
         "lib-1.0-py3-none-any.whl": False,

@@ -65,6 +65,41 @@ async def test_a_follower_stops_waiting_past_its_bound(replicas: list[RedisCoord
                 pass
 
 
+async def test_a_follower_waits_as_long_as_the_holder_makes_progress(
+    replicas: list[RedisCoordinator],
+) -> None:
+    """A download longer than the follower's bound (2 s here, 60 s by default) is waited for
+    while its bytes grow, instead of being fetched a second time; one that stops growing is
+    not waited for past the bound."""
+    a, b = replicas
+    written = 0
+    growing = asyncio.Event()
+
+    async def download(seconds: float, grows: bool) -> None:
+        nonlocal written
+        async with a.lock("digest", progress=lambda: written):
+            growing.set()
+            deadline = asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < deadline:
+                written += 1 if grows else 0
+                await asyncio.sleep(0.05)  # the download's pace: what is being tested
+
+    holder = asyncio.create_task(download(3.0, grows=True))  # longer than b's wait
+    await growing.wait()
+    async with b.lock("digest"):
+        assert holder.done()  # b got the lock only once a had let go of it
+    await holder
+
+    growing.clear()
+    stuck = asyncio.create_task(download(6.0, grows=False))
+    await growing.wait()
+    with pytest.raises(HeldElsewhere, match="with no progress"):
+        async with b.lock("digest"):
+            pass
+    assert not stuck.done()
+    stuck.cancel()
+
+
 async def test_a_follower_that_saw_the_lock_held_waits_through_a_redis_failure(
     tmp_path: Path,
     redis_server: RedisServer,  # noqa: F811
