@@ -70,18 +70,19 @@ def _has_exited(process: "subprocess.Popen[bytes]") -> bool:
     return os.waitid(os.P_PID, process.pid, flags) is not None
 
 
-def _end(process: "subprocess.Popen[bytes]") -> None:
-    """SIGTERM, SIGKILL past the grace, then SIGKILL to anything left in its process group (the
-    servers start none, but a test must leave nothing) while the zombie still holds the id."""
+def _end(process: "subprocess.Popen[bytes]", grace: float) -> None:
+    """SIGTERM, SIGKILL past the grace (at once without one), then SIGKILL to anything left in its
+    process group (the servers start none, but a test must leave nothing) while the zombie still
+    holds the id. Signals go by os.kill, not Popen.send_signal, which would reap the process."""
     if process.returncode is not None:  # reaped already: the id may be someone else's by now
         return
+    if grace and not _has_exited(process):
+        os.kill(process.pid, signal.SIGTERM)
+        with suppress(AssertionError):
+            wait_until(lambda: _has_exited(process), "exit on SIGTERM", grace)
     if not _has_exited(process):
-        os.kill(process.pid, signal.SIGTERM)  # not Popen.send_signal: it would reap the process
-        try:
-            wait_until(lambda: _has_exited(process), "exit on SIGTERM", STOP_GRACE_SECONDS)
-        except AssertionError:
-            os.kill(process.pid, signal.SIGKILL)
-            wait_until(lambda: _has_exited(process), f"pid {process.pid} to die on SIGKILL", 30)
+        os.kill(process.pid, signal.SIGKILL)
+        wait_until(lambda: _has_exited(process), f"pid {process.pid} to die on SIGKILL", 30)
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -134,10 +135,10 @@ class _Process:
             return False
         return True
 
-    def stop(self) -> None:
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         if self.popen is not None:
             try:
-                _end(self.popen)
+                _end(self.popen, grace)
             finally:
                 self.popen = None
 
@@ -248,10 +249,11 @@ class S3Server:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         _start(self.process, self._command, self._ready, None if self.ports else self._new_ports)
 
-    def stop(self) -> None:
-        """Stop by pid; afterwards its ports refuse connections and its sockets are gone."""
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop by pid (SIGKILL at once without a grace: its data is not needed again);
+        afterwards its ports refuse connections and its sockets are gone."""
         try:
-            self.process.stop()
+            self.process.stop(grace)
         finally:
             for socket in self.sockets_left():
                 socket.unlink(missing_ok=True)
@@ -366,7 +368,7 @@ def running_seaweedfs(directory: Path) -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(grace=0)  # its data goes with the test
 
 
 @pytest.fixture

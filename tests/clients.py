@@ -33,6 +33,12 @@ def isolated_env(home: Path) -> dict[str, str]:
     return env
 
 
+def printed(result: subprocess.CompletedProcess) -> str:
+    """What a client printed (stdout, then stderr) as one line: uv wraps its messages to a width
+    that depends on where it runs."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
 def uv_binary() -> str:
     from uv import find_uv_bin
 

@@ -1,8 +1,10 @@
-"""Issue 15 end to end: two replicas (two `serve` processes, each its own local directory) share
+"""End to end: two replicas (two `serve` processes, each its own local directory) share
 one bucket (SeaweedFS) and one Redis in front of the GitLab double. Every part is real and
-started here; every wait is bounded."""
+started here; every wait is bounded. Tests that keep Redis and SeaweedFS running share the
+module's, emptied before each; a test that stops either starts its own."""
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +25,7 @@ from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from gitlab_pypi_proxy.storage.metadata import MetadataStore
 from tests.backing_services import RedisServer, S3Server, running_redis, running_seaweedfs
 from tests.clients import clear_client_caches, pip_install
-from tests.proxy_process import ProxyProcess, start_proxy, write_config
+from tests.proxy_process import ProxyProcess, free_port, start_proxy, write_config
 from tests.servers import Server, serve
 from tests.waiting import wait_until
 from tests.worlds import UPLOADER_CONFIG, app_taking_uploads, pinned_url, upload_wheel
@@ -86,18 +88,49 @@ def start_replica(
     return start_proxy(config, env=env)
 
 
+Backing = tuple[RedisServer, S3Server]
+
+
+@pytest.fixture(scope="module")
+def module_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backing]:
+    directory = tmp_path_factory.mktemp("backing")
+    with running_redis(directory / "redis") as redis, running_seaweedfs(directory / "s3") as s3:
+        yield redis, s3
+
+
+@pytest.fixture
+def backing(module_backing: Backing) -> Backing:
+    """The module's Redis and SeaweedFS, emptied for this test (a test that stops either starts
+    its own instead)."""
+    redis, s3 = module_backing
+    client = redis.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    store = s3.store()
+    for batch in obstore.list(store):
+        obstore.delete(store, [entry["path"] for entry in batch])
+    assert not list(obstore.list(store))
+    return module_backing
+
+
 @contextmanager
 def running_cluster(
     tmp_path: Path,
     gitlab: GitLabDouble,
     extra: str = "",
     *,
+    backing: Backing | None = None,
     redirect: bool = False,
     sources: list[dict[str, object]] | None = None,
 ) -> Iterator[Cluster]:
     with ExitStack() as stack:
-        redis = stack.enter_context(running_redis(tmp_path / "redis"))
-        s3 = stack.enter_context(running_seaweedfs(tmp_path / "seaweedfs"))
+        if backing:
+            redis, s3 = backing
+        else:
+            redis = stack.enter_context(running_redis(tmp_path / "redis"))
+            s3 = stack.enter_context(running_seaweedfs(tmp_path / "seaweedfs"))
         server = stack.enter_context(serve(gitlab.app))
         replicas = []
         for name in ("a", "b"):
@@ -152,7 +185,9 @@ def file_url(replica: ProxyProcess, name: str, entry: dict) -> str:
 HERDS = 5  # rounds: a race that struck 3 runs in 5 strikes one of 5 rounds but 1% of the time
 
 
-def test_cold_herds_over_both_replicas_reach_gitlab_once_each(tmp_path: Path) -> None:
+def test_cold_herds_over_both_replicas_reach_gitlab_once_each(
+    tmp_path: Path, backing: Backing
+) -> None:
     """Round after round, 20 clients at once (each asks for the page, then the file, as pip
     does) spread over both replicas ask for one cold file that GitLab answers after 300 ms."""
     gitlab = app_taking_uploads(TOKEN)
@@ -160,7 +195,7 @@ def test_cold_herds_over_both_replicas_reach_gitlab_once_each(tmp_path: Path) ->
     for n, (filename, data) in enumerate(wheels):
         gitlab.add_package_file(11, f"herd{n}-pkg", "1.0", filename, data)
     gitlab.latency_for[r"/api/v4/projects/11/packages/pypi/files/.*"] = 0.3
-    with running_cluster(tmp_path, gitlab) as cluster:
+    with running_cluster(tmp_path, gitlab, backing=backing) as cluster:
         for n, (filename, data) in enumerate(wheels):
             name = f"herd{n}-pkg"
 
@@ -179,8 +214,8 @@ def test_cold_herds_over_both_replicas_reach_gitlab_once_each(tmp_path: Path) ->
             assert hashlib.sha256(bytes(stored)).hexdigest() == digest
 
 
-def test_what_a_cached_is_served_by_b_with_gitlab_stopped(tmp_path: Path) -> None:
-    with running_cluster(tmp_path, app_taking_uploads(TOKEN)) as cluster:
+def test_what_a_cached_is_served_by_b_with_gitlab_stopped(tmp_path: Path, backing: Backing) -> None:
+    with running_cluster(tmp_path, app_taking_uploads(TOKEN), backing=backing) as cluster:
         home = tmp_path / "home"
         first = pip_install(f"{cluster.a.url}/simple/", tmp_path / "one", "app-main", home=home)
         assert first.returncode == 0, first.stderr
@@ -224,10 +259,11 @@ admins = ["{OPS[0]}"]
 """
 
 
-def test_what_a_changes_shows_through_b_at_once(tmp_path: Path) -> None:
+def test_what_a_changes_shows_through_b_at_once(tmp_path: Path, backing: Backing) -> None:
     """An upload, and the operator API's refresh, yank and purge."""
     config = UPLOADER_CONFIG + ADMIN_CONFIG
-    with running_cluster(tmp_path, app_taking_uploads(TOKEN), config) as cluster:
+    gitlab = app_taking_uploads(TOKEN)
+    with running_cluster(tmp_path, gitlab, config, backing=backing) as cluster:
         assert [f["filename"] for f in files_of(cluster.b, "app-dep")] == [
             "app_dep-2.0-py3-none-any.whl"
         ]  # B holds the page now, fresh for index_ttl (300 s)
@@ -340,31 +376,33 @@ def test_with_the_s3_server_stopped_files_still_install(tmp_path: Path) -> None:
             assert cluster.s3.secret_access_key not in json.dumps(body)
 
 
-def test_start_refuses_a_missing_bucket_and_says_so(tmp_path: Path) -> None:
-    with running_redis(tmp_path / "redis") as redis, running_seaweedfs(tmp_path / "s3") as s3:
-        s3.bucket = "no-such-bucket"
-        with pytest.raises(RuntimeError) as failed:
-            start_replica(tmp_path / "r", "https://gitlab.example.com", s3, redis)
+def test_start_refuses_a_missing_bucket_and_says_so(tmp_path: Path, backing: Backing) -> None:
+    redis, running = backing
+    s3 = dataclasses.replace(running, bucket="no-such-bucket")
+    with pytest.raises(RuntimeError) as failed:
+        start_replica(tmp_path / "r", "https://gitlab.example.com", s3, redis)
     message = str(failed.value)
     assert "storage.bucket: S3 bucket 'no-such-bucket'" in message
     assert "does not exist" in message
     assert s3.secret_access_key not in message
 
 
-def test_a_replica_starts_without_redis_and_says_so(tmp_path: Path) -> None:
-    with running_redis(tmp_path / "redis") as redis, running_seaweedfs(tmp_path / "s3") as s3:
-        redis.stop()
-        replica = start_replica(tmp_path / "r", "https://gitlab.example.com", s3, redis)
-        try:
-            assert "Redis cannot be reached" in replica.log()
-            body = httpx2.get(f"{replica.url}/readyz", timeout=10).json()
-            assert body["shared"]["s3"]["reachable"] and not body["shared"]["redis"]["reachable"]
-            assert "Redis" in body["mode"]
-        finally:
-            replica.stop()
+def test_a_replica_starts_without_redis_and_says_so(tmp_path: Path, backing: Backing) -> None:
+    _, s3 = backing
+    redis = RedisServer(tmp_path / "redis", port=free_port())  # never started: nothing listens
+    replica = start_replica(tmp_path / "r", "https://gitlab.example.com", s3, redis)
+    try:
+        assert "Redis cannot be reached" in replica.log()
+        body = httpx2.get(f"{replica.url}/readyz", timeout=10).json()
+        assert body["shared"]["s3"]["reachable"] and not body["shared"]["redis"]["reachable"]
+        assert "Redis" in body["mode"]
+    finally:
+        replica.stop()
 
 
-def test_redirect_hands_out_presigned_urls_only_after_the_read_check(tmp_path: Path) -> None:
+def test_redirect_hands_out_presigned_urls_only_after_the_read_check(
+    tmp_path: Path, backing: Backing
+) -> None:
     users = """
 [auth]
 anonymous_read = false
@@ -393,7 +431,9 @@ read = ["other"]
         {"name": "platform", "gitlab_project": 11},
         {"name": "other", "gitlab_project": 12},
     ]
-    with running_cluster(tmp_path, gitlab, users, redirect=True, sources=sources) as cluster:
+    with running_cluster(
+        tmp_path, gitlab, users, backing=backing, redirect=True, sources=sources
+    ) as cluster:
         reader, outsider_auth = ("reader", "reader-password"), ("outsider", "outsider-password")
         url = pinned_url(cluster.a.url, gitlab, "app-dep")  # no page: no look-ahead
         first = httpx2.get(url, auth=reader, timeout=60)  # not in the bucket yet: the proxy

@@ -15,7 +15,15 @@ import pytest
 
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
-from tests.clients import isolated_env, pip_install, run, twine_upload, uv_binary, uv_install
+from tests.clients import (
+    isolated_env,
+    pip_install,
+    printed,
+    run,
+    twine_upload,
+    uv_binary,
+    uv_install,
+)
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
@@ -288,9 +296,9 @@ def test_uv_passes_by_denied_and_malicious_releases_and_a_pin_names_the_rule(
     assert _installed(tmp_path / "site") == {"deny_me-1.0.dist-info", "evil_pkg-1.0.dist-info"}
     denied = uv_install(index, tmp_path / "pinned", "deny-me==1.1.0", home=home)
     assert denied.returncode != 0
-    assert "denied by [policy] deny rule 'deny-me==1.1.0'" in denied.stderr, denied.stderr
+    assert "denied by [policy] deny rule 'deny-me==1.1.0'" in printed(denied), denied.stderr
     blocked = uv_install(index, tmp_path / "evil", "evil-pkg==2.0", home=home)
     assert blocked.returncode != 0
-    assert "MAL-2025-1 reports a malicious package" in blocked.stderr, blocked.stderr
+    assert "MAL-2025-1 reports a malicious package" in printed(blocked), blocked.stderr
     status = httpx2.get(f"{proxy.url}/").text
     assert "Deny deny-me==1.1.0" in status and "file requests refused since start" in status

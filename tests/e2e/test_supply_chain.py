@@ -19,7 +19,7 @@ import pytest
 
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
-from tests.clients import pip_install, uv_install
+from tests.clients import pip_install, printed, uv_install
 from tests.osv_export import advisory, write_export
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import Server, serve
@@ -108,8 +108,8 @@ def test_a_release_younger_than_min_age_is_held_until_exempted(
             for pin in (["-r", str(requirements)], [_url_pin(proxy, new)]):
                 pinned = install(simple, tmp_path / "x", *pin, home=home)
                 assert pinned.returncode != 0
-                printed = " ".join(pinned.stderr.split())
-                assert "404" in printed and printed_reason in printed, pinned.stderr
+                shown = printed(pinned)
+                assert "404" in shown and printed_reason in shown, pinned.stderr
 
     exempt = '[policy]\nmin_age = "1d"\nexempt = ["fresh==1.0"]\n'
     with _proxy(tmp_path, public, exempt) as proxy:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gitlab_pypi_proxy.demo.dists import make_wheel
-from tests.clients import twine_upload, uv_publish
+from tests.clients import printed, twine_upload, uv_publish
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.servers import serve
 from tests.worlds import UPLOADER_CONFIG, UPLOADER_PASSWORD, app_taking_uploads, upload_wheel
@@ -66,4 +66,4 @@ def test_what_twine_and_uv_publish_show_of_a_refusal(proxy: ProxyProcess, tmp_pa
 
     uv = uv_publish(upload, [wheel], **login)
     assert uv.returncode != 0
-    assert reason in uv.stdout + uv.stderr
+    assert reason in printed(uv)
