@@ -150,6 +150,12 @@ SHARED_FAILURES = Counter(
     " replica carried on without it",
     ["store"],
 )
+DROPPED_RECORDS = Counter(
+    PREFIX + "dropped_records",
+    "Stored records that could not be read (malformed, or of another format) and were dropped,"
+    " by store: index records, pep700 details, uploads, metadata, provenance",
+    ["store"],
+)
 SHARED_DOWN = Gauge(
     PREFIX + "shared_store_down",
     "1 while a worker finds a shared store (s3, redis) unreachable and carries on alone",

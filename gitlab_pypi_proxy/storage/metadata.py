@@ -11,6 +11,10 @@ Small entries in diskcache, shared by every worker and kept across restarts. Dig
 one entry, so eviction can never leave an advertised digest without its body. While the cache
 directory cannot be written, new entries are held in this process instead (bounded), so a page
 never advertises metadata that its sidecar URL then cannot serve.
+
+An entry is plain bytes: the metadata's sha256 in hex, then the metadata, under a JSON key
+(gitlab_pypi_proxy.storage.record_format); a cache of another format version is emptied when
+opened (the metadata is read again from the wheels), one entry that cannot be read is dropped.
 """
 
 import asyncio
@@ -19,18 +23,23 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.names import is_sha256
 from gitlab_pypi_proxy.storage.disk_caches import open_cache
+from gitlab_pypi_proxy.storage.record_format import BadRecord, dropped, encode_key
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _SIZE_LIMIT = 2**30
 Key = tuple[str, str]  # (source name, file sha256)
 _UNKEPT_ENTRIES = 1_000
+_FORMAT = 1
+_DIGEST = 64  # the hex characters of a sha256
 
 
 class MetadataStore:
     def __init__(self, directory: Path) -> None:
         self._disk = open_cache(
             directory / "metadata",
+            _FORMAT,
             size_limit=_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
         )
@@ -54,15 +63,28 @@ class MetadataStore:
     def _digests(self, wanted: list[Key]) -> dict[Key, str]:
         found = {}
         for key in wanted:
-            entry = self._disk.get(key)
+            entry = self._entry(key)
             if entry is not None:
                 found[key] = entry[0]
         return found
 
+    def _entry(self, key: Key) -> tuple[str, bytes] | None:
+        """(metadata sha256, metadata) stored for `key` (blocking); None when there is none or
+        it cannot be read (then it is dropped)."""
+        data = self._disk.get(encode_key(key))
+        if data is None:
+            return None
+        digest = data[:_DIGEST].decode("ascii", "replace") if isinstance(data, bytes) else ""
+        if not is_sha256(digest):
+            dropped("metadata", BadRecord("an entry of another format"))
+            self._disk.delete(encode_key(key))
+            return None
+        return digest, data[_DIGEST:]
+
     async def get(self, source: str, file_sha256: str) -> bytes | None:
         """The metadata read from `source`'s bytes of the file, or None."""
         key = (source, file_sha256)
-        entry = await asyncio.to_thread(self._disk.get, key)
+        entry = await asyncio.to_thread(self._entry, key)
         if entry is None:
             entry = self._unkept.get(key)
         return entry[1] if entry is not None else None
@@ -72,14 +94,14 @@ class MetadataStore:
         keys = [(source, file_sha256) for source in sources]
         for key in keys:
             self._unkept.pop(key, None)
-        await asyncio.to_thread(lambda: [self._disk.delete(key) for key in keys])
+        await asyncio.to_thread(lambda: [self._disk.delete(encode_key(key)) for key in keys])
 
     async def put(self, source: str, file_sha256: str, metadata: bytes) -> str:
         """Keep `metadata`, read from `source`'s bytes of the file; returns its sha256."""
         digest = hashlib.sha256(metadata).hexdigest()
         key = (source, file_sha256)
         try:
-            await asyncio.to_thread(self._disk.set, key, (digest, metadata))
+            await asyncio.to_thread(self._disk.set, encode_key(key), digest.encode() + metadata)
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "keeping core metadata")
             self._unkept.set(key, (digest, metadata))

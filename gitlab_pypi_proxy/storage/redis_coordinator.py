@@ -26,7 +26,6 @@ credential (the URL's password is masked wherever the URL is shown). Imported on
 import asyncio
 import contextlib
 import logging
-import pickle
 import secrets
 import threading
 import time
@@ -41,6 +40,7 @@ from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, ProcessValue
 from gitlab_pypi_proxy.storage.local_coordinator import VALUE_BYTES, LocalCoordinator
+from gitlab_pypi_proxy.storage.record_format import BadRecord, decode_key, encode_key
 
 log = logging.getLogger("proxy.storage")
 
@@ -179,12 +179,12 @@ class RedisCoordinator:
         forget; at least this machine's workers hear it (the local coordinator)."""
         self._listen()
         await self.local.changed()
-        message = pickle.dumps(keys)
+        message = _message(keys)
         await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     def changed_now(self) -> None:
         self.local.changed_now()
-        self.call_now("announcing a change", lambda: self.sync.publish(CHANNEL, pickle.dumps([])))
+        self.call_now("announcing a change", lambda: self.sync.publish(CHANNEL, _message([])))
 
     def _listen(self) -> None:
         if self._listener is None:
@@ -212,8 +212,8 @@ class RedisCoordinator:
 
     async def _heard(self, data: bytes) -> None:
         try:
-            keys = pickle.loads(data)
-        except Exception:  # not one of ours: a change all the same
+            keys = _keys(data)
+        except BadRecord:  # not one of ours: a change all the same
             keys = []
         if keys and self._forget is not None:
             try:
@@ -370,3 +370,16 @@ class RedisValue:
 
     def close(self) -> None:
         self.fallback.close()
+
+
+def _message(keys: list[Hashable]) -> str:
+    """A change's message: the keys of the records to forget, as JSON (never pickled: whatever
+    reaches the channel is decoded without running code)."""
+    return encode_key(tuple(keys))
+
+
+def _keys(data: bytes | str) -> list[Hashable]:
+    keys = decode_key(data.decode(errors="replace") if isinstance(data, bytes) else data)
+    if not isinstance(keys, tuple):
+        raise BadRecord("a message of another shape")
+    return list(keys)

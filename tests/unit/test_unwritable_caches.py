@@ -56,7 +56,7 @@ async def test_metadata_and_uploads_are_held_in_memory(
 ) -> None:
     store, uploads = MetadataStore(tmp_path), RecentUploads(tmp_path)
     refuse_writes(monkeypatch, store._disk, "set")
-    refuse_writes(monkeypatch, uploads._deque, "append")
+    refuse_writes(monkeypatch, uploads._disk, "set")
     digest = await store.put("platform", A, b"Metadata-Version: 2.1\nName: x\n")
     assert await store.digests([("platform", A), ("platform", B)]) == {("platform", A): digest}
     assert await store.get("platform", A) == b"Metadata-Version: 2.1\nName: x\n"
