@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 
-from gitlab_pypi_proxy import errors, metrics
+from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.allocator import Trimmer
 from gitlab_pypi_proxy.config import Config
@@ -34,7 +34,7 @@ from gitlab_pypi_proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from gitlab_pypi_proxy.http import audit, operator
+from gitlab_pypi_proxy.http import audit, error_responses, operator
 from gitlab_pypi_proxy.http.access import AccessControl, identity_of
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
@@ -603,7 +603,7 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=middleware,
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     app.router.redirect_slashes = False
     return app

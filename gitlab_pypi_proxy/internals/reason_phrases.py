@@ -7,9 +7,10 @@ with its URL) or a 502 naming the upstream reaches the build's log only through 
 
 ASGI has no field for a reason phrase and uvicorn writes the standard one from a table indexed
 by the status, so it is done here because no server or library offers it: an error's status is
-a `gitlab_pypi_proxy.errors.Status`, an int that carries its phrase, and the table of status
-lines of uvicorn's httptools protocol (the one the proxy runs: server_protocol.py) is wrapped
-once per worker to prefer it; a plain int status gets the standard line.
+a PhrasedStatus (gitlab_pypi_proxy.http.error_responses), an int that carries its phrase, and the
+table of status lines of uvicorn's httptools protocol (the one the proxy runs:
+server_protocol.py) is wrapped once per worker to prefer it; a plain int status gets the
+standard line.
 
 Internal name used: `uvicorn.protocols.http.httptools_impl.STATUS_LINE` (a dict, read by the
 protocol at every response start), tested on uvicorn 0.55. tests/unit/test_reason_phrases.py
@@ -19,22 +20,22 @@ answer with the standard phrase, said once in the log at worker start.
 
 import logging
 
-from gitlab_pypi_proxy.errors import Status
+from gitlab_pypi_proxy.http.error_responses import PhrasedStatus
 
 log = logging.getLogger("proxy.http")
 
 
 class _Lines(dict[int, bytes]):
-    """uvicorn's httptools table of status lines, which a `Status` answers with its phrase."""
+    """uvicorn's httptools table of status lines: a `PhrasedStatus` gets its own phrase."""
 
     def __getitem__(self, status: int) -> bytes:
-        if isinstance(status, Status):
+        if isinstance(status, PhrasedStatus):
             return f"HTTP/1.1 {int(status)} {status.phrase}\r\n".encode()
         return super().__getitem__(status)
 
 
 def install() -> None:
-    """Make this process's uvicorn write a `Status`'s own phrase. Idempotent."""
+    """Make this process's uvicorn write a `PhrasedStatus`'s own phrase. Idempotent."""
     from uvicorn.protocols.http import httptools_impl
 
     table = vars(httptools_impl).get("STATUS_LINE")

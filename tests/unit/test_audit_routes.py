@@ -10,11 +10,11 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.auth import Identity
 from gitlab_pypi_proxy.config import AuthConfig, UploadConfig
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.upload import upload
 from gitlab_pypi_proxy.policy.audit import AuditTrail
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
@@ -32,7 +32,7 @@ async def test_an_upload_is_one_line_of_the_trail(tmp_path: Path) -> None:
 
     routes = Starlette(
         routes=[Route("/upload/", upload, methods=["POST"])],
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     routes.state.services = SimpleNamespace(
         config=SimpleNamespace(upload=UploadConfig(default_source="platform"), auth=AuthConfig()),

@@ -3,6 +3,8 @@ other libraries' internals stay in the one package that owns them, nothing asks 
 can do."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,33 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "storage/local_blobs.py",  # an OSError's strerror
         "storage/writable.py",  # an exception's errno
     }
+
+
+WITHOUT_WEB = ("storage", "sources", "index", "policy")
+
+
+def test_the_layers_below_http_import_nothing_of_starlette() -> None:
+    """Failures are plain exceptions (gitlab_pypi_proxy.errors); only http/ renders them."""
+    direct = [
+        f"{path.relative_to(PROXY)} imports {name}"
+        for path in [PROXY / "errors.py", *(p for pkg in WITHOUT_WEB for p in _modules(pkg))]
+        for name in _imported(path)
+        if name.split(".")[0] == "starlette"
+    ]
+    assert direct == []
+    modules = [
+        f"gitlab_pypi_proxy.{pkg}.{path.stem}"
+        for pkg in WITHOUT_WEB
+        for path in _modules(pkg)
+        if path.stem != "__init__"
+    ]
+    script = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'starlette'))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
