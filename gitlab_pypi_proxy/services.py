@@ -21,23 +21,23 @@ from gitlab_pypi_proxy import metrics, runtime_dir
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.auth import Authenticator
 from gitlab_pypi_proxy.config import Config, SourceConfig
-from gitlab_pypi_proxy.index.base import Index, SourceAnswers
+from gitlab_pypi_proxy.index.annotations import Annotated, WithDetails
 from gitlab_pypi_proxy.index.cached import CachedSource, Freshness, forget
 from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
 from gitlab_pypi_proxy.index.files import FileFinder
+from gitlab_pypi_proxy.index.guarded import Guarded, NameRules
+from gitlab_pypi_proxy.index.index_protocol import Index, SourceAnswers
 from gitlab_pypi_proxy.index.merged import Merged
-from gitlab_pypi_proxy.index.metadata import Annotated, WithDetails
 from gitlab_pypi_proxy.index.name_poll import NamePoll, configured_interval
-from gitlab_pypi_proxy.index.policy import Guarded, NameRules
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
-from gitlab_pypi_proxy.index.provenance import Provenances
+from gitlab_pypi_proxy.index.provenance_passthrough import Provenances
 from gitlab_pypi_proxy.index.refresh import Said, refresh
 from gitlab_pypi_proxy.index.shadows import ShadowCheck, ShadowedNames
 from gitlab_pypi_proxy.index.views import View, in_view_order
 from gitlab_pypi_proxy.index.warming import Warmer
 from gitlab_pypi_proxy.index.yanked import OperatorYanks, Yanked
 from gitlab_pypi_proxy.policy.advisories import Advisories
-from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.policy.audit_trail import AuditTrail
 from gitlab_pypi_proxy.policy.rules import AuditSettings, PolicySettings, SourceRules
 from gitlab_pypi_proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
 from gitlab_pypi_proxy.sources.budget import Budget
@@ -47,8 +47,8 @@ from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource
 from gitlab_pypi_proxy.sources.upstream import Upstream, make_upstream
 from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
 from gitlab_pypi_proxy.storage.details import DetailsStore
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
-from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
+from gitlab_pypi_proxy.storage.provenance_store import ProvenanceStore
 from gitlab_pypi_proxy.storage.purge import Purge
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads

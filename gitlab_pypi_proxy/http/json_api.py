@@ -39,8 +39,8 @@ from gitlab_pypi_proxy.http.serialize import (
     file_path,
     rendered,
 )
-from gitlab_pypi_proxy.index.base import Index, Readable
 from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
+from gitlab_pypi_proxy.index.index_protocol import Index, Readable
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.names import file_version, normalize
 from gitlab_pypi_proxy.policy.advisories import Advisories

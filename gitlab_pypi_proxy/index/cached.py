@@ -27,7 +27,7 @@ from typing import Any
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import SingleFlight, TaskSet
 from gitlab_pypi_proxy.errors import Offline, SourceUnavailable
-from gitlab_pypi_proxy.index.base import Answer
+from gitlab_pypi_proxy.index.index_protocol import Answer
 from gitlab_pypi_proxy.model import ProjectPage
 from gitlab_pypi_proxy.sources.base import Source
 from gitlab_pypi_proxy.storage.locations import FileLocations

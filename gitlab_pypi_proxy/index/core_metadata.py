@@ -9,10 +9,11 @@ after it, verified and kept, and the client that asks for it next (pip and uv do
 page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
 declines, and its metadata is read on from the tail with no request more than before.
 
-It is kept per source (gitlab_pypi_proxy.storage.metadata): for the file a source lists, a page
-advertises and `.metadata` serves only what that source's bytes say: its sidecar, its ranges, or
-the cached file once that source has delivered it (gitlab_pypi_proxy.storage.deliveries). A cached
-file that source has not delivered is read as if it were not cached (the look-ahead has the
+It is kept per source (gitlab_pypi_proxy.storage.metadata_store): for the file a source lists,
+a page advertises and `.metadata` serves only what that source's bytes say: its sidecar, its
+ranges, or the cached file once that source has delivered it
+(gitlab_pypi_proxy.storage.deliveries). A cached file that source has not delivered is read
+as if it were not cached (the look-ahead has the
 source deliver it first, with the same requests), so a listing of another source's digest learns
 nothing of that file.
 
@@ -53,7 +54,7 @@ from gitlab_pypi_proxy.sources.base import RangeReader, Sidecars, Source
 from gitlab_pypi_proxy.storage.blobs import BlobStore
 from gitlab_pypi_proxy.storage.deliveries import Opener
 from gitlab_pypi_proxy.storage.downloads import Declined, Download, Downloads
-from gitlab_pypi_proxy.storage.metadata import Key, MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import Key, MetadataStore
 
 log = logging.getLogger("proxy.core_metadata")
 

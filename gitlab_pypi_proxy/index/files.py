@@ -27,7 +27,7 @@ from gitlab_pypi_proxy.errors import (
     SourceUnavailable,
     Unavailable,
 )
-from gitlab_pypi_proxy.index.base import Readable
+from gitlab_pypi_proxy.index.index_protocol import Readable
 from gitlab_pypi_proxy.model import DistFile, FileStream
 from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.sources.base import Details, Source

@@ -30,8 +30,8 @@ from gitlab_pypi_proxy.errors import (
     SourceUnavailable,
     Unavailable,
 )
-from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.index.cached import CachedSource
+from gitlab_pypi_proxy.index.index_protocol import Readable
 from gitlab_pypi_proxy.index.merged import Gathered, Merged, merged, not_cached
 from gitlab_pypi_proxy.index.shadows import ShadowCheck
 from gitlab_pypi_proxy.model import ProjectList, ProjectPage

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gitlab_pypi_proxy.index.base import Index, Readable
+from gitlab_pypi_proxy.index.index_protocol import Index, Readable
 
 T = TypeVar("T")
 

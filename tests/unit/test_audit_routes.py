@@ -1,5 +1,5 @@
-"""The routes' lines in the audit trail (gitlab_pypi_proxy.http.audit): an upload is one line, with
-who sent which file to which source, and nothing of the credentials."""
+"""The routes' lines in the audit trail (gitlab_pypi_proxy.http.audit_lines): an upload is one
+line, with who sent which file to which source, and nothing of the credentials."""
 
 import hashlib
 import json
@@ -16,7 +16,7 @@ from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.errors import ProxyError
 from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.upload import upload
-from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.policy.audit_trail import AuditTrail
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 from tests.unit.asgi import asgi_client
 from tests.unit.test_metrics_counts import Accepting

@@ -18,9 +18,9 @@ from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.details import Version as Listed
 from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore
-from gitlab_pypi_proxy.storage.provenance import Kept, ProvenanceStore
+from gitlab_pypi_proxy.storage.provenance_store import Kept, ProvenanceStore
 from gitlab_pypi_proxy.storage.record_format import BadRecord, decode, encode, encode_key
 from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 

@@ -10,7 +10,7 @@ import pytest
 
 from gitlab_pypi_proxy.index.cached import PageKey
 from gitlab_pypi_proxy.storage import writable
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
-from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
+from gitlab_pypi_proxy.index.index_protocol import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name, file_version
 from gitlab_pypi_proxy.policy import osv, rules

@@ -2,8 +2,7 @@
 file they attest, with the result of verifying them once when they were kept. By source, because
 an object is what that index says: another index listing the same digest gets its own, never
 this one's. Small entries in diskcache, shared by every worker and kept across restarts, like the
-core metadata (gitlab_pypi_proxy.storage.metadata); those of earlier versions, by digest alone,
-are no longer read.
+core metadata (gitlab_pypi_proxy.storage.metadata_store).
 
 An entry is plain bytes: a JSON line `[verified, detail]`, then the body as the index served it,
 under a JSON key (gitlab_pypi_proxy.storage.record_format); a cache of another format version is
@@ -29,7 +28,7 @@ _FORMAT = 1
 class Kept:
     body: bytes  # as the index served it
     verified: bool
-    detail: str  # gitlab_pypi_proxy.policy.provenance's "verified: ..." or "not verified: <why>"
+    detail: str  # gitlab_pypi_proxy.policy.attestations's "verified: ..." or "not verified: <why>"
 
 
 class ProvenanceStore:
