@@ -8,8 +8,10 @@ commands start from here; nothing else decides which implementation of anything 
     ))))
 
 Each `[[views]]` entry gets the same composition over the same per-source objects, asked in the
-view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module and a line in
-KINDS; a new behaviour of the index, a module and a line in `compose`.
+view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module, a line in
+KINDS and, in gitlab_pypi_proxy.config, its key in `SOURCE_KINDS`, how `_source` reads its
+target and `SourceConfig.is_gitlab`; a new behaviour of the index, a module and a line in
+`compose`.
 """
 
 import asyncio
@@ -53,7 +55,7 @@ from gitlab_pypi_proxy.storage.purge import Purge
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 
-# Every kind of source, by its configuration key: a new kind is a module and a line here.
+# Every kind of source, by its configuration key (config.py reads its table: see above).
 KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
     "gitlab_project": GitLabProject.build,
     "gitlab_group": GitLabGroup.build,

@@ -218,3 +218,10 @@ def test_the_layers_below_http_import_nothing_of_starlette() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert found.stdout.strip() == "[]"
+
+
+def test_every_kind_of_source_the_configuration_accepts_is_built() -> None:
+    from gitlab_pypi_proxy.config import SOURCE_KINDS
+    from gitlab_pypi_proxy.services import KINDS
+
+    assert tuple(KINDS) == SOURCE_KINDS
