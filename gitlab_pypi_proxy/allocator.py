@@ -70,7 +70,6 @@ class Trimmer:
     ) -> None:
         self.every, self.after = every, after
         self.measure, self.release = measure, release
-        self.trims = 0
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -85,5 +84,4 @@ class Trimmer:
             if not await asyncio.to_thread(self.release):
                 log.debug("the C library cannot trim its heap: not trimming")
                 return
-            self.trims += 1
             floor = last = self.measure()

@@ -234,19 +234,6 @@ def policy_rule_counts() -> dict[str, float]:
     return counts
 
 
-def cache_counts() -> dict[tuple[str, str], float]:
-    """Cache lookups per (cache, outcome), summed over every worker (blocking: a thread)."""
-    counts: dict[tuple[str, str], float] = {}
-    for family in registry().collect():
-        if family.name != PREFIX + "cache_lookups":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                key = (sample.labels["cache"], sample.labels["outcome"])
-                counts[key] = counts.get(key, 0.0) + sample.value
-    return counts
-
-
 def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
     """Every sample, summed over the workers, by sample name (`..._total`, `..._sum`, ...):
     (labels, value) pairs (blocking: reads the workers' files, in a thread)."""

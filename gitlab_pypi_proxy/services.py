@@ -147,12 +147,13 @@ def compose(
         details,
         ranged=[p.source.name for p in sources if p.serves_ranges],
     )
+    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,
         files,
         {p.source.name: p.source for p in sources},
-        {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
+        sidecars,
         changed=stores.coordinator.changed,
         downloads=stores.downloads,
         offline=freshness.offline,
@@ -174,7 +175,6 @@ def compose(
         )
         for name, names in (views or {}).items()
     }
-    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
     provenances = (
         None if provenance is None else Provenances(provenance, stores.locations, sidecars)
     )

@@ -122,7 +122,6 @@ class TrailStats:
     written: int = 0
     dropped: int = 0  # the queue was full
     failed: int = 0  # a write failed or was cut short
-    rotations: int = 0
 
 
 class AuditTrail:
@@ -245,7 +244,6 @@ class AuditTrail:
                     os.rename(f"{self.path}.{i}", f"{self.path}.{i + 1}")
             os.rename(self.path, f"{self.path}.1")
             self._follow()
-            self.stats.rotations += 1
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 

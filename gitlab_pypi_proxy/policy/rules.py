@@ -53,7 +53,6 @@ from gitlab_pypi_proxy.policy.deny import DenyRule
 ErrorFor = Callable[[str, str], Exception]  # (key, message) → the config error to raise
 
 DEFAULT_MIN_AGE = "off"
-RECOMMENDED_MIN_AGE = "7d"  # what the docs recommend; not a default (see above)
 OFF = "off"
 _DURATION = re.compile(r"^(\d{1,6})([wdhm])$")
 MAX_DURATION = timedelta(days=365)  # a longer hold is a typo (and "999999w" overflows dates)

@@ -119,7 +119,6 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         self.moved_at = time.monotonic()
         self.stalled_at: float | None = None  # the latest sign of a stall, while stalled
         self.reason = ""
-        self.replacements = 0
 
     @property
     def stalled(self) -> bool:
@@ -241,7 +240,6 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     def _replace(self) -> None:
         old, self._pool = self._pool, _Pool(self._factory())
-        self.replacements += 1
         metrics.UPSTREAM_POOL_REPLACEMENTS.inc()
         log.error(
             "replaced the upstream connection pool (%s); the old one closes after its %d "

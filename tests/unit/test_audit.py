@@ -135,7 +135,6 @@ def test_rotation_keeps_keep_files_each_near_max_size(tmp_path: Path) -> None:
     for i in range(1500):  # about 400 KB: several rotations
         trail.record(_entry(client=f"10.0.{i // 256}.{i % 256}"))
     trail.close()
-    assert trail.stats.rotations >= 4
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.lock"]
     line = len(_entry().line())
