@@ -182,7 +182,7 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "cli.py",  # argparse namespaces
         "http/access_log.py",  # the route's endpoint
         "internals/server_protocol.py",  # uvicorn's transport, for what it does not hold back
-        "policy/attestations.py",  # an attestation's publisher (issue 16's groundwork, on main)
+        "policy/attestations.py",  # an attestation's publisher
         "sources/upstream_transport.py",  # a response body's aclose, where it has one
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it
         "storage/local_blobs.py",  # an OSError's strerror
