@@ -1,22 +1,15 @@
 """The operator API: JSON over HTTP under `/-/`, for the users named in `[auth] admins`.
 
-- `POST /-/refresh/<name>`: every source asked for the name now, in every worker and replica
-  (gitlab_pypi_proxy.index.refresh); the answer says what each source said. Also open to any
-  identity that may upload (a proxy user with `upload`; with `passthrough`, credentials GitLab
-  accepts, such as a CI job token), so a job that publishes straight to GitLab can call it.
-  Such a caller is told only what the sources it may read said.
-- `DELETE /-/files/<sha256>`: the cached file and its sidecars dropped everywhere
-  (gitlab_pypi_proxy.storage.purge); 204.
-- `PUT /-/yank/<name>/<version>` with `{"reason": "..."}`: listed yanked with that reason by every
-  worker and replica from then on, kept across restarts (gitlab_pypi_proxy.index.yanked);
-  `DELETE` on the same path takes it back. 204 both.
-- `GET /-/projects`: the cached projects with versions, files, bytes and last use
-  (gitlab_pypi_proxy.storage.cached_projects), built and rendered in a thread.
+- `POST /-/refresh/<name>`: every source asked for the name now, everywhere; also open to any
+  identity that may upload (a CI job publishing straight to GitLab), told only what the sources
+  it may read said.
+- `DELETE /-/files/<sha256>`: the cached file and its sidecars dropped everywhere; 204.
+- `PUT` / `DELETE /-/yank/<name>/<version>`: a yank (with `{"reason": ...}`) every worker and
+  replica lists from then on, kept across restarts, or taken back; 204.
+- `GET /-/projects`: the cached projects, built and rendered in a thread.
 
-Access control (gitlab_pypi_proxy.http.access) makes every caller here show credentials; these
-routes decide who may do what: anyone else gets a 403 whose one line says who may. Each action is
-logged and written to the audit trail with who did it (gitlab_pypi_proxy.http.audit_lines).
-"""
+Anyone else gets a 403 whose one line says who may. Each action is logged and written to the
+audit trail with who did it (gitlab_pypi_proxy.http.audit_lines)."""
 
 import asyncio
 import json

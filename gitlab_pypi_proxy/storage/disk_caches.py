@@ -1,24 +1,14 @@
-"""Every SQLite database the proxy keeps is opened with settings that keep a worker's memory
-small: the diskcaches (index records, details, metadata, provenance, uploads) by `open_cache`,
-a connection the proxy makes itself (the file index) given them by `lean`.
+"""Every SQLite database the proxy keeps is opened one way: the diskcaches (index records,
+details, metadata, provenance, uploads) by `open_cache`, the file index's own connection given
+the same settings by `lean`.
 
-diskcache's defaults suit one process and one big database: a 64 MiB memory map and 8,192 pages
-(32 MiB) of page cache per connection, and a connection per thread that uses it (every thread of
-asyncio.to_thread's pool, for every store). In a worker both grow with the databases into
-resident memory that is never given back: the map's pages as file-backed memory, the page cache
-as heap. The proxy reads its stores a record at a time, by key: the kernel's page cache, which
-every worker shares and which costs none of them memory, serves those pages as fast. So each
-connection maps nothing and keeps a small cache of its own.
-
-diskcache stores the settings in each database, where they outlast this process (the command
-line, and a later opening without them, keep them). One function, so that every store opens the
-same way whatever it keeps in its records.
-
-Every store keeps text, bytes and numbers only (gitlab_pypi_proxy.storage.record_format): its
-Disk refuses what diskcache would pickle, on the way in and on the way out, so reading a cache
-never runs code. Each store says the version of what it writes; a cache holding another version
-(or written before there were versions: pickles) is emptied when it is opened.
-"""
+diskcache's defaults (a 64 MiB memory map and 32 MiB of page cache per connection, a connection
+per thread) grow in a worker into resident memory never given back; the proxy reads a record at
+a time, which the kernel's shared page cache serves as fast. So each connection maps nothing and
+keeps a small cache (diskcache stores the settings in each database, where they outlast this
+process). Every store keeps text, bytes and numbers only (gitlab_pypi_proxy.storage.record_format):
+`PlainDisk` refuses what diskcache would pickle, in and out, so reading a cache never runs code.
+A cache holding records of another format version (or pickles) is emptied when opened."""
 
 import sqlite3
 from pathlib import Path

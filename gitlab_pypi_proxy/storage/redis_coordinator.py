@@ -1,27 +1,15 @@
 """Replicas coordinated through Redis (gitlab_pypi_proxy.storage.coordinator), over the local
 coordinator of each machine (its workers) that it falls back to when Redis is down.
 
-- Locks: the machine's flock first (its workers), then `SET lock:<key> <token> NX PX <lease>`,
-  renewed while held and deleted by its token on release; a holder that dies stops renewing and
-  its lease runs out: another replica takes over. A holder that says how far its work has come
-  (bytes downloaded) writes that beside its lock at each renewal; a replica waits for another's
-  lock as long as that moves, and at most `wait` seconds past the last move (or past its first
-  look, for a holder that says nothing), then goes on without it (HeldElsewhere: the file streams
-  from upstream, verified, unkept): a long download is waited for, a stuck holder is not. Once
-  it has seen the lock held, Redis failing meanwhile does not let it go on without the lock: the
-  holder is likely still downloading what it would download again.
-- News of changes: a publish on one channel; every worker of every replica listens and counts
-  what it hears (and a reconnection, which may have missed news) in its generation. A message
-  may name index records to forget: the listener forgets them locally first (shared records,
-  gitlab_pypi_proxy.storage.shared_records).
-- Shared values: read and rewritten in a WATCH/MULTI transaction (the GitLab budget).
-
-Redis failing never fails a request: the call falls back to the local coordinator, the failure
-is logged once per outage and counted (`shared_store_failures{store="redis"}`), `state()` says
-so (`/readyz` degraded), and Redis is not asked again for a short while. Messages name no
-credential (the URL's password is masked wherever the URL is shown). Imported only when
-`[cluster] redis_url` is set.
-"""
+Locks: the machine's flock, then `SET lock:<key> <token> NX PX <lease>`, renewed while held; a
+dead holder's lease runs out. A follower waits as long as the holder's progress (bytes, written
+beside the lock) moves, at most `wait` seconds past the last move, then goes on without it
+(HeldElsewhere: streamed verified, unkept). News: a publish on one channel, naming as JSON the
+index records to forget; every worker counts what it hears (and each reconnection) in its
+generation. Shared values: WATCH/MULTI. Redis failing never fails a request: the call falls back
+to the local coordinator, is logged once per outage and counted
+(`shared_store_failures{store="redis"}`), `/readyz` says degraded, and Redis rests a while.
+Messages name no credential. Imported only when `[cluster] redis_url` is set."""
 
 import asyncio
 import contextlib
