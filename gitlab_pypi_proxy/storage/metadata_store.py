@@ -1,21 +1,14 @@
-"""Core metadata (PEP 658) cache: a wheel's METADATA bytes and their sha256, by the source whose
-bytes they were read from and the wheel's sha256.
+"""Core metadata (PEP 658): a wheel's METADATA bytes and their sha256, by the source whose bytes
+they were read from and the wheel's sha256.
 
-Keyed by source, because what one source's bytes say belongs to that source alone: METADATA read
-by ranges of a source's wheel is not checked against the wheel's digest (only a whole file can
-be), and one read from the cached file belongs to the sources that delivered that file
-(gitlab_pypi_proxy.storage.deliveries). A forged listing of a digest then never gets another
-source's metadata. Entries of earlier versions, by digest alone, are no longer read.
-
-Small entries in diskcache, shared by every worker and kept across restarts. Digest and bytes are
-one entry, so eviction can never leave an advertised digest without its body. While the cache
-directory cannot be written, new entries are held in this process instead (bounded), so a page
-never advertises metadata that its sidecar URL then cannot serve.
-
-An entry is plain bytes: the metadata's sha256 in hex, then the metadata, under a JSON key
-(gitlab_pypi_proxy.storage.record_format); a cache of another format version is emptied when
-opened (the metadata is read again from the wheels), one entry that cannot be read is dropped.
-"""
+Keyed by source, because what one source's bytes say belongs to that source alone: METADATA
+read by ranges is not checked against the wheel's digest, and one read from the cached file
+belongs to the sources that delivered it (gitlab_pypi_proxy.storage.deliveries); a forged
+listing of a digest never gets another source's metadata. Digest and bytes are one entry (the
+sha256 in hex, then the bytes, under a JSON key), so eviction never leaves an advertised digest
+without its body. A cache of another format version is emptied when opened (read again from the
+wheels); an entry that cannot be read is dropped. While the disk will not take an entry, it is
+held in this process (bounded), so a page never advertises metadata its sidecar cannot serve."""
 
 import asyncio
 import hashlib

@@ -1,21 +1,14 @@
-"""Index records: every source's answers about names (pages, project lists, shadow checks) and
-where files are (gitlab_pypi_proxy.storage.locations), by the keys their owners make, each stored
-with the time it was fetched.
+"""Index records on one machine: every source's answers about names (pages, project lists, shadow
+checks), where files are and which sources delivered them, by key, each stored with the time it
+was fetched (gitlab_pypi_proxy.storage.records is the seam).
 
-Records live in diskcache (SQLite + files), so they survive restarts and are shared by worker
-processes; every disk call runs in a thread. What they mean and how long they are fresh is not
-known here (gitlab_pypi_proxy.index.cached decides). Forgetting records tells every worker, through
-the coordinator, that what was rendered from them is out of date.
-
-When the cache directory cannot be written (disk full, read-only), stored records are still
-read, and what the disk would not take is held in this process instead (bounded): loaded pages,
-and forgotten records, so that an upload shows at once on the worker that took it (other workers
-see it once their copy is older than its freshness).
-
-Records are plain JSON (gitlab_pypi_proxy.storage.record_format), an Entry as its value and time;
-one that cannot be decoded (malformed, or of another version) is dropped: index records can
-always be fetched again.
-"""
+Records live in diskcache under the cache directory, so they survive restarts and are shared by
+worker processes; every disk call runs in a thread. What they mean and how long they are fresh is
+gitlab_pypi_proxy.index.cached's business. Forgetting records tells every worker, through the
+coordinator, that what was rendered from them is out of date. Records are plain JSON
+(gitlab_pypi_proxy.storage.record_format); one that cannot be decoded is dropped: index records
+can always be fetched again. When the disk will not take a write, stored records are still read
+and what it would not take is held in this process instead (bounded)."""
 
 import asyncio
 import contextlib

@@ -1,20 +1,14 @@
 """Index records shared by replicas (gitlab_pypi_proxy.storage.records): each machine's own records
 (gitlab_pypi_proxy.storage.pages) in front, Redis behind them for every replica.
 
-A record is written to both; read from both, the newer one wins (and a record only Redis has is
-copied in): a replica started while GitLab is down serves what any replica fetched. Forgetting a
-record deletes it in Redis and here, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator)
-makes every other replica forget its own copy before its memos move on: an upload through one
-replica is listed by all of them at once. Where files are (the locations records, written by the
-thousand) stay per machine: a file URL falls back to asking GitLab by digest. Which sources
-delivered a file (gitlab_pypi_proxy.storage.deliveries) is shared: a file one replica verified for
-a source is not downloaded again by the others for it.
-
-Records go into Redis in the plain format of the cache directory
-(gitlab_pypi_proxy.storage.record_format), under names that carry its version: reading one never
-runs code, and one that cannot be decoded is dropped (counted) and fetched again. While Redis is
-down, the machine's records serve alone.
-"""
+A record is written to both and read from both, the newer winning (one only Redis has is copied
+in): a replica started while GitLab is down serves what any replica fetched. Forgetting a record
+deletes it in both, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator) makes every
+other replica forget its copy before its memos move on. Where files are stays per machine (a
+file URL falls back to asking GitLab by digest); delivery records are shared. Records go into
+Redis in the cache directory's plain format, under names that carry its version: reading one
+never runs code, and one that cannot be decoded is dropped, counted, and fetched again. While
+Redis is down, the machine's records serve alone."""
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterator
