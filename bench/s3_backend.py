@@ -1,4 +1,4 @@
-"""Scenario 8: the S3 backend (issue 15) against local disk on the same machine: a warm 100 MiB
+"""Scenario 8: the S3 backend against local disk on the same machine: a warm 100 MiB
 file (4 curl processes at once) and a cold herd (50 concurrent downloads of one uncached 50 MiB
 file), each proxy fresh, the S3 one on SeaweedFS and Redis started here on loopback (the tests'
 own servers, tests/backing_services.py) and stopped by their pids afterwards."""

@@ -1,4 +1,4 @@
-"""Which async S3 client for the S3 blob store (issue 15): obstore against aiobotocore, measured
+"""Which async S3 client for the S3 blob store: obstore against aiobotocore, measured
 against a real SeaweedFS on loopback with a 100 MiB object (`.venv/bin/python -m bench.s3_clients`).
 
 Each library is installed alone in its own venv under bench/results/s3-clients/ (what it costs in

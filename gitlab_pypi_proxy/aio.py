@@ -26,7 +26,6 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 V = TypeVar("V")
-H = TypeVar("H")
 
 
 BIG = 500  # items from which per-item Python work (~3-10 µs each) goes to a thread
@@ -65,10 +64,6 @@ class SingleFlight(Generic[K, V]):
         """The handle of the run of `key` under way (None if none runs or it has none)."""
         flight = self._flights.get(key)
         return None if flight is None else flight.handle
-
-    def handles(self) -> list[Any]:
-        """The handles of the runs under way."""
-        return [flight.handle for flight in self._flights.values()]
 
     def start(
         self, key: K, work: Callable[[], Coroutine[Any, Any, V]], handle: Any = None

@@ -1,21 +1,14 @@
 """How `serve`'s processes take memory from the C library, and how a worker gives back what a big
 page cost it.
 
-A big public page (botocore lists 5,000 files, pydantic-core 15,000) is a few hundred thousand
-small objects while it is parsed, merged and rendered, and nothing of them once it is answered.
-CPython's own allocator keeps small objects in 1 MiB arenas that go back to the system only
-once every object in one is gone, so the few objects that outlive a page (a memo entry made
-meanwhile) keep whole arenas: a worker kept the memory of its busiest moment for good. With
-glibc's malloc for every object (PYTHONMALLOC=malloc) they live in its heap, whose free pages
-`malloc_trim` hands back whatever lives around them; with one arena (MALLOC_ARENA_MAX=1) the
-threads share that heap (the GIL lets one of them run Python at a time anyway).
-
-`ENVIRONMENT` is what `serve` starts its processes with (an operator's own values win); each
-worker runs `Trimmer`, which looks every TRIM_EVERY seconds and trims, in a thread, once its
-resident memory has grown by TRIM_AFTER since it last did and has stopped growing: after a
-burst of work, not in the middle of one (a trim holds the heap's lock for milliseconds: it
-walks the free memory). Without glibc (musl, macOS) trimming does nothing.
-"""
+A big public page is a few hundred thousand small objects while it is parsed, merged and
+rendered, and nothing once it is answered; CPython's arenas go back only once every object in
+one is gone, so a worker kept the memory of its busiest moment for good. With glibc's malloc for
+every object (PYTHONMALLOC=malloc) and one arena (MALLOC_ARENA_MAX=1), `malloc_trim` hands free
+pages back whatever lives around them. `ENVIRONMENT` is what `serve` starts its processes with
+(an operator's own values win); each worker runs `Trimmer`, which trims in a thread once resident
+memory grew by TRIM_AFTER and stopped growing: after a burst, not during one (a trim holds the
+heap's lock for milliseconds). Without glibc (musl, macOS) trimming does nothing."""
 
 import asyncio
 import ctypes
@@ -70,7 +63,6 @@ class Trimmer:
     ) -> None:
         self.every, self.after = every, after
         self.measure, self.release = measure, release
-        self.trims = 0
 
     async def run(self) -> None:
         """Until cancelled."""
@@ -85,5 +77,4 @@ class Trimmer:
             if not await asyncio.to_thread(self.release):
                 log.debug("the C library cannot trim its heap: not trimming")
                 return
-            self.trims += 1
             floor = last = self.measure()

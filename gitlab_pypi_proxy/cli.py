@@ -389,7 +389,7 @@ def cache_command(config: Config, args: argparse.Namespace) -> int:
 
 def audit_command(config: Config, args: argparse.Namespace) -> int:
     """Every delivery of the package (or file) in the trail, oldest first, one line each."""
-    from gitlab_pypi_proxy.policy import audit
+    from gitlab_pypi_proxy.policy import audit_trail
 
     path = config.guard.audit.path
     if path is None:
@@ -399,13 +399,13 @@ def audit_command(config: Config, args: argparse.Namespace) -> int:
     package = version = None
     if args.package:
         try:
-            package, version = audit.parse_package(args.package)
+            package, version = audit_trail.parse_package(args.package)
         except ValueError as exc:
             raise ConfigError(f"audit: --package: {exc}") from None
     sha256 = args.sha256.strip().lower() if args.sha256 else None
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ConfigError("audit: --sha256: expected 64 hex digits")
-    result = audit.query(path, package=package, version=version, sha256=sha256)
+    result = audit_trail.query(path, package=package, version=version, sha256=sha256)
     for delivery in result.deliveries:
         print(delivery.describe())
     what = args.package or sha256

@@ -26,7 +26,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-_SOURCE_KINDS = ("gitlab_project", "gitlab_group", "url")
+SOURCE_KINDS = ("gitlab_project", "gitlab_group", "url")  # each built by services.KINDS
 # A host name, an IPv4 address or a bracketed IPv6 address, and an optional port.
 _FILE_HOST = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(?P<port>\d{1,5}))?"
@@ -100,7 +100,7 @@ class GitLabConfig:
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
-    kind: str  # one of _SOURCE_KINDS
+    kind: str  # one of SOURCE_KINDS
     target: str  # project id/path, group id/path, or index URL
     username: str | None = None
     password: str | None = None
@@ -501,15 +501,15 @@ def _cluster(r: _Reader) -> ClusterConfig:
 
 def _source(r: _Reader) -> SourceConfig:
     r.check_keys(
-        {"name", *_SOURCE_KINDS, "username", "password", "allow_public", "yanked", "file_hosts"}
+        {"name", *SOURCE_KINDS, "username", "password", "allow_public", "yanked", "file_hosts"}
         | {"include", "exclude"}  # read by gitlab_pypi_proxy.policy.rules
     )
     name = r.string("name")
     if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise r.error("name", "required: letters, digits, '.', '_' or '-'")
-    kinds = [k for k in _SOURCE_KINDS if k in r.table]
+    kinds = [k for k in SOURCE_KINDS if k in r.table]
     if len(kinds) != 1:
-        raise r.error("name", f"source {name!r} needs exactly one of {', '.join(_SOURCE_KINDS)}")
+        raise r.error("name", f"source {name!r} needs exactly one of {', '.join(SOURCE_KINDS)}")
     kind = kinds[0]
     raw = r.table[kind]
     if kind != "url" and isinstance(raw, int) and not isinstance(raw, bool):

@@ -1,19 +1,14 @@
-"""File descriptors, the bound every client connection, upstream connection, open file and
-database counts against: the soft limit raised to the hard one at start, and running out of them
-noticed, logged once and shown on `/readyz` while it lasts.
+"""File descriptors, the bound every connection, open file and database counts against: the soft
+limit raised to the hard one at start, and running out noticed, logged once and shown on
+`/readyz` while it lasts.
 
-Many systems start a process with a soft RLIMIT_NOFILE of 1024 under a hard limit far above it.
-The soft limit is the one that refuses descriptors, and raising it as far as the hard one needs no
-privilege: `serve` does it before its workers start, and they inherit it.
-
-Running out is silent otherwise: uvloop (libuv) accepts each connection it has no descriptor for
-and closes it at once, logging nothing, and plain asyncio logs a traceback once a second for as
-long as it lasts. Here each worker probes every PROBE_SECONDS (one dup and close: no system call
-that grows with the number of descriptors), logs one warning when it runs out and one when it has
-descriptors again, answers `/readyz` 503 naming it meanwhile, and sets
-gitlab_pypi_proxy_descriptors_exhausted to 1. asyncio's own report of a failed accept is folded
-into the same state instead of its traceback.
-"""
+Many systems start a process with a soft RLIMIT_NOFILE of 1024 under a far higher hard limit;
+raising the soft one needs no privilege, so `serve` does it before its workers start. Running out
+is silent otherwise: uvloop accepts and closes each connection it has no descriptor for, logging
+nothing (plain asyncio logs a traceback a second). Here each worker probes every PROBE_SECONDS
+(one dup and close), logs one warning when it runs out and one when it recovers, answers
+`/readyz` 503 meanwhile and sets gitlab_pypi_proxy_descriptors_exhausted; asyncio's own report
+of a failed accept is folded into that state."""
 
 import asyncio
 import errno

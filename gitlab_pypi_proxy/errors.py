@@ -1,24 +1,17 @@
 """Every failure a client can be told about: one exception type per kind, each carrying its HTTP
 status and a one-line reason (and the headers it needs: Retry-After, WWW-Authenticate).
 
-Routes and the layers below them raise these; one Starlette exception handler (`handle`) renders
-them, and the access middleware, which runs outside Starlette's handlers, renders them with the
-same `response`: plain text, one line, credentials in URLs masked, never a traceback.
+Plain exceptions, no web framework: the stores and sources raise them without importing one.
+Routes and the layers below them raise these; gitlab_pypi_proxy.http.error_responses renders them
+(plain text, one line, credentials in URLs masked, never a traceback).
 
 The failures of upstreams (`SourceUnavailable`, `RateLimited`, `Refused`, `FileNotFoundUpstream`)
 are raised by the transport and the sources; the index turns them into what the client sees
 (`Unavailable`, `FailClosed`, `NotFound`), but any that reaches the handler still renders right.
 """
 
-import http
 import math
-import re
 from collections.abc import Mapping, Sequence
-
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-
-from gitlab_pypi_proxy.redact import mask_userinfo
 
 
 class ProxyError(Exception):
@@ -237,44 +230,3 @@ class ShuttingDown(ProxyError):
     """The proxy is stopping before this request finished."""
 
     status = 503
-
-
-# --- rendering ------------------------------------------------------------------------------
-
-_NOT_PHRASE = re.compile(r"[^\x20-\x7e]+")  # RFC 9110 allows HTAB, SP, VCHAR; ASCII to be safe
-MAX_PHRASE = 300
-
-
-class Status(int):
-    """An HTTP status with its own reason phrase (one line of printable ASCII), which the
-    server writes in the status line (`gitlab_pypi_proxy.internals.reason_phrases`)."""
-
-    phrase: str
-
-    def __new__(cls, code: int, phrase: str) -> "Status":
-        status = super().__new__(cls, code)
-        # uv prints double quotes escaped; single quotes read the same and print as they are
-        text = " ".join(_NOT_PHRASE.sub(" ", phrase).replace('"', "'").split())
-        status.phrase = text[:MAX_PHRASE] or http.HTTPStatus(code).phrase
-        return status
-
-
-def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
-    """The one shape of an error answer: the reason as one line of plain text, masked, and as
-    the status line's reason phrase (what pip and uv print of a failed download)."""
-    if not 400 <= status < 600:
-        raise ValueError(f"HTTP {status} is not an error status")
-    line = mask_userinfo(" ".join(reason.splitlines()))
-    return PlainTextResponse(
-        line + "\n", status_code=Status(status, line), headers=dict(headers or {})
-    )
-
-
-def response(exc: ProxyError) -> Response:
-    return error_response(exc.status, str(exc), exc.headers())
-
-
-async def handle(request: Request, exc: Exception) -> Response:
-    """The Starlette exception handler for every ProxyError a route raises."""
-    assert isinstance(exc, ProxyError)
-    return response(exc)

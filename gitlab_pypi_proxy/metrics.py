@@ -150,6 +150,12 @@ SHARED_FAILURES = Counter(
     " replica carried on without it",
     ["store"],
 )
+DROPPED_RECORDS = Counter(
+    PREFIX + "dropped_records",
+    "Stored records that could not be read (malformed, or of another format) and were dropped,"
+    " by store: index records, pep700 details, uploads, metadata, provenance",
+    ["store"],
+)
 SHARED_DOWN = Gauge(
     PREFIX + "shared_store_down",
     "1 while a worker finds a shared store (s3, redis) unreachable and carries on alone",
@@ -225,19 +231,6 @@ def policy_rule_counts() -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     rule = sample.labels["rule"]
                     counts[rule] = counts.get(rule, 0.0) + sample.value
-    return counts
-
-
-def cache_counts() -> dict[tuple[str, str], float]:
-    """Cache lookups per (cache, outcome), summed over every worker (blocking: a thread)."""
-    counts: dict[tuple[str, str], float] = {}
-    for family in registry().collect():
-        if family.name != PREFIX + "cache_lookups":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                key = (sample.labels["cache"], sample.labels["outcome"])
-                counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 
 

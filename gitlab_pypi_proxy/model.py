@@ -1,28 +1,10 @@
-"""What an index is made of: immutable, serialization-free records shared by every layer."""
+"""What an index is made of: immutable records shared by every layer, from the sources that
+parse them to the routes that render them. They know nothing of how they are stored: the stores
+encode them (gitlab_pypi_proxy.storage.record_format)."""
 
 from collections.abc import AsyncIterator
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from typing import Any
-
-
-@cache
-def _layout(cls: type) -> tuple[tuple[str, ...], tuple[Field[Any], ...]]:
-    """A record class's field names and fields, in order (asked once per class: a big page's
-    record unpickles tens of thousands of its objects)."""
-    found = fields(cls)
-    return tuple(f.name for f in found), found
-
-
-def _setstate(self: Any, state: list[Any]) -> None:
-    """Unpickle what an earlier version wrote: fields added since take their defaults."""
-    names, found = _layout(type(self))
-    for name, value in zip(names, state, strict=False):
-        object.__setattr__(self, name, value)
-    for f in found[len(state) :]:
-        value = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-        object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +22,6 @@ class DistFile:
     core_metadata_sha256: str | None = None
     provenance: str | None = None  # PEP 740: where the source serves its provenance (absolute)
 
-    def __getstate__(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-    __setstate__ = _setstate
-
 
 @dataclass(frozen=True, slots=True)
 class ProjectPage:
@@ -61,11 +38,6 @@ class ProjectPage:
     # PEP 700 `versions` as the source lists them (a version may have no file left); None: the
     # source lists none, and they are the versions in the file names
     versions: tuple[str, ...] | None = None
-
-    def __getstate__(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-    __setstate__ = _setstate
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ commands start from here; nothing else decides which implementation of anything 
     ))))
 
 Each `[[views]]` entry gets the same composition over the same per-source objects, asked in the
-view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module and a line in
-KINDS; a new behaviour of the index, a module and a line in `compose`.
+view's order (gitlab_pypi_proxy.index.views). A new kind of source is a module, a line in
+KINDS and, in gitlab_pypi_proxy.config, its key in `SOURCE_KINDS`, how `_source` reads its
+target and `SourceConfig.is_gitlab`; a new behaviour of the index, a module and a line in
+`compose`.
 """
 
 import asyncio
@@ -21,23 +23,23 @@ from gitlab_pypi_proxy import metrics, runtime_dir
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.auth import Authenticator
 from gitlab_pypi_proxy.config import Config, SourceConfig
-from gitlab_pypi_proxy.index.base import Index, SourceAnswers
+from gitlab_pypi_proxy.index.annotations import Annotated, WithDetails
 from gitlab_pypi_proxy.index.cached import CachedSource, Freshness, forget
 from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
 from gitlab_pypi_proxy.index.files import FileFinder
+from gitlab_pypi_proxy.index.guarded import Guarded, NameRules
+from gitlab_pypi_proxy.index.index_protocol import Index, SourceAnswers
 from gitlab_pypi_proxy.index.merged import Merged
-from gitlab_pypi_proxy.index.metadata import Annotated, WithDetails
 from gitlab_pypi_proxy.index.name_poll import NamePoll, configured_interval
-from gitlab_pypi_proxy.index.policy import Guarded, NameRules
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
-from gitlab_pypi_proxy.index.provenance import Provenances
+from gitlab_pypi_proxy.index.provenance_passthrough import Provenances
 from gitlab_pypi_proxy.index.refresh import Said, refresh
 from gitlab_pypi_proxy.index.shadows import ShadowCheck, ShadowedNames
 from gitlab_pypi_proxy.index.views import View, in_view_order
 from gitlab_pypi_proxy.index.warming import Warmer
 from gitlab_pypi_proxy.index.yanked import OperatorYanks, Yanked
 from gitlab_pypi_proxy.policy.advisories import Advisories
-from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.policy.audit_trail import AuditTrail
 from gitlab_pypi_proxy.policy.rules import AuditSettings, PolicySettings, SourceRules
 from gitlab_pypi_proxy.sources.base import Context, Details, PackageListing, Parts, UploadTarget
 from gitlab_pypi_proxy.sources.budget import Budget
@@ -47,13 +49,13 @@ from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource
 from gitlab_pypi_proxy.sources.upstream import Upstream, make_upstream
 from gitlab_pypi_proxy.sources.upstream_health import UpstreamHealth
 from gitlab_pypi_proxy.storage.details import DetailsStore
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
-from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
+from gitlab_pypi_proxy.storage.provenance_store import ProvenanceStore
 from gitlab_pypi_proxy.storage.purge import Purge
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 
-# Every kind of source, by its configuration key: a new kind is a module and a line here.
+# Every kind of source, by its configuration key (config.py reads its table: see above).
 KINDS: dict[str, Callable[[SourceConfig, Context], Parts]] = {
     "gitlab_project": GitLabProject.build,
     "gitlab_group": GitLabGroup.build,
@@ -145,12 +147,13 @@ def compose(
         details,
         ranged=[p.source.name for p in sources if p.serves_ranges],
     )
+    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
     core_metadata = CoreMetadata(
         metadata,
         stores.blobs,
         files,
         {p.source.name: p.source for p in sources},
-        {p.source.name: p.sidecars for p in sources if p.sidecars is not None},
+        sidecars,
         changed=stores.coordinator.changed,
         downloads=stores.downloads,
         offline=freshness.offline,
@@ -172,7 +175,6 @@ def compose(
         )
         for name, names in (views or {}).items()
     }
-    sidecars = {p.source.name: p.sidecars for p in sources if p.sidecars is not None}
     provenances = (
         None if provenance is None else Provenances(provenance, stores.locations, sidecars)
     )

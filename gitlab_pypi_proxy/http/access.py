@@ -13,13 +13,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gitlab_pypi_proxy.auth import ANONYMOUS, Authenticator, Identity
-from gitlab_pypi_proxy.errors import (
-    Forbidden,
-    ProxyError,
-    Unauthorized,
-    response,
-)
+from gitlab_pypi_proxy.errors import Forbidden, ProxyError, Unauthorized
 from gitlab_pypi_proxy.http.behind_proxy import route_path
+from gitlab_pypi_proxy.http.error_responses import response
 from gitlab_pypi_proxy.http.view_paths import split_view
 
 _GUARDED = ("/simple", "/files/", "/pypi/")

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 
-from gitlab_pypi_proxy import errors, metrics
+from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.allocator import Trimmer
 from gitlab_pypi_proxy.config import Config
@@ -34,7 +34,7 @@ from gitlab_pypi_proxy.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from gitlab_pypi_proxy.http import audit, operator
+from gitlab_pypi_proxy.http import audit_lines, error_responses, operator
 from gitlab_pypi_proxy.http.access import AccessControl, identity_of
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.behind_proxy import BehindProxy
@@ -58,7 +58,7 @@ from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.serialize import JSON_API, Rendered, negotiate, render
 from gitlab_pypi_proxy.http.status_page import status_page
 from gitlab_pypi_proxy.http.upload import upload, upload_help
-from gitlab_pypi_proxy.index.base import Index
+from gitlab_pypi_proxy.index.index_protocol import Index
 from gitlab_pypi_proxy.index.views import View
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import is_sha256, validate, validate_filename
@@ -261,7 +261,7 @@ async def cached_answer(
         url = await svc.stores.blobs.redirect_url(sha256)
         if url is not None:
             metrics.FILE_HIT.inc()
-            await audit.served(request, sha256, filename, "redirect", source)
+            await audit_lines.served(request, sha256, filename, "redirect", source)
             return redirect_to_store(url)
     cached = await svc.stores.blobs.open(sha256)
     if cached is None:
@@ -273,10 +273,10 @@ async def cached_answer(
             cached.close()
             return None
         metrics.FILE_HIT.inc()
-        await audit.served(request, sha256, filename, outcome, source)
+        await audit_lines.served(request, sha256, filename, outcome, source)
         return accel_response(cached, accel + path)
     metrics.FILE_HIT.inc()
-    await audit.served(request, sha256, filename, outcome, source)
+    await audit_lines.served(request, sha256, filename, outcome, source)
     return cached_response(cached, sha256, request.headers, request.method)
 
 
@@ -326,7 +326,7 @@ async def download_answer(
                 await download.wait()
         return None
     svc.composed.metadata.after_download(download, sha256, filename)
-    await audit.served(request, sha256, filename, "miss", download.source)
+    await audit_lines.served(request, sha256, filename, "miss", download.source)
     headers = file_headers(sha256, download.size, None, "MISS")
     return FileBody(200, headers, download.follow(), label=filename)
 
@@ -394,7 +394,7 @@ async def range_answer(request: Request, sha256: str, filename: str, spec: str) 
         if found is None:
             return None
         body, source = found
-    await audit.served(request, sha256, filename, "range", source)
+    await audit_lines.served(request, sha256, filename, "range", source)
     headers = partial_headers(sha256, start, end, size, None, "MISS")
     return FileBody(206, headers, body, label=filename)
 
@@ -462,7 +462,7 @@ async def unkept_file(
     except Exception as exc:
         raise download_failed(exc, sha256, filename) from None
     headers = file_headers(sha256, stream.size, None, "BYPASS")
-    await audit.served(request, sha256, filename, "bypass", candidates[0].source)
+    await audit_lines.served(request, sha256, filename, "bypass", candidates[0].source)
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:
@@ -603,7 +603,7 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=middleware,
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     app.router.redirect_slashes = False
     return app

@@ -1,22 +1,13 @@
 """Liveness and readiness: `/healthz`, `/readyz`, each source's reachability, and whether the
-upstream connection pool gets requests out.
+upstream connection pool gets requests out (gitlab_pypi_proxy.sources.upstream_health).
 
-What each worker saw of the upstreams comes from gitlab_pypi_proxy.sources.upstream_health.
-
-`/readyz` is 503 "not ready" while any worker cannot get a request out to an upstream (its pool
-stalled), or when upstreams are down and nothing is cached; it stays 200 "degraded" while a
-plain upstream outage leaves the cache to serve.
-
-A worker out of file descriptors (gitlab_pypi_proxy.descriptors) is not ready while it lasts: it
-drops every new connection. Its `/readyz`, answered on a connection it already had, says so and
-reads no file to say it.
-
-A cache directory that cannot be written (full, read-only) fails neither probe: the proxy still
-serves, cached files from disk and the rest streamed verified without keeping, and restarting it
-would neither free the disk nor make it writable, only cut what is in flight (or, on a full
-disk, fail to start again). Both say it instead, as do the status page and
-`gitlab_pypi_proxy_cache_writable`, the one to alert on.
-"""
+`/readyz` is 503 "not ready" while any worker's pool stalls, while a worker is out of file
+descriptors (it drops new connections; its answer reads no file), or when upstreams are down and
+nothing is cached; it stays 200 "degraded" while the cache serves through an upstream outage. A
+cache directory that cannot be written fails neither probe: the proxy still serves, and a
+restart would neither free the disk nor make it writable, only cut what is in flight. Both
+probes say it instead, as do the status page and `gitlab_pypi_proxy_cache_writable`, the one to
+alert on."""
 
 import asyncio
 import os

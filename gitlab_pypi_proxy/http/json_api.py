@@ -1,23 +1,13 @@
 """The PyPI JSON API (`/pypi/<name>/json`, `/pypi/<name>/<version>/json`), which Renovate,
 Dependabot's cooldown and pip-audit-like tools read instead of the simple pages.
 
-It is another rendering of the `ProjectPage` a simple page renders, for the same reader: what its
-readable sources offer, the files the policy holds yanked with the rule as the reason (or absent),
-vulnerable versions yanked with their advisories (or absent). So the JSON API shows nothing the
-reader's simple page would not, and a version it cannot see there is a 404 here.
-
-- `info.version` is the release a resolver would pick: the highest final version with a file not
-  yanked, then a pre-release, then (everything yanked) the highest of all.
-- `info`'s other fields come from the METADATA of one wheel of that release, read through the
-  `.metadata` route's own path (the file's read check, then `CoreMetadata.sidecar`): one release's
-  METADATA per document however long the history, parsed in a thread. A release with no wheel
-  (sdist only) or whose METADATA cannot be had has those fields null, as the public index has a
-  field nobody uploaded.
-- File URLs are absolute (this API's consumers do not resolve relative ones), the proxy's own.
-- `vulnerabilities`: the OSV export's advisories for that release (none without an export).
-Documents are rendered in a thread, a release at a time as serialize writes a page, and answered
-with the simple pages' ETag and gzip.
-"""
+Another rendering of the reader's `ProjectPage`, so it shows nothing the reader's simple page
+would not (held and vulnerable files yanked or absent alike), and a version hidden there is a
+404 here. `info.version` is the release a resolver would pick; `info`'s other fields come from
+the METADATA of one wheel of that release, read through the `.metadata` route's path (its read
+check included), null when there is none. File URLs are absolute and the proxy's own;
+`vulnerabilities` are the OSV export's advisories. Documents are rendered in a thread, a release
+at a time, and answered with the simple pages' ETag and gzip."""
 
 import asyncio
 import logging
@@ -39,8 +29,8 @@ from gitlab_pypi_proxy.http.serialize import (
     file_path,
     rendered,
 )
-from gitlab_pypi_proxy.index.base import Index, Readable
 from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
+from gitlab_pypi_proxy.index.index_protocol import Index, Readable
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.names import file_version, normalize
 from gitlab_pypi_proxy.policy.advisories import Advisories

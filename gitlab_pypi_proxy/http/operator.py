@@ -1,22 +1,15 @@
 """The operator API: JSON over HTTP under `/-/`, for the users named in `[auth] admins`.
 
-- `POST /-/refresh/<name>`: every source asked for the name now, in every worker and replica
-  (gitlab_pypi_proxy.index.refresh); the answer says what each source said. Also open to any
-  identity that may upload (a proxy user with `upload`; with `passthrough`, credentials GitLab
-  accepts, such as a CI job token), so a job that publishes straight to GitLab can call it.
-  Such a caller is told only what the sources it may read said.
-- `DELETE /-/files/<sha256>`: the cached file and its sidecars dropped everywhere
-  (gitlab_pypi_proxy.storage.purge); 204.
-- `PUT /-/yank/<name>/<version>` with `{"reason": "..."}`: listed yanked with that reason by every
-  worker and replica from then on, kept across restarts (gitlab_pypi_proxy.index.yanked);
-  `DELETE` on the same path takes it back. 204 both.
-- `GET /-/projects`: the cached projects with versions, files, bytes and last use
-  (gitlab_pypi_proxy.storage.cached_projects), built and rendered in a thread.
+- `POST /-/refresh/<name>`: every source asked for the name now, everywhere; also open to any
+  identity that may upload (a CI job publishing straight to GitLab), told only what the sources
+  it may read said.
+- `DELETE /-/files/<sha256>`: the cached file and its sidecars dropped everywhere; 204.
+- `PUT` / `DELETE /-/yank/<name>/<version>`: a yank (with `{"reason": ...}`) every worker and
+  replica lists from then on, kept across restarts, or taken back; 204.
+- `GET /-/projects`: the cached projects, built and rendered in a thread.
 
-Access control (gitlab_pypi_proxy.http.access) makes every caller here show credentials; these
-routes decide who may do what: anyone else gets a 403 whose one line says who may. Each action is
-logged and written to the audit trail with who did it (gitlab_pypi_proxy.http.audit).
-"""
+Anyone else gets a 403 whose one line says who may. Each action is logged and written to the
+audit trail with who did it (gitlab_pypi_proxy.http.audit_lines)."""
 
 import asyncio
 import json
@@ -28,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from gitlab_pypi_proxy.auth import Identity
 from gitlab_pypi_proxy.errors import BadRequest, Conflict, Forbidden, TooLarge, UpstreamFailed
-from gitlab_pypi_proxy.http import audit
+from gitlab_pypi_proxy.http import audit_lines
 from gitlab_pypi_proxy.http.access import identity_of
 from gitlab_pypi_proxy.names import is_sha256, validate
 from gitlab_pypi_proxy.services import Services
@@ -97,7 +90,7 @@ async def refresh(request: Request) -> Response:
     readable = identity.readable
     shown = [s for s in said if readable is None or s.source in readable]
     outcomes = tuple(f"{s.source}: {s.outcome}" for s in shown)
-    audit.operated(request, "refresh", project=name, notes=outcomes)
+    audit_lines.operated(request, "refresh", project=name, notes=outcomes)
     return JSONResponse({"project": name, "sources": [s.as_json() for s in shown]})
 
 
@@ -115,7 +108,7 @@ async def purge(request: Request) -> Response:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UpstreamFailed(f"the file store could not delete {sha256}: {reason}") from None
     note = "was cached here" if held else "was not cached here"
-    audit.operated(request, "purge", filename=filename, sha256=sha256, notes=(note,))
+    audit_lines.operated(request, "purge", filename=filename, sha256=sha256, notes=(note,))
     return Response(status_code=204)
 
 
@@ -146,7 +139,7 @@ async def yank(request: Request) -> Response:
         await _services(request).composed.yanks.yank(name, version, reason, identity.user or "")
     except shared_json.TooLarge as exc:
         raise Conflict(f"not yanked: {exc}; take some yanks back first") from None
-    audit.operated(request, "yank", project=name, version=version, notes=(reason,))
+    audit_lines.operated(request, "yank", project=name, version=version, notes=(reason,))
     return Response(status_code=204)
 
 
@@ -155,7 +148,7 @@ async def unyank(request: Request) -> Response:
     _admin(request, "take yanks back")
     found = await _services(request).composed.yanks.unyank(name, version)
     note = "was yanked" if found else "was not yanked through the API"
-    audit.operated(request, "unyank", project=name, version=version, notes=(note,))
+    audit_lines.operated(request, "unyank", project=name, version=version, notes=(note,))
     return Response(status_code=204)
 
 
@@ -182,5 +175,5 @@ def _listing(services: Services) -> tuple[int, bytes]:
 async def projects(request: Request) -> Response:
     _admin(request, "list the cached projects")
     count, body = await asyncio.to_thread(_listing, _services(request))
-    audit.operated(request, "projects", notes=(f"{count} projects listed",))
+    audit_lines.operated(request, "projects", notes=(f"{count} projects listed",))
     return Response(body, media_type="application/json")

@@ -42,7 +42,7 @@ from gitlab_pypi_proxy.errors import (
     UploadRefused,
     UpstreamFailed,
 )
-from gitlab_pypi_proxy.http import audit
+from gitlab_pypi_proxy.http import audit_lines
 from gitlab_pypi_proxy.http.access import identity_of
 from gitlab_pypi_proxy.http.body_limit import (
     FORM_FIELDS_LIMIT,
@@ -201,7 +201,7 @@ async def _forward(request: Request, source: str, target: UploadTarget, form: Fo
     metrics.UPLOADS.labels(source, str(answer.status)).inc()
     if 200 <= answer.status < 300:
         log.info("uploaded %s (%d bytes) to %s", filename, size, source)
-        audit.uploaded(request, digests["sha256_digest"], filename, source)
+        audit_lines.uploaded(request, digests["sha256_digest"], filename, source)
         who = identity.user or ("passthrough" if identity.passthrough else "-")
         try:
             await _invalidate(request, name)

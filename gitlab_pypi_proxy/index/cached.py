@@ -1,21 +1,14 @@
-"""One source's answers through the index records (gitlab_pypi_proxy.storage.pages): fresh for the
-TTL, asked again after it, served stale when the upstream cannot answer; offline, only what is kept.
+"""One source's answers through the index records (gitlab_pypi_proxy.storage.records): fresh for
+the TTL, asked again after it, served stale when the upstream cannot answer; offline, only what
+is kept.
 
-An outage is one log line when it begins and one when it ends, however many answers it serves
-stale (each is counted, by source, in `stale_answers`): the source's health says it for what
-the transport saw (gitlab_pypi_proxy.sources.upstream_health); a failure it did not see (a page
-that cannot be read, credentials a `url` source refuses) is said here.
-
-A "not here" answer (None) is kept for its own `negative_ttl`, so that names no source has
-(public dependencies, asked of every GitLab source) cost one request per source per negative TTL.
-Concurrent misses for one record share one fetch, which a client hanging up does not cancel. Each
-lookup is counted in the page cache's metrics (hit, miss, stale; joins).
-
-This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`, and `PollKey` for what
-gitlab_pypi_proxy.index.name_poll saw): whoever reads or forgets a record (uploads, bundles,
-`cache stats`) goes through them. It also records where the files of a fetched page are
-(gitlab_pypi_proxy.storage.locations): at once for a source that serves only what its pages list,
-in the background for one that can be asked by digest alone."""
+An outage is one log line when it begins and one when it ends (each stale answer counted in
+`stale_answers`). A "not here" (None) is kept for `negative_ttl`, so names no source has cost one
+request per source per negative TTL. Concurrent misses share one fetch, which a client hanging
+up does not cancel. This module owns the records' keys (`PageKey`, `NamesKey`, `ShadowKey`,
+`PollKey`): whoever reads or forgets a record goes through them. It also records where a fetched
+page's files are (gitlab_pypi_proxy.storage.locations): at once for a source that serves only
+what its pages list, in the background for one asked by digest alone."""
 
 import logging
 import math
@@ -27,7 +20,7 @@ from typing import Any
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.aio import SingleFlight, TaskSet
 from gitlab_pypi_proxy.errors import Offline, SourceUnavailable
-from gitlab_pypi_proxy.index.base import Answer
+from gitlab_pypi_proxy.index.index_protocol import Answer
 from gitlab_pypi_proxy.model import ProjectPage
 from gitlab_pypi_proxy.sources.base import Source
 from gitlab_pypi_proxy.storage.locations import FileLocations

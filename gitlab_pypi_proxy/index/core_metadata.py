@@ -1,29 +1,14 @@
 """PEP 658/714 core metadata for every wheel the proxy lists, GitLab's included (GitLab has none).
 
-Where the METADATA comes from, cheapest first: the verified file cache; the upstream's own
-`.metadata` sidecar (a public index that advertises one, checked against its digest); ranged
-reads of the upstream wheel's end. For the wheel a client is about to download (the newest
-version's, when it has just one; or one whose sidecar a client asks for), the first range read
-runs as a download (`whole_or_tail`) at a client's priority: a wheel no larger than it is whole
-after it, verified and kept, and the client that asks for it next (pip and uv do, right after the
-page) joins the download or finds it cached, one upstream round trip earlier; a larger wheel
-declines, and its metadata is read on from the tail with no request more than before.
-
-It is kept per source (gitlab_pypi_proxy.storage.metadata): for the file a source lists, a page
-advertises and `.metadata` serves only what that source's bytes say: its sidecar, its ranges, or
-the cached file once that source has delivered it (gitlab_pypi_proxy.storage.deliveries). A cached
-file that source has not delivered is read as if it were not cached (the look-ahead has the
-source deliver it first, with the same requests), so a listing of another source's digest learns
-nothing of that file.
-
-It is obtained after a wheel is cached, in the background for the unyanked wheels of every page
-served (bounded, single-flight, a failure not retried for a while; never a file the policy
-holds, which is listed yanked), and on demand for a sidecar request. A page advertises metadata
-only once it is stored, since pip and uv fail hard on an advertised sidecar that 404s; storing
-any invalidates the rendered-page memo so the next render advertises it. Range reads from a
-GitLab source are spent from its request budget, at background priority unless a client is
-waiting for the sidecar.
-"""
+The METADATA comes from, cheapest first: the verified file cache; the upstream's own sidecar
+(checked against its digest); ranged reads of the wheel's end. For the wheel a client is about
+to download, the first range read runs as a download it can join (`whole_or_tail`): a small
+wheel is then whole and kept one round trip earlier. It is kept per source
+(gitlab_pypi_proxy.storage.metadata_store), from that source's bytes only, so a listing of
+another source's digest learns nothing of a file. It is obtained in the background for the
+unyanked wheels of every page served (bounded, single-flight, never a held file) and on demand
+for a sidecar; a page advertises it only once stored, since pip and uv fail hard on a sidecar
+that 404s. GitLab range reads are spent from its request budget."""
 
 import asyncio
 import contextlib
@@ -53,7 +38,7 @@ from gitlab_pypi_proxy.sources.base import RangeReader, Sidecars, Source
 from gitlab_pypi_proxy.storage.blobs import BlobStore
 from gitlab_pypi_proxy.storage.deliveries import Opener
 from gitlab_pypi_proxy.storage.downloads import Declined, Download, Downloads
-from gitlab_pypi_proxy.storage.metadata import Key, MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import Key, MetadataStore
 
 log = logging.getLogger("proxy.core_metadata")
 

@@ -2,19 +2,13 @@
 
 A file URL names a sha256 and a file name. Its candidates are the readable sources whose pages
 listed it (gitlab_pypi_proxy.storage.locations), in priority order, then every readable source
-that can be asked by digest alone (GitLab), so a file URL works even if no page was ever fetched.
-The first candidate that has it serves it; one that cannot be reached does not stop the others
-from being tried.
-
-A listing is a claim, not proof: cached bytes go to a reader only once a source it may read has
-delivered them (`delivered`, gitlab_pypi_proxy.storage.deliveries); otherwise its candidates are
-asked for the file and their bytes verified first (`verify`).
-
-A file not cached is described without being downloaded (`head`: its size, and whether its
-source serves byte ranges) and read by ranges from its source (`open_first` with a range):
-what each source says of its files' sizes and of ranges is remembered, so that a client reading
-a wheel's end by ranges (uv, without PEP 658) costs one upstream request per range it reads.
-"""
+that can be asked by digest alone (GitLab), so a file URL works without its page. The first
+candidate that has it serves it; one that cannot be reached does not stop the others. A listing
+is a claim, not proof: cached bytes go to a reader only once a source it may read delivered them
+(gitlab_pypi_proxy.storage.deliveries); otherwise a candidate's bytes are verified first. A file
+not cached is described without downloading it (`head`) and read by ranges from its source;
+what each source says of sizes and ranges is remembered, so a client reading a wheel's end by
+ranges costs one upstream request per range."""
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,7 +21,7 @@ from gitlab_pypi_proxy.errors import (
     SourceUnavailable,
     Unavailable,
 )
-from gitlab_pypi_proxy.index.base import Readable
+from gitlab_pypi_proxy.index.index_protocol import Readable
 from gitlab_pypi_proxy.model import DistFile, FileStream
 from gitlab_pypi_proxy.names import file_project_name
 from gitlab_pypi_proxy.sources.base import Details, Source

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.errors import NotFound, Offline, SourceUnavailable, Unavailable
-from gitlab_pypi_proxy.index.base import Answer, Readable, SourceAnswers
+from gitlab_pypi_proxy.index.index_protocol import Answer, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_versions
 

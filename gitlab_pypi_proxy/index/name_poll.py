@@ -1,28 +1,14 @@
-"""The dependency-confusion window, bounded: a name published straight to GitLab (a CI pipeline's
-own upload, not through the proxy) stops coming from the public index within INTERVAL seconds (60)
-plus the time GitLab takes to answer the poll.
+"""The dependency-confusion window, bounded: a name published straight to GitLab (not through the
+proxy) stops coming from the public index within INTERVAL seconds plus GitLab's answer.
 
-A GitLab source's "not here" is kept for `negative_ttl` (index.cached), so that a public dependency
-costs GitLab one request per name per TTL, and until it expires the public index answers the
-name. Dependency warming asks for names before any client does, so such a record may be older
-than any client's request. So every GitLab source is polled once per INTERVAL, by one worker of
-one replica for all of them, whatever the number of names: a project's PyPI root index, a group's
-Packages API newest first (one request; the next pages only while a whole page is new). The names
-it holds that the previous poll lacked (every name it saw, at a source's first poll: a "not here"
-may have been kept before it) have that source's records forgotten by every worker and replica
-(index.cached.forget, as an upload does), so the next request asks GitLab, which has them now;
-a page of the source kept for one of them is GitLab's own and stays, to be served should GitLab
-go down. The per-name records keep saving GitLab's requests for every other name.
-
-Shared through the coordinator: the time of each source's last poll is a value a worker claims
-atomically once due (a file under the cache directory; Redis in a cluster), and what the poll saw
-is an index record every worker reads (a project's root index is each worker's hint). A poll that
-fails (GitLab down, a 429, a token that may not read the project) changes nothing: what is known
-is served as before, nothing turns public, and the next poll compares with the last one that
-succeeded. A serving worker polls once it has answered its first index page (a worker that
-served nothing asks GitLab nothing, as the status page shows; the records the poll watches over
-come from pages asked); offline nothing is polled, nor by `prefetch` and the `cache` commands.
-"""
+A GitLab source's "not here" is kept for `negative_ttl`, and meanwhile the public index answers
+the name. So every GitLab source is polled once per INTERVAL, by one worker of one replica for
+all (a value claimed through the coordinator), whatever the number of names; the names it holds
+that the previous poll lacked have that source's records forgotten everywhere, as an upload does.
+What a poll saw is an index record every worker reads. A failed poll changes nothing: what is
+known is served as before, nothing turns public. A worker polls once it has answered its first
+page; offline, `prefetch` and the `cache` commands never poll. Why each choice:
+docs/architecture.md, "The name poll"."""
 
 import asyncio
 import logging

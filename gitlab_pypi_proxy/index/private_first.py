@@ -1,22 +1,13 @@
 """GitLab sources own their names; public (`url`) sources answer only for the rest.
 
-The private sources are asked first (merged, gitlab_pypi_proxy.index.merged). A public source is
-asked only for a name no private source has, also none the reader may not read (a name one of those
-has is a 404 for this reader, never a public package), and never while a private source that might
-own the name cannot answer (fail closed: a rate-limited source cannot answer either), unless that
-source's `allow_public` lists the name. Of the public sources, the first that has the name answers
-alone. A private name that a public source also has is logged in the background
-(gitlab_pypi_proxy.index.shadows).
-
-The read check for files is here too: a reader restricted to some sources may have a file only
-if one of them lists it (and its cached bytes only once one of them delivered them:
-gitlab_pypi_proxy.index.files). Ownership holds for file URLs as for pages: a public index's
-file of a name a private source has is not served, however the client came by its URL (a lock
-file written before the name was published to GitLab), from the moment the proxy knows the
-name is private (the name poll bounds that). Which files a private name has is remembered per
-worker while its answers are fresh and no worker announced a change, so a file served often
-costs no lookup.
-"""
+A public source is asked only for a name no private source has (none the reader may not read
+either: that is a 404 for this reader, never a public package), and never while a private source
+that might own it cannot answer (fail closed), unless its `allow_public` lists the name. The
+first public source that has the name answers alone; a private name a public source also has is
+logged in the background (gitlab_pypi_proxy.index.shadows). The read check for files is here
+too: a restricted reader may have a file only if a source it may read lists it. Ownership holds
+for file URLs as for pages: a public file of a private name is not served, however the client
+came by its URL. Which files a private name has is remembered per worker while fresh."""
 
 import logging
 import time
@@ -30,8 +21,8 @@ from gitlab_pypi_proxy.errors import (
     SourceUnavailable,
     Unavailable,
 )
-from gitlab_pypi_proxy.index.base import Readable
 from gitlab_pypi_proxy.index.cached import CachedSource
+from gitlab_pypi_proxy.index.index_protocol import Readable
 from gitlab_pypi_proxy.index.merged import Gathered, Merged, merged, not_cached
 from gitlab_pypi_proxy.index.shadows import ShadowCheck
 from gitlab_pypi_proxy.model import ProjectList, ProjectPage

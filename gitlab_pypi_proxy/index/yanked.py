@@ -18,7 +18,7 @@ from dataclasses import replace
 from packaging.utils import canonicalize_version
 
 from gitlab_pypi_proxy.aio import off_loop
-from gitlab_pypi_proxy.index.base import Index, Readable
+from gitlab_pypi_proxy.index.index_protocol import Index, Readable
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_version
 from gitlab_pypi_proxy.storage.coordinator import Coordinator

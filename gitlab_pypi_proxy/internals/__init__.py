@@ -3,17 +3,11 @@ document or promise to keep (tests/unit/test_layering.py fails on any such use e
 
 Only what has no public way lives here, each module stating what it uses, the versions it was
 tested on and the test that fails when it stops applying; pyproject.toml bounds each library
-above the versions tested, so an upgrade is a decision, not an accident:
-- server_protocol.py: uvicorn's httptools protocol, subclassed (one write per small answer, a
-  deadline on each request head); uvicorn 0.55.
-- reason_phrases.py: uvicorn's table of status lines, wrapped (an error's reason where pip and uv
-  print it); uvicorn 0.55.
-- spawning.py: multiprocessing's resource tracker, not started (one interpreter, ~13 MiB, less),
-  and the interpreter's flags for the supervisor's exec; CPython 3.11.
-Each is installed once by the process that needs it: the worker at start (`install_in_worker`,
-from gitlab_pypi_proxy.cli.app_factory), the supervisor before it starts the workers. Keep this
-package's imports lazy: the supervisor imports it and must stay small.
-"""
+above the versions tested, so an upgrade is a decision, not an accident. The modules:
+server_protocol.py, reason_phrases.py (uvicorn 0.55), spawning.py (CPython 3.11); the table in
+docs/architecture.md says why each. Each is installed once by the process that needs it: the
+worker at start (`install_in_worker`, from gitlab_pypi_proxy.cli.app_factory), the supervisor
+before it starts the workers. Keep this package's imports lazy: the supervisor must stay small."""
 
 
 def install_in_worker(header_timeout: float) -> None:

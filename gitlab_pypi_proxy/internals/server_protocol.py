@@ -1,30 +1,17 @@
-"""uvicorn's HTTP protocol (httptools) as the proxy runs it (`uvicorn.run(http=...)`): a
-response's status line, headers and body sent in one system call where they come in one pass of
-the event loop, and a deadline on every request head.
+"""uvicorn's HTTP protocol (httptools) as the proxy runs it (`uvicorn.run(http=...)`): a small
+answer's status line, headers and body in one system call, and a deadline on every request head.
 
-uvicorn writes the status line and headers when the app sends `http.response.start`, then each
-body part: two `send()` system calls for every small answer (a memo hit, a redirect, an error),
-the costliest part of a warm page in the profile. Here a small write is held until the next one
-or the end of the loop's current pass, whichever comes first, and what was held goes out with it
-in one vectored write (uvloop's `writelines`). Nothing waits longer than one pass of the loop,
-a large write is never held or copied, and closing the connection sends what was held first.
+uvicorn writes the head and each body part with a `send()` of its own: two system calls for every
+small answer (a memo hit, a redirect, an error). Here a small write is held until the next one or
+the end of the loop's current pass, and goes out with it in one vectored write; a large write is
+never held. uvicorn also has no timeout on a request head, so clients that send nothing, or a
+byte now and then, hold a descriptor for ever. Here a head not whole within `[server]
+header_timeout` closes the connection (a 408 when part of it came, silently when nothing did).
 
-uvicorn has no timeout on a request head: its keep-alive timeout only covers idle time between
-requests, and every byte received resets it, so clients that connect and send nothing, or a
-header byte now and then, hold a connection and a file descriptor for ever (enough of them and
-the process runs out of descriptors). Here a connection that has not sent a whole request head
-within `[server] header_timeout` of connecting, or of the first byte of a later request on it, is
-closed: with a 408 when part of a head came, silently when nothing did (a client may be about to
-send on an idle connection, and would read a 408 as the answer to its request). The deadline
-ends with the head: a slow upload body or a long answer is not cut by it.
-
-Internal names used, tested on uvicorn 0.55: the class
-`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`, its hooks `connection_made`,
-`connection_lost`, `on_message_begin`, `on_headers_complete`, `on_response_complete` and its
-attributes `loop`, `transport`, `client` and `cycle` (`response_complete`, `keep_alive`).
-tests/unit/test_server_protocol.py fails when uvicorn stops calling a hook or the behaviour
-they give goes.
-"""
+Internal names used, tested on uvicorn 0.55: `httptools_impl.HttpToolsProtocol`, its hooks
+`connection_made`, `connection_lost`, `on_message_begin`, `on_headers_complete`,
+`on_response_complete`, and its `loop`, `transport`, `client` and `cycle`.
+tests/unit/test_server_protocol.py fails when uvicorn stops calling a hook."""
 
 import asyncio
 import logging

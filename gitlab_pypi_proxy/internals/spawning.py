@@ -1,19 +1,15 @@
 """Starting `serve`'s processes as multiprocessing does, minus the process it needs not run.
 
-multiprocessing's `spawn` (uvicorn's workers) starts a resource tracker, a Python interpreter of
-its own (~13 MiB, a tenth of a fresh proxy with two workers), which unlinks the named semaphores
-and shared memory that processes registered and left behind. No process of `serve` creates
-either (no multiprocessing locks, queues, pools or shared memory:
-tests/unit/test_worker_imports.py), so the tracker's pipe is /dev/null: `spawn` finds a tracker
-"running" and starts none, and the workers it starts inherit the same descriptor. A Python
-without those names starts its tracker as usual: the same proxy, 13 MiB larger.
+multiprocessing's `spawn` (uvicorn's workers) starts a resource tracker, an interpreter of its
+own, to unlink the semaphores and shared memory processes left behind. No process of `serve`
+creates either (tests/unit/test_worker_imports.py), so the tracker's pipe is /dev/null: `spawn`
+finds a tracker "running" and starts none. A Python without those names starts its tracker as
+usual: the same proxy, a little larger.
 
-Internal names used, tested on CPython 3.11 (and read in 3.12 to 3.14, where they are the same):
+Internal names used, tested on CPython 3.11 (read in 3.12 to 3.14, where they are the same):
 `multiprocessing.resource_tracker._resource_tracker` and its `_fd`;
-`subprocess._args_from_interpreter_flags`, the flags multiprocessing passes to its children, which
-the supervisor's exec passes the same way. tests/unit/test_spawning.py fails when spawning starts
-a tracker again or the flags stop coming through.
-"""
+`subprocess._args_from_interpreter_flags`, the flags the supervisor's exec passes as
+multiprocessing does. tests/unit/test_spawning.py fails when spawning starts a tracker again."""
 
 import os
 import subprocess

@@ -1,19 +1,13 @@
 """Carry a warm cache to another machine: `cache export BUNDLE.tar` and `cache import BUNDLE.tar`.
 
-A bundle is a plain tar, written and read as a stream (constant memory, any size):
-  bundle.json                 format marker
-  index.jsonl                 index pages, project lists, file locations and which sources
-                              delivered each file, one JSON per line
-  files/<sha256>/<filename>   each cached file (files/<sha256> when its name is not known)
-JSON, not pickle: importing a bundle from elsewhere must never run code. Every file is hashed
-again on import and kept only if it matches its sha256; a bad one is named and skipped. Which
-source delivered a file cannot be checked again offline: the delivery records are taken as the
-exporting proxy kept them (an operator's bundle is trusted as the cache directory is); a file
-without one is served only to readers of every source until a source delivers it
-(gitlab_pypi_proxy.storage.deliveries). A bundle
-larger than the cache's max_size keeps its last files (eviction is least recently used first):
-the import names the ones it could not keep.
-"""
+A bundle is a plain tar, written and read as a stream (constant memory, any size): `bundle.json`
+(format marker), `index.jsonl` (index pages, project lists, file locations and which sources
+delivered each file, one JSON per line) and `files/<sha256>/<filename>`. JSON, not pickle:
+importing a bundle from elsewhere must never run code. Every file is hashed again on import and
+kept only if it matches; a bad one is named and skipped. Delivery records cannot be checked
+offline: they are taken as the exporting proxy kept them (a bundle is trusted as the cache
+directory is); a file without one is served only to readers of every source until a source
+delivers it. A bundle larger than `max_size` keeps its last files, and the import names the rest."""
 
 import io
 import json

@@ -43,9 +43,12 @@ class Advisories:
     def _loaded(self) -> None:
         stats = self.index.stats
         log.info(
-            "vulnerabilities: %s: %d advisories for %d projects (%d members skipped)",
+            "vulnerabilities: %s: %d advisories for %d projects (%d members skipped; %d ranges"
+            " of commits and %d of no PEP 440 version ignored)",
             self.path,
             stats.advisories,
             len(self.index.by_name),
             stats.skipped_members,
+            stats.ignored_ranges,
+            stats.unparsable_ranges,
         )

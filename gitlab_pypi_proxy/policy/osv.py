@@ -1,43 +1,14 @@
 """Vulnerable versions from an OSV export: which advisories affect `name==version`.
 
-The input is the PyPI ecosystem's `all.zip` from OSV (one JSON advisory per member), read with no
-network. `load` turns it into a `VulnerabilityIndex`; `VulnerabilityIndex.advisories` answers
-for one version, `affected` for a whole page, and `reason` gives the PEP 592 yank reason, e.g.
-`GHSA-xxxx (CVE-yyyy)` (the first REASON_GROUPS groups of aliases, then how many more). Of each
-advisory only its id, aliases and summary (at most MAX_SUMMARY characters) are kept; `fixed_in`
-gives the versions its ranges name as fixed (the JSON API lists them).
-
-How an advisory is read (OSV schema 1.7, "Evaluation"):
-- only `affected[]` entries whose package ecosystem is `PyPI`; names PEP 503-normalized;
-- a version is affected when it is listed in `versions` (compared as PEP 440 versions, so "1.0"
-  matches "1.0.0"; a listed string that is no PEP 440 version matches only itself) or lies in an
-  `ECOSYSTEM` or `SEMVER` range; both are compared with `packaging.version` (a PyPI version has no
-  other order), events sorted by version, `introduced: "0"` before everything, a `limit` of `*`
-  infinite, and at one version `introduced` before `fixed`/`last_affected`;
-- `GIT` ranges are ignored (commit hashes need the repository); a range with an event that is no
-  PEP 440 version is ignored and counted, never guessed; a version that is no PEP 440 version
-  matches only explicit `versions` entries;
-- advisories with `withdrawn` set are ignored; members that are not valid zip entries, not JSON,
-  larger than MAX_MEMBER (or than they declare: each is decompressed in steps,
-  gitlab_pypi_proxy.zip_member) or not shaped like an advisory are skipped and counted.
-
-A file that is no zip at all raises OsvError: serving with no advisories because the export
-broke would lift the protection silently, so the caller keeps the index it had (SIGHUP) or says
-why at start.
-
-Cost, measured with `python -m bench.osv_load` on a generated export shaped like the real one
-(tests/osv_export.py `realistic_export`: 40,000 advisories, 25,000 of them malicious-package
-records naming one package each, 15,000 GHSA/PYSEC-like records with 1-2 ranges and `versions`
-lists of up to 400 entries, 4 packages with 800 advisories each like tensorflow; 1.08 million
-listed versions, 16 MB zipped, 76 MB of JSON), on this 2-core machine: `load` takes 2.0 s of one
-core, and the index holds about 100 MiB (RSS growth; tracemalloc peak 120 MiB during the load).
-Listed versions are kept as shared canonical strings, not Version objects, which keeps it that
-small. A query: 9 µs for a project with one advisory, 1.5 ms for one version of a project with
-800; `affected`/`reasons` check a whole page in one pass per range over the sorted versions (390
-versions of an 800-advisory project: 44 ms), so the policy checks pages, not versions, and big
-ones in a thread. Run `load` in a thread, at start and on SIGHUP: it holds the GIL most of that
-time, so the event loop slows for those seconds but is never stopped.
-"""
+`load` reads the PyPI ecosystem's `all.zip` (one JSON advisory per member, no network) into a
+`VulnerabilityIndex`: `advisories` answers for one version, `affected` for a whole page in one
+pass per range, `reason` gives the PEP 592 yank reason (`GHSA-xxxx (CVE-yyyy)`), `fixed_in` the
+versions an advisory's ranges name as fixed. Versions and ranges are read as the OSV schema says,
+compared as PEP 440 versions; what cannot be read that way (GIT ranges, events that are no PEP
+440 version, withdrawn advisories, bad members) is ignored and counted, never guessed. A file that
+is no zip raises OsvError: serving with no advisories would lift the protection silently, so the
+caller keeps the index it had. `load` takes seconds of CPU on the real export: run it in a thread.
+How an advisory is read, and the index's cost: docs/architecture.md, "The advisories index"."""
 
 import json
 import zipfile

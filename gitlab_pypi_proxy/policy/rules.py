@@ -6,35 +6,11 @@ settings; every problem is raised through the caller's `error(key, message)`, so
 module names file and key as it does everywhere. `hold` and `refusal` are the verdicts the index
 wrapper asks for.
 
-Defaults: they protect, and a locked build never breaks silently (a held file's 404 names the
-rule and the time it becomes available; a vulnerable file is yanked, which an exact pin still
-installs):
-- `min_age` off unless set: a cooldown that silently started holding every public release
-  younger than a week would break configurations that never asked for one. `"7d"` is the
-  recommended value (most poisoned releases are found and removed within days). Once set, it
-  applies to every `url` source (`min_age_sources`); GitLab sources hold the company's own
-  releases and are not delayed unless named. `"off"` (or `"0d"`) turns it off.
-- `held = "yank"`: a held file is listed as yanked (PEP 592) with the hold as the reason, so
-  resolvers pass it by, and an exact pin (`==`, with or without its hash) reaches the file's 404
-  and prints the rule, where an unlisted file gives only "no matching distribution". Nothing held
-  is ever served: the file's URL refuses it whatever a client does with the listing. `"hide"`
-  leaves held files out of the page.
-- `unknown_age = "allow"`: a PEP 503 HTML index gives no upload times; holding all of its files
-  would break every build through it. `"hold"` is the strict choice, opted into. A GitLab
-  source's files always have one (its Packages API), so under a cooldown a GitLab file whose
-  upload time is not known (yet) is held whatever `unknown_age` says: the cooldown fails closed.
-- `vulnerable = "yank"`, with no `vulnerabilities` file by default (nothing is known vulnerable
-  until an OSV export is named).
-- `malicious = "block"`: a version with a malicious-package advisory (an OSV `MAL-` id) is
-  never served, listed as held files are, whatever `vulnerable` says: yanking alone would let a
-  lock file or an exact pin install it. `"yank"` treats it as any other advisory.
-- `deny = []` (gitlab_pypi_proxy.policy.deny): denied files are refused and listed as held
-  files are.
-- `exempt = []`; `include` absent (every name), `exclude = []`.
-- `[audit] path` defaults to `audit.jsonl` in the cache directory, the one place the proxy can
-  always write (the trail only helps if it was on before the bad release was served);
-  `path = "off"` turns it off. Rotated at `max_size` (64 MiB), `keep` (4) rotated files kept.
-"""
+The defaults protect without breaking a build that never asked for a rule: no cooldown unless
+set, a held file listed yanked (an exact pin reaches its 404 and prints the rule), files of
+unknown age allowed from a PEP 503 index (a GitLab file's age is always known: unknown there is
+held), malicious versions blocked. Each default's reasons: docs/architecture.md, "The guard's
+defaults"; the keys: docs/configuration.md."""
 
 import fnmatch
 import re
@@ -53,7 +29,6 @@ from gitlab_pypi_proxy.policy.deny import DenyRule
 ErrorFor = Callable[[str, str], Exception]  # (key, message) → the config error to raise
 
 DEFAULT_MIN_AGE = "off"
-RECOMMENDED_MIN_AGE = "7d"  # what the docs recommend; not a default (see above)
 OFF = "off"
 _DURATION = re.compile(r"^(\d{1,6})([wdhm])$")
 MAX_DURATION = timedelta(days=365)  # a longer hold is a typo (and "999999w" overflows dates)

@@ -4,9 +4,10 @@ kinds of source have, each a small protocol of its own.
 A kind of source is one module (gitlab_pypi_proxy.sources.gitlab_project, gitlab_group,
 simple_index) with a `build` that says what the source brings to the composition (`Parts`): the
 source itself and the capabilities it has, typed. The composition root (gitlab_pypi_proxy.services)
-hands each consumer what it needs from those parts; nothing asks a source what it can do. A new kind
-of source is one new module and one line in the services' table of kinds. The errors a source raises
-are in gitlab_pypi_proxy.errors (SourceUnavailable, RateLimited, Refused, FileNotFoundUpstream)."""
+hands each consumer what it needs from those parts; nothing asks a source what it can do. Each
+method says what it raises, all from gitlab_pypi_proxy.errors: SourceUnavailable (connection
+errors, timeouts, 5xx; RateLimited, its subclass, when no request may go now), Refused (an
+answer the proxy may not use: 401, 403, ...), FileNotFoundUpstream; nothing else."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -34,16 +35,18 @@ class Source(Protocol):
         ...
 
     async def project_page(self, name: str) -> ProjectPage | None:
-        """The page of normalized `name`, or None when this source does not have it."""
+        """The page of normalized `name`, or None when this source does not have it. Raises
+        SourceUnavailable (RateLimited), or Refused when it will not show the page."""
         ...
 
     async def project_names(self) -> frozenset[str]:
-        """Every normalized project name this source holds."""
+        """Every normalized project name this source holds. Raises SourceUnavailable
+        (RateLimited), or Refused when it will not list them."""
         ...
 
     def file_for(self, sha256: str, filename: str) -> DistFile | None:
         """A file this source can be asked for by digest alone, without its page (or None when
-        it serves only the files its pages list)."""
+        it serves only the files its pages list). Raises nothing: no request is made."""
         ...
 
     def open_file(
@@ -62,7 +65,8 @@ class Source(Protocol):
 
     def range_reader(self, file: DistFile, *, background: bool) -> RangeReader:
         """Ranged reads of a file this source listed (the end of a wheel, for its METADATA);
-        `background`: no client waits for them."""
+        `background`: no client waits for them. Each read raises SourceUnavailable (an answer
+        too large included) or FileNotFoundUpstream."""
         ...
 
 
@@ -81,11 +85,14 @@ class Sidecars(Protocol):
     """A public index's own sidecars: PEP 658 core metadata, PEP 740 provenance."""
 
     async def core_metadata(self, file: DistFile) -> bytes:
-        """The sidecar the upstream advertised for `file`, checked against its digest."""
+        """The sidecar the upstream advertised for `file`, checked against its digest. Raises
+        FileNotFoundUpstream when none is advertised, SourceUnavailable when it cannot be had
+        or fails its digest."""
         ...
 
     async def provenance(self, file: DistFile) -> bytes:
-        """The provenance object the upstream advertised for `file` (JSON, unchecked)."""
+        """The provenance object the upstream advertised for `file` (JSON, unchecked). Raises
+        FileNotFoundUpstream when none is advertised, SourceUnavailable when it cannot be had."""
         ...
 
 
@@ -110,7 +117,8 @@ class Details(Protocol):
     """PEP 700 details (size, upload time) a GitLab source learns after its page was cached."""
 
     async def refine(self, name: str, files: Sequence[DistFile]) -> list[DistFile] | None:
-        """`files` (of a cached page) with the details learnt since; None when none are new."""
+        """`files` (of a cached page) with the details learnt since; None when none are new.
+        Raises nothing: what GitLab says is learnt in the background."""
         ...
 
     async def settled(self) -> None:

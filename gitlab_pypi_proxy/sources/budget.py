@@ -1,23 +1,14 @@
 """The proxy's request budget for GitLab, shared by every process on one cache directory.
 
-GitLab limits the requests of a token per minute (gitlab.com: 2,000 API requests a minute) and
-answers 429 with a Retry-After past that. Every GitLab source uses the one [gitlab] token, so they
-share one budget of `[gitlab] max_requests_per_minute`: a token bucket that holds a minute's worth
-and refills continuously. Its state is a value the coordinator shares
-(gitlab_pypi_proxy.storage.coordinator: today a small file under the cache directory, locked with
-flock), so that every worker and a `prefetch` running beside them spend from the same bucket, and a
-429 seen by one of them stops all of them until its Retry-After has passed.
-
-Client requests may spend the whole bucket and wait briefly for a token, at most CLIENT_WAIT in
-all; when the wait would be longer, or while GitLab's Retry-After runs, they fail at once with
-RateLimited (the page is served stale, or the client gets a 503 naming the limit). Within a
-process, requests queue for the bucket in arrival order (clients and background work apart), so
-a burst of clients neither starves the first of them nor spins on the bucket's lock: after a
-burst bigger than the budget, the queue drains within CLIENT_WAIT and a new request is answered.
-Background work (PEP 700 details, the metadata warm-up) and a patient budget (prefetch) spend only
-while the bucket is more than half full and wait as long as that takes: they yield to client
-traffic and never fail for want of budget.
-"""
+GitLab limits a token's requests per minute and answers 429 past that. Every GitLab source uses
+the one [gitlab] token, so they share one token bucket of `[gitlab] max_requests_per_minute`,
+held as a value the coordinator shares: every worker and a `prefetch` beside them spend from it,
+and a 429 one of them sees stops all until its Retry-After has passed. Client requests may wait
+for a token at most CLIENT_WAIT in all, queued in arrival order; past that, or during a
+Retry-After, they fail at once with RateLimited (a stale page, or a 503 naming the limit).
+Background work (PEP 700 details, the metadata warm-up) and a patient budget (prefetch) spend
+only while the bucket is more than half full and wait as long as that takes: they yield to
+clients and never fail for want of budget."""
 
 import asyncio
 import logging

@@ -1,27 +1,15 @@
 """PEP 700 for GitLab files: size and upload time, which GitLab's simple page lacks.
 
-Only a page that lists files asks for them, and a page never waits for more than the Packages API
-listing of the versions it has not seen before. GitLab keeps a name as it was uploaded
-(`acme_models`, `Acme.Models`) and `package_name` is a case-insensitive substring match on that
-stored name in which `_` matches only `_`: the PEP 503 name `acme-models` finds neither. The
-listing is asked with the longest run of letters and digits of the name (`models`: every spelling
-of the name contains it) and the entries of exactly the name, normalized, are kept here. That
-listing is read newest first; after its first page, the pages the unseen versions need are asked
-at once, and no more than that plus a little slack: a short name (or part) such as `core` that
-matches thousands of other packages leaves the rest of the listing to the background. Until a
-file's exact details are known it carries its version's `created_at` from the listing as upload
-time and no size (so a JSON page says api-version 1.0; 1.1 once every size is known). The exact
-size and upload time of each file come from `package_files`, one call per version, in the
-background at background priority of the request budget, newest versions first; they are kept
-for good (`gitlab_pypi_proxy.storage.details`) and every worker's rendered pages are refreshed as
-they arrive. A version of a file the kept details lack (a wheel added to an old
-version) is asked again; a version the listing lacks is sought again after an hour.
-
-A name the project's root index lists (gitlab_pypi_proxy.sources.gitlab_root_index) and whose
-versions were never seen has its listing's first page asked beside its simple page (`ask_early`):
-one round trip where two were. The page still decides: if it has no files, or its versions turn out
-known, that answer is dropped unread. A name seen before (its package ids kept for good) never asks
-early."""
+A page that lists files asks the Packages API listing for the versions it has not seen, and
+waits for no more than that. GitLab matches `package_name` as a substring of the name as
+uploaded, so the listing is asked with the name's longest run of letters and digits and the
+entries of exactly the name, normalized, are kept. Until a file's exact details are known it
+carries its version's `created_at` and no size; the exact ones come from `package_files`, one
+call per version, in the background at background priority, newest first, kept for good
+(gitlab_pypi_proxy.storage.details), every worker's rendered pages refreshed as they arrive. A
+name the root index lists and never seen before has its listing's first page asked beside its
+simple page (`ask_early`): one round trip where two were. The details: docs/architecture.md,
+"PEP 700 from GitLab"."""
 
 import asyncio
 import functools

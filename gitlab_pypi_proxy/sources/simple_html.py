@@ -33,7 +33,7 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class ProjectStatus:
     """PEP 792 project status as a page says it (`pypi:project-status`, JSON `project-status`)."""
 
     status: str | None = None
@@ -41,15 +41,14 @@ class Status:
 
 
 _CHUNK = 2**20  # bytes decoded to text at a time
-STATUSES = ("active", "archived", "quarantined", "deprecated")
 
 
-def status_of(status: object, said_reason: object) -> Status:
+def status_of(status: object, said_reason: object) -> ProjectStatus:
     """A status the PEP names (others are kept as said, lower case); a reason of one line."""
     said = one_line(status, 32)
     if said is None:
-        return Status()
-    return Status(said.lower(), reason(said_reason))
+        return ProjectStatus()
+    return ProjectStatus(said.lower(), reason(said_reason))
 
 
 def checked_link(
@@ -163,7 +162,7 @@ def parse_project_page(
 
 def parse_project_document(
     html: str | Iterable[str], page_url: str, dropped: Dropped | None = None
-) -> tuple[list[Link], Status]:
+) -> tuple[list[Link], ProjectStatus]:
     """A project page's file links and its PEP 792 status, from its text or its text's pieces
     (`decoded`)."""
     dropped = dropped if dropped is not None else Dropped()

@@ -28,7 +28,7 @@ from gitlab_pypi_proxy.sources.json_stream import JsonScanner, utf8_text
 from gitlab_pypi_proxy.sources.page_fields import BadEntry, Dropped, Malformed
 from gitlab_pypi_proxy.sources.simple_html import (
     Link,
-    Status,
+    ProjectStatus,
     checked_link,
     decoded,
     parse_project_document,
@@ -66,7 +66,8 @@ def _sha256_of(hashes: dict[object, object]) -> str | None:
 
 
 # the files with their PEP 700 size and upload time, the PEP 792 status, the PEP 700 versions
-Parsed = tuple[list[tuple[Link, int | None, datetime | None]], Status, tuple[str, ...] | None]
+Detailed = tuple[Link, int | None, datetime | None]
+Parsed = tuple[list[Detailed], ProjectStatus, tuple[str, ...] | None]
 _MAX_VERSION = 128  # characters: a PEP 440 version is short; longer is not one
 
 

@@ -1,34 +1,15 @@
 """The upstream connection pool, watched: a pool that stops getting requests out is noticed,
 reported and replaced.
 
-Every upstream request of a worker goes through one httpx2 pool. Under bursts a pool can stop
-making progress with no upstream at fault: httpcore 1.0.9 leaked a slot for each request
-cancelled while it waited for one (encode/httpcore#1093); once every slot had leaked, each request
-waited out its pool timeout and answered 504, GitLab received nothing, and only a restart helped.
-httpcore2 fixes that leak. This module makes the next failure of that kind visible and short.
-
-`WatchedTransport` wraps the pool and knows, per request, whether it is waiting for a connection
-(until httpcore's first trace event on a connection) or holding one (until its response is closed),
-and when anything last moved: a request got a connection, an answer or a body chunk arrived, or the
-transport failed a request. A timeout or a refused connection is progress too: the pool works and
-the upstream does not, which its observer (the health of the upstreams) reports as that source being
-down. The pool has stalled when a request waited for a connection longer than the timeout while
-nothing moved: a pool timeout with no progress since that request began, or the watchdog (once a
-second) finding such a waiter. A stall is logged once, counted in the metrics, and reported to the
-observer (in the server, `/readyz` then answers "not ready") until something moves again, or until
-one timeout passed without a new sign of it (a pod taken out of rotation gets no traffic that could
-show it moving).
-
-Recovery: the stalled pool is replaced at once by a new one, and closed once its last request has
-ended. The proxy does this by itself because a stall cannot come from a slow or unreachable
-upstream (those end in timeouts and errors, which are progress), only from the pool's own state,
-so nothing that works is lost by the swap, while the alternative is a proxy answering 504 until
-someone restarts it: `/healthz` rightly stays green (the process is fine), so no liveness probe
-would. Every replacement is logged and counted, so a recurring cause cannot hide behind it.
-
-The watchdog also closes idle connections that have expired or that the upstream has closed:
-httpcore looks at them only when its next request comes, and until then they sit in CLOSE-WAIT.
-"""
+Every upstream request of a worker goes through one httpx2 pool. `WatchedTransport` knows, per
+request, whether it waits for a connection or holds one, and when anything last moved (a
+connection, an answer, a body chunk, a failure: a timeout is progress too, the upstream's fault,
+which the upstreams' health reports). A request that waited longer than the pool timeout while
+nothing moved is a stall: logged once, counted, reported (`/readyz` not ready), and the pool is
+replaced at once and the old one closed once its last request ends. A stall can only come from
+the pool's own state, so nothing that works is lost by the swap, and `/healthz` stays green, so
+no liveness probe would restart it. The watchdog (once a second) also closes idle connections
+that expired or that the upstream closed. Why: docs/architecture.md, "The watched pool"."""
 
 import asyncio
 import contextlib
@@ -119,7 +100,6 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
         self.moved_at = time.monotonic()
         self.stalled_at: float | None = None  # the latest sign of a stall, while stalled
         self.reason = ""
-        self.replacements = 0
 
     @property
     def stalled(self) -> bool:
@@ -241,7 +221,6 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     def _replace(self) -> None:
         old, self._pool = self._pool, _Pool(self._factory())
-        self.replacements += 1
         metrics.UPSTREAM_POOL_REPLACEMENTS.inc()
         log.error(
             "replaced the upstream connection pool (%s); the old one closes after its %d "

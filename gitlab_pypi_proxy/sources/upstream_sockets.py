@@ -1,21 +1,14 @@
 """The sockets of the upstream connections: TCP and TLS over asyncio, given to httpcore2's pools
 through its public network-backend interface, each reading at most one chunk ahead of its reader.
 
-httpcore2's default backend reads through anyio, whose stream protocol queues every chunk the
-event loop hands it and pauses the transport only once its reader has been woken. Under uvloop
-that is too late: libuv reads a readable socket up to 32 times (256 KiB each) in one go, so a fast
-upstream piled megabytes into the queue of every file download while the download waited on its
-disk write. Here the protocol pauses the transport as soon as a chunk waits unread and resumes it
-once the reader has taken all of it: no byte is lost or reordered, and what a connection holds is
-one chunk (with TLS, also the event loop's buffer of encrypted bytes, bounded by the loop).
-
-Connecting tries every address of the host, IPv6 and IPv4 interleaved, a new attempt every
-STAGGER seconds while earlier ones still wait (RFC 8305, as anyio does): a host whose IPv6 route
-is broken costs a quarter second, not the connect timeout. Written here because uvloop's
-`create_connection` has no `happy_eyeballs_delay` (asyncio's own loop has). Failures are
-httpcore2's exceptions with the OS or TLS error as their cause, which
-gitlab_pypi_proxy.sources.upstream reads to say why.
-"""
+httpcore2's default backend (anyio) pauses a transport only once its reader has been woken, and
+under uvloop a fast upstream piles megabytes into the queue of a download that waits on its disk
+write. Here the protocol pauses as soon as a chunk waits unread and resumes once it is taken: no
+byte lost or reordered, one chunk held per connection. Connecting tries every address, IPv6 and
+IPv4 interleaved, a new attempt every STAGGER seconds (RFC 8305), because uvloop's
+`create_connection` has no `happy_eyeballs_delay`: a broken IPv6 route costs a quarter second,
+not the connect timeout. Failures are httpcore2's exceptions with the OS or TLS error as their
+cause, which gitlab_pypi_proxy.sources.upstream reads to say why."""
 
 import asyncio
 import errno

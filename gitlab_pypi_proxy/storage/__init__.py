@@ -1,4 +1,6 @@
-"""Where the proxy keeps things, behind two seams: the blob store for distribution files
-(blobs.py; local_blobs.py on the cache directory) and the coordinator for what workers share
-(coordinator.py; local_coordinator.py), with the download above them (downloads.py); and the
-records the index keeps (pages.py, locations.py, details.py, metadata.py, uploads.py)."""
+"""Where the proxy keeps things, behind three seams: the blob store for distribution files
+(blobs.py; local_blobs.py on the cache directory), the coordinator for what workers share
+(coordinator.py; local_coordinator.py), with the download above them (downloads.py), and the
+index records (records.py; pages.py on the cache directory, shared_records.py with Redis), which
+locations.py and deliveries.py build on; beside them, the stores of what the index learns
+(details.py, metadata_store.py, provenance_store.py, uploads.py)."""

@@ -68,20 +68,22 @@ class Blob(Protocol):
 
     def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes `start`..`end` (inclusive), streamed. A blob not yet seen to hash right is
-        checked as it goes: the last piece of a blob that does not is never sent (an exception
-        instead), and the blob is dropped."""
+        checked as it goes: the last piece of a blob that does not is never sent, and the blob
+        is dropped. Raises CorruptEntry (gitlab_pypi_proxy.storage.cached_file) for that, and
+        OSError (the store's own errors among them) when its bytes cannot be read."""
         ...
 
     def reader(self) -> BinaryIO:
         """Its bytes from the start, unchecked, seekable (blocking reads: export, verify, a
-        wheel's METADATA)."""
+        wheel's METADATA). Its reads raise OSError (the store's own errors among them)."""
         ...
 
     async def local_path(self) -> str | None:
         """Its path under the store's `files` directory once its bytes are known to hash right
         (hashed now if this process has not seen them do so), for a web server in front to
         send it (X-Accel-Redirect); None for a store without such files (a bucket), or when
-        its bytes are corrupt (it is dropped, as on any read)."""
+        its bytes are corrupt (it is dropped, as on any read). Raises OSError when they cannot
+        be read."""
         ...
 
     def close(self) -> None:
@@ -99,16 +101,19 @@ class BlobStore(Protocol):
     async def open(self, sha256: str, *, count: bool = True) -> Blob | None:
         """The blob, or None. `count`: a client's lookup (it counts in the hit ratio, it is
         noted for eviction's order and its bytes are checked on the way out); else the proxy's
-        own read, of the blob as it is."""
+        own read, of the blob as it is. Raises nothing: a blob that cannot be read or is found
+        corrupt is None (a miss), and the store's failure is logged and counted."""
         ...
 
     def open_now(self, sha256: str) -> Blob | None:
-        """`open(count=False)` for the command line (blocking)."""
+        """`open(count=False)` for the command line (blocking). Raises OSError (the store's own
+        errors among them) when the store cannot be asked."""
         ...
 
     async def redirect_url(self, sha256: str) -> str | None:
-        """A short-lived URL the client may fetch the blob from itself, or None (not held, or
-        a store that has none). Only after the caller's read check."""
+        """A short-lived URL the client may fetch the blob from itself, or None (not held, a
+        store that has none, or one that cannot say now). Only after the caller's read check.
+        Raises nothing."""
         ...
 
     def __contains__(self, sha256: object) -> bool:
@@ -116,7 +121,8 @@ class BlobStore(Protocol):
         ...
 
     def digests(self) -> Iterator[str]:
-        """The sha256 of every blob held (blocking)."""
+        """The sha256 of every blob held (blocking). Raises OSError (the store's own errors
+        among them) when they cannot be listed; so do `entries` and `stats`."""
         ...
 
     def entries(self) -> Iterator[BlobEntry]:
@@ -140,7 +146,7 @@ class BlobStore(Protocol):
     def put(self, spool: Spool) -> bool:
         """Take the verified spool's bytes as the blob of its sha256, unless one is there
         already (blocking). False when the store does not keep it (larger than it may hold).
-        Raises OSError (and the like) when it cannot; the spool is then still to discard."""
+        Raises OSError or sqlite3.Error when it cannot; the spool is then still to discard."""
         ...
 
     def discard(self, spool: Spool) -> None:
@@ -149,19 +155,21 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, sha256: str) -> None:
-        """Blocking."""
+        """Blocking; nothing to delete is no error. Raises OSError (sqlite3.Error, the store's
+        own errors) when it cannot."""
         ...
 
     def failed(self, exc: BaseException, what: str) -> CacheUnwritable:
         """Taking a blob failed with `exc` while `what`: stop keeping for a while, and the
-        exception that says so."""
+        exception that says so (returned, for the caller to raise)."""
         ...
 
     def clean(self) -> tuple[int, int]:
         """Remove the spools that downloads killed midway left (blocking; at start). How many,
-        and their bytes."""
+        and their bytes. Raises OSError when the spools' directory cannot be read; a spool it
+        cannot remove stays for the next start."""
         ...
 
     def close(self) -> None:
-        """Write what is pending (blocking)."""
+        """Write what is pending (blocking). Raises nothing: what cannot be written is logged."""
         ...

@@ -1,22 +1,13 @@
 """An open entry of the local blob store (a Blob, gitlab_pypi_proxy.storage.blobs) and its bytes on
 the way out, checked against the sha256 it is kept under.
 
-A stored file can change under the proxy (a flipped bit on disk, a stray write): size changes and
-deletions are caught at lookup, other damage only by hashing. Each worker process hashes an
-entry the first time it serves it and remembers the file's identity (inode, ctime, size); until
-the file changes (any write changes its ctime) later hits cost nothing. The hash is taken while
-the bytes go out, in the same thread hop as each read, and the last piece is held back until it
-matches: on a mismatch the response is cut short of its Content-Length, the entry dropped and the
-failure logged, so no client ever gets a whole wrong file. A range of an entry not yet hashed
-reads the whole file once first. Small files (up to one read) are read and hashed at lookup, so a
-corrupt one is a miss (fetched again) rather than a cut. Damage after the first check (bit rot
-while running) is found by the next process or `cache verify`.
-
-Once hashed, a piece the page cache holds is read on the event loop with `RWF_NOWAIT` (Linux
-4.14+: the read fails with EAGAIN instead of waiting for the disk), a memory copy and no thread
-hop; a piece it does not hold, or a system without it, is read in a thread as before. A piece
-that would leave a tail shorter than `TAIL_BYTES` takes the tail along: one read, not two.
-"""
+A stored file can change under the proxy (a flipped bit, a stray write): size changes are caught
+at lookup, other damage only by hashing. Each worker hashes an entry as it first serves it, the
+last piece held back until it matches (on a mismatch the response is cut short of its
+Content-Length and the entry dropped: no client gets a whole wrong file), and remembers the
+file's identity (inode, ctime, size) so later hits cost nothing. A small file is read and hashed
+at lookup: a corrupt one is a miss. Once hashed, a piece the page cache holds is read on the
+event loop with `RWF_NOWAIT` (no thread hop); any other piece is read in a thread."""
 
 import asyncio
 import errno

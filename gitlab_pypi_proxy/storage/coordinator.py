@@ -29,11 +29,12 @@ class SharedValue(Protocol):
     def update(self, change: Callable[[bytes | None], tuple[bytes, T]]) -> T:
         """Apply `change` to the current value (None before the first update), store what it
         returns first and return the rest; no other update runs in between (blocking: call it
-        in a thread)."""
+        in a thread). Raises what `change` raises (the value is then unchanged) and nothing
+        else: a value that cannot be shared is kept in this process from then on."""
         ...
 
     def read(self) -> bytes | None:
-        """The current value, None before the first update (blocking)."""
+        """The current value, None before the first update (blocking). Raises nothing."""
         ...
 
     def close(self) -> None: ...
@@ -62,7 +63,8 @@ class ProcessValue:
 class Coordinator(Protocol):
     def generation(self) -> Hashable:
         """Changes whenever any worker announced a change (`changed`). Cheap: a memo asks it on
-        every request and compares the answer with the one it was filled under."""
+        every request and compares the answer with the one it was filled under. Raises
+        nothing."""
         ...
 
     async def changed(self) -> None:
@@ -71,7 +73,7 @@ class Coordinator(Protocol):
         ...
 
     def changed_now(self) -> None:
-        """`changed`, for the command line (blocking)."""
+        """`changed`, for the command line (blocking). Never fails, as `changed`."""
         ...
 
     def lock(
@@ -86,15 +88,18 @@ class Coordinator(Protocol):
         ...
 
     def lock_now(self, key: str) -> AbstractContextManager[None]:
-        """`lock`, for the command line (blocking)."""
+        """`lock`, for the command line (blocking). Raises OSError when the lock cannot be
+        had."""
         ...
 
     def value(self, name: str, size: int = ...) -> SharedValue:
-        """The shared value called `name`, of at most `size` bytes (a few KiB unless told)."""
+        """The shared value called `name`, of at most `size` bytes (a few KiB unless told).
+        Raises nothing: one that cannot be shared is kept in this process."""
         ...
 
     def clean(self) -> int:
-        """Remove what holders that died left behind (blocking; at start). How many."""
+        """Remove what holders that died left behind (blocking; at start). How many. Raises
+        OSError when the locks' directory cannot be read."""
         ...
 
     def close(self) -> None: ...

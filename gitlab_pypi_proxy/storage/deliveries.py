@@ -1,22 +1,13 @@
 """Delivery records: which sources have delivered the bytes of a digest, as the proxy verified.
 
-The blob store is content-addressed: a digest says what bytes are, not who may have them. A
-listing proves nothing either: GitLab stores the sha256 an upload claims without hashing the
-bytes, and a public page may list any digest. So read rights attach to deliveries: source S
-delivered digest D once the proxy downloaded bytes from S that hashed to D. Cached bytes, and
-what is derived from them, go to a reader only if a source it may read delivered them
-(gitlab_pypi_proxy.index.files decides); else that reader's own source is asked for the file and
-its bytes hashed (`verify`): a match is recorded, a mismatch is that source's forged listing
-(NotAsListed, logged once as a warning) and nothing cached is sent.
-
-The records are index records (gitlab_pypi_proxy.storage.records): shared by the workers and, with
-Redis, by every replica. They only grow, so what this process has seen of them stays true; one
-lost to a race between writers costs one more verification, never a wrong answer. A verification
-runs once per (digest, source, file name) in this process, under the coordinator's lock of the
-digest (the one downloads take) across workers and replicas, and reads the record again once it
-holds it:
-the same file in two sources costs one verified download more, not one per worker or replica.
-"""
+A digest says what bytes are, not who may have them, and a listing proves nothing (GitLab stores
+the sha256 an upload claims; a public page may list any digest). So read rights attach to
+deliveries: source S delivered D once the proxy downloaded bytes from S that hashed to D. Cached
+bytes go to a reader only if a source it may read delivered them (gitlab_pypi_proxy.index.files);
+else its own source is asked and the bytes hashed (`verify`): a mismatch is a forged listing
+(NotAsListed, logged once) and nothing cached is sent. The records are index records, shared by
+workers and replicas, and only grow: one lost to a race costs one more verification, never a
+wrong answer. A verification runs once per (digest, source, file name), under the digest's lock."""
 
 import asyncio
 import hashlib

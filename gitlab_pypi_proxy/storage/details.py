@@ -8,6 +8,10 @@ Per source and project name, two records:
 
 Neither changes once known, so nothing expires; writes merge into what another worker may have
 written meanwhile. Every disk call runs in a thread.
+
+Records are plain JSON with a format version (gitlab_pypi_proxy.storage.record_format): a cache of
+another version is emptied when opened, and a record that cannot be read is dropped. Either way
+the details are rebuilt: GitLab is asked again for the projects served next.
 """
 
 import asyncio
@@ -19,13 +23,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gitlab_pypi_proxy.storage import pickles
+from gitlab_pypi_proxy.storage import record_format
 from gitlab_pypi_proxy.storage.disk_caches import open_cache
+from gitlab_pypi_proxy.storage.record_format import BadRecord, dropped, encode_key
 
 log = logging.getLogger("proxy.cache.details")
 
 FileKey = tuple[str, str]  # (file name, sha256)
 Exact = dict[FileKey, tuple[int, datetime]]  # → (size, upload time)
+_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +57,7 @@ class DetailsStore:
         self._memory: dict[tuple[str, str, str], Any] = {}
         if directory is not None:
             try:
-                self._disk = open_cache(
-                    directory / "details", eviction_policy="none", disk=pickles.Disk
-                )
+                self._disk = open_cache(directory / "details", _FORMAT, eviction_policy="none")
             except (OSError, sqlite3.Error) as exc:
                 log.warning("PEP 700 details kept in memory: cannot open the cache: %s", exc)
 
@@ -88,9 +92,18 @@ class DetailsStore:
         if self._disk is None:
             return self._memory.get(key)
         try:
-            return self._disk.get(key)
+            return self._stored(key)
         except (OSError, sqlite3.Error) as exc:
             log.warning("PEP 700 details of %s unreadable: %s", key[2], exc)
+            return None
+
+    def _stored(self, key: tuple[str, str, str]) -> dict | None:
+        """The stored details of `key`; None when there are none or they cannot be read."""
+        data = self._disk.get(encode_key(key))
+        try:
+            return None if data is None else _decoded(key[0], data)
+        except BadRecord as exc:
+            dropped("pep700 details", exc)
             return None
 
     def _merge(
@@ -105,7 +118,8 @@ class DetailsStore:
             return
         try:
             with self._disk.transact():
-                self._disk.set(key, _merged(self._disk.get(key) or {}, new, keep_old, drop))
+                merged = _merged(self._stored(key) or {}, new, keep_old, drop)
+                self._disk.set(encode_key(key), _encoded(key[0], merged))
         except (OSError, sqlite3.Error) as exc:  # a full or read-only disk: asked again later
             log.warning("PEP 700 details of %s not kept: %s", key[2], exc)
 
@@ -122,3 +136,53 @@ def _merged(
 
 def _found_wins(old: Version, new: Version) -> bool:
     return bool(old.packages) and not new.packages
+
+
+def _encoded(kind: str, details: dict) -> bytes:
+    if kind == "files":
+        rows = tuple((n, d, size, when.isoformat()) for (n, d), (size, when) in details.items())
+        return record_format.encode(rows)
+    return record_format.encode(
+        {
+            version: (
+                v.created_at.isoformat() if v.created_at is not None else None,
+                v.packages,
+                v.sought_at,
+            )
+            for version, v in details.items()
+        }
+    )
+
+
+def _decoded(kind: str, data: bytes) -> dict:
+    """The details `_encoded` wrote; raises BadRecord for anything else."""
+    found = record_format.decode(data)
+    try:
+        if kind == "files":
+            return {
+                (_text(n), _text(d)): (_whole(size), datetime.fromisoformat(_text(when)))
+                for n, d, size, when in found
+            }
+        return {_text(version): _version(*fields) for version, fields in found.items()}
+    except (ValueError, TypeError, AttributeError) as exc:  # BadRecord is a ValueError
+        raise BadRecord(f"{kind} details of another shape: {exc}") from None
+
+
+def _version(created_at: str | None, packages: tuple, sought_at: float) -> Version:
+    ids = tuple((_whole(p), None if j is None else _whole(j)) for p, j in packages)
+    created = datetime.fromisoformat(_text(created_at)) if created_at is not None else None
+    if isinstance(sought_at, bool) or not isinstance(sought_at, int | float):
+        raise BadRecord(f"sought at {type(sought_at).__name__}")
+    return Version(created, ids, float(sought_at))
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise BadRecord(f"{type(value).__name__}, not text")
+    return value
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRecord(f"{type(value).__name__}, not a whole number")
+    return value

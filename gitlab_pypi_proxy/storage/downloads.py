@@ -1,26 +1,15 @@
 """Getting a file into the blob store: verified before it is kept, once however many ask.
 
-A download runs once per file, as a task of its own (single-flight in this process, the
-coordinator's lock per digest across workers), writing to a spool while hashing it. Every client
-(the first included) follows that spool as it grows, so latecomers get the whole body and a
-client hanging up does not stop the download. The last bytes are held back until the sha256 is
-checked: on a mismatch no client ever receives a complete wrong file, and nothing is kept. The
-verified spool is put into the blob store (gitlab_pypi_proxy.storage.blobs); which store runs is not
-known here, and the source whose bytes verified is recorded as having delivered them
-(gitlab_pypi_proxy.storage.deliveries). A download says which source it reads (`source`), so that
-a reader who may not read that source never follows it. All disk I/O and hashing happen in
-worker threads, never on the event loop.
-
-A byte range of a download under way (`Download.range`) is read from its spool once written,
-before the whole is verified: as its upstream would serve that range, unverified (a range can
-never be checked against the file's digest); the last byte is still held back until it is.
-
-A store that cannot take files now (`keeping` false, or a failure midway) degrades instead of
-failing: the route streams the file from upstream verified (`verified`) but not kept. A download
-reserves its whole size before the first byte goes out, so a full disk is found while nothing is
-at stake; a write that still fails midway (the disk turned read-only) leaves every follower to
-fetch the rest itself, checked against what it has sent, so no response is cut.
-"""
+A download runs once per file, as a task of its own (single-flight here, the coordinator's lock
+per digest across workers), writing a spool while hashing it. Every client follows the spool as
+it grows, so latecomers get the whole body and a client hanging up does not stop it. The last
+bytes are held back until the sha256 is checked: no client ever receives a complete wrong file,
+and nothing wrong is kept; the verified source is recorded as having delivered it
+(gitlab_pypi_proxy.storage.deliveries). A byte range of a download under way is read from the
+spool unverified, as its upstream would serve it. A store that cannot take files degrades
+instead of failing: the file streams verified, unkept; the whole size is reserved before the
+first byte goes out, and a write failing midway leaves each follower to fetch the rest itself,
+checked against what it sent. Disk I/O and hashing run in threads."""
 
 import asyncio
 import hashlib

@@ -1,24 +1,14 @@
 """The blob store on local disk (gitlab_pypi_proxy.storage.blobs): the verified files under
-`<cache>/files`, their SQLite index, eviction.
+`<cache>/files`, their SQLite index (gitlab_pypi_proxy.storage.file_index), eviction.
 
-A verified spool is moved (not copied) into the cache. `max_size` bounds the kept files plus the
-downloads still arriving (their spools, and the rest of the size they announced): when a download
-reserves its size and when a file is kept, just enough of the least recently used entries are
-evicted (gitlab_pypi_proxy.storage.file_index), never the file being kept nor one this process is
-serving (an open reader would keep its bytes anyway: POSIX unlink). A file larger than `max_size` is
-served but not kept. A cache hit writes nothing: uses and counters are noted in memory and written
-in batches (gitlab_pypi_proxy.storage.usage); the bytes of a hit are checked on the way out
-(gitlab_pypi_proxy.storage.cached_file). Spools left by downloads killed midway are removed at start
-(gitlab_pypi_proxy.storage.leftovers).
-
-A cache directory that cannot be written (disk full, read-only) degrades instead of failing
-(gitlab_pypi_proxy.storage.writable): kept files are still served, lookups that cannot be recorded
-are read without recording, and `keeping` turns false for a while, so that new files are streamed
-from upstream verified but not kept. Every method that touches the disk blocks unless it is async:
-the async ones run it in a thread.
-
-diskcache's private API (its `_sql`) is used in gitlab_pypi_proxy.storage.file_index only, this
-store's own index; nothing else in the proxy touches diskcache's internals."""
+A verified spool is moved into the cache. `max_size` bounds the kept files plus the downloads
+arriving: when a download reserves its size and when a file is kept, just enough of the least
+recently used entries are evicted, never the file being kept nor one this process serves. A file
+larger than `max_size` is served, not kept. A hit writes nothing: uses and counters are written
+in batches (gitlab_pypi_proxy.storage.usage), and its bytes are checked on the way out
+(gitlab_pypi_proxy.storage.cached_file). A cache directory that cannot be written degrades
+(gitlab_pypi_proxy.storage.writable): kept files are served, `keeping` turns false a while and
+new files stream verified, unkept. Methods that touch the disk block unless async."""
 
 import asyncio
 import contextlib

@@ -1,22 +1,14 @@
 """The workers of one machine, coordinated through the cache directory
 (gitlab_pypi_proxy.storage.coordinator).
 
-- Locks: an flock on `files/locks/<key>` (the file is made for the lock and unlinked, still
-  held, on release). A worker that was waiting on a file since unlinked holds a lock nobody
-  else sees once it gets it: it lets go and locks the file now at that path, so there is one
-  holder at a time even when a holder lets go without doing the work (a look-ahead that
-  declined, a download that failed). A lock file nobody holds was left by a holder that died:
-  `clean` removes it.
-- News of changed index records: the `pages/generation` file's mtime, which every worker
-  reads at most once every `GENERATION_SECONDS` (a stat() per request was 5% of a memo hit), and
-  at once after a change of its own: another worker's change is seen within a few
-  milliseconds. When the disk will not take the stamp (full, read-only),
-  this worker's own generation moves on all the same; the others see the change once their
-  memos expire.
-- Shared values: a small file, read and rewritten under an flock (and a thread lock: flock does
-  not exclude this process's own threads). When it cannot be opened or written, the value is
-  kept in this process from then on.
-"""
+Locks: an flock on `files/locks/<key>`, made for the lock and unlinked, still held, on release;
+a waiter that gets a lock on a file since unlinked lets go and locks the one now at that path,
+so there is one holder at a time. `clean` removes what dead holders left. News: the
+`pages/generation` file's mtime, read at most every GENERATION_SECONDS (a stat() per request
+costs a memo hit dearly) and at once after a change of this worker's own; when the disk will not
+take the stamp, this worker moves on alone and the others see the change once their memos
+expire. Shared values: a small file under an flock (and a thread lock: flock does not exclude
+this process's threads), kept in this process once it cannot be written."""
 
 import asyncio
 import contextlib

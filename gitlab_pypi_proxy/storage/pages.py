@@ -1,19 +1,17 @@
-"""Index records: every source's answers about names (pages, project lists, shadow checks) and
-where files are (gitlab_pypi_proxy.storage.locations), by the keys their owners make, each stored
-with the time it was fetched.
+"""Index records on one machine: every source's answers about names (pages, project lists, shadow
+checks), where files are and which sources delivered them, by key, each stored with the time it
+was fetched (gitlab_pypi_proxy.storage.records is the seam).
 
-Records live in diskcache (SQLite + files), so they survive restarts and are shared by worker
-processes; every disk call runs in a thread. What they mean and how long they are fresh is not
-known here (gitlab_pypi_proxy.index.cached decides). Forgetting records tells every worker, through
-the coordinator, that what was rendered from them is out of date.
-
-When the cache directory cannot be written (disk full, read-only), stored records are still
-read, and what the disk would not take is held in this process instead (bounded): loaded pages,
-and forgotten records, so that an upload shows at once on the worker that took it (other workers
-see it once their copy is older than its freshness).
-"""
+Records live in diskcache under the cache directory, so they survive restarts and are shared by
+worker processes; every disk call runs in a thread. What they mean and how long they are fresh is
+gitlab_pypi_proxy.index.cached's business. Forgetting records tells every worker, through the
+coordinator, that what was rendered from them is out of date. Records are plain JSON
+(gitlab_pypi_proxy.storage.record_format); one that cannot be decoded is dropped: index records
+can always be fetched again. When the disk will not take a write, stored records are still read
+and what it would not take is held in this process instead (bounded)."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
@@ -22,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from gitlab_pypi_proxy.aio import TTLMemo
-from gitlab_pypi_proxy.storage import pickles
+from gitlab_pypi_proxy.storage import record_format
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
-from gitlab_pypi_proxy.storage.disk_caches import open_cache
+from gitlab_pypi_proxy.storage.disk_caches import FORMAT_KEY, open_cache
+from gitlab_pypi_proxy.storage.record_format import BadRecord, decode_key, dropped, encode_key
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 _PAGES_SIZE_LIMIT = 2**30
@@ -38,13 +37,34 @@ class Entry:
     fetched_at: float
 
 
+def encode(value: Any) -> bytes:
+    """A record's bytes: an Entry (its value and time), or the bare value of a record kept
+    without one (where files are). Raises TypeError for a value the format does not keep."""
+    if isinstance(value, Entry):
+        return record_format.encode((value.value, value.fetched_at))
+    return record_format.encode((value, None))
+
+
+def decode(data: bytes | str) -> Any:
+    """What `encode` made `data` of. Raises BadRecord for anything else."""
+    pair = record_format.decode(data)
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise BadRecord("not a record of a value and a time")
+    value, fetched_at = pair
+    if fetched_at is None:
+        return value
+    if isinstance(fetched_at, bool) or not isinstance(fetched_at, int | float):
+        raise BadRecord(f"fetched at {type(fetched_at).__name__}")
+    return Entry(value, float(fetched_at))
+
+
 class PageStore:
     def __init__(self, directory: Path, coordinator: Coordinator) -> None:
         self._disk = open_cache(
             directory / "pages",
+            record_format.FORMAT,
             size_limit=_PAGES_SIZE_LIMIT,
             eviction_policy="least-recently-stored",
-            disk=pickles.Disk,
         )
         self.coordinator = coordinator
         self.writes = writes_for(directory)
@@ -55,11 +75,11 @@ class PageStore:
         self._disk.close()
 
     def __len__(self) -> int:
-        return len(self._disk)
+        return len(self._disk) - 1  # its format's version is no record
 
     async def get(self, key: Hashable) -> Entry | None:
         """The record: the stored one, or this process's if the disk would not take it."""
-        stored = await asyncio.to_thread(self._disk.get, key)
+        stored = await asyncio.to_thread(self._entry, key)
         held = self._held.get(key)
         if held is None or (stored is not None and stored.fetched_at > held.fetched_at):
             return stored
@@ -68,7 +88,7 @@ class PageStore:
     async def put(self, key: Hashable, entry: Entry) -> None:
         """Store `entry`, or hold it in this process when the disk will not take it."""
         try:
-            await asyncio.to_thread(self._disk.set, key, entry)
+            await asyncio.to_thread(self._disk.set, encode_key(key), encode(entry))
         except WRITE_ERRORS as exc:
             self.writes.failed(exc, "keeping an index page")
             self._held.set(key, entry)
@@ -93,7 +113,23 @@ class PageStore:
 
     def _delete(self, keys: tuple[Hashable, ...]) -> None:
         for key in keys:
-            self._disk.delete(key)
+            self._disk.delete(encode_key(key))
+
+    def _entry(self, key: Hashable) -> Entry | None:
+        found = self._decoded(encode_key(key))
+        return found if isinstance(found, Entry) else None
+
+    def _decoded(self, name: str) -> Any:
+        """The record stored under `name`, decoded (an Entry, or a locations record's value);
+        None when there is none or it cannot be read (then it is dropped)."""
+        try:
+            data = self._disk.get(name)
+            return None if data is None else decode(data)
+        except BadRecord as exc:
+            dropped("index records", exc)
+            with contextlib.suppress(*WRITE_ERRORS):
+                self._disk.delete(name)
+            return None
 
     def delete_now(self, *keys: Hashable) -> None:
         """Delete records here only, without news (blocking): another worker or replica
@@ -104,11 +140,11 @@ class PageStore:
 
     def get_now(self, key: Hashable) -> Any:
         """The stored value of `key` (blocking)."""
-        return self._disk.get(key)
+        return self._decoded(encode_key(key))
 
     def set_now(self, key: Hashable, value: Any) -> None:
         """Store `value` under `key` (blocking)."""
-        self._disk.set(key, value)
+        self._disk.set(encode_key(key), encode(value))
 
     def transact(self) -> AbstractContextManager[Any]:
         """Reads and writes made inside are one transaction (blocking): keep it short, a few
@@ -117,21 +153,24 @@ class PageStore:
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         """Every stored (key, value) (blocking: for the command line)."""
-        for key in list(self._disk.iterkeys()):
-            value = self._disk.get(key)
+        for name in list(self._disk.iterkeys()):
+            if name == FORMAT_KEY:
+                continue
+            value = self._decoded(name)
             if value is not None:
-                yield key, value
+                yield decode_key(name), value
 
     def keep(self, key: Hashable, entry: Entry) -> bool:
         """Store `entry` unless a newer one is stored (blocking: for the command line).
 
         Call `announce()` after the last one, so running workers drop their memos.
         """
+        name = encode_key(key)
         with self._disk.transact():
-            current = self._disk.get(key)
+            current = self._decoded(name)
             if isinstance(current, Entry) and current.fetched_at >= entry.fetched_at:
                 return False
-            self._disk.set(key, entry)
+            self._disk.set(name, encode(entry))
             return True
 
     def announce(self) -> None:

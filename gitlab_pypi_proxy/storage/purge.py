@@ -19,8 +19,8 @@ import logging
 from collections.abc import Hashable, Sequence
 
 from gitlab_pypi_proxy.storage.blobs import BlobStore
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
-from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
+from gitlab_pypi_proxy.storage.provenance_store import ProvenanceStore
 from gitlab_pypi_proxy.storage.records import RecordStore
 
 log = logging.getLogger("proxy.cache.files")

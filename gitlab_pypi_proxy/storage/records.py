@@ -16,13 +16,22 @@ from gitlab_pypi_proxy.storage.writable import CacheWrites
 
 
 class RecordStore(Protocol):
+    """Keys are text, numbers or tuples of them; values what the record format keeps
+    (gitlab_pypi_proxy.storage.record_format; another value raises TypeError: a mistake, not a
+    bad day). A stored record that cannot be decoded is dropped and read as none. A shared
+    store's failures (Redis) never raise: the machine's records serve alone."""
+
     writes: CacheWrites  # where a failed local write is reported
 
     def __len__(self) -> int:
-        """How many records (blocking)."""
+        """How many records (blocking). Raises OSError or sqlite3.Error when the cache
+        directory cannot be read."""
         ...
 
-    async def get(self, key: Hashable) -> Entry | None: ...
+    async def get(self, key: Hashable) -> Entry | None:
+        """The record of `key`, or None. Raises OSError or sqlite3.Error when the cache
+        directory cannot be read."""
+        ...
 
     async def put(self, key: Hashable, entry: Entry) -> None:
         """Never fails: what cannot be stored is held in this process (bounded)."""
@@ -30,22 +39,35 @@ class RecordStore(Protocol):
 
     async def forget(self, *keys: Hashable) -> None:
         """Forget records everywhere they are shared; every worker's renderings are out of
-        date."""
+        date. Never fails: what the disk will not drop is forgotten in this process."""
         ...
 
-    def get_now(self, key: Hashable) -> Any: ...
+    def get_now(self, key: Hashable) -> Any:
+        """`get` (blocking), of an Entry or of a value stored bare by `set_now`."""
+        ...
 
-    def set_now(self, key: Hashable, value: Any) -> None: ...
+    def set_now(self, key: Hashable, value: Any) -> None:
+        """Store `value` bare, without a time (blocking). Raises OSError, sqlite3.Error or
+        diskcache.Timeout (gitlab_pypi_proxy.storage.writable.WRITE_ERRORS) when the disk will
+        not take it."""
+        ...
 
-    def transact(self) -> AbstractContextManager[Any]: ...
+    def transact(self) -> AbstractContextManager[Any]:
+        """Reads and writes inside are one transaction (blocking). Raises as `set_now`."""
+        ...
 
-    def items(self) -> Iterator[tuple[Hashable, Any]]: ...
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        """Every stored (key, value) (blocking: the command line). Raises as `get`."""
+        ...
 
     def keep(self, key: Hashable, entry: Entry) -> bool:
-        """Store unless a newer one is stored (blocking: the command line)."""
+        """Store unless a newer one is stored (blocking: the command line). Raises as
+        `set_now`."""
         ...
 
-    def announce(self) -> None: ...
+    def announce(self) -> None:
+        """Tell every worker sharing the records that they changed (blocking). Never fails."""
+        ...
 
     def on_forgotten(self, listener: Callable[[list[Hashable]], Awaitable[None]]) -> None:
         """Call `listener` with the keys another worker or replica forgot, once they are
@@ -54,4 +76,6 @@ class RecordStore(Protocol):
         cache directory, and the one that forgets drops what it keeps there itself."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Blocking. Raises nothing."""
+        ...

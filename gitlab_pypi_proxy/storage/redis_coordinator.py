@@ -1,32 +1,19 @@
 """Replicas coordinated through Redis (gitlab_pypi_proxy.storage.coordinator), over the local
 coordinator of each machine (its workers) that it falls back to when Redis is down.
 
-- Locks: the machine's flock first (its workers), then `SET lock:<key> <token> NX PX <lease>`,
-  renewed while held and deleted by its token on release; a holder that dies stops renewing and
-  its lease runs out: another replica takes over. A holder that says how far its work has come
-  (bytes downloaded) writes that beside its lock at each renewal; a replica waits for another's
-  lock as long as that moves, and at most `wait` seconds past the last move (or past its first
-  look, for a holder that says nothing), then goes on without it (HeldElsewhere: the file streams
-  from upstream, verified, unkept): a long download is waited for, a stuck holder is not. Once
-  it has seen the lock held, Redis failing meanwhile does not let it go on without the lock: the
-  holder is likely still downloading what it would download again.
-- News of changes: a publish on one channel; every worker of every replica listens and counts
-  what it hears (and a reconnection, which may have missed news) in its generation. A message
-  may name index records to forget: the listener forgets them locally first (shared records,
-  gitlab_pypi_proxy.storage.shared_records).
-- Shared values: read and rewritten in a WATCH/MULTI transaction (the GitLab budget).
-
-Redis failing never fails a request: the call falls back to the local coordinator, the failure
-is logged once per outage and counted (`shared_store_failures{store="redis"}`), `state()` says
-so (`/readyz` degraded), and Redis is not asked again for a short while. Messages name no
-credential (the URL's password is masked wherever the URL is shown). Imported only when
-`[cluster] redis_url` is set.
-"""
+Locks: the machine's flock, then `SET lock:<key> <token> NX PX <lease>`, renewed while held; a
+dead holder's lease runs out. A follower waits as long as the holder's progress (bytes, written
+beside the lock) moves, at most `wait` seconds past the last move, then goes on without it
+(HeldElsewhere: streamed verified, unkept). News: a publish on one channel, naming as JSON the
+index records to forget; every worker counts what it hears (and each reconnection) in its
+generation. Shared values: WATCH/MULTI. Redis failing never fails a request: the call falls back
+to the local coordinator, is logged once per outage and counted
+(`shared_store_failures{store="redis"}`), `/readyz` says degraded, and Redis rests a while.
+Messages name no credential. Imported only when `[cluster] redis_url` is set."""
 
 import asyncio
 import contextlib
 import logging
-import pickle
 import secrets
 import threading
 import time
@@ -41,6 +28,7 @@ from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.redact import mask_userinfo
 from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, ProcessValue
 from gitlab_pypi_proxy.storage.local_coordinator import VALUE_BYTES, LocalCoordinator
+from gitlab_pypi_proxy.storage.record_format import BadRecord, decode_key, encode_key
 
 log = logging.getLogger("proxy.storage")
 
@@ -179,12 +167,12 @@ class RedisCoordinator:
         forget; at least this machine's workers hear it (the local coordinator)."""
         self._listen()
         await self.local.changed()
-        message = pickle.dumps(keys)
+        message = _message(keys)
         await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     def changed_now(self) -> None:
         self.local.changed_now()
-        self.call_now("announcing a change", lambda: self.sync.publish(CHANNEL, pickle.dumps([])))
+        self.call_now("announcing a change", lambda: self.sync.publish(CHANNEL, _message([])))
 
     def _listen(self) -> None:
         if self._listener is None:
@@ -212,8 +200,8 @@ class RedisCoordinator:
 
     async def _heard(self, data: bytes) -> None:
         try:
-            keys = pickle.loads(data)
-        except Exception:  # not one of ours: a change all the same
+            keys = _keys(data)
+        except BadRecord:  # not one of ours: a change all the same
             keys = []
         if keys and self._forget is not None:
             try:
@@ -370,3 +358,16 @@ class RedisValue:
 
     def close(self) -> None:
         self.fallback.close()
+
+
+def _message(keys: list[Hashable]) -> str:
+    """A change's message: the keys of the records to forget, as JSON (never pickled: whatever
+    reaches the channel is decoded without running code)."""
+    return encode_key(tuple(keys))
+
+
+def _keys(data: bytes | str) -> list[Hashable]:
+    keys = decode_key(data.decode(errors="replace") if isinstance(data, bytes) else data)
+    if not isinstance(keys, tuple):
+        raise BadRecord("a message of another shape")
+    return list(keys)

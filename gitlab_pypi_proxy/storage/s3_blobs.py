@@ -1,25 +1,15 @@
 """The blob store in an S3-compatible bucket (gitlab_pypi_proxy.storage.blobs), through obstore.
 
-Objects are `<prefix><sha256>`, content-addressed and never overwritten. A download spools to
-the local cache directory (`files/incoming`, as the local store does) and, once verified, the
-spool is put so that it cannot overwrite: a small file in one PUT with `If-None-Match: *`
-(obstore holds that body in memory), a larger one streamed as a multipart upload to
-`<prefix>incoming/<random>` and then copied to its address by the store with a copy that refuses
-to overwrite (docs/s3-client.md). A refused put means another replica stored the same verified
-bytes first: success. What a crash leaves under `incoming/` is for the bucket's lifecycle rule.
-
-Reading streams in constant memory: a small object is read whole at lookup (one GET) and checked
-there; a larger one is streamed, and a whole read of an object this process has not yet seen to
-hash right is hashed on the way, its last piece held back until it matches (a corrupt object is
-deleted, its body cut). A byte range is served unchecked: reading the whole object across the
-network for a range would defeat it (`cache verify` rehashes everything).
-
-The bucket failing (down, refusing) never fails a read the upstream can answer: the lookup is a
-miss, `keeping` turns false for a while and the file is streamed from upstream verified, unkept
-(`X-Cache: BYPASS`). There is no eviction: a lifecycle rule of the bucket bounds it. Error
-messages are obstore's first line, which names neither key nor secret (requests are signed in
-headers). Imported only when `[storage] backend = "s3"`.
-"""
+Objects are `<prefix><sha256>`, content-addressed and never overwritten: a small file is one PUT
+with `If-None-Match: *`, a larger one a multipart upload to `<prefix>incoming/` copied to its
+address by a copy that refuses to overwrite (docs/s3-client.md); a refused put means another
+replica stored the same verified bytes first. Reads stream in constant memory; a whole read of
+an object not yet seen to hash right is hashed on the way, its last piece held back until it
+matches (a corrupt object is deleted). A byte range is served unchecked (`cache verify`
+rehashes all). The bucket failing never fails a read the upstream can answer: a miss, `keeping`
+false a while, the file streamed verified, unkept. No eviction: the bucket's lifecycle rule
+bounds it. Errors are obstore's first line (no key nor secret). Imported only with
+`[storage] backend = "s3"`."""
 
 import asyncio
 import hashlib

@@ -1,43 +1,39 @@
 """Index records shared by replicas (gitlab_pypi_proxy.storage.records): each machine's own records
 (gitlab_pypi_proxy.storage.pages) in front, Redis behind them for every replica.
 
-A record is written to both; read from both, the newer one wins (and a record only Redis has is
-copied in): a replica started while GitLab is down serves what any replica fetched. Forgetting a
-record deletes it in Redis and here, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator)
-makes every other replica forget its own copy before its memos move on: an upload through one
-replica is listed by all of them at once. Where files are (the locations records, written by the
-thousand) stay per machine: a file URL falls back to asking GitLab by digest. Which sources
-delivered a file (gitlab_pypi_proxy.storage.deliveries) is shared: a file one replica verified for
-a source is not downloaded again by the others for it.
-
-Records are pickled into Redis as into the cache directory: Redis is trusted as the cache
-directory is. While Redis is down, the machine's records serve alone.
-"""
+A record is written to both and read from both, the newer winning (one only Redis has is copied
+in): a replica started while GitLab is down serves what any replica fetched. Forgetting a record
+deletes it in both, and a broadcast (gitlab_pypi_proxy.storage.redis_coordinator) makes every
+other replica forget its copy before its memos move on. Where files are stays per machine (a
+file URL falls back to asking GitLab by digest); delivery records are shared. Records go into
+Redis in the cache directory's plain format, under names that carry its version: reading one
+never runs code, and one that cannot be decoded is dropped, counted, and fetched again. While
+Redis is down, the machine's records serve alone."""
 
 import asyncio
-import pickle
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from gitlab_pypi_proxy.storage import pickles
-from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore, decode, encode
+from gitlab_pypi_proxy.storage.record_format import FORMAT, BadRecord, dropped, encode_key
 from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
 
-PREFIX = "gitlab-pypi-proxy:record:"
+PREFIX = f"gitlab-pypi-proxy:record:{FORMAT}:"  # records of another format are not read
 KEEP_SECONDS = 30 * 86400  # a record nobody refreshed for this long leaves Redis
 
 
 def _name(key: Hashable) -> str:
-    return PREFIX + repr(key)
+    return PREFIX + encode_key(key)
 
 
 def _entry(data: bytes | None) -> Entry | None:
     if data is None:
         return None
     try:
-        value = pickles.loads(data)
-    except Exception:
+        value = decode(data)
+    except BadRecord as exc:
+        dropped("shared records", exc)
         return None
     return value if isinstance(value, Entry) else None
 
@@ -72,7 +68,7 @@ class SharedRecords:
         return here
 
     async def put(self, key: Hashable, entry: Entry) -> None:
-        data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+        data = encode(entry)
         client = self.coordinator.client
         await asyncio.gather(
             self.local.put(key, entry),
@@ -116,7 +112,7 @@ class SharedRecords:
     def keep(self, key: Hashable, entry: Entry) -> bool:
         kept = self.local.keep(key, entry)
         if kept:
-            data = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+            data = encode(entry)
             redis = self.coordinator.sync
             self.coordinator.call_now(
                 "keeping a record", lambda: redis.set(_name(key), data, ex=KEEP_SECONDS)

@@ -1,7 +1,8 @@
 """Where the proxy keeps things and how its workers coordinate: which implementation of each
-storage seam runs (gitlab_pypi_proxy.storage.blobs, gitlab_pypi_proxy.storage.coordinator) is
-decided here, and nowhere else. The command line opens the stores without the rest of the proxy (a
-`serve`'s supervisor process stays small); the services open them for the index."""
+storage seam runs (gitlab_pypi_proxy.storage.blobs, gitlab_pypi_proxy.storage.coordinator,
+gitlab_pypi_proxy.storage.records) is decided here, and nowhere else. The command line opens
+the stores without the rest of the proxy (a `serve`'s supervisor process stays small); the
+services open them for the index."""
 
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Issue 11, critical: bursts of cold traffic must not wedge the proxy.
+"""Bursts of cold traffic must not wedge the proxy.
 
 The proxy with two workers in front of a slow GitLab double takes several rounds of hundreds of
 concurrent requests for distinct uncached names from clients that give up early (short timeouts,

@@ -1,4 +1,4 @@
-"""Issue 11, the file cache on bad days, end to end: a cache a little too small for a prefetched
+"""The file cache on bad days, end to end: a cache a little too small for a prefetched
 set, a corrupted stored file, downloads cut by SIGKILL, and who may read the cache directory."""
 
 import asyncio

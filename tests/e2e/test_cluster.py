@@ -22,7 +22,7 @@ import pytest
 
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from tests.backing_services import RedisServer, S3Server, running_redis, running_seaweedfs
 from tests.clients import clear_client_caches, pip_install
 from tests.proxy_process import ProxyProcess, free_port, start_proxy, write_config

@@ -1,4 +1,4 @@
-"""Issue 5 end to end: a richer index than GitLab's own. PEP 658 metadata sidecars that pip's and
+"""End to end, a richer index than GitLab's own. PEP 658 metadata sidecars that pip's and
 uv's resolvers use instead of downloading wheels, PEP 700 upload times for uv's --exclude-newer,
 and versions marked yanked in the configuration.
 """

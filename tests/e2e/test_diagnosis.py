@@ -1,4 +1,4 @@
-"""Issue 17, diagnosis: a source that goes down or comes back is one warning in the log (per
+"""Diagnosis: a source that goes down or comes back is one warning in the log (per
 change, not per request) naming the source, its host and port and the reason; /readyz and the
 status page say the same reason; a token GitLab refuses is named as such, never shown."""
 

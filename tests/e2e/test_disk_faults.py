@@ -1,4 +1,4 @@
-"""Issue 11 end to end: the cache disk fills up, or turns read-only, under a running proxy with two
+"""End to end, the cache disk fills up, or turns read-only, under a running proxy with two
 workers. Cached files and pages keep being served, cold ones stream verified without being kept,
 a download caught in flight reaches every client whole, uploads answer what GitLab did, health
 says what is wrong without asking for a restart, and no worker dies or logs a traceback.

@@ -1,4 +1,4 @@
-"""Issue 12 end to end: what the proxy spends of GitLab's rate limit.
+"""End to end, what the proxy spends of GitLab's rate limit.
 
 A name no GitLab source has costs one simple-page request per source, once per negative TTL (no
 Packages API call beside it), until an upload through the proxy claims the name, after which the
@@ -159,7 +159,7 @@ def test_prefetch_waits_out_gitlabs_429(tmp_path: Path) -> None:
 def test_a_cold_name_the_root_index_lists_asks_its_page_and_listing_at_once(
     tmp_path: Path,
 ) -> None:
-    """Issue 14: a worker's first page starts the poll for new names, which reads the project's
+    """A worker's first page starts the poll for new names, which reads the project's
     root index; then a never-seen name it lists has the Packages API listing sent while its
     simple page is still on its way (one round trip), a name it does not list has its simple
     page only."""

@@ -1,4 +1,4 @@
-"""Issue 12 end to end: a GitLab project with 2,000 versions of one name (a nightly a pipeline
+"""End to end, a GitLab project with 2,000 versions of one name (a nightly a pipeline
 publishes), behind the proxy with two workers.
 
 A cold page costs the simple page and one Packages API listing request per 100 versions, never a

@@ -1,4 +1,4 @@
-"""Issue 2 end to end: real pip and uv through the proxy over several GitLab projects and groups;
+"""End to end, real pip and uv through the proxy over several GitLab projects and groups;
 a view of some of them (uv pinning a package to it, pip through it); a release a CI job
 publishes straight to GitLab with twine, listed at once once the job asks the proxy to refresh
 it; releases the policy denies or blocks as malicious, which uv passes by and an exact pin of

@@ -1,4 +1,4 @@
-"""Issue 3 end to end: builds keep installing from the proxy's verified cache with GitLab gone."""
+"""End to end, builds keep installing from the proxy's verified cache with GitLab gone."""
 
 import asyncio
 import hashlib

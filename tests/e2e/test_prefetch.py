@@ -1,4 +1,4 @@
-"""Issue 6 end to end: prefetch what a lock file names, then install it with every upstream gone.
+"""End to end, prefetch what a lock file names, then install it with every upstream gone.
 
 One GitLab double with two projects and a public index (pypiserver) with a package no GitLab
 project has; `uv pip compile --generate-hashes` (and `--format pylock.toml`) through an online

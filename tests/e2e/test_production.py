@@ -1,4 +1,4 @@
-"""Issue 8 end to end: the proxy as a service. Status page in a real browser, metrics summed over
+"""End to end, the proxy as a service. Status page in a real browser, metrics summed over
 two workers, JSON access logs, health and readiness, a path prefix behind a trusted reverse proxy,
 graceful shutdown, and two replicas on their own caches answering alike.
 """

@@ -1,4 +1,4 @@
-"""Issue 5 end to end: a real public index (pypiserver) behind the proxy, without dependency
+"""End to end, a real public index (pypiserver) behind the proxy, without dependency
 confusion: a name a GitLab source owns never comes from the public index, even when GitLab is down.
 """
 

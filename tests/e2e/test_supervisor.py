@@ -1,6 +1,6 @@
 """`serve` with workers: once its checks pass, the process becomes a lean supervisor (the same
 pid) of its workers, with no resource tracker beside them, and still removes its runtime
-directory when stopped (issue 14's peak RSS of all processes)."""
+directory when stopped."""
 
 import signal
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Issue 16 end to end: the supply-chain guard with real pip and uv in front of a small static
+"""End to end, the supply-chain guard with real pip and uv in front of a small static
 PEP 691 index (upload times, provenance, project status) served on loopback."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Issue 4 end to end: real twine and uv publish through the proxy to the GitLab double, real pip
+"""End to end, real twine and uv publish through the proxy to the GitLab double, real pip
 installing what was uploaded, and the read-access matrix (one test per row)."""
 
 import base64

@@ -1,4 +1,4 @@
-"""Issue 17: what an uploader sees when GitLab refuses an upload. The proxy's log says GitLab's
+"""What an uploader sees when GitLab refuses an upload. The proxy's log says GitLab's
 status once; uv publish shows the proxy's one-line reason; twine prints the status line's
 reason phrase, which is that reason (gitlab_pypi_proxy.internals.reason_phrases), and the body with
 --verbose."""

@@ -8,7 +8,7 @@ from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.policy.rules import PolicySettings
 from gitlab_pypi_proxy.services import Composed, compose
 from gitlab_pypi_proxy.sources.base import Parts, Source
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.stores import Stores
 
 

@@ -1,5 +1,5 @@
-"""The routes' lines in the audit trail (gitlab_pypi_proxy.http.audit): an upload is one line, with
-who sent which file to which source, and nothing of the credentials."""
+"""The routes' lines in the audit trail (gitlab_pypi_proxy.http.audit_lines): an upload is one
+line, with who sent which file to which source, and nothing of the credentials."""
 
 import hashlib
 import json
@@ -10,13 +10,13 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.auth import Identity
 from gitlab_pypi_proxy.config import AuthConfig, UploadConfig
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.upload import upload
-from gitlab_pypi_proxy.policy.audit import AuditTrail
+from gitlab_pypi_proxy.policy.audit_trail import AuditTrail
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 from tests.unit.asgi import asgi_client
 from tests.unit.test_metrics_counts import Accepting
@@ -32,7 +32,7 @@ async def test_an_upload_is_one_line_of_the_trail(tmp_path: Path) -> None:
 
     routes = Starlette(
         routes=[Route("/upload/", upload, methods=["POST"])],
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     routes.state.services = SimpleNamespace(
         config=SimpleNamespace(upload=UploadConfig(default_source="platform"), auth=AuthConfig()),

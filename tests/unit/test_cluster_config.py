@@ -1,4 +1,4 @@
-"""The [storage] and [cluster] keys (issue 15): validated, secrets from the environment and never
+"""The [storage] and [cluster] keys: validated, secrets from the environment and never
 shown, the one-machine default when absent."""
 
 import subprocess

@@ -18,12 +18,12 @@ from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from gitlab_pypi_proxy.errors import NotAsListed
-from gitlab_pypi_proxy.index.provenance import Provenances
+from gitlab_pypi_proxy.index.provenance_passthrough import Provenances
 from gitlab_pypi_proxy.model import DistFile, FileStream
 from gitlab_pypi_proxy.offline import prefetch
 from gitlab_pypi_proxy.offline.progress import PlainProgress
 from gitlab_pypi_proxy.sources.base import Parts
-from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.provenance_store import ProvenanceStore
 from gitlab_pypi_proxy.storage.stores import Stores
 from tests.proxy_process import write_config
 from tests.servers import serve

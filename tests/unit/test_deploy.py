@@ -37,7 +37,7 @@ KUBERNETES_VERSIONS = sorted(
     {min(kubernetes_validate.utils.all_versions(), key=_release), _latest()}, key=_release
 )
 
-# issue 15's contract
+# the keys of the [storage] table, a contract
 STORAGE_KEYS = {
     "backend",
     "endpoint_url",

@@ -19,9 +19,9 @@ from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.disk_caches import SQLITE_SETTINGS
 from gitlab_pypi_proxy.storage.file_index import FileIndex
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore
-from gitlab_pypi_proxy.storage.provenance import ProvenanceStore
+from gitlab_pypi_proxy.storage.provenance_store import ProvenanceStore
 from gitlab_pypi_proxy.storage.uploads import RecentUploads
 
 DISKCACHES = ("pages", "metadata", "provenance", "details", "recent-uploads")

@@ -158,3 +158,16 @@ def test_no_development_history_in_the_readme_or_the_docs() -> None:
         if history.search(line)
     ]
     assert not found, "development history belongs in commit messages:\n" + "\n".join(found)
+
+
+def test_no_development_history_in_docstrings_or_comments() -> None:
+    sources = sorted((ROOT / "gitlab_pypi_proxy").rglob("*.py"))
+    sources += sorted((ROOT / "bench").rglob("*.py"))
+    history = re.compile(r"\bissues? \d+|\(issue\b|\bthis stop\b", re.IGNORECASE)
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if history.search(line)
+    ]
+    assert not found, "development history belongs in commit messages:\n" + "\n".join(found)

@@ -1,109 +1,199 @@
-"""A cache directory written by an earlier version is read as it is, though the classes of what it
-pickled have moved since (proxy.cache.pages → gitlab_pypi_proxy.storage.pages, ...)."""
+"""Stored records are plain JSON with a format version, never pickles: a cache directory written
+by a version that pickled its records (or holding records of another format version) is emptied
+when a store opens it, without reading a record; a record that cannot be read (malformed, of
+another shape) is dropped and counted, never a traceback, and fetched again. The content-addressed
+files are another store's and stay."""
 
-import contextlib
-import dataclasses
-import pickle
-import sys
-import types
-from collections.abc import Iterator
+import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import diskcache
+import pytest
 
+from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.details import Version as Listed
+from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+from gitlab_pypi_proxy.storage.provenance_store import Kept, ProvenanceStore
+from gitlab_pypi_proxy.storage.record_format import BadRecord, decode, encode, encode_key
 from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 
+FILE = DistFile(
+    "a-1.0-py3-none-any.whl",
+    "a" * 64,
+    "platform",
+    "https://g/a-1.0-py3-none-any.whl",
+    requires_python=">=3.9",
+    yanked="broken",
+    size=1234,
+    upload_time=datetime(2024, 1, 1, 12, 30, tzinfo=UTC),
+    core_metadata_sha256="b" * 64,
+    provenance="https://g/a.provenance",
+)
+PAGE = ProjectPage(
+    "a",
+    (FILE, DistFile("a-1.1.tar.gz", "c" * 64, "platform", "https://g/a-1.1.tar.gz")),
+    ("platform",),
+    status="archived",
+    status_reason="moved",
+    held_versions=frozenset({"1.1"}),
+    versions=("1.0", "1.1", "2.0"),
+)
 
-@contextlib.contextmanager
-def living_at(cls: type, module: str) -> Iterator[None]:
-    """While it runs, `cls` is pickled as the class `module`.<name>, as earlier versions did."""
-    moved = cls.__module__
-    parts = module.split(".")
-    # the module and its packages, as pickle imports them; those another class made are shared
-    made = [
-        m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m not in sys.modules
+
+RAN: list[str] = []
+
+
+def _run(what: str) -> None:
+    RAN.append(what)
+
+
+class Detonator:
+    """Unpickling it runs code: what a record read from a pickle could do."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_run, ("ran",))
+
+
+def _dropped(store: str) -> float:
+    name = metrics.PREFIX + "dropped_records_total"
+    return metrics.registry().get_sample_value(name, {"store": store}) or 0.0
+
+
+def _rows(database: Path) -> list[tuple[object, int, int]]:
+    """(key, key is raw, value mode) of every row of a diskcache database."""
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT key, raw, mode FROM Cache").fetchall()
+
+
+def test_every_record_kind_round_trips_as_json() -> None:
+    values = [
+        PAGE,
+        None,
+        frozenset({"a", "b"}),
+        True,
+        (frozenset({"x"}), 42),
+        {"platform": FILE},
+        Entry(PAGE, 1000.5),
     ]
-    for name in made:
-        sys.modules[name] = types.ModuleType(name)
-    setattr(sys.modules[module], cls.__qualname__, cls)
-    cls.__module__ = module
-    try:
-        yield
-    finally:
-        cls.__module__ = moved
-        for name in made:
-            del sys.modules[name]
+    for value in values[:-1]:
+        assert decode(encode(value)) == value
+    text = encode(PAGE)
+    assert text.isascii() and "pickle" not in text
 
 
-async def test_pages_details_and_uploads_written_by_an_earlier_version_are_read(
-    tmp_path: Path,
-) -> None:
-    file = DistFile("a-1.0.tar.gz", "a" * 64, "platform", "https://g/a-1.0.tar.gz")
-    page = ProjectPage("a", (file,), ("platform",))
-    when = datetime(2024, 1, 1, tzinfo=UTC)
-    with living_at(Entry, "proxy.cache.pages"):
-        old = diskcache.Cache(str(tmp_path / "pages"))
-        old.set(("page", "platform", "a"), Entry(page, 1000.0))
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80\x04\x95",  # a pickle
+        b"[1]",
+        b"[99, null]",  # another format version
+        b'[1, {"page": {"name": 1}}]',
+        b'[1, {"file": ["a", "b"]}]',
+        b'[1, {"set": "ab"}]',
+        b'[1, {"unknown": []}]',
+        b'[1, {"page": {"name": "a", "files": [["x"], [], [], [], [], [], [], [], [], []]}}]',
+    ],
+)
+def test_anything_else_is_a_bad_record(data: bytes) -> None:
+    with pytest.raises(BadRecord):
+        decode(data)
+
+
+async def test_a_cache_of_pickles_is_emptied_unread_when_opened(tmp_path: Path) -> None:
+    RAN.clear()
+    for name in ("pages", "details", "recent-uploads", "metadata", "provenance"):
+        old = diskcache.Cache(str(tmp_path / name))
+        old.set(("page", "platform", "a"), Detonator())  # a pickled key and value
+        old.set("big", [Detonator(), "x" * 100_000])  # a pickle in a file of its own
         old.close()
-    with living_at(Listed, "proxy.cache.details"):
-        old = diskcache.Cache(str(tmp_path / "details"))
-        old.set(("versions", "platform", "a"), {"1.0": Listed(when, ((7, 11),))})
-        old.close()
-    with living_at(Upload, "proxy.recent_uploads"):
-        old_uploads = diskcache.Deque(directory=str(tmp_path / "recent-uploads"))
-        old_uploads.append(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
-        old_uploads.cache.close()
-
     pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
-    entry = await pages.get(("page", "platform", "a"))
-    assert entry == Entry(page, 1000.0)
-    pages.close()
     details = DetailsStore(tmp_path)
-    assert (await details.read("platform", "a")).versions == {"1.0": Listed(when, ((7, 11),))}
-    details.close()
     uploads = RecentUploads(tmp_path)
-    assert [u.filename for u in await uploads.latest()] == ["a-1.0.tar.gz"]
-    uploads.close()
+    metadata, provenance = MetadataStore(tmp_path), ProvenanceStore(tmp_path)
+    try:
+        assert await pages.get(("page", "platform", "a")) is None
+        assert list(pages.items()) == [] and len(pages) == 0
+        assert (await details.read("platform", "a")).versions == {}
+        assert await uploads.latest() == []
+        assert await metadata.get("platform", "a" * 64) is None
+        assert await provenance.get("platform", "a" * 64) is None
+    finally:
+        for store in (pages, details, uploads, metadata, provenance):
+            store.close()
+    assert RAN == []
+    for name in ("pages", "details", "recent-uploads", "metadata", "provenance"):
+        assert [f for f in (tmp_path / name).rglob("*.val")] == []  # the big one's file too
 
 
-async def test_records_written_when_the_package_was_named_proxy_are_read(tmp_path: Path) -> None:
-    file = DistFile("a-1.0.tar.gz", "a" * 64, "platform", "https://g/a-1.0.tar.gz")
-    page = ProjectPage("a", (file,), ("platform",))
-    with (
-        living_at(Entry, "proxy.storage.pages"),
-        living_at(ProjectPage, "proxy.model"),
-        living_at(DistFile, "proxy.model"),
-    ):
-        old = diskcache.Cache(str(tmp_path / "pages"))
-        old.set(("page", "platform", "a"), Entry(page, 1000.0))
-        old.close()
+async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> None:
     pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
-    assert await pages.get(("page", "platform", "a")) == Entry(page, 1000.0)
-    pages.close()
+    details = DetailsStore(tmp_path)
+    uploads = RecentUploads(tmp_path)
+    metadata, provenance = MetadataStore(tmp_path), ProvenanceStore(tmp_path)
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    try:
+        await pages.put(("page", "platform", "a"), Entry(PAGE, 1000.0))
+        pages.set_now(("file", "a" * 64), {"platform": FILE})
+        await details.add_versions("platform", "a", {"1.0": Listed(when, ((7, 11), (8, None)))})
+        await details.add_files("platform", "a", {(FILE.filename, FILE.sha256): (1234, when)})
+        await uploads.record(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
+        await metadata.put("platform", "a" * 64, b"Metadata-Version: 2.1\nName: a\n")
+        await provenance.put("platform", "a" * 64, Kept(b'{"x": 1}\n', True, "verified: a\nb"))
+
+        assert await pages.get(("page", "platform", "a")) == Entry(PAGE, 1000.0)
+        assert pages.get_now(("file", "a" * 64)) == {"platform": FILE}
+        known = await details.read("platform", "a")
+        assert known.versions == {"1.0": Listed(when, ((7, 11), (8, None)))}
+        assert known.files == {(FILE.filename, FILE.sha256): (1234, when)}
+        assert [(u.filename, u.at) for u in await uploads.latest()] == [("a-1.0.tar.gz", 1000.0)]
+        assert await metadata.get("platform", "a" * 64) == b"Metadata-Version: 2.1\nName: a\n"
+        kept = await provenance.get("platform", "a" * 64)
+        assert kept == Kept(b'{"x": 1}\n', True, "verified: a\nb")
+    finally:
+        for store in (pages, details, uploads, metadata, provenance):
+            store.close()
+    for name in ("pages", "details", "recent-uploads", "metadata", "provenance"):
+        rows = _rows(tmp_path / name / "cache.db")
+        assert rows and all(raw == 1 and mode != 4 for _, raw, mode in rows), rows  # 4: pickled
 
 
-def test_a_big_pages_record_asks_for_its_classes_fields_once_per_class(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Unpickling a record of thousands of files once asked dataclasses for the fields of every
-    file: a third of a warm worker's time on big pages went there."""
-    from gitlab_pypi_proxy import model
-    from gitlab_pypi_proxy.storage import pickles
+async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None:
+    pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
+    details = DetailsStore(tmp_path)
+    before = _dropped("index records")
+    try:
+        raw = open_cache(tmp_path / "pages", 1)
+        raw.set(encode_key(("page", "platform", "a")), '[1, [{"page": {"name": 7}}, 1.0]]')
+        raw.set(encode_key(("file", "a" * 64)), "not json")
+        raw.close()
+        raw = open_cache(tmp_path / "details", 1)
+        raw.set(encode_key(("versions", "platform", "a")), '[1, {"map": {"1.0": [1, 2, 3]}}]')
+        raw.close()
+        assert await pages.get(("page", "platform", "a")) is None
+        assert pages.get_now(("file", "a" * 64)) is None
+        assert (await details.read("platform", "a")).versions == {}
+        assert list(pages.items()) == []  # dropped as they were read
+    finally:
+        pages.close()
+        details.close()
+    assert _dropped("index records") - before == 2
 
-    files = tuple(DistFile(f"a-1.{n}.tar.gz", f"{n:064x}", "p", "https://g/") for n in range(3000))
-    data = pickle.dumps(Entry(ProjectPage("a", files, ("p",)), 1.0))
-    asked: list[type] = []
 
-    def counted(cls):  # type: ignore[no-untyped-def]
-        asked.append(cls)
-        return dataclasses.fields(cls)
-
-    monkeypatch.setattr(model, "fields", counted)
-    model._layout.cache_clear()
-    entry = pickles.loads(data)
-    assert entry.value.files == files
-    assert len(asked) <= 2  # DistFile's, ProjectPage's
+def test_a_version_other_than_the_stores_empties_the_cache(tmp_path: Path) -> None:
+    cache = open_cache(tmp_path / "x", 1)
+    cache.set("kept", "yes")
+    cache.close()
+    cache = open_cache(tmp_path / "x", 1)
+    assert cache.get("kept") == "yes"
+    cache.close()
+    cache = open_cache(tmp_path / "x", 2)
+    assert cache.get("kept") is None
+    cache.close()
+    assert not os.path.exists(tmp_path / "x" / "kept")

@@ -6,7 +6,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.errors import (
     FailClosed,
     NotFound,
@@ -17,8 +16,9 @@ from gitlab_pypi_proxy.errors import (
     Unauthorized,
     Unavailable,
     UploadRefused,
-    error_response,
 )
+from gitlab_pypi_proxy.http import error_responses
+from gitlab_pypi_proxy.http.error_responses import error_response
 from tests.unit.asgi import asgi_client
 
 
@@ -65,7 +65,9 @@ async def test_the_handler_renders_one_plain_line_with_the_errors_headers() -> N
     async def route(request: Request) -> None:
         raise raised[int(request.path_params["n"])]
 
-    app = Starlette(routes=[Route("/{n}", route)], exception_handlers={ProxyError: errors.handle})
+    app = Starlette(
+        routes=[Route("/{n}", route)], exception_handlers={ProxyError: error_responses.handle}
+    )
     async with asgi_client(app, "127.0.0.1") as client:
         answers = [await client.get(f"/{n}") for n in range(len(raised))]
     assert [a.status_code for a in answers] == [404, 401, 429, 500]

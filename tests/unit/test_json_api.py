@@ -17,10 +17,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.auth import Authenticator
 from gitlab_pypi_proxy.config import AuthConfig, UserConfig
 from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.access import AccessControl
 from gitlab_pypi_proxy.http.app import json_api, project_page
 from gitlab_pypi_proxy.http.json_api import newest
@@ -155,7 +155,7 @@ class World:
                 Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
             ],
             middleware=[Middleware(AccessControl)],
-            exception_handlers={ProxyError: errors.handle},
+            exception_handlers={ProxyError: error_responses.handle},
         )
         self.app.state.services = SimpleNamespace(
             composed=self.built, advisories=self.advisories, auth=auth

@@ -3,6 +3,8 @@ other libraries' internals stay in the one package that owns them, nothing asks 
 can do."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,8 +75,6 @@ def _attribute_uses(attribute: str) -> list[str]:
 # bounded in pyproject.toml), and the names with an underscore that are public all the same.
 INTERNALS = "internals"
 DOCUMENTED = {"_exit"}  # os._exit
-# diskcache Disk's `_directory`: goes with the pickled records it reads (JSON records replace them)
-NOT_YET = {"storage/pickles.py"}
 
 
 def _private(name: str) -> bool:
@@ -139,7 +139,6 @@ def test_no_module_outside_internals_uses_another_librarys_private_names() -> No
         f"{path.relative_to(PROXY)}:{line}: {what}"
         for path in sorted(PROXY.rglob("*.py"))
         if path.relative_to(PROXY).parts[0] != INTERNALS
-        and path.relative_to(PROXY).as_posix() not in NOT_YET
         for line, what in _private_uses(ast.parse(path.read_text()), own)
     ]
     assert found == []
@@ -183,10 +182,46 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "cli.py",  # argparse namespaces
         "http/access_log.py",  # the route's endpoint
         "internals/server_protocol.py",  # uvicorn's transport, for what it does not hold back
-        "model.py",  # a record's own fields, pickled (what earlier versions wrote reads too)
-        "policy/provenance.py",  # an attestation's publisher (issue 16's groundwork, on main)
+        "policy/attestations.py",  # an attestation's publisher
         "sources/upstream_transport.py",  # a response body's aclose, where it has one
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it
         "storage/local_blobs.py",  # an OSError's strerror
         "storage/writable.py",  # an exception's errno
     }
+
+
+WITHOUT_WEB = ("storage", "sources", "index", "policy")
+
+
+def test_the_layers_below_http_import_nothing_of_starlette() -> None:
+    """Failures are plain exceptions (gitlab_pypi_proxy.errors); only http/ renders them."""
+    direct = [
+        f"{path.relative_to(PROXY)} imports {name}"
+        for path in [PROXY / "errors.py", *(p for pkg in WITHOUT_WEB for p in _modules(pkg))]
+        for name in _imported(path)
+        if name.split(".")[0] == "starlette"
+    ]
+    assert direct == []
+    modules = [
+        f"gitlab_pypi_proxy.{pkg}.{path.stem}"
+        for pkg in WITHOUT_WEB
+        for path in _modules(pkg)
+        if path.stem != "__init__"
+    ]
+    script = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'starlette'))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
+
+
+def test_every_kind_of_source_the_configuration_accepts_is_built() -> None:
+    from gitlab_pypi_proxy.config import SOURCE_KINDS
+    from gitlab_pypi_proxy.services import KINDS
+
+    assert tuple(KINDS) == SOURCE_KINDS

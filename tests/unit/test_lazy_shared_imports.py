@@ -1,5 +1,5 @@
-"""The one-machine default loads neither obstore nor redis-py (RSS matters, issue 14); a
-configuration with [storage]/[cluster] loads them (issue 15)."""
+"""The one-machine default loads neither obstore nor redis-py (every worker's
+memory counts); a configuration with [storage]/[cluster] loads them."""
 
 import json
 import subprocess

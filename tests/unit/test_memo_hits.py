@@ -9,9 +9,9 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.auth import Identity
 from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.access_log import AccessLog
 from gitlab_pypi_proxy.http.app import project_page, simple_root
 from gitlab_pypi_proxy.http.memo_hits import MemoHits
@@ -46,7 +46,7 @@ class Apps:
                 Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
                 Route("/{view}/simple/{name}/", project_page, methods=["GET", "HEAD"]),
             ],
-            exception_handlers={ProxyError: errors.handle},
+            exception_handlers={ProxyError: error_responses.handle},
         )
         self.routes.state.services = SimpleNamespace(composed=self.built, name_poll=NO_POLL)
         self.routes.state.memo = PageMemo(self.stores.coordinator)

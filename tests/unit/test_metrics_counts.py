@@ -10,11 +10,11 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gitlab_pypi_proxy import errors
 from gitlab_pypi_proxy.auth import Identity
 from gitlab_pypi_proxy.config import AuthConfig, UploadConfig
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.errors import ProxyError
+from gitlab_pypi_proxy.http import error_responses
 from gitlab_pypi_proxy.http.app import project_page
 from gitlab_pypi_proxy.http.page_memo import PageMemo
 from gitlab_pypi_proxy.http.upload import upload
@@ -86,7 +86,7 @@ async def test_an_upload_is_counted_once(tmp_path: Path) -> None:
     )
     routes = Starlette(
         routes=[Route("/upload/", upload, methods=["POST"])],
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     routes.state.services = services
 
@@ -120,7 +120,7 @@ async def test_page_hits_are_counted_per_source_lookup_not_per_memo_hit(tmp_path
     built = composed(tmp_path, [first, second], stores=stores)
     app = Starlette(
         routes=[Route("/simple/{name}/", project_page)],
-        exception_handlers={ProxyError: errors.handle},
+        exception_handlers={ProxyError: error_responses.handle},
     )
     app.state.services = SimpleNamespace(composed=built, name_poll=NO_POLL)
     app.state.memo = PageMemo(stores.coordinator)

@@ -17,7 +17,7 @@ from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from gitlab_pypi_proxy.http.app import create_app
 from gitlab_pypi_proxy.index.cached import PollKey
-from gitlab_pypi_proxy.policy.audit import query
+from gitlab_pypi_proxy.policy.audit_trail import query
 from tests.servers import serve
 from tests.waiting import async_wait_until
 

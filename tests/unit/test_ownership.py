@@ -1,4 +1,4 @@
-"""Private-first ownership: public sources answer only names no GitLab source has (issue 5)."""
+"""Private-first ownership: public sources answer only names no GitLab source has."""
 
 import logging
 from pathlib import Path

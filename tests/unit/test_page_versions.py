@@ -12,7 +12,7 @@ import respx
 
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.http.serialize import JSON, render_page
-from gitlab_pypi_proxy.index.policy import judge
+from gitlab_pypi_proxy.index.guarded import judge
 from gitlab_pypi_proxy.model import ProjectPage
 from gitlab_pypi_proxy.policy.advisories import Advisories
 from gitlab_pypi_proxy.sources.simple_index import SimpleIndexSource

@@ -1,4 +1,4 @@
-"""The guard in the index (gitlab_pypi_proxy.index.policy): cooldown, advisories, quarantine, name
+"""The guard in the index (gitlab_pypi_proxy.index.guarded): cooldown, advisories, quarantine, name
 rules."""
 
 import time
@@ -10,7 +10,7 @@ import pytest
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import NotFound
-from gitlab_pypi_proxy.index.policy import Guarded, judge
+from gitlab_pypi_proxy.index.guarded import Guarded, judge
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.policy import rules
 from gitlab_pypi_proxy.policy.advisories import Advisories
@@ -183,7 +183,7 @@ def test_the_trail_names_passthrough_callers_by_a_hash_of_their_token() -> None:
     from starlette.requests import Request
 
     from gitlab_pypi_proxy.auth import ANONYMOUS, Identity
-    from gitlab_pypi_proxy.http.audit import who
+    from gitlab_pypi_proxy.http.audit_lines import who
 
     token = "glpat-very-secret"
     header = b"Basic " + base64.b64encode(f"ci:{token}".encode())

@@ -1,4 +1,4 @@
-"""gitlab_pypi_proxy.policy.provenance: PEP 740 provenance parsed and verified offline against a
+"""gitlab_pypi_proxy.policy.attestations: PEP 740 provenance parsed and verified offline against a
 file's digest, with provenance signed by a Sigstore the test makes (tests/sigstore_double.py)."""
 
 import base64
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gitlab_pypi_proxy.policy import provenance
+from gitlab_pypi_proxy.policy import attestations
 from tests.sigstore_double import PRODUCTION_TUF, SigstoreDouble
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -30,14 +30,14 @@ def sigstore(cache_home: Path) -> SigstoreDouble:
     return double
 
 
-def _check(document: dict, filename: str = WHEEL, sha256: str = SHA) -> provenance.Verification:
-    return provenance.verify(provenance.parse(json.dumps(document)), filename, sha256)
+def _check(document: dict, filename: str = WHEEL, sha256: str = SHA) -> attestations.Verification:
+    return attestations.verify(attestations.parse(json.dumps(document)), filename, sha256)
 
 
 def test_a_provenance_object_is_parsed_with_its_publishers(sigstore: SigstoreDouble) -> None:
-    parsed = provenance.parse(json.dumps(sigstore.provenance(WHEEL, SHA)).encode())
+    parsed = attestations.parse(json.dumps(sigstore.provenance(WHEEL, SHA)).encode())
     assert len(parsed.attestation_bundles) == 1
-    assert [provenance.publisher_label(b.publisher) for b in parsed.attestation_bundles] == [
+    assert [attestations.publisher_label(b.publisher) for b in parsed.attestation_bundles] == [
         "Google release@acme.iam.gserviceaccount.com"
     ]
     statement = parsed.attestation_bundles[0].attestations[0].statement
@@ -54,8 +54,8 @@ def test_a_provenance_object_is_parsed_with_its_publishers(sigstore: SigstoreDou
     ],
 )
 def test_what_is_no_provenance_object_says_so_in_one_line(raw: bytes, message: str) -> None:
-    with pytest.raises(provenance.ProvenanceError, match=message) as caught:
-        provenance.parse(raw)
+    with pytest.raises(attestations.ProvenanceError, match=message) as caught:
+        attestations.parse(raw)
     assert "\n" not in str(caught.value)
 
 
@@ -131,7 +131,7 @@ def test_a_trust_root_cache_that_cannot_be_made_is_a_reason_not_an_error(
 def test_no_attestation_or_no_file_name_verifies_nothing(sigstore: SigstoreDouble) -> None:
     document = sigstore.provenance(WHEEL, SHA)
     document["attestation_bundles"][0]["attestations"] = []
-    assert _check(document) == provenance.Verification(
+    assert _check(document) == attestations.Verification(
         False,
         "not verified: the provenance holds no attestation",
         ("Google release@acme.iam.gserviceaccount.com",),

@@ -12,7 +12,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from gitlab_pypi_proxy.demo.server import serve
-from gitlab_pypi_proxy.errors import MAX_PHRASE, NotFound, Status, error_response
+from gitlab_pypi_proxy.errors import NotFound
+from gitlab_pypi_proxy.http.error_responses import MAX_PHRASE, PhrasedStatus, error_response
 from gitlab_pypi_proxy.internals import reason_phrases
 from gitlab_pypi_proxy.internals.server_protocol import CoalescingHttpTools
 
@@ -21,12 +22,12 @@ PHRASE = HELD.replace('"', "'")  # uv would print double quotes escaped
 
 
 def test_a_phrase_is_one_line_of_printable_ascii() -> None:
-    status = Status(404, "caf\u00e9 \r\nx\ty \x00")
+    status = PhrasedStatus(404, "caf\u00e9 \r\nx\ty \x00")
     assert status == 404 and isinstance(status, int)
     assert status.phrase == "caf x y"
-    assert Status(404, "\u00e9").phrase == "Not Found"  # nothing left: the standard phrase
-    assert len(Status(502, "x" * 1000).phrase) == MAX_PHRASE
-    assert Status(404, HELD).phrase == PHRASE
+    assert PhrasedStatus(404, "\u00e9").phrase == "Not Found"  # nothing left: the standard phrase
+    assert len(PhrasedStatus(502, "x" * 1000).phrase) == MAX_PHRASE
+    assert PhrasedStatus(404, HELD).phrase == PHRASE
     assert error_response(404, HELD).status_code.phrase == PHRASE  # type: ignore[attr-defined]
 
 

@@ -221,3 +221,44 @@ async def test_an_operators_yank_reaches_the_other_replica_and_outlives_both(
     assert await on_b.unyank("acme-core", "1.1") is True
     await async_wait_until(lambda: a.generation() != before, "a to hear of the unyank", 20)
     assert await on_a.current() == {}
+
+
+RAN: list[str] = []
+
+
+def _run(what: str) -> None:
+    RAN.append(what)
+
+
+class _Detonator:
+    """Unpickling it runs code: what a pickle anyone with Redis access wrote could do."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_run, ("ran",))
+
+
+async def test_what_another_writer_puts_in_redis_is_never_unpickled(
+    tmp_path: Path,
+    replicas: list[RedisCoordinator],
+) -> None:
+    """Records and news in Redis are JSON: a pickle under a record's name is dropped (the
+    record is fetched again), one on the news channel is a change naming nothing."""
+    import pickle
+
+    from gitlab_pypi_proxy.storage.pages import PageStore
+    from gitlab_pypi_proxy.storage.shared_records import SharedRecords, _name
+
+    a, b = replicas
+    RAN.clear()
+    records = SharedRecords(PageStore(tmp_path / "records", a.local), a)
+    try:
+        key = ("page", "platform", "acme-utils")
+        a.sync.set(_name(key), pickle.dumps(_Detonator()))
+        assert await records.get(key) is None
+        await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+        before = b.generation()
+        a.sync.publish("gitlab-pypi-proxy:changes", pickle.dumps([_Detonator()]))
+        await async_wait_until(lambda: b.generation() != before, "b to hear the news", 20)
+    finally:
+        records.close()
+    assert RAN == []

@@ -1,4 +1,4 @@
-"""Work that several clients share is not cancelled when one of them goes away (issue 11).
+"""Work that several clients share is not cancelled when one of them goes away.
 
 uvicorn does not cancel a request whose client hung up, but a server shutting down, another
 ASGI server, or a caller's own timeout does: each shared upstream path is checked here by

@@ -10,7 +10,7 @@ import pytest
 
 from gitlab_pypi_proxy.index.cached import PageKey
 from gitlab_pypi_proxy.storage import writable
-from gitlab_pypi_proxy.storage.metadata import MetadataStore
+from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.stores import Stores
 from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
 from tests.unit.fakes import FakeSource
@@ -56,7 +56,7 @@ async def test_metadata_and_uploads_are_held_in_memory(
 ) -> None:
     store, uploads = MetadataStore(tmp_path), RecentUploads(tmp_path)
     refuse_writes(monkeypatch, store._disk, "set")
-    refuse_writes(monkeypatch, uploads._deque, "append")
+    refuse_writes(monkeypatch, uploads._disk, "set")
     digest = await store.put("platform", A, b"Metadata-Version: 2.1\nName: x\n")
     assert await store.digests([("platform", A), ("platform", B)]) == {("platform", A): digest}
     assert await store.get("platform", A) == b"Metadata-Version: 2.1\nName: x\n"

@@ -1,5 +1,5 @@
 """What every process of `serve` loads at start: none of the heavy libraries only some
-configurations or some pages need (peak RSS target of issue 14: 150 MiB for all processes)."""
+configurations or some pages need (the peak RSS of all processes is held to 150 MiB)."""
 
 import json
 import subprocess

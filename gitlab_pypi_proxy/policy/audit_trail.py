@@ -1,30 +1,15 @@
-"""The audit trail: one JSON line per file served, per upload and per operator action (refresh,
-purge, yank, unyank, projects through the operator API), and the query that answers "which builds
-installed the compromised release?" (`gitlab-pypi-proxy audit --package NAME[==VERSION]` /
-`--sha256`).
+"""The audit trail: one JSON line per file served, per upload and per operator action, and the
+query that answers "which builds installed the compromised release?" (`gitlab-pypi-proxy audit
+--package NAME[==VERSION]` / `--sha256`).
 
-A line holds: time, event (download, upload, or the operator's action), identity, client
-address, file name, project, version, sha256, source, cache outcome, the advisories of a
-vulnerable file served anyway, and other policy notes (an operator action's reason and outcome).
-The identity is a proxy user's name, `anonymous`, or `gitlab:<first 12 hex digits of the sha256
-of the passthrough token>` (`identity_label`): never a token, so an operator who holds a leaked
-token can find its builds (`printf %s "$TOKEN" | sha256sum | cut -c1-12`) while the trail itself
-reveals nothing usable.
-
-Writing never blocks the event loop: `AuditTrail.record` puts the entry on a bounded queue and a
-writer thread serializes and appends it. Several worker processes share one file safely: it is
-opened with O_APPEND and each line is one write(2), which the kernel appends whole. Rotation by
-size is coordinated with flock on `<path>.lock`: writers hold it shared while they check that
-their descriptor is still the current file (reopening it otherwise) and append; the writer that
-finds the file full takes it exclusively, checks again, and renames `path` → `path.1` → … →
-`path.<keep>` (the oldest is dropped). So no line is written to a file that rotation has
-dropped, and none is split.
-
-What can be lost: entries still queued when a process is killed (close() drains the queue on a
-graceful stop), and entries beyond QUEUE_SIZE waiting for a disk that stalls (counted in
-`dropped`, logged); a failed write (disk full) is counted in `failed` and logged, and one cut
-short by a full disk can leave a fragment that `query` counts as an unreadable line.
-"""
+A line names who (a user, `anonymous`, or `gitlab:<12 hex digits of the token's sha256>`: never
+a token, yet a leaked one can be found), from where, which file, source and cache outcome, and
+the advisories of a vulnerable file served anyway. `record` never blocks the event loop: a
+bounded queue, a writer thread. Worker processes share the file: O_APPEND, one write(2) a line,
+and rotation by size under an flock on `<path>.lock`, so no line is split or written to a
+dropped file. What can be lost is counted and logged: entries queued when a process is killed or
+past QUEUE_SIZE on a stalled disk (`dropped`), failed writes (`failed`; a fragment cut by a full
+disk reads as one unreadable line)."""
 
 import contextlib
 import fcntl
@@ -122,7 +107,6 @@ class TrailStats:
     written: int = 0
     dropped: int = 0  # the queue was full
     failed: int = 0  # a write failed or was cut short
-    rotations: int = 0
 
 
 class AuditTrail:
@@ -245,7 +229,6 @@ class AuditTrail:
                     os.rename(f"{self.path}.{i}", f"{self.path}.{i + 1}")
             os.rename(self.path, f"{self.path}.1")
             self._follow()
-            self.stats.rotations += 1
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 

@@ -1,24 +1,14 @@
-"""The supply-chain guard over the index ([policy], each source's include/exclude):
+"""The supply-chain guard over the index ([policy], each source's include/exclude).
 
-- `NameRules` (around one source's answers, before merging): a name the source's `include`
-  leaves out or its `exclude` names is "not here" in that source, so another source's rules
-  decide, and no name falls through to a source that refuses it.
-- `Guarded` (around the merged index): a project a public index quarantines (PEP 792) lists no
-  files; files the cooldown holds (`min_age`, `unknown_age`), a `deny` rule names or a
-  malicious-package advisory blocks (`malicious = "block"`) are listed yanked with the rule as
-  the reason (`held = "yank"`: resolvers pass them by, an exact pin reaches the 404 and prints
-  the rule) or not at all (`"hide"`), and the PEP 700 `versions` leave out versions whose every
-  file is held; versions with a known advisory are yanked with the advisory ids as the reason,
-  or not listed (`vulnerable`). Its `check_file` answers a held, denied, blocked or quarantined
-  file's URL (and its sidecars') with a 404 whose one line names the rule or the advisory and
-  when the file becomes available, and a refused name's with the rule that refuses it. A denied
-  or blocked file is refused by the file name in its URL and by every name its digest was
-  listed under, so another spelling of the URL does not reach its bytes.
-
-Pages are judged when they are built (the page memo keeps the result no longer than the first
-held file's release); a page of many files or of a project with advisories is judged in a
-thread.
-"""
+`NameRules` (around one source's answers, before merging): a name the source's `include` leaves
+out or its `exclude` names is "not here" in that source, so no name falls through to a source
+that refuses it. `Guarded` (around the merged index): a quarantined project (PEP 792) lists no
+files; files the cooldown holds, a `deny` rule names or a malicious-package advisory blocks are
+listed yanked with the rule as the reason (or hidden), and versions with advisories yanked with
+their ids (or hidden). `check_file` answers such a file's URL (and its sidecars') with a 404
+naming the rule and when the file becomes available; a denied file is refused by its name and
+by every name its digest was listed under. Pages are judged when built (the memo keeps them no
+longer than the first hold's end); big ones in a thread."""
 
 import asyncio
 import math
@@ -28,7 +18,7 @@ from datetime import UTC, datetime
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
-from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
+from gitlab_pypi_proxy.index.index_protocol import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
 from gitlab_pypi_proxy.names import file_project_name, file_version
 from gitlab_pypi_proxy.policy import osv, rules

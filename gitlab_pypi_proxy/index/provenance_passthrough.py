@@ -1,6 +1,6 @@
 """PEP 740 provenance passed through from a public index: a file's provenance, fetched from the
 source whose page listed it, verified once against the file's sha256 when it is kept (in a
-thread: gitlab_pypi_proxy.policy.provenance), then served from the store, as that source's: a
+thread: gitlab_pypi_proxy.policy.attestations), then served from the store, as that source's: a
 reader gets the object of a source it may read that lists the file, never another's kept under
 the same digest. Concurrent requests for the same file's provenance fetch it once."""
 
@@ -10,11 +10,11 @@ from collections.abc import Mapping
 
 from gitlab_pypi_proxy.aio import SingleFlight
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, NotFound, SourceUnavailable, Unavailable
-from gitlab_pypi_proxy.index.base import Readable
-from gitlab_pypi_proxy.policy import provenance
+from gitlab_pypi_proxy.index.index_protocol import Readable
+from gitlab_pypi_proxy.policy import attestations
 from gitlab_pypi_proxy.sources.base import Sidecars
 from gitlab_pypi_proxy.storage.locations import FileLocations
-from gitlab_pypi_proxy.storage.provenance import Kept, ProvenanceStore
+from gitlab_pypi_proxy.storage.provenance_store import Kept, ProvenanceStore
 
 log = logging.getLogger("proxy.provenance")
 
@@ -22,8 +22,8 @@ log = logging.getLogger("proxy.provenance")
 def check(body: bytes, filename: str, sha256: str) -> tuple[bool, str]:
     """Verify `body` for the file (blocking: a thread)."""
     try:
-        result = provenance.verify(provenance.parse(body), filename, sha256)
-    except provenance.ProvenanceError as exc:
+        result = attestations.verify(attestations.parse(body), filename, sha256)
+    except attestations.ProvenanceError as exc:
         return False, f"not verified: {exc}"
     return result.verified, result.detail
 

@@ -1,6 +1,6 @@
 """The audit trail's lines from the routes: who received or uploaded which file, from where,
 with what cache outcome and which advisories, and what operators did through the operator API
-(gitlab_pypi_proxy.policy.audit writes them)."""
+(gitlab_pypi_proxy.policy.audit_trail writes them)."""
 
 import logging
 from typing import Literal
@@ -10,7 +10,7 @@ from starlette.requests import Request
 from gitlab_pypi_proxy.auth import basic_credentials
 from gitlab_pypi_proxy.http.access import identity_of
 from gitlab_pypi_proxy.names import file_project_name, file_version
-from gitlab_pypi_proxy.policy.audit import AuditEntry, identity_label
+from gitlab_pypi_proxy.policy.audit_trail import AuditEntry, identity_label
 from gitlab_pypi_proxy.services import Services
 
 log = logging.getLogger("proxy.operator")

@@ -10,8 +10,8 @@
 
 from dataclasses import replace
 
-from gitlab_pypi_proxy.index.base import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.index.core_metadata import CoreMetadata
+from gitlab_pypi_proxy.index.index_protocol import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import ProjectList, ProjectPage
 from gitlab_pypi_proxy.sources.base import Details
 

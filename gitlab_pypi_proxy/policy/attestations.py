@@ -1,30 +1,14 @@
 """PEP 740 provenance: read the provenance object an index serves for a file, and verify its
 attestations against the file's sha256 with `pypi-attestations`, as PyPI does on upload.
 
-What verification needs, and what works offline: each attestation carries a short-lived
-signing certificate, a DSSE signature over an in-toto statement naming the file and its sha256,
-and a Rekor log entry (inclusion promise, inclusion proof, signed checkpoint). Checking them
-needs Sigstore's trust root (Fulcio's CA certificates, the CT log and Rekor keys), which
-sigstore-python normally refreshes over the network from Sigstore's TUF repository. This module
-verifies with `offline=True`, which needs no network: sigstore-python then reads the trust root
-from its TUF cache (`~/.cache/sigstore-python/tuf/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/`,
-under XDG_CACHE_HOME if set, as the proxy's user), and when that cache is empty it first copies
-in the trust root bundled with the installed sigstore package. Found by trying: a real PyPI
-provenance (pypi-attestations 0.0.19's sdist, signed in 2024) verifies this way with sigstore
-4.5.1's bundled root and no network; the tests sign their own with a Sigstore made by the test
-(tests/sigstore_double.py) whose root they place in that cache.
-
-Limits, said plainly: the offline root is only as new as the cache or the bundled copy, and it is
-not re-checked against TUF. An attestation signed with keys added to Sigstore later (a new Rekor
-log, a rotated CA) is reported "not verified: ..." until the cache is refreshed: any online
-sigstore-python run as the proxy's user refreshes it, and deleting the cached trusted_root.json
-makes the next verification take the bundled copy of the installed sigstore again. A cache
-directory that cannot be written also ends as "not verified: <why>", never as an error. Nothing
-here ever claims more than was checked.
-
-A verification takes about 2 ms of CPU here and reads the trust root from disk: run it in a
-thread, once, when the file and its provenance are cached, and keep the result.
-"""
+Verification runs with `offline=True`, so the proxy never needs Sigstore's network: the trust
+root comes from sigstore-python's TUF cache (under the proxy user's XDG_CACHE_HOME), seeded from
+the copy bundled with the installed sigstore. So it is only as new as that cache: an attestation
+signed with keys Sigstore added later reads "not verified: ..." until the cache is refreshed,
+and a cache that cannot be written ends the same way, never as an error. Nothing here claims
+more than was checked. A verification costs milliseconds of CPU and reads the trust root from
+disk: run it in a thread, once, when the file and its provenance are kept. Where the cache is
+and how to refresh it: docs/architecture.md, "Provenance offline"."""
 
 import logging
 from dataclasses import dataclass
