@@ -27,7 +27,6 @@ from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.names import InvalidName, is_sha256, validate, validate_filename
 from gitlab_pypi_proxy.storage.deliveries import delivered_sha256
 from gitlab_pypi_proxy.storage.downloads import Downloads
-from gitlab_pypi_proxy.storage.locations import sha256_of
 from gitlab_pypi_proxy.storage.pages import Entry
 from gitlab_pypi_proxy.storage.stores import Stores
 
@@ -87,9 +86,6 @@ def _record(raw: Any, value: Any) -> dict[str, Any] | None:
             "fetched_at": value.fetched_at,
             "names": sorted(value.value),
         }
-    sha256 = sha256_of(raw)
-    if sha256 is not None and isinstance(value, dict):
-        return {"kind": "file", "sha256": sha256, "files": [_file_json(f) for f in value.values()]}
     sha256 = delivered_sha256(raw)
     if sha256 is not None and isinstance(value, Entry) and isinstance(value.value, frozenset):
         return {"kind": "delivered", "sha256": sha256, "sources": sorted(value.value)}
@@ -145,8 +141,11 @@ def export(stores: Stores, bundle: Path) -> tuple[int, int]:
                 record = _record(key, value)
                 if record is None:
                     continue
-                if record["kind"] == "file" and record["files"]:
-                    names[record["sha256"]] = record["files"][0]["filename"]
+                index.write(json.dumps(record).encode() + b"\n")
+                records += 1
+            for sha256, files in stores.locations.items_now():
+                names[sha256] = files[0].filename
+                record = {"kind": "file", "sha256": sha256, "files": [_file_json(f) for f in files]}
                 index.write(json.dumps(record).encode() + b"\n")
                 records += 1
             _add_bytes(

@@ -1,6 +1,7 @@
 """Every SQLite database the proxy keeps is opened one way: the diskcaches (index records,
-details, metadata, provenance, uploads) by `open_cache`, the file index's own connection given
-the same settings by `lean`.
+details, metadata, provenance, uploads) by `open_cache`, the proxy's own databases (the file
+index, where files are listed: gitlab_pypi_proxy.storage.sqlite_db) given the same settings by
+`lean`.
 
 diskcache's defaults (a 64 MiB memory map and 32 MiB of page cache per connection, a connection
 per thread) grow in a worker into resident memory never given back; the proxy reads a record at

@@ -3,8 +3,7 @@
 A SQLite database of the proxy's own, `files/index.db`: a row per file (sha256, its name under
 `files/`, size, store and access times), totals kept by triggers (files, bytes, hits, misses) and
 an index on access times. A verified file is moved in as `files/sha256/<2 hex digits>/<sha256>`.
-The processes sharing the directory write in WAL mode, each thread on a connection of its own,
-each write one transaction that takes the lock at once (BEGIN IMMEDIATE: no deadlocks). A lookup
+The processes sharing the directory share it as gitlab_pypi_proxy.storage.sqlite_db says. A lookup
 is one indexed SELECT; access times and counters arrive in batches (storage/usage.py); eviction
 frees just enough, least recently used first, never an entry it is told to keep.
 When the index is made it adopts what is on disk: an earlier version's diskcache index, read
@@ -17,14 +16,13 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gitlab_pypi_proxy.names import is_sha256
-from gitlab_pypi_proxy.storage.disk_caches import lean
+from gitlab_pypi_proxy.storage.sqlite_db import Database
 from gitlab_pypi_proxy.storage.usage import Pending
 
 log = logging.getLogger("proxy.cache.files")
@@ -32,7 +30,6 @@ log = logging.getLogger("proxy.cache.files")
 INDEX = "index.db"
 BLOBS = "sha256"
 _FORMAT = 1  # the tables below; a database without it is (re)made, adopting what is on disk
-_BUSY_SECONDS = 60.0  # how long a write waits for another process's
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS files (
         sha256 TEXT PRIMARY KEY NOT NULL,
@@ -64,10 +61,6 @@ _SCHEMA = (
 Sql = Callable[..., sqlite3.Cursor]  # a connection's `execute`
 
 
-class _PerThread(threading.local):
-    connection: sqlite3.Connection | None = None
-
-
 @dataclass(frozen=True)
 class Row:
     filename: str  # relative to the files directory
@@ -78,19 +71,12 @@ class Row:
 class FileIndex:
     def __init__(self, root: Path, max_size: int) -> None:
         self.root, self.max_size = root, max_size
-        self._path = root / INDEX
-        self._local = _PerThread()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
+        self._db = Database(root / INDEX)
         self._made()
 
     def close(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
-        self._local = _PerThread()
+        self._db.close()
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -213,33 +199,14 @@ class FileIndex:
 
     # --- the database -------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = self._local.connection
-        if connection is None:
-            connection = sqlite3.connect(
-                self._path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA synchronous = NORMAL")  # WAL: consistent after a crash
-            lean(connection)  # one per thread: kept small (storage/disk_caches.py)
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
-
     def _sql(self, statement: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        return self._connection().execute(statement, parameters)
+        return self._db.sql(statement, parameters)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Sql]:
         """A write transaction, holding the database's write lock from its start."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.writing() as connection:
             yield connection.execute
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
 
     def _totals(self) -> dict[str, int]:
         return dict(self._sql("SELECT name, value FROM totals").fetchall())
@@ -251,26 +218,16 @@ class FileIndex:
     def _made(self) -> None:
         """The tables, made once for the directory (adopting what is on disk) by whichever
         process gets there first; the others wait for it, then find them made."""
-        connection = self._connection()
-        if self._format(connection) == _FORMAT:
-            return
-        ((mode,),) = connection.execute("PRAGMA journal_mode").fetchall()
-        if mode != "wal":  # kept in the database once set
-            connection.execute("PRAGMA journal_mode = WAL")
-        with self._writing() as sql:
-            if self._format(connection) == _FORMAT:
-                return
-            for statement in _SCHEMA:
-                sql(statement)
-            adopted = _adopt(self.root, sql)
-            sql(f"PRAGMA user_version = {_FORMAT}")
-        if adopted:
-            log.info("file cache index made: %d files already in the cache adopted", adopted)
+        adopted = 0
 
-    @staticmethod
-    def _format(connection: sqlite3.Connection) -> int:
-        ((version,),) = connection.execute("PRAGMA user_version").fetchall()
-        return int(version)
+        def make(connection: sqlite3.Connection) -> None:
+            nonlocal adopted
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            adopted = _adopt(self.root, connection.execute)
+
+        if self._db.made(_FORMAT, make) and adopted:
+            log.info("file cache index made: %d files already in the cache adopted", adopted)
 
 
 def _adopt(root: Path, sql: Sql) -> int:

@@ -1,48 +1,67 @@
 """Where files are: sha256 → the sources whose pages listed a file of that digest (a DistFile per
-source), so that a file URL works without its page. Kept among the index records
-(gitlab_pypi_proxy.storage.pages) under keys of its own; while the disk will not take a change, it
-is held in this process instead (bounded)."""
+source), so that a file URL works without its page, on every worker of the machine.
+
+A table of the proxy's own, `locations.db` in the cache directory
+(gitlab_pypi_proxy.storage.sqlite_db): a row per (digest, source), its DistFile a record
+(gitlab_pypi_proxy.storage.record_format). A page of thousands of files is remembered in one
+statement that rewrites only the rows that changed: a record per digest among the index records
+cost a read and a write each, the largest share of a worker's time on a cold install's big pages.
+Past `_MAX_ROWS` the oldest rows go. While the disk will not take a change, it is held in this
+process instead (bounded); a row that cannot be read is dropped and counted."""
 
 import asyncio
+import logging
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.model import DistFile
+from gitlab_pypi_proxy.storage import record_format
 from gitlab_pypi_proxy.storage.pages import Entry
-from gitlab_pypi_proxy.storage.records import RecordStore
-from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS
+from gitlab_pypi_proxy.storage.sqlite_db import Database
+from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, CacheWrites
 
+log = logging.getLogger("proxy.storage")
+
+DATABASE = "locations.db"
+_TABLE = 1  # the table below, made again (empty) when it or record_format.FORMAT changes
+_MAX_ROWS = 2_000_000  # ~300 bytes each
 _HELD_ENTRIES = 10_000
-_AT_ONCE = 200  # records per transaction: a page of 10,000 files must not hold up other writes
+_STORE = "file locations"
 
 
-def location_key(sha256: str) -> tuple[str, str]:
-    """The record of where the files of digest `sha256` are."""
-    return ("file", sha256)
-
-
-def sha256_of(key: object) -> str | None:
-    """The digest whose locations record `key` is, or None when it is no such record."""
-    if isinstance(key, tuple) and len(key) == 2 and key[0] == "file":
-        return str(key[1])
-    return None
+def _make(connection: sqlite3.Connection) -> None:
+    connection.execute("DROP TABLE IF EXISTS locations")
+    connection.execute(
+        """CREATE TABLE locations (
+            sha256 TEXT NOT NULL, source TEXT NOT NULL, file TEXT NOT NULL,
+            UNIQUE (sha256, source)
+        )"""
+    )
 
 
 class FileLocations:
-    def __init__(self, store: RecordStore) -> None:
-        self.store = store
+    def __init__(self, directory: Path, writes: CacheWrites) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.writes = writes
+        self._db = Database(directory / DATABASE)
+        self._db.made(_TABLE * 1000 + record_format.FORMAT, _make)
         self._held: TTLMemo[str, Entry] = TTLMemo(_HELD_ENTRIES)
+
+    def close(self) -> None:
+        self._db.close()
 
     async def of(self, sha256: str) -> list[DistFile]:
         """Every source known to offer a file of this digest."""
-        known = await asyncio.to_thread(self.store.get_now, location_key(sha256))
+        known = await asyncio.to_thread(self._stored, sha256)
         held = self._held.get(sha256)
-        return list({**(known or {}), **(held.value if held else {})}.values())
+        return list({**known, **(held.value if held else {})}.values())
 
     def of_now(self, sha256: str) -> list[DistFile]:
-        """`of`, from the stored records only (blocking: the operator API's listing)."""
-        return list((self.store.get_now(location_key(sha256)) or {}).values())
+        """`of`, from the stored rows only (blocking: the operator API's listing)."""
+        return list(self._stored(sha256).values())
 
     async def remember(self, files: Iterable[DistFile]) -> None:
         """Record which source offers each file."""
@@ -50,7 +69,7 @@ class FileLocations:
         try:
             await asyncio.to_thread(self.remember_now, files)
         except WRITE_ERRORS as exc:
-            self.store.writes.failed(exc, "keeping file locations")
+            self.writes.failed(exc, "keeping file locations")
             now = time.time()
             for file in files:
                 held = self._held.get(file.sha256)
@@ -59,12 +78,54 @@ class FileLocations:
 
     def remember_now(self, files: Iterable[DistFile]) -> None:
         """`remember` for the command line (blocking)."""
-        files = list(files)
-        store = self.store
-        for start in range(0, len(files), _AT_ONCE):
-            with store.transact():
-                for file in files[start : start + _AT_ONCE]:
-                    key = ("file", file.sha256)  # location_key, inline: 10,000 files a page
-                    known: dict[str, DistFile] = store.get_now(key) or {}
-                    if known.get(file.source) != file:
-                        store.set_now(key, {**known, file.source: file})
+        rows = [(f.sha256, f.source, record_format.encode(f)) for f in files]
+        if not rows:
+            return
+        with self._db.writing() as connection:
+            connection.executemany(
+                """INSERT INTO locations (sha256, source, file) VALUES (?, ?, ?)
+                ON CONFLICT (sha256, source) DO UPDATE SET file = excluded.file
+                WHERE file != excluded.file""",
+                rows,
+            )
+            ((first, last),) = connection.execute(
+                "SELECT min(rowid), max(rowid) FROM locations"
+            ).fetchall()
+            if last - first >= _MAX_ROWS:  # rowids grow with each row added: the oldest go
+                connection.execute(
+                    "DELETE FROM locations WHERE rowid <= ?", (last - _MAX_ROWS * 9 // 10,)
+                )
+
+    def items_now(self) -> Iterator[tuple[str, list[DistFile]]]:
+        """Every digest with the files listed of it, by digest (blocking: the command line)."""
+        cursor = self._db.sql("SELECT DISTINCT sha256 FROM locations ORDER BY sha256")
+        for (sha256,) in cursor.fetchall():
+            files = list(self._stored(sha256).values())
+            if files:
+                yield sha256, files
+
+    def _stored(self, sha256: str) -> dict[str, DistFile]:
+        rows = self._db.sql(
+            "SELECT source, file FROM locations WHERE sha256 = ?", (sha256,)
+        ).fetchall()
+        found: dict[str, DistFile] = {}
+        for source, text in rows:
+            try:
+                file = record_format.decode(text)
+                if not isinstance(file, DistFile) or (file.sha256, file.source) != (sha256, source):
+                    raise record_format.BadRecord("not the file of its row")
+            except record_format.BadRecord as exc:
+                record_format.dropped(_STORE, exc)
+                self._forget_row(sha256, source)
+                continue
+            found[source] = file
+        return found
+
+    def _forget_row(self, sha256: str, source: str) -> None:
+        try:
+            with self._db.writing() as connection:
+                connection.execute(
+                    "DELETE FROM locations WHERE sha256 = ? AND source = ?", (sha256, source)
+                )
+        except WRITE_ERRORS as exc:
+            self.writes.failed(exc, "dropping a file location")

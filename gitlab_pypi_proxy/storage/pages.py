@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,7 @@ class PageStore:
         return found if isinstance(found, Entry) else None
 
     def _decoded(self, name: str) -> Any:
-        """The record stored under `name`, decoded (an Entry, or a locations record's value);
+        """The record stored under `name`, decoded (an Entry, or a value stored bare);
         None when there is none or it cannot be read (then it is dropped)."""
         try:
             data = self._disk.get(name)
@@ -136,7 +135,7 @@ class PageStore:
         forgot them and tells the rest itself."""
         self._delete(keys)
 
-    # --- blocking, for the command line and the locations -------------------------------------
+    # --- blocking, for the command line and the deliveries -------------------------------------
 
     def get_now(self, key: Hashable) -> Any:
         """The stored value of `key` (blocking)."""
@@ -145,11 +144,6 @@ class PageStore:
     def set_now(self, key: Hashable, value: Any) -> None:
         """Store `value` under `key` (blocking)."""
         self._disk.set(encode_key(key), encode(value))
-
-    def transact(self) -> AbstractContextManager[Any]:
-        """Reads and writes made inside are one transaction (blocking): keep it short, a few
-        hundred records, so that a big change does not hold up every other write."""
-        return self._disk.transact()
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         """Every stored (key, value) (blocking: for the command line)."""

@@ -1,6 +1,6 @@
-"""The seam for index records (every source's answers, where files are, which sources delivered
-them), by key, each with the time it was fetched: what gitlab_pypi_proxy.index.cached keeps and
-gitlab_pypi_proxy.storage.locations and gitlab_pypi_proxy.storage.deliveries build on.
+"""The seam for index records (every source's answers, which sources delivered which files), by
+key, each with the time it was fetched: what gitlab_pypi_proxy.index.cached keeps and
+gitlab_pypi_proxy.storage.deliveries builds on.
 
 Today's implementations: gitlab_pypi_proxy.storage.pages (diskcache under the cache directory: the
 workers of one machine) and gitlab_pypi_proxy.storage.shared_records (the same, with Redis shared by
@@ -8,7 +8,6 @@ every replica behind it). Nothing outside gitlab_pypi_proxy.storage and the comp
 which one runs."""
 
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from gitlab_pypi_proxy.storage.pages import Entry
@@ -50,10 +49,6 @@ class RecordStore(Protocol):
         """Store `value` bare, without a time (blocking). Raises OSError, sqlite3.Error or
         diskcache.Timeout (gitlab_pypi_proxy.storage.writable.WRITE_ERRORS) when the disk will
         not take it."""
-        ...
-
-    def transact(self) -> AbstractContextManager[Any]:
-        """Reads and writes inside are one transaction (blocking). Raises as `set_now`."""
         ...
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:

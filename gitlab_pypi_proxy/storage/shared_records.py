@@ -12,7 +12,6 @@ Redis is down, the machine's records serve alone."""
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore, decode, encode
@@ -95,16 +94,13 @@ class SharedRecords:
         this worker too, for its own)."""
         self._listeners.append(listener)
 
-    # --- blocking, for the command line and the locations -------------------------------------
+    # --- blocking, for the command line and the deliveries -------------------------------------
 
     def get_now(self, key: Hashable) -> Any:
         return self.local.get_now(key)
 
     def set_now(self, key: Hashable, value: Any) -> None:
         self.local.set_now(key, value)
-
-    def transact(self) -> AbstractContextManager[Any]:
-        return self.local.transact()
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         return self.local.items()

@@ -85,7 +85,8 @@ class Stores:
             pages = SharedRecords(PageStore(directory, local), redis)
             shared.append(SharedPart("redis", redis.problem, redis.reachable))
         downloads = Downloads(blobs, coordinator, Deliveries(pages, coordinator))
-        return cls(coordinator, pages, FileLocations(pages), blobs, downloads, tuple(shared))
+        locations = FileLocations(directory, pages.writes)
+        return cls(coordinator, pages, locations, blobs, downloads, tuple(shared))
 
     @classmethod
     def local(cls, directory: Path, max_size: int, *, count_hits: bool = True) -> "Stores":
@@ -94,7 +95,7 @@ class Stores:
         pages = PageStore(directory, coordinator)
         blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
         downloads = Downloads(blobs, coordinator, Deliveries(pages, coordinator))
-        return cls(coordinator, pages, FileLocations(pages), blobs, downloads)
+        return cls(coordinator, pages, FileLocations(directory, pages.writes), blobs, downloads)
 
     def clean(self) -> Leftovers:
         """Remove what downloads killed midway left (blocking: at start); what downloads still
@@ -104,5 +105,6 @@ class Stores:
 
     def close(self) -> None:
         self.pages.close()
+        self.locations.close()
         self.blobs.close()
         self.coordinator.close()

@@ -4,6 +4,7 @@ when a store opens it, without reading a record; a record that cannot be read (m
 another shape) is dropped and counted, never a traceback, and fetched again. The content-addressed
 files are another store's and stay."""
 
+import contextlib
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from gitlab_pypi_proxy.storage.details import DetailsStore
 from gitlab_pypi_proxy.storage.details import Version as Listed
 from gitlab_pypi_proxy.storage.disk_caches import open_cache
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.locations import FileLocations
 from gitlab_pypi_proxy.storage.metadata_store import MetadataStore
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore
 from gitlab_pypi_proxy.storage.provenance_store import Kept, ProvenanceStore
@@ -137,10 +139,11 @@ async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> 
     details = DetailsStore(tmp_path)
     uploads = RecentUploads(tmp_path)
     metadata, provenance = MetadataStore(tmp_path), ProvenanceStore(tmp_path)
+    locations = FileLocations(tmp_path, pages.writes)
     when = datetime(2024, 1, 1, tzinfo=UTC)
     try:
         await pages.put(("page", "platform", "a"), Entry(PAGE, 1000.0))
-        pages.set_now(("file", "a" * 64), {"platform": FILE})
+        locations.remember_now([FILE])
         await details.add_versions("platform", "a", {"1.0": Listed(when, ((7, 11), (8, None)))})
         await details.add_files("platform", "a", {(FILE.filename, FILE.sha256): (1234, when)})
         await uploads.record(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
@@ -148,7 +151,7 @@ async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> 
         await provenance.put("platform", "a" * 64, Kept(b'{"x": 1}\n', True, "verified: a\nb"))
 
         assert await pages.get(("page", "platform", "a")) == Entry(PAGE, 1000.0)
-        assert pages.get_now(("file", "a" * 64)) == {"platform": FILE}
+        assert locations.of_now(FILE.sha256) == [FILE]
         known = await details.read("platform", "a")
         assert known.versions == {"1.0": Listed(when, ((7, 11), (8, None)))}
         assert known.files == {(FILE.filename, FILE.sha256): (1234, when)}
@@ -157,22 +160,28 @@ async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> 
         kept = await provenance.get("platform", "a" * 64)
         assert kept == Kept(b'{"x": 1}\n', True, "verified: a\nb")
     finally:
-        for store in (pages, details, uploads, metadata, provenance):
+        for store in (pages, details, uploads, metadata, provenance, locations):
             store.close()
     for name in ("pages", "details", "recent-uploads", "metadata", "provenance"):
         rows = _rows(tmp_path / name / "cache.db")
         assert rows and all(raw == 1 and mode != 4 for _, raw, mode in rows), rows  # 4: pickled
+    with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db:
+        [(text,)] = db.execute("SELECT file FROM locations").fetchall()
+    assert isinstance(text, str) and decode(text) == FILE
 
 
 async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None:
     pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
     details = DetailsStore(tmp_path)
-    before = _dropped("index records")
+    locations = FileLocations(tmp_path, pages.writes)
+    before = _dropped("index records"), _dropped("file locations")
     try:
         raw = open_cache(tmp_path / "pages", 1)
         raw.set(encode_key(("page", "platform", "a")), '[1, [{"page": {"name": 7}}, 1.0]]')
         raw.set(encode_key(("file", "a" * 64)), "not json")
         raw.close()
+        with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db, db:
+            db.execute("INSERT INTO locations VALUES (?, ?, ?)", ("a" * 64, "platform", "[1"))
         raw = open_cache(tmp_path / "details", 1)
         raw.set(encode_key(("versions", "platform", "a")), '[1, {"map": {"1.0": [1, 2, 3]}}]')
         raw.close()
@@ -180,10 +189,12 @@ async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None
         assert pages.get_now(("file", "a" * 64)) is None
         assert (await details.read("platform", "a")).versions == {}
         assert list(pages.items()) == []  # dropped as they were read
+        assert locations.of_now("a" * 64) == [] and locations.of_now("a" * 64) == []
     finally:
         pages.close()
         details.close()
-    assert _dropped("index records") - before == 2
+        locations.close()
+    assert (_dropped("index records") - before[0], _dropped("file locations") - before[1]) == (2, 1)
 
 
 def test_a_version_other_than_the_stores_empties_the_cache(tmp_path: Path) -> None:

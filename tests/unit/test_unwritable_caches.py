@@ -36,6 +36,7 @@ async def test_pages_locations_and_invalidations_are_held_in_memory(
     index = composed(tmp_path, [source], stores=stores).plain
     await index.project_page("x")  # kept on disk while it still could be
     refuse_writes(monkeypatch, stores.pages._disk, "set", "delete", "transact")
+    refuse_writes(monkeypatch, stores.locations._db, "writing")
     source.add("y", "y-1.0.tar.gz", B)
     with caplog.at_level(logging.WARNING):
         assert [f.filename for f in (await index.project_page("y")).files] == ["y-1.0.tar.gz"]
