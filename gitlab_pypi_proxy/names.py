@@ -41,14 +41,16 @@ def is_sha256(value: str) -> bool:
     return bool(_SHA256.match(value))
 
 
+_NOT_IN_A_FILENAME = re.compile(r"[\x00-\x1f\x7f/\\]")  # separators and control characters
+
+
 def validate_filename(filename: str) -> str:
     """A distribution file name as it may appear in a URL path: no separators, no control chars."""
     if (
         not filename
         or len(filename) > 255
         or filename in {".", ".."}
-        or any(c in filename for c in "/\\")
-        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+        or _NOT_IN_A_FILENAME.search(filename)
     ):
         raise InvalidName(f"not a valid distribution file name: {filename[:80]!r}")
     return filename

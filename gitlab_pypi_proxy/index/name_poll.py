@@ -133,7 +133,7 @@ class NamePoll:
             return
         if self._failing.pop(name, None) is not None:
             log.info("source %s: polled for names published to GitLab again", name)
-        wrong = await asyncio.to_thread(self._without_page, name, new) if new else frozenset()
+        wrong = await self._said_not_here(name, new) if new else frozenset()
         if wrong:  # forgotten before the poll is recorded: a worker that dies between asks again
             await self.forget(name, wrong)
             shown = sorted(n for n in wrong if _valid(n))[:_SHOWN]
@@ -151,14 +151,26 @@ class NamePoll:
             "source %s: polled for new names: %d names, %d new", name, len(seen.names), len(new)
         )
 
-    def _without_page(self, source: str, names: frozenset[str]) -> frozenset[str]:
-        """Of `names`, those `source` has no page kept for, here (blocking)."""
+    async def _said_not_here(self, source: str, names: frozenset[str]) -> frozenset[str]:
+        """Of `names`, those a kept record of `source` says it does not have: what a poll
+        corrects. A page kept needs nothing forgotten, and no record at all neither (forgetting
+        it would race with the page being kept meanwhile, and lose it for an outage after)."""
+        unknown, not_here = await asyncio.to_thread(self._kept_here, source, names)
+        keys = [PageKey(source, n).raw for n in unknown]  # kept elsewhere (Redis) perhaps
+        found = await asyncio.gather(*(self.records.get(key) for key in keys))
+        return not_here | {n for n, e in zip(unknown, found, strict=True) if _not_here(e)}
 
-        def kept(name: str) -> bool:
+    def _kept_here(self, source: str, names: frozenset[str]) -> tuple[list[str], frozenset[str]]:
+        """Of `names`, those with no record of `source` kept here, and those whose record says
+        it does not have them (blocking)."""
+        unknown, not_here = [], set()
+        for name in names:
             entry = self.records.get_now(PageKey(source, name).raw)
-            return isinstance(entry, Entry) and entry.value is not None
-
-        return frozenset(n for n in names if not kept(n))
+            if not isinstance(entry, Entry):
+                unknown.append(name)
+            elif entry.value is None:
+                not_here.add(name)
+        return unknown, frozenset(not_here)
 
     async def _learn(self, name: str) -> None:
         """What another worker's poll saw last, if this worker has not taken it yet."""
@@ -167,6 +179,10 @@ class NamePoll:
         if entry is not None and seen is not None and self._learnt.get(name) != entry.fetched_at:
             self._learnt[name] = entry.fetched_at
             self.sources[name].saw(seen)
+
+
+def _not_here(entry: Entry | None) -> bool:
+    return entry is not None and entry.value is None
 
 
 def _seen(entry: Entry | None) -> Seen | None:

@@ -13,15 +13,16 @@ from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
 from gitlab_pypi_proxy.errors import NotFound
-from gitlab_pypi_proxy.index.cached import forget
+from gitlab_pypi_proxy.index.cached import PageKey, forget
 from gitlab_pypi_proxy.index.name_poll import NamePoll
+from gitlab_pypi_proxy.model import ProjectPage
 from gitlab_pypi_proxy.sources import gitlab_group
 from gitlab_pypi_proxy.sources.base import Parts, Seen
 from gitlab_pypi_proxy.sources.gitlab_group import GitLabGroup
 from gitlab_pypi_proxy.sources.gitlab_project import GitLabProject
 from gitlab_pypi_proxy.sources.upstream import Upstream
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
-from gitlab_pypi_proxy.storage.pages import PageStore
+from gitlab_pypi_proxy.storage.pages import Entry, PageStore
 from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
 from gitlab_pypi_proxy.storage.stores import Stores
 from tests.backing_services import RedisServer, redis_server  # noqa: F401 (a fixture)
@@ -195,6 +196,28 @@ async def test_a_not_here_kept_before_the_first_poll_is_forgotten_by_it(
         double.down_status = None
 
 
+async def test_a_poll_forgets_only_what_says_not_there(
+    tmp_path: Path, double: GitLabDouble, gitlab: str, http: httpx2.AsyncClient
+) -> None:
+    """A page kept, and a name of which nothing is kept, are left alone: forgetting the latter
+    would race with its page being kept meanwhile (a client's first install as the worker's
+    first poll runs), and lose that page for an outage right after."""
+    source = _project(double, gitlab, http, 25)
+    for name in ("listed", "unknown", "said-absent"):
+        _publish(double, 25, name)
+    forgotten: list[frozenset[str]] = []
+
+    async def published(name: str, names: frozenset[str]) -> None:
+        forgotten.append(names)
+
+    stores = Stores.local(tmp_path, 2**30)
+    await stores.pages.put(PageKey("p", "listed").raw, Entry(ProjectPage("listed"), 1000.0))
+    await stores.pages.put(PageKey("p", "said-absent").raw, Entry(None, 1000.0))
+    poll = NamePoll({"p": source}, stores.coordinator.value, stores.pages, published)
+    await poll.tick("p")
+    assert forgotten == [{"said-absent"}]
+
+
 @pytest.mark.parametrize("failure", ["GitLab down", "the token lost the project"])
 async def test_a_failed_poll_changes_nothing_and_the_next_compares_with_the_last_good_one(
     tmp_path: Path,
@@ -213,11 +236,13 @@ async def test_a_failed_poll_changes_nothing_and_the_next_compares_with_the_last
         forgotten.append(names)
 
     stores = Stores.local(tmp_path, 2**30)
+    for name in ("known", "meanwhile"):  # a worker kept "not here" of each before
+        await stores.pages.put(PageKey("p", name).raw, Entry(None, 1000.0))
     clock = Clock()
     values = stores.coordinator.value
     poll = NamePoll({"p": source}, values, stores.pages, published, clock=clock)
     await poll.tick("p")
-    assert forgotten == [{"known"}]  # the first poll: every name it saw
+    assert forgotten == [{"known"}]  # the first poll: every name it saw said not there
     try:
         if failure == "GitLab down":
             double.down_status = 503
