@@ -10,19 +10,17 @@ the set once per server and twice directly.
 """
 
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import load, servers
+from bench import load, scenarios, servers
 from bench.dataset import MAIN_PROJECT
 from bench.processes import Processes, rss_bytes, tree_pids
 from bench.report import table
 from bench.scenarios import Samples, add
-from tests.clients import isolated_env, uv_binary
 
 PUBLIC = "https://pypi.org/simple/"
 # 66 packages with their dependencies
@@ -71,20 +69,8 @@ class Result:
 def install(client: str, index_url: str, home: Path) -> tuple[float, float | None]:
     """(seconds, uv's resolve time in seconds or None) of one install of PACKAGES into an empty
     target, the client's cache off."""
-    env = isolated_env(home)
-    target = home / "target"
-    if client == "pip":
-        command = [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--index-url"]
-    else:
-        command = [uv_binary(), "pip", "install", "--no-cache", "--python", sys.executable]
-        command += ["--index-url"]
-    command += [index_url, "--target", str(target), *PACKAGES]
-    started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    seconds = time.monotonic() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{client} install from {index_url} failed:\n{done.stderr[-2000:]}")
-    found = _RESOLVED.search(done.stderr)
+    seconds, printed = scenarios.install(client, index_url, PACKAGES, home, timeout=900)
+    found = _RESOLVED.search(printed)
     resolve = None
     if found:
         resolve = float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)

@@ -296,7 +296,12 @@ def memory(
 # --- 6. real clients ---------------------------------------------------------------------------
 
 
-def _install(client: str, index_url: str, packages: list[str], home: Path) -> float:
+def install(
+    client: str, index_url: str, packages: list[str], home: Path, timeout: float = 300
+) -> tuple[float, str]:
+    """(seconds, what the client printed on stderr) of `client` (pip or uv) installing
+    `packages` from `index_url` into an empty target under `home`, its cache off. Raises
+    RuntimeError when the install fails."""
     target = home / "target"
     env = isolated_env(home)
     if client == "pip":
@@ -306,11 +311,15 @@ def _install(client: str, index_url: str, packages: list[str], home: Path) -> fl
         command += ["--index-url"]
     command += [index_url, "--target", str(target), *packages]
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"{client} install from {index_url} failed:\n{done.stderr[-2000:]}")
-    return elapsed
+    return elapsed, done.stderr
+
+
+def _install(client: str, index_url: str, packages: list[str], home: Path) -> float:
+    return install(client, index_url, packages, home)[0]
 
 
 def installs(
