@@ -12,8 +12,10 @@ alert on."""
 import asyncio
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -23,11 +25,21 @@ from gitlab_pypi_proxy.http.shared_state import shared_problems, shared_state
 from gitlab_pypi_proxy.sources.upstream_health import SourceState
 from gitlab_pypi_proxy.storage.writable import CacheState, writes_for
 
+R = TypeVar("R")
+
+# The probes' blocking reads run on a thread of their own: behind big pages' work in the default
+# executor, a probe would wait seconds for a thread, and a kubelet take that for a hang.
+_PROBE_THREAD = ThreadPoolExecutor(1, thread_name_prefix="probe")
+
+
+async def _in_probe_thread(work: Callable[[], R]) -> R:
+    return await asyncio.get_running_loop().run_in_executor(_PROBE_THREAD, work)
+
 
 async def cache_state(request: Request) -> CacheState:
-    """Whether the cache directory takes writes (a statvfs, in a thread)."""
+    """Whether the cache directory takes writes (a statvfs, in the probes' thread)."""
     directory = request.app.state.services.config.cache.directory
-    return await asyncio.to_thread(writes_for(directory).state)
+    return await _in_probe_thread(writes_for(directory).state)
 
 
 async def healthz(request: Request) -> Response:
@@ -64,9 +76,9 @@ async def readiness(request: Request) -> Readiness:
         return Readiness(False, mode, body | {"descriptors": DESCRIPTORS.as_json()})
     offline = services.config.cache.offline
     names = services.source_names
-    known, stalls = await asyncio.to_thread(services.health.read_shared)
+    known, stalls = await _in_probe_thread(services.health.read_shared)
     states = {name: known.get(name, SourceState()).as_json(time.time()) for name in names}
-    cached_pages = await asyncio.to_thread(len, services.stores.pages)
+    cached_pages = await _in_probe_thread(lambda: len(services.stores.pages))
     down = [name for name, s in states.items() if s["state"] == "down"]
     cache = await cache_state(request)
     can_serve_cached = cached_pages > 0
