@@ -139,7 +139,8 @@ def test_gitlabs_429_is_honoured_by_every_worker_and_never_hammered(tmp_path: Pa
             # the first 429, and at most one request the other worker had on its way (its
             # background work for the page, under load) when the first came back
             assert 1 <= _throttled(double) <= 2
-            assert double.requests[-1].status == 200
+            # the last came through: app-dep's page, or the look-ahead's ranged read of its wheel
+            assert double.requests[-1].status in (200, 206)
             assert "Traceback" not in proxy.log()
         finally:
             proxy.stop()
