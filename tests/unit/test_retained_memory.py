@@ -64,8 +64,10 @@ async def test_a_big_public_page_served_leaves_nothing_per_file_behind(tmp_path:
         held = await _held_after_serving(built, "botocore")
     finally:
         await built.close()
-    # a memo entry per file (a name and a parsed version, ~240 bytes) would hold ~350 KiB
-    assert held < 64 * KIB, held
+    # a memo entry per file (a name and a parsed version, ~240 bytes) would hold ~350 KiB; what
+    # does not grow with the files (a thread's first connection, the loop's callbacks under way)
+    # stays under 128 KiB however busy the machine
+    assert held < 128 * KIB, held
 
 
 async def test_the_files_of_private_names_are_memoized_within_a_bound(tmp_path: Path) -> None:
