@@ -529,6 +529,20 @@ def reload_on_sighup(reload: Callable[[], Awaitable[None]]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
+def _index_routes(prefix: str) -> list[Route]:
+    """The index's routes under `prefix`: its simple pages, its files and its JSON API."""
+    endpoints = (
+        ("/simple", redirect_root),
+        ("/simple/", simple_root),
+        ("/simple/{name}/", project_page),
+        ("/simple/{name}", project_page),
+        ("/files/{sha256}/{filename}", distribution_file),
+        ("/pypi/{name}/json", json_api),
+        ("/pypi/{name}/{version}/json", json_api),
+    )
+    return [Route(prefix + path, endpoint, methods=["GET", "HEAD"]) for path, endpoint in endpoints]
+
+
 def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -553,13 +567,7 @@ def create_app(config: Config) -> Starlette:
 
     routes = [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/simple", redirect_root, methods=["GET", "HEAD"]),
-        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
-        Route("/simple/{name}/", project_page, methods=["GET", "HEAD"]),
-        Route("/simple/{name}", project_page, methods=["GET", "HEAD"]),
-        Route("/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
-        Route("/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
-        Route("/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
+        *_index_routes(""),
         Route("/", status_page, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -579,15 +587,7 @@ def create_app(config: Config) -> Starlette:
     routes.append(Route("/", upload, methods=["POST", "PUT"]))
     # [[views]]: the index over some sources, at /<view>/simple/, its files and its JSON API
     # under /<view>/ too (names the routes above take are refused as view names)
-    routes += [
-        Route("/{view}/simple", redirect_root, methods=["GET", "HEAD"]),
-        Route("/{view}/simple/", simple_root, methods=["GET", "HEAD"]),
-        Route("/{view}/simple/{name}/", project_page, methods=["GET", "HEAD"]),
-        Route("/{view}/simple/{name}", project_page, methods=["GET", "HEAD"]),
-        Route("/{view}/files/{sha256}/{filename}", distribution_file, methods=["GET", "HEAD"]),
-        Route("/{view}/pypi/{name}/json", json_api, methods=["GET", "HEAD"]),
-        Route("/{view}/pypi/{name}/{version}/json", json_api, methods=["GET", "HEAD"]),
-    ]
+    routes += _index_routes("/{view}")
     server = config.server
     # Outermost first: the request's id and its log line (every answer carries the id, the log
     # sees 401s too), the real client and path, then access. Innermost, memo hits answered
