@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
-from gitlab_pypi_proxy.http.app import create_app
 from tests.proxy_process import start_proxy, write_config
 from tests.servers import Server, serve
 from tests.tls import Certificates, make_certificates
+from tests.unit.asgi import running_app
 from tests.worlds import app_with_dependency
 
 TOKEN = "glpat-custom-ca"
@@ -55,11 +54,8 @@ async def test_without_it_the_answer_is_a_502_naming_the_tls_problem(
     _, server, _ = gitlab
     for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):  # the system's store: it lacks the test's CA
         monkeypatch.delenv(name, raising=False)
-    app = create_app(load(write_config(tmp_path, server.url, SOURCES, token=TOKEN)))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            page = await client.get("/simple/app-main/")
+    async with running_app(write_config(tmp_path, server.url, SOURCES, token=TOKEN)) as client:
+        page = await client.get("/simple/app-main/")
     host = server.url.removeprefix("https://")
     assert page.status_code == 502
     assert page.text == (

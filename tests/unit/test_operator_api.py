@@ -12,13 +12,12 @@ import httpx2
 import pytest
 import pytest_asyncio
 
-from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.demo.dists import make_wheel
 from gitlab_pypi_proxy.demo.gitlab_double import GitLabDouble
-from gitlab_pypi_proxy.http.app import create_app
 from gitlab_pypi_proxy.index.cached import PollKey
 from gitlab_pypi_proxy.policy.audit_trail import query
 from tests.servers import serve
+from tests.unit.asgi import running_app
 from tests.waiting import async_wait_until
 
 READER_TOKEN = "glpat-operator-reader"
@@ -71,12 +70,8 @@ def _config(directory: Path, gitlab_url: str) -> Path:
 
 
 async def _app_client(path: Path) -> AsyncIterator[httpx2.AsyncClient]:
-    app = create_app(load(path))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with running_app(path) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-import httpx2
-
-from gitlab_pypi_proxy.config import load
-from gitlab_pypi_proxy.http.app import create_app
+from tests.unit.asgi import running_app
 
 BUSY = 64  # more than the default executor's threads (at most 32)
 
@@ -21,19 +18,16 @@ async def test_probes_answer_while_the_default_executor_is_busy(tmp_path: Path) 
         '[gitlab]\nurl = "https://gitlab.example.com"\ntoken = "glpat-probe"\n'
         '[[sources]]\nname = "platform"\ngitlab_project = "acme/platform"\n'
     )
-    app = create_app(load(config))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            release = threading.Event()
-            loop = asyncio.get_running_loop()
-            busy = [loop.run_in_executor(None, release.wait, 60) for _ in range(BUSY)]
-            try:
-                health = await asyncio.wait_for(client.get("/healthz"), 20)
-                ready = await asyncio.wait_for(client.get("/readyz"), 20)
-                assert not any(b.done() for b in busy)  # answered with every thread still busy
-            finally:
-                release.set()
-                await asyncio.gather(*busy)
+    async with running_app(config) as client:
+        release = threading.Event()
+        loop = asyncio.get_running_loop()
+        busy = [loop.run_in_executor(None, release.wait, 60) for _ in range(BUSY)]
+        try:
+            health = await asyncio.wait_for(client.get("/healthz"), 20)
+            ready = await asyncio.wait_for(client.get("/readyz"), 20)
+            assert not any(b.done() for b in busy)  # answered with every thread still busy
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
     assert (health.status_code, health.text) == (200, "ok\n")
     assert ready.status_code in (200, 503) and "ready" in ready.json()

@@ -7,18 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx2
 import pytest
 from bs4 import BeautifulSoup
 
 from gitlab_pypi_proxy import __version__, metrics, processes
-from gitlab_pypi_proxy.config import load
-from gitlab_pypi_proxy.http.app import create_app
 from gitlab_pypi_proxy.http.status_page import Section, Usage, render, snippets
 from gitlab_pypi_proxy.index.shadows import ShadowedNames
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.uploads import KEEP, RecentUploads, Upload
 from gitlab_pypi_proxy.supervisor import PID_ENV
+from tests.unit.asgi import running_app
 
 TOKEN = "glpat-status-page-token"
 
@@ -34,12 +32,9 @@ def _config(tmp_path: Path, extra: str) -> Path:
 
 
 async def _page(path: Path) -> tuple[str, dict]:
-    app = create_app(load(path))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            page = (await client.get("/")).text
-            ready = (await client.get("/readyz")).json()
+    async with running_app(path) as client:
+        page = (await client.get("/")).text
+        ready = (await client.get("/readyz")).json()
     return page, ready
 
 

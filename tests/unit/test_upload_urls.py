@@ -12,9 +12,8 @@ import pytest
 import pytest_asyncio
 import respx
 
-from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.demo.dists import make_wheel
-from gitlab_pypi_proxy.http.app import create_app
+from tests.unit.asgi import running_app
 
 GITLAB = "https://gitlab.example.com"
 UPLOAD_11 = f"{GITLAB}/api/v4/projects/11/packages/pypi"
@@ -40,11 +39,8 @@ def _config(tmp_path: Path, default_source: bool = True) -> Path:
 
 
 async def _client(path: Path) -> AsyncIterator[httpx2.AsyncClient]:
-    app = create_app(load(path))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            yield client
+    async with running_app(path) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
