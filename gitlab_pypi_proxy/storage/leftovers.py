@@ -12,6 +12,7 @@ import fcntl
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from gitlab_pypi_proxy.storage.blobs import Spool
@@ -45,12 +46,16 @@ def discard_spool(spool: Spool) -> None:
         os.unlink(spool.path)
 
 
-def partial_bytes(incoming: Path) -> int:
-    """Bytes the spools take now, running downloads' and orphans' alike (blocking)."""
+def partial_bytes(incoming: Path, claimed: Mapping[str, int] | None = None) -> int:
+    """Bytes the spools take, running downloads' and orphans' alike (blocking): each file's
+    size now, or what `claimed` says it will take (by file name: a running download's whole
+    size) when that is more. Each file is read once, so one growing or preallocated while it
+    is counted is never counted twice."""
+    claimed = claimed or {}
     total = 0
     for entry in os.scandir(incoming):
         with contextlib.suppress(FileNotFoundError):
-            total += entry.stat().st_size
+            total += max(entry.stat().st_size, claimed.get(entry.name, 0))
     return total
 
 

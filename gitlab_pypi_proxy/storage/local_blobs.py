@@ -282,12 +282,13 @@ class LocalBlobStore:
     def _evict_past_max_size(self, keep: str | None) -> None:
         with self._serving_lock:
             protected = {*self._serving, *([keep] if keep else [])}
-        # What running downloads have still to take beyond their partial files on disk (which
-        # partial_bytes counts, preallocated to their whole size where the file system can).
+        # Running downloads take their whole size (announced, or written so far) whatever is
+        # on disk yet; orphans what they take.
         with self._spools_lock:
-            spools = list(self._spools.values())
-        coming = sum(max(0, (s.size or 0) - max(s.written, _on_disk(s.path))) for s in spools)
-        evicted = self._index.make_room(partial_bytes(self._tmp) + coming, protected)
+            claimed = {
+                os.path.basename(s.path): max(s.size or 0, s.written) for s in self._spools.values()
+            }
+        evicted = self._index.make_room(partial_bytes(self._tmp, claimed), protected)
         if evicted:
             for sha256 in evicted:
                 self._verified.pop(sha256, None)
@@ -357,10 +358,3 @@ class LocalBlobStore:
         with contextlib.suppress(OSError):
             stat = os.stat(self._index.full_path(row.filename))
             self._passed(sha256, (stat.st_ino, stat.st_ctime_ns, stat.st_size))
-
-
-def _on_disk(path: str) -> int:
-    try:
-        return os.stat(path).st_size if path else 0
-    except FileNotFoundError:
-        return 0

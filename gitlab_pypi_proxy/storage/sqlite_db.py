@@ -7,6 +7,7 @@ made once per format (`PRAGMA user_version`) by whichever process gets there fir
 blocks: call them from a thread."""
 
 import contextlib
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -73,12 +74,16 @@ class Database:
         ends by recording the version) unless they are made; True if this call made them."""
         if self.format() == version:
             return False
-        ((mode,),) = self.sql("PRAGMA journal_mode").fetchall()
-        if mode != "wal":  # kept in the database once set
-            self.sql("PRAGMA journal_mode = WAL")
-        with self.writing() as connection:
-            if self.format() == version:
-                return False
-            make(connection)
-            connection.execute(f"PRAGMA user_version = {int(version)}")
+        # One process at a time: switching to WAL takes an exclusive lock for which SQLite
+        # does not wait (its busy handler is skipped where waiting could deadlock).
+        with open(f"{self.path}.making", "a") as making:
+            fcntl.flock(making, fcntl.LOCK_EX)
+            ((mode,),) = self.sql("PRAGMA journal_mode").fetchall()
+            if mode != "wal":  # kept in the database once set
+                self.sql("PRAGMA journal_mode = WAL")
+            with self.writing() as connection:
+                if self.format() == version:
+                    return False
+                make(connection)
+                connection.execute(f"PRAGMA user_version = {int(version)}")
         return True

@@ -2,9 +2,10 @@
 over random file names) is adopted as it is, files stored by name come back if the index is
 lost, and the totals the triggers keep agree with the rows."""
 
-import asyncio
+import concurrent.futures
 import hashlib
 import io
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -103,11 +104,20 @@ def test_the_totals_follow_every_change(tmp_path: Path) -> None:
         index.close()
 
 
-async def test_processes_sharing_a_new_directory_make_the_index_once(tmp_path: Path) -> None:
-    """Several stores opening an empty directory at once (workers starting): one index, whole."""
-    indexes = await asyncio.gather(*(asyncio.to_thread(FileIndex, tmp_path, MIB) for _ in range(4)))
+def _opened(directory: Path) -> tuple[int, int]:
+    index = FileIndex(directory, MIB)
     try:
-        assert all(index.totals()[:2] == (0, 0) for index in indexes)
+        return index.totals()[:2]
     finally:
-        for index in indexes:
-            index.close()
+        index.close()
+
+
+def test_processes_sharing_a_new_directory_make_the_index_once(tmp_path: Path) -> None:
+    """Processes opening an empty directory at once (workers starting): one index, whole, and
+    none of them refused while another switches the new database to WAL. Many directories:
+    the race is one of a few milliseconds."""
+    directories = [tmp_path / str(n) for n in range(60)]
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(8, mp_context=spawn) as processes:
+        for directory in directories:
+            assert list(processes.map(_opened, [directory] * 8)) == [(0, 0)] * 8

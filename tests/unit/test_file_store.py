@@ -112,6 +112,34 @@ async def test_eviction_keeps_the_store_under_its_size(tmp_path: Path) -> None:
     assert await store.blobs.open(newest) is not None
 
 
+async def test_a_download_preallocated_while_room_is_made_is_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room is made while another thread preallocates a download's spool: its bytes count once,
+    claimed or on disk, and an entry that fits is not evicted for it."""
+    store = Stores.local(tmp_path, 1_000_000)
+    contents = [os.urandom(300_000) for _ in range(2)]
+    source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
+    for content in contents:
+        sha = hashlib.sha256(content).hexdigest()
+        await read_all(store.downloads.download(sha, opener(source, sha)))
+    spool = store.blobs.spool("c" * 64)
+    scandir = os.scandir
+
+    def preallocated_meanwhile(path):  # the reserving thread's fallocate lands now
+        os.truncate(spool.path, 300_000)
+        return scandir(path)
+
+    monkeypatch.setattr(blobs_module.os, "posix_fallocate", lambda fd, offset, length: None)
+    monkeypatch.setattr(leftovers.os, "scandir", preallocated_meanwhile)
+    await store.blobs.reserve(spool, 300_000)
+    await store.blobs._tasks.settled()
+    monkeypatch.undo()
+    assert store.blobs.evicted == 0  # 900,000 bytes fit in 1,000,000
+    assert all([hashlib.sha256(c).hexdigest() in store.blobs for c in contents])
+    store.blobs.discard(spool)
+
+
 async def test_truncated_size_is_dropped_on_read(tmp_path: Path) -> None:
     source = FakeSource("s", contents={SHA: CONTENT})
     store = Stores.local(tmp_path, 10 * 2**20)
