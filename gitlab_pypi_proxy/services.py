@@ -238,7 +238,7 @@ class Services:
             patient=patient,
         )
         details_store = DetailsStore(directory)
-        changed: Callable[[], Awaitable[None]] = stores.coordinator.changed
+        changed: Callable[[str], Awaitable[None]] = stores.coordinator.changed
         context = Context(upstream, config.gitlab, budget, details_store, changed)
         sources = [KINDS[s.kind](s, context) for s in config.sources]
         owned = [s for s in config.sources if s.is_gitlab]

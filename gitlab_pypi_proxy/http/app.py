@@ -144,7 +144,7 @@ async def index_response(
     allowed = allowed_sources(request)
     view = view_of(request)
     key = memo_key(what, media, allowed, view.name if view else "")
-    generation = memo.generation()  # read before the inputs, so a racing change wins
+    generation = memo.generation(what)  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
         return page_response(request, rendered, stale=False)
@@ -182,7 +182,7 @@ async def json_api(request: Request) -> Response:
     base = mask_userinfo(str(request.base_url))  # built from the client's Host header
     base += f"{view.name}/" if view else ""  # its files under the view, with its read check
     key = memo_key(memo_what(base, name, version), JSON_API, allowed, view.name if view else "")
-    generation = memo.generation()  # read before the inputs, so a racing change wins
+    generation = memo.generation(name)  # read before the inputs, so a racing change wins
     rendered = memo.get(key, generation)
     if rendered is not None:
         return page_response(request, rendered, stale=False)

@@ -100,7 +100,7 @@ class MemoHits:
             if not allowed:
                 return None  # the route's 403
         key = memo_key(what, media, allowed, view.name if view else "")
-        rendered = memo.get(key, memo.generation())
+        rendered = memo.get(key, memo.generation(what))
         if rendered is None:
             return None
         scope["endpoint"] = endpoint  # for the access log and the metrics

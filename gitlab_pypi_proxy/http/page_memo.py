@@ -42,9 +42,10 @@ class PageMemo:
             _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
         )
 
-    def generation(self) -> Hashable:
-        """Read it before the inputs of a page are, so that a racing change wins."""
-        return self.coordinator.generation()
+    def generation(self, what: str) -> Hashable:
+        """The generation page `what` (a normalized name, or "/") is rendered under: read it
+        before the page's inputs are, so that a racing change wins."""
+        return self.coordinator.generation("" if what == "/" else what)
 
     def get(self, key: Key, generation: Hashable) -> Rendered | None:
         hit = self._pages.get(key)

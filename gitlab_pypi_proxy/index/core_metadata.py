@@ -33,7 +33,7 @@ from gitlab_pypi_proxy.index.wheel_metadata import (
     whole_or_tail,
 )
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
-from gitlab_pypi_proxy.names import file_version, wheel_version_part
+from gitlab_pypi_proxy.names import file_project_name, file_version, wheel_version_part
 from gitlab_pypi_proxy.sources.base import RangeReader, Sidecars, Source
 from gitlab_pypi_proxy.storage.blobs import BlobStore
 from gitlab_pypi_proxy.storage.deliveries import Opener
@@ -69,7 +69,7 @@ class CoreMetadata:
         sources: Mapping[str, Source],
         sidecars: Mapping[str, Sidecars] | None = None,
         *,
-        changed: Callable[[], Awaitable[None]],
+        changed: Callable[[str], Awaitable[None]],
         downloads: Downloads | None = None,
         offline: bool = False,
     ) -> None:
@@ -78,7 +78,7 @@ class CoreMetadata:
         # told the METADATA of each wheel a client is about to install
         # (gitlab_pypi_proxy.index.warming)
         self.warm: Callable[[str, bytes], None] | None = None
-        self.changed = changed  # metadata stored: every worker's rendered pages are out of date
+        self.changed = changed  # metadata stored: the project's rendered pages are out of date
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
@@ -109,6 +109,7 @@ class CoreMetadata:
         # yanked.
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
+            page.name,
             [f for f in newest if _key(f) not in known and not f.core_metadata_sha256],
             _the_next_download(newest),
         )
@@ -116,17 +117,17 @@ class CoreMetadata:
             return page
         return await off_loop(len(page.files), _with_metadata, page, known)
 
-    def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
+    def _in_background(self, name: str, files: Iterable[DistFile], ahead: DistFile | None) -> None:
         todo = [f for f in files if _key(f) not in self._flights and _key(f) not in self._failed]
         if todo:
-            self._spawn(self._batch(todo, ahead))
+            self._spawn(self._batch(name, todo, ahead))
 
-    async def _batch(self, files: list[DistFile], ahead: DistFile | None) -> None:
+    async def _batch(self, name: str, files: list[DistFile], ahead: DistFile | None) -> None:
         digests = await asyncio.gather(
             *(self.ensure(f, background=True, ahead=f is ahead) for f in files)
         )
         if any(digests):
-            await self.changed()  # one memo flush for the whole batch
+            await self.changed(name)  # one memo flush for the whole batch
 
     def after_download(self, download: Download, sha256: str, filename: str) -> None:
         """Once `download` is kept, read its metadata from the cache, for the source it read."""
@@ -142,7 +143,8 @@ class CoreMetadata:
             return  # found cached: no source delivered anything here
         file = DistFile(filename, sha256, source=download.source, url="")  # known by digest
         if not await self.store.digests([_key(file)]) and await self.ensure(file, background=True):
-            await self.changed()
+            # the pages listing it under another name advertise it once they are fetched again
+            await self.changed(file_project_name(filename) or "")
 
     def _spawn(self, work: Awaitable[None]) -> None:
         self.tasks.spawn(work)

@@ -187,4 +187,4 @@ class Context:
     gitlab: GitLabConfig
     budget: Budget  # GitLab's request budget, shared by every GitLab source
     details: DetailsStore  # PEP 700 details of GitLab files, kept for good
-    changed: Callable[[], Awaitable[None]]  # details arrived: rendered pages are out of date
+    changed: Callable[[str], Awaitable[None]]  # a project's details arrived: its pages are stale

@@ -237,7 +237,7 @@ class GitLabPages:
         self,
         api: GitLabApi,
         details: DetailsStore | None = None,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
         self.details = FileDetails(

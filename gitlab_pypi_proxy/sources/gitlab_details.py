@@ -123,11 +123,11 @@ class FileDetails:
         list_page: ListPage,
         package_files: PackageFiles,
         store: DetailsStore,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.source, self.store = source, store
         self._list_page, self._package_files = list_page, package_files
-        self._changed = changed  # called when exact details arrived: rendered pages go stale
+        self._changed = changed  # called with a project's name when its exact details arrived
         self._tasks = TaskSet(log, f"source {source}: details")  # one per name at a time
         # files whose version's files were asked for lately
         self._asked: TTLMemo[FileKey, None] = TTLMemo(_ASKED, _SEEK_AGAIN)
@@ -307,7 +307,7 @@ class FileDetails:
                 learnt |= exact
             await self.store.add_files(self.source, name, learnt)
             if learnt and self._changed is not None:
-                await self._changed()
+                await self._changed(name)
         await self.store.drop_versions(self.source, name, gone)
 
 

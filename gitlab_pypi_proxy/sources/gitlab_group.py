@@ -41,7 +41,7 @@ class GitLabGroup:
         *,
         budget: Budget | None = None,
         details: DetailsStore | None = None,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
         auth: httpx2.Auth | None = None,
     ) -> None:
         root = f"{gitlab.api_url}/groups/{quote(config.target, safe='')}"

@@ -53,7 +53,7 @@ class GitLabProject:
         *,
         budget: Budget | None = None,
         details: DetailsStore | None = None,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
         auth: httpx2.Auth | None = None,
     ) -> None:
         root = f"{gitlab.api_url}/projects/{quote(config.target, safe='')}"

@@ -8,6 +8,7 @@ changing. Nothing outside gitlab_pypi_proxy.storage and the composition root kno
 """
 
 import threading
+import zlib
 from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, TypeVar
@@ -15,6 +16,15 @@ from typing import Protocol, TypeVar
 from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 
 T = TypeVar("T")
+
+# A project's own news (its files' metadata or details arrived) reaches the rendered pages of
+# the names in its bucket, not every page: a cold install learns metadata wheel after wheel.
+PAGE_BUCKETS = 64
+
+
+def page_bucket(name: str) -> int:
+    """The bucket of a project's news, for its normalized `name`."""
+    return zlib.crc32(name.encode()) % PAGE_BUCKETS
 
 
 class HeldElsewhere(CacheUnwritable):
@@ -61,15 +71,18 @@ class ProcessValue:
 
 
 class Coordinator(Protocol):
-    def generation(self) -> Hashable:
-        """Changes whenever any worker announced a change (`changed`). Cheap: a memo asks it on
-        every request and compares the answer with the one it was filled under. Raises
-        nothing."""
+    def generation(self, page: str = "") -> Hashable:
+        """Changes whenever any worker announced a change of everything (`changed()`), and,
+        given a project's normalized name, of that project (`changed(page)`; of the others in
+        its bucket too). Cheap: a memo asks it on every request and compares the answer with
+        the one it was filled under. Raises nothing."""
         ...
 
-    async def changed(self) -> None:
-        """Tell every worker that index records changed (their memos are out of date). Never
-        fails: when the news cannot be shared, at least this worker's generation changes."""
+    async def changed(self, page: str = "") -> None:
+        """Tell every worker that index records changed: their memos are out of date, or only
+        what they rendered of project `page` (normalized) when only its files' metadata or
+        details arrived. Never fails: when the news cannot be shared, at least this worker's
+        generation changes."""
         ...
 
     def changed_now(self) -> None:

@@ -4,7 +4,8 @@
 Locks: an flock on `files/locks/<key>`, made for the lock and unlinked, still held, on release;
 a waiter that gets a lock on a file since unlinked lets go and locks the one now at that path,
 so there is one holder at a time. `clean` removes what dead holders left. News: the
-`pages/generation` file's mtime, read at most every GENERATION_SECONDS (a stat() per request
+`pages/generation` file's mtime (and a project's own: `pages/generation-<its bucket>`), each read
+at most every GENERATION_SECONDS (a stat() per request
 costs a memo hit dearly) and at once after a change of this worker's own; when the disk will not
 take the stamp, this worker moves on alone and the others see the change once their memos
 expire. Shared values: a small file under an flock (and a thread lock: flock does not exclude
@@ -22,6 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from gitlab_pypi_proxy.storage.coordinator import page_bucket
 from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 log = logging.getLogger("proxy.storage")
@@ -41,8 +43,8 @@ class LocalCoordinator:
         self._locks.mkdir(parents=True, exist_ok=True)
         self._generation_path = directory / "pages" / "generation"
         self._local = 0  # this worker's changes the generation file could not take
-        self._stamp = 0  # the generation file's mtime, as last read
-        self._stamp_until = 0.0  # _clock() until which `_stamp` is taken as it is
+        # each generation file's mtime as last read, and the _clock() until which it is taken
+        self._stamps: dict[Path, tuple[int, float]] = {}
         self._writes = writes_for(directory)
         self._values: dict[str, SharedFile] = {}
 
@@ -52,29 +54,40 @@ class LocalCoordinator:
 
     # --- news of changes ----------------------------------------------------------------------
 
-    def generation(self) -> tuple[int, int]:
-        now = _clock()
-        if now >= self._stamp_until:
-            try:
-                self._stamp = os.stat(self._generation_path).st_mtime_ns
-            except FileNotFoundError:
-                self._stamp = 0
-            self._stamp_until = now + GENERATION_SECONDS
-        return self._stamp, self._local
+    def generation(self, page: str = "") -> tuple[int, ...]:
+        everything = self._stamp(self._generation_path)
+        if not page:
+            return everything, self._local
+        return everything, self._local, self._stamp(self._page_path(page))
 
-    async def changed(self) -> None:
+    async def changed(self, page: str = "") -> None:
         try:
-            await asyncio.to_thread(self.changed_now)
+            await asyncio.to_thread(self.changed_now, page)
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "forgetting index pages")
             self._local += 1
 
-    def changed_now(self) -> None:
-        self._generation_path.parent.mkdir(parents=True, exist_ok=True)
-        self._generation_path.touch()
+    def changed_now(self, page: str = "") -> None:
+        path = self._page_path(page) if page else self._generation_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
         stamp = time.time_ns()
-        os.utime(self._generation_path, ns=(stamp, stamp))
-        self._stamp_until = 0.0  # this worker sees its own change at once
+        os.utime(path, ns=(stamp, stamp))
+        self._stamps.pop(path, None)  # this worker sees its own change at once
+
+    def _page_path(self, page: str) -> Path:
+        return self._generation_path.with_name(f"generation-{page_bucket(page)}")
+
+    def _stamp(self, path: Path) -> int:
+        now = _clock()
+        stamp, until = self._stamps.get(path, (0, 0.0))
+        if now >= until:
+            try:
+                stamp = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                stamp = 0
+            self._stamps[path] = (stamp, now + GENERATION_SECONDS)
+        return stamp
 
     # --- locks --------------------------------------------------------------------------------
 

@@ -5,14 +5,16 @@ Locks: the machine's flock, then `SET lock:<key> <token> NX PX <lease>`, renewed
 dead holder's lease runs out. A follower waits as long as the holder's progress (bytes, written
 beside the lock) moves, at most `wait` seconds past the last move, then goes on without it
 (HeldElsewhere: streamed verified, unkept). News: a publish on one channel, naming as JSON the
-index records to forget; every worker counts what it hears (and each reconnection) in its
-generation. Shared values: WATCH/MULTI. Redis failing never fails a request: the call falls back
-to the local coordinator, is logged once per outage and counted
-(`shared_store_failures{store="redis"}`), `/readyz` says degraded, and Redis rests a while.
-Messages name no credential. Imported only when `[cluster] redis_url` is set."""
+index records to forget, or the one project whose pages changed; every worker counts what it
+hears (and each reconnection) in its generation, a project's news in its bucket. Shared values:
+WATCH/MULTI. Redis failing never fails a request: the call falls back to the local coordinator,
+is logged once per outage and counted (`shared_store_failures{store="redis"}`), `/readyz` says
+degraded, and Redis rests a while. Messages name no credential. Imported only when
+`[cluster] redis_url` is set."""
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import threading
@@ -26,7 +28,12 @@ import redis.asyncio
 
 from gitlab_pypi_proxy import metrics
 from gitlab_pypi_proxy.redact import mask_userinfo
-from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, ProcessValue
+from gitlab_pypi_proxy.storage.coordinator import (
+    PAGE_BUCKETS,
+    HeldElsewhere,
+    ProcessValue,
+    page_bucket,
+)
 from gitlab_pypi_proxy.storage.local_coordinator import VALUE_BYTES, LocalCoordinator
 from gitlab_pypi_proxy.storage.record_format import BadRecord, decode_key, encode_key
 
@@ -74,6 +81,7 @@ class RedisCoordinator:
             url, socket_connect_timeout=2, health_check_interval=5
         )
         self._news = 0
+        self._page_news = [0] * PAGE_BUCKETS  # by bucket: news of one project's pages
         self._down_until = 0.0  # monotonic
         self._reason = ""
         self._health = threading.Lock()
@@ -151,16 +159,24 @@ class RedisCoordinator:
 
     # --- news of changes ----------------------------------------------------------------------
 
-    def generation(self) -> Hashable:
+    def generation(self, page: str = "") -> Hashable:
         self._listen()
-        return self.local.generation(), self._news
+        if not page:
+            return self.local.generation(), self._news
+        return self.local.generation(page), self._news, self._page_news[page_bucket(page)]
 
     def on_forget(self, forget: Callable[[list[Hashable]], Awaitable[None]]) -> None:
         """Called with the records another replica forgot, before the generation moves on."""
         self._forget = forget
 
-    async def changed(self) -> None:
-        await self.broadcast([])
+    async def changed(self, page: str = "") -> None:
+        if not page:
+            await self.broadcast([])
+            return
+        self._listen()
+        await self.local.changed(page)
+        message = json.dumps({"page": page})
+        await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     async def broadcast(self, keys: list[Hashable]) -> None:
         """Tell every worker of every replica that index records changed, naming `keys` to
@@ -199,6 +215,10 @@ class RedisCoordinator:
                 await asyncio.sleep(RETRY_SECONDS / 2)
 
     async def _heard(self, data: bytes) -> None:
+        page = _page_of(data)
+        if page is not None:
+            self._page_news[page_bucket(page)] += 1
+            return
         try:
             keys = _keys(data)
         except BadRecord:  # not one of ours: a change all the same
@@ -364,6 +384,17 @@ def _message(keys: list[Hashable]) -> str:
     """A change's message: the keys of the records to forget, as JSON (never pickled: whatever
     reaches the channel is decoded without running code)."""
     return encode_key(tuple(keys))
+
+
+def _page_of(data: bytes | str) -> str | None:
+    """The project a message names, if it is a project's news (`{"page": <name>}`)."""
+    if not data.startswith(b"{" if isinstance(data, bytes) else "{"):
+        return None
+    try:
+        page = json.loads(data).get("page")
+    except (ValueError, AttributeError):
+        return None
+    return page if isinstance(page, str) else None
 
 
 def _keys(data: bytes | str) -> list[Hashable]:

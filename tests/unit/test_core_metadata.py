@@ -39,12 +39,12 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
         0
     ].core_metadata_sha256 is None
 
-    generation = files.coordinator.generation()
+    generation = files.coordinator.generation("demo")
     download = files.downloads.download(sha, built.files.opener([source.file_for(sha, filename)]))
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
-    assert files.coordinator.generation() != generation  # the rendered-page memo is flushed
+    assert files.coordinator.generation("demo") != generation  # its rendered pages are flushed
 
     page = await service.annotated(await index.project_page("demo"))
     body = await service.sidecar(sha, filename, None)

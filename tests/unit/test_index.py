@@ -16,6 +16,7 @@ from gitlab_pypi_proxy.index.private_first import PrivateFirst
 from gitlab_pypi_proxy.model import DistFile
 from gitlab_pypi_proxy.sources.base import Parts
 from gitlab_pypi_proxy.storage import local_coordinator
+from gitlab_pypi_proxy.storage.coordinator import page_bucket
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.pages import PageStore
 from tests.unit.fakes import FakeSource
@@ -190,14 +191,14 @@ async def test_memo_is_dropped_by_an_invalidation_in_another_worker(tmp_path: Pa
     worker_a = PageStore(tmp_path, LocalCoordinator(tmp_path))
     memo_b = PageMemo(LocalCoordinator(tmp_path))
     key = ("x", "text/html", None)
-    generation = memo_b.generation()
+    generation = memo_b.generation("x")
     page = Rendered(b"<html>", "text/html", '"e"', None)
     memo_b.put(key, page, fresh_until=time.time() + 300, generation=generation)
-    assert memo_b.get(key, memo_b.generation()) == page
+    assert memo_b.get(key, memo_b.generation("x")) == page
     await worker_a.forget(("page", "platform", "x"))
     # within GENERATION_SECONDS: a worker reads the generation file at most that often
     await async_wait_until(
-        lambda: memo_b.get(key, memo_b.generation()) is None, "worker b to hear the news"
+        lambda: memo_b.get(key, memo_b.generation("x")) is None, "worker b to hear the news"
     )
 
 
@@ -206,10 +207,35 @@ async def test_a_workers_own_change_is_seen_at_once(tmp_path: Path) -> None:
     memo = PageMemo(coordinator)
     key = ("x", "text/html", None)
     page = Rendered(b"<html>", "text/html", '"e"', None)
-    memo.put(key, page, fresh_until=time.time() + 300, generation=memo.generation())
-    assert memo.get(key, memo.generation()) == page
+    memo.put(key, page, fresh_until=time.time() + 300, generation=memo.generation("x"))
+    assert memo.get(key, memo.generation("x")) == page
     await coordinator.changed()
-    assert memo.get(key, memo.generation()) is None
+    assert memo.get(key, memo.generation("x")) is None
+
+
+async def test_a_project_s_news_drops_its_pages_in_every_worker_and_no_other_s(
+    tmp_path: Path,
+) -> None:
+    """Metadata or details learned for one project (a cold install learns them wheel after
+    wheel) leave the other projects' rendered pages in every worker's memo."""
+    memo_b = PageMemo(LocalCoordinator(tmp_path))
+    worker_a = LocalCoordinator(tmp_path)
+    other = next(f"y{n}" for n in range(100) if page_bucket(f"y{n}") != page_bucket("x"))
+    pages = {what: Rendered(b"<html>", "text/html", '"e"', None) for what in ("x", other, "/")}
+    for what, page in pages.items():
+        memo_b.put((what, "text/html", None), page, time.time() + 300, memo_b.generation(what))
+    await worker_a.changed("x")
+    await async_wait_until(
+        lambda: memo_b.get(("x", "text/html", None), memo_b.generation("x")) is None,
+        "worker b to hear of x",
+    )
+    for what in (other, "/"):
+        assert memo_b.get((what, "text/html", None), memo_b.generation(what)) == pages[what]
+    await worker_a.changed()  # everything: every page
+    await async_wait_until(
+        lambda: not any(memo_b.get((w, "text/html", None), memo_b.generation(w)) for w in pages),
+        "worker b to hear of everything",
+    )
 
 
 def test_the_generation_file_is_read_at_most_once_per_interval(
@@ -240,8 +266,8 @@ async def test_memo_expires_with_its_inputs(tmp_path: Path) -> None:
     memo = PageMemo(LocalCoordinator(tmp_path))
     key = ("x", "text/html", None)
     old = Rendered(b"<html>", "text/html", '"e"', None)
-    memo.put(key, old, fresh_until=time.time() - 1, generation=memo.generation())
-    assert memo.get(key, memo.generation()) is None
+    memo.put(key, old, fresh_until=time.time() - 1, generation=memo.generation("x"))
+    assert memo.get(key, memo.generation("x")) is None
 
 
 async def test_merged_page_is_fresh_until_its_oldest_input(tmp_path: Path) -> None:

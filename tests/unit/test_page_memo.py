@@ -45,7 +45,7 @@ def _big_page(name: str, files: int = 4000, per_version: int = 1) -> ProjectPage
 
 def test_big_pages_are_held_within_the_byte_bound_newest_first(tmp_path: Path) -> None:
     memo = PageMemo(LocalCoordinator(tmp_path))
-    generation = memo.generation()
+    generation = memo.generation("/")
     fresh = time.time() + 300
     count = page_memo.MAX_BYTES // (3 * MIB) + 5  # well past the bound: 3 MiB each
     keys = [memo_key(f"big-{n}", "text/html", None) for n in range(count)]
@@ -59,7 +59,7 @@ def test_big_pages_are_held_within_the_byte_bound_newest_first(tmp_path: Path) -
 
 def test_a_page_bigger_than_the_bound_is_answered_but_not_held(tmp_path: Path) -> None:
     memo = PageMemo(LocalCoordinator(tmp_path))
-    generation = memo.generation()
+    generation = memo.generation("/")
     small = memo_key("small", "text/html", None)
     memo.put(small, _page(1024), time.time() + 300, generation)
     huge = memo_key("huge", "text/html", None)
@@ -72,7 +72,7 @@ def test_a_page_is_kept_gzipped_and_answered_plain_to_a_client_without_gzip(
     tmp_path: Path,
 ) -> None:
     memo = PageMemo(LocalCoordinator(tmp_path))
-    generation = memo.generation()
+    generation = memo.generation("/")
     rendered = render(_big_page("botocore"), JSON)
     assert rendered.gzipped is not None and len(rendered.gzipped) < len(rendered.body) / 2
     key = memo_key("botocore", JSON, None)
@@ -93,7 +93,7 @@ def test_the_memo_of_many_big_pages_costs_its_worker_at_most_8_mib(tmp_path: Pat
     (1.4 MiB each as JSON), as a big install asks them."""
     rendered = render(_big_page("big"), JSON)
     memo = PageMemo(LocalCoordinator(tmp_path))
-    generation = memo.generation()
+    generation = memo.generation("/")
     assert page_memo.MAX_BYTES <= 8 * MIB
     tracemalloc.start()
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gitlab_pypi_proxy.index.yanked import OperatorYanks
-from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere
+from gitlab_pypi_proxy.storage.coordinator import HeldElsewhere, page_bucket
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.redis_coordinator import LOCKS, RedisCoordinator
 from tests.backing_services import RedisServer, redis_server  # noqa: F401 (a fixture)
@@ -164,6 +164,18 @@ async def test_news_reach_the_other_replica(replicas: list[RedisCoordinator]) ->
     await a.broadcast([("page", "platform", "acme-utils")])
     await async_wait_until(lambda: b.generation() != before, "b to hear the news", 20)
     assert forgotten == [("page", "platform", "acme-utils")]
+
+
+async def test_a_project_s_news_reach_the_other_replica_for_its_pages_only(
+    replicas: list[RedisCoordinator],
+) -> None:
+    a, b = replicas
+    other = next(f"y{n}" for n in range(100) if page_bucket(f"y{n}") != page_bucket("x"))
+    await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+    before = {what: b.generation(what) for what in ("x", other, "")}
+    await a.changed("x")
+    await async_wait_until(lambda: b.generation("x") != before["x"], "b to hear of x", 20)
+    assert b.generation(other) == before[other] and b.generation() == before[""]
 
 
 def test_shared_values_update_atomically(replicas: list[RedisCoordinator]) -> None:
