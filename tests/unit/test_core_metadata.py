@@ -111,7 +111,8 @@ async def test_the_warm_up_reads_gitlab_wheels_through_the_budget_in_the_backgro
             await service.tasks.settled()
             await source.details.settled()
             assert set(streamed) == {(filename, True), (newest, False)}
-            assert await service.store.digests([("platform", hashlib.sha256(data).hexdigest())])
+            key = ("platform", hashlib.sha256(data).hexdigest())
+            assert await service.store.digests([key], "demo")
             await built.close()
 
 
@@ -149,7 +150,7 @@ async def test_a_small_wheel_is_kept_whole_by_its_one_metadata_read(tmp_path: Pa
     double.add_package_file(11, "demo", "1.0", filename, data)
     async with _page_looked_at(tmp_path, double) as built:
         assert await built.metadata.blobs.open(sha, count=False) is not None  # kept: a hit next
-        assert await built.metadata.store.digests([("platform", sha)])
+        assert await built.metadata.store.digests([("platform", sha)], "demo")
         assert _file_reads(double, filename) == [f"bytes=-{TAIL}"]
 
 

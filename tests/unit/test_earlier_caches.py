@@ -147,7 +147,7 @@ async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> 
         await details.add_versions("platform", "a", {"1.0": Listed(when, ((7, 11), (8, None)))})
         await details.add_files("platform", "a", {(FILE.filename, FILE.sha256): (1234, when)})
         await uploads.record(Upload("a-1.0.tar.gz", "platform", "ci", at=1000.0))
-        await metadata.put("platform", "a" * 64, b"Metadata-Version: 2.1\nName: a\n")
+        await metadata.put("platform", "a" * 64, b"Metadata-Version: 2.1\nName: a\n", "a")
         await provenance.put("platform", "a" * 64, Kept(b'{"x": 1}\n', True, "verified: a\nb"))
 
         assert await pages.get(("page", "platform", "a")) == Entry(PAGE, 1000.0)

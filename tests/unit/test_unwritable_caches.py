@@ -58,8 +58,8 @@ async def test_metadata_and_uploads_are_held_in_memory(
     store, uploads = MetadataStore(tmp_path), RecentUploads(tmp_path)
     refuse_writes(monkeypatch, store._disk, "set")
     refuse_writes(monkeypatch, uploads._disk, "set")
-    digest = await store.put("platform", A, b"Metadata-Version: 2.1\nName: x\n")
-    assert await store.digests([("platform", A), ("platform", B)]) == {("platform", A): digest}
+    digest = await store.put("platform", A, b"Metadata-Version: 2.1\nName: x\n", "x")
+    assert await store.digests([("platform", A), ("platform", B)], "x") == {("platform", A): digest}
     assert await store.get("platform", A) == b"Metadata-Version: 2.1\nName: x\n"
     await uploads.record(Upload("x-1.0.tar.gz", "platform", "ci"))
     assert [u.filename for u in await uploads.latest()] == ["x-1.0.tar.gz"]
