@@ -110,6 +110,7 @@ def file_path(file: DistFile) -> str:
 
 _BATCH = 1000  # lines or entries encoded to bytes at once
 ENCODER = json.JSONEncoder(separators=(",", ":"))  # ASCII: ensure_ascii
+_string = ENCODER.encode  # a str: JSON's quoted, escaped ASCII
 
 
 def batched(pieces: Iterable[str], separator: str) -> bytes:
@@ -198,31 +199,32 @@ def _page_json(page: ProjectPage) -> Iterator[bytes]:
     }
     # the document with its files, written one by one where the encoder would write `[]`
     head, files_at, tail = ENCODER.encode(document).partition('"files":[]')
-    entries = _batches((ENCODER.encode(entry) for entry in _entries(page.files)), ",")
+    entries = _batches(map(_entry, page.files), ",")
     return chain([f"{head}{files_at[:-1]}".encode()], entries, [f"]{tail}".encode()])
 
 
-def _entries(files: Iterable[DistFile]) -> Iterator[dict[str, object]]:
-    for file in files:
-        entry: dict[str, object] = {
-            "filename": file.filename,
-            "url": f"../../{file_path(file)}",
-            "hashes": {"sha256": file.sha256},
-        }
-        if file.requires_python:
-            entry["requires-python"] = file.requires_python
-        if file.yanked is not False:
-            entry["yanked"] = file.yanked
-        if file.core_metadata_sha256:
-            entry["core-metadata"] = {"sha256": file.core_metadata_sha256}
-            entry["dist-info-metadata"] = entry["core-metadata"]
-        if file.provenance:
-            entry["provenance"] = f"../../{file_path(file)}.provenance"
-        if file.size is not None:
-            entry["size"] = file.size
-        if file.upload_time is not None:
-            entry["upload-time"] = file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        yield entry
+def _entry(file: DistFile) -> str:
+    """A file's entry of a JSON page, written out as JSONEncoder would write its dict (the same
+    keys in the same order) at a third of the cost: a big page has 15,000 of them."""
+    path = f"../../{file_path(file)}"
+    text = (
+        f'{{"filename":{_string(file.filename)},"url":{_string(path)},'
+        f'"hashes":{{"sha256":{_string(file.sha256)}}}'
+    )
+    if file.requires_python:
+        text += f',"requires-python":{_string(file.requires_python)}'
+    if file.yanked is not False:
+        text += f',"yanked":{ENCODER.encode(file.yanked)}'  # true, or the reason
+    if file.core_metadata_sha256:
+        digest = f'{{"sha256":{_string(file.core_metadata_sha256)}}}'
+        text += f',"core-metadata":{digest},"dist-info-metadata":{digest}'
+    if file.provenance:
+        text += f',"provenance":{_string(path + ".provenance")}'
+    if file.size is not None:
+        text += f',"size":{int(file.size)}'
+    if file.upload_time is not None:
+        text += f',"upload-time":"{file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}"'
+    return text + "}"
 
 
 def render_list(projects: ProjectList, media: str) -> bytes:
