@@ -13,6 +13,7 @@ and uv take), which a client without gzip gets decompressed.
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -105,7 +106,11 @@ def _api_version(files: tuple[DistFile, ...]) -> str:
 
 def file_path(file: DistFile) -> str:
     """The proxy's own path for a file, relative to the server root."""
-    return f"files/{file.sha256}/{quote(file.filename)}"
+    name = file.filename
+    return f"files/{file.sha256}/{name if _QUOTED_AS_IS(name) else quote(name)}"
+
+
+_QUOTED_AS_IS = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch  # what `quote` leaves as it is
 
 
 _BATCH = 1000  # lines or entries encoded to bytes at once
@@ -223,7 +228,8 @@ def _entry(file: DistFile) -> str:
     if file.size is not None:
         text += f',"size":{int(file.size)}'
     if file.upload_time is not None:
-        text += f',"upload-time":"{file.upload_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}"'
+        # UTC, to the microsecond, as strftime("%Y-%m-%dT%H:%M:%S.%fZ") writes it (5x faster)
+        text += f',"upload-time":"{file.upload_time.isoformat(timespec="microseconds")[:26]}Z"'
     return text + "}"
 
 

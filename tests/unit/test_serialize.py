@@ -143,6 +143,7 @@ def test_a_json_page_s_entries_are_what_the_encoder_writes_of_their_documents() 
             provenance="https://example.org/p",
         ),
         DistFile("x-2.0.zip", "d" * 64, "s", "u", yanked=True, size=0),
+        DistFile("x-3.0+cpu~1.tar.gz", "e" * 64, "s", "u", upload_time=when.replace(microsecond=0)),
     )
     body = render_page(ProjectPage("x", files), JSON)
     expected = [
@@ -163,6 +164,11 @@ def test_a_json_page_s_entries_are_what_the_encoder_writes_of_their_documents() 
         },
         {"filename": "x-2.0.zip", "url": "../../files/" + "d" * 64 + "/x-2.0.zip"}
         | {"hashes": {"sha256": "d" * 64}, "yanked": True, "size": 0},
+        {
+            "filename": "x-3.0+cpu~1.tar.gz",
+            "url": "../../files/" + "e" * 64 + "/x-3.0%2Bcpu~1.tar.gz",
+        }
+        | {"hashes": {"sha256": "e" * 64}, "upload-time": "2024-05-06T07:08:09.000000Z"},
     ]
     written = json.dumps(expected, separators=(",", ":")).encode()
     assert written in body  # the same bytes, keys in the same order
