@@ -180,7 +180,11 @@ def compose(
     )
     warmer = None
     if warm_dependencies and not freshness.offline:
-        warmer = Warmer(index.project_page)
+
+        async def kept(name: str) -> bool:
+            return any([await source.kept(name) for source in cached.values()])
+
+        warmer = Warmer(index.project_page, kept)
         core_metadata.warm = warmer.warm
     return Composed(
         index,

@@ -136,6 +136,12 @@ class CachedSource:
             self.tasks.spawn(self.locations.remember(remembered[0].files))
         return answer
 
+    async def kept(self, name: str) -> bool:
+        """Whether the source's answer for normalized `name` is kept, fresh or not, or being
+        fetched by this worker: a look that reads nothing."""
+        key = PageKey(self.name, name)
+        return key in self._flights or await self.store.has(key.raw)
+
     async def refresh(self, name: str) -> ProjectPage | None:
         """The source's page of normalized `name` asked now, whatever is kept, and kept in its
         place. Raises what the upstream raises (SourceUnavailable, ...): what was kept stays."""

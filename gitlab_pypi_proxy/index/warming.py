@@ -8,6 +8,10 @@ index for their pages in the background, and the client finds them cached. The w
 newest wheels are read the same way, so the warming follows the dependency tree as far as the client
 will.
 
+A name is warmed WARM_AFTER seconds after its wheel was read, and only if no source's answer for
+it is kept by then: a client that resolves many names at once (uv) has asked for them itself,
+and another worker's page is not read again for nothing.
+
 Bounded: only requirements that apply whatever extras the client asks for (no `extra` marker);
 at most MAX_PER_WHEEL names of one wheel; each name at most once per REWARM seconds in this
 process; WARMING pages at once. A name that cannot be had is simply not warm (the client's own
@@ -29,6 +33,7 @@ log = logging.getLogger("proxy.warming")
 MAX_PER_WHEEL = 30
 REWARM = 300.0  # seconds: a name warmed is not warmed again before this
 WARMING = 4  # pages asked at once
+WARM_AFTER = 0.5  # seconds after the wheel's METADATA was read
 _REMEMBERED = 4096  # names, and wheels (~200 bytes each)
 
 
@@ -53,8 +58,13 @@ def dependencies(metadata: bytes) -> list[str]:
 class Warmer:
     """Asks `page(name)` for the dependencies of the wheels clients are about to install."""
 
-    def __init__(self, page: Callable[[str], Awaitable[object]]) -> None:
-        self.page = page
+    def __init__(
+        self,
+        page: Callable[[str], Awaitable[object]],
+        kept: Callable[[str], Awaitable[bool]],
+        after: float = WARM_AFTER,
+    ) -> None:
+        self.page, self.kept, self.after = page, kept, after
         self._recent: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # names warmed
         self._wheels: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # METADATA read
         self._limit = asyncio.Semaphore(WARMING)
@@ -79,9 +89,11 @@ class Warmer:
             self.tasks.spawn(self._warm(name), key=name)
 
     async def _warm(self, name: str) -> None:
+        await asyncio.sleep(self.after)
         async with self._limit:
             try:
-                await self.page(name)
+                if not await self.kept(name):
+                    await self.page(name)
             except Exception as exc:  # not here, upstream down, refused: the client will see
                 log.debug("dependency page %s not warmed: %s", name, exc)
 

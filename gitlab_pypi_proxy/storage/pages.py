@@ -84,6 +84,12 @@ class PageStore:
             return stored
         return None if held.value is _FORGOTTEN else held
 
+    async def has(self, key: Hashable) -> bool:
+        held = self._held.get(key)
+        if held is not None:
+            return held.value is not _FORGOTTEN
+        return await asyncio.to_thread(self._disk.__contains__, encode_key(key))
+
     async def put(self, key: Hashable, entry: Entry) -> None:
         """Store `entry`, or hold it in this process when the disk will not take it."""
         try:

@@ -32,6 +32,11 @@ class RecordStore(Protocol):
         directory cannot be read."""
         ...
 
+    async def has(self, key: Hashable) -> bool:
+        """Whether a record of `key` is stored, fresh or not, without reading it. Raises as
+        `get`."""
+        ...
+
     async def put(self, key: Hashable, entry: Entry) -> None:
         """Never fails: what cannot be stored is held in this process (bounded)."""
         ...

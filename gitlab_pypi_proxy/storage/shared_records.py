@@ -66,6 +66,14 @@ class SharedRecords:
             return there
         return here
 
+    async def has(self, key: Hashable) -> bool:
+        if await self.local.has(key):
+            return True
+        client = self.coordinator.client
+        return bool(
+            await self.coordinator.call("reading a record", lambda: client.exists(_name(key)))
+        )
+
     async def put(self, key: Hashable, entry: Entry) -> None:
         data = encode(entry)
         client = self.coordinator.client

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
 from gitlab_pypi_proxy.http.page_memo import PageMemo
 from gitlab_pypi_proxy.http.serialize import Rendered
+from gitlab_pypi_proxy.index.cached import CachedSource, Freshness, PageKey
 from gitlab_pypi_proxy.index.private_first import PrivateFirst
 from gitlab_pypi_proxy.model import DistFile
 from gitlab_pypi_proxy.sources.base import Parts
@@ -19,6 +21,7 @@ from gitlab_pypi_proxy.storage import local_coordinator
 from gitlab_pypi_proxy.storage.coordinator import page_bucket
 from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.pages import PageStore
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
 from tests.waiting import async_wait_until
@@ -331,3 +334,19 @@ async def test_details_learnt_since_are_added_to_a_kept_page_not_to_a_fetched_on
     assert [f.size for f in fetched.files] == [None]
     kept = await index.project_page("x")  # from the records, with what was learnt since
     assert [f.size for f in kept.files] == [7]
+
+
+async def test_a_kept_answer_is_seen_without_reading_it(tmp_path: Path) -> None:
+    """What the dependency warming asks before it warms a name: answers kept, read or not."""
+    source = FakeSource("platform")
+    source.add("x", "x-1.0.tar.gz", A)
+    stores = Stores.local(tmp_path, 2**20)
+    tasks = TaskSet(logging.getLogger("test"), "test")
+    cached = CachedSource(source, stores.pages, stores.locations, Freshness(300, 300), tasks)
+    assert not await cached.kept("x") and not await cached.kept("y")
+    await cached.page("x")
+    await cached.page("y")  # "not here" is an answer too
+    assert await cached.kept("x") and await cached.kept("y")
+    await stores.pages.forget(PageKey("platform", "x").raw)
+    assert not await cached.kept("x")
+    await tasks.close()

@@ -252,6 +252,26 @@ class _Detonator:
         return (_run, ("ran",))
 
 
+async def test_a_record_another_replica_kept_is_seen_without_reading_it(
+    tmp_path: Path,
+    replicas: list[RedisCoordinator],
+) -> None:
+    from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+    from gitlab_pypi_proxy.storage.shared_records import SharedRecords
+
+    a, b = replicas
+    here = SharedRecords(PageStore(tmp_path / "a-records", a.local), a)
+    there = SharedRecords(PageStore(tmp_path / "b-records", b.local), b)
+    try:
+        key = ("page", "platform", "acme-utils")
+        assert not await there.has(key)
+        await here.put(key, Entry(None, 1000.0))
+        assert await there.has(key)  # in Redis, not on b's disk
+    finally:
+        here.close()
+        there.close()
+
+
 async def test_what_another_writer_puts_in_redis_is_never_unpickled(
     tmp_path: Path,
     replicas: list[RedisCoordinator],
