@@ -346,7 +346,7 @@ def _answers(store: S3Store) -> bool:
         obstore.put(store, probe, b"ready")
         answered = bytes(obstore.get(store, probe).bytes()) == b"ready"
         obstore.delete(store, probe)
-    except obstore.exceptions.BaseError:
+    except (obstore.exceptions.BaseError, FileNotFoundError):  # a 404: the bucket not loaded yet
         return False
     return answered
 
