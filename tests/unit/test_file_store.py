@@ -100,13 +100,19 @@ async def test_a_reader_keeps_an_evicted_file(tmp_path: Path) -> None:
     cached.close()
 
 
-async def test_eviction_keeps_the_store_under_its_size(tmp_path: Path) -> None:
-    store = Stores.local(tmp_path, 700_000)
-    contents = [os.urandom(300_000) for _ in range(4)]
+async def _downloaded(store: Stores, count: int, size: int = 300_000) -> list[bytes]:
+    """`count` files of `size` random bytes, downloaded through `store` one after another."""
+    contents = [os.urandom(size) for _ in range(count)]
     source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
     for content in contents:
         sha = hashlib.sha256(content).hexdigest()
         await read_all(store.downloads.download(sha, opener(source, sha)))
+    return contents
+
+
+async def test_eviction_keeps_the_store_under_its_size(tmp_path: Path) -> None:
+    store = Stores.local(tmp_path, 700_000)
+    contents = await _downloaded(store, 4)
     assert store.blobs.stats().bytes <= 700_000
     newest = hashlib.sha256(contents[-1]).hexdigest()
     assert await store.blobs.open(newest) is not None
@@ -118,11 +124,7 @@ async def test_a_download_preallocated_while_room_is_made_is_counted_once(
     """Room is made while another thread preallocates a download's spool: its bytes count once,
     claimed or on disk, and an entry that fits is not evicted for it."""
     store = Stores.local(tmp_path, 1_000_000)
-    contents = [os.urandom(300_000) for _ in range(2)]
-    source = FakeSource("s", contents={hashlib.sha256(c).hexdigest(): c for c in contents})
-    for content in contents:
-        sha = hashlib.sha256(content).hexdigest()
-        await read_all(store.downloads.download(sha, opener(source, sha)))
+    contents = await _downloaded(store, 2)
     spool = store.blobs.spool("c" * 64)
     scandir = os.scandir
 
