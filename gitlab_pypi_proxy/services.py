@@ -162,7 +162,14 @@ def compose(
     yanks = OperatorYanks(stores.coordinator)
 
     def served(plain: PrivateFirst) -> Index:
-        guarded = Guarded(plain, policy, advisories, stores.locations, url_sources)
+        guarded = Guarded(
+            plain,
+            policy,
+            advisories,
+            stores.locations,
+            url_sources,
+            generation=stores.coordinator.generation,
+        )
         return Yanked(Annotated(guarded, core_metadata), yanked or {}, yanks)
 
     plain = private_first(sources)

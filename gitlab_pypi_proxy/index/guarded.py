@@ -8,15 +8,21 @@ listed yanked with the rule as the reason (or hidden), and versions with advisor
 their ids (or hidden). `check_file` answers such a file's URL (and its sidecars') with a 404
 naming the rule and when the file becomes available; a denied file is refused by its name and
 by every name its digest was listed under. Pages are judged when built (the memo keeps them no
-longer than the first hold's end); big ones in a thread."""
+longer than the first hold's end); big ones in a thread. What a file's check needs of its
+project's page (its status; the file's upload time and source where a hold can apply) is kept
+per worker while the page is fresh and its project's generation has not moved: a client reads
+a wheel's metadata by ranges, a few requests per wheel, and each read a page of thousands of
+files again."""
 
 import asyncio
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.aio import TTLMemo
 from gitlab_pypi_proxy.errors import NotFound, Offline, Unavailable
 from gitlab_pypi_proxy.index.index_protocol import Answer, Index, Readable, SourceAnswers
 from gitlab_pypi_proxy.model import DistFile, ProjectList, ProjectPage
@@ -27,6 +33,8 @@ from gitlab_pypi_proxy.policy.rules import PolicySettings
 from gitlab_pypi_proxy.storage.locations import FileLocations
 
 _IN_A_THREAD = 200  # files on a page past which it is judged in a thread
+_CHECKS_REMEMBERED = 10_000  # (project, reader, file) checks' facts kept per worker
+_CheckKey = tuple[str, "Readable", str]
 DERIVED = (".metadata", ".provenance")  # files served from a distribution file's rights
 
 
@@ -60,6 +68,15 @@ class NameRules:
 
     async def has_files(self, name: str, found: Callable[[], None]) -> Answer[bool]:
         return await self.inner.has_files(name, found)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """What a file's read check needs of its project's page."""
+
+    status: str | None
+    status_reason: str | None
+    file: DistFile | None  # the file as listed, where a hold can apply (else not looked up)
 
 
 @dataclass(frozen=True)
@@ -133,11 +150,16 @@ class Guarded:
         locations: FileLocations,
         url_sources: frozenset[str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        generation: Callable[[str], Hashable] = lambda name: None,
     ) -> None:
         self.inner, self.policy, self.advisories = inner, policy, advisories
         self.locations = locations
         self.url_sources = url_sources  # where a project status (PEP 792) can come from
         self.clock = clock
+        self.generation = generation  # of a project's pages: moves when they change
+        self._listings: TTLMemo[_CheckKey, tuple[Hashable, _Listing]] = TTLMemo(
+            _CHECKS_REMEMBERED, clock=time.time
+        )
         named = any(r.include is not None or r.exclude for r in policy.sources.values())
         # Can the cooldown or a name rule refuse a file? Else a file's page is looked up only
         # for a quarantine, and only for files a public index listed.
@@ -202,7 +224,7 @@ class Guarded:
         if project is None:
             return
         try:
-            page = await self.inner.project_page(project, allowed)
+            listing = await self._listing(project, sha256, allowed)
         except NotFound:
             refused = self.refusal(project)
             if refused:
@@ -211,12 +233,12 @@ class Guarded:
             return  # not listed anywhere now: the file side says whether anyone has it
         except (Unavailable, Offline):
             return  # judged when it was listed; an upstream down must not stop cached files
-        if page.status == "quarantined":
+        if listing.status == "quarantined":
             _refused("quarantine")
-            why = f": {page.status_reason}" if page.status_reason else ""
+            why = f": {listing.status_reason}" if listing.status_reason else ""
             raise NotFound(f"{project} is quarantined by its index (PEP 792){why}")
-        file = next((f for f in page.files if f.sha256 == sha256), None)
-        if file is None or not self.holds:
+        file = listing.file
+        if file is None:
             return
         version = file_version(distribution) or ""
         facts = rules.FileFacts(project, version, file.upload_time, file.source)
@@ -224,6 +246,21 @@ class Guarded:
         if verdict is not None:
             _refused(verdict.rule)
             raise NotFound(f"{distribution} is {verdict.reason}")
+
+    async def _listing(self, project: str, sha256: str, allowed: Readable) -> _Listing:
+        """What the check of file `sha256` needs of `project`'s page as `allowed` reads it.
+        Raises what the page raises."""
+        key = (project, allowed, sha256 if self.holds else "")
+        generation = self.generation(project)  # read before the page, so a racing change wins
+        kept = self._listings.get(key)
+        if kept is not None and kept[0] == generation:
+            return kept[1]
+        page = await self.inner.project_page(project, allowed)
+        file = next((f for f in page.files if f.sha256 == sha256), None) if self.holds else None
+        listing = _Listing(page.status, page.status_reason, file)
+        if not page.stale:
+            self._listings.set(key, (generation, listing), until=page.fresh_until)
+        return listing
 
     def _refuse_blocked(self, filenames: set[str]) -> None:
         """Raise NotFound naming the rule or the advisory if any of `filenames` (the URL's,

@@ -14,6 +14,7 @@ from gitlab_pypi_proxy.index.guarded import Guarded, judge
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
 from gitlab_pypi_proxy.policy import rules
 from gitlab_pypi_proxy.policy.advisories import Advisories
+from gitlab_pypi_proxy.storage.stores import Stores
 from tests.osv_export import advisory, write_export
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
@@ -62,6 +63,34 @@ async def test_held_files_are_listed_yanked_with_the_rule_and_their_url_refuses_
         await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl")
     with pytest.raises(NotFound, match="held by"):  # its sidecars too
         await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl.metadata")
+
+
+async def test_a_file_s_checks_read_its_page_once_until_its_project_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client reads a wheel by ranges, a few requests each checked: the page of thousands of
+    files behind them is read once while fresh, and again once its project's pages change."""
+    public = _public({"1.0": timedelta(days=30), "1.1": timedelta(hours=1)})
+    stores = Stores.local(tmp_path, 2**30)
+    built = composed(tmp_path, [], [public], policy=_policy({"min_age": "1d"}), stores=stores)
+    await built.index.project_page("lib")
+    reads: list[object] = []
+    get = stores.pages.get
+
+    async def counted(key: object) -> object:
+        reads.append(key)
+        return await get(key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stores.pages, "get", counted)
+    for _ in range(3):
+        await built.index.check_file(SHA["1.0"], "lib-1.0-py3-none-any.whl")
+        with pytest.raises(NotFound, match="held by"):
+            await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl.metadata")
+    pages_read = [k for k in reads if k == ("page", "public", "lib")]
+    assert len(pages_read) == 2  # once for each file, not once per request
+    await stores.coordinator.changed("lib")  # its details or metadata arrived
+    await built.index.check_file(SHA["1.0"], "lib-1.0-py3-none-any.whl")
+    assert len([k for k in reads if k == ("page", "public", "lib")]) == 3
 
 
 async def test_held_hide_leaves_held_files_out_of_the_page(tmp_path: Path) -> None:
