@@ -76,7 +76,8 @@ class _Listing:
 
     status: str | None
     status_reason: str | None
-    file: DistFile | None  # the file as listed, where a hold can apply (else not looked up)
+    # where a hold can apply, the file as listed: its upload time and source (else not sought)
+    listed: tuple[datetime | None, str] | None
 
 
 @dataclass(frozen=True)
@@ -237,11 +238,10 @@ class Guarded:
             _refused("quarantine")
             why = f": {listing.status_reason}" if listing.status_reason else ""
             raise NotFound(f"{project} is quarantined by its index (PEP 792){why}")
-        file = listing.file
-        if file is None:
+        if listing.listed is None:
             return
         version = file_version(distribution) or ""
-        facts = rules.FileFacts(project, version, file.upload_time, file.source)
+        facts = rules.FileFacts(project, version, *listing.listed)
         verdict = rules.hold(self.policy, facts, self.clock())
         if verdict is not None:
             _refused(verdict.rule)
@@ -257,7 +257,8 @@ class Guarded:
             return kept[1]
         page = await self.inner.project_page(project, allowed)
         file = next((f for f in page.files if f.sha256 == sha256), None) if self.holds else None
-        listing = _Listing(page.status, page.status_reason, file)
+        listed = (file.upload_time, file.source) if file is not None else None
+        listing = _Listing(page.status, page.status_reason, listed)
         if not page.stale:
             self._listings.set(key, (generation, listing), until=page.fresh_until)
         return listing
