@@ -8,9 +8,8 @@ index for their pages in the background, and the client finds them cached. The w
 newest wheels are read the same way, so the warming follows the dependency tree as far as the client
 will.
 
-A name is warmed WARM_AFTER seconds after its wheel was read, and only if no source's answer for
-it is kept by then: a client that resolves many names at once (uv) has asked for them itself,
-and another worker's page is not read again for nothing.
+A name whose answer some source has kept already (another worker's, a client's) is not warmed:
+that page is not read again for nothing.
 
 Bounded: only requirements that apply whatever extras the client asks for (no `extra` marker);
 at most MAX_PER_WHEEL names of one wheel; each name at most once per REWARM seconds in this
@@ -33,7 +32,6 @@ log = logging.getLogger("proxy.warming")
 MAX_PER_WHEEL = 30
 REWARM = 300.0  # seconds: a name warmed is not warmed again before this
 WARMING = 4  # pages asked at once
-WARM_AFTER = 0.5  # seconds after the wheel's METADATA was read
 _REMEMBERED = 4096  # names, and wheels (~200 bytes each)
 
 
@@ -62,9 +60,8 @@ class Warmer:
         self,
         page: Callable[[str], Awaitable[object]],
         kept: Callable[[str], Awaitable[bool]],
-        after: float = WARM_AFTER,
     ) -> None:
-        self.page, self.kept, self.after = page, kept, after
+        self.page, self.kept = page, kept
         self._recent: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # names warmed
         self._wheels: TTLMemo[str, None] = TTLMemo(_REMEMBERED, REWARM)  # METADATA read
         self._limit = asyncio.Semaphore(WARMING)
@@ -89,7 +86,6 @@ class Warmer:
             self.tasks.spawn(self._warm(name), key=name)
 
     async def _warm(self, name: str) -> None:
-        await asyncio.sleep(self.after)
         async with self._limit:
             try:
                 if not await self.kept(name):

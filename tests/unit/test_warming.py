@@ -46,7 +46,7 @@ async def test_each_name_is_asked_once_and_a_failure_is_harmless(
         if name == "requests":
             raise LookupError("not here")
 
-    warmer = Warmer(page, _nothing_kept, after=0)
+    warmer = Warmer(page, _nothing_kept)
     warmer.warm("a" * 64, METADATA)
     warmer.warm("a" * 64, METADATA)  # the same wheel again: not even parsed
     warmer.warm("b" * 64, METADATA)  # another wheel with the same requirements: nothing more
@@ -62,7 +62,7 @@ async def test_one_wheel_warms_a_bounded_number_of_names() -> None:
     async def page(name: str) -> None:
         started.set()
 
-    warmer = Warmer(page, _nothing_kept, after=0)
+    warmer = Warmer(page, _nothing_kept)
     many = b"Metadata-Version: 2.1\nName: big\n" + b"".join(
         f"Requires-Dist: dep{n}\n".encode() for n in range(3 * MAX_PER_WHEEL)
     )
@@ -73,9 +73,9 @@ async def test_one_wheel_warms_a_bounded_number_of_names() -> None:
     await warmer.close()
 
 
-async def test_a_name_the_client_asked_for_meanwhile_is_not_warmed() -> None:
-    """uv asks for every dependency's page at once: by the time the warming looks, the answers
-    are kept (by this worker or another), and nothing is read again."""
+async def test_a_name_whose_answer_is_kept_is_not_warmed() -> None:
+    """A page some worker has kept (a client asked for it, or an earlier warming) is not read
+    again for nothing."""
     asked: list[str] = []
     kept_by_then = {"requests", "zope-interface"}
 
@@ -85,7 +85,7 @@ async def test_a_name_the_client_asked_for_meanwhile_is_not_warmed() -> None:
     async def kept(name: str) -> bool:
         return name in kept_by_then
 
-    warmer = Warmer(page, kept, after=0.01)
+    warmer = Warmer(page, kept)
     warmer.warm("d" * 64, METADATA)
     await warmer.tasks.settled()
     assert asked == ["typing-extensions"]
