@@ -64,8 +64,13 @@ def test_each_change_of_a_sources_state_is_one_warning_with_host_and_reason(
             assert f"source platform is up again: {host} answers" in lines[2]
             assert "WARNING" in lines[3]
             assert f"source platform is down: connection refused by {host}" in lines[3]
-            ready = httpx2.get(f"{proxy.url}/readyz").json()["sources"]["platform"]
-            assert ready["state"] == "down"
+
+            def readiness_naming_the_outage() -> dict | None:
+                # the other worker may answer: it reads this one's view, written in the background
+                ready = httpx2.get(f"{proxy.url}/readyz").json()["sources"]["platform"]
+                return ready if ready["state"] == "down" else None
+
+            ready = wait_until(readiness_naming_the_outage, "/readyz to name the outage")
             assert ready["reason"] == f"connection refused by {host}"
             assert ready["upstream"] == host
 
