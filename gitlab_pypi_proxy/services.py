@@ -189,7 +189,10 @@ def compose(
     if warm_dependencies and not freshness.offline:
 
         async def kept(name: str) -> bool:
-            return any([await source.kept(name) for source in cached.values()])
+            for source in cached.values():
+                if await source.kept(name):
+                    return True  # the rest need not be asked
+            return False
 
         warmer = Warmer(index.project_page, kept)
         core_metadata.warm = warmer.warm

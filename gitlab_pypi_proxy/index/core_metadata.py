@@ -145,7 +145,8 @@ class CoreMetadata:
         if not await self.store.digests([_key(file)], None) and await self.ensure(
             file, background=True
         ):
-            # the pages listing it under another name advertise it once they are fetched again
+            # its project's pages advertise it; pages listing it under another name do not (the
+            # store lists metadata by the project its file name says)
             await self.changed(file_project_name(filename) or "")
 
     def _spawn(self, work: Awaitable[None]) -> None:

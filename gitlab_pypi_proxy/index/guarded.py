@@ -34,7 +34,7 @@ from gitlab_pypi_proxy.storage.locations import FileLocations
 
 _IN_A_THREAD = 200  # files on a page past which it is judged in a thread
 _CHECKS_REMEMBERED = 10_000  # (project, reader, file) checks' facts kept per worker
-_CheckKey = tuple[str, "Readable", str]
+_CheckKey = tuple[str, Readable, str]
 DERIVED = (".metadata", ".provenance")  # files served from a distribution file's rights
 
 

@@ -170,20 +170,19 @@ class RedisCoordinator:
         self._forget = forget
 
     async def changed(self, page: str = "") -> None:
-        if not page:
+        if page:
+            await self._announce(page, json.dumps({"page": page}))
+        else:
             await self.broadcast([])
-            return
-        self._listen()
-        await self.local.changed(page)
-        message = json.dumps({"page": page})
-        await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     async def broadcast(self, keys: list[Hashable]) -> None:
         """Tell every worker of every replica that index records changed, naming `keys` to
         forget; at least this machine's workers hear it (the local coordinator)."""
+        await self._announce("", _message(keys))
+
+    async def _announce(self, page: str, message: str) -> None:
         self._listen()
-        await self.local.changed()
-        message = _message(keys)
+        await self.local.changed(page)
         await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     def changed_now(self) -> None:
