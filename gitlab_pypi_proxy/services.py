@@ -154,7 +154,6 @@ def compose(
         files,
         {p.source.name: p.source for p in sources},
         sidecars,
-        changed=stores.coordinator.changed,
         downloads=stores.downloads,
         offline=freshness.offline,
     )

@@ -8,7 +8,10 @@ wheel is then whole and kept one round trip earlier. It is kept per source
 another source's digest learns nothing of a file. It is obtained in the background for the
 unyanked wheels of every page served (bounded, single-flight, never a held file) and on demand
 for a sidecar; a page advertises it only once stored, since pip and uv fail hard on a sidecar
-that 404s. GitLab range reads are spent from its request budget."""
+that 404s. A page rendered before advertises it from its next rendering (its records fresh for
+`[cache] index_ttl`, or a change of the project), not at once: flushing every worker's pages
+whenever a wheel's metadata arrives made them render the big pages of an install all over again
+for the next one. GitLab range reads are spent from its request budget."""
 
 import asyncio
 import contextlib
@@ -69,7 +72,6 @@ class CoreMetadata:
         sources: Mapping[str, Source],
         sidecars: Mapping[str, Sidecars] | None = None,
         *,
-        changed: Callable[[str], Awaitable[None]],
         downloads: Downloads | None = None,
         offline: bool = False,
     ) -> None:
@@ -78,7 +80,6 @@ class CoreMetadata:
         # told the METADATA of each wheel a client is about to install
         # (gitlab_pypi_proxy.index.warming)
         self.warm: Callable[[str, bytes], None] | None = None
-        self.changed = changed  # metadata stored: the project's rendered pages are out of date
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
@@ -109,7 +110,6 @@ class CoreMetadata:
         # yanked.
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
-            page.name,
             [f for f in newest if _key(f) not in known and not f.core_metadata_sha256],
             _the_next_download(newest),
         )
@@ -117,17 +117,13 @@ class CoreMetadata:
             return page
         return await off_loop(len(page.files), _with_metadata, page, known)
 
-    def _in_background(self, name: str, files: Iterable[DistFile], ahead: DistFile | None) -> None:
+    def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
         todo = [f for f in files if _key(f) not in self._flights and _key(f) not in self._failed]
         if todo:
-            self._spawn(self._batch(name, todo, ahead))
+            self._spawn(self._batch(todo, ahead))
 
-    async def _batch(self, name: str, files: list[DistFile], ahead: DistFile | None) -> None:
-        digests = await asyncio.gather(
-            *(self.ensure(f, background=True, ahead=f is ahead) for f in files)
-        )
-        if any(digests):
-            await self.changed(name)  # one memo flush for the whole batch
+    async def _batch(self, files: list[DistFile], ahead: DistFile | None) -> None:
+        await asyncio.gather(*(self.ensure(f, background=True, ahead=f is ahead) for f in files))
 
     def after_download(self, download: Download, sha256: str, filename: str) -> None:
         """Once `download` is kept, read its metadata from the cache, for the source it read."""
@@ -142,12 +138,8 @@ class CoreMetadata:
         if download.source is None:
             return  # found cached: no source delivered anything here
         file = DistFile(filename, sha256, source=download.source, url="")  # known by digest
-        if not await self.store.digests([_key(file)], None) and await self.ensure(
-            file, background=True
-        ):
-            # its project's pages advertise it; pages listing it under another name do not (the
-            # store lists metadata by the project its file name says)
-            await self.changed(file_project_name(filename) or "")
+        if not await self.store.digests([_key(file)], None):
+            await self.ensure(file, background=True)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         self.tasks.spawn(work)

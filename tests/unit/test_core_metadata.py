@@ -1,4 +1,4 @@
-"""Core metadata service: advertised only once stored, obtained after a download, memo flushed."""
+"""Core metadata service: advertised only once stored, obtained after a download, no memo flushed."""
 
 import hashlib
 from collections.abc import AsyncIterator
@@ -44,7 +44,8 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
-    assert files.coordinator.generation("demo") != generation  # its rendered pages are flushed
+    # rendered pages stay as they are: they advertise it from their next rendering
+    assert files.coordinator.generation("demo") == generation
 
     page = await service.annotated(await index.project_page("demo"))
     body = await service.sidecar(sha, filename, None)
