@@ -17,8 +17,8 @@ from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 
 T = TypeVar("T")
 
-# A project's own news (its files' metadata or details arrived) reaches the rendered pages of
-# the names in its bucket, not every page: a cold install learns metadata wheel after wheel.
+# A project's own news (its GitLab files' upload details arrived) reaches the rendered pages of
+# the names in its bucket, not every page: a cold install learns details project after project.
 PAGE_BUCKETS = 64
 
 
@@ -80,7 +80,7 @@ class Coordinator(Protocol):
 
     async def changed(self, page: str = "") -> None:
         """Tell every worker that index records changed: their memos are out of date, or only
-        what they rendered of project `page` (normalized) when only its files' metadata or
+        what they rendered of project `page` (normalized) when only its GitLab files' upload
         details arrived. Never fails: when the news cannot be shared, at least this worker's
         generation changes."""
         ...

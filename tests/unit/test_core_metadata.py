@@ -1,4 +1,4 @@
-"""Core metadata service: advertised only once stored, obtained after a download, no memo flushed."""
+"""Core metadata service: advertised once stored, obtained after a download, no page flushed."""
 
 import hashlib
 from collections.abc import AsyncIterator
