@@ -145,7 +145,7 @@ async def index_response(
     view = view_of(request)
     key = memo_key(what, media, allowed, view.name if view else "")
     generation = memo.generation(what)  # read before the inputs, so a racing change wins
-    rendered = memo.get(key, generation)
+    rendered = await memo.find(key, generation)
     if rendered is not None:  # no page cache lookup: not counted in its hit ratio
         return page_response(request, rendered, stale=False)
     services(request).name_poll.asked()
@@ -183,7 +183,7 @@ async def json_api(request: Request) -> Response:
     base += f"{view.name}/" if view else ""  # its files under the view, with its read check
     key = memo_key(memo_what(base, name, version), JSON_API, allowed, view.name if view else "")
     generation = memo.generation(name)  # read before the inputs, so a racing change wins
-    rendered = memo.get(key, generation)
+    rendered = await memo.find(key, generation)
     if rendered is not None:
         return page_response(request, rendered, stale=False)
     page = await index.project_page(name, allowed)  # NotFound, Unavailable, Offline
@@ -547,7 +547,7 @@ def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
-        app.state.memo = PageMemo(services.stores.coordinator)
+        app.state.memo = PageMemo(services.stores.coordinator, services.stores.rendered_pages())
         DESCRIPTORS.start(asyncio.get_running_loop())
         trimming = TaskSet(log, "trimming the heap")
         trimming.spawn(Trimmer().run())  # what big pages cost, given back (allocator.py)
@@ -562,6 +562,7 @@ def create_app(config: Config) -> Starlette:
                 yield
         finally:
             await trimming.close()
+            await app.state.memo.close()
             DESCRIPTORS.stop()
             await app.state.services.stop()
 

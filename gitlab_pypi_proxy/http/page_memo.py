@@ -7,15 +7,21 @@ Bounded by count and by bytes: the oldest pages go first. A page is kept as its 
 (pip and uv take gzip; another client's body is decompressed from it): the largest public
 projects render to a few MiB, a fifth of that gzipped, so MAX_BYTES holds every page of a big
 install (boto3, numpy, pandas and their dependencies) while each worker's memory stays small
-however many names are asked.
+however many names are asked. On one machine, a page rendered by one worker is also kept on its
+disk for the others (gitlab_pypi_proxy.storage.rendered_pages): a worker renders only what no
+worker has rendered under the current generation.
 """
 
+import logging
 import time
 from collections.abc import Hashable
 
-from gitlab_pypi_proxy.aio import TTLMemo
+from gitlab_pypi_proxy.aio import TaskSet, TTLMemo
 from gitlab_pypi_proxy.http.serialize import Rendered
 from gitlab_pypi_proxy.storage.coordinator import Coordinator
+from gitlab_pypi_proxy.storage.rendered_pages import RenderedPages
+
+log = logging.getLogger("proxy.pages")
 
 _ENTRIES = 10_000
 MAX_BYTES = 8 * 2**20
@@ -35,8 +41,10 @@ def _bytes(entry: tuple[Hashable, Rendered]) -> int:
 
 
 class PageMemo:
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, shared: RenderedPages | None = None) -> None:
         self.coordinator = coordinator
+        self.shared = shared  # the machine's rendered pages, if its workers share them
+        self.sharing = TaskSet(log, "sharing a rendered page")
         # (generation, rendered page) until its inputs expire (wall-clock times)
         self._pages: TTLMemo[Key, tuple[Hashable, Rendered]] = TTLMemo(
             _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
@@ -53,7 +61,49 @@ class PageMemo:
             return None
         return hit[1]
 
+    async def find(self, key: Key, generation: Hashable) -> Rendered | None:
+        """`get`, else the page another worker of this machine rendered under `generation`
+        (then kept here too)."""
+        rendered = self.get(key, generation)
+        if rendered is not None or self.shared is None:
+            return rendered
+        disk_key = self.shared.key(key, generation)
+        found = None if disk_key is None else await self.shared.get(disk_key)
+        if found is None:
+            return None
+        rendered = _decoded(found[0], key[1])
+        if rendered is not None:
+            self._pages.set(key, (generation, rendered), until=found[1])
+        return rendered
+
     def put(self, key: Key, value: Rendered, fresh_until: float, generation: Hashable) -> None:
-        """Keep `value` while fresh; `generation` is the one read before its inputs were."""
-        if fresh_until > time.time():
-            self._pages.set(key, (generation, value.compact()), until=fresh_until)
+        """Keep `value` while fresh, here and for the machine's other workers; `generation` is
+        the one read before its inputs were."""
+        if fresh_until <= time.time():
+            return
+        value = value.compact()
+        self._pages.set(key, (generation, value), until=fresh_until)
+        disk_key = None if self.shared is None else self.shared.key(key, generation)
+        if self.shared is not None and disk_key is not None:
+            self.sharing.spawn(self.shared.put(disk_key, _encoded(value), fresh_until))
+
+    async def close(self) -> None:
+        await self.sharing.close()
+        if self.shared is not None:
+            self.shared.close()
+
+
+# On the disk: b"g" (a gzip copy) or b"p" (the plain bytes), the ETag, a newline, the bytes.
+def _encoded(page: Rendered) -> bytes:
+    kind, body = (b"g", page.gzipped) if page.gzipped is not None else (b"p", page.plain)
+    return kind + page.etag.encode() + b"\n" + (body or b"")
+
+
+def _decoded(data: bytes, media: str) -> Rendered | None:
+    head, newline, body = data.partition(b"\n")
+    if not newline or head[:1] not in (b"g", b"p"):
+        return None
+    etag = head[1:].decode("ascii", "replace")
+    if head[:1] == b"g":
+        return Rendered(None, media, etag, body)
+    return Rendered(body, media, etag, None)

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -66,6 +66,13 @@ class LocalCoordinator:
         except WRITE_ERRORS as exc:
             self._writes.failed(exc, "forgetting index pages")
             self._local += 1
+
+    def shared_generation(self, generation: Hashable) -> str | None:
+        """`generation` (one `generation()` gave) as every worker of this machine reads it from
+        the stamps, or None when it counts news this worker could not write."""
+        if not isinstance(generation, tuple) or len(generation) < 2 or generation[1]:
+            return None
+        return "-".join(str(stamp) for i, stamp in enumerate(generation) if i != 1)
 
     def changed_now(self, page: str = "") -> None:
         path = self._page_path(page) if page else self._generation_path

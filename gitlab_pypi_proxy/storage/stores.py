@@ -18,6 +18,8 @@ from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
 from gitlab_pypi_proxy.storage.locations import FileLocations
 from gitlab_pypi_proxy.storage.pages import PageStore
 from gitlab_pypi_proxy.storage.records import RecordStore
+from gitlab_pypi_proxy.storage.rendered_pages import RenderedPages
+from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, writes_for
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,17 @@ class Stores:
         blobs = LocalBlobStore(directory, max_size, count_hits=count_hits)
         downloads = Downloads(blobs, coordinator, Deliveries(pages, coordinator))
         return cls(coordinator, pages, FileLocations(directory, pages.writes), blobs, downloads)
+
+    def rendered_pages(self) -> RenderedPages | None:
+        """Pages rendered for every worker of this machine (its caller closes them), when news
+        reach them all through its disk; None with Redis, whose news each process counts."""
+        if not isinstance(self.coordinator, LocalCoordinator):
+            return None
+        try:
+            return RenderedPages(self.coordinator)
+        except WRITE_ERRORS as exc:  # each worker renders its own pages, as with Redis
+            writes_for(self.coordinator.directory).failed(exc, "sharing rendered pages")
+            return None
 
     def clean(self) -> Leftovers:
         """Remove what downloads killed midway left (blocking: at start); what downloads still

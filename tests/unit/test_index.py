@@ -219,8 +219,8 @@ async def test_a_workers_own_change_is_seen_at_once(tmp_path: Path) -> None:
 async def test_a_project_s_news_drops_its_pages_in_every_worker_and_no_other_s(
     tmp_path: Path,
 ) -> None:
-    """Metadata or details learned for one project (a cold install learns them wheel after
-    wheel) leave the other projects' rendered pages in every worker's memo."""
+    """Upload details learned for one GitLab project (a cold install learns them project after
+    project) leave the other projects' rendered pages in every worker's memo."""
     memo_b = PageMemo(LocalCoordinator(tmp_path))
     worker_a = LocalCoordinator(tmp_path)
     other = next(f"y{n}" for n in range(100) if page_bucket(f"y{n}") != page_bucket("x"))

@@ -1,0 +1,111 @@
+"""The workers of one machine share the pages they render (gitlab_pypi_proxy.storage.
+rendered_pages): a page one worker rendered is found by another under the same generation, the
+same bytes and ETag, until its records expire; never once its project or everything changed,
+never under another reader's key, and a worker whose generation is its own (news it could not
+write) shares nothing."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
+from gitlab_pypi_proxy.http.serialize import JSON, Rendered, render
+from gitlab_pypi_proxy.model import DistFile, ProjectPage
+from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator
+from gitlab_pypi_proxy.storage.stores import Stores
+from tests.waiting import async_wait_until
+
+
+def _worker(directory: Path) -> PageMemo:
+    stores = Stores.local(directory, 2**30)
+    return PageMemo(stores.coordinator, stores.rendered_pages())
+
+
+def _page(name: str, files: int) -> ProjectPage:
+    listed = tuple(
+        DistFile(f"{name}-1.{n}-py3-none-any.whl", f"{n:064x}", "pypi", f"https://f/{n}.whl")
+        for n in range(files)
+    )
+    return ProjectPage(name, listed, ("pypi",))
+
+
+async def test_a_page_one_worker_rendered_is_found_by_another(tmp_path: Path) -> None:
+    a, b = _worker(tmp_path), _worker(tmp_path)
+    big = render(_page("numpy", 200), JSON)
+    small = Rendered(b"<html>", "text/html", '"small"', None)
+    assert big.gzipped is not None  # kept as its gzip copy alone
+    pages = {
+        memo_key("numpy", JSON, frozenset({"pypi"})): big,
+        memo_key("tiny", "text/html", None): small,
+    }
+    for key, page in pages.items():
+        assert await b.find(key, b.generation(key[0])) is None
+        a.put(key, page, time.time() + 300, a.generation(key[0]))
+    await a.sharing.settled()
+    for key, page in pages.items():
+        found = await b.find(key, b.generation(key[0]))
+        assert found == page.compact() and found is not None and found.body == page.body
+    other_reader = memo_key("numpy", JSON, frozenset({"gitlab", "pypi"}))
+    assert await b.find(other_reader, b.generation("numpy")) is None
+    await a.close()
+    await b.close()
+
+
+async def test_a_shared_page_is_gone_once_its_project_or_everything_changed(
+    tmp_path: Path,
+) -> None:
+    a, b, c = _worker(tmp_path), _worker(tmp_path), _worker(tmp_path)
+    pages = {what: Rendered(b"<html>", "text/html", f'"{what}"', None) for what in ("x", "/")}
+    for what, page in pages.items():
+        a.put(memo_key(what, "text/html", None), page, time.time() + 300, a.generation(what))
+    await a.sharing.settled()
+    before = b.generation("x")
+    await a.coordinator.changed("x")
+    await async_wait_until(lambda: b.generation("x") != before, "worker b to hear of x")
+    assert await b.find(memo_key("x", "text/html", None), b.generation("x")) is None
+    assert await b.find(memo_key("/", "text/html", None), b.generation("/")) == pages["/"]
+    before = c.generation("/")
+    await a.coordinator.changed()
+    await async_wait_until(lambda: c.generation("/") != before, "worker c to hear of it")
+    assert await c.find(memo_key("/", "text/html", None), c.generation("/")) is None
+    for memo in (a, b, c):
+        await memo.close()
+
+
+async def test_a_shared_page_lasts_as_long_as_its_records(tmp_path: Path) -> None:
+    a, b = _worker(tmp_path), _worker(tmp_path)
+    key = memo_key("x", "text/html", None)
+    until = time.time() + 0.5
+    a.put(key, Rendered(b"<html>", "text/html", '"e"', None), until, a.generation("x"))
+    await a.sharing.settled()
+    assert b.shared is not None
+    disk_key = b.shared.key(key, b.generation("x"))
+    assert disk_key is not None
+    found = await b.shared.get(disk_key)
+    assert found is not None and abs(found[1] - until) < 0.01  # kept here as long
+    await async_wait_until(lambda: time.time() > until, "the records to expire")
+    assert await b.shared.get(disk_key) is None
+    assert await b.find(memo_key("x", "text/html", None), b.generation("x")) is None
+    await a.close()
+    await b.close()
+
+
+async def test_a_worker_whose_news_went_unwritten_shares_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = _worker(tmp_path), _worker(tmp_path)
+
+    def unwritable(self: LocalCoordinator, page: str = "") -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(LocalCoordinator, "changed_now", unwritable)
+    await a.coordinator.changed("x")  # only worker a counts it
+    key = memo_key("x", "text/html", None)
+    page = Rendered(b"<html>", "text/html", '"e"', None)
+    a.put(key, page, time.time() + 300, a.generation("x"))
+    await a.sharing.settled()
+    assert a.get(key, a.generation("x")) == page  # its own memo has it
+    assert await b.find(key, b.generation("x")) is None
+    await a.close()
+    await b.close()
