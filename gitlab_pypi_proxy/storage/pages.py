@@ -93,7 +93,8 @@ class PageStore:
     async def put(self, key: Hashable, entry: Entry) -> None:
         """Store `entry`, or hold it in this process when the disk will not take it."""
         try:
-            await asyncio.to_thread(self._disk.set, encode_key(key), encode(entry))
+            # encoded in the thread too: a page of thousands of files is milliseconds of CPU
+            await asyncio.to_thread(lambda: self._disk.set(encode_key(key), encode(entry)))
         except WRITE_ERRORS as exc:
             self.writes.failed(exc, "keeping an index page")
             self._held.set(key, entry)

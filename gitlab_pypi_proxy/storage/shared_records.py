@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
+from gitlab_pypi_proxy.aio import off_loop
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore, decode, encode
 from gitlab_pypi_proxy.storage.record_format import FORMAT, BadRecord, dropped, encode_key
 from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
@@ -24,6 +25,9 @@ KEEP_SECONDS = 30 * 86400  # a record nobody refreshed for this long leaves Redi
 
 def _name(key: Hashable) -> str:
     return PREFIX + encode_key(key)
+
+
+_BYTES_PER_ITEM = 100  # about what a record takes per file listed: off_loop counts items
 
 
 def _entry(data: bytes | None) -> Entry | None:
@@ -60,7 +64,8 @@ class SharedRecords:
             self.local.get(key),
             self.coordinator.call("reading a record", lambda: client.get(_name(key))),
         )
-        there = _entry(shared)
+        # a page of thousands of files is milliseconds of CPU to decode: not on the event loop
+        there = await off_loop(len(shared or b"") // _BYTES_PER_ITEM, _entry, shared)
         if there is not None and (here is None or there.fetched_at > here.fetched_at):
             await self.local.put(key, there)
             return there
@@ -75,7 +80,7 @@ class SharedRecords:
         )
 
     async def put(self, key: Hashable, entry: Entry) -> None:
-        data = encode(entry)
+        data = await asyncio.to_thread(encode, entry)  # as get: not on the event loop
         client = self.coordinator.client
         await asyncio.gather(
             self.local.put(key, entry),
