@@ -5,7 +5,10 @@ an overflowing size or 100,000 workers fail in `serve` only, as tracebacks), and
 ends up in a header or a URL is checked for the characters that would break it there.
 """
 
+import dataclasses
+import hashlib
 import ipaddress
+import json
 import math
 import os
 import re
@@ -190,6 +193,18 @@ class Config:
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
+
+    def digest(self) -> str:
+        """A digest of every setting, the same in every process that read the same ones (sets
+        sorted: their order differs between processes)."""
+        settings = json.dumps(dataclasses.asdict(self), sort_keys=True, default=_plain)
+        return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, set | frozenset):
+        return sorted(map(repr, value))
+    return repr(value)
 
 
 def parse_size(text: str | int) -> int:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gitlab_pypi_proxy import metrics, runtime_dir
+from gitlab_pypi_proxy import __version__, metrics, runtime_dir
 from gitlab_pypi_proxy.aio import TaskSet
 from gitlab_pypi_proxy.auth import Authenticator
 from gitlab_pypi_proxy.config import Config, SourceConfig
@@ -232,6 +232,7 @@ class Services:
     audit: AuditTrail | None
     name_poll: NamePoll  # names published straight to GitLab (started by `warm`)
     purge: Purge  # a cached file and its sidecars dropped everywhere
+    _settings: str | None = field(default=None, init=False)  # the config's digest, once asked
 
     @classmethod
     def start(cls, config: Config, *, patient: bool = False) -> "Services":
@@ -354,6 +355,16 @@ class Services:
         await self.advisories.load()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.start)
+
+    def rendering(self) -> str:
+        """What this worker's pages are rendered from besides the index records: the proxy's
+        version, its settings and the advisories in force. The workers of one machine share
+        rendered pages only while it is the same (gitlab_pypi_proxy.storage.rendered_pages):
+        a worker a SIGHUP or a restart started with other settings or another export renders
+        its own."""
+        if self._settings is None:
+            self._settings = self.config.digest()
+        return f"{__version__}:{self._settings}:{self.advisories.index.identity}"
 
     async def reload_advisories(self) -> None:
         """SIGHUP: the OSV export again; pages built before show the old advisories no more."""

@@ -547,7 +547,9 @@ def create_app(config: Config) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = services = Services.start(config)
-        app.state.memo = PageMemo(services.stores.coordinator, services.stores.rendered_pages())
+        app.state.memo = PageMemo(
+            services.stores.coordinator, services.stores.rendered_pages(), services.rendering
+        )
         DESCRIPTORS.start(asyncio.get_running_loop())
         trimming = TaskSet(log, "trimming the heap")
         trimming.spawn(Trimmer().run())  # what big pages cost, given back (allocator.py)

@@ -14,7 +14,7 @@ worker has rendered under the current generation.
 
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from gitlab_pypi_proxy.aio import TaskSet, TTLMemo
 from gitlab_pypi_proxy.http.serialize import Rendered
@@ -41,9 +41,17 @@ def _bytes(entry: tuple[Hashable, Rendered]) -> int:
 
 
 class PageMemo:
-    def __init__(self, coordinator: Coordinator, shared: RenderedPages | None = None) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        shared: RenderedPages | None = None,
+        rendering: Callable[[], str] = lambda: "",
+    ) -> None:
         self.coordinator = coordinator
         self.shared = shared  # the machine's rendered pages, if its workers share them
+        # what pages are rendered from besides the records (services.Services.rendering): only
+        # workers that say the same share them
+        self.rendering = rendering
         self.sharing = TaskSet(log, "sharing a rendered page")
         # (generation, rendered page) until its inputs expire (wall-clock times)
         self._pages: TTLMemo[Key, tuple[Hashable, Rendered]] = TTLMemo(
@@ -67,7 +75,7 @@ class PageMemo:
         rendered = self.get(key, generation)
         if rendered is not None or self.shared is None:
             return rendered
-        disk_key = self.shared.key(key, generation)
+        disk_key = self.shared.key(key, generation, self.rendering())
         found = None if disk_key is None else await self.shared.get(disk_key)
         if found is None:
             return None
@@ -83,8 +91,10 @@ class PageMemo:
             return
         value = value.compact()
         self._pages.set(key, (generation, value), until=fresh_until)
-        disk_key = None if self.shared is None else self.shared.key(key, generation)
-        if self.shared is not None and disk_key is not None:
+        if self.shared is None:
+            return
+        disk_key = self.shared.key(key, generation, self.rendering())
+        if disk_key is not None:
             self.sharing.spawn(self.shared.put(disk_key, _encoded(value), fresh_until))
 
     async def close(self) -> None:

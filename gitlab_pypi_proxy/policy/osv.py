@@ -11,6 +11,7 @@ caller keeps the index it had. `load` takes seconds of CPU on the real export: r
 How an advisory is read, and the index's cost: docs/architecture.md, "The advisories index"."""
 
 import json
+import os
 import zipfile
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
@@ -108,6 +109,7 @@ class VulnerabilityIndex:
 
     by_name: dict[str, tuple[_Affected, ...]] = field(default_factory=dict)
     stats: LoadStats = field(default_factory=LoadStats)
+    identity: str = ""  # the export read: its inode, mtime and size ("": none)
 
     def affected(self, name: str, versions: Iterable[str]) -> dict[str, tuple[Advisory, ...]]:
         """Of `versions` of project `name` (any spelling), those some advisory affects, with
@@ -332,9 +334,11 @@ def load(path: str | Path) -> VulnerabilityIndex:
                     builder.stats.skipped_members += 1
                     continue
                 builder.stats.members += 1
+            read = os.fstat(handle.fileno())  # after reading: a write meanwhile shows
     except FileNotFoundError:
         raise OsvError(f"{path}: no such file") from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise OsvError(f"{path}: not a readable zip file: {exc}") from None
     by_name = {name: tuple(entries) for name, entries in builder.by_name.items()}
-    return VulnerabilityIndex(by_name=by_name, stats=builder.stats)
+    identity = f"{read.st_ino}-{read.st_mtime_ns}-{read.st_size}"
+    return VulnerabilityIndex(by_name=by_name, stats=builder.stats, identity=identity)

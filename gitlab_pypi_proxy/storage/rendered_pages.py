@@ -1,6 +1,8 @@
 """Pages one worker rendered, for the other workers of its machine: kept on its disk under what
-the page answers and the generation it was rendered under as every worker reads it (the
-LocalCoordinator's stamps), until its records expire. A worker asked for a page another one
+the page answers, the generation it was rendered under as every worker reads it (the
+LocalCoordinator's stamps) and what else the worker renders from (the proxy's version, its
+settings, its advisories: a page rendered before a restart with other ones is never found),
+until its records expire. A worker asked for a page another one
 rendered reads its gzip copy (the kernel's page cache, a thread hop) instead of decoding and
 rendering thousands of files once more: about 0.3 s of CPU for the biggest public pages, per
 worker. Bounded by bytes, the oldest stored going first. The values are bytes the http layer
@@ -35,14 +37,15 @@ class RenderedPages:
     def close(self) -> None:
         self._disk.close()
 
-    def key(self, what: Hashable, generation: Hashable) -> str | None:
+    def key(self, what: Hashable, generation: Hashable, rendering: str) -> str | None:
         """The disk's key for the page `what` (a page memo's key) rendered under `generation`
-        (the coordinator's, read before the page's inputs were), or None when this worker's
-        generation is its own (news it could not share): then it shares nothing."""
+        (the coordinator's, read before the page's inputs were) from `rendering` (what else
+        the worker renders pages from: its settings, its advisories), or None when this
+        worker's generation is its own (news it could not share): then it shares nothing."""
         shared = self.coordinator.shared_generation(generation)
         if shared is None:
             return None
-        return hashlib.sha256(repr((shared, what)).encode()).hexdigest()
+        return hashlib.sha256(repr((shared, rendering, what)).encode()).hexdigest()
 
     async def get(self, key: str) -> tuple[bytes, float] | None:
         """The page's bytes and the time.time() until which they are fresh, or None."""

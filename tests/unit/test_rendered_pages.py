@@ -4,6 +4,9 @@ same bytes and ETag, until its records expire; never once its project or everyth
 never under another reader's key, and a worker whose generation is its own (news it could not
 write) shares nothing."""
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,7 +83,7 @@ async def test_a_shared_page_lasts_as_long_as_its_records(tmp_path: Path) -> Non
     a.put(key, Rendered(b"<html>", "text/html", '"e"', None), until, a.generation("x"))
     await a.sharing.settled()
     assert b.shared is not None
-    disk_key = b.shared.key(key, b.generation("x"))
+    disk_key = b.shared.key(key, b.generation("x"), b.rendering())
     assert disk_key is not None
     found = await b.shared.get(disk_key)
     assert found is not None and abs(found[1] - until) < 0.01  # kept here as long
@@ -109,3 +112,49 @@ async def test_a_worker_whose_news_went_unwritten_shares_nothing(
     assert await b.find(key, b.generation("x")) is None
     await a.close()
     await b.close()
+
+
+async def test_workers_rendering_from_other_settings_or_advisories_share_nothing(
+    tmp_path: Path,
+) -> None:
+    """A worker a SIGHUP or a restart started with another export or other settings (the same
+    generation: nothing in the records changed) renders its own pages."""
+    stores_a, stores_b = Stores.local(tmp_path, 2**30), Stores.local(tmp_path, 2**30)
+    said = {"a": "0.1:settings:export-1", "b": "0.1:settings:export-2"}
+    a = PageMemo(stores_a.coordinator, stores_a.rendered_pages(), lambda: said["a"])
+    b = PageMemo(stores_b.coordinator, stores_b.rendered_pages(), lambda: said["b"])
+    key = memo_key("lib", JSON, None)
+    page = Rendered(b"{}", JSON, '"e"', None)
+    a.put(key, page, time.time() + 300, a.generation("lib"))
+    await a.sharing.settled()
+    assert await b.find(key, b.generation("lib")) is None
+    said["b"] = said["a"]  # the same export and settings now
+    assert await b.find(key, b.generation("lib")) == page
+    await a.close()
+    await b.close()
+
+
+def test_the_settings_digest_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """Sets are sorted: their order differs between processes (hash randomization)."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[cache]\ndirectory = "{tmp_path}/cache"\n[gitlab]\nurl = "https://gitlab.example"\n'
+        '[[sources]]\nname = "platform"\ngitlab_project = 11\n'
+        'allow_public = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"]\n'
+        'yanked = { lib = ["1.0", "1.1", "1.2", "2.0", "2.1"] }\n'
+    )
+    code = (
+        "import sys; from gitlab_pypi_proxy.config import load; "
+        f"print(load({str(config)!r}).digest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2, 3)
+    }
+    assert len(digests) == 1 and len(next(iter(digests))) == 64
