@@ -154,6 +154,7 @@ def compose(
         files,
         {p.source.name: p.source for p in sources},
         sidecars,
+        enriched=stores.coordinator.enriched,
         downloads=stores.downloads,
         offline=freshness.offline,
     )

@@ -145,8 +145,11 @@ async def index_response(
     view = view_of(request)
     key = memo_key(what, media, allowed, view.name if view else "")
     generation = memo.generation(what)  # read before the inputs, so a racing change wins
-    rendered = await memo.find(key, generation)
-    if rendered is not None:  # no page cache lookup: not counted in its hit ratio
+    found = await memo.find(key, generation)
+    if found is not None:  # no page cache lookup: not counted in its hit ratio
+        rendered, current = found
+        if not current:  # right, but its project's wheels gained metadata since
+            memo.refresh(key, lambda: _rendered_again(load, allowed, media), generation)
         return page_response(request, rendered, stale=False)
     services(request).name_poll.asked()
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
@@ -154,6 +157,22 @@ async def index_response(
     if not answer.stale:
         memo.put(key, rendered, answer.fresh_until, generation)
     return page_response(request, rendered, answer.stale)
+
+
+async def _rendered_again(
+    load: Callable[[frozenset[str] | None], Awaitable[ProjectPage | ProjectList]],
+    allowed: frozenset[str] | None,
+    media: str,
+) -> tuple[Rendered, float] | None:
+    """A page rendered again in the background, and until when it is fresh; None when its
+    index cannot answer it fresh now (the one served stays until it expires)."""
+    try:
+        answer = await load(allowed)
+    except (NotFound, Unavailable, Offline):
+        return None
+    if answer.stale:
+        return None
+    return await asyncio.to_thread(render, answer, media), answer.fresh_until
 
 
 async def simple_root(request: Request) -> Response:
@@ -183,9 +202,9 @@ async def json_api(request: Request) -> Response:
     base += f"{view.name}/" if view else ""  # its files under the view, with its read check
     key = memo_key(memo_what(base, name, version), JSON_API, allowed, view.name if view else "")
     generation = memo.generation(name)  # read before the inputs, so a racing change wins
-    rendered = await memo.find(key, generation)
-    if rendered is not None:
-        return page_response(request, rendered, stale=False)
+    found = await memo.find(key, generation)
+    if found is not None and found[1]:
+        return page_response(request, found[0], stale=False)
     page = await index.project_page(name, allowed)  # NotFound, Unavailable, Offline
     readers = Readers(index, svc.composed.metadata, svc.advisories)
     rendered = await document(readers, page, version, base, allowed)

@@ -9,12 +9,16 @@ projects render to a few MiB, a fifth of that gzipped, so MAX_BYTES holds every 
 install (boto3, numpy, pandas and their dependencies) while each worker's memory stays small
 however many names are asked. On one machine, a page rendered by one worker is also kept on its
 disk for the others (gitlab_pypi_proxy.storage.rendered_pages): a worker renders only what no
-worker has rendered under the current generation.
+worker has rendered under the current generation. A page whose project's wheels gained core
+metadata since (the coordinator's enrichment) is as right as it was: it is served while it is
+rendered again in the background, once the worker's page requests pause.
 """
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 
 from gitlab_pypi_proxy.aio import TaskSet, TTLMemo
 from gitlab_pypi_proxy.http.serialize import Rendered
@@ -25,6 +29,8 @@ log = logging.getLogger("proxy.pages")
 
 _ENTRIES = 10_000
 MAX_BYTES = 8 * 2**20
+QUIET = 0.25  # seconds without a page asked before one is rendered again in the background
+REFRESH_WAIT = 5.0  # seconds a page to render again waits for such a pause, at most
 
 Key = tuple[str, str, frozenset[str] | None, str]
 
@@ -36,7 +42,21 @@ def memo_key(what: str, media: str, allowed: frozenset[str] | None, view: str = 
     return (what, media, allowed, view)
 
 
-def _bytes(entry: tuple[Hashable, Rendered]) -> int:
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What a page is rendered under: the coordinator's generation (its records and policy:
+    a page of another one is never served) and its project's enrichment (the metadata it may
+    advertise: a page of another one is served while the new one is rendered)."""
+
+    records: Hashable
+    enrichment: Hashable
+
+
+# renders a page again: the page and until when it is fresh, or None (a stale answer)
+Render = Callable[[], Awaitable[tuple[Rendered, float] | None]]
+
+
+def _bytes(entry: tuple[Generation, Rendered]) -> int:
     return entry[1].kept_bytes
 
 
@@ -53,38 +73,50 @@ class PageMemo:
         # workers that say the same share them
         self.rendering = rendering
         self.sharing = TaskSet(log, "sharing a rendered page")
+        self.refreshing = TaskSet(log, "rendering a page again")
+        self._one_at_a_time = asyncio.Semaphore(1)
+        self._asked = 0.0  # time.monotonic() of the last page asked
         # (generation, rendered page) until its inputs expire (wall-clock times)
-        self._pages: TTLMemo[Key, tuple[Hashable, Rendered]] = TTLMemo(
+        self._pages: TTLMemo[Key, tuple[Generation, Rendered]] = TTLMemo(
             _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
         )
 
-    def generation(self, what: str) -> Hashable:
+    def generation(self, what: str) -> Generation:
         """The generation page `what` (a normalized name, or "/") is rendered under: read it
         before the page's inputs are, so that a racing change wins."""
-        return self.coordinator.generation("" if what == "/" else what)
+        page = "" if what == "/" else what
+        enrichment = self.coordinator.enrichment(page) if page else 0
+        return Generation(self.coordinator.generation(page), enrichment)
 
-    def get(self, key: Key, generation: Hashable) -> Rendered | None:
+    def get(self, key: Key, generation: Generation) -> Rendered | None:
+        self._asked = time.monotonic()
         hit = self._pages.get(key)
         if hit is None or hit[0] != generation:
             return None
         return hit[1]
 
-    async def find(self, key: Key, generation: Hashable) -> Rendered | None:
+    async def find(self, key: Key, generation: Generation) -> tuple[Rendered, bool] | None:
         """`get`, else the page another worker of this machine rendered under `generation`
-        (then kept here too)."""
-        rendered = self.get(key, generation)
-        if rendered is not None or self.shared is None:
-            return rendered
-        disk_key = self.shared.key(key, generation, self.rendering())
-        found = None if disk_key is None else await self.shared.get(disk_key)
-        if found is None:
-            return None
-        rendered = _decoded(found[0], key[1])
-        if rendered is not None:
-            self._pages.set(key, (generation, rendered), until=found[1])
-        return rendered
+        (then kept here too); either may be one rendered before its project's wheels gained
+        metadata (`enriched`): the page, and whether it is the current one."""
+        self._asked = time.monotonic()
+        hit = self._pages.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1], True
+        if self.shared is not None:
+            disk_key = self.shared.key(key, generation.records, self.rendering())
+            found = None if disk_key is None else await self.shared.get(disk_key)
+            shared = None if found is None else _decoded(found[0], key[1])
+            if found is not None and shared is not None:
+                rendered, enrichment = shared
+                kept = Generation(generation.records, enrichment)
+                self._pages.set(key, (kept, rendered), until=found[1])
+                return rendered, kept == generation
+        if hit is not None and hit[0].records == generation.records:
+            return hit[1], False
+        return None
 
-    def put(self, key: Key, value: Rendered, fresh_until: float, generation: Hashable) -> None:
+    def put(self, key: Key, value: Rendered, fresh_until: float, generation: Generation) -> None:
         """Keep `value` while fresh, here and for the machine's other workers; `generation` is
         the one read before its inputs were."""
         if fresh_until <= time.time():
@@ -93,27 +125,52 @@ class PageMemo:
         self._pages.set(key, (generation, value), until=fresh_until)
         if self.shared is None:
             return
-        disk_key = self.shared.key(key, generation, self.rendering())
+        disk_key = self.shared.key(key, generation.records, self.rendering())
         if disk_key is not None:
-            self.sharing.spawn(self.shared.put(disk_key, _encoded(value), fresh_until))
+            data = _encoded(value, generation.enrichment)
+            self.sharing.spawn(self.shared.put(disk_key, data, fresh_until))
+
+    async def _pause_in_asking(self) -> None:
+        """Until no page was asked for QUIET seconds, or REFRESH_WAIT passed: an install's burst
+        of pages is answered before pages are rendered again beside it."""
+        deadline = time.monotonic() + REFRESH_WAIT
+        while (now := time.monotonic()) < deadline and now - self._asked < QUIET:
+            await asyncio.sleep(min(QUIET - (now - self._asked), deadline - now))
+
+    def refresh(self, key: Key, render: Render, generation: Generation) -> None:
+        """Render page `key` again in the background, one at a time and after a pause in the
+        pages asked, and keep it: `find` gave one rendered before its project's wheels gained
+        metadata."""
+
+        async def again() -> None:
+            async with self._one_at_a_time:
+                await self._pause_in_asking()
+                fresh = await render()
+            if fresh is not None:
+                self.put(key, *fresh, generation)
+
+        self.refreshing.spawn(again(), key=key)
 
     async def close(self) -> None:
+        await self.refreshing.close()
         await self.sharing.close()
         if self.shared is not None:
             self.shared.close()
 
 
-# On the disk: b"g" (a gzip copy) or b"p" (the plain bytes), the ETag, a newline, the bytes.
-def _encoded(page: Rendered) -> bytes:
+# On the disk: b"g" (a gzip copy) or b"p" (the plain bytes), the ETag, a space, the enrichment
+# it was rendered under (a stamp, from the machine's coordinator), a newline, the bytes.
+def _encoded(page: Rendered, enrichment: Hashable) -> bytes:
     kind, body = (b"g", page.gzipped) if page.gzipped is not None else (b"p", page.plain)
-    return kind + page.etag.encode() + b"\n" + (body or b"")
+    return kind + f"{page.etag} {enrichment!r}".encode() + b"\n" + (body or b"")
 
 
-def _decoded(data: bytes, media: str) -> Rendered | None:
+def _decoded(data: bytes, media: str) -> tuple[Rendered, Hashable] | None:
     head, newline, body = data.partition(b"\n")
-    if not newline or head[:1] not in (b"g", b"p"):
+    etag, space, enrichment = head[1:].decode("ascii", "replace").partition(" ")
+    if not newline or not space or head[:1] not in (b"g", b"p"):
         return None
-    etag = head[1:].decode("ascii", "replace")
+    stamp = int(enrichment) if enrichment.isdigit() else enrichment
     if head[:1] == b"g":
-        return Rendered(None, media, etag, body)
-    return Rendered(body, media, etag, None)
+        return Rendered(None, media, etag, body), stamp
+    return Rendered(body, media, etag, None), stamp

@@ -8,10 +8,10 @@ wheel is then whole and kept one round trip earlier. It is kept per source
 another source's digest learns nothing of a file. It is obtained in the background for the
 unyanked wheels of every page served (bounded, single-flight, never a held file) and on demand
 for a sidecar; a page advertises it only once stored, since pip and uv fail hard on a sidecar
-that 404s. A page rendered before advertises it from its next rendering (its records fresh for
-`[cache] index_ttl`, or a change of the project), not at once: flushing every worker's pages
-whenever a wheel's metadata arrives made them render the big pages of an install all over again
-for the next one. GitLab range reads are spent from its request budget."""
+that 404s. Once stored, its project is `enriched` (gitlab_pypi_proxy.storage.coordinator): a
+page rendered before is still served, once, while it is rendered again in the background, so
+an install right after the one that taught the proxy its wheels' metadata is not held up by
+rendering the big pages again. GitLab range reads are spent from its request budget."""
 
 import asyncio
 import contextlib
@@ -72,6 +72,7 @@ class CoreMetadata:
         sources: Mapping[str, Source],
         sidecars: Mapping[str, Sidecars] | None = None,
         *,
+        enriched: Callable[[str], Awaitable[None]],
         downloads: Downloads | None = None,
         offline: bool = False,
     ) -> None:
@@ -80,6 +81,7 @@ class CoreMetadata:
         # told the METADATA of each wheel a client is about to install
         # (gitlab_pypi_proxy.index.warming)
         self.warm: Callable[[str, bytes], None] | None = None
+        self.enriched = enriched  # metadata stored: the project's pages may advertise it
         self.offline = offline
         self.sources = dict(sources)  # by name: every source, for ranged reads of its wheels
         self.sidecars = dict(sidecars or {})  # by name: public indexes with PEP 658 sidecars
@@ -110,6 +112,7 @@ class CoreMetadata:
         # yanked.
         newest = await off_loop(len(offered), _newest, offered)
         self._in_background(
+            page.name,
             [f for f in newest if _key(f) not in known and not f.core_metadata_sha256],
             _the_next_download(newest),
         )
@@ -117,13 +120,17 @@ class CoreMetadata:
             return page
         return await off_loop(len(page.files), _with_metadata, page, known)
 
-    def _in_background(self, files: Iterable[DistFile], ahead: DistFile | None) -> None:
+    def _in_background(self, name: str, files: Iterable[DistFile], ahead: DistFile | None) -> None:
         todo = [f for f in files if _key(f) not in self._flights and _key(f) not in self._failed]
         if todo:
-            self._spawn(self._batch(todo, ahead))
+            self._spawn(self._batch(name, todo, ahead))
 
-    async def _batch(self, files: list[DistFile], ahead: DistFile | None) -> None:
-        await asyncio.gather(*(self.ensure(f, background=True, ahead=f is ahead) for f in files))
+    async def _batch(self, name: str, files: list[DistFile], ahead: DistFile | None) -> None:
+        digests = await asyncio.gather(
+            *(self.ensure(f, background=True, ahead=f is ahead) for f in files)
+        )
+        if any(digests):
+            await self.enriched(name)  # once for the whole batch
 
     def after_download(self, download: Download, sha256: str, filename: str) -> None:
         """Once `download` is kept, read its metadata from the cache, for the source it read."""
@@ -138,8 +145,14 @@ class CoreMetadata:
         if download.source is None:
             return  # found cached: no source delivered anything here
         file = DistFile(filename, sha256, source=download.source, url="")  # known by digest
-        if not await self.store.digests([_key(file)], None):
-            await self.ensure(file, background=True)
+        if not await self.store.digests([_key(file)], None) and await self.ensure(
+            file, background=True
+        ):
+            # its project's pages advertise it; pages listing it under another name do not (the
+            # store lists metadata by the project its file name says)
+            project = file_project_name(filename)
+            if project:
+                await self.enriched(project)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         self.tasks.spawn(work)

@@ -17,8 +17,9 @@ from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 
 T = TypeVar("T")
 
-# A project's own news (its GitLab files' upload details arrived) reaches the rendered pages of
-# the names in its bucket, not every page: a cold install learns details project after project.
+# A project's own news (its GitLab files' upload details, or its wheels' metadata, arrived)
+# reaches the rendered pages of the names in its bucket, not every page: a cold install learns
+# them project after project, wheel after wheel.
 PAGE_BUCKETS = 64
 
 
@@ -87,6 +88,19 @@ class Coordinator(Protocol):
 
     def changed_now(self) -> None:
         """`changed`, for the command line (blocking). Never fails, as `changed`."""
+        ...
+
+    def enrichment(self, page: str) -> Hashable:
+        """Changes whenever a worker announced that project `page`'s files gained what its
+        pages may advertise (`enriched(page)`; of the others in its bucket too). A page
+        rendered before is as right as it was, only less complete: it may be served while the
+        new one is rendered. Cheap; raises nothing."""
+        ...
+
+    async def enriched(self, page: str) -> None:
+        """Tell every worker that project `page` (normalized) gained core metadata for its
+        files. Never fails: when the news cannot be shared, pages advertise it once their
+        records expire."""
         ...
 
     def lock(

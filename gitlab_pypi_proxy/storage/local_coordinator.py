@@ -4,7 +4,8 @@
 Locks: an flock on `files/locks/<key>`, made for the lock and unlinked, still held, on release;
 a waiter that gets a lock on a file since unlinked lets go and locks the one now at that path,
 so there is one holder at a time. `clean` removes what dead holders left. News: the
-`pages/generation` file's mtime (and a project's own: `pages/generation-<its bucket>`), each
+`pages/generation` file's mtime (and a project's own: `pages/generation-<its bucket>`, and
+`pages/enriched-<its bucket>` when its wheels gained metadata), each
 read at most every GENERATION_SECONDS (a stat() per request costs a memo hit dearly) and at once
 after a change of this worker's own; when the disk will not take the stamp, this worker moves
 on alone and the others see the change once their memos expire. Shared values: a small file
@@ -75,15 +76,26 @@ class LocalCoordinator:
         return "-".join(str(stamp) for i, stamp in enumerate(generation) if i != 1)
 
     def changed_now(self, page: str = "") -> None:
-        path = self._page_path(page) if page else self._generation_path
+        self._touch(self._page_path(page) if page else self._generation_path)
+
+    def enrichment(self, page: str) -> int:
+        return self._stamp(self._page_path(page, "enriched"))
+
+    async def enriched(self, page: str) -> None:
+        try:
+            await asyncio.to_thread(self._touch, self._page_path(page, "enriched"))
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "announcing a project's metadata")
+
+    def _touch(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
         stamp = time.time_ns()
         os.utime(path, ns=(stamp, stamp))
         self._stamps.pop(path, None)  # this worker sees its own change at once
 
-    def _page_path(self, page: str) -> Path:
-        return self._generation_path.with_name(f"generation-{page_bucket(page)}")
+    def _page_path(self, page: str, news: str = "generation") -> Path:
+        return self._generation_path.with_name(f"{news}-{page_bucket(page)}")
 
     def _stamp(self, path: Path) -> int:
         now = _clock()

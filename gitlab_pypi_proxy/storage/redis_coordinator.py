@@ -82,6 +82,7 @@ class RedisCoordinator:
         )
         self._news = 0
         self._page_news = [0] * PAGE_BUCKETS  # by bucket: news of one project's pages
+        self._enriched = [0] * PAGE_BUCKETS  # by bucket: metadata one project's pages may add
         self._down_until = 0.0  # monotonic
         self._reason = ""
         self._health = threading.Lock()
@@ -165,6 +166,16 @@ class RedisCoordinator:
             return self.local.generation(), self._news
         return self.local.generation(page), self._news, self._page_news[page_bucket(page)]
 
+    def enrichment(self, page: str) -> Hashable:
+        self._listen()
+        return self.local.enrichment(page), self._news, self._enriched[page_bucket(page)]
+
+    async def enriched(self, page: str) -> None:
+        self._listen()
+        await self.local.enriched(page)
+        message = json.dumps({"enriched": page})
+        await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
+
     def on_forget(self, forget: Callable[[list[Hashable]], Awaitable[None]]) -> None:
         """Called with the records another replica forgot, before the generation moves on."""
         self._forget = forget
@@ -214,9 +225,11 @@ class RedisCoordinator:
                 await asyncio.sleep(RETRY_SECONDS / 2)
 
     async def _heard(self, data: bytes) -> None:
-        page = _page_of(data)
-        if page is not None:
-            self._page_news[page_bucket(page)] += 1
+        news = _project_news(data)
+        if news is not None:
+            kind, page = news
+            counts = self._enriched if kind == "enriched" else self._page_news
+            counts[page_bucket(page)] += 1
             return
         try:
             keys = _keys(data)
@@ -385,15 +398,20 @@ def _message(keys: list[Hashable]) -> str:
     return encode_key(tuple(keys))
 
 
-def _page_of(data: bytes | str) -> str | None:
-    """The project a message names, if it is a project's news (`{"page": <name>}`)."""
+def _project_news(data: bytes | str) -> tuple[str, str] | None:
+    """The kind and project of a project's news (`{"page": <name>}`, `{"enriched": <name>}`),
+    if the message is one."""
     if not data.startswith(b"{" if isinstance(data, bytes) else "{"):
         return None
     try:
-        page = json.loads(data).get("page")
-    except (ValueError, AttributeError):
+        document = json.loads(data)
+    except ValueError:
         return None
-    return page if isinstance(page, str) else None
+    for kind in ("page", "enriched"):
+        page = document.get(kind) if isinstance(document, dict) else None
+        if isinstance(page, str):
+            return kind, page
+    return None
 
 
 def _keys(data: bytes | str) -> list[Hashable]:

@@ -1,4 +1,4 @@
-"""Core metadata service: advertised once stored, obtained after a download, no page flushed."""
+"""Core metadata service: advertised once stored, obtained after a download, pages enriched."""
 
 import hashlib
 from collections.abc import AsyncIterator
@@ -40,12 +40,14 @@ async def test_metadata_is_advertised_only_after_it_is_stored(tmp_path: Path) ->
     ].core_metadata_sha256 is None
 
     generation = files.coordinator.generation("demo")
+    enrichment = files.coordinator.enrichment("demo")
     download = files.downloads.download(sha, built.files.opener([source.file_for(sha, filename)]))
     service.after_download(download, sha, filename)
     await download.wait()
     await service.tasks.settled()
-    # rendered pages stay as they are: they advertise it from their next rendering
+    # rendered pages are still right: served while rendered again (gitlab_pypi_proxy.http.page_memo)
     assert files.coordinator.generation("demo") == generation
+    assert files.coordinator.enrichment("demo") != enrichment
 
     page = await service.annotated(await index.project_page("demo"))
     body = await service.sidecar(sha, filename, None)

@@ -178,6 +178,20 @@ async def test_a_project_s_news_reach_the_other_replica_for_its_pages_only(
     assert b.generation(other) == before[other] and b.generation() == before[""]
 
 
+async def test_a_project_s_enrichment_reaches_the_other_replica_and_changes_no_generation(
+    replicas: list[RedisCoordinator],
+) -> None:
+    a, b = replicas
+    other = next(f"y{n}" for n in range(100) if page_bucket(f"y{n}") != page_bucket("x"))
+    await async_wait_until(lambda: b.reachable()[0] and b._news, "b to listen", 20)
+    generations = {what: b.generation(what) for what in ("x", other)}
+    before = {what: b.enrichment(what) for what in ("x", other)}
+    await a.enriched("x")
+    await async_wait_until(lambda: b.enrichment("x") != before["x"], "b to hear of x", 20)
+    assert b.enrichment(other) == before[other]
+    assert {what: b.generation(what) for what in ("x", other)} == generations
+
+
 def test_shared_values_update_atomically(replicas: list[RedisCoordinator]) -> None:
     values = [c.value("gitlab-budget") for c in replicas]
 

@@ -4,6 +4,7 @@ same bytes and ETag, until its records expire; never once its project or everyth
 never under another reader's key, and a worker whose generation is its own (news it could not
 write) shares nothing."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gitlab_pypi_proxy.http import page_memo
 from gitlab_pypi_proxy.http.page_memo import PageMemo, memo_key
 from gitlab_pypi_proxy.http.serialize import JSON, Rendered, render
 from gitlab_pypi_proxy.model import DistFile, ProjectPage
@@ -48,7 +50,7 @@ async def test_a_page_one_worker_rendered_is_found_by_another(tmp_path: Path) ->
     await a.sharing.settled()
     for key, page in pages.items():
         found = await b.find(key, b.generation(key[0]))
-        assert found == page.compact() and found is not None and found.body == page.body
+        assert found == (page.compact(), True) and found[0].body == page.body
     other_reader = memo_key("numpy", JSON, frozenset({"gitlab", "pypi"}))
     assert await b.find(other_reader, b.generation("numpy")) is None
     await a.close()
@@ -67,7 +69,7 @@ async def test_a_shared_page_is_gone_once_its_project_or_everything_changed(
     await a.coordinator.changed("x")
     await async_wait_until(lambda: b.generation("x") != before, "worker b to hear of x")
     assert await b.find(memo_key("x", "text/html", None), b.generation("x")) is None
-    assert await b.find(memo_key("/", "text/html", None), b.generation("/")) == pages["/"]
+    assert await b.find(memo_key("/", "text/html", None), b.generation("/")) == (pages["/"], True)
     before = c.generation("/")
     await a.coordinator.changed()
     await async_wait_until(lambda: c.generation("/") != before, "worker c to hear of it")
@@ -83,7 +85,7 @@ async def test_a_shared_page_lasts_as_long_as_its_records(tmp_path: Path) -> Non
     a.put(key, Rendered(b"<html>", "text/html", '"e"', None), until, a.generation("x"))
     await a.sharing.settled()
     assert b.shared is not None
-    disk_key = b.shared.key(key, b.generation("x"), b.rendering())
+    disk_key = b.shared.key(key, b.generation("x").records, b.rendering())
     assert disk_key is not None
     found = await b.shared.get(disk_key)
     assert found is not None and abs(found[1] - until) < 0.01  # kept here as long
@@ -129,7 +131,7 @@ async def test_workers_rendering_from_other_settings_or_advisories_share_nothing
     await a.sharing.settled()
     assert await b.find(key, b.generation("lib")) is None
     said["b"] = said["a"]  # the same export and settings now
-    assert await b.find(key, b.generation("lib")) == page
+    assert await b.find(key, b.generation("lib")) == (page, True)
     await a.close()
     await b.close()
 
@@ -158,3 +160,61 @@ def test_the_settings_digest_is_the_same_in_every_process(tmp_path: Path) -> Non
         for seed in (1, 2, 3)
     }
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+
+
+async def test_a_page_from_before_its_wheels_gained_metadata_is_served_until_rendered_again(
+    tmp_path: Path,
+) -> None:
+    """Metadata learned for a project's wheels (`enriched`) leaves its rendered pages servable,
+    marked not current, in the worker that rendered one and in the others (through the disk),
+    until a page rendered since is kept; a change of its records never does."""
+    a, b = _worker(tmp_path), _worker(tmp_path)
+    key = memo_key("x", "text/html", None)
+    before, after = (Rendered(b, "text/html", f'"{b.decode()}"', None) for b in (b"1", b"2"))
+    a.put(key, before, time.time() + 300, a.generation("x"))
+    await a.sharing.settled()
+    enrichment = b.generation("x").enrichment
+    await a.coordinator.enriched("x")
+    await async_wait_until(
+        lambda: b.generation("x").enrichment != enrichment, "worker b to hear of it"
+    )
+    assert await a.find(key, a.generation("x")) == (before, False)
+    assert await b.find(key, b.generation("x")) == (before, False)
+    b.put(key, after, time.time() + 300, b.generation("x"))  # rendered again
+    await b.sharing.settled()
+    assert await a.find(key, a.generation("x")) == (after, True)
+    await b.coordinator.changed("x")
+    await async_wait_until(lambda: a.get(key, a.generation("x")) is None, "worker a to hear")
+    assert await a.find(key, a.generation("x")) is None
+    await a.close()
+    await b.close()
+
+
+async def test_a_page_is_rendered_again_after_a_pause_in_the_pages_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background rendering of a page whose wheels gained metadata waits for a pause in
+    the worker's page requests (an install's burst is answered first), one at a time."""
+    monkeypatch.setattr(page_memo, "REFRESH_WAIT", 60.0)  # only the pause lets it start
+    memo = _worker(tmp_path)
+    key = memo_key("x", "text/html", None)
+    old, new = (Rendered(b, "text/html", f'"{b.decode()}"', None) for b in (b"1", b"2"))
+    generation = memo.generation("x")
+    memo.put(key, old, time.time() + 300, generation)
+    started: list[float] = []
+
+    async def render() -> tuple[Rendered, float]:
+        started.append(time.monotonic())
+        return new, time.time() + 300
+
+    memo.refresh(key, render, generation)
+    memo.refresh(key, render, generation)  # once at a time: joined
+    asked = []
+    for _ in range(20):  # a burst of pages asked
+        memo.get(memo_key("y", "text/html", None), memo.generation("y"))
+        asked.append(time.monotonic())
+        await asyncio.sleep(0.02)
+    await memo.refreshing.settled()
+    assert len(started) == 1 and started[0] - asked[-1] >= page_memo.QUIET
+    assert await memo.find(key, generation) == (new, True)
+    await memo.close()
