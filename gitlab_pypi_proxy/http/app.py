@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
@@ -70,6 +71,7 @@ from gitlab_pypi_proxy.storage.blobs import CacheUnwritable
 from gitlab_pypi_proxy.storage.downloads import Download, verified
 
 log = logging.getLogger("proxy.app")
+SWITCH_INTERVAL = 0.001  # seconds; the interpreter's default is 0.005
 
 
 def services(request: Request) -> Services:
@@ -579,6 +581,10 @@ def create_app(config: Config) -> Starlette:
             # a full collection while a big page is parsed scans that page, not the program.
             gc.collect()
             gc.freeze()
+            # The event loop waits for the GIL behind threads parsing and rendering big pages:
+            # each holds it for the switch interval when the loop asks, so a shorter one
+            # answers the loop sooner.
+            sys.setswitchinterval(SWITCH_INTERVAL)
             with reload_on_sighup(services.reload_advisories):
                 yield
         finally:
