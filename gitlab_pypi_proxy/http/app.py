@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 
 from gitlab_pypi_proxy import metrics
-from gitlab_pypi_proxy.aio import TaskSet
+from gitlab_pypi_proxy.aio import TaskSet, off_loop
 from gitlab_pypi_proxy.allocator import Trimmer
 from gitlab_pypi_proxy.config import Config
 from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
@@ -155,10 +155,15 @@ async def index_response(
         return page_response(request, rendered, stale=False)
     services(request).name_poll.asked()
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
-    rendered = await asyncio.to_thread(render, answer, media)
+    rendered = await off_loop(_size(answer), render, answer, media)
     if not answer.stale:
         memo.put(key, rendered, answer.fresh_until, generation)
     return page_response(request, rendered, answer.stale)
+
+
+def _size(answer: ProjectPage | ProjectList) -> int:
+    """How many things rendering `answer` handles (gitlab_pypi_proxy.aio.off_loop)."""
+    return len(answer.files) if isinstance(answer, ProjectPage) else len(answer.names)
 
 
 async def _rendered_again(
@@ -174,7 +179,7 @@ async def _rendered_again(
         return None
     if answer.stale:
         return None
-    return await asyncio.to_thread(render, answer, media), answer.fresh_until
+    return await off_loop(_size(answer), render, answer, media), answer.fresh_until
 
 
 async def simple_root(request: Request) -> Response:

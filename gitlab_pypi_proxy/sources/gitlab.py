@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx2
 
+from gitlab_pypi_proxy.aio import BYTES_PER_FILE, off_loop
 from gitlab_pypi_proxy.config import GitLabConfig, SourceConfig
 from gitlab_pypi_proxy.errors import RateLimited, Refused, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage
@@ -285,7 +286,9 @@ class GitLabPages:
             return None  # a listing asked early is dropped
         dropped = Dropped()
         try:
-            files = await asyncio.to_thread(self._files, response, url, dropped)
+            files = await off_loop(
+                len(response.content) // BYTES_PER_FILE, self._files, response, url, dropped
+            )
         except (ValueError, AssertionError, RecursionError) as exc:  # html.parser on a bad day
             raise SourceUnavailable(
                 self.api.name, f"unreadable page of {name} ({type(exc).__name__})"

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urljoin
 import httpx2
 from packaging.version import InvalidVersion, Version
 
+from gitlab_pypi_proxy.aio import BYTES_PER_FILE, off_loop
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import FileNotFoundUpstream, SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile, FileStream, ProjectPage, parse_time
@@ -240,7 +241,9 @@ class SimpleIndexSource:
             return None
         dropped = Dropped()
         try:
-            page = await asyncio.to_thread(self._page, name, response, dropped)
+            page = await off_loop(
+                len(response.content) // BYTES_PER_FILE, self._page, name, response, dropped
+            )
         except _UNREADABLE as exc:
             raise _unreadable(self.name, f"page of {name}", exc) from None
         dropped.report(log, self.name, f"page {name}")

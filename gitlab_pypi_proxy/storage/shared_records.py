@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
-from gitlab_pypi_proxy.aio import off_loop
+from gitlab_pypi_proxy.aio import BYTES_PER_FILE, off_loop
 from gitlab_pypi_proxy.storage.pages import Entry, PageStore, decode, encode
 from gitlab_pypi_proxy.storage.record_format import FORMAT, BadRecord, dropped, encode_key
 from gitlab_pypi_proxy.storage.redis_coordinator import RedisCoordinator
@@ -25,9 +25,6 @@ KEEP_SECONDS = 30 * 86400  # a record nobody refreshed for this long leaves Redi
 
 def _name(key: Hashable) -> str:
     return PREFIX + encode_key(key)
-
-
-_BYTES_PER_ITEM = 100  # about what a record takes per file listed: off_loop counts items
 
 
 def _entry(data: bytes | None) -> Entry | None:
@@ -65,7 +62,7 @@ class SharedRecords:
             self.coordinator.call("reading a record", lambda: client.get(_name(key))),
         )
         # a page of thousands of files is milliseconds of CPU to decode: not on the event loop
-        there = await off_loop(len(shared or b"") // _BYTES_PER_ITEM, _entry, shared)
+        there = await off_loop(len(shared or b"") // BYTES_PER_FILE, _entry, shared)
         if there is not None and (here is None or there.fetched_at > here.fetched_at):
             await self.local.put(key, there)
             return there

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from gitlab_pypi_proxy import aio
 from gitlab_pypi_proxy.aio import BIG, SingleFlight, TaskSet, TTLMemo, off_loop
 from tests.waiting import async_wait_until
 
@@ -129,3 +130,26 @@ async def test_work_on_a_big_page_runs_in_a_thread_on_a_small_one_inline() -> No
     assert await off_loop(BIG - 1, threading.get_ident) == loop_thread
     assert await off_loop(BIG, threading.get_ident) != loop_thread
     assert await off_loop(BIG, lambda a, b: a + b, 2, 3) == 5
+
+
+async def test_big_work_runs_in_at_most_cpu_slots_threads_at_once() -> None:
+    """The GIL runs one thread at a time anyway; each more thread wanting it makes the event
+    loop wait longer for it."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(10)
+        with lock:
+            running -= 1
+
+    calls = [asyncio.ensure_future(off_loop(BIG, work)) for _ in range(aio.CPU_SLOTS + 3)]
+    await async_wait_until(lambda: running == aio.CPU_SLOTS, "the slots to fill")
+    release.set()
+    await asyncio.gather(*calls)
+    assert most == aio.CPU_SLOTS
