@@ -29,6 +29,9 @@ log = logging.getLogger("proxy.pages")
 
 _ENTRIES = 10_000
 MAX_BYTES = 8 * 2**20
+# with the machine's rendered pages on its disk, a worker holds the newest in memory only: an
+# older one is a read from the kernel's page cache
+SHARED_MAX_BYTES = 2 * 2**20
 QUIET = 0.25  # seconds without a page asked before one is rendered again in the background
 REFRESH_WAIT = 5.0  # seconds a page to render again waits for such a pause, at most
 
@@ -78,7 +81,10 @@ class PageMemo:
         self._asked = 0.0  # time.monotonic() of the last page asked
         # (generation, rendered page) until its inputs expire (wall-clock times)
         self._pages: TTLMemo[Key, tuple[Generation, Rendered]] = TTLMemo(
-            _ENTRIES, clock=time.time, weigh=_bytes, max_weight=MAX_BYTES
+            _ENTRIES,
+            clock=time.time,
+            weigh=_bytes,
+            max_weight=MAX_BYTES if shared is None else SHARED_MAX_BYTES,
         )
 
     def generation(self, what: str) -> Generation:

@@ -218,3 +218,26 @@ async def test_a_page_is_rendered_again_after_a_pause_in_the_pages_asked(
     assert len(started) == 1 and started[0] - asked[-1] >= page_memo.QUIET
     assert await memo.find(key, generation) == (new, True)
     await memo.close()
+
+
+async def test_a_worker_sharing_pages_holds_the_newest_in_memory_and_finds_the_rest_on_disk(
+    tmp_path: Path,
+) -> None:
+    memo = _worker(tmp_path)
+    pages = {}
+    for n in range(20):  # ~170 KiB gzipped each: their digests do not compress
+        files = tuple(
+            DistFile(f"p{n}-1.{i}-py3-none-any.whl", os.urandom(32).hex(), "pypi", "https://f/x")
+            for i in range(3000)
+        )
+        pages[memo_key(f"p{n}", JSON, None)] = render(ProjectPage(f"p{n}", files, ("pypi",)), JSON)
+    assert sum(p.compact().kept_bytes for p in pages.values()) > page_memo.SHARED_MAX_BYTES
+    for key, page in pages.items():
+        memo.put(key, page, time.time() + 300, memo.generation(key[0]))
+    await memo.sharing.settled()
+    held = [p for k, p in pages.items() if memo.get(k, memo.generation(k[0])) is not None]
+    assert 0 < len(held) < len(pages)
+    assert sum(p.compact().kept_bytes for p in held) <= page_memo.SHARED_MAX_BYTES
+    for key, page in pages.items():
+        assert await memo.find(key, memo.generation(key[0])) == (page.compact(), True)
+    await memo.close()
