@@ -45,7 +45,9 @@ class RenderedPages:
         shared = self.coordinator.shared_generation(generation)
         if shared is None:
             return None
-        return hashlib.sha256(repr((shared, rendering, what)).encode()).hexdigest()
+        return hashlib.sha256(
+            repr((shared, rendering, _same_everywhere(what))).encode()
+        ).hexdigest()
 
     async def get(self, key: str) -> tuple[bytes, float] | None:
         """The page's bytes and the time.time() until which they are fresh, or None."""
@@ -67,3 +69,12 @@ class RenderedPages:
                 await asyncio.to_thread(self._disk.set, key, value, expire=expire)
             except WRITE_ERRORS as exc:
                 self._writes.failed(exc, "sharing a rendered page")
+
+
+def _same_everywhere(what: Hashable) -> Hashable:
+    """`what` with its sets sorted: their order differs between processes."""
+    if isinstance(what, frozenset | set):
+        return ("set", *sorted(map(repr, what)))
+    if isinstance(what, tuple):
+        return tuple(_same_everywhere(part) for part in what)
+    return what

@@ -136,6 +136,27 @@ async def test_workers_rendering_from_other_settings_or_advisories_share_nothing
     await b.close()
 
 
+def test_a_page_s_disk_key_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """A reader of several sources: the set of them is in the key, sorted."""
+    code = (
+        "from pathlib import Path; "
+        "from gitlab_pypi_proxy.storage.local_coordinator import LocalCoordinator; "
+        "from gitlab_pypi_proxy.storage.rendered_pages import RenderedPages; "
+        f"pages = RenderedPages(LocalCoordinator(Path({str(tmp_path)!r}))); "
+        "allowed = frozenset(f'source-{n}' for n in range(8)); "
+        "print(pages.key(('lib', 'text/html', allowed, ''), (1, 0, 2), 'r'))"
+    )
+    keys = {_in_a_process(code, seed) for seed in (1, 2, 3)}
+    assert len(keys) == 1 and len(next(iter(keys))) == 64
+
+
+def _in_a_process(code: str, hash_seed: int) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
 def test_the_settings_digest_is_the_same_in_every_process(tmp_path: Path) -> None:
     """Sets are sorted: their order differs between processes (hash randomization)."""
     config = tmp_path / "proxy.toml"
@@ -149,16 +170,7 @@ def test_the_settings_digest_is_the_same_in_every_process(tmp_path: Path) -> Non
         "import sys; from gitlab_pypi_proxy.config import load; "
         f"print(load({str(config)!r}).digest())"
     )
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONHASHSEED": str(seed)},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        for seed in (1, 2, 3)
-    }
+    digests = {_in_a_process(code, seed) for seed in (1, 2, 3)}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
 
 
