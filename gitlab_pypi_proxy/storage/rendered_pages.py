@@ -63,12 +63,15 @@ class RenderedPages:
     async def put(self, key: str, value: bytes, until: float) -> None:
         """Keep `value` until `until` (time.time()); a disk that will not take it shares
         nothing (the other workers render the page themselves)."""
-        expire = until - time.time()
+        try:
+            await asyncio.to_thread(self._keep, key, value, until)
+        except WRITE_ERRORS as exc:
+            self._writes.failed(exc, "sharing a rendered page")
+
+    def _keep(self, key: str, value: bytes, until: float) -> None:
+        expire = until - time.time()  # here: diskcache adds it to its own clock's now
         if expire > 0:
-            try:
-                await asyncio.to_thread(self._disk.set, key, value, expire=expire)
-            except WRITE_ERRORS as exc:
-                self._writes.failed(exc, "sharing a rendered page")
+            self._disk.set(key, value, expire=expire)
 
 
 def _same_everywhere(what: Hashable) -> Hashable:

@@ -88,8 +88,8 @@ async def test_a_shared_page_lasts_as_long_as_its_records(tmp_path: Path) -> Non
     disk_key = b.shared.key(key, b.generation("x").records, b.rendering())
     assert disk_key is not None
     found = await b.shared.get(disk_key)
-    assert found is not None and abs(found[1] - until) < 0.01  # kept here as long
-    await async_wait_until(lambda: time.time() > until, "the records to expire")
+    assert found is not None and until - 0.01 <= found[1] < until + 1  # as long, give or take
+    await async_wait_until(lambda: time.time() > found[1], "the records to expire")
     assert await b.shared.get(disk_key) is None
     assert await b.find(memo_key("x", "text/html", None), b.generation("x")) is None
     await a.close()
@@ -227,7 +227,8 @@ async def test_a_page_is_rendered_again_after_a_pause_in_the_pages_asked(
         asked.append(time.monotonic())
         await asyncio.sleep(0.02)
     await memo.refreshing.settled()
-    assert len(started) == 1 and started[0] - asked[-1] >= page_memo.QUIET
+    before = [t for t in asked if t < started[0]]  # a stall of this loop may end the burst
+    assert len(started) == 1 and before and started[0] - before[-1] >= page_memo.QUIET - 0.01
     assert await memo.find(key, generation) == (new, True)
     await memo.close()
 
