@@ -171,10 +171,7 @@ class RedisCoordinator:
         return self.local.enrichment(page), self._news, self._enriched[page_bucket(page)]
 
     async def enriched(self, page: str) -> None:
-        self._listen()
-        await self.local.enriched(page)
-        message = json.dumps({"enriched": page})
-        await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
+        await self._announce(self.local.enriched(page), json.dumps({"enriched": page}))
 
     def on_forget(self, forget: Callable[[list[Hashable]], Awaitable[None]]) -> None:
         """Called with the records another replica forgot, before the generation moves on."""
@@ -182,18 +179,20 @@ class RedisCoordinator:
 
     async def changed(self, page: str = "") -> None:
         if page:
-            await self._announce(page, json.dumps({"page": page}))
+            await self._announce(self.local.changed(page), json.dumps({"page": page}))
         else:
             await self.broadcast([])
 
     async def broadcast(self, keys: list[Hashable]) -> None:
         """Tell every worker of every replica that index records changed, naming `keys` to
         forget; at least this machine's workers hear it (the local coordinator)."""
-        await self._announce("", _message(keys))
+        await self._announce(self.local.changed(), _message(keys))
 
-    async def _announce(self, page: str, message: str) -> None:
+    async def _announce(self, here: Awaitable[None], message: str) -> None:
+        """This machine's workers told (`here`, the local coordinator's news), then every
+        replica's through the channel."""
         self._listen()
-        await self.local.changed(page)
+        await here
         await self.call("announcing a change", lambda: self.client.publish(CHANNEL, message))
 
     def changed_now(self) -> None:
