@@ -90,11 +90,14 @@ class PageStore:
             return held.value is not _FORGOTTEN
         return await asyncio.to_thread(self._disk.__contains__, encode_key(key))
 
-    async def put(self, key: Hashable, entry: Entry) -> None:
-        """Store `entry`, or hold it in this process when the disk will not take it."""
+    async def put(self, key: Hashable, entry: Entry, data: bytes | None = None) -> None:
+        """Store `entry` (`data`: its encoding, when the caller has it), or hold it in this
+        process when the disk will not take it."""
         try:
             # encoded in the thread too: a page of thousands of files is milliseconds of CPU
-            await asyncio.to_thread(lambda: self._disk.set(encode_key(key), encode(entry)))
+            await asyncio.to_thread(
+                lambda: self._disk.set(encode_key(key), encode(entry) if data is None else data)
+            )
         except WRITE_ERRORS as exc:
             self.writes.failed(exc, "keeping an index page")
             self._held.set(key, entry)

@@ -64,7 +64,7 @@ class SharedRecords:
         # a page of thousands of files is milliseconds of CPU to decode: not on the event loop
         there = await off_loop(len(shared or b"") // BYTES_PER_FILE, _entry, shared)
         if there is not None and (here is None or there.fetched_at > here.fetched_at):
-            await self.local.put(key, there)
+            await self.local.put(key, there, shared)
             return there
         return here
 
@@ -80,7 +80,7 @@ class SharedRecords:
         data = await asyncio.to_thread(encode, entry)  # as get: not on the event loop
         client = self.coordinator.client
         await asyncio.gather(
-            self.local.put(key, entry),
+            self.local.put(key, entry, data),  # encoded once, for both
             self.coordinator.call(
                 "keeping a record", lambda: client.set(_name(key), data, ex=KEEP_SECONDS)
             ),

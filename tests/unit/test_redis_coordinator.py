@@ -286,6 +286,40 @@ async def test_a_record_another_replica_kept_is_seen_without_reading_it(
         there.close()
 
 
+async def test_a_record_is_encoded_once_for_this_machine_and_redis(
+    tmp_path: Path,
+    replicas: list[RedisCoordinator],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page of thousands of files is milliseconds of CPU to encode: the bytes Redis keeps are
+    the ones the local store keeps, and a newer record read from Redis is kept as it came."""
+    from gitlab_pypi_proxy.storage import pages, shared_records
+    from gitlab_pypi_proxy.storage.pages import Entry, PageStore
+    from gitlab_pypi_proxy.storage.shared_records import SharedRecords
+
+    encoded: list[object] = []
+    encode = pages.encode
+
+    def counted(value: object) -> bytes:
+        encoded.append(value)
+        return encode(value)
+
+    monkeypatch.setattr(shared_records, "encode", counted)
+    monkeypatch.setattr(pages, "encode", counted)
+    a, b = replicas
+    here = SharedRecords(PageStore(tmp_path / "a-records", a.local), a)
+    there = SharedRecords(PageStore(tmp_path / "b-records", b.local), b)
+    try:
+        key, entry = ("page", "platform", "acme-utils"), Entry(("x", 1), 1000.0)
+        await here.put(key, entry)
+        assert len(encoded) == 1
+        assert await there.get(key) == entry  # from Redis, now kept on b's disk too
+        assert await there.local.get(key) == entry and len(encoded) == 1
+    finally:
+        here.close()
+        there.close()
+
+
 async def test_what_another_writer_puts_in_redis_is_never_unpickled(
     tmp_path: Path,
     replicas: list[RedisCoordinator],
