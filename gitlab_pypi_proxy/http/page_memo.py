@@ -109,15 +109,14 @@ class PageMemo:
         hit = self._pages.get(key)
         if hit is not None and hit[0] == generation:
             return hit[1], True
-        if self.shared is not None:
-            disk_key = self.shared.key(key, generation.records, self.rendering())
-            found = None if disk_key is None else await self.shared.get(disk_key)
-            shared = None if found is None else _decoded(found[0], key[1])
-            if found is not None and shared is not None:
-                rendered, enrichment = shared
-                kept = Generation(generation.records, enrichment)
-                self._pages.set(key, (kept, rendered), until=found[1])
-                return rendered, kept == generation
+        shared = await self._shared_page(key, generation)
+        if shared is not None:
+            rendered, enrichment, until = shared
+            current = enrichment == repr(generation.enrichment)
+            # a page of another enrichment is kept under one no lookup has: not current here
+            kept = generation if current else Generation(generation.records, enrichment)
+            self._pages.set(key, (kept, rendered), until=until)
+            return rendered, current
         if hit is not None and hit[0].records == generation.records:
             return hit[1], False
         return None
@@ -135,6 +134,21 @@ class PageMemo:
         if disk_key is not None:
             data = _encoded(value, generation.enrichment)
             self.sharing.spawn(self.shared.put(disk_key, data, fresh_until))
+
+    async def _shared_page(
+        self, key: Key, generation: Generation
+    ) -> tuple[Rendered, str, float] | None:
+        """Page `key` as another worker of this machine rendered it under `generation`'s
+        records: the page, the repr of the enrichment it was rendered under (kept with the
+        page, not in its key) and until when it is fresh."""
+        if self.shared is None:
+            return None
+        disk_key = self.shared.key(key, generation.records, self.rendering())
+        found = None if disk_key is None else await self.shared.get(disk_key)
+        decoded = None if found is None else _decoded(found[0], key[1])
+        if found is None or decoded is None:
+            return None
+        return decoded[0], decoded[1], found[1]
 
     async def _pause_in_asking(self) -> None:
         """Until no page was asked for QUIET seconds, or REFRESH_WAIT passed: an install's burst
@@ -171,12 +185,12 @@ def _encoded(page: Rendered, enrichment: Hashable) -> bytes:
     return kind + f"{page.etag} {enrichment!r}".encode() + b"\n" + (body or b"")
 
 
-def _decoded(data: bytes, media: str) -> tuple[Rendered, Hashable] | None:
+def _decoded(data: bytes, media: str) -> tuple[Rendered, str] | None:
+    """The page `_encoded` made `data` of, and the repr of its enrichment."""
     head, newline, body = data.partition(b"\n")
     etag, space, enrichment = head[1:].decode("ascii", "replace").partition(" ")
     if not newline or not space or head[:1] not in (b"g", b"p"):
         return None
-    stamp = int(enrichment) if enrichment.isdigit() else enrichment
     if head[:1] == b"g":
-        return Rendered(None, media, etag, body), stamp
-    return Rendered(body, media, etag, None), stamp
+        return Rendered(None, media, etag, body), enrichment
+    return Rendered(body, media, etag, None), enrichment
