@@ -155,15 +155,16 @@ async def index_response(
         return page_response(request, rendered, stale=False)
     services(request).name_poll.asked()
     answer = await load(allowed)  # raises NotFound, Unavailable, Offline
-    rendered = await off_loop(_size(answer), render, answer, media)
+    rendered = await _rendered(answer, media)
     if not answer.stale:
         memo.put(key, rendered, answer.fresh_until, generation)
     return page_response(request, rendered, answer.stale)
 
 
-def _size(answer: ProjectPage | ProjectList) -> int:
-    """How many things rendering `answer` handles (gitlab_pypi_proxy.aio.off_loop)."""
-    return len(answer.files) if isinstance(answer, ProjectPage) else len(answer.names)
+async def _rendered(answer: ProjectPage | ProjectList, media: str) -> Rendered:
+    """`answer` rendered as `media`; a big one in a thread (gitlab_pypi_proxy.aio.off_loop)."""
+    size = len(answer.files) if isinstance(answer, ProjectPage) else len(answer.names)
+    return await off_loop(size, render, answer, media)
 
 
 async def _rendered_again(
@@ -179,7 +180,7 @@ async def _rendered_again(
         return None
     if answer.stale:
         return None
-    return await off_loop(_size(answer), render, answer, media), answer.fresh_until
+    return await _rendered(answer, media), answer.fresh_until
 
 
 async def simple_root(request: Request) -> Response:
