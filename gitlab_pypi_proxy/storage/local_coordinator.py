@@ -5,12 +5,12 @@ Locks: an flock on `files/locks/<key>`, made for the lock and unlinked, still he
 a waiter that gets a lock on a file since unlinked lets go and locks the one now at that path,
 so there is one holder at a time. `clean` removes what dead holders left. News: the
 `pages/generation` file's mtime (and a project's own: `pages/generation-<its bucket>`, and
-`pages/enriched-<its bucket>` when its wheels gained metadata), each
-read at most every GENERATION_SECONDS (a stat() per request costs a memo hit dearly) and at once
-after a change of this worker's own; when the disk will not take the stamp, this worker moves
-on alone and the others see the change once their memos expire. Shared values: a small file
-under an flock (and a thread lock: flock does not exclude this process's threads), kept in this
-process once it cannot be written."""
+`pages/enriched-<its bucket>` when its wheels gained metadata), each read at most every
+GENERATION_SECONDS (a stat() per request costs a memo hit dearly) and at once after a change of
+this worker's own; when the disk will not take the stamp, this worker moves on alone and the
+others see the change once their memos expire. Shared values: a small file under an flock (and a
+thread lock: flock does not exclude this process's threads), kept in this process once it cannot
+be written."""
 
 import asyncio
 import contextlib

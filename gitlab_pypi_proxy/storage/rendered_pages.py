@@ -1,12 +1,12 @@
 """Pages one worker rendered, for the other workers of its machine: kept on its disk under what
 the page answers, the generation it was rendered under as every worker reads it (the
 LocalCoordinator's stamps) and what else the worker renders from (the proxy's version, its
-settings, its advisories: a page rendered before a restart with other ones is never found),
-until its records expire. A worker asked for a page another one
-rendered reads its gzip copy (the kernel's page cache, a thread hop) instead of decoding and
-rendering thousands of files once more: about 0.3 s of CPU for the biggest public pages, per
-worker. Bounded by bytes, the oldest stored going first. The values are bytes the http layer
-makes; nothing here renders. With Redis, whose news each process counts, there is none
+settings, its advisories: a page rendered before a restart with other ones is never found), until
+its records expire. A worker asked for a page another one rendered reads its gzip copy (the
+kernel's page cache, a thread hop) instead of decoding and rendering thousands of files once
+more: about 0.3 s of CPU for the biggest public pages, per worker. Bounded by bytes, the oldest
+stored going first. The values are bytes the http layer makes; nothing here renders. With Redis,
+whose news each process counts, there is none
 (gitlab_pypi_proxy.storage.stores.Stores.rendered_pages)."""
 
 import asyncio
