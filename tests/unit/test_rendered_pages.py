@@ -28,8 +28,9 @@ def _worker(directory: Path) -> PageMemo:
 
 
 def _page(name: str, files: int) -> ProjectPage:
+    """A page as a public index lists one (digests do not compress)."""
     listed = tuple(
-        DistFile(f"{name}-1.{n}-py3-none-any.whl", f"{n:064x}", "pypi", f"https://f/{n}.whl")
+        DistFile(f"{name}-1.{n}-py3-none-any.whl", os.urandom(32).hex(), "pypi", f"https://f/{n}")
         for n in range(files)
     )
     return ProjectPage(name, listed, ("pypi",))
@@ -238,12 +239,8 @@ async def test_a_worker_sharing_pages_holds_the_newest_in_memory_and_finds_the_r
 ) -> None:
     memo = _worker(tmp_path)
     pages = {}
-    for n in range(20):  # ~170 KiB gzipped each: their digests do not compress
-        files = tuple(
-            DistFile(f"p{n}-1.{i}-py3-none-any.whl", os.urandom(32).hex(), "pypi", "https://f/x")
-            for i in range(3000)
-        )
-        pages[memo_key(f"p{n}", JSON, None)] = render(ProjectPage(f"p{n}", files, ("pypi",)), JSON)
+    for n in range(20):  # ~170 KiB gzipped each
+        pages[memo_key(f"p{n}", JSON, None)] = render(_page(f"p{n}", 3000), JSON)
     assert sum(p.compact().kept_bytes for p in pages.values()) > page_memo.SHARED_MAX_BYTES
     for key, page in pages.items():
         memo.put(key, page, time.time() + 300, memo.generation(key[0]))
