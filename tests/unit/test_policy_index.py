@@ -88,7 +88,7 @@ async def test_a_file_s_checks_read_its_page_once_until_its_project_changes(
             await built.index.check_file(SHA["1.1"], "lib-1.1-py3-none-any.whl.metadata")
     pages_read = [k for k in reads if k == ("page", "public", "lib")]
     assert len(pages_read) == 2  # once for each file, not once per request
-    await stores.coordinator.changed("lib")  # its details or metadata arrived
+    await stores.coordinator.changed("lib")  # its GitLab files' upload details arrived
     await built.index.check_file(SHA["1.0"], "lib-1.0-py3-none-any.whl")
     assert len([k for k in reads if k == ("page", "public", "lib")]) == 3
 
