@@ -487,9 +487,7 @@ def _serve(config: Config, args: argparse.Namespace, runtime: Path) -> None:
 
     from gitlab_pypi_proxy import supervisor
     from gitlab_pypi_proxy.allocator import ENVIRONMENT
-    from gitlab_pypi_proxy.http.access_log import (
-        logging_config,
-    )  # imports prometheus_client: after the above
+    from gitlab_pypi_proxy.log_format import logging_config
     from gitlab_pypi_proxy.workers import workers
 
     open_stores(config).close()

@@ -1,5 +1,5 @@
 """The processes of this `serve` (on this machine: in a cluster, this replica's) and their memory,
-as /proc says, for the status page: uvicorn's supervisor and its workers, each with its resident
+as /proc says, for the status page: the supervisor and its workers, each with its resident
 set size (VmRSS), which is what an out-of-memory killer and a container's limit count.
 
 The supervisor puts its pid in the environment its workers inherit (gitlab_pypi_proxy.supervisor);

@@ -7,14 +7,16 @@ request's task; `RequestIdFilter`, a logging filter on the handler, copies it in
 threads a request starts copy the context, so their lines carry the id of the request that started
 them; work for every request to come (a watchdog) is started `detached`, naming none."""
 
-import asyncio
 import contextvars
 import itertools
 import logging
 import os
 import re
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # the supervisor's logging imports this module: no asyncio there
+    import asyncio
 
 T = TypeVar("T")
 HEADER = b"x-request-id"
@@ -50,9 +52,11 @@ def made() -> str:
     return f"{_prefix}{next(_count):016x}"
 
 
-def detached(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+def detached(work: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
     """A task for work that serves no one request, even when a request happens to start it (a
     watchdog for every request to come): its lines carry no request's id."""
+    import asyncio
+
     context = contextvars.copy_context()
     context.run(REQUEST_ID.set, NONE)
     return asyncio.get_running_loop().create_task(work, context=context)

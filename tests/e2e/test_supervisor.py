@@ -1,13 +1,24 @@
 """`serve` with workers: once its checks pass, the process becomes a lean supervisor (the same
-pid) of its workers, with no resource tracker beside them, and still removes its runtime
-directory when stopped."""
+pid) of its workers, holding no server of its own; it replaces a worker that ends, replaces them
+all one at a time on SIGHUP without the service dropping, stops when a worker cannot start, and
+removes its runtime directory when stopped."""
 
+import json
+import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx2
 import psutil
 import pytest
 
+from gitlab_pypi_proxy.cli import CONFIG_ENV
+from gitlab_pypi_proxy.demo.server import free_port
+from gitlab_pypi_proxy.log_format import logging_config
+from gitlab_pypi_proxy.supervisor import ENV, STARTUP_FAILURE
 from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.waiting import wait_until
 
@@ -26,16 +37,21 @@ def _runtime_directory(worker: psutil.Process) -> Path:
     return Path(worker.environ()["GITLAB_PYPI_PROXY_RUNTIME_DIR"])
 
 
-def test_the_supervisor_holds_uvicorn_only_and_no_resource_tracker_runs(tmp_path: Path) -> None:
+def _libraries(process: psutil.Process) -> str:
+    return " ".join(m.path or "" for m in process.memory_maps())
+
+
+def test_the_supervisor_holds_no_server_and_its_workers_serve(tmp_path: Path) -> None:
     proxy, supervisor, children = _started(tmp_path)
     try:
-        commands = [child.cmdline() for child in children]
+        commands = [" ".join(child.cmdline()) for child in children]
         assert len(children) == 2, commands
-        assert all("spawn_main" in " ".join(c) for c in commands), commands
+        assert all("gitlab_pypi_proxy.worker_process" in c for c in commands), commands
         assert "serve" in supervisor.cmdline()  # what `ps` shows: the command that started it
-        # the checks' SQLite (the cache's stores) is gone from the supervisor, not from a worker
-        assert not any("_sqlite3" in (m.path or "") for m in supervisor.memory_maps())
-        assert any("_sqlite3" in (m.path or "") for m in children[0].memory_maps())
+        # no event loop, TLS or SQLite in the process that serves nothing: all in each worker
+        for library in ("_ssl", "_sqlite3", "uvloop"):
+            assert library not in _libraries(supervisor)
+            assert all(library in _libraries(child) for child in children)
         assert "GITLAB_PYPI_PROXY_SUPERVISOR" not in children[0].environ()
     finally:
         proxy.stop()
@@ -50,9 +66,90 @@ def test_a_stop_signal_ends_every_process_and_removes_the_runtime_directory(
         runtime = _runtime_directory(children[0])
         assert runtime.is_dir()
         proxy.process.send_signal(stop)
-        proxy.process.wait(timeout=30)
+        assert proxy.process.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive
         assert not runtime.exists()
     finally:
         proxy.stop()
+
+
+def test_a_worker_that_ends_is_replaced(tmp_path: Path) -> None:
+    proxy, supervisor, children = _started(tmp_path)
+    try:
+        children[0].kill()
+        replaced = wait_until(
+            lambda: len(now := supervisor.children()) == 2 and children[0] not in now and now,
+            "a new worker",
+            60,
+        )
+        assert children[1] in replaced
+        wait_until(lambda: proxy.log().count("Application startup complete") == 3, "it serves", 60)
+        assert f"worker {children[0].pid} ended" in proxy.log()
+        assert all(httpx2.get(f"{proxy.url}/healthz").status_code == 200 for _ in range(4))
+    finally:
+        proxy.stop()
+
+
+def test_sighup_replaces_every_worker_one_at_a_time_and_the_service_never_drops(
+    tmp_path: Path,
+) -> None:
+    proxy, supervisor, children = _started(tmp_path)
+    try:
+        proxy.process.send_signal(signal.SIGHUP)
+        answers = []
+
+        def replaced() -> bool:
+            # a new connection each time: a kept-alive one ends with the worker that held it
+            answers.append(httpx2.get(f"{proxy.url}/healthz").status_code)
+            now = supervisor.children()
+            return len(now) == 2 and not set(now) & set(children)
+
+        wait_until(replaced, "both workers replaced", 120)
+        assert set(answers) == {200}
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive
+        assert proxy.process.poll() is None
+    finally:
+        proxy.stop()
+
+
+def _supervisor(tmp_path: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """The supervisor alone, two workers, with no configuration for them to read."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    settings = {
+        "host": "127.0.0.1",
+        "port": port,
+        "workers": 2,
+        "log_config": logging_config("info", "text"),
+    }
+    env = {
+        **os.environ,
+        ENV: json.dumps({"runtime": str(runtime), "uvicorn": settings}),
+        CONFIG_ENV: str(tmp_path / "missing.toml"),
+    }
+    code = "from gitlab_pypi_proxy.supervisor import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert not runtime.exists()
+    return done
+
+
+def test_a_worker_that_cannot_start_stops_the_proxy(tmp_path: Path) -> None:
+    done = _supervisor(tmp_path, free_port())
+    assert done.returncode == STARTUP_FAILURE, done.stderr
+    assert "missing.toml: file not found" in done.stderr  # the worker's reason, in one line
+    assert "could not start (status 3): stopping the proxy" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_taken_stops_the_proxy_with_a_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = _supervisor(tmp_path, taken.getsockname()[1])
+    assert done.returncode == STARTUP_FAILURE, done.stderr
+    assert "cannot listen on 127.0.0.1" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from gitlab_pypi_proxy.http.access_log import AccessLog, JsonFormatter
+from gitlab_pypi_proxy.http.access_log import AccessLog
+from gitlab_pypi_proxy.log_format import JsonFormatter
 from tests.unit.asgi import asgi_client, echo_app
 
 

@@ -182,6 +182,7 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "cli.py",  # argparse namespaces
         "http/access_log.py",  # the route's endpoint
         "internals/server_protocol.py",  # uvicorn's transport, for what it does not hold back
+        "log_format.py",  # a log record's request_id, where the filter set one
         "policy/attestations.py",  # an attestation's publisher
         "sources/upstream_transport.py",  # a response body's aclose, where it has one
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it

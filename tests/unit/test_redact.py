@@ -11,9 +11,9 @@ import pytest
 
 from gitlab_pypi_proxy.cli import main
 from gitlab_pypi_proxy.config import ConfigError, load
-from gitlab_pypi_proxy.http.access_log import JsonFormatter, logging_config
 from gitlab_pypi_proxy.http.error_responses import error_response
 from gitlab_pypi_proxy.http.status_page import render
+from gitlab_pypi_proxy.log_format import JsonFormatter, logging_config
 from gitlab_pypi_proxy.redact import MaskUserinfo, mask_userinfo
 
 SECRET = "glpat-s3cr3t-in-url"

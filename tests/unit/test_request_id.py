@@ -10,7 +10,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from gitlab_pypi_proxy.http.access_log import AccessLog, JsonFormatter, logging_config
+from gitlab_pypi_proxy.http.access_log import AccessLog
+from gitlab_pypi_proxy.log_format import JsonFormatter, logging_config
 from gitlab_pypi_proxy.request_id import MAX_LENGTH, REQUEST_ID, RequestIdFilter, accepted, made
 from gitlab_pypi_proxy.sources.upstream_pool import WatchedTransport
 from tests.unit.test_upstream_pool import TIMEOUT, NeverAnswers, Pools

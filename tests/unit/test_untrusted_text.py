@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from gitlab_pypi_proxy.http.access_log import logging_config
+from gitlab_pypi_proxy.log_format import logging_config
 from gitlab_pypi_proxy.printable import MAX_HEADER, escaped, header_value, one_line
 
 HOSTILE = "GitHub evil/repo\r\nX-Injected: 1\x00 caf\u00e9 \u2028next\x85 \U0001f600"

@@ -1,5 +1,5 @@
 """What every process of `serve` loads at start: none of the heavy libraries only some
-configurations or some pages need (the peak RSS of all processes is held to 150 MiB)."""
+configurations or some pages need, and a supervisor without the server it does not run."""
 
 import json
 import subprocess
@@ -40,8 +40,7 @@ def test_serve_does_not_load_at_start(loaded: set[str], module: str) -> None:
     "module",
     [
         # what registers named semaphores or shared memory with multiprocessing's resource
-        # tracker, which `serve` does not run
-        # (gitlab_pypi_proxy.supervisor.without_resource_tracker)
+        # tracker, an interpreter of its own (~13 MiB) that no process of `serve` starts
         "multiprocessing.synchronize",
         "multiprocessing.shared_memory",
         "multiprocessing.queues",
@@ -58,8 +57,13 @@ def test_no_process_of_serve_registers_with_a_resource_tracker(
 
 def test_the_supervisor_loads_no_part_of_the_proxy_it_does_not_run() -> None:
     """It lives as long as the proxy and serves nothing: the checks' stores and configuration
-    stay with the process it replaced."""
-    probe = "import json, sys, gitlab_pypi_proxy.supervisor; print(json.dumps(sorted(sys.modules)))"
+    stay with the process it replaced, the server with its workers. With its logging set up."""
+    probe = (
+        "import json, sys, logging.config, gitlab_pypi_proxy.supervisor; "
+        "from gitlab_pypi_proxy.log_format import logging_config; "
+        "logging.config.dictConfig(logging_config('info', 'json')); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
@@ -73,3 +77,5 @@ def test_the_supervisor_loads_no_part_of_the_proxy_it_does_not_run() -> None:
     ):
         assert module not in loaded
     assert "prometheus_client" not in loaded
+    for module in ("asyncio", "uvicorn", "ssl", "importlib.metadata"):
+        assert module not in loaded
