@@ -55,6 +55,7 @@ class _Reader(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended, self.error = True, exc
+        self.transport = None  # its buffers go with it (see Stream.aclose)
         self._wake_reader()
         self.resume_writing()
 
@@ -98,6 +99,22 @@ class _Reader(asyncio.Protocol):
         return data
 
 
+class _Closed:
+    """A closed connection's transport, as a Stream sees it once it let go of the real one."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+_CLOSED = _Closed()
+
+
 class Stream(httpcore2.AsyncNetworkStream):
     """One connection, as httpcore2 uses it."""
 
@@ -131,7 +148,11 @@ class Stream(httpcore2.AsyncNetworkStream):
             raise httpcore2.WriteTimeout("the upstream took no bytes in time") from None
 
     async def aclose(self) -> None:
+        """Close the connection and let go of it: a pool keeps a closed connection's object
+        until its next request, and a TLS transport holds a read buffer of 256 KiB and its
+        ciphertext backlog (megabytes after a big download), which would stay with it."""
         self.transport.close()
+        self.transport = _CLOSED  # type: ignore[assignment]
 
     async def start_tls(
         self,

@@ -55,6 +55,50 @@ def test_with_cpythons_own_arenas_the_survivors_keep_it() -> None:
     assert peak - trimmed < 10 * MIB, (peak, freed, trimmed)
 
 
+# A big page's body freed, then buffers of 1 MiB among small objects that outlive them; what the
+# process holds before the buffers, with them, and once they are freed (no trim).
+BODY_THEN_BUFFERS = """
+import json
+from gitlab_pypi_proxy.allocator import resident
+body = b"x" * (8 * 2**20)
+del body
+before = resident()
+buffers, survivors = [], []
+for n in range(24):
+    buffers.append(b"y" * 2**20)
+    survivors.extend("s" * 80 + str(i) for i in range(200))
+held = resident()
+buffers.clear()
+print(json.dumps([before, held, resident()]))
+"""
+
+
+def _buffers(environment: dict[str, str]) -> tuple[int, int, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", BODY_THEN_BUFFERS],
+        env={"PATH": "/usr/bin:/bin", **environment},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    before, held, freed = json.loads(done.stdout)
+    return before, held, freed
+
+
+def test_with_serves_allocator_big_buffers_go_back_as_soon_as_they_are_freed() -> None:
+    before, held, freed = _buffers(ENVIRONMENT)
+    assert held - before > 20 * MIB  # they were held
+    assert freed - before < 4 * MIB, (before, held, freed)
+
+
+def test_with_glibcs_moving_bound_big_buffers_stay_after_one_big_body() -> None:
+    """Why `serve` sets MALLOC_MMAP_THRESHOLD_: without it, the same buffers stay resident."""
+    environment = {k: v for k, v in ENVIRONMENT.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    before, held, freed = _buffers(environment)
+    assert freed - before > 16 * MIB, (before, held, freed)
+
+
 def _sizes(*mib: int) -> Callable[[], int]:
     """Resident memory as measured look after look (the last one from then on)."""
     ahead = list(mib)

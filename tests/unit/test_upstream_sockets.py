@@ -1,17 +1,27 @@
 """The upstream connections' sockets: a host's next address is tried while an earlier one still
-hangs, and when every address fails the error that says the most is the one reported."""
+hangs, when every address fails the error that says the most is the one reported, and a closed
+connection holds no buffers."""
 
 import asyncio
 import errno
+import gc
 import socket
+import ssl
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpcore2
 import pytest
+import uvloop
 
 from gitlab_pypi_proxy.sources import upstream_sockets
 from gitlab_pypi_proxy.sources.upstream_sockets import Backend
+from tests.tls import make_certificates
+from tests.waiting import async_wait_until
+
+CHUNK = 64 * 1024
 
 
 @contextmanager
@@ -70,3 +80,51 @@ def test_no_route_for_a_family_says_less_than_a_refusal() -> None:
     refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
     assert upstream_sockets._failure([unreachable, refused]) is refused
     assert upstream_sockets._failure([unreachable]) is unreachable
+
+
+def test_a_closed_tls_connection_lets_go_of_its_buffers(tmp_path: Path) -> None:
+    """A pool keeps a closed connection's object until its next request: what the connection
+    held (uvloop's TLS read buffer, 256 KiB) must go with the close, not with the object."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        freed = runner.run(_closed_tls_connections(tmp_path, 8))
+    assert freed > 8 * 200 * 1024, freed
+
+
+async def _closed_tls_connections(tmp_path: Path, count: int) -> int:
+    """The memory Python traced that `count` TLS streams let go of when closed (each kept)."""
+    certificates = make_certificates(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(*certificates.server)
+    client_side = ssl.create_default_context(cafile=str(certificates.ca))
+    body = b"x" * 2**20
+
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_side)
+    port = server.sockets[0].getsockname()[1]
+    streams = []
+    tracemalloc.start()
+    try:
+        for _ in range(count):
+            plain = await Backend().connect_tcp("127.0.0.1", port, timeout=10)
+            stream = await plain.start_tls(client_side, "127.0.0.1", timeout=10)
+            received = 0
+            while chunk := await stream.read(CHUNK, timeout=10):
+                received += len(chunk)
+            assert received == len(body)
+            streams.append(stream)  # as the pool keeps it
+        held = tracemalloc.get_traced_memory()[0]
+        for stream in streams:
+            await stream.aclose()
+        await asyncio.sleep(0)  # the transports' close callbacks
+        await async_wait_until(lambda: all(s.reader.ended for s in streams), "closed")
+        gc.collect()
+        freed = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        server.close()
+        await server.wait_closed()
+    return freed
