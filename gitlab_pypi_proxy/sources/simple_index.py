@@ -130,6 +130,15 @@ def parse_json_page(body: bytes | str, page_url: str, dropped: Dropped | None = 
     return files, status_of(raw.get("status"), raw.get("reason")), versions
 
 
+def absolute(page_url: str, url: str) -> str:
+    """`url` resolved against `page_url`, as urljoin does; an http(s) URL with a host is taken
+    as it is (urljoin only takes it apart and puts it back together: the public index's file
+    URLs are all absolute, and joining them was half of parsing a page of thousands)."""
+    if url.startswith(("https://", "http://")):
+        return url
+    return urljoin(page_url, url)
+
+
 def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetime | None]:
     """One entry of `files`: its link, size and upload time; raises BadEntry."""
     if not isinstance(entry, dict):
@@ -138,14 +147,14 @@ def _file_entry(entry: object, page_url: str) -> tuple[Link, int | None, datetim
     url, provenance, yanked = entry.get("url"), entry.get("provenance"), entry.get("yanked")
     link = checked_link(
         filename=unquote(filename) if isinstance(filename, str) else filename,
-        url=urljoin(page_url, url).split("#", 1)[0] if isinstance(url, str) else url,
+        url=absolute(page_url, url).split("#", 1)[0] if isinstance(url, str) else url,
         sha256=_sha256_of(hashes) if isinstance(hashes, dict) else None,
         requires_python=entry.get("requires-python"),
         yanked=False if yanked in (None, "") else yanked,
         core_metadata_sha256=_metadata_hash(
             entry.get("core-metadata", entry.get("dist-info-metadata"))
         ),
-        provenance=urljoin(page_url, provenance) if isinstance(provenance, str) else None,
+        provenance=absolute(page_url, provenance) if isinstance(provenance, str) else None,
     )
     return link, _size(entry.get("size")), parse_time(entry.get("upload-time"))
 

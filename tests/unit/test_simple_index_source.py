@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from urllib.parse import urljoin
 
 import httpx2
 import pytest
@@ -14,7 +15,7 @@ import respx
 from gitlab_pypi_proxy.config import SourceConfig
 from gitlab_pypi_proxy.errors import SourceUnavailable
 from gitlab_pypi_proxy.model import DistFile
-from gitlab_pypi_proxy.sources.simple_index import ACCEPT, SimpleIndexSource
+from gitlab_pypi_proxy.sources.simple_index import ACCEPT, SimpleIndexSource, parse_json_page
 from gitlab_pypi_proxy.sources.upstream import Upstream
 
 INDEX = "https://index.example.org/simple/"
@@ -144,3 +145,35 @@ async def test_root_index_json_names_are_normalized(client) -> None:
         200, content=json.dumps(document).encode(), headers={"content-type": JSON_TYPE}
     )
     assert await source(client).project_names() == frozenset({"foo-bar", "b"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://files.example/packages/ab/cd/lib-1.0-py3-none-any.whl",
+        "http://files.example/p/lib-1.0-py3-none-any.whl?token=x",
+        "/packages/lib-1.0-py3-none-any.whl",
+        "../../packages/lib-1.0-py3-none-any.whl",
+        "lib-1.0-py3-none-any.whl",
+        "//files.example/lib-1.0-py3-none-any.whl",
+    ],
+)
+def test_a_json_page_s_file_urls_are_resolved_as_urljoin_resolves_them(url: str) -> None:
+    page_url = "https://pypi.example/simple/lib/"
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": "lib",
+            "files": [
+                {
+                    "filename": "lib-1.0-py3-none-any.whl",
+                    "url": url + "#sha256=" + "a" * 64,
+                    "hashes": {"sha256": "a" * 64},
+                    "provenance": url + ".provenance",
+                }
+            ],
+        }
+    ).encode()
+    [(link, _, _)], _, _ = parse_json_page(body, page_url)
+    assert link.url == urljoin(page_url, url)
+    assert link.provenance == urljoin(page_url, url + ".provenance")
