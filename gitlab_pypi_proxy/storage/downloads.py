@@ -80,7 +80,7 @@ class Download:
         handle = await asyncio.to_thread(self._open_reader)
         if handle is None and self.error is None:
             # Joined just as the download ended, or another worker had the file: the store has it
-            blob = await asyncio.to_thread(self._reopen)
+            blob = await self._stored()
             if blob is not None:
                 try:
                     async for chunk in blob.chunks(0, blob.size - 1):
@@ -117,7 +117,7 @@ class Download:
         await asyncio.shield(self.started)
         handle = await asyncio.to_thread(self._open_reader)
         if handle is None and self.error is None:
-            blob = await asyncio.to_thread(self._reopen)
+            blob = await self._stored()
             if blob is not None:
                 try:
                     async for chunk in blob.chunks(start, end):
@@ -142,6 +142,21 @@ class Download:
                 yield chunk
         finally:
             await asyncio.to_thread(handle.close)
+
+    async def _stored(self) -> Blob | None:
+        """The file from the store, once this download has put it there: its spool is gone
+        from the moment the store takes it (a rename) until the store lists it (a row written
+        after), and a follower that looked in between would have asked the upstream again.
+        None when the store does not have it once the download has ended (not kept, evicted)."""
+        blob = await asyncio.to_thread(self._reopen)
+        if blob is not None:
+            return blob
+        while not self.done:
+            event = self._progress  # taken before the check: a notify in between sets it
+            if self.done:
+                break
+            await event.wait()
+        return await asyncio.to_thread(self._reopen)
 
     async def _rest_from_upstream(
         self, position: int, sent: BinaryIO | None

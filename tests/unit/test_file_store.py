@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gitlab_pypi_proxy.storage.downloads import Declined, verified
 from gitlab_pypi_proxy.storage.file_index import BLOBS, FileIndex
 from gitlab_pypi_proxy.storage.stores import Stores
 from tests.unit.fakes import FakeSource
-from tests.waiting import wait_until
+from tests.waiting import async_wait_until, wait_until
 
 CONTENT = os.urandom(300_000)
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -208,6 +209,58 @@ async def test_two_workers_sharing_a_directory_download_once(tmp_path: Path) -> 
     for download in (one, two):  # its readers may be done before it lets go of its lock
         await download.wait()
     assert list((tmp_path / "files" / "locks").iterdir()) == []
+
+
+@pytest.mark.parametrize("read", ["whole", "range"])
+async def test_a_follower_joining_while_the_file_moves_into_the_store_reads_it_from_there(
+    tmp_path: Path, read: str
+) -> None:
+    """Between the store taking the spool (a rename) and listing the file (a row written
+    after), neither is there: a follower joining then waits for the store, it does not ask the
+    upstream again."""
+    source = FakeSource("s", contents={SHA: CONTENT})
+    store = Stores.local(tmp_path, 10 * 2**20)
+    index = store.blobs._index  # type: ignore[attr-defined]
+    storing, moved, release = threading.Event(), threading.Event(), threading.Event()
+    writing, store_file = index._writing, index.store
+
+    @contextlib.contextmanager
+    def held_writing() -> Iterator[object]:
+        if storing.is_set():  # in `store`: the spool is renamed in, its row not written yet
+            moved.set()
+            release.wait(30)
+        with writing() as sql:
+            yield sql
+
+    def storing_file(*args: object) -> None:
+        storing.set()
+        store_file(*args)
+
+    index._writing, index.store = held_writing, storing_file
+    download = store.downloads.download(SHA, opener(source))
+    await asyncio.to_thread(moved.wait, 30)
+    looked: list[object] = []
+    reopen = download._reopen
+
+    def looking():  # type: ignore[no-untyped-def]
+        looked.append(found := reopen())
+        return found
+
+    download._reopen = looking  # type: ignore[method-assign]
+    follower = asyncio.ensure_future(
+        read_all(download) if read == "whole" else _joined(download.range(10, 99))
+    )
+    await async_wait_until(lambda: looked, "the follower to find no spool and no row")
+    release.set()
+    expected = CONTENT if read == "whole" else CONTENT[10:100]
+    assert await asyncio.wait_for(follower, 30) == expected
+    assert source.file_calls == 1
+    await download.wait()
+    store.close()
+
+
+async def _joined(chunks) -> bytes:  # type: ignore[no-untyped-def]
+    return b"".join([chunk async for chunk in chunks])
 
 
 async def test_a_cache_that_cannot_take_a_file_degrades_to_serving_unkept(
