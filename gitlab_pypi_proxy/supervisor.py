@@ -16,11 +16,12 @@ interpreter of its own (gitlab_pypi_proxy.worker_process) that inherits it; it s
 when one ends; on SIGHUP it replaces them one at a time, each replacement serving before the
 worker it replaces is stopped (a restart that does not drop the service, e.g. for new
 advisories); on SIGTERM or SIGINT it stops them all (each finishes its requests first:
-`[server] graceful_shutdown`) and ends. A worker that ends before it serves stops the proxy with
-uvicorn's STARTUP_FAILURE status: `serve`'s checks passed, so what broke it (the configuration
-gone, the cache unreadable) would break every replacement too; a process manager restarting the
-proxy says so louder than workers failing in a loop. A worker tells it that it serves by writing
-one byte to a pipe it inherits."""
+`[server] graceful_shutdown`; one still there STOP_MARGIN seconds after that is killed) and
+ends. A worker that ends before it serves stops the proxy with uvicorn's STARTUP_FAILURE
+status: `serve`'s checks passed, so what broke it (the configuration gone, the cache
+unreadable) would break every replacement too; a process manager restarting the proxy says so
+louder than workers failing in a loop. A worker tells it that it serves by writing one byte to
+a pipe it inherits."""
 
 import json
 import logging
@@ -45,6 +46,7 @@ WORKER_ENV = "GITLAB_PYPI_PROXY_WORKER"  # a worker's settings, read and removed
 STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
 STARTUP_FAILURE = 3  # a worker's status when it could not start (uvicorn.config.STARTUP_FAILURE)
 READY_WITHIN = 120.0  # seconds a replacement has to serve before a SIGHUP restart gives up
+STOP_MARGIN = 5.0  # seconds past `[server] graceful_shutdown` before a stopped worker is killed
 _ROOT = str(Path(__file__).resolve().parent.parent)  # this very proxy package, wherever it is
 
 log = logging.getLogger("proxy.supervisor")
@@ -129,6 +131,8 @@ class Supervisor:
     count: int
     workers: list[Worker] = field(default_factory=list)
     _signals: list[int] = field(default_factory=list)
+    _wakeup: int = -1  # the read end of the signals' wakeup pipe
+    _listener: socket.socket = field(init=False)
 
     def run(self) -> int:
         """Serve until stopped; the exit status."""
@@ -146,8 +150,7 @@ class Supervisor:
             )
             return STARTUP_FAILURE
         log.info("supervisor %d: %d workers on %s", os.getpid(), self.count, _address(listener))
-        self._wakeup = wakeup_read
-        self._listener = listener
+        self._wakeup, self._listener = wakeup_read, listener
         try:
             self.workers = [self._start() for _ in range(self.count)]
             return self._supervise()
@@ -216,9 +219,9 @@ class Supervisor:
                 self._signals[:] = [n for n in self._signals if n in STOPS]
             if not new.serving:
                 log.error("worker %d did not start serving: keeping worker %d", new.pid, old.pid)
-                _terminate(new)
+                self._terminate(new)
                 return True
-            _terminate(old)
+            self._terminate(old)
             self.workers[index] = new
         return True
 
@@ -242,15 +245,27 @@ class Supervisor:
             if worker.process.poll() is None:
                 worker.process.terminate()
         for worker in self.workers:
-            worker.process.wait()
-            worker.close()
+            _ended(worker, self._grace())
         self.workers = []
 
+    def _grace(self) -> float:
+        """How long a stopped worker may take to finish its requests, and a margin."""
+        return float(self.settings.get("timeout_graceful_shutdown") or 30) + STOP_MARGIN
 
-def _terminate(worker: Worker) -> None:
-    """Stop a worker and wait until it has finished its requests."""
-    worker.process.terminate()
-    worker.process.wait()
+    def _terminate(self, worker: Worker) -> None:
+        worker.process.terminate()
+        _ended(worker, self._grace())
+
+
+def _ended(worker: Worker, within: float) -> None:
+    """Wait for a stopped worker to end; killed if it has not `within` seconds later (its
+    event loop wedged: no graceful end will come)."""
+    try:
+        worker.process.wait(within)
+    except subprocess.TimeoutExpired:
+        log.error("worker %d did not stop within %g s: killed", worker.pid, within)
+        worker.process.kill()
+        worker.process.wait()
     worker.close()
 
 

@@ -23,8 +23,10 @@ from tests.proxy_process import ProxyProcess, start_proxy, write_config
 from tests.waiting import wait_until
 
 
-def _started(tmp_path: Path) -> tuple[ProxyProcess, psutil.Process, list[psutil.Process]]:
-    config = write_config(tmp_path, "http://127.0.0.1:9", [])
+def _started(
+    tmp_path: Path, extra: str = ""
+) -> tuple[ProxyProcess, psutil.Process, list[psutil.Process]]:
+    config = write_config(tmp_path, "http://127.0.0.1:9", [], extra=extra)
     proxy = start_proxy(config, "--workers", "2")
     wait_until(
         lambda: proxy.log().count("Application startup complete") == 2, "two workers starting", 60
@@ -70,6 +72,19 @@ def test_a_stop_signal_ends_every_process_and_removes_the_runtime_directory(
         _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive
         assert not runtime.exists()
+    finally:
+        proxy.stop()
+
+
+def test_a_worker_that_does_not_stop_is_killed_once_its_grace_is_over(tmp_path: Path) -> None:
+    proxy, _, children = _started(tmp_path, "[server]\ngraceful_shutdown = 1\n")
+    try:
+        children[0].suspend()  # a wedged worker: SIGTERM is not handled
+        proxy.process.terminate()
+        assert proxy.process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive
+        assert f"worker {children[0].pid} did not stop within 6 s: killed" in proxy.log()
     finally:
         proxy.stop()
 
