@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from gitlab_pypi_proxy.allocator import ENVIRONMENT, Trimmer
 from tests.waiting import async_wait_until
@@ -30,16 +31,21 @@ print(json.dumps([peak, freed, resident(), trimmed]))
 MIB = 2**20
 
 
-def _run(environment: dict[str, str]) -> tuple[int, int, int, bool]:
+def _measured(program: str, environment: dict[str, str]) -> list[Any]:
+    """What `program` prints (JSON), run in an interpreter of its own with `environment`."""
     done = subprocess.run(
-        [sys.executable, "-c", PAGE_AND_SURVIVORS],
+        [sys.executable, "-c", program],
         env={"PATH": "/usr/bin:/bin", **environment},
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     )
-    peak, freed, trimmed, could = json.loads(done.stdout)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def _run(environment: dict[str, str]) -> tuple[int, int, int, bool]:
+    peak, freed, trimmed, could = _measured(PAGE_AND_SURVIVORS, environment)
     return peak, freed, trimmed, could
 
 
@@ -74,15 +80,7 @@ print(json.dumps([before, held, resident()]))
 
 
 def _buffers(environment: dict[str, str]) -> tuple[int, int, int]:
-    done = subprocess.run(
-        [sys.executable, "-c", BODY_THEN_BUFFERS],
-        env={"PATH": "/usr/bin:/bin", **environment},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    before, held, freed = json.loads(done.stdout)
+    before, held, freed = _measured(BODY_THEN_BUFFERS, environment)
     return before, held, freed
 
 
