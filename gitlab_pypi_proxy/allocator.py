@@ -5,14 +5,13 @@ A big public page is a few hundred thousand small objects while it is parsed, me
 rendered, and nothing once it is answered; CPython's arenas go back only once every object in
 one is gone, so a worker kept the memory of its busiest moment for good. With glibc's malloc for
 every object (PYTHONMALLOC=malloc) and one arena (MALLOC_ARENA_MAX=1), `malloc_trim` hands free
-pages back whatever lives around them. Buffers of 128 KiB and more (a page's body, its rendering,
-a download's chunks) are mapped of their own and unmapped when freed (MALLOC_MMAP_THRESHOLD_):
-by default glibc raises that bound to the largest such buffer freed (up to 32 MiB), so after one
-big page every later buffer came from the heap and stayed there, pinned by the small objects
-allocated around it, until a trim. `ENVIRONMENT` is what `serve` starts its processes with
-(an operator's own values win); each worker runs `Trimmer`, which trims in a thread once resident
-memory grew by TRIM_AFTER and stopped growing: after a burst, not during one (a trim holds the
-heap's lock for milliseconds). Without glibc (musl, macOS) trimming does nothing."""
+pages back whatever lives around them. glibc's moving bound for buffers mapped of their own is
+left alone: fixed at 128 KiB or 1 MiB, it gave back a few MiB sooner but halved the rate of a
+warm 100 MiB download (bench scenario 2: each chunk on fresh pages). `ENVIRONMENT` is what
+`serve` starts its processes with (an operator's own values win); each worker runs `Trimmer`,
+which collects reference cycles and trims in a thread once resident memory grew by TRIM_AFTER
+and stopped growing: after a burst, not during one (a trim holds the heap's lock for
+milliseconds). Without glibc (musl, macOS) trimming does nothing."""
 
 import asyncio
 import ctypes
@@ -25,13 +24,9 @@ from functools import cache
 
 log = logging.getLogger("proxy.memory")
 
-ENVIRONMENT = {
-    "PYTHONMALLOC": "malloc",
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(128 * 1024),
-}
-TRIM_EVERY = 0.5  # seconds
-TRIM_AFTER = 2**20  # bytes of resident memory grown since the last trim
+ENVIRONMENT = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "1"}
+TRIM_EVERY = 1.0  # seconds
+TRIM_AFTER = 4 * 2**20  # bytes of resident memory grown since the last trim
 
 
 def resident() -> int:

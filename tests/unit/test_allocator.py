@@ -3,13 +3,14 @@ malloc for Python objects, the free pages of the heap are handed back around the
 outlive the page; with CPython's own arenas they stay. Measured as resident memory from /proc."""
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable
-from typing import Any
 
-from gitlab_pypi_proxy.allocator import ENVIRONMENT, Trimmer
+from gitlab_pypi_proxy.allocator import ENVIRONMENT, Trimmer, collect_and_trim
 from tests.waiting import async_wait_until
 
 # A big page's worth of small objects (~60 MiB), of which one in fifty outlives it; then what
@@ -31,21 +32,16 @@ print(json.dumps([peak, freed, resident(), trimmed]))
 MIB = 2**20
 
 
-def _measured(program: str, environment: dict[str, str]) -> list[Any]:
-    """What `program` prints (JSON), run in an interpreter of its own with `environment`."""
+def _run(environment: dict[str, str]) -> tuple[int, int, int, bool]:
     done = subprocess.run(
-        [sys.executable, "-c", program],
+        [sys.executable, "-c", PAGE_AND_SURVIVORS],
         env={"PATH": "/usr/bin:/bin", **environment},
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
     )
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def _run(environment: dict[str, str]) -> tuple[int, int, int, bool]:
-    peak, freed, trimmed, could = _measured(PAGE_AND_SURVIVORS, environment)
+    peak, freed, trimmed, could = json.loads(done.stdout)
     return peak, freed, trimmed, could
 
 
@@ -59,42 +55,6 @@ def test_with_cpythons_own_arenas_the_survivors_keep_it() -> None:
     """Why `serve` sets PYTHONMALLOC: the same page, freed, trimmed, is still held."""
     peak, freed, trimmed, _ = _run({})
     assert peak - trimmed < 10 * MIB, (peak, freed, trimmed)
-
-
-# A big page's body freed, then buffers of 1 MiB among small objects that outlive them; what the
-# process holds before the buffers, with them, and once they are freed (no trim).
-BODY_THEN_BUFFERS = """
-import json
-from gitlab_pypi_proxy.allocator import resident
-body = b"x" * (8 * 2**20)
-del body
-before = resident()
-buffers, survivors = [], []
-for n in range(24):
-    buffers.append(b"y" * 2**20)
-    survivors.extend("s" * 80 + str(i) for i in range(200))
-held = resident()
-buffers.clear()
-print(json.dumps([before, held, resident()]))
-"""
-
-
-def _buffers(environment: dict[str, str]) -> tuple[int, int, int]:
-    before, held, freed = _measured(BODY_THEN_BUFFERS, environment)
-    return before, held, freed
-
-
-def test_with_serves_allocator_big_buffers_go_back_as_soon_as_they_are_freed() -> None:
-    before, held, freed = _buffers(ENVIRONMENT)
-    assert held - before > 20 * MIB  # they were held
-    assert freed - before < 4 * MIB, (before, held, freed)
-
-
-def test_with_glibcs_moving_bound_big_buffers_stay_after_one_big_body() -> None:
-    """Why `serve` sets MALLOC_MMAP_THRESHOLD_: without it, the same buffers stay resident."""
-    environment = {k: v for k, v in ENVIRONMENT.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    before, held, freed = _buffers(environment)
-    assert freed - before > 16 * MIB, (before, held, freed)
 
 
 def _sizes(*mib: int) -> Callable[[], int]:
@@ -141,3 +101,24 @@ async def test_without_a_trim_in_the_c_library_the_worker_stops_looking() -> Non
     trimmer = Trimmer(every=0, after=MIB, measure=_sizes(0, 10), release=cannot)
     await asyncio.wait_for(trimmer.run(), timeout=30)  # returns
     assert calls == [1]
+
+
+def test_a_trim_collects_the_cycles_a_burst_left_first() -> None:
+    """An idle worker allocates too little for the collector to run by itself: what only a
+    cycle keeps (a closed connection's transport and protocol, with their buffers) goes at the
+    trim."""
+
+    class Node:
+        pass
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first  # type: ignore[attr-defined]
+    gone = weakref.ref(first)
+    del first, second
+    gc.disable()  # as if no allocation since had started a collection
+    try:
+        assert gone() is not None
+        collect_and_trim()
+        assert gone() is None
+    finally:
+        gc.enable()
