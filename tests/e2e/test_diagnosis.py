@@ -79,10 +79,17 @@ def test_each_change_of_a_sources_state_is_one_warning_with_host_and_reason(
                 text = httpx2.get(f"{proxy.url}/").text
                 return text if f"connection refused by {host}" in text else None
 
-            page = wait_until(page_naming_the_outage, "the status page to name the outage")
-            # app-main's page is cached: what readyz answers, the page says
-            mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
-            assert mode.startswith("degraded") and 'State: <strong class="degraded">' in page
+            wait_until(page_naming_the_outage, "the status page to name the outage")
+
+            def agreeing() -> bool:
+                # app-main's page is cached: what readyz answers, the page says. Both read the
+                # workers' shared view, a request each: asked again if it changed in between
+                # (an answer recorded late by the other worker, say).
+                mode = httpx2.get(f"{proxy.url}/readyz").json()["mode"]
+                shown = 'State: <strong class="degraded">' in httpx2.get(f"{proxy.url}/").text
+                return mode.startswith("degraded") == shown
+
+            wait_until(agreeing, "readyz and the status page to agree")
         finally:
             proxy.stop()
 
