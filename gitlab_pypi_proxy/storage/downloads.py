@@ -151,11 +151,7 @@ class Download:
         blob = await asyncio.to_thread(self._reopen)
         if blob is not None:
             return blob
-        while not self.done:
-            event = self._progress  # taken before the check: a notify in between sets it
-            if self.done:
-                break
-            await event.wait()
+        await self._ended()
         return await asyncio.to_thread(self._reopen)
 
     async def _rest_from_upstream(
@@ -184,6 +180,14 @@ class Download:
 
         `progress` is called with the number of bytes received since its last call.
         """
+        await self._ended(progress)
+        if self.error is not None:
+            raise self.error
+        if self.unkept is not None:
+            raise self.unkept
+
+    async def _ended(self, progress: Callable[[int], None] | None = None) -> None:
+        """Until the download has ended, however it ended (`wait` says how)."""
         reported = 0
         while True:
             event = self._progress  # taken before the check: a notify in between sets it
@@ -191,12 +195,8 @@ class Download:
                 progress(self.written - reported)
                 reported = self.written
             if self.done:
-                break
+                return
             await event.wait()
-        if self.error is not None:
-            raise self.error
-        if self.unkept is not None:
-            raise self.unkept
 
 
 class Downloads:
