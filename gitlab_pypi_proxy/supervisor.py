@@ -6,7 +6,7 @@ then replaces itself with this module (`exec`: the same pid, stdio and signals, 
 image). What it needs comes in one environment variable, read and removed before any worker
 starts. With one worker, uvicorn serves in this process. With more, this module supervises them
 itself rather than through uvicorn's supervisor (`uvicorn.run(workers=N)`): that one imports
-uvicorn, asyncio and ssl into a process that serves no request (~30 MiB resident, against ~15
+uvicorn, asyncio and ssl into a process that serves no request (~30 MiB resident, against ~17
 here: a fifth of an idle proxy with two workers) and spawns through multiprocessing. So keep
 this module's imports light: no asyncio, uvicorn, gitlab_pypi_proxy.config, storage,
 prometheus_client or diskcache (tests/unit/test_worker_imports.py).
@@ -42,6 +42,7 @@ from gitlab_pypi_proxy.internals.spawning import interpreter_flags
 
 ENV = "GITLAB_PYPI_PROXY_SUPERVISOR"
 PID_ENV = "GITLAB_PYPI_PROXY_SUPERVISOR_PID"  # its workers find it here (the status page)
+APP = "gitlab_pypi_proxy.cli:app_factory"  # what each worker's uvicorn serves
 WORKER_ENV = "GITLAB_PYPI_PROXY_WORKER"  # a worker's settings, read and removed as it starts
 STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime directory goes first
 STARTUP_FAILURE = 3  # a worker's status when it could not start (uvicorn.config.STARTUP_FAILURE)
@@ -101,7 +102,7 @@ def main() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         import uvicorn
 
-        uvicorn.run("gitlab_pypi_proxy.cli:app_factory", factory=True, **uvicorn_settings)
+        uvicorn.run(APP, factory=True, **uvicorn_settings)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
 

@@ -16,7 +16,7 @@ import sys
 import uvicorn
 
 from gitlab_pypi_proxy.config import ConfigError
-from gitlab_pypi_proxy.supervisor import PID_ENV, STARTUP_FAILURE, WORKER_ENV
+from gitlab_pypi_proxy.supervisor import APP, PID_ENV, STARTUP_FAILURE, WORKER_ENV
 
 
 class _Server(uvicorn.Server):
@@ -51,9 +51,7 @@ def main() -> None:
     _end_with(int(os.environ[PID_ENV]))
     settings = json.loads(os.environ.pop(WORKER_ENV))
     listener = socket.socket(fileno=settings["socket"])
-    config = uvicorn.Config(
-        "gitlab_pypi_proxy.cli:app_factory", factory=True, **settings["uvicorn"]
-    )
+    config = uvicorn.Config(APP, factory=True, **settings["uvicorn"])
     try:
         _Server(config, settings["ready"]).run(sockets=[listener])
     except ConfigError as exc:  # changed or gone since `serve` checked it
