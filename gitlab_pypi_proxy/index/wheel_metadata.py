@@ -43,12 +43,15 @@ class RangesUnsupported(Exception):
     """The upstream answered a Range request with the whole file (or not at all)."""
 
 
+_METADATA = re.compile(r"[^/]+\.dist-info/METADATA")
+
+
 def _member(archive: zipfile.ZipFile, filename: str) -> zipfile.ZipInfo:
     """The top-level `<name>-<version>.dist-info/METADATA`, preferring the wheel's own name."""
     candidates = [
         info
         for info in archive.infolist()
-        if re.fullmatch(r"[^/]+\.dist-info/METADATA", info.filename)
+        if info.filename.endswith("/METADATA") and _METADATA.fullmatch(info.filename)
     ]
     if not candidates:
         raise NoMetadata(f"{filename} has no .dist-info/METADATA")
@@ -59,9 +62,21 @@ def _member(archive: zipfile.ZipFile, filename: str) -> zipfile.ZipInfo:
 
 def from_file(handle: BinaryIO, filename: str) -> bytes:
     """METADATA of a wheel on disk, or in a SparseFile (blocking: run it in a thread)."""
+    return _read(handle, _located(handle, filename), filename)
+
+
+def _located(handle: BinaryIO, filename: str) -> zipfile.ZipInfo:
+    """The METADATA member's entry, from the zip's central directory."""
     try:
         with zipfile.ZipFile(handle) as archive:
-            return read_member(handle, _member(archive, filename), MAX_METADATA)
+            return _member(archive, filename)
+    except _UNREADABLE as exc:
+        raise NoMetadata(f"{filename}: {exc}") from None
+
+
+def _read(handle: BinaryIO, member: zipfile.ZipInfo, filename: str) -> bytes:
+    try:
+        return read_member(handle, member, MAX_METADATA)
     except _UNREADABLE as exc:
         raise NoMetadata(f"{filename}: {exc}") from None
 
@@ -157,9 +172,15 @@ class SparseFile(io.RawIOBase):
         return len(data)
 
 
-def _from_sparse(sparse: SparseFile, filename: str) -> bytes:
-    sparse.seek(0)
-    return from_file(sparse, filename)  # type: ignore[arg-type]
+def _from_sparse(sparse: SparseFile, filename: str, found: list[zipfile.ZipInfo]) -> bytes:
+    """`from_file` of the ranges read so far; the member's entry, once found, is kept in `found`:
+    the central directory (thousands of entries in a big wheel) is parsed once, not again for
+    each range the member's own bytes need."""
+    handle: BinaryIO = sparse  # type: ignore[assignment]
+    if not found:
+        sparse.seek(0)
+        found.append(_located(handle, filename))
+    return _read(handle, found[0], filename)
 
 
 async def by_ranges(read: RangeReader, filename: str, tail: Tail | None = None) -> bytes:
@@ -171,9 +192,10 @@ async def by_ranges(read: RangeReader, filename: str, tail: Tail | None = None) 
     tail = tail or await _tail(read, filename)
     sparse = SparseFile(tail.size)
     sparse.add(tail.start, tail.body)
+    found: list[zipfile.ZipInfo] = []
     for _ in range(_MAX_ROUNDS):
         try:
-            return await asyncio.to_thread(_from_sparse, sparse, filename)
+            return await asyncio.to_thread(_from_sparse, sparse, filename, found)
         except _Missing as missing:
             start = missing.offset
             end = min(sparse.size, start + max(missing.length, _MIN_FETCH)) - 1

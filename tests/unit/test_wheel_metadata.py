@@ -78,6 +78,35 @@ async def test_range_reads_fetch_a_sliver_of_a_large_wheel(client) -> None:
 
 
 @respx.mock
+async def test_a_wheel_s_central_directory_is_parsed_once_however_many_ranges_it_takes(
+    client, monkeypatch
+) -> None:
+    # METADATA first, then a megabyte, then a directory of 3,000 entries (larger than the tail
+    # read): the directory takes a second read and the member a third
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("many-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: many\n")
+        archive.writestr("many/padding.bin", b"\0" * 2**20)
+        for number in range(3000):
+            archive.writestr(f"many/data/entry_{number:05}.json", "{}")
+    data = buffer.getvalue()
+    served: list[int] = []
+    respx.get(URL).mock(side_effect=serve_ranges(data, served))
+    parsed: list[int] = []
+
+    class Counted(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            parsed.append(len(self.infolist()))
+
+    monkeypatch.setattr(zipfile, "ZipFile", Counted)
+    metadata = await by_ranges(reader(client), "many-1.0-py3-none-any.whl")
+    assert metadata.startswith(b"Metadata-Version: 2.1")
+    assert len(served) == 3
+    assert parsed == [3002]
+
+
+@respx.mock
 async def test_an_upstream_ignoring_ranges_is_reported(client) -> None:
     filename, data = make_wheel("demo", "1.0")
     respx.get(URL).respond(200, content=data)
