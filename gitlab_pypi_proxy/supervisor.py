@@ -11,17 +11,27 @@ here: a fifth of an idle proxy with two workers) and spawns through multiprocess
 this module's imports light: no asyncio, uvicorn, gitlab_pypi_proxy.config, storage,
 prometheus_client or diskcache (tests/unit/test_worker_imports.py).
 
-What it does is what uvicorn's does: it binds the socket and starts each worker as an
-interpreter of its own (gitlab_pypi_proxy.worker_process) that inherits it; it starts another
-when one ends; on SIGHUP it replaces them one at a time, each replacement serving before the
-worker it replaces is stopped (a restart that does not drop the service, e.g. for new
-advisories); on SIGTERM or SIGINT it stops them all (each finishes its requests first:
-`[server] graceful_shutdown`; one still there STOP_MARGIN seconds after that is killed) and
-ends. A worker that ends before it serves stops the proxy with uvicorn's STARTUP_FAILURE
-status: `serve`'s checks passed, so what broke it (the configuration gone, the cache
-unreadable) would break every replacement too; a process manager restarting the proxy says so
-louder than workers failing in a loop. A worker tells it that it serves by writing one byte to
-a pipe it inherits."""
+What it does is what uvicorn's does, with a listening socket per worker: it binds them and
+starts each worker as an interpreter of its own (gitlab_pypi_proxy.worker_process) that
+inherits its socket; it starts another when one ends; on SIGHUP it replaces them one at a time,
+each replacement serving before the worker it replaces is stopped (a restart that does not drop
+the service, e.g. for new advisories); on SIGTERM or SIGINT it stops them all (each finishes its
+requests first: `[server] graceful_shutdown`; one still there STOP_MARGIN seconds after that is
+killed) and ends. A worker that ends before it serves stops the proxy with uvicorn's
+STARTUP_FAILURE status: `serve`'s checks passed, so what broke it (the configuration gone, the
+cache unreadable) would break every replacement too; a process manager restarting the proxy
+says so louder than workers failing in a loop. A worker tells it that it serves by writing one
+byte to a pipe it inherits.
+
+A socket per worker (SO_REUSEPORT, on Linux) rather than one they share: the kernel spreads
+new connections over the sockets evenly as they come. From one shared socket, whichever worker
+was running when connections came took them (it looks at the socket again before the other
+has woken): uv opens 15 at once and keeps them, and one worker got 14, then served the whole
+resolve on its one core while the other idled (a cold resolve of the real-index set took up
+to 10 s where it takes 6). The supervisor holds every socket, so a
+replacement worker inherits its predecessor's, and connections waiting in it are served once
+the replacement is. Before binding the group, the address is bound once alone: a port another
+process listens on is refused as it always was, not shared with it."""
 
 import json
 import logging
@@ -48,6 +58,7 @@ STOPS = (signal.SIGTERM, signal.SIGINT)  # what ends `serve`; the runtime direct
 STARTUP_FAILURE = 3  # a worker's status when it could not start (uvicorn.config.STARTUP_FAILURE)
 READY_WITHIN = 120.0  # seconds a replacement has to serve before a SIGHUP restart gives up
 STOP_MARGIN = 5.0  # seconds past `[server] graceful_shutdown` before a stopped worker is killed
+_BALANCED = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")  # Linux's spreads
 _ROOT = str(Path(__file__).resolve().parent.parent)  # this very proxy package, wherever it is
 
 log = logging.getLogger("proxy.supervisor")
@@ -133,7 +144,7 @@ class Supervisor:
     workers: list[Worker] = field(default_factory=list)
     _signals: list[int] = field(default_factory=list)
     _wakeup: int = -1  # the read end of the signals' wakeup pipe
-    _listener: socket.socket = field(init=False)
+    _listeners: list[socket.socket] = field(default_factory=list)  # one per worker, by index
 
     def run(self) -> int:
         """Serve until stopped; the exit status."""
@@ -144,20 +155,22 @@ class Supervisor:
             signal.signal(number, lambda number, frame: self._signals.append(number))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # pending ones are handled now
         try:
-            listener = _bind(self.settings["host"], self.settings["port"])
+            self._listeners = _bind(self.settings["host"], self.settings["port"], self.count)
         except OSError as exc:
             log.error(
                 "cannot listen on %s:%s: %s", self.settings["host"], self.settings["port"], exc
             )
             return STARTUP_FAILURE
-        log.info("supervisor %d: %d workers on %s", os.getpid(), self.count, _address(listener))
-        self._wakeup, self._listener = wakeup_read, listener
+        address = _address(self._listeners[0])
+        log.info("supervisor %d: %d workers on %s", os.getpid(), self.count, address)
+        self._wakeup = wakeup_read
         try:
-            self.workers = [self._start() for _ in range(self.count)]
+            self.workers = [self._start(slot) for slot in range(self.count)]
             return self._supervise()
         finally:
             self._stop_all()
-            listener.close()
+            for listener in self._listeners:
+                listener.close()
             log.info("supervisor %d: stopped", os.getpid())
 
     def _supervise(self) -> int:
@@ -182,7 +195,7 @@ class Supervisor:
                     self.workers.pop(index)
                     return STARTUP_FAILURE
                 log.warning("worker %d ended (status %d): starting another", worker.pid, status)
-                self.workers[index] = self._start()
+                self.workers[index] = self._start(index)
             self._wait(self.workers, None)
 
     def _taken(self) -> list[int]:
@@ -210,7 +223,7 @@ class Supervisor:
         came meanwhile (the workers are then stopped by the caller)."""
         log.info("SIGHUP: replacing the workers one at a time")
         for index, old in enumerate(list(self.workers)):
-            new = self._start()
+            new = self._start(index)
             deadline = time.monotonic() + READY_WITHIN
             while not new.serving and new.process.poll() is None and time.monotonic() < deadline:
                 if any(n in STOPS for n in self._signals):
@@ -226,16 +239,18 @@ class Supervisor:
             self.workers[index] = new
         return True
 
-    def _start(self) -> Worker:
+    def _start(self, slot: int) -> Worker:
+        """The worker of `slot` (its index in `workers`), serving that slot's socket."""
+        listener = self._listeners[slot % len(self._listeners)]
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         settings = {
             "uvicorn": self.settings,
-            "socket": self._listener.fileno(),
+            "socket": listener.fileno(),
             "ready": ready_write,
         }
         process = subprocess.Popen(
             [*_interpreter("gitlab_pypi_proxy.worker_process"), "worker"],
-            pass_fds=(self._listener.fileno(), ready_write),
+            pass_fds=(listener.fileno(), ready_write),
             env={**os.environ, WORKER_ENV: json.dumps(settings)},
         )
         os.close(ready_write)
@@ -277,12 +292,33 @@ def _drained(fd: int) -> bool:
         return False
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket the workers share (as uvicorn's supervisor binds it)."""
+def _bind(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one address, spreading connections between them (one shared
+    socket where SO_REUSEPORT does not balance: not Linux). Raises OSError when the address is
+    taken, by another process's group of sockets too."""
+    alone = _socket(host, port, share=False)  # refused if anyone listens there
+    if count == 1 or not _BALANCED:
+        return [alone]
+    port = alone.getsockname()[1]  # the one the system chose, for port 0
+    alone.close()
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listeners.append(_socket(host, port, share=True))
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _socket(host: str, port: int, share: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
     except OSError:
         listener.close()

@@ -106,6 +106,65 @@ def test_a_worker_that_ends_is_replaced(tmp_path: Path) -> None:
         proxy.stop()
 
 
+def _accept_queues(port: int) -> dict[int, int]:
+    """The connections waiting to be accepted by each socket listening on `port`, by inode."""
+    queues = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        _, local, _, state, queue, *_, inode = line.split()[:10]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: listening
+            queues[int(inode)] = int(queue.split(":")[1], 16)
+    return queues
+
+
+def _listening(worker: psutil.Process) -> set[int]:
+    """The inodes of the sockets `worker` listens on."""
+    return {
+        os.stat(f"/proc/{worker.pid}/fd/{c.fd}").st_ino
+        for c in worker.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+def test_connections_are_spread_over_the_workers_whichever_runs_when_they_come(
+    tmp_path: Path,
+) -> None:
+    # uv opens 15 connections at once and keeps them; from one shared socket, the worker that
+    # ran at that moment took 14 and served the whole resolve alone. Here one worker is paused
+    # while 32 connections come, and the other takes every one it is handed.
+    proxy, _, children = _started(tmp_path)
+    port = int(proxy.url.rsplit(":", 1)[1])
+    paused, running = children
+    paused.suspend()
+    try:
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        mine = _listening(running)
+        wait_until(
+            lambda: not any(n for inode, n in _accept_queues(port).items() if inode in mine),
+            "the running worker accepting what its socket holds",
+            30,
+        )
+    finally:
+        paused.resume()
+    try:
+
+        def accepted() -> list[int] | None:
+            counts = [
+                sum(
+                    c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                    for c in child.net_connections("tcp")
+                )
+                for child in children
+            ]
+            return counts if sum(counts) == len(clients) else None
+
+        counts = wait_until(accepted, "the workers accepting every connection", 30)
+        assert min(counts) >= 4, counts  # an even spread; fewer has a chance below 1 in 10^5
+    finally:
+        for client in clients:
+            client.close()
+        proxy.stop()
+
+
 def test_sighup_replaces_every_worker_one_at_a_time_and_the_service_never_drops(
     tmp_path: Path,
 ) -> None:
@@ -168,3 +227,18 @@ def test_a_port_taken_stops_the_proxy_with_a_reason(tmp_path: Path) -> None:
     assert done.returncode == STARTUP_FAILURE, done.stderr
     assert "cannot listen on 127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_port_another_proxy_serves_is_not_shared_with_it(tmp_path: Path) -> None:
+    # the workers' sockets share their port with each other, and with no one else
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    proxy, _, _ = _started(first)
+    try:
+        done = _supervisor(second, int(proxy.url.rsplit(":", 1)[1]))
+        assert done.returncode == STARTUP_FAILURE, done.stderr
+        assert "cannot listen on 127.0.0.1" in done.stderr
+        assert httpx2.get(f"{proxy.url}/healthz").status_code == 200
+    finally:
+        proxy.stop()
