@@ -105,7 +105,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {"map": {_text(k): _plain(v) for k, v in value.items()}}
     if isinstance(value, DistFile):
-        return {"file": _file_fields(value)}
+        return {"file": file_fields(value)}
     if isinstance(value, ProjectPage):
         return {"page": _page_fields(value)}
     raise TypeError(f"a record holds {type(value).__name__}, which the format does not keep")
@@ -123,7 +123,7 @@ def _value(found: Any) -> Any:
         if tag == "map" and isinstance(inner, dict):
             return {k: _value(v) for k, v in inner.items()}
         if tag == "file":
-            return _file(inner)
+            return file_of(inner)
         if tag == "page":
             return _page(inner)
     raise BadRecord(f"a value of another shape: {type(found).__name__}")
@@ -138,7 +138,9 @@ def _text(key: object) -> str:
 # --- the model's records ------------------------------------------------------------------------
 
 
-def _file_fields(file: DistFile) -> list[Any]:
+def file_fields(file: DistFile) -> list[Any]:
+    """A file's fields as JSON's types, in the order `file_of` reads them (a table keeping a
+    file as columns stores them as they are)."""
     when = file.upload_time
     return [
         file.filename,
@@ -154,8 +156,8 @@ def _file_fields(file: DistFile) -> list[Any]:
     ]
 
 
-def _file(found: Any) -> DistFile:
-    """The DistFile `_file_fields` made `found` of; raises BadRecord for anything else."""
+def file_of(found: Any) -> DistFile:
+    """The DistFile `file_fields` made `found` of; raises BadRecord for anything else."""
     if not isinstance(found, list) or len(found) != 10:
         raise BadRecord("a file record of another shape")
     filename, sha256, source, url, requires, yanked, size, when, core, provenance = found
@@ -179,7 +181,7 @@ def _file(found: Any) -> DistFile:
 def _page_fields(page: ProjectPage) -> dict[str, Any]:
     # A page's files by column (one array per field): a big page's record is read with one
     # array per field beside the files it makes, not one per file.
-    rows = [_file_fields(f) for f in page.files]
+    rows = [file_fields(f) for f in page.files]
     return {
         "name": page.name,
         "files": [list(column) for column in zip(*rows, strict=True)] if rows else [],

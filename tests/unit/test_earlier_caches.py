@@ -7,6 +7,7 @@ files are another store's and stay."""
 import contextlib
 import os
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from gitlab_pypi_proxy.storage.pages import Entry, PageStore
 from gitlab_pypi_proxy.storage.provenance_store import Kept, ProvenanceStore
 from gitlab_pypi_proxy.storage.record_format import BadRecord, decode, encode, encode_key
 from gitlab_pypi_proxy.storage.uploads import RecentUploads, Upload
+from gitlab_pypi_proxy.storage.writable import writes_for
 
 FILE = DistFile(
     "a-1.0-py3-none-any.whl",
@@ -166,8 +168,33 @@ async def test_what_the_stores_write_is_plain_text_and_bytes(tmp_path: Path) -> 
         rows = _rows(tmp_path / name / "cache.db")
         assert rows and all(raw == 1 and mode != 4 for _, raw, mode in rows), rows  # 4: pickled
     with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db:
-        [(text,)] = db.execute("SELECT file FROM locations").fetchall()
-    assert isinstance(text, str) and decode(text) == FILE
+        [row] = db.execute("SELECT * FROM locations").fetchall()
+    assert all(isinstance(v, str | int | type(None)) for v in row), row  # plain values
+    assert (row[0], row[1], row[2]) == (FILE.filename, FILE.sha256, FILE.source)
+
+
+def test_file_locations_keep_every_field_as_it_was_and_change_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    when = datetime(2024, 1, 1, 12, 30, 0, 123456, tzinfo=UTC)
+    files = [
+        DistFile("b-1.0.tar.gz", "b" * 64, "platform", "https://g/b", None, False, None, None),
+        DistFile("c-1.0.tar.gz", "c" * 64, "platform", "https://g/c", ">=3.8", True, 0, when),
+        DistFile(
+            "c-1.0.tar.gz", "c" * 64, "pypi", "https://p/c", None, "broken", 7, when, "d" * 64
+        ),
+    ]
+    locations = FileLocations(tmp_path, writes_for(tmp_path))
+    try:
+        locations.remember_now(files)
+        assert locations.of_now("b" * 64) == files[:1]
+        assert sorted(locations.of_now("c" * 64), key=lambda f: f.source) == files[1:]
+        moved = replace(files[0], url="https://g/b-moved", yanked="gone")
+        locations.remember_now([moved, files[1]])
+        assert locations.of_now("b" * 64) == [moved]
+        assert len(locations.of_now("c" * 64)) == 2
+    finally:
+        locations.close()
 
 
 async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None:
@@ -181,7 +208,8 @@ async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None
         raw.set(encode_key(("file", "a" * 64)), "not json")
         raw.close()
         with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db, db:
-            db.execute("INSERT INTO locations VALUES (?, ?, ?)", ("a" * 64, "platform", "[1"))
+            bad = ("a.whl", "a" * 64, "platform", "u", None, 0, "a size", None, None, None)
+            db.execute("INSERT INTO locations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", bad)
         raw = open_cache(tmp_path / "details", 1)
         raw.set(encode_key(("versions", "platform", "a")), '[1, {"map": {"1.0": [1, 2, 3]}}]')
         raw.close()
