@@ -188,6 +188,7 @@ def test_nothing_asks_a_source_what_it_can_do() -> None:
         "storage/cached_file.py",  # os.RWF_NOWAIT, where the platform has it
         "storage/local_blobs.py",  # an OSError's strerror
         "storage/writable.py",  # an exception's errno
+        "supervisor.py",  # socket.SO_REUSEPORT, where the platform has it
     }
 
 
