@@ -9,9 +9,13 @@ pages back whatever lives around them. glibc's moving bound for buffers mapped o
 left alone: fixed at 128 KiB or 1 MiB, it gave back a few MiB sooner but halved the rate of a
 warm 100 MiB download (bench scenario 2: each chunk on fresh pages). `ENVIRONMENT` is what
 `serve` starts its processes with (an operator's own values win); each worker runs `Trimmer`,
-which collects reference cycles and trims in a thread once resident memory grew by TRIM_AFTER
-and stopped growing: after a burst, not during one (a trim holds the heap's lock for
-milliseconds). Without glibc (musl, macOS) trimming does nothing."""
+which collects reference cycles and trims in a thread once the memory a trim could give back
+grew by TRIM_AFTER and resident memory stopped growing: after a burst, not during one (a trim
+holds the heap's lock for milliseconds). What a trim could give back is resident memory beyond
+what the heap's allocations take (glibc's mallinfo2), not growth alone: a trim made during a
+pause of a burst left the rest of the burst's memory (19 MiB of a worker's 68 after a cold
+install) unreturned, since the burst freed it without growing any further. Without glibc (musl,
+macOS) trimming does nothing."""
 
 import asyncio
 import ctypes
@@ -44,6 +48,46 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in chunks mapped of their own
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes allocated from the heap
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@cache
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).mallinfo2 if name else None
+    except (OSError, AttributeError):  # not glibc, or one older than 2.33
+        return None
+    if function is not None:
+        function.restype = _MallInfo2
+    return function
+
+
+def heap_in_use() -> int:
+    """Bytes the C heap's allocations take (0 where the C library does not say). Walks the
+    heap's free lists: call it in a thread."""
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
+        return 0
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
 def collect_and_trim() -> bool:
     """`trim`, once the reference cycles a burst left are collected (a closed connection's TLS
     transport and protocol, with their buffers): an idle worker allocates too little for the
@@ -63,8 +107,9 @@ def trim() -> bool:
 
 
 class Trimmer:
-    """A worker's trims: `run` looks every `every` seconds and trims once resident memory has
-    grown by `after` bytes since the last trim (or the start) and not since it last looked."""
+    """A worker's trims: `run` looks every `every` seconds and trims once what a trim could
+    give back (resident memory beyond `in_use`) has grown by `after` bytes since the last trim
+    (or the start) and resident memory has not grown since it last looked."""
 
     def __init__(
         self,
@@ -72,21 +117,29 @@ class Trimmer:
         after: int = TRIM_AFTER,
         measure: Callable[[], int] = resident,
         release: Callable[[], bool] = collect_and_trim,
+        in_use: Callable[[], int] = heap_in_use,
     ) -> None:
         self.every, self.after = every, after
-        self.measure, self.release = measure, release
+        self.measure, self.release, self.in_use = measure, release, in_use
 
     async def run(self) -> None:
         """Until cancelled."""
-        floor = last = self.measure()
+        last = self.measure()
+        floor = await self._slack(last)
         while True:
             await asyncio.sleep(self.every)
             now = self.measure()
             growing = now - last > self.after // 4  # a burst of work under way
             last = now
-            if now - floor < self.after or growing:
+            if growing or await self._slack(now) - floor < self.after:
                 continue
             if not await asyncio.to_thread(self.release):
                 log.debug("the C library cannot trim its heap: not trimming")
                 return
-            floor = last = self.measure()
+            last = self.measure()
+            floor = await self._slack(last)
+
+    async def _slack(self, resident: int) -> int:
+        """Resident memory beyond what the heap's allocations take: the free memory a trim
+        gives back, and what none can (code, stacks, pages that still hold something)."""
+        return resident - await asyncio.to_thread(self.in_use)

@@ -10,7 +10,7 @@ import sys
 import weakref
 from collections.abc import Callable
 
-from gitlab_pypi_proxy.allocator import ENVIRONMENT, Trimmer, collect_and_trim
+from gitlab_pypi_proxy.allocator import ENVIRONMENT, Trimmer, collect_and_trim, heap_in_use
 from tests.waiting import async_wait_until
 
 # A big page's worth of small objects (~60 MiB), of which one in fifty outlives it; then what
@@ -82,13 +82,47 @@ async def test_a_worker_trims_once_its_memory_has_grown_and_stopped_growing() ->
         looks_at_trims.append(looks)
         return True
 
-    trimmer = Trimmer(every=0, after=4 * MIB, measure=counted, release=release)
+    trimmer = Trimmer(every=0, after=4 * MIB, measure=counted, release=release, in_use=lambda: 0)
     running = asyncio.ensure_future(trimmer.run())
     try:
         await async_wait_until(lambda: looks > 30, "the trimmer looking on")
     finally:
         running.cancel()
     assert looks_at_trims == [8]  # once: at the first look that found no more growth
+
+
+async def test_a_worker_trims_what_a_burst_freed_without_growing_any_further() -> None:
+    # resident memory flat at 112 MiB (trimmed during a pause of the burst) while the rest of
+    # the burst frees 20 MiB of it: in use 100, then 90, then 80
+    in_use = _sizes(100, 100, 100, 97, 90, 80, 80, 80, 80, 80, 80, 110)
+    trims: list[int] = []
+    looks = 0
+
+    def counted() -> int:
+        nonlocal looks
+        looks += 1
+        return in_use()
+
+    def release() -> bool:
+        trims.append(looks)
+        return True
+
+    trimmer = Trimmer(every=0, after=4 * MIB, measure=_sizes(112), release=release, in_use=counted)
+    running = asyncio.ensure_future(trimmer.run())
+    try:
+        await async_wait_until(lambda: looks > 30, "the trimmer looking on")
+    finally:
+        running.cancel()
+    assert trims == [5]  # once 10 MiB more than at the start could be given back, not 3
+
+
+def test_what_the_heap_holds_in_use_follows_allocations() -> None:
+    before = heap_in_use()
+    block = bytearray(64 * MIB)
+    held = heap_in_use()
+    del block
+    assert held - before >= 60 * MIB
+    assert held - heap_in_use() >= 60 * MIB
 
 
 async def test_without_a_trim_in_the_c_library_the_worker_stops_looking() -> None:
@@ -98,7 +132,7 @@ async def test_without_a_trim_in_the_c_library_the_worker_stops_looking() -> Non
         calls.append(1)
         return False
 
-    trimmer = Trimmer(every=0, after=MIB, measure=_sizes(0, 10), release=cannot)
+    trimmer = Trimmer(every=0, after=MIB, measure=_sizes(0, 10), release=cannot, in_use=lambda: 0)
     await asyncio.wait_for(trimmer.run(), timeout=30)  # returns
     assert calls == [1]
 
