@@ -15,7 +15,8 @@ What it does is what uvicorn's does, with a listening socket per worker: it bind
 starts each worker as an interpreter of its own (gitlab_pypi_proxy.worker_process) that
 inherits its socket; it starts another when one ends; on SIGHUP it replaces them one at a time,
 each replacement serving before the worker it replaces is stopped (a restart that does not drop
-the service, e.g. for new advisories); on SIGTERM or SIGINT it stops them all (each finishes its
+the service, e.g. for new advisories), and all of them once more when another SIGHUP came while
+it did; on SIGTERM or SIGINT it stops them all (each finishes its
 requests first: `[server] graceful_shutdown`; one still there STOP_MARGIN seconds after that is
 killed) and ends. A worker that ends before it serves stops the proxy with uvicorn's
 STARTUP_FAILURE status: `serve`'s checks passed, so what broke it (the configuration gone, the
@@ -219,24 +220,34 @@ class Supervisor:
                 pending[fd].close()
 
     def _restart_all(self) -> bool:
-        """SIGHUP: each worker replaced by a new one once that serves. False when a stop signal
-        came meanwhile (the workers are then stopped by the caller)."""
-        log.info("SIGHUP: replacing the workers one at a time")
-        for index, old in enumerate(list(self.workers)):
-            new = self._start(index)
-            deadline = time.monotonic() + READY_WITHIN
-            while not new.serving and new.process.poll() is None and time.monotonic() < deadline:
-                if any(n in STOPS for n in self._signals):
-                    self.workers.append(new)  # stopped with the rest
-                    return False
-                self._wait([new], deadline)
-                self._signals[:] = [n for n in self._signals if n in STOPS]
-            if not new.serving:
-                log.error("worker %d did not start serving: keeping worker %d", new.pid, old.pid)
-                self._terminate(new)
-                return True
-            self._terminate(old)
-            self.workers[index] = new
+        """SIGHUP: each worker replaced by a new one once that serves; all of them again when
+        another SIGHUP came meanwhile (a replacement started before it may run what it changed).
+        False when a stop signal came meanwhile (the workers are then stopped by the caller)."""
+        again = True
+        while again:
+            log.info("SIGHUP: replacing the workers one at a time")
+            again = False
+            for index, old in enumerate(list(self.workers)):
+                new = self._start(index)
+                deadline = time.monotonic() + READY_WITHIN
+                while (
+                    not new.serving and new.process.poll() is None and time.monotonic() < deadline
+                ):
+                    if any(n in STOPS for n in self._signals):
+                        self.workers.append(new)  # stopped with the rest
+                        return False
+                    self._wait([new], deadline)
+                    again = again or signal.SIGHUP in self._signals
+                    self._signals[:] = [n for n in self._signals if n in STOPS]
+                if not new.serving:
+                    kept = (new.pid, old.pid)
+                    log.error("worker %d did not start serving: keeping worker %d", *kept)
+                    self._terminate(new)
+                    return True
+                self._terminate(old)
+                self.workers[index] = new
+            if again:
+                log.info("SIGHUP came during the restart: once more, for what it changed")
         return True
 
     def _start(self, slot: int) -> Worker:

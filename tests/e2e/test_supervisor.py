@@ -188,6 +188,28 @@ def test_sighup_replaces_every_worker_one_at_a_time_and_the_service_never_drops(
         proxy.stop()
 
 
+def test_a_sighup_during_a_restart_replaces_every_worker_once_more(tmp_path: Path) -> None:
+    # the operator changed something again while the first restart ran: a worker started
+    # before that change must not be the one left serving
+    proxy, supervisor, children = _started(tmp_path)
+    try:
+        proxy.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(supervisor.children()) == 3, "a replacement starting", 60)
+        proxy.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: proxy.log().count("Application startup complete") == 6,
+            "each worker replaced twice",
+            120,
+        )
+        now = wait_until(
+            lambda: len(found := supervisor.children()) == 2 and found, "two workers left", 60
+        )
+        assert not set(now) & set(children)
+        assert all(httpx2.get(f"{proxy.url}/healthz").status_code == 200 for _ in range(4))
+    finally:
+        proxy.stop()
+
+
 def _supervisor(tmp_path: Path, port: int) -> subprocess.CompletedProcess[str]:
     """The supervisor alone, two workers, with no configuration for them to read."""
     runtime = tmp_path / "runtime"
