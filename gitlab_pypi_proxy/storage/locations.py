@@ -28,7 +28,10 @@ from gitlab_pypi_proxy.storage.writable import WRITE_ERRORS, CacheWrites
 log = logging.getLogger("proxy.storage")
 
 DATABASE = "locations.db"
-_TABLE = 2  # the table below, made again (empty) when it or record_format.FORMAT changes
+# the table below, made again when it or record_format.FORMAT changes: empty, but for the rows
+# of table 1 (a JSON record per row) of this FORMAT, kept as columns (pages cached before the
+# upgrade still list those files)
+_TABLE = 2
 # a DistFile's fields, in record_format.file_fields's order; sha256 and source are the key
 _FIELDS = (
     "filename",
@@ -54,10 +57,29 @@ _STORE = "file locations"
 
 
 def _make(connection: sqlite3.Connection) -> None:
-    connection.execute("DROP TABLE IF EXISTS locations")
+    earlier = [row[1] for row in connection.execute("PRAGMA table_info(locations)")]
+    connection.execute("DROP TABLE IF EXISTS earlier_locations")
+    if earlier:
+        connection.execute("ALTER TABLE locations RENAME TO earlier_locations")
     # columns without a type keep each value as it is given (yanked: a flag or a reason)
     columns = ", ".join(f"{f} NOT NULL" if f in ("sha256", "source") else f for f in _FIELDS)
     connection.execute(f"CREATE TABLE locations ({columns}, UNIQUE (sha256, source))")
+    if "file" in earlier:
+        rows = connection.execute("SELECT file FROM earlier_locations ORDER BY rowid")
+        while batch := rows.fetchmany(10_000):
+            connection.executemany(_UPSERT, _as_columns(text for (text,) in batch))
+    connection.execute("DROP TABLE IF EXISTS earlier_locations")
+
+
+def _as_columns(records: Iterable[object]) -> Iterator[list[object]]:
+    """The fields of each record of table 1 that is a file of this format."""
+    for text in records:
+        try:
+            file = record_format.decode(text) if isinstance(text, str | bytes) else None
+        except record_format.BadRecord:
+            continue
+        if isinstance(file, DistFile):
+            yield record_format.file_fields(file)
 
 
 class FileLocations:

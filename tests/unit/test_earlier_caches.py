@@ -197,6 +197,27 @@ def test_file_locations_keep_every_field_as_it_was_and_change_only_what_changed(
         locations.close()
 
 
+def test_file_locations_of_a_json_record_per_row_are_kept_as_columns(tmp_path: Path) -> None:
+    # locations.db as the previous release left it: pages cached then still list these files
+    with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db, db:
+        db.execute(
+            "CREATE TABLE locations (sha256 TEXT NOT NULL, source TEXT NOT NULL, "
+            "file TEXT NOT NULL, UNIQUE (sha256, source))"
+        )
+        rows = [(FILE.sha256, FILE.source, encode(FILE)), ("b" * 64, "platform", "[1")]
+        db.executemany("INSERT INTO locations VALUES (?, ?, ?)", rows)
+        db.execute("PRAGMA user_version = 1001")
+    locations = FileLocations(tmp_path, writes_for(tmp_path))
+    try:
+        assert locations.of_now(FILE.sha256) == [FILE]
+        assert locations.of_now("b" * 64) == []  # not a record: not kept
+    finally:
+        locations.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "locations.db")) as db:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("locations",)]
+
+
 async def test_a_malformed_record_is_dropped_and_counted(tmp_path: Path) -> None:
     pages = PageStore(tmp_path, LocalCoordinator(tmp_path))
     details = DetailsStore(tmp_path)
