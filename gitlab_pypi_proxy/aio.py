@@ -15,6 +15,12 @@
   thread run at a time anyway, and the event loop waits for it behind every thread that wants
   it (each holds it for the switch interval: 4 threads kept the loop waiting up to 36 ms, 1
   thread 5 ms).
+- `THREADS`: the event loop's threads for blocking work (`asyncio.to_thread`, `off_loop`): the
+  CPU_SLOTS that may be parsing big pages and one for the rest (SQLite lookups, file opens and
+  reads, each short and releasing the GIL). asyncio's default, cores + 4 (6 on two cores), held
+  more than it served: every thread keeps a connection to each of the proxy's SQLite databases,
+  ~150 KiB each (31 connections in a worker after a cold install), and 3 threads instead of 6
+  left each worker 3 MiB smaller after the real-index install, its resolve no slower.
 """
 
 import asyncio
@@ -34,6 +40,7 @@ V = TypeVar("V")
 
 BIG = 500  # items from which per-item Python work (~3-10 µs each) goes to a thread
 CPU_SLOTS = 2  # threads doing such work at once, per event loop
+THREADS = CPU_SLOTS + 1  # the event loop's default executor, per worker
 BYTES_PER_FILE = 200  # about what a page or a record takes per file it lists: its item count
 _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
     weakref.WeakKeyDictionary()

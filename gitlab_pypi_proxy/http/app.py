@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 from starlette.applications import Starlette
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 
 from gitlab_pypi_proxy import metrics
-from gitlab_pypi_proxy.aio import TaskSet, off_loop
+from gitlab_pypi_proxy.aio import THREADS, TaskSet, off_loop
 from gitlab_pypi_proxy.allocator import Trimmer
 from gitlab_pypi_proxy.config import Config
 from gitlab_pypi_proxy.descriptors import WATCH as DESCRIPTORS
@@ -577,7 +578,9 @@ def create_app(config: Config) -> Starlette:
         app.state.memo = PageMemo(
             services.stores.coordinator, services.stores.rendered_pages(), services.rendering
         )
-        DESCRIPTORS.start(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(THREADS, thread_name_prefix="blocking"))
+        DESCRIPTORS.start(loop)
         trimming = TaskSet(log, "trimming the heap")
         trimming.spawn(Trimmer().run())  # what big pages cost, given back (allocator.py)
         try:

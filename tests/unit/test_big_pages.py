@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import sys
+import threading
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gitlab_pypi_proxy.aio import CPU_SLOTS, THREADS
 from gitlab_pypi_proxy.config import load
 from gitlab_pypi_proxy.http.app import create_app
 from gitlab_pypi_proxy.http.serialize import HTML, JSON, render
@@ -22,6 +24,7 @@ from gitlab_pypi_proxy.sources.simple_html import decoded, parse_project_documen
 from gitlab_pypi_proxy.sources.simple_index import parse_json_names, parse_json_page
 from tests.unit.fakes import FakeSource
 from tests.unit.indexes import composed
+from tests.waiting import async_wait_until
 
 URL = "https://index.example/simple/big/"
 
@@ -155,3 +158,32 @@ async def test_a_worker_keeps_what_it_holds_at_start_out_of_the_collectors_way(
             assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+async def test_a_worker_runs_its_blocking_work_on_a_few_threads(tmp_path: Path) -> None:
+    """Each thread holds a connection to every SQLite database it touched: a worker's threads
+    are CPU_SLOTS for big pages and one for the rest, not asyncio's cores + 4."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[cache]\ndirectory = "{tmp_path / "cache"}"\n[gitlab]\nurl = "https://gitlab.example"\n'
+        '[[sources]]\nname = "platform"\ngitlab_project = 11\n'
+    )
+    app = create_app(load(config))
+    release = threading.Event()
+    used: set[str] = set()
+
+    def blocked() -> None:
+        used.add(threading.current_thread().name)
+        release.wait(30)
+
+    try:
+        async with app.router.lifespan_context(app):
+            # every task blocks: the pool starts a thread for each one it can
+            running = [asyncio.ensure_future(asyncio.to_thread(blocked)) for _ in range(10)]
+            await async_wait_until(lambda: len(used) >= THREADS, "the threads starting")
+            release.set()
+            await asyncio.gather(*running)
+    finally:
+        release.set()
+        gc.unfreeze()
+    assert len(used) == THREADS == CPU_SLOTS + 1
