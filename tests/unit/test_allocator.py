@@ -67,53 +67,42 @@ def _sizes(*mib: int) -> Callable[[], int]:
     return measure
 
 
-async def test_a_worker_trims_once_its_memory_has_grown_and_stopped_growing() -> None:
-    # at start; grown less than the bound; a burst of work; over, grown by 12; after the trim
-    measure = _sizes(100, 103, 103, 103, 106, 109, 112, 112, 109)
-    looks_at_trims: list[int] = []
-    looks = 0
-
-    def counted() -> int:
-        nonlocal looks
-        looks += 1
-        return measure()
-
-    def release() -> bool:
-        looks_at_trims.append(looks)
-        return True
-
-    trimmer = Trimmer(every=0, after=4 * MIB, measure=counted, release=release, in_use=lambda: 0)
-    running = asyncio.ensure_future(trimmer.run())
-    try:
-        await async_wait_until(lambda: looks > 30, "the trimmer looking on")
-    finally:
-        running.cancel()
-    assert looks_at_trims == [8]  # once: at the first look that found no more growth
-
-
-async def test_a_worker_trims_what_a_burst_freed_without_growing_any_further() -> None:
-    # resident memory flat at 112 MiB (trimmed during a pause of the burst) while the rest of
-    # the burst frees 20 MiB of it: in use 100, then 90, then 80
-    in_use = _sizes(100, 100, 100, 97, 90, 80, 80, 80, 80, 80, 80, 110)
+async def _looks_at_trims(resident: Callable[[], int], in_use: Callable[[], int]) -> list[int]:
+    """The looks (resident memory measured) at which a trimmer trims, over its first 30."""
     trims: list[int] = []
     looks = 0
 
     def counted() -> int:
         nonlocal looks
         looks += 1
-        return in_use()
+        return resident()
 
     def release() -> bool:
         trims.append(looks)
         return True
 
-    trimmer = Trimmer(every=0, after=4 * MIB, measure=_sizes(112), release=release, in_use=counted)
+    trimmer = Trimmer(every=0, after=4 * MIB, measure=counted, release=release, in_use=in_use)
     running = asyncio.ensure_future(trimmer.run())
     try:
         await async_wait_until(lambda: looks > 30, "the trimmer looking on")
     finally:
         running.cancel()
-    assert trims == [5]  # once 10 MiB more than at the start could be given back, not 3
+    return trims
+
+
+async def test_a_worker_trims_once_its_memory_has_grown_and_stopped_growing() -> None:
+    # at start; grown less than the bound; a burst of work; over, grown by 12; after the trim
+    resident = _sizes(100, 103, 103, 103, 106, 109, 112, 112, 109)
+    # once: at the first look that found no more growth
+    assert await _looks_at_trims(resident, in_use=lambda: 0) == [8]
+
+
+async def test_a_worker_trims_what_a_burst_freed_without_growing_any_further() -> None:
+    # resident memory flat at 112 MiB (trimmed during a pause of the burst) while the rest of
+    # the burst frees 20 MiB of it: in use 100, then 90, then 80
+    in_use = _sizes(100, 100, 100, 97, 90, 80, 80, 80, 80, 80, 80, 110)
+    # once 10 MiB more than at the start could be given back, not 3
+    assert await _looks_at_trims(_sizes(112), in_use) == [5]
 
 
 def test_what_the_heap_holds_in_use_follows_allocations() -> None:
