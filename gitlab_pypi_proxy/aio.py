@@ -21,15 +21,21 @@
   more than it served: every thread keeps a connection to each of the proxy's SQLite databases,
   ~150 KiB each (31 connections in a worker after a cold install), and 3 threads instead of 6
   left each worker 3 MiB smaller after the real-index install, its resolve no slower.
+- `long_work`: blocking work that takes seconds and opens no database (an upload's digests,
+  the advisories' export read), on LONG_THREADS threads of its own: three uploads hashed at
+  once must not hold every one of THREADS while page lookups wait behind them.
 """
 
 import asyncio
+import contextvars
+import functools
 import itertools
 import logging
 import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +47,7 @@ V = TypeVar("V")
 BIG = 500  # items from which per-item Python work (~3-10 µs each) goes to a thread
 CPU_SLOTS = 2  # threads doing such work at once, per event loop
 THREADS = CPU_SLOTS + 1  # the event loop's default executor, per worker
+LONG_THREADS = 2  # long_work's threads, per process
 BYTES_PER_FILE = 200  # about what a page or a record takes per file it lists: its item count
 _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
     weakref.WeakKeyDictionary()
@@ -57,6 +64,17 @@ async def off_loop(items: int, work: Callable[..., R], *args: Any) -> R:
         slots = _slots[loop] = asyncio.Semaphore(CPU_SLOTS)
     async with slots:
         return await asyncio.to_thread(work, *args)
+
+
+_long = ThreadPoolExecutor(LONG_THREADS, thread_name_prefix="long")
+
+
+async def long_work(work: Callable[..., R], *args: Any) -> R:
+    """`work(*args)` in one of LONG_THREADS threads kept for work that takes seconds and opens
+    no database (a thread keeps a connection to each database it opens)."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, work, *args)
+    return await asyncio.get_running_loop().run_in_executor(_long, call)
 
 
 @dataclass(eq=False)

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from gitlab_pypi_proxy import metrics
+from gitlab_pypi_proxy.aio import long_work
 from gitlab_pypi_proxy.errors import (
     BadRequest,
     Conflict,
@@ -185,7 +186,7 @@ async def _forward(request: Request, source: str, target: UploadTarget, form: Fo
     problem = form_problem(form, filename)
     if problem is not None:
         raise BadRequest(problem)
-    size, digests = await asyncio.to_thread(file_digests, content.file)
+    size, digests = await long_work(file_digests, content.file)
     for field, digest in digests.items():
         sent = form.get(field)
         if isinstance(sent, str) and sent and sent.strip().lower() != digest:

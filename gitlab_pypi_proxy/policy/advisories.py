@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from gitlab_pypi_proxy.aio import long_work
 from gitlab_pypi_proxy.policy.osv import OsvError, VulnerabilityIndex, load
 
 log = logging.getLogger("proxy.policy")
@@ -23,7 +24,7 @@ class Advisories:
         """Read the export at start. Raises OsvError saying why it cannot be read."""
         if self.path is None:
             return
-        self.index = await asyncio.to_thread(load, self.path)
+        self.index = await long_work(load, self.path)
         self._loaded()
 
     async def reload(self) -> bool:
@@ -32,7 +33,7 @@ class Advisories:
             return False
         async with self._lock:  # two signals in a row: one read after the other
             try:
-                index = await asyncio.to_thread(load, self.path)
+                index = await long_work(load, self.path)
             except OsvError as exc:
                 log.error("vulnerabilities: %s; keeping the advisories read before", exc)
                 return False

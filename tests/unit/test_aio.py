@@ -1,13 +1,22 @@
 """The one copy of each asyncio building block: single-flight, background task sets, TTL memos."""
 
 import asyncio
+import contextvars
 import logging
 import threading
 
 import pytest
 
 from gitlab_pypi_proxy import aio
-from gitlab_pypi_proxy.aio import BIG, SingleFlight, TaskSet, TTLMemo, off_loop
+from gitlab_pypi_proxy.aio import (
+    BIG,
+    LONG_THREADS,
+    SingleFlight,
+    TaskSet,
+    TTLMemo,
+    long_work,
+    off_loop,
+)
 from tests.waiting import async_wait_until
 
 
@@ -153,3 +162,26 @@ async def test_big_work_runs_in_at_most_cpu_slots_threads_at_once() -> None:
     release.set()
     await asyncio.gather(*calls)
     assert most == aio.CPU_SLOTS
+
+
+async def test_long_work_runs_on_threads_of_its_own_in_the_callers_context() -> None:
+    """Uploads hashed at once never hold the threads the event loop's lookups run on."""
+    release = threading.Event()
+    started: list[str] = []
+    asked = contextvars.ContextVar("asked", default="")
+    asked.set("this request")
+
+    def hold() -> str:
+        started.append(threading.current_thread().name)
+        release.wait(30)
+        return asked.get()
+
+    held = [asyncio.ensure_future(long_work(hold)) for _ in range(LONG_THREADS + 1)]
+    try:
+        await async_wait_until(lambda: len(started) == LONG_THREADS, "long work under way")
+        assert await asyncio.to_thread(threading.get_ident) != threading.get_ident()
+        assert len(started) == LONG_THREADS  # the last one waits for a thread of its own kind
+    finally:
+        release.set()
+    assert await asyncio.gather(*held) == ["this request"] * (LONG_THREADS + 1)
+    assert all(name.startswith("long") for name in started)
