@@ -25,12 +25,13 @@ import logging
 import os
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 log = logging.getLogger("proxy.memory")
 
 ENVIRONMENT = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "1"}
 TRIM_EVERY = 1.0  # seconds
-TRIM_AFTER = 4 * 2**20  # bytes of resident memory grown since the last trim
+TRIM_AFTER = 4 * 2**20  # bytes a trim could give back, grown since the last trim
 
 
 def resident() -> int:
@@ -40,12 +41,17 @@ def resident() -> int:
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(function: str, returns: Any = ctypes.c_int) -> Any:
+    """The C library's `function`, returning `returns`, or None where it has none (not glibc,
+    or an older one: mallinfo2 came with 2.33)."""
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
+        found = getattr(ctypes.CDLL(name), function) if name else None
+    except (OSError, AttributeError):
         return None
+    if found is not None:
+        found.restype = returns
+    return found
 
 
 class _MallInfo2(ctypes.Structure):
@@ -66,23 +72,11 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-@cache
-def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        function = ctypes.CDLL(name).mallinfo2 if name else None
-    except (OSError, AttributeError):  # not glibc, or one older than 2.33
-        return None
-    if function is not None:
-        function.restype = _MallInfo2
-    return function
-
-
 def heap_in_use() -> int:
     """Bytes the C heap's allocations take (0 where the C library does not say). Walks the
     heap's free lists holding its lock (at most 2.3 ms, 1.7 at the 90th percentile, in a
     worker through the real-index installs): call it in a thread."""
-    mallinfo2 = _mallinfo2()
+    mallinfo2 = _glibc("mallinfo2", _MallInfo2)
     if mallinfo2 is None:
         return 0
     info = mallinfo2()
@@ -100,7 +94,7 @@ def collect_and_trim() -> bool:
 def trim() -> bool:
     """Hand the free pages of the C heap back to the system (blocking: call it in a thread);
     False when the C library cannot."""
-    malloc_trim = _malloc_trim()
+    malloc_trim = _glibc("malloc_trim")
     if malloc_trim is None:
         return False
     malloc_trim(0)
