@@ -11,28 +11,27 @@ here: a fifth of an idle proxy with two workers) and spawns through multiprocess
 this module's imports light: no asyncio, uvicorn, gitlab_pypi_proxy.config, storage,
 prometheus_client or diskcache (tests/unit/test_worker_imports.py).
 
-What it does is what uvicorn's does, with a listening socket per worker: it binds them and
-starts each worker as an interpreter of its own (gitlab_pypi_proxy.worker_process) that
-inherits its socket; it starts another when one ends; on SIGHUP it replaces them one at a time,
-each replacement serving before the worker it replaces is stopped (a restart that does not drop
-the service, e.g. for new advisories), and all of them once more when another SIGHUP came while
-it did; on SIGTERM or SIGINT it stops them all (each finishes its
-requests first: `[server] graceful_shutdown`; one still there STOP_MARGIN seconds after that is
-killed) and ends. A worker that ends before it serves stops the proxy with uvicorn's
-STARTUP_FAILURE status: `serve`'s checks passed, so what broke it (the configuration gone, the
-cache unreadable) would break every replacement too; a process manager restarting the proxy
-says so louder than workers failing in a loop. A worker tells it that it serves by writing one
-byte to a pipe it inherits.
+What it does is what uvicorn's does, with a listening socket per worker: it binds them and starts
+each worker as an interpreter of its own (gitlab_pypi_proxy.worker_process) that inherits its
+socket; it starts another when one ends; on SIGHUP it replaces them one at a time, each replacement
+serving before the worker it replaces is stopped (a restart that does not drop the service, e.g. for
+new advisories), and all of them once more when another SIGHUP came while it did; on SIGTERM or
+SIGINT it stops them all (each finishes its requests first: `[server] graceful_shutdown`; one still
+there STOP_MARGIN seconds after that is killed) and ends. A worker that ends before it serves stops
+the proxy with uvicorn's STARTUP_FAILURE status: `serve`'s checks passed, so what broke it (the
+configuration gone, the cache unreadable) would break every replacement too; a process manager
+restarting the proxy says so louder than workers failing in a loop. A worker tells it that it serves
+by writing one byte to a pipe it inherits.
 
-A socket per worker (SO_REUSEPORT, on Linux) rather than one they share: the kernel spreads
-new connections over the sockets evenly as they come. From one shared socket, whichever worker
-was running when connections came took them (it looks at the socket again before the other
-has woken): uv opens 15 at once and keeps them, and one worker got 14, then served the whole
-resolve on its one core while the other idled (a cold resolve of the real-index set took up
-to 10 s where it takes 6). The supervisor holds every socket, so a
-replacement worker inherits its predecessor's, and connections waiting in it are served once
-the replacement is. Before binding the group, the address is bound once alone: a port another
-process listens on is refused as it always was, not shared with it."""
+A socket per worker (SO_REUSEPORT, on Linux) rather than one they share: the kernel spreads new
+connections over the sockets evenly as they come. From one shared socket, whichever worker was
+running when connections came took them (it looks at the socket again before the other has woken):
+uv opens 15 at once and keeps them, and one worker got 14, then served the whole resolve on its one
+core while the other idled (a cold resolve of the real-index set took up to 10 s where it takes 6).
+The supervisor holds every socket, so a replacement worker inherits its predecessor's, and
+connections waiting in it are served once the replacement is. Before binding the group, the address
+is bound once alone: a port another process listens on is refused as it always was, not shared with
+it."""
 
 import json
 import logging
