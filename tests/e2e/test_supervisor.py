@@ -134,18 +134,19 @@ def test_connections_are_spread_over_the_workers_whichever_runs_when_they_come(
     proxy, _, children = _started(tmp_path)
     port = int(proxy.url.rsplit(":", 1)[1])
     paused, running = children
-    paused.suspend()
+    clients: list[socket.socket] = []
     try:
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
-        mine = _listening(running)
-        wait_until(
-            lambda: not any(n for inode, n in _accept_queues(port).items() if inode in mine),
-            "the running worker accepting what its socket holds",
-            30,
-        )
-    finally:
-        paused.resume()
-    try:
+        paused.suspend()
+        try:
+            clients += [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+            mine = _listening(running)
+            wait_until(
+                lambda: not any(n for inode, n in _accept_queues(port).items() if inode in mine),
+                "the running worker accepting what its socket holds",
+                30,
+            )
+        finally:
+            paused.resume()
 
         def accepted() -> list[int] | None:
             counts = [
