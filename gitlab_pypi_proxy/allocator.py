@@ -46,7 +46,7 @@ def _glibc(function: str, returns: Any = ctypes.c_int) -> Any:
     or an older one: mallinfo2 came with 2.33)."""
     name = ctypes.util.find_library("c")
     try:
-        found = getattr(ctypes.CDLL(name), function) if name else None
+        found = ctypes.CDLL(name)[function] if name else None
     except (OSError, AttributeError):
         return None
     if found is not None:
